@@ -1,0 +1,118 @@
+"""Our error type and the one JSON shape every error takes, in the API and in JSON endpoints:
+
+    {"error": {"code": "not_found", "message": "Not found.", "details": {...}, "request_id": "..."}}
+
+Services raise ApplicationError (or a subclass); the DRF handler below and the Django 404/500 handlers
+render it. Nothing else builds error bodies by hand.
+"""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django_guid import get_guid
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_default_handler
+
+
+class ApplicationError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.code
+        self.status = status or self.status
+        self.details = details or {}
+
+
+class NotFound(ApplicationError):
+    status = 404
+    code = "not_found"
+
+
+class PermissionDenied(ApplicationError):
+    status = 403
+    code = "permission_denied"
+
+
+class Conflict(ApplicationError):
+    status = 409
+    code = "conflict"
+
+
+class ServiceUnavailable(ApplicationError):
+    status = 503
+    code = "unavailable"
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}, "request_id": get_guid()}}
+
+
+def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> JsonResponse:
+    return JsonResponse(error_body(code, message, details), status=status)
+
+
+# DRF's own exceptions, by class, to our codes. Order matters: subclasses first.
+_DRF_CODES: list[tuple[type[drf_exceptions.APIException], str]] = [
+    (drf_exceptions.ValidationError, "invalid"),
+    (drf_exceptions.ParseError, "malformed_request"),
+    (drf_exceptions.NotAuthenticated, "not_authenticated"),
+    (drf_exceptions.AuthenticationFailed, "authentication_failed"),
+    (drf_exceptions.PermissionDenied, "permission_denied"),
+    (drf_exceptions.NotFound, "not_found"),
+    (drf_exceptions.MethodNotAllowed, "method_not_allowed"),
+    (drf_exceptions.NotAcceptable, "not_acceptable"),
+    (drf_exceptions.UnsupportedMediaType, "unsupported_media_type"),
+    (drf_exceptions.Throttled, "rate_limited"),
+]
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApplicationError):
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+    if isinstance(exc, DjangoValidationError):
+        exc = drf_exceptions.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    if isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+
+    response = drf_default_handler(exc, context)
+    if response is None or not isinstance(exc, drf_exceptions.APIException):
+        return response  # an unexpected error: Django's 500 handler renders it
+    code = next((c for cls, c in _DRF_CODES if isinstance(exc, cls)), "error")
+    if isinstance(exc, drf_exceptions.ValidationError):
+        message, details = "The request is invalid.", {"fields": exc.detail}
+    else:
+        message, details = str(exc.detail), {}
+    response.data = error_body(code, message, details)
+    return response
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _wants_json(request):
+        return error_response("not_found", "Not found.", 404)
+    return render(request, "404.html", status=404)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if _wants_json(request):
+        return error_response("server_error", "Something went wrong on our side; quote the request id.", 500)
+    return render(request, "500.html", {"request_id": get_guid()}, status=500)

@@ -1,0 +1,54 @@
+import hmac
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from django_prometheus.exports import ExportToDjangoView
+
+from saas.core.errors import error_body, error_response
+from saas.core.health import readiness
+
+logger = logging.getLogger(__name__)
+
+
+@require_safe
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers. Touches no database, cache or broker."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_safe
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    components = readiness()
+    failing = [name for name, status in components.items() if status.required and not status.ok]
+    body = {
+        "status": "ok" if not failing else "unavailable",
+        "components": {name: status.as_json() for name, status in components.items()},
+    }
+    if not failing:
+        return JsonResponse(body)
+    body["failing"] = failing
+    body.update(error_body("not_ready", f"Not ready: {', '.join(failing)}", {"failing": failing}))
+    logger.warning("readyz: not ready: %s", ", ".join(failing))
+    response = JsonResponse(body, status=503)
+    # Probes poll: a down dependency is one warning per probe, not an error report (and Sentry event) each.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+@require_safe
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    token = settings.METRICS_TOKEN
+    if token:
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+            response = error_response("not_authenticated", "A valid metrics bearer token is required.", 401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    return ExportToDjangoView(request)
+

@@ -1,0 +1,18 @@
+"""pytest: the same real PostgreSQL and Redis (tests/plugins/services.py starts them), faster hashing."""
+
+from saas.settings.base import *  # noqa: F403
+from saas.settings.base import ALLOWED_HOSTS, CACHES, CHANNEL_LAYERS
+
+SECRET_KEY = "test-only-secret-key-for-pytest-0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Keys of a test session never collide with a running dev stack sharing the same Redis.
+CACHES["default"]["KEY_PREFIX"] = "crewdesk-test"
+CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "crewdesk-test:asgi"
+# A test worker never takes a dev worker's tasks (or the reverse) when both share one broker.
+CELERY_TASK_DEFAULT_QUEUE = "crewdesk-test"
+ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]

@@ -1,0 +1,41 @@
+// The browser's live channel: one websocket per tab, reconnecting with backoff; events land in #live-feed.
+(function () {
+  "use strict";
+  const status = document.getElementById("live-status");
+  const feed = document.getElementById("live-feed");
+  let attempt = 0;
+
+  function setState(state, label) {
+    if (!status) return;
+    status.dataset.state = state;
+    status.textContent = label;
+  }
+
+  function show(event) {
+    if (!feed) return;
+    const empty = feed.querySelector(".empty");
+    if (empty) empty.remove();
+    const item = document.createElement("li");
+    item.textContent = event.type + (event.data && event.data.message ? ": " + event.data.message : "");
+    feed.prepend(item);
+    while (feed.children.length > 50) feed.lastChild.remove();
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(scheme + "://" + location.host + "/ws/notifications/");
+    socket.onopen = function () { attempt = 0; setState("open", "live"); };
+    socket.onmessage = function (message) {
+      let event;
+      try { event = JSON.parse(message.data); } catch (e) { return; }
+      document.dispatchEvent(new CustomEvent("crewdesk:event", { detail: event }));
+      if (event.type !== "hello" && event.type !== "pong") show(event);
+    };
+    socket.onclose = function () {
+      setState("closed", "reconnecting…");
+      attempt += 1;
+      setTimeout(connect, Math.min(30000, 500 * 2 ** attempt));
+    };
+  }
+  connect();
+})();

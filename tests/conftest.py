@@ -1,0 +1,139 @@
+"""Shared fixtures. Live processes (a Celery worker, a daphne server) run as real subprocesses against the
+same test database and Valkey as the test itself; tests that use them need committed data (transactional_db)."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.db import connection
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BIN_DIR = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """The environment of a child process that must see what this test session sees: the test database
+    (pytest-django's test_<name>, not the dev one), the same Valkey, the test settings."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    database_url = urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "saas.settings.test",
+        "DATABASE_URL": database_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class LiveProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_process(args: list[str], log_path: Path, env: dict[str, str]) -> LiveProcess:
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(args, cwd=BASE_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    return LiveProcess(process, log_path)
+
+
+def wait_until(predicate, *, timeout: float, what: str, process: LiveProcess) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.process.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{process.log()[-4000:]}")
+        with suppress(Exception):
+            if predicate():
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} not ready after {timeout}s:\n{process.log()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveProcess]:
+    """A real `celery worker` process consuming the test queue on the test Valkey."""
+    from saas.celery import app
+
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    hostname = f"test-worker-{os.getpid()}@%h"
+    worker = start_process(
+        [str(BIN_DIR / "celery"), "-A", "saas", "worker", "--loglevel", "INFO", "--pool", "solo",
+         "--without-gossip", "--without-mingle", "--hostname", hostname, "--queues", "crewdesk-test"],
+        log_path,
+        subprocess_env(),
+    )
+
+    def answers_ping() -> bool:
+        return any(f"test-worker-{os.getpid()}@" in name for reply in app.control.ping(timeout=0.5) for name in reply)
+
+    try:
+        wait_until(answers_ping, timeout=60, what="celery worker", process=worker)
+        yield worker
+    finally:
+        worker.stop()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    host: str
+    port: int
+    process: LiveProcess
+
+
+@pytest.fixture(scope="session")
+def daphne_server(django_db_setup, tmp_path_factory) -> Iterator[LiveServer]:
+    """A real daphne serving saas.asgi (HTTP and websockets) on a free loopback port."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    server = start_process(
+        [str(BIN_DIR / "daphne"), "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"],
+        log_path,
+        subprocess_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(url + "/healthz", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+
+    try:
+        wait_until(healthy, timeout=60, what="daphne", process=server)
+        yield LiveServer(url=url, host="127.0.0.1", port=port, process=server)
+    finally:
+        server.stop()
+
+
+def run_python(code: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a snippet in a fresh interpreter (for settings that must be read at startup)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,34 @@
+import os
+import uuid
+
+import pytest
+from django_guid import clear_guid, set_guid
+
+from saas.core.tasks import ping
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+
+def test_task_runs_in_a_real_worker_process_with_the_callers_request_id(celery_worker_process, settings):
+    assert settings.CELERY_TASK_ALWAYS_EAGER is False
+    request_id = uuid.uuid4().hex
+    set_guid(request_id)
+    try:
+        result = ping.delay().get(timeout=30)
+    finally:
+        clear_guid()
+    assert result["pong"] is True
+    assert result["pid"] == celery_worker_process.process.pid  # solo pool: the worker process itself
+    assert result["pid"] != os.getpid()
+    assert result["request_id"] == request_id
+
+
+def test_worker_log_lines_carry_the_request_id(celery_worker_process):
+    request_id = uuid.uuid4().hex
+    set_guid(request_id)
+    try:
+        ping.delay().get(timeout=30)
+    finally:
+        clear_guid()
+    succeeded = [line for line in celery_worker_process.log().splitlines() if "core.ping" in line and "succeeded" in line]
+    assert any(f"[{request_id}]" in line for line in succeeded), succeeded

@@ -1,0 +1,52 @@
+"""Configuration mistakes stop the boot with one clear line; production settings pass `check --deploy`."""
+
+import subprocess
+import sys
+
+from tests.conftest import BASE_DIR, subprocess_env
+
+STRONG_KEY = "k" * 20 + "-production-secret-key-for-the-deploy-check-0123456789"
+
+
+def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = subprocess_env(DJANGO_SETTINGS_MODULE="saas.settings.production", **env)
+    for name in [k for k, v in env.items() if v == "<unset>"]:
+        environment.pop(name)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_production_refuses_to_boot_without_a_secret_key():
+    result = _manage("check", SECRET_KEY="<unset>")
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "Crewdesk refuses to start: SECRET_KEY is not set "
+        "(it signs sessions, CSRF tokens and password-reset links)."
+    )
+
+
+def test_production_refuses_a_short_secret_key():
+    result = _manage("check", SECRET_KEY="short")
+    assert result.returncode != 0
+    assert "at least 50" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_production_refuses_to_boot_without_a_database_url():
+    result = _manage("check", SECRET_KEY=STRONG_KEY, DATABASE_URL="<unset>")
+    assert result.returncode != 0
+    assert "DATABASE_URL is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_deploy_reports_no_warnings():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", SECRET_KEY=STRONG_KEY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_invalid_log_format_is_a_one_line_error():
+    result = _manage("check", SECRET_KEY=STRONG_KEY, LOG_FORMAT="xml")
+    assert result.returncode != 0
+    assert result.stderr.strip() == "LOG_FORMAT must be 'text' or 'json', not 'xml'"
