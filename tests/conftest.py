@@ -1,5 +1,5 @@
 """Shared fixtures. Live processes (a Celery worker, a daphne server) run as real subprocesses against the
-same test database and Valkey as the test itself; tests that use them need committed data (transactional_db)."""
+same test database and Valkey as the test itself; tests using them need committed data (transactional_db)."""
 
 import os
 import socket
@@ -85,14 +85,30 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) 
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     hostname = f"test-worker-{os.getpid()}@%h"
     worker = start_process(
-        [str(BIN_DIR / "celery"), "-A", "saas", "worker", "--loglevel", "INFO", "--pool", "solo",
-         "--without-gossip", "--without-mingle", "--hostname", hostname, "--queues", "crewdesk-test"],
+        [
+            str(BIN_DIR / "celery"),
+            "-A",
+            "saas",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--pool",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            hostname,
+            "--queues",
+            "crewdesk-test",
+        ],
         log_path,
         subprocess_env(),
     )
 
     def answers_ping() -> bool:
-        return any(f"test-worker-{os.getpid()}@" in name for reply in app.control.ping(timeout=0.5) for name in reply)
+        return any(
+            f"test-worker-{os.getpid()}@" in name for reply in app.control.ping(timeout=0.5) for name in reply
+        )
 
     try:
         wait_until(answers_ping, timeout=60, what="celery worker", process=worker)

@@ -61,7 +61,9 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}, "request_id": get_guid()}}
 
 
-def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> JsonResponse:
+def error_response(
+    code: str, message: str, status: int, details: dict[str, Any] | None = None
+) -> JsonResponse:
     return JsonResponse(error_body(code, message, details), status=status)
 
 
@@ -84,7 +86,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
     if isinstance(exc, DjangoValidationError):
-        exc = drf_exceptions.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+        exc = drf_exceptions.ValidationError(
+            detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):

@@ -29,7 +29,9 @@ class ComponentStatus:
 
 def _failure(exc: BaseException) -> str:
     # The first line only: driver errors can run to a page.
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(
+        ": "
+    )
 
 
 def check_database() -> ComponentStatus:
@@ -61,7 +63,9 @@ def check_migrations() -> ComponentStatus:
         plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
         if plan:
             pending = [f"{m.app_label}.{m.name}" for m, _ in plan]
-            return ComponentStatus(False, f"{len(pending)} pending migration(s)", extra={"pending": pending[:20]})
+            return ComponentStatus(
+                False, f"{len(pending)} pending migration(s)", extra={"pending": pending[:20]}
+            )
         return ComponentStatus(True, "up to date")
     except Exception as exc:
         return ComponentStatus(False, _failure(exc))
@@ -86,7 +90,7 @@ def check_celery(*, timeout: float = 1.5) -> ComponentStatus:
         replies = app.control.ping(timeout=timeout)
     except Exception as exc:
         return ComponentStatus(False, _failure(exc))
-    workers = sorted(name for reply in replies for name in reply)
+    workers = sorted(name for reply in replies or [] for name in reply)
     if not workers:
         return ComponentStatus(False, f"no worker answered a ping within {timeout}s")
     return ComponentStatus(True, f"{len(workers)} worker(s)", extra={"workers": workers})

@@ -1,5 +1,6 @@
 import hmac
 import logging
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -25,7 +26,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def readyz(request: HttpRequest) -> JsonResponse:
     components = readiness()
     failing = [name for name, status in components.items() if status.required and not status.ok]
-    body = {
+    body: dict[str, Any] = {
         "status": "ok" if not failing else "unavailable",
         "components": {name: status.as_json() for name, status in components.items()},
     }
@@ -51,4 +52,3 @@ def metrics(request: HttpRequest) -> HttpResponse:
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
     return ExportToDjangoView(request)
-

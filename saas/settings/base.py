@@ -3,6 +3,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import environ
 from django_guid.integrations import CeleryIntegration
@@ -82,7 +83,7 @@ TEMPLATES = [
 
 # --- Data stores -------------------------------------------------------------------------------------------
 # DATABASE_URL / REDIS_URL point at real servers (docker-compose, a managed service). Unset, `make run` and
-# `make test` start embedded ones (saas/devstack.py) and set them; the defaults are the conventional local ports.
+# `make test` start embedded ones (saas/devstack.py) and set them. The defaults are the usual local ports.
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default="postgresql://postgres@127.0.0.1:5432/crewdesk"),
 }
@@ -90,12 +91,14 @@ DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # An unreachable database must fail fast (readyz answers within seconds), not hang on TCP retries.
-DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=3)
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
+    "DATABASE_CONNECT_TIMEOUT", default=3
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
-CACHES = {
+CACHES: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
@@ -104,7 +107,7 @@ CACHES = {
     }
 }
 
-CHANNEL_LAYERS = {
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "prefix": "crewdesk:asgi"},

@@ -9,7 +9,10 @@ import environ
 # embedded servers a running `make run` started, so that `python manage.py shell` talks to that stack.
 # Neither overrides a variable that is already set. Production reads the real environment only.
 _BASE_DIR = Path(__file__).resolve().parent.parent.parent
-for _env_file in (_BASE_DIR / ".env", Path(os.environ.get("CREWDESK_DATA_DIR") or _BASE_DIR / ".devdata") / "services.env"):
+for _env_file in (
+    _BASE_DIR / ".env",
+    Path(os.environ.get("CREWDESK_DATA_DIR") or _BASE_DIR / ".devdata") / "services.env",
+):
     if _env_file.is_file():
         environ.Env.read_env(_env_file)
 

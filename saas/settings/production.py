@@ -2,8 +2,8 @@
 
 import sys
 
-from saas.settings.base import *  # noqa: F403
 from saas.settings import logging as logging_settings
+from saas.settings.base import *  # noqa: F403
 from saas.settings.base import BASE_DIR, env
 
 

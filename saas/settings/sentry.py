@@ -1,4 +1,4 @@
-"""Sentry is switched on by SENTRY_DSN alone; without it nothing is initialised and nothing leaves the host."""
+"""Sentry is switched on by SENTRY_DSN alone; without it nothing is initialised and nothing leaves here."""
 
 
 def init(*, dsn: str, environment: str, traces_sample_rate: float) -> bool:

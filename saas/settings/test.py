@@ -11,8 +11,13 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # Keys of a test session never collide with a running dev stack sharing the same Redis.
-CACHES["default"]["KEY_PREFIX"] = "crewdesk-test"
-CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "crewdesk-test:asgi"
+CACHES = {"default": {**CACHES["default"], "KEY_PREFIX": "crewdesk-test"}}
+CHANNEL_LAYERS = {
+    "default": {
+        **CHANNEL_LAYERS["default"],
+        "CONFIG": {**CHANNEL_LAYERS["default"]["CONFIG"], "prefix": "crewdesk-test:asgi"},
+    }
+}
 # A test worker never takes a dev worker's tasks (or the reverse) when both share one broker.
 CELERY_TASK_DEFAULT_QUEUE = "crewdesk-test"
 ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]

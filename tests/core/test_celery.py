@@ -30,5 +30,9 @@ def test_worker_log_lines_carry_the_request_id(celery_worker_process):
         ping.delay().get(timeout=30)
     finally:
         clear_guid()
-    succeeded = [line for line in celery_worker_process.log().splitlines() if "core.ping" in line and "succeeded" in line]
+    succeeded = [
+        line
+        for line in celery_worker_process.log().splitlines()
+        if "core.ping" in line and "succeeded" in line
+    ]
     assert any(f"[{request_id}]" in line for line in succeeded), succeeded

@@ -62,7 +62,7 @@ def test_dockerfile_is_multi_stage_non_root_with_static_files_and_a_healthcheck(
     assert user and user[-1] not in ("root", "0")
     assert "collectstatic --noinput" in DOCKERFILE
     assert re.search(r"^HEALTHCHECK .*\n?.*?/healthz", DOCKERFILE, flags=re.MULTILINE)
-    cmd = re.search(r'^CMD \[(.*)\]', DOCKERFILE, flags=re.MULTILINE)
+    cmd = re.search(r"^CMD \[(.*)\]", DOCKERFILE, flags=re.MULTILINE)
     assert cmd and "saas.asgi:application" in cmd.group(1)
 
 

@@ -17,7 +17,12 @@ def test_application_errors_render_in_the_one_shape(request_id):
     response = api_exception_handler(Conflict("Slug taken.", code="slug_taken", details={"slug": "x"}), {})
     assert response.status_code == 409
     assert response.data == {
-        "error": {"code": "slug_taken", "message": "Slug taken.", "details": {"slug": "x"}, "request_id": request_id}
+        "error": {
+            "code": "slug_taken",
+            "message": "Slug taken.",
+            "details": {"slug": "x"},
+            "request_id": request_id,
+        }
     }
 
 

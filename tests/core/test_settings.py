@@ -13,7 +13,12 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     for name in [k for k, v in env.items() if v == "<unset>"]:
         environment.pop(name)
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=environment, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -12,7 +12,9 @@ class Command(BaseCommand):
         login = demo_bootstrap()
         if login.password:
             self.stdout.write(
-                self.style.SUCCESS(f"Demo login (shown once): {login.email} / {login.password}  (org: {login.org_slug})")
+                self.style.SUCCESS(
+                    f"Demo login (shown once): {login.email} / {login.password}  (org: {login.org_slug})"
+                )
             )
         else:
             self.stdout.write(
