@@ -212,7 +212,8 @@ def run() -> int:
         ).start()
         manager.loop()  # returns once every process has stopped (Ctrl-C, SIGTERM, or one of them died)
         announced.set()
-        return manager.returncode or 0
+        # Stopped on request (honcho reports 128 + signal) is a clean exit; a process that died is not.
+        return 0 if manager.returncode in (130, 143) else (manager.returncode or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
