@@ -1,10 +1,14 @@
+from datetime import datetime
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from saas.core.models import BaseModel
+from saas.core.tenancy import OrgOwnedModel
 
 
 class UserManager(BaseUserManager["User"]):
@@ -58,7 +62,7 @@ class Organization(BaseModel):
         return self.slug
 
 
-class Membership(BaseModel):
+class Membership(OrgOwnedModel):
     class Role(models.TextChoices):
         OWNER = "owner", "Owner"
         ADMIN = "admin", "Admin"
@@ -69,10 +73,109 @@ class Membership(BaseModel):
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
 
-    class Meta:
+    class Meta(OrgOwnedModel.Meta):
         constraints: ClassVar = [
             models.UniqueConstraint(fields=["organization", "user"], name="accounts_membership_unique"),
         ]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.organization} ({self.role})"
+
+
+class Invitation(OrgOwnedModel):
+    """An invitation to join an org. Only a hash of its token is stored; the token travels in the email."""
+
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        constraints: ClassVar = [
+            # At most one open invitation per address and org: re-inviting renews it instead.
+            models.UniqueConstraint(
+                "organization",
+                Lower("email"),
+                condition=models.Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                name="accounts_invitation_one_open_per_email",
+            ),
+        ]
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
+
+
+class ApiKey(OrgOwnedModel):
+    """An org's API key. The secret is shown once; only its SHA-256 is stored (it has 256 bits of entropy,
+    so a slow hash buys nothing). `prefix` is the public part that identifies the key in lists and logs."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read"
+        ASK = "ask", "Ask questions"
+        DOCUMENTS_WRITE = "documents:write", "Upload and manage documents"
+        CREWS_RUN = "crews:run", "Run crews"
+        ADMIN = "admin", "Administer the org"
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=32, unique=True)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    scopes = ArrayField(models.CharField(max_length=20, choices=Scope.choices), default=list)
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    replaced_by = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_active(self, at: datetime | None = None) -> bool:
+        at = at or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and self.expires_at <= timezone.now():
+            return "expired"
+        if self.replaced_by_id:
+            return "rotating"
+        return "active"
+
+
+class AuditEvent(OrgOwnedModel):
+    """Append-only: a database trigger refuses UPDATE and DELETE (see migration 0003) unless a maintenance
+    job (GDPR pseudonymisation, org erasure) sets `crewdesk.audit_maintenance` for its transaction."""
+
+    actor_user = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=255, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=255, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        indexes: ClassVar = [models.Index(fields=["organization", "-created_at"], name="accounts_audit_org_time")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_label}"

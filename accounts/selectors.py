@@ -1,13 +1,69 @@
+"""Reads for accounts. Cross-org reads (a user's own memberships) use `all_orgs` here and nowhere else."""
+
+from datetime import datetime
 from uuid import UUID
 
-from accounts.models import Membership, User
+from django.db.models import QuerySet
+
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
 
 
 def membership_org_ids(*, user: User) -> list[UUID]:
-    return list(Membership.objects.filter(user=user).values_list("organization_id", flat=True))
+    return list(Membership.all_orgs.filter(user=user).values_list("organization_id", flat=True))
 
 
-def membership_list(*, user: User) -> list[Membership]:
+def membership_list_for_user(*, user: User) -> list[Membership]:
     return list(
-        Membership.objects.filter(user=user).select_related("organization").order_by("organization__name")
+        Membership.all_orgs.filter(user=user).select_related("organization").order_by("organization__name")
     )
+
+
+def membership_get_for_user(*, user: User, org_slug: str | None = None, org_id: UUID | str | None = None) -> Membership | None:
+    queryset = Membership.all_orgs.select_related("organization", "user").filter(user=user)
+    if org_slug is not None:
+        return queryset.filter(organization__slug=org_slug).first()
+    if org_id is not None:
+        try:
+            return queryset.filter(organization_id=UUID(str(org_id))).first()
+        except ValueError:
+            return None
+    return queryset.order_by("created_at").first()
+
+
+def member_list(*, org: Organization) -> QuerySet[Membership]:
+    return Membership.objects.for_org(org).select_related("user").order_by("created_at", "id")
+
+
+def invitation_list(*, org: Organization, open_only: bool = False) -> QuerySet[Invitation]:
+    queryset = Invitation.objects.for_org(org).select_related("invited_by").order_by("-created_at", "id")
+    if open_only:
+        queryset = queryset.filter(accepted_at__isnull=True, revoked_at__isnull=True)
+    return queryset
+
+
+def api_key_list(*, org: Organization) -> QuerySet[ApiKey]:
+    return ApiKey.objects.for_org(org).select_related("created_by", "replaced_by").order_by("-created_at", "id")
+
+
+def audit_event_list(
+    *,
+    org: Organization,
+    action: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[AuditEvent]:
+    queryset = AuditEvent.objects.for_org(org).order_by("-created_at", "-id")
+    if action:
+        queryset = queryset.filter(action__startswith=action)
+    if actor:
+        queryset = queryset.filter(actor_label__icontains=actor)
+    if since:
+        queryset = queryset.filter(created_at__gte=since)
+    if until:
+        queryset = queryset.filter(created_at__lt=until)
+    return queryset
+
+
+def audit_action_names(*, org: Organization) -> list[str]:
+    return list(AuditEvent.objects.for_org(org).order_by("action").values_list("action", flat=True).distinct())

@@ -1,11 +1,87 @@
+"""Writes for users, orgs, memberships, invitations, API keys and the audit log.
+
+Every org-level change is checked against the acting Principal, runs in one transaction, and leaves an
+AuditEvent. Emails and websocket events go out only after the transaction commits.
+"""
+
+import hashlib
+import hmac
+import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import Model
+from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.text import slugify
+from django_guid import get_guid
 
-from accounts.models import Membership, Organization, User
-from saas.core.errors import Conflict
+from accounts import permissions
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
+from accounts.permissions import ADMIN, OWNER, Principal
+from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
+from saas.core.tenancy import org_scope
+
+INVITATION_TTL = timedelta(hours=72)
+API_KEY_PREFIX = "cdk_live_"
+API_KEY_PATTERN = re.compile(r"^cdk_live_([A-Za-z0-9]{8})_([A-Za-z0-9_-]{43})$")
+LAST_USED_PRECISION = timedelta(seconds=60)
+MAX_ROTATION_GRACE = timedelta(days=7)
+
+
+class Gone(ApplicationError):
+    status = 410
+    code = "gone"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from, for the audit log."""
+
+    ip: str | None = None
+    user_agent: str = ""
+
+
+# --- Audit -------------------------------------------------------------------------------------------------
+
+
+def audit_record(
+    *,
+    org: Organization,
+    action: str,
+    principal: Principal | None = None,
+    user: User | None = None,
+    target: Model | None = None,
+    target_label: str = "",
+    origin: Origin | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> AuditEvent:
+    actor_user = user or (principal.user if principal else None)
+    actor_key = principal.api_key if principal else None
+    label = principal.label if principal else (actor_user.email if actor_user else "system")
+    origin = origin or Origin()
+    return AuditEvent.all_orgs.create(
+        organization=org,
+        actor_user=actor_user,
+        actor_api_key=actor_key,
+        actor_label=label,
+        action=action,
+        target_type=target._meta.label_lower if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_label=target_label or (str(target) if target is not None else ""),
+        ip=origin.ip,
+        user_agent=origin.user_agent[:512],
+        request_id=get_guid() or "",
+        metadata=metadata or {},
+    )
+
+
+# --- Users and orgs ----------------------------------------------------------------------------------------
 
 
 @transaction.atomic
@@ -16,14 +92,449 @@ def user_create(*, email: str, password: str | None) -> User:
     return User.objects.create_user(email=email, password=password)
 
 
+def _free_slug(base: str) -> str:
+    base = slugify(base)[:50].strip("-") or "team"
+    slug = base
+    while Organization.objects.filter(slug=slug).exists():
+        slug = f"{base}-{secrets.token_hex(3)}"
+    return slug
+
+
 @transaction.atomic
-def organization_create(*, name: str, owner: User, slug: str | None = None) -> Organization:
-    slug = slug or slugify(name)[:50] or "org"
-    if Organization.objects.filter(slug=slug).exists():
-        raise Conflict(f"The slug {slug!r} is taken.", code="slug_taken", details={"slug": slug})
-    org = Organization.objects.create(name=name, slug=slug)
-    Membership.objects.create(organization=org, user=owner, role=Membership.Role.OWNER)
+def organization_create(
+    *, name: str, owner: User, slug: str | None = None, origin: Origin | None = None
+) -> Organization:
+    name = name.strip()
+    if not name:
+        raise ApplicationError("An org needs a name.", code="invalid", details={"fields": {"name": ["Required."]}})
+    if slug is not None:
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?", slug):
+            raise ApplicationError(
+                "A slug is 1-50 lowercase letters, digits and dashes.",
+                code="invalid",
+                details={"fields": {"slug": ["Invalid slug."]}},
+            )
+        if Organization.objects.filter(slug=slug).exists():
+            raise Conflict(f"The slug {slug!r} is taken.", code="slug_taken", details={"slug": slug})
+    org = Organization.objects.create(name=name[:120], slug=slug or _free_slug(name))
+    with org_scope(org):
+        Membership.objects.create(organization=org, user=owner, role=Membership.Role.OWNER)
+        audit_record(org=org, action="org.created", user=owner, target=org, origin=origin)
     return org
+
+
+def organization_create_personal(*, user: User, origin: Origin | None = None) -> Organization:
+    local_part = user.email.split("@")[0]
+    return organization_create(name=f"{local_part}'s team", owner=user, origin=origin)
+
+
+@transaction.atomic
+def organization_update(*, principal: Principal, name: str, origin: Origin | None = None) -> Organization:
+    principal.require(ADMIN)
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise ApplicationError(
+            "The name must be 1-120 characters.", code="invalid", details={"fields": {"name": ["1-120 characters."]}}
+        )
+    org = Organization.objects.select_for_update().get(pk=principal.organization.pk)
+    old = org.name
+    if old != name:
+        org.name = name
+        org.save(update_fields=["name", "updated_at"])
+        audit_record(
+            org=org, action="org.settings_changed", principal=principal, target=org, origin=origin,
+            metadata={"name": {"from": old, "to": name}},
+        )  # fmt: skip
+    return org
+
+
+# --- Memberships -------------------------------------------------------------------------------------------
+
+
+def _lock_owners(org: Organization) -> list[Membership]:
+    # Every change that could remove an owner locks the owner rows first, so two concurrent demotions
+    # cannot both see "another owner remains".
+    return list(Membership.objects.for_org(org).select_for_update().filter(role=Membership.Role.OWNER))
+
+
+def _membership_for_update(principal: Principal, membership_id: Any) -> Membership:
+    membership = (
+        Membership.objects.for_org(principal.organization)
+        .select_for_update()
+        .select_related("user")
+        .filter(pk=membership_id)
+        .first()
+    )
+    if membership is None:
+        raise NotFound("No such member in this org.")
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(
+    *, principal: Principal, membership_id: Any, role: str, origin: Origin | None = None
+) -> Membership:
+    principal.require(ADMIN)
+    if role not in Membership.Role.values:
+        raise ApplicationError(
+            f"Unknown role {role!r}.", code="invalid", details={"fields": {"role": [f"One of {Membership.Role.values}."]}}
+        )
+    owners = _lock_owners(principal.organization)
+    membership = _membership_for_update(principal, membership_id)
+    old = membership.role
+    if old == role:
+        return membership
+    if Membership.Role.OWNER in (old, role) and not principal.has(OWNER):
+        raise PermissionDenied("Only owners can grant or remove the owner role.", code="insufficient_role")
+    if old == Membership.Role.OWNER and len(owners) <= 1:
+        raise Conflict("An org always keeps at least one owner: make someone else owner first.", code="last_owner")
+    membership.role = role
+    membership.save(update_fields=["role", "updated_at"])
+    audit_record(
+        org=principal.organization, action="member.role_changed", principal=principal, target=membership,
+        target_label=membership.user.email, origin=origin, metadata={"from": old, "to": role},
+    )  # fmt: skip
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, principal: Principal, membership_id: Any, origin: Origin | None = None) -> None:
+    owners = _lock_owners(principal.organization)
+    membership = _membership_for_update(principal, membership_id)
+    leaving = principal.user is not None and membership.user_id == principal.user.pk
+    if not leaving:
+        principal.require(ADMIN)
+        if membership.role == Membership.Role.OWNER and not principal.has(OWNER):
+            raise PermissionDenied("Only owners can remove an owner.", code="insufficient_role")
+    if membership.role == Membership.Role.OWNER and len(owners) <= 1:
+        raise Conflict("An org always keeps at least one owner: transfer ownership first.", code="last_owner")
+    audit_record(
+        org=principal.organization, action="member.left" if leaving else "member.removed", principal=principal,
+        target=membership, target_label=membership.user.email, origin=origin, metadata={"role": membership.role},
+    )  # fmt: skip
+    membership.delete()
+
+
+@transaction.atomic
+def ownership_transfer(*, principal: Principal, membership_id: Any, origin: Origin | None = None) -> Membership:
+    """The target becomes owner; the acting owner steps down to admin."""
+    principal.require(OWNER)
+    _lock_owners(principal.organization)
+    target = _membership_for_update(principal, membership_id)
+    if principal.membership is None or target.pk == principal.membership.pk:
+        raise ApplicationError("Choose another member to transfer ownership to.", code="invalid")
+    target.role = Membership.Role.OWNER
+    target.save(update_fields=["role", "updated_at"])
+    me = Membership.objects.for_org(principal.organization).select_for_update().get(pk=principal.membership.pk)
+    me.role = Membership.Role.ADMIN
+    me.save(update_fields=["role", "updated_at"])
+    audit_record(
+        org=principal.organization, action="org.ownership_transferred", principal=principal, target=target,
+        target_label=target.user.email, origin=origin,
+    )  # fmt: skip
+    return target
+
+
+# --- Invitations -------------------------------------------------------------------------------------------
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedInvitation:
+    invitation: Invitation
+    token: str  # only ever in the email; never stored, never returned by the API
+
+    @property
+    def accept_path(self) -> str:
+        return f"/invitations/{self.token}/"
+
+
+@transaction.atomic
+def invitation_create(
+    *, principal: Principal, email: str, role: str, origin: Origin | None = None
+) -> IssuedInvitation:
+    principal.require(ADMIN)
+    email = User.objects.normalize_email(email.strip()).lower()
+    if role not in Membership.Role.values:
+        raise ApplicationError(
+            f"Unknown role {role!r}.", code="invalid", details={"fields": {"role": [f"One of {Membership.Role.values}."]}}
+        )
+    if not permissions.can_grant(principal, role):
+        raise PermissionDenied("Only owners can invite owners.", code="insufficient_role")
+    org = principal.organization
+    if Membership.objects.for_org(org).filter(user__email__iexact=email).exists():
+        raise Conflict(f"{email} is already a member of this org.", code="already_member")
+    # Re-inviting replaces the open invitation (and its token) rather than piling up a second one.
+    Invitation.objects.for_org(org).filter(
+        email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True
+    ).update(revoked_at=timezone.now())
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.for_org(org).create(
+        organization=org,
+        email=email,
+        role=role,
+        token_hash=_hash(token),
+        invited_by=principal.user,
+        expires_at=timezone.now() + INVITATION_TTL,
+    )
+    issued = IssuedInvitation(invitation, token)
+    audit_record(
+        org=org, action="invitation.created", principal=principal, target=invitation, target_label=email,
+        origin=origin, metadata={"role": role},
+    )  # fmt: skip
+    inviter = principal.label
+    transaction.on_commit(lambda: _send_invitation_email(issued, org_name=org.name, inviter=inviter))
+    return issued
+
+
+def _send_invitation_email(issued: IssuedInvitation, *, org_name: str, inviter: str) -> None:
+    context = {
+        "org_name": org_name,
+        "inviter": inviter,
+        "role": issued.invitation.get_role_display(),
+        "accept_url": settings.SITE_URL.rstrip("/") + issued.accept_path,
+        "expires_at": issued.invitation.expires_at,
+    }
+    send_mail(
+        subject=f"{inviter} invited you to {org_name} on Crewdesk",
+        message=render_to_string("accounts/email/invitation.txt", context),
+        from_email=None,
+        recipient_list=[issued.invitation.email],
+    )
+
+
+@transaction.atomic
+def invitation_revoke(*, principal: Principal, invitation_id: Any, origin: Origin | None = None) -> Invitation:
+    principal.require(ADMIN)
+    invitation = (
+        Invitation.objects.for_org(principal.organization).select_for_update().filter(pk=invitation_id).first()
+    )
+    if invitation is None:
+        raise NotFound("No such invitation in this org.")
+    if invitation.accepted_at:
+        raise Conflict("This invitation was already accepted.", code="already_accepted")
+    if invitation.revoked_at is None:
+        invitation.revoked_at = timezone.now()
+        invitation.save(update_fields=["revoked_at", "updated_at"])
+        audit_record(
+            org=principal.organization, action="invitation.revoked", principal=principal, target=invitation,
+            target_label=invitation.email, origin=origin,
+        )  # fmt: skip
+    return invitation
+
+
+def invitation_get_by_token(*, token: str, for_update: bool = False) -> Invitation:
+    """Cross-org by nature: the token is the only thing the invitee has."""
+    if not token or len(token) > 100:
+        raise NotFound("This invitation link is not valid.", code="invitation_not_found")
+    queryset = Invitation.all_orgs.select_related("organization", "invited_by")
+    if for_update:
+        queryset = queryset.select_for_update(of=("self",))
+    invitation = queryset.filter(token_hash=_hash(token)).first()
+    if invitation is None:
+        raise NotFound("This invitation link is not valid.", code="invitation_not_found")
+    return invitation
+
+
+def invitation_check_open(invitation: Invitation) -> None:
+    status = invitation.status
+    if status == "accepted":
+        raise Gone("This invitation has already been used.", code="invitation_used")
+    if status == "revoked":
+        raise Gone("This invitation was withdrawn by the org's admins.", code="invitation_revoked")
+    if status == "expired":
+        raise Gone("This invitation has expired: ask for a new one.", code="invitation_expired")
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: User, origin: Origin | None = None) -> Membership:
+    invitation = invitation_get_by_token(token=token, for_update=True)
+    invitation_check_open(invitation)
+    if invitation.email.lower() != user.email.lower():
+        raise PermissionDenied(
+            f"This invitation was sent to {invitation.email}; sign in with that address to accept it.",
+            code="invitation_email_mismatch",
+        )
+    org = invitation.organization
+    with org_scope(org):
+        membership = Membership.objects.filter(user=user).first()
+        if membership is None:
+            membership = Membership.objects.create(organization=org, user=user, role=invitation.role)
+        invitation.accepted_at = timezone.now()
+        invitation.accepted_by = user
+        invitation.save(update_fields=["accepted_at", "accepted_by", "updated_at"])
+        audit_record(
+            org=org, action="invitation.accepted", user=user, target=invitation, target_label=user.email,
+            origin=origin, metadata={"role": membership.role},
+        )  # fmt: skip
+    _mark_email_verified(user)  # the token arrived at this address: it is proven
+    return membership
+
+
+def _mark_email_verified(user: User) -> None:
+    from allauth.account.models import EmailAddress
+
+    EmailAddress.objects.update_or_create(
+        user=user, email__iexact=user.email, defaults={"email": user.email, "verified": True, "primary": True}
+    )
+
+
+# --- API keys ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    secret: str  # the full key: shown once, then only its hash exists
+
+
+def _validate_scopes(scopes: list[str]) -> list[str]:
+    unknown = sorted(set(scopes) - permissions.KEY_SCOPES)
+    if unknown or not scopes:
+        raise ApplicationError(
+            "Choose at least one scope out of: " + ", ".join(sorted(permissions.KEY_SCOPES)) + ".",
+            code="invalid",
+            details={"fields": {"scopes": [f"Unknown scope {s!r}." for s in unknown] or ["Required."]}},
+        )
+    return sorted(set(scopes))
+
+
+def _new_key(*, org: Organization, name: str, scopes: list[str], expires_at: datetime | None, user: User | None) -> IssuedKey:
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+    for _ in range(5):
+        public = "".join(secrets.choice(alphabet) for _ in range(8))
+        secret = f"{API_KEY_PREFIX}{public}_{secrets.token_urlsafe(32)}"
+        try:
+            with transaction.atomic():
+                api_key = ApiKey.objects.for_org(org).create(
+                    organization=org,
+                    name=name,
+                    prefix=f"{API_KEY_PREFIX}{public}",
+                    secret_hash=_hash(secret),
+                    scopes=scopes,
+                    expires_at=expires_at,
+                    created_by=user,
+                )
+            return IssuedKey(api_key, secret)
+        except IntegrityError:  # a prefix collision: 57^8 makes this rare, but never fatal
+            continue
+    raise ApplicationError("Could not allocate a key; try again.", code="key_allocation_failed", status=503)
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    principal: Principal,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+    origin: Origin | None = None,
+) -> IssuedKey:
+    principal.require(ADMIN)
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ApplicationError(
+            "A key needs a name of 1-100 characters.", code="invalid", details={"fields": {"name": ["1-100 characters."]}}
+        )
+    scopes = _validate_scopes(scopes)
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ApplicationError(
+            "The expiry must be in the future.", code="invalid", details={"fields": {"expires_at": ["In the past."]}}
+        )
+    issued = _new_key(org=principal.organization, name=name, scopes=scopes, expires_at=expires_at, user=principal.user)
+    audit_record(
+        org=principal.organization, action="api_key.created", principal=principal, target=issued.api_key,
+        origin=origin, metadata={"scopes": scopes, "expires_at": expires_at.isoformat() if expires_at else None},
+    )  # fmt: skip
+    return issued
+
+
+def _key_for_update(principal: Principal, key_id: Any) -> ApiKey:
+    api_key = ApiKey.objects.for_org(principal.organization).select_for_update().filter(pk=key_id).first()
+    if api_key is None:
+        raise NotFound("No such API key in this org.")
+    return api_key
+
+
+@transaction.atomic
+def api_key_revoke(*, principal: Principal, key_id: Any, origin: Origin | None = None) -> ApiKey:
+    principal.require(ADMIN)
+    api_key = _key_for_update(principal, key_id)
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at", "updated_at"])
+        audit_record(
+            org=principal.organization, action="api_key.revoked", principal=principal, target=api_key, origin=origin
+        )
+    return api_key
+
+
+@transaction.atomic
+def api_key_rotate(
+    *, principal: Principal, key_id: Any, grace: timedelta = timedelta(hours=24), origin: Origin | None = None
+) -> IssuedKey:
+    """A new key with the same name, scopes and expiry; the old one keeps working for `grace`, then expires."""
+    principal.require(ADMIN)
+    if grace < timedelta(0) or grace > MAX_ROTATION_GRACE:
+        raise ApplicationError(
+            "The grace period is 0 to 168 hours.", code="invalid", details={"fields": {"grace_hours": ["0-168."]}}
+        )
+    old = _key_for_update(principal, key_id)
+    if not old.is_active():
+        raise Conflict("Only an active key can be rotated.", code="key_inactive")
+    if old.replaced_by_id:
+        raise Conflict("This key was already rotated; rotate its replacement instead.", code="already_rotated")
+    issued = _new_key(
+        org=principal.organization, name=old.name, scopes=old.scopes, expires_at=old.expires_at, user=principal.user
+    )
+    grace_end = timezone.now() + grace
+    old.expires_at = min(old.expires_at, grace_end) if old.expires_at else grace_end
+    old.replaced_by = issued.api_key
+    old.save(update_fields=["expires_at", "replaced_by", "updated_at"])
+    audit_record(
+        org=principal.organization, action="api_key.rotated", principal=principal, target=old, origin=origin,
+        metadata={"new_key": issued.api_key.prefix, "old_key_expires_at": old.expires_at.isoformat()},
+    )  # fmt: skip
+    return issued
+
+
+class KeyRejected(ApplicationError):
+    status = 401
+    code = "authentication_failed"
+
+
+def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey:
+    """Cross-org by nature: the key is what tells us the org. Records last use (at most once a minute)."""
+    if not API_KEY_PATTERN.match(secret):
+        raise KeyRejected("Malformed API key: expected cdk_live_<8 characters>_<43 characters>.", code="malformed_key")
+    api_key = ApiKey.all_orgs.select_related("organization").filter(secret_hash=_hash(secret)).first()
+    if api_key is None or not hmac.compare_digest(api_key.secret_hash, _hash(secret)):
+        raise KeyRejected("Unknown API key.", code="unknown_key")
+    now = timezone.now()
+    if api_key.revoked_at is not None:
+        raise KeyRejected("This API key was revoked.", code="key_revoked")
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        raise KeyRejected("This API key has expired.", code="key_expired")
+    stale = api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_PRECISION
+    if stale or api_key.last_used_ip != ip:
+        ApiKey.all_orgs.filter(pk=api_key.pk).update(last_used_at=now, last_used_ip=ip)
+        api_key.last_used_at, api_key.last_used_ip = now, ip
+    return api_key
+
+
+# --- Sign-in events ----------------------------------------------------------------------------------------
+
+
+def sign_in_record(*, user: User, action: str, origin: Origin | None = None) -> None:
+    """Sign-ins (and failed attempts on a real account) are audited in every org the user belongs to."""
+    for membership in Membership.all_orgs.filter(user=user).select_related("organization"):
+        audit_record(org=membership.organization, action=action, user=user, target=user, origin=origin)
+
+
+# --- The demo login of `make run` --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -45,6 +556,7 @@ def demo_bootstrap() -> DemoLogin:
     if user is None:
         password = secrets.token_urlsafe(12)
         user = user_create(email=DEMO_EMAIL, password=password)
+        _mark_email_verified(user)
     if not Organization.objects.filter(slug=DEMO_ORG_SLUG).exists():
         organization_create(name="Demo team", owner=user, slug=DEMO_ORG_SLUG)
     return DemoLogin(email=DEMO_EMAIL, password=password, org_slug=DEMO_ORG_SLUG)

@@ -1,11 +1,366 @@
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+"""Browser pages for orgs: dashboard, settings, members and invitations, API keys, audit log.
 
-from accounts import selectors
+Thin: OrgMiddleware has already resolved request.org and request.principal for every /o/<org_slug>/ page;
+views check the scope they need, call a service or selector, and render.
+"""
+
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts import selectors, services
+from accounts.authentication import CURRENT_ORG_SESSION_KEY, client_ip
+from accounts.models import ApiKey, Membership
+from accounts.permissions import ADMIN, OWNER, READ
+from saas.core.errors import ApplicationError
+
+ViewFunc = Callable[..., HttpResponse]
+
+
+def _origin(request: HttpRequest) -> services.Origin:
+    return services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
+
+
+def org_page(scope: str) -> Callable[[ViewFunc], ViewFunc]:
+    """For /o/<org_slug>/ pages: the principal must hold `scope` in the org (a 403 page otherwise; the org
+    itself is the user's own, so saying it exists leaks nothing)."""
+
+    def decorator(view: ViewFunc) -> ViewFunc:
+        @wraps(view)
+        @login_required
+        def wrapper(request: HttpRequest, org_slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.principal.has(scope):  # type: ignore[attr-defined]
+                return render(request, "403.html", {"needed": scope}, status=403)
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _back(request: HttpRequest, page: str) -> HttpResponse:
+    return redirect(page, org_slug=request.org.slug)  # type: ignore[attr-defined]
+
+
+def _run(request: HttpRequest, action: Callable[[], Any], success: str | None = None) -> Any:
+    """Call a service; its errors become a message on the next page instead of an error page."""
+    try:
+        result = action()
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return None
+    if success:
+        messages.success(request, success)
+    return result if result is not None else True
+
+
+# --- Forms -------------------------------------------------------------------------------------------------
+
+
+class OrgForm(forms.Form):
+    name = forms.CharField(max_length=120)
+
+
+class NewOrgForm(OrgForm):
+    slug = forms.SlugField(max_length=50, required=False, help_text="Optional; derived from the name if empty.")
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[ApiKey.Scope.READ]
+    )
+    expires_in_days = forms.IntegerField(
+        min_value=1, max_value=3650, required=False, help_text="Leave empty for a key that does not expire."
+    )
+
+
+class RotateForm(forms.Form):
+    grace_hours = forms.IntegerField(min_value=0, max_value=168, initial=24)
+
+
+class TransferForm(forms.Form):
+    member_id = forms.UUIDField()
+
+
+class AuditFilterForm(forms.Form):
+    action = forms.CharField(required=False, max_length=64)
+    actor = forms.CharField(required=False, max_length=255)
+
+
+# --- Pages -------------------------------------------------------------------------------------------------
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    memberships = selectors.membership_list(user=request.user)  # type: ignore[arg-type]
-    return render(request, "accounts/home.html", {"memberships": memberships})
+    """`/`: the org opened last, else the first one, else the page to create one."""
+    remembered = request.session.get(CURRENT_ORG_SESSION_KEY)
+    membership = remembered and selectors.membership_get_for_user(user=request.user, org_id=remembered)  # type: ignore[arg-type]
+    membership = membership or selectors.membership_get_for_user(user=request.user)  # type: ignore[arg-type]
+    if membership is None:
+        return redirect("org-new")
+    return redirect("org-dashboard", org_slug=membership.organization.slug)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def org_new(request: HttpRequest) -> HttpResponse:
+    form = NewOrgForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        org = _run(
+            request,
+            lambda: services.organization_create(
+                name=form.cleaned_data["name"],
+                owner=request.user,  # type: ignore[arg-type]
+                slug=form.cleaned_data["slug"] or None,
+                origin=_origin(request),
+            ),
+        )
+        if org:
+            return redirect("org-dashboard", org_slug=org.slug)
+    return render(request, "accounts/org_new.html", {"form": form})
+
+
+@org_page(READ)
+def dashboard(request: HttpRequest) -> HttpResponse:
+    org = request.org  # type: ignore[attr-defined]
+    return render(
+        request,
+        "accounts/dashboard.html",
+        {"member_count": selectors.member_list(org=org).count()},
+    )
+
+
+@org_page(READ)
+@require_http_methods(["GET", "POST"])
+def org_settings(request: HttpRequest) -> HttpResponse:
+    principal = request.principal  # type: ignore[attr-defined]
+    form = OrgForm(request.POST or None, initial={"name": request.org.name})  # type: ignore[attr-defined]
+    if request.method == "POST":
+        if not principal.has(ADMIN):
+            return render(request, "403.html", {"needed": ADMIN}, status=403)
+        if form.is_valid():
+            name = form.cleaned_data["name"]
+            _run(request, lambda: services.organization_update(principal=principal, name=name, origin=_origin(request)), "Saved.")
+            return _back(request, "org-settings")
+    others = [m for m in selectors.member_list(org=request.org) if m.user_id != request.user.pk]  # type: ignore[attr-defined]
+    return render(request, "accounts/settings.html", {"form": form, "others": others})
+
+
+@org_page(OWNER)
+@require_POST
+def transfer_ownership(request: HttpRequest) -> HttpResponse:
+    form = TransferForm(request.POST)
+    if form.is_valid():
+        member_id = form.cleaned_data["member_id"]
+        _run(
+            request,
+            lambda: services.ownership_transfer(principal=request.principal, membership_id=member_id, origin=_origin(request)),  # type: ignore[attr-defined]
+            "Ownership transferred. You are now an admin.",
+        )
+    return _back(request, "org-settings")
+
+
+@org_page(READ)
+@require_POST
+def leave_org(request: HttpRequest) -> HttpResponse:
+    done = _run(
+        request,
+        lambda: services.membership_remove(
+            principal=request.principal, membership_id=request.membership.pk, origin=_origin(request)  # type: ignore[attr-defined]
+        ),
+    )
+    if done:
+        request.session.pop(CURRENT_ORG_SESSION_KEY, None)
+        messages.success(request, f"You left {request.org.name}.")  # type: ignore[attr-defined]
+        return redirect("home")
+    return _back(request, "org-settings")
+
+
+@org_page(READ)
+def members(request: HttpRequest) -> HttpResponse:
+    org = request.org  # type: ignore[attr-defined]
+    can_admin = request.principal.has(ADMIN)  # type: ignore[attr-defined]
+    return render(
+        request,
+        "accounts/members.html",
+        {
+            "members": selectors.member_list(org=org),
+            "invitations": selectors.invitation_list(org=org, open_only=True) if can_admin else [],
+            "invite_form": InviteForm(),
+            "roles": Membership.Role.choices,
+        },
+    )
+
+
+@org_page(ADMIN)
+@require_POST
+def invite(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Enter a valid email address and role.")
+        return _back(request, "org-members")
+    email, role = form.cleaned_data["email"], form.cleaned_data["role"]
+    _run(
+        request,
+        lambda: services.invitation_create(principal=request.principal, email=email, role=role, origin=_origin(request)),  # type: ignore[attr-defined]
+        f"Invitation sent to {email}.",
+    )
+    return _back(request, "org-members")
+
+
+@org_page(ADMIN)
+@require_POST
+def invitation_revoke(request: HttpRequest, invitation_id: str) -> HttpResponse:
+    _run(
+        request,
+        lambda: services.invitation_revoke(principal=request.principal, invitation_id=invitation_id, origin=_origin(request)),  # type: ignore[attr-defined]
+        "Invitation withdrawn.",
+    )
+    return _back(request, "org-members")
+
+
+@org_page(ADMIN)
+@require_POST
+def member_role(request: HttpRequest, member_id: str) -> HttpResponse:
+    form = RoleForm(request.POST)
+    if form.is_valid():
+        role = form.cleaned_data["role"]
+        _run(
+            request,
+            lambda: services.membership_change_role(
+                principal=request.principal, membership_id=member_id, role=role, origin=_origin(request)  # type: ignore[attr-defined]
+            ),
+            "Role updated.",
+        )
+    return _back(request, "org-members")
+
+
+@org_page(ADMIN)
+@require_POST
+def member_remove(request: HttpRequest, member_id: str) -> HttpResponse:
+    _run(
+        request,
+        lambda: services.membership_remove(principal=request.principal, membership_id=member_id, origin=_origin(request)),  # type: ignore[attr-defined]
+        "Member removed.",
+    )
+    return _back(request, "org-members")
+
+
+@org_page(ADMIN)
+@require_http_methods(["GET", "POST"])
+def api_keys(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm(request.POST or None)
+    issued = None
+    if request.method == "POST" and form.is_valid():
+        days = form.cleaned_data["expires_in_days"]
+        issued = _run(
+            request,
+            lambda: services.api_key_create(
+                principal=request.principal,  # type: ignore[attr-defined]
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+                expires_at=timezone.now() + timedelta(days=days) if days else None,
+                origin=_origin(request),
+            ),
+        )
+        if issued:
+            form = ApiKeyForm()
+    # The new key is rendered in this response only: it is stored nowhere we could show it again.
+    return render(
+        request,
+        "accounts/api_keys.html",
+        {"form": form, "keys": selectors.api_key_list(org=request.org), "issued": issued, "rotate_form": RotateForm()},  # type: ignore[attr-defined]
+    )
+
+
+@org_page(ADMIN)
+@require_POST
+def api_key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    _run(
+        request,
+        lambda: services.api_key_revoke(principal=request.principal, key_id=key_id, origin=_origin(request)),  # type: ignore[attr-defined]
+        "Key revoked.",
+    )
+    return _back(request, "org-api-keys")
+
+
+@org_page(ADMIN)
+@require_POST
+def api_key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
+    form = RotateForm(request.POST)
+    issued = None
+    if form.is_valid():
+        grace = timedelta(hours=form.cleaned_data["grace_hours"])
+        issued = _run(
+            request,
+            lambda: services.api_key_rotate(principal=request.principal, key_id=key_id, grace=grace, origin=_origin(request)),  # type: ignore[attr-defined]
+        )
+    if not issued:
+        return _back(request, "org-api-keys")
+    return render(
+        request,
+        "accounts/api_keys.html",
+        {"form": ApiKeyForm(), "keys": selectors.api_key_list(org=request.org), "issued": issued, "rotate_form": RotateForm()},  # type: ignore[attr-defined]
+    )
+
+
+@org_page(ADMIN)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET or None)
+    filters = form.cleaned_data if form.is_valid() else {}
+    events = selectors.audit_event_list(
+        org=request.org, action=filters.get("action") or None, actor=filters.get("actor") or None  # type: ignore[attr-defined]
+    )
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "accounts/audit.html",
+        {
+            "form": form,
+            "page": page,
+            "actions": selectors.audit_action_names(org=request.org),  # type: ignore[attr-defined]
+            "query": query.urlencode(),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    """Open to anyone holding the link: it shows what the invitation is; accepting needs the invited account."""
+    try:
+        invitation = services.invitation_get_by_token(token=token)
+        services.invitation_check_open(invitation)
+    except ApplicationError as exc:
+        return render(request, "accounts/invitation.html", {"error": exc.message}, status=exc.status)
+    if request.method == "POST":
+        if not request.user.is_authenticated:
+            return redirect(f"/accounts/login/?next={request.path}")
+        try:
+            membership = services.invitation_accept(token=token, user=request.user, origin=_origin(request))  # type: ignore[arg-type]
+        except ApplicationError as exc:
+            return render(request, "accounts/invitation.html", {"invitation": invitation, "error": exc.message}, status=exc.status)
+        messages.success(request, f"Welcome to {membership.organization.name}.")
+        return redirect("org-dashboard", org_slug=membership.organization.slug)
+    return render(request, "accounts/invitation.html", {"invitation": invitation, "next": request.path})

@@ -15,7 +15,6 @@ from django.shortcuts import render
 from django_guid import get_guid
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_default_handler
 
 
 class ApplicationError(Exception):
@@ -67,6 +66,21 @@ def error_response(
     return JsonResponse(error_body(code, message, details), status=status)
 
 
+def application_error_response(exc: ApplicationError, response_class: Any = None) -> Any:
+    """Our errors as a response (DRF's Response in the API, JsonResponse elsewhere), with the headers
+    their status calls for."""
+    body = error_body(exc.code, exc.message, exc.details)
+    response = (
+        response_class(body, status=exc.status) if response_class else JsonResponse(body, status=exc.status)
+    )
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
 # DRF's own exceptions, by class, to our codes. Order matters: subclasses first.
 _DRF_CODES: list[tuple[type[drf_exceptions.APIException], str]] = [
     (drf_exceptions.ValidationError, "invalid"),
@@ -84,7 +98,7 @@ _DRF_CODES: list[tuple[type[drf_exceptions.APIException], str]] = [
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        return application_error_response(exc, response_class=Response)
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(
             detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages
@@ -93,6 +107,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = drf_exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
         exc = drf_exceptions.PermissionDenied()
+
+    # Imported here: rest_framework.views loads the authentication classes, which import our services.
+    from rest_framework.views import exception_handler as drf_default_handler
 
     response = drf_default_handler(exc, context)
     if response is None or not isinstance(exc, drf_exceptions.APIException):

@@ -34,11 +34,13 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_prometheus",
     "django_guid",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
     "saas.core",
     "accounts",
     "billing",
@@ -59,6 +61,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "saas.core.middleware.BodySizeLimitMiddleware",
+    "accounts.middleware.AuthRateLimitMiddleware",
+    "accounts.middleware.OrgMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -76,6 +81,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.org_context",
             ],
         },
     },
@@ -152,12 +158,22 @@ ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
 ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="optional")
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Crewdesk] "
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "Crewdesk"
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Crewdesk <noreply@localhost>")
 
 # --- API ---------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "accounts.authentication.CsrfSessionAuthentication",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "saas.core.pagination.StableCursorPagination",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "saas.core.errors.api_exception_handler",
@@ -167,7 +183,25 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Crewdesk API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "DESCRIPTION": "Authenticate with `Authorization: Bearer cdk_live_...` (an org API key). "
+    "Every error has the shape {\"error\": {code, message, details, request_id}}.",
+    # Swagger UI from the drf-spectacular-sidecar package: served by us, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
+
+# Requests per window. Per API key, per signed-in user and per org on the API; per IP on the sign-in,
+# sign-up and password-reset forms. Plans will raise these per org (billing issue).
+RATE_LIMITS = {
+    "api_key": env.str("RATE_LIMIT_API_KEY", default="600/m"),
+    "user": env.str("RATE_LIMIT_USER", default="300/m"),
+    "org": env.str("RATE_LIMIT_ORG", default="3000/m"),
+    "auth_ip": env.str("RATE_LIMIT_AUTH_IP", default="10/m"),
+}
+RATELIMIT_USE_CACHE = "default"
+# JSON bodies above this size are refused with 413 before anything parses them.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 
 # --- Static files ------------------------------------------------------------------------------------------
 STATIC_URL = "static/"

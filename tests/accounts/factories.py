@@ -1,6 +1,11 @@
-import factory
+import hashlib
+import secrets
+from datetime import timedelta
 
-from accounts.models import Membership, Organization, User
+import factory
+from django.utils import timezone
+
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -12,7 +17,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", "correct horse battery staple")
 
     @factory.post_generation
-    def _save(obj, create, extracted, **kwargs):
+    def _save(obj, create, extracted, **kwargs):  # noqa: N805
         if create:
             obj.save()
 
@@ -25,10 +30,50 @@ class OrganizationFactory(factory.django.DjangoModelFactory):
     slug = factory.Sequence(lambda n: f"team-{n}")
 
 
-class MembershipFactory(factory.django.DjangoModelFactory):
+class OrgOwnedFactory(factory.django.DjangoModelFactory):
+    """Test data is created across orgs on purpose: through the `all_orgs` escape hatch."""
+
+    class Meta:
+        abstract = True
+
+    organization = factory.SubFactory(OrganizationFactory)
+
+    @classmethod
+    def _get_manager(cls, model_class):
+        return model_class.all_orgs
+
+
+class MembershipFactory(OrgOwnedFactory):
     class Meta:
         model = Membership
 
-    organization = factory.SubFactory(OrganizationFactory)
     user = factory.SubFactory(UserFactory)
     role = Membership.Role.MEMBER
+
+
+class InvitationFactory(OrgOwnedFactory):
+    class Meta:
+        model = Invitation
+
+    email = factory.Sequence(lambda n: f"invitee{n}@example.com")
+    role = Membership.Role.MEMBER
+    token_hash = factory.LazyFunction(lambda: hashlib.sha256(secrets.token_bytes(16)).hexdigest())
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=72))
+
+
+class ApiKeyFactory(OrgOwnedFactory):
+    class Meta:
+        model = ApiKey
+
+    name = factory.Sequence(lambda n: f"key {n}")
+    prefix = factory.Sequence(lambda n: f"cdk_live_t{n:07d}")
+    secret_hash = factory.LazyFunction(lambda: hashlib.sha256(secrets.token_bytes(16)).hexdigest())
+    scopes = factory.LazyFunction(lambda: ["read"])
+
+
+class AuditEventFactory(OrgOwnedFactory):
+    class Meta:
+        model = AuditEvent
+
+    action = "test.event"
+    actor_label = "system"

@@ -1,0 +1,18 @@
+from typing import Any
+
+from allauth.account.adapter import DefaultAccountAdapter
+from django.db import transaction
+
+from accounts import services
+from accounts.authentication import client_ip
+
+
+class AccountAdapter(DefaultAccountAdapter):
+    def save_user(self, request: Any, user: Any, form: Any, commit: bool = True) -> Any:
+        """Every new account starts with a personal org, created with the user in one transaction."""
+        with transaction.atomic():
+            user = super().save_user(request, user, form, commit=commit)
+            if commit:
+                origin = services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
+                services.organization_create_personal(user=user, origin=origin)
+        return user

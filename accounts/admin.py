@@ -1,0 +1,69 @@
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.http import HttpRequest
+
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
+
+
+class AllOrgsAdmin(admin.ModelAdmin):
+    """Operators see every org: the admin reads through the `all_orgs` escape hatch, deliberately."""
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return self.model.all_orgs.all()  # type: ignore[attr-defined]
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    ordering = ("email",)
+    list_display = ("email", "is_staff", "is_active", "date_joined")
+    search_fields = ("email",)
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "created_at")
+    search_fields = ("name", "slug")
+
+
+@admin.register(Membership)
+class MembershipAdmin(AllOrgsAdmin):
+    list_display = ("user", "organization", "role")
+    list_filter = ("role",)
+
+
+@admin.register(Invitation)
+class InvitationAdmin(AllOrgsAdmin):
+    list_display = ("email", "organization", "role", "expires_at", "accepted_at", "revoked_at")
+    exclude = ("token_hash",)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(AllOrgsAdmin):
+    list_display = ("name", "prefix", "organization", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "last_used_at", "last_used_ip")
+    exclude = ("secret_hash",)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(AllOrgsAdmin):
+    """Read-only: the log is append-only (the database refuses changes too)."""
+
+    list_display = ("created_at", "organization", "action", "actor_label", "target_label", "ip")
+    list_filter = ("action",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,26 @@
+from django.urls import include, path
+
+from accounts import views
+
+org_patterns = [
+    path("", views.dashboard, name="org-dashboard"),
+    path("settings/", views.org_settings, name="org-settings"),
+    path("settings/transfer/", views.transfer_ownership, name="org-transfer"),
+    path("settings/leave/", views.leave_org, name="org-leave"),
+    path("members/", views.members, name="org-members"),
+    path("members/invite/", views.invite, name="org-invite"),
+    path("members/<uuid:member_id>/role/", views.member_role, name="org-member-role"),
+    path("members/<uuid:member_id>/remove/", views.member_remove, name="org-member-remove"),
+    path("invitations/<uuid:invitation_id>/revoke/", views.invitation_revoke, name="org-invitation-revoke"),
+    path("keys/", views.api_keys, name="org-api-keys"),
+    path("keys/<uuid:key_id>/revoke/", views.api_key_revoke, name="org-api-key-revoke"),
+    path("keys/<uuid:key_id>/rotate/", views.api_key_rotate, name="org-api-key-rotate"),
+    path("audit/", views.audit_log, name="org-audit"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("orgs/new/", views.org_new, name="org-new"),
+    path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
+    path("o/<slug:org_slug>/", include(org_patterns)),
+]
