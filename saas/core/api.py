@@ -60,13 +60,13 @@ class OrgScopedMixin:
         principal.require(self.required_scope(request))
 
     def required_scope(self, request: Request) -> str:
-        action = getattr(self, "action", None) or (request.method or "").lower()
-        if action == "options":
-            return "read"
-        try:
+        method = (request.method or "").lower()
+        action = getattr(self, "action", None) or method
+        if action in self.required_scopes:
             return self.required_scopes[action]
-        except KeyError:
-            raise ImproperlyConfigured(f"{type(self).__name__}.required_scopes has no entry for {action!r}") from None
+        if method == "options" or not hasattr(self, method):
+            return "read"  # no handler: dispatch answers 405 (or OPTIONS metadata) after this check
+        raise ImproperlyConfigured(f"{type(self).__name__}.required_scopes has no entry for {action!r}")
 
     def rate_limit_buckets(self, principal: PrincipalLike) -> list[Bucket]:
         limits = settings.RATE_LIMITS
