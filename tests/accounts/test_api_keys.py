@@ -1,0 +1,128 @@
+import hashlib
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from accounts.models import ApiKey, AuditEvent
+from tests.accounts.conftest import issue_key, key_client
+from tests.accounts.factories import MembershipFactory, OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_created_key_is_shown_once_stored_as_a_hash_and_works(org, admin_key):
+    client = key_client(admin_key.secret)
+    response = client.post("/api/v1/keys", {"name": "deploy bot", "scopes": ["read", "ask"]}, format="json")
+    assert response.status_code == 201
+    body = response.json()
+    secret = body["key"]
+    assert secret.startswith("cdk_live_") and len(secret) == len("cdk_live_") + 8 + 1 + 43
+    assert body["prefix"] == secret[: len("cdk_live_") + 8]
+    stored = ApiKey.all_orgs.get(pk=body["id"])
+    assert stored.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert stored.created_by is None  # created with a key, owned by the org
+    # Never again: not in the list, not in the detail.
+    assert secret not in client.get("/api/v1/keys").content.decode()
+    assert secret not in client.get(f"/api/v1/keys/{body['id']}").content.decode()
+    me = key_client(secret).get("/api/v1/me", REMOTE_ADDR="203.0.113.7").json()
+    assert me["key"] == {"name": "deploy bot", "prefix": body["prefix"]}
+    assert me["scopes"] == ["ask", "read"]
+    assert me["org"]["slug"] == org.slug
+    stored.refresh_from_db()
+    assert stored.last_used_at is not None and stored.last_used_ip == "203.0.113.7"
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        ("Bearer nonsense", "malformed_key"),
+        ("Bearer cdk_live_AAAAAAAA_" + "x" * 43, "unknown_key"),
+        ("Bearer ", "malformed_key"),
+    ],
+)
+def test_bad_keys_get_401_with_the_error_shape(header, code, client):
+    response = client.get("/api/v1/me", HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert response.json()["error"]["code"] == code
+
+
+def test_no_credentials_at_all_is_a_401(client):
+    response = client.get("/api/v1/me")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_revoked_and_expired_keys_are_refused(org, admin_key):
+    issued = issue_key(org)
+    key_client(admin_key.secret).post(f"/api/v1/keys/{issued.api_key.pk}/revoke")
+    response = key_client(issued.secret).get("/api/v1/me")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "key_revoked"
+
+    expiring = issue_key(org)
+    ApiKey.all_orgs.filter(pk=expiring.api_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = key_client(expiring.secret).get("/api/v1/me")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "key_expired"
+
+
+def test_rotation_issues_a_new_key_and_keeps_the_old_one_for_the_grace_period(org, admin_key):
+    old = issue_key(org, scopes=["read", "ask"], name="worker")
+    response = key_client(admin_key.secret).post(f"/api/v1/keys/{old.api_key.pk}/rotate", {"grace_hours": 2}, format="json")
+    assert response.status_code == 201
+    new_secret = response.json()["key"]
+    assert response.json()["scopes"] == ["ask", "read"] and response.json()["name"] == "worker"
+    assert key_client(new_secret).get("/api/v1/me").status_code == 200
+    assert key_client(old.secret).get("/api/v1/me").status_code == 200  # still in its grace period
+    old.api_key.refresh_from_db()
+    assert old.api_key.status == "rotating"
+    assert timedelta(hours=1, minutes=59) < old.api_key.expires_at - timezone.now() <= timedelta(hours=2)
+    ApiKey.all_orgs.filter(pk=old.api_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert key_client(old.secret).get("/api/v1/me").status_code == 401
+    again = key_client(admin_key.secret).post(f"/api/v1/keys/{old.api_key.pk}/rotate", {}, format="json")
+    assert again.status_code == 409
+    assert AuditEvent.all_orgs.filter(organization=org, action="api_key.rotated").count() == 1
+
+
+def test_key_creation_validates_its_input(admin_key):
+    client = key_client(admin_key.secret)
+    before = ApiKey.all_orgs.count()
+    for payload in (
+        {"name": "x", "scopes": ["superuser"]},
+        {"name": "x", "scopes": []},
+        {"name": "", "scopes": ["read"]},
+        {"name": "x", "scopes": ["read"], "expires_at": "2001-01-01T00:00:00Z"},
+        {"name": "x", "scopes": "read"},
+    ):
+        response = client.post("/api/v1/keys", payload, format="json")
+        assert response.status_code == 400, payload
+        assert response.json()["error"]["code"] == "invalid"
+    assert ApiKey.all_orgs.count() == before
+
+
+def test_create_api_key_command_prints_only_the_key():
+    org = OrganizationFactory(slug="acme")
+    out, err = io.StringIO(), io.StringIO()
+    call_command("create_api_key", "acme", "--name", "ci", "--scopes", "read", "ask", stdout=out, stderr=err)
+    secret = out.getvalue().strip()
+    assert "\n" not in secret and secret.startswith("cdk_live_")
+    key = ApiKey.all_orgs.get(organization=org)
+    assert key.scopes == ["ask", "read"] and key.name == "ci"
+    assert key_client(secret).get("/api/v1/me").json()["org"]["slug"] == "acme"
+    with pytest.raises(CommandError, match="scope"):
+        call_command("create_api_key", "acme", "--name", "x", "--scopes", "everything", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="No org"):
+        call_command("create_api_key", "nope", "--name", "x", stdout=io.StringIO())
+
+
+def test_create_org_command_makes_the_owner():
+    out = io.StringIO()
+    call_command("create_org", "globex", "--owner", "Hank@Globex.example", stdout=out)
+    membership = MembershipFactory._meta.model.all_orgs.get(organization__slug="globex")
+    assert membership.user.email == "hank@globex.example" and membership.role == "owner"
+    assert not membership.user.has_usable_password()
+    with pytest.raises(CommandError, match="taken"):
+        call_command("create_org", "globex", "--owner", "x@example.com", stdout=io.StringIO())
