@@ -136,6 +136,7 @@ def org_new(request: HttpRequest) -> HttpResponse:
             ),
         )
         if org:
+            request.session[CURRENT_ORG_SESSION_KEY] = str(org.pk)
             return redirect("org-dashboard", org_slug=org.slug)
     return render(request, "accounts/org_new.html", {"form": form})
 
