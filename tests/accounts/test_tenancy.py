@@ -64,8 +64,8 @@ def api_routes():
 
 def _methods(callback) -> list[str]:
     actions = getattr(callback, "actions", None)
-    if actions:
-        return [m.upper() for m in actions]
+    if actions:  # DRF adds "head" to this dict on the first GET: bodiless, and the same view as GET
+        return [m.upper() for m in actions if m not in ("head", "options")]
     view_class = callback.view_class
     return [m.upper() for m in view_class.http_method_names if hasattr(view_class, m) and m not in ("options", "head")]
 
