@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run services test lint format lock bench clean
+.PHONY: install run services test lint format lock bench clean chromium
+CHROMIUM ?= /usr/bin/chromium
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Crewdesk needs Python 3.11+ (set PYTHON=python3.x)")'
@@ -22,7 +23,12 @@ run: install  ## web (daphne), Celery worker and beat, with embedded PostgreSQL+
 services: install  ## only the embedded PostgreSQL and Valkey (their URLs land in .devdata/services.env)
 	$(PY) -m saas.devstack services
 
-test: install  ## pytest against real PostgreSQL+pgvector, Valkey, Celery workers and daphne
+chromium:  ## Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser)
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "Install Debian's chromium (sudo apt-get install chromium) for the browser tests"; exit 1; fi; }
+
+test: install chromium  ## pytest against real PostgreSQL+pgvector, Valkey, Celery workers and daphne
 	@# pytest exits 5 when it collected no tests: not a failure of the code (make would turn it into 2).
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status

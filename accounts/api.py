@@ -12,9 +12,16 @@ from rest_framework.response import Response
 
 from accounts import selectors, services
 from accounts.authentication import client_ip
-from accounts.models import ApiKey, AuditEvent, Invitation, Membership
-from accounts.permissions import ADMIN, OWNER, READ
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization
+from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
+
+
+class OrgRequest(Request):
+    """What OrgScopedAPIView guarantees to its handlers."""
+
+    org: Organization
+    principal: Principal
 
 
 def _origin(request: Request) -> services.Origin:
@@ -118,7 +125,7 @@ class RotateIn(StrictSerializer):
     grace_hours = serializers.IntegerField(min_value=0, max_value=168, default=24)
 
 
-def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+def _valid(serializer_class: type[serializers.Serializer], request: OrgRequest) -> dict[str, Any]:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -142,8 +149,8 @@ class MeView(OrgScopedAPIView):
             },
         )
     )
-    def get(self, request: Request) -> Response:
-        principal = request.principal  # type: ignore[attr-defined]
+    def get(self, request: OrgRequest) -> Response:
+        principal = request.principal
         key = principal.api_key
         return Response(
             {
@@ -160,13 +167,13 @@ class OrgView(OrgScopedAPIView):
     required_scopes = {"get": READ, "patch": ADMIN}
 
     @extend_schema(responses=OrganizationOut)
-    def get(self, request: Request) -> Response:
-        return Response(OrganizationOut(request.org).data)  # type: ignore[attr-defined]
+    def get(self, request: OrgRequest) -> Response:
+        return Response(OrganizationOut(request.org).data)
 
     @extend_schema(request=OrgUpdateIn, responses=OrganizationOut)
-    def patch(self, request: Request) -> Response:
+    def patch(self, request: OrgRequest) -> Response:
         data = _valid(OrgUpdateIn, request)
-        org = services.organization_update(principal=request.principal, name=data["name"], origin=_origin(request))  # type: ignore[attr-defined]
+        org = services.organization_update(principal=request.principal, name=data["name"], origin=_origin(request))
         return Response(OrganizationOut(org).data)
 
 
@@ -174,10 +181,12 @@ class TransferOwnershipView(OrgScopedAPIView):
     required_scopes = {"post": OWNER}
 
     @extend_schema(request=TransferIn, responses=MemberOut)
-    def post(self, request: Request) -> Response:
+    def post(self, request: OrgRequest) -> Response:
         data = _valid(TransferIn, request)
         membership = services.ownership_transfer(
-            principal=request.principal, membership_id=data["member_id"], origin=_origin(request)  # type: ignore[attr-defined]
+            principal=request.principal,
+            membership_id=data["member_id"],
+            origin=_origin(request),
         )
         return Response(MemberOut(membership).data)
 
@@ -192,25 +201,28 @@ class MemberViewSet(OrgScopedViewSet):
     def safely_get_queryset(self, queryset: Any) -> Any:
         return queryset.select_related("user")
 
-    def list(self, request: Request) -> Response:
+    def list(self, request: OrgRequest) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(MemberOut(page, many=True).data)
 
-    def retrieve(self, request: Request, pk: str) -> Response:
+    def retrieve(self, request: OrgRequest, pk: str) -> Response:
         return Response(MemberOut(self.get_object()).data)
 
     @extend_schema(request=RoleIn, responses=MemberOut)
-    def partial_update(self, request: Request, pk: str) -> Response:
+    def partial_update(self, request: OrgRequest, pk: str) -> Response:
         membership = self.get_object()
         data = _valid(RoleIn, request)
         membership = services.membership_change_role(
-            principal=request.principal, membership_id=membership.pk, role=data["role"], origin=_origin(request)  # type: ignore[attr-defined]
+            principal=request.principal,
+            membership_id=membership.pk,
+            role=data["role"],
+            origin=_origin(request),
         )
         return Response(MemberOut(membership).data)
 
-    def destroy(self, request: Request, pk: str) -> Response:
+    def destroy(self, request: OrgRequest, pk: str) -> Response:
         membership = self.get_object()
-        services.membership_remove(principal=request.principal, membership_id=membership.pk, origin=_origin(request))  # type: ignore[attr-defined]
+        services.membership_remove(principal=request.principal, membership_id=membership.pk, origin=_origin(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -223,25 +235,28 @@ class InvitationViewSet(OrgScopedViewSet):
     def safely_get_queryset(self, queryset: Any) -> Any:
         return queryset.select_related("invited_by")
 
-    def list(self, request: Request) -> Response:
+    def list(self, request: OrgRequest) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(InvitationOut(page, many=True).data)
 
-    def retrieve(self, request: Request, pk: str) -> Response:
+    def retrieve(self, request: OrgRequest, pk: str) -> Response:
         return Response(InvitationOut(self.get_object()).data)
 
     @extend_schema(request=InvitationIn, responses={201: InvitationOut})
-    def create(self, request: Request) -> Response:
+    def create(self, request: OrgRequest) -> Response:
         data = _valid(InvitationIn, request)
         issued = services.invitation_create(
-            principal=request.principal, email=data["email"], role=data["role"], origin=_origin(request)  # type: ignore[attr-defined]
+            principal=request.principal,
+            email=data["email"],
+            role=data["role"],
+            origin=_origin(request),
         )
         # The token goes to the invitee's inbox only; the API never returns it.
         return Response(InvitationOut(issued.invitation).data, status=status.HTTP_201_CREATED)
 
-    def destroy(self, request: Request, pk: str) -> Response:
+    def destroy(self, request: OrgRequest, pk: str) -> Response:
         invitation = self.get_object()
-        services.invitation_revoke(principal=request.principal, invitation_id=invitation.pk, origin=_origin(request))  # type: ignore[attr-defined]
+        services.invitation_revoke(principal=request.principal, invitation_id=invitation.pk, origin=_origin(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -253,18 +268,18 @@ class ApiKeyViewSet(OrgScopedViewSet):
         "list": ADMIN, "retrieve": ADMIN, "create": ADMIN, "destroy": ADMIN, "rotate": ADMIN, "revoke": ADMIN,
     }  # fmt: skip
 
-    def list(self, request: Request) -> Response:
+    def list(self, request: OrgRequest) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(ApiKeyOut(page, many=True).data)
 
-    def retrieve(self, request: Request, pk: str) -> Response:
+    def retrieve(self, request: OrgRequest, pk: str) -> Response:
         return Response(ApiKeyOut(self.get_object()).data)
 
     @extend_schema(request=ApiKeyIn, responses={201: IssuedKeyOut})
-    def create(self, request: Request) -> Response:
+    def create(self, request: OrgRequest) -> Response:
         data = _valid(ApiKeyIn, request)
         issued = services.api_key_create(
-            principal=request.principal,  # type: ignore[attr-defined]
+            principal=request.principal,
             name=data["name"],
             scopes=data["scopes"],
             expires_at=data.get("expires_at"),
@@ -274,11 +289,11 @@ class ApiKeyViewSet(OrgScopedViewSet):
 
     @extend_schema(request=RotateIn, responses={201: IssuedKeyOut})
     @action(detail=True, methods=["post"])
-    def rotate(self, request: Request, pk: str) -> Response:
+    def rotate(self, request: OrgRequest, pk: str) -> Response:
         api_key = self.get_object()
         data = _valid(RotateIn, request)
         issued = services.api_key_rotate(
-            principal=request.principal,  # type: ignore[attr-defined]
+            principal=request.principal,
             key_id=api_key.pk,
             grace=timedelta(hours=data["grace_hours"]),
             origin=_origin(request),
@@ -287,12 +302,14 @@ class ApiKeyViewSet(OrgScopedViewSet):
 
     @extend_schema(request=None, responses=ApiKeyOut)
     @action(detail=True, methods=["post"])
-    def revoke(self, request: Request, pk: str) -> Response:
-        api_key = services.api_key_revoke(principal=request.principal, key_id=self.get_object().pk, origin=_origin(request))  # type: ignore[attr-defined]
+    def revoke(self, request: OrgRequest, pk: str) -> Response:
+        api_key = services.api_key_revoke(
+            principal=request.principal, key_id=self.get_object().pk, origin=_origin(request)
+        )
         return Response(ApiKeyOut(api_key).data)
 
-    def destroy(self, request: Request, pk: str) -> Response:
-        services.api_key_revoke(principal=request.principal, key_id=self.get_object().pk, origin=_origin(request))  # type: ignore[attr-defined]
+    def destroy(self, request: OrgRequest, pk: str) -> Response:
+        services.api_key_revoke(principal=request.principal, key_id=self.get_object().pk, origin=_origin(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -333,9 +350,9 @@ class AuditEventViewSet(OrgScopedViewSet):
             OpenApiParameter("until", str, description="ISO 8601 time, exclusive."),
         ]
     )
-    def list(self, request: Request) -> Response:
+    def list(self, request: OrgRequest) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(AuditEventOut(page, many=True).data)
 
-    def retrieve(self, request: Request, pk: str) -> Response:
+    def retrieve(self, request: OrgRequest, pk: str) -> Response:
         return Response(AuditEventOut(self.get_object()).data)

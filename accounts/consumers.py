@@ -25,17 +25,13 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        await self.send_json(
-            {"type": "hello", "data": {"user": user.email, "orgs": [str(o) for o in org_ids]}}
-        )
+        await self.send_json({"type": "hello", "data": {"user": user.email, "orgs": [str(o) for o in org_ids]}})
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "groups", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def receive(
-        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
-    ) -> None:
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         # Hostile or broken clients get an error frame and keep their connection; nothing here can crash it.
         if text_data is None:
             await self._error("unsupported", "Only JSON text frames are accepted.")

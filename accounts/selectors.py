@@ -13,12 +13,12 @@ def membership_org_ids(*, user: User) -> list[UUID]:
 
 
 def membership_list_for_user(*, user: User) -> list[Membership]:
-    return list(
-        Membership.all_orgs.filter(user=user).select_related("organization").order_by("organization__name")
-    )
+    return list(Membership.all_orgs.filter(user=user).select_related("organization").order_by("organization__name"))
 
 
-def membership_get_for_user(*, user: User, org_slug: str | None = None, org_id: UUID | str | None = None) -> Membership | None:
+def membership_get_for_user(
+    *, user: User, org_slug: str | None = None, org_id: UUID | str | None = None
+) -> Membership | None:
     queryset = Membership.all_orgs.select_related("organization", "user").filter(user=user)
     if org_slug is not None:
         return queryset.filter(organization__slug=org_slug).first()

@@ -134,7 +134,9 @@ def organization_update(*, principal: Principal, name: str, origin: Origin | Non
     name = name.strip()
     if not name or len(name) > 120:
         raise ApplicationError(
-            "The name must be 1-120 characters.", code="invalid", details={"fields": {"name": ["1-120 characters."]}}
+            "The name must be 1-120 characters.",
+            code="invalid",
+            details={"fields": {"name": ["1-120 characters."]}},
         )
     org = Organization.objects.select_for_update().get(pk=principal.organization.pk)
     old = org.name
@@ -177,7 +179,9 @@ def membership_change_role(
     principal.require(ADMIN)
     if role not in Membership.Role.values:
         raise ApplicationError(
-            f"Unknown role {role!r}.", code="invalid", details={"fields": {"role": [f"One of {Membership.Role.values}."]}}
+            f"Unknown role {role!r}.",
+            code="invalid",
+            details={"fields": {"role": [f"One of {Membership.Role.values}."]}},
         )
     owners = _lock_owners(principal.organization)
     membership = _membership_for_update(principal, membership_id)
@@ -253,14 +257,14 @@ class IssuedInvitation:
 
 
 @transaction.atomic
-def invitation_create(
-    *, principal: Principal, email: str, role: str, origin: Origin | None = None
-) -> IssuedInvitation:
+def invitation_create(*, principal: Principal, email: str, role: str, origin: Origin | None = None) -> IssuedInvitation:
     principal.require(ADMIN)
     email = User.objects.normalize_email(email.strip()).lower()
     if role not in Membership.Role.values:
         raise ApplicationError(
-            f"Unknown role {role!r}.", code="invalid", details={"fields": {"role": [f"One of {Membership.Role.values}."]}}
+            f"Unknown role {role!r}.",
+            code="invalid",
+            details={"fields": {"role": [f"One of {Membership.Role.values}."]}},
         )
     if not permissions.can_grant(principal, role):
         raise PermissionDenied("Only owners can invite owners.", code="insufficient_role")
@@ -309,9 +313,7 @@ def _send_invitation_email(issued: IssuedInvitation, *, org_name: str, inviter: 
 @transaction.atomic
 def invitation_revoke(*, principal: Principal, invitation_id: Any, origin: Origin | None = None) -> Invitation:
     principal.require(ADMIN)
-    invitation = (
-        Invitation.objects.for_org(principal.organization).select_for_update().filter(pk=invitation_id).first()
-    )
+    invitation = Invitation.objects.for_org(principal.organization).select_for_update().filter(pk=invitation_id).first()
     if invitation is None:
         raise NotFound("No such invitation in this org.")
     if invitation.accepted_at:
@@ -402,7 +404,9 @@ def _validate_scopes(scopes: list[str]) -> list[str]:
     return sorted(set(scopes))
 
 
-def _new_key(*, org: Organization, name: str, scopes: list[str], expires_at: datetime | None, user: User | None) -> IssuedKey:
+def _new_key(
+    *, org: Organization, name: str, scopes: list[str], expires_at: datetime | None, user: User | None
+) -> IssuedKey:
     alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
     for _ in range(5):
         public = "".join(secrets.choice(alphabet) for _ in range(8))
@@ -437,12 +441,16 @@ def api_key_create(
     name = name.strip()
     if not name or len(name) > 100:
         raise ApplicationError(
-            "A key needs a name of 1-100 characters.", code="invalid", details={"fields": {"name": ["1-100 characters."]}}
+            "A key needs a name of 1-100 characters.",
+            code="invalid",
+            details={"fields": {"name": ["1-100 characters."]}},
         )
     scopes = _validate_scopes(scopes)
     if expires_at is not None and expires_at <= timezone.now():
         raise ApplicationError(
-            "The expiry must be in the future.", code="invalid", details={"fields": {"expires_at": ["In the past."]}}
+            "The expiry must be in the future.",
+            code="invalid",
+            details={"fields": {"expires_at": ["In the past."]}},
         )
     issued = _new_key(org=principal.organization, name=name, scopes=scopes, expires_at=expires_at, user=principal.user)
     audit_record(
@@ -467,7 +475,11 @@ def api_key_revoke(*, principal: Principal, key_id: Any, origin: Origin | None =
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at", "updated_at"])
         audit_record(
-            org=principal.organization, action="api_key.revoked", principal=principal, target=api_key, origin=origin
+            org=principal.organization,
+            action="api_key.revoked",
+            principal=principal,
+            target=api_key,
+            origin=origin,
         )
     return api_key
 
@@ -480,7 +492,9 @@ def api_key_rotate(
     principal.require(ADMIN)
     if grace < timedelta(0) or grace > MAX_ROTATION_GRACE:
         raise ApplicationError(
-            "The grace period is 0 to 168 hours.", code="invalid", details={"fields": {"grace_hours": ["0-168."]}}
+            "The grace period is 0 to 168 hours.",
+            code="invalid",
+            details={"fields": {"grace_hours": ["0-168."]}},
         )
     old = _key_for_update(principal, key_id)
     if not old.is_active():
@@ -488,7 +502,11 @@ def api_key_rotate(
     if old.replaced_by_id:
         raise Conflict("This key was already rotated; rotate its replacement instead.", code="already_rotated")
     issued = _new_key(
-        org=principal.organization, name=old.name, scopes=old.scopes, expires_at=old.expires_at, user=principal.user
+        org=principal.organization,
+        name=old.name,
+        scopes=old.scopes,
+        expires_at=old.expires_at,
+        user=principal.user,
     )
     grace_end = timezone.now() + grace
     old.expires_at = min(old.expires_at, grace_end) if old.expires_at else grace_end

@@ -4,6 +4,7 @@ Thin: OrgMiddleware has already resolved request.org and request.principal for e
 views check the scope they need, call a service or selector, and render.
 """
 
+import secrets
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -12,6 +13,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -20,14 +22,23 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import selectors, services
 from accounts.authentication import CURRENT_ORG_SESSION_KEY, client_ip
-from accounts.models import ApiKey, Membership
-from accounts.permissions import ADMIN, OWNER, READ
+from accounts.models import ApiKey, Membership, Organization, User
+from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core.errors import ApplicationError
 
 ViewFunc = Callable[..., HttpResponse]
 
 
-def _origin(request: HttpRequest) -> services.Origin:
+class OrgHttpRequest(HttpRequest):
+    """What OrgMiddleware and login_required guarantee to org pages."""
+
+    user: User  # type: ignore[assignment]
+    org: Organization
+    membership: Membership
+    principal: Principal
+
+
+def _origin(request: OrgHttpRequest) -> services.Origin:
     return services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
 
 
@@ -38,8 +49,8 @@ def org_page(scope: str) -> Callable[[ViewFunc], ViewFunc]:
     def decorator(view: ViewFunc) -> ViewFunc:
         @wraps(view)
         @login_required
-        def wrapper(request: HttpRequest, org_slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not request.principal.has(scope):  # type: ignore[attr-defined]
+        def wrapper(request: OrgHttpRequest, org_slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.principal.has(scope):
                 return render(request, "403.html", {"needed": scope}, status=403)
             return view(request, *args, **kwargs)
 
@@ -48,11 +59,11 @@ def org_page(scope: str) -> Callable[[ViewFunc], ViewFunc]:
     return decorator
 
 
-def _back(request: HttpRequest, page: str) -> HttpResponse:
-    return redirect(page, org_slug=request.org.slug)  # type: ignore[attr-defined]
+def _back(request: OrgHttpRequest, page: str) -> HttpResponse:
+    return redirect(page, org_slug=request.org.slug)
 
 
-def _run(request: HttpRequest, action: Callable[[], Any], success: str | None = None) -> Any:
+def _run(request: OrgHttpRequest, action: Callable[[], Any], success: str | None = None) -> Any:
     """Call a service; its errors become a message on the next page instead of an error page."""
     try:
         result = action()
@@ -84,7 +95,21 @@ class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices)
 
 
-class ApiKeyForm(forms.Form):
+class OnceForm(forms.Form):
+    """A form whose result must not happen twice (a reload re-posts it): it carries a single-use nonce."""
+
+    nonce = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial["nonce"] = secrets.token_urlsafe(24)
+
+    def first_submission(self, target: str = "") -> bool:
+        return bool(cache.add(f"form-nonce:{self.cleaned_data['nonce']}:{target}", 1, timeout=24 * 3600))
+
+
+class ApiKeyForm(OnceForm):
     name = forms.CharField(max_length=100)
     scopes = forms.MultipleChoiceField(
         choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[ApiKey.Scope.READ]
@@ -94,7 +119,7 @@ class ApiKeyForm(forms.Form):
     )
 
 
-class RotateForm(forms.Form):
+class RotateForm(OnceForm):
     grace_hours = forms.IntegerField(min_value=0, max_value=168, initial=24)
 
 
@@ -111,11 +136,11 @@ class AuditFilterForm(forms.Form):
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: OrgHttpRequest) -> HttpResponse:
     """`/`: the org opened last, else the first one, else the page to create one."""
     remembered = request.session.get(CURRENT_ORG_SESSION_KEY)
-    membership = remembered and selectors.membership_get_for_user(user=request.user, org_id=remembered)  # type: ignore[arg-type]
-    membership = membership or selectors.membership_get_for_user(user=request.user)  # type: ignore[arg-type]
+    membership = remembered and selectors.membership_get_for_user(user=request.user, org_id=remembered)
+    membership = membership or selectors.membership_get_for_user(user=request.user)
     if membership is None:
         return redirect("org-new")
     return redirect("org-dashboard", org_slug=membership.organization.slug)
@@ -123,14 +148,14 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def org_new(request: HttpRequest) -> HttpResponse:
+def org_new(request: OrgHttpRequest) -> HttpResponse:
     form = NewOrgForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         org = _run(
             request,
             lambda: services.organization_create(
                 name=form.cleaned_data["name"],
-                owner=request.user,  # type: ignore[arg-type]
+                owner=request.user,
                 slug=form.cleaned_data["slug"] or None,
                 origin=_origin(request),
             ),
@@ -142,8 +167,8 @@ def org_new(request: HttpRequest) -> HttpResponse:
 
 
 @org_page(READ)
-def dashboard(request: HttpRequest) -> HttpResponse:
-    org = request.org  # type: ignore[attr-defined]
+def dashboard(request: OrgHttpRequest) -> HttpResponse:
+    org = request.org
     return render(
         request,
         "accounts/dashboard.html",
@@ -153,29 +178,35 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @org_page(READ)
 @require_http_methods(["GET", "POST"])
-def org_settings(request: HttpRequest) -> HttpResponse:
-    principal = request.principal  # type: ignore[attr-defined]
-    form = OrgForm(request.POST or None, initial={"name": request.org.name})  # type: ignore[attr-defined]
+def org_settings(request: OrgHttpRequest) -> HttpResponse:
+    principal = request.principal
+    form = OrgForm(request.POST or None, initial={"name": request.org.name})
     if request.method == "POST":
         if not principal.has(ADMIN):
             return render(request, "403.html", {"needed": ADMIN}, status=403)
         if form.is_valid():
             name = form.cleaned_data["name"]
-            _run(request, lambda: services.organization_update(principal=principal, name=name, origin=_origin(request)), "Saved.")
+            _run(
+                request,
+                lambda: services.organization_update(principal=principal, name=name, origin=_origin(request)),
+                "Saved.",
+            )
             return _back(request, "org-settings")
-    others = [m for m in selectors.member_list(org=request.org) if m.user_id != request.user.pk]  # type: ignore[attr-defined]
+    others = [m for m in selectors.member_list(org=request.org) if m.user_id != request.user.pk]
     return render(request, "accounts/settings.html", {"form": form, "others": others})
 
 
 @org_page(OWNER)
 @require_POST
-def transfer_ownership(request: HttpRequest) -> HttpResponse:
+def transfer_ownership(request: OrgHttpRequest) -> HttpResponse:
     form = TransferForm(request.POST)
     if form.is_valid():
         member_id = form.cleaned_data["member_id"]
         _run(
             request,
-            lambda: services.ownership_transfer(principal=request.principal, membership_id=member_id, origin=_origin(request)),  # type: ignore[attr-defined]
+            lambda: services.ownership_transfer(
+                principal=request.principal, membership_id=member_id, origin=_origin(request)
+            ),
             "Ownership transferred. You are now an admin.",
         )
     return _back(request, "org-settings")
@@ -183,24 +214,26 @@ def transfer_ownership(request: HttpRequest) -> HttpResponse:
 
 @org_page(READ)
 @require_POST
-def leave_org(request: HttpRequest) -> HttpResponse:
+def leave_org(request: OrgHttpRequest) -> HttpResponse:
     done = _run(
         request,
         lambda: services.membership_remove(
-            principal=request.principal, membership_id=request.membership.pk, origin=_origin(request)  # type: ignore[attr-defined]
+            principal=request.principal,
+            membership_id=request.membership.pk,
+            origin=_origin(request),
         ),
     )
     if done:
         request.session.pop(CURRENT_ORG_SESSION_KEY, None)
-        messages.success(request, f"You left {request.org.name}.")  # type: ignore[attr-defined]
+        messages.success(request, f"You left {request.org.name}.")
         return redirect("home")
     return _back(request, "org-settings")
 
 
 @org_page(READ)
-def members(request: HttpRequest) -> HttpResponse:
-    org = request.org  # type: ignore[attr-defined]
-    can_admin = request.principal.has(ADMIN)  # type: ignore[attr-defined]
+def members(request: OrgHttpRequest) -> HttpResponse:
+    org = request.org
+    can_admin = request.principal.has(ADMIN)
     return render(
         request,
         "accounts/members.html",
@@ -215,7 +248,7 @@ def members(request: HttpRequest) -> HttpResponse:
 
 @org_page(ADMIN)
 @require_POST
-def invite(request: HttpRequest) -> HttpResponse:
+def invite(request: OrgHttpRequest) -> HttpResponse:
     form = InviteForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Enter a valid email address and role.")
@@ -223,7 +256,9 @@ def invite(request: HttpRequest) -> HttpResponse:
     email, role = form.cleaned_data["email"], form.cleaned_data["role"]
     _run(
         request,
-        lambda: services.invitation_create(principal=request.principal, email=email, role=role, origin=_origin(request)),  # type: ignore[attr-defined]
+        lambda: services.invitation_create(
+            principal=request.principal, email=email, role=role, origin=_origin(request)
+        ),
         f"Invitation sent to {email}.",
     )
     return _back(request, "org-members")
@@ -231,10 +266,12 @@ def invite(request: HttpRequest) -> HttpResponse:
 
 @org_page(ADMIN)
 @require_POST
-def invitation_revoke(request: HttpRequest, invitation_id: str) -> HttpResponse:
+def invitation_revoke(request: OrgHttpRequest, invitation_id: str) -> HttpResponse:
     _run(
         request,
-        lambda: services.invitation_revoke(principal=request.principal, invitation_id=invitation_id, origin=_origin(request)),  # type: ignore[attr-defined]
+        lambda: services.invitation_revoke(
+            principal=request.principal, invitation_id=invitation_id, origin=_origin(request)
+        ),
         "Invitation withdrawn.",
     )
     return _back(request, "org-members")
@@ -242,14 +279,17 @@ def invitation_revoke(request: HttpRequest, invitation_id: str) -> HttpResponse:
 
 @org_page(ADMIN)
 @require_POST
-def member_role(request: HttpRequest, member_id: str) -> HttpResponse:
+def member_role(request: OrgHttpRequest, member_id: str) -> HttpResponse:
     form = RoleForm(request.POST)
     if form.is_valid():
         role = form.cleaned_data["role"]
         _run(
             request,
             lambda: services.membership_change_role(
-                principal=request.principal, membership_id=member_id, role=role, origin=_origin(request)  # type: ignore[attr-defined]
+                principal=request.principal,
+                membership_id=member_id,
+                role=role,
+                origin=_origin(request),
             ),
             "Role updated.",
         )
@@ -258,10 +298,12 @@ def member_role(request: HttpRequest, member_id: str) -> HttpResponse:
 
 @org_page(ADMIN)
 @require_POST
-def member_remove(request: HttpRequest, member_id: str) -> HttpResponse:
+def member_remove(request: OrgHttpRequest, member_id: str) -> HttpResponse:
     _run(
         request,
-        lambda: services.membership_remove(principal=request.principal, membership_id=member_id, origin=_origin(request)),  # type: ignore[attr-defined]
+        lambda: services.membership_remove(
+            principal=request.principal, membership_id=member_id, origin=_origin(request)
+        ),
         "Member removed.",
     )
     return _back(request, "org-members")
@@ -269,15 +311,18 @@ def member_remove(request: HttpRequest, member_id: str) -> HttpResponse:
 
 @org_page(ADMIN)
 @require_http_methods(["GET", "POST"])
-def api_keys(request: HttpRequest) -> HttpResponse:
+def api_keys(request: OrgHttpRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
     issued = None
     if request.method == "POST" and form.is_valid():
+        if not form.first_submission():
+            messages.info(request, "That key was already created; its secret was shown once, when it was made.")
+            return _back(request, "org-api-keys")
         days = form.cleaned_data["expires_in_days"]
         issued = _run(
             request,
             lambda: services.api_key_create(
-                principal=request.principal,  # type: ignore[attr-defined]
+                principal=request.principal,
                 name=form.cleaned_data["name"],
                 scopes=form.cleaned_data["scopes"],
                 expires_at=timezone.now() + timedelta(days=days) if days else None,
@@ -290,16 +335,21 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "accounts/api_keys.html",
-        {"form": form, "keys": selectors.api_key_list(org=request.org), "issued": issued, "rotate_form": RotateForm()},  # type: ignore[attr-defined]
+        {
+            "form": form,
+            "keys": selectors.api_key_list(org=request.org),
+            "issued": issued,
+            "rotate_form": RotateForm(),
+        },
     )
 
 
 @org_page(ADMIN)
 @require_POST
-def api_key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+def api_key_revoke(request: OrgHttpRequest, key_id: str) -> HttpResponse:
     _run(
         request,
-        lambda: services.api_key_revoke(principal=request.principal, key_id=key_id, origin=_origin(request)),  # type: ignore[attr-defined]
+        lambda: services.api_key_revoke(principal=request.principal, key_id=key_id, origin=_origin(request)),
         "Key revoked.",
     )
     return _back(request, "org-api-keys")
@@ -307,30 +357,42 @@ def api_key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
 
 @org_page(ADMIN)
 @require_POST
-def api_key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
+def api_key_rotate(request: OrgHttpRequest, key_id: str) -> HttpResponse:
     form = RotateForm(request.POST)
     issued = None
     if form.is_valid():
+        if not form.first_submission(target=key_id):
+            messages.info(request, "That key was already rotated; the new secret was shown once.")
+            return _back(request, "org-api-keys")
         grace = timedelta(hours=form.cleaned_data["grace_hours"])
         issued = _run(
             request,
-            lambda: services.api_key_rotate(principal=request.principal, key_id=key_id, grace=grace, origin=_origin(request)),  # type: ignore[attr-defined]
+            lambda: services.api_key_rotate(
+                principal=request.principal, key_id=key_id, grace=grace, origin=_origin(request)
+            ),
         )
     if not issued:
         return _back(request, "org-api-keys")
     return render(
         request,
         "accounts/api_keys.html",
-        {"form": ApiKeyForm(), "keys": selectors.api_key_list(org=request.org), "issued": issued, "rotate_form": RotateForm()},  # type: ignore[attr-defined]
+        {
+            "form": ApiKeyForm(),
+            "keys": selectors.api_key_list(org=request.org),
+            "issued": issued,
+            "rotate_form": RotateForm(),
+        },
     )
 
 
 @org_page(ADMIN)
-def audit_log(request: HttpRequest) -> HttpResponse:
+def audit_log(request: OrgHttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET or None)
     filters = form.cleaned_data if form.is_valid() else {}
     events = selectors.audit_event_list(
-        org=request.org, action=filters.get("action") or None, actor=filters.get("actor") or None  # type: ignore[attr-defined]
+        org=request.org,
+        action=filters.get("action") or None,
+        actor=filters.get("actor") or None,
     )
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
@@ -341,14 +403,14 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         {
             "form": form,
             "page": page,
-            "actions": selectors.audit_action_names(org=request.org),  # type: ignore[attr-defined]
+            "actions": selectors.audit_action_names(org=request.org),
             "query": query.urlencode(),
         },
     )
 
 
 @require_http_methods(["GET", "POST"])
-def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+def invitation_accept(request: OrgHttpRequest, token: str) -> HttpResponse:
     """Open to anyone holding the link: it shows what the invitation is; accepting needs the invited account."""
     try:
         invitation = services.invitation_get_by_token(token=token)
@@ -359,9 +421,14 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
         if not request.user.is_authenticated:
             return redirect(f"/accounts/login/?next={request.path}")
         try:
-            membership = services.invitation_accept(token=token, user=request.user, origin=_origin(request))  # type: ignore[arg-type]
+            membership = services.invitation_accept(token=token, user=request.user, origin=_origin(request))
         except ApplicationError as exc:
-            return render(request, "accounts/invitation.html", {"invitation": invitation, "error": exc.message}, status=exc.status)
+            return render(
+                request,
+                "accounts/invitation.html",
+                {"invitation": invitation, "error": exc.message},
+                status=exc.status,
+            )
         messages.success(request, f"Welcome to {membership.organization.name}.")
         return redirect("org-dashboard", org_slug=membership.organization.slug)
     return render(request, "accounts/invitation.html", {"invitation": invitation, "next": request.path})

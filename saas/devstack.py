@@ -195,21 +195,15 @@ def run() -> int:
         _manage(env, "bootstrap_demo")
         bin_dir = Path(sys.executable).parent
         manager = Manager(Printer(sys.stdout))
-        manager.add_process(
-            "web", f"exec {bin_dir}/daphne -b {host} -p {port} saas.asgi:application", env=env
-        )
-        manager.add_process(
-            "worker", f"exec {bin_dir}/celery -A saas worker --loglevel INFO --concurrency 2", env=env
-        )
+        manager.add_process("web", f"exec {bin_dir}/daphne -b {host} -p {port} saas.asgi:application", env=env)
+        manager.add_process("worker", f"exec {bin_dir}/celery -A saas worker --loglevel INFO --concurrency 2", env=env)
         manager.add_process(
             "beat",
             f"exec {bin_dir}/celery -A saas beat --loglevel INFO -s {env['CELERY_BEAT_SCHEDULE_FILENAME']}",
             env=env,
         )
         announced = threading.Event()
-        threading.Thread(
-            target=_announce_when_ready, args=(f"http://{host}:{port}", announced), daemon=True
-        ).start()
+        threading.Thread(target=_announce_when_ready, args=(f"http://{host}:{port}", announced), daemon=True).start()
         manager.loop()  # returns once every process has stopped (Ctrl-C, SIGTERM, or one of them died)
         announced.set()
         # Stopped on request (honcho reports 128 + signal) is a clean exit; a process that died is not.

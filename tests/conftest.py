@@ -37,6 +37,7 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
     }
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the browser tests' workaround is for this process only
     env.update(overrides)
     return env
 
@@ -106,9 +107,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) 
     )
 
     def answers_ping() -> bool:
-        return any(
-            f"test-worker-{os.getpid()}@" in name for reply in app.control.ping(timeout=0.5) for name in reply
-        )
+        return any(f"test-worker-{os.getpid()}@" in name for reply in app.control.ping(timeout=0.5) for name in reply)
 
     try:
         wait_until(answers_ping, timeout=60, what="celery worker", process=worker)
@@ -123,17 +122,28 @@ class LiveServer:
     host: str
     port: int
     process: LiveProcess
+    mail_dir: Path
+
+    def sent_mail(self) -> list[str]:
+        """The emails this server sent (file backend), oldest first."""
+        return [p.read_text() for p in sorted(self.mail_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)]
 
 
 @pytest.fixture(scope="session")
 def daphne_server(django_db_setup, tmp_path_factory) -> Iterator[LiveServer]:
     """A real daphne serving saas.asgi (HTTP and websockets) on a free loopback port."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    work_dir = tmp_path_factory.mktemp("daphne")
+    mail_dir = work_dir / "mail"
+    mail_dir.mkdir()
     server = start_process(
         [str(BIN_DIR / "daphne"), "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"],
-        log_path,
-        subprocess_env(),
+        work_dir / "daphne.log",
+        subprocess_env(
+            EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+            EMAIL_FILE_PATH=str(mail_dir),
+            SITE_URL=f"http://127.0.0.1:{port}",
+        ),
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -143,7 +153,7 @@ def daphne_server(django_db_setup, tmp_path_factory) -> Iterator[LiveServer]:
 
     try:
         wait_until(healthy, timeout=60, what="daphne", process=server)
-        yield LiveServer(url=url, host="127.0.0.1", port=port, process=server)
+        yield LiveServer(url=url, host="127.0.0.1", port=port, process=server, mail_dir=mail_dir)
     finally:
         server.stop()
 

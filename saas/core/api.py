@@ -23,9 +23,12 @@ from saas.core.tenancy import enter_org_scope, exit_org_scope
 
 
 class PrincipalLike(Protocol):
-    organization: Any
-    user: Any
-    api_key: Any
+    @property
+    def organization(self) -> Any: ...
+    @property
+    def user(self) -> Any: ...
+    @property
+    def api_key(self) -> Any: ...
 
     def require(self, scope: str) -> None: ...
 

@@ -60,9 +60,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}, "request_id": get_guid()}}
 
 
-def error_response(
-    code: str, message: str, status: int, details: dict[str, Any] | None = None
-) -> JsonResponse:
+def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> JsonResponse:
     return JsonResponse(error_body(code, message, details), status=status)
 
 
@@ -70,9 +68,7 @@ def application_error_response(exc: ApplicationError, response_class: Any = None
     """Our errors as a response (DRF's Response in the API, JsonResponse elsewhere), with the headers
     their status calls for."""
     body = error_body(exc.code, exc.message, exc.details)
-    response = (
-        response_class(body, status=exc.status) if response_class else JsonResponse(body, status=exc.status)
-    )
+    response = response_class(body, status=exc.status) if response_class else JsonResponse(body, status=exc.status)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
@@ -100,9 +96,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ApplicationError):
         return application_error_response(exc, response_class=Response)
     if isinstance(exc, DjangoValidationError):
-        exc = drf_exceptions.ValidationError(
-            detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages
-        )
+        exc = drf_exceptions.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):

@@ -29,9 +29,7 @@ class ComponentStatus:
 
 def _failure(exc: BaseException) -> str:
     # The first line only: driver errors can run to a page.
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(
-        ": "
-    )
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
 
 
 def check_database() -> ComponentStatus:
@@ -63,9 +61,7 @@ def check_migrations() -> ComponentStatus:
         plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
         if plan:
             pending = [f"{m.app_label}.{m.name}" for m, _ in plan]
-            return ComponentStatus(
-                False, f"{len(pending)} pending migration(s)", extra={"pending": pending[:20]}
-            )
+            return ComponentStatus(False, f"{len(pending)} pending migration(s)", extra={"pending": pending[:20]})
         return ComponentStatus(True, "up to date")
     except Exception as exc:
         return ComponentStatus(False, _failure(exc))

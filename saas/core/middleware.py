@@ -14,7 +14,7 @@ class BodySizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/") and not request.content_type.startswith("multipart/"):
+        if request.path.startswith("/api/") and not (request.content_type or "").startswith("multipart/"):
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
@@ -22,6 +22,9 @@ class BodySizeLimitMiddleware:
             limit = settings.API_MAX_BODY_BYTES
             if length > limit:
                 return error_response(
-                    "too_large", f"The request body is {length} bytes; the limit is {limit}.", 413, {"limit": limit}
+                    "too_large",
+                    f"The request body is {length} bytes; the limit is {limit}.",
+                    413,
+                    {"limit": limit},
                 )
         return self.get_response(request)

@@ -63,8 +63,8 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "saas.core.middleware.BodySizeLimitMiddleware",
     "accounts.middleware.AuthRateLimitMiddleware",
-    "accounts.middleware.OrgMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "accounts.middleware.OrgMiddleware",  # last: it calls the view itself, inside the org's scope
 ]
 
 ROOT_URLCONF = "saas.urls"
@@ -97,9 +97,7 @@ DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # An unreachable database must fail fast (readyz answers within seconds), not hang on TCP retries.
-DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
-    "DATABASE_CONNECT_TIMEOUT", default=3
-)
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=3)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -164,6 +162,7 @@ ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Crewdesk] "
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Crewdesk"
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(DEVDATA_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Crewdesk <noreply@localhost>")
 
 # --- API ---------------------------------------------------------------------------------------------------
@@ -184,7 +183,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "DESCRIPTION": "Authenticate with `Authorization: Bearer cdk_live_...` (an org API key). "
-    "Every error has the shape {\"error\": {code, message, details, request_id}}.",
+    'Every error has the shape {"error": {code, message, details, request_id}}.',
     # Swagger UI from the drf-spectacular-sidecar package: served by us, never from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -71,7 +71,9 @@ def test_revoked_and_expired_keys_are_refused(org, admin_key):
 
 def test_rotation_issues_a_new_key_and_keeps_the_old_one_for_the_grace_period(org, admin_key):
     old = issue_key(org, scopes=["read", "ask"], name="worker")
-    response = key_client(admin_key.secret).post(f"/api/v1/keys/{old.api_key.pk}/rotate", {"grace_hours": 2}, format="json")
+    response = key_client(admin_key.secret).post(
+        f"/api/v1/keys/{old.api_key.pk}/rotate", {"grace_hours": 2}, format="json"
+    )
     assert response.status_code == 201
     new_secret = response.json()["key"]
     assert response.json()["scopes"] == ["ask", "read"] and response.json()["name"] == "worker"

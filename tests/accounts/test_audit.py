@@ -2,7 +2,7 @@ import pytest
 from django.db import DatabaseError, transaction
 
 from accounts.models import AuditEvent
-from tests.accounts.conftest import issue_key, key_client
+from tests.accounts.conftest import key_client
 from tests.accounts.factories import AuditEventFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +66,9 @@ def test_sign_ins_are_audited_in_every_org_of_the_user(client, make_member, org)
 
     other = OrganizationFactory()
     make_member(other, user=user)
-    response = client.post("/accounts/login/", {"login": "signer@example.com", "password": "correct horse battery staple"})
+    response = client.post(
+        "/accounts/login/", {"login": "signer@example.com", "password": "correct horse battery staple"}
+    )
     assert response.status_code == 302
     assert AuditEvent.all_orgs.filter(action="user.signed_in", actor_user=user).count() == 2
     client.logout()

@@ -10,7 +10,12 @@ pytestmark = pytest.mark.django_db
 
 
 def _counts():
-    return (ApiKey.all_orgs.count(), Invitation.all_orgs.count(), Membership.all_orgs.count(), AuditEvent.all_orgs.count())
+    return (
+        ApiKey.all_orgs.count(),
+        Invitation.all_orgs.count(),
+        Membership.all_orgs.count(),
+        AuditEvent.all_orgs.count(),
+    )
 
 
 @pytest.fixture
@@ -25,11 +30,29 @@ def api(admin_key):
     [
         ("/api/v1/keys", "{not json", "application/json", 400, "malformed_request"),
         ("/api/v1/keys", "[1, 2]", "application/json", 400, "invalid"),
-        ("/api/v1/keys", json.dumps({"name": "x", "scopes": ["read"], "admin": True}), "application/json", 400, "invalid"),
+        (
+            "/api/v1/keys",
+            json.dumps({"name": "x", "scopes": ["read"], "admin": True}),
+            "application/json",
+            400,
+            "invalid",
+        ),
         ("/api/v1/keys", "name=x", "text/plain", 415, "unsupported_media_type"),
         ("/api/v1/invitations", json.dumps({"email": "not-an-email"}), "application/json", 400, "invalid"),
-        ("/api/v1/invitations", json.dumps({"email": "a@example.com", "role": "god"}), "application/json", 400, "invalid"),
-        ("/api/v1/invitations", json.dumps({"email": "a@example.com", "extra": 1}), "application/json", 400, "invalid"),
+        (
+            "/api/v1/invitations",
+            json.dumps({"email": "a@example.com", "role": "god"}),
+            "application/json",
+            400,
+            "invalid",
+        ),
+        (
+            "/api/v1/invitations",
+            json.dumps({"email": "a@example.com", "extra": 1}),
+            "application/json",
+            400,
+            "invalid",
+        ),
         ("/api/v1/org", json.dumps({"name": ""}), "application/json", 400, "invalid"),
     ],
 )

@@ -18,7 +18,9 @@ def invite(org, make_member, session_client, django_capture_on_commit_callbacks)
     def send(email="newbie@example.com", role="member"):
         mail.outbox.clear()
         with django_capture_on_commit_callbacks(execute=True):
-            response = session_client(admin.user).post("/api/v1/invitations", {"email": email, "role": role}, format="json")
+            response = session_client(admin.user).post(
+                "/api/v1/invitations", {"email": email, "role": role}, format="json"
+            )
         assert response.status_code == 201, response.content
         assert "token" not in response.json()
         (message,) = mail.outbox
@@ -74,7 +76,7 @@ def test_expired_revoked_and_unknown_tokens(org, invite, client, session_client,
 
 def test_reinviting_replaces_the_open_invitation(invite):
     first, first_token = invite("twice@example.com")
-    second, second_token = invite("twice@example.com")
+    _, second_token = invite("twice@example.com")
     assert first_token != second_token
     assert Invitation.all_orgs.get(pk=first["id"]).revoked_at is not None
     assert Invitation.all_orgs.filter(email="twice@example.com", revoked_at__isnull=True).count() == 1

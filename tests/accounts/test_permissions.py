@@ -29,8 +29,18 @@ def _actions(world):
     target, invitation, key = world["target"], world["invitation"], world["key"]
     return {
         "view members": ("get", "/api/v1/members", None, {OWNER, ADMIN, MEMBER, VIEWER}),
-        "invite": ("post", "/api/v1/invitations", {"email": "new@example.com", "role": "member"}, {OWNER, ADMIN}),
-        "invite an owner": ("post", "/api/v1/invitations", {"email": "boss@example.com", "role": "owner"}, {OWNER}),
+        "invite": (
+            "post",
+            "/api/v1/invitations",
+            {"email": "new@example.com", "role": "member"},
+            {OWNER, ADMIN},
+        ),
+        "invite an owner": (
+            "post",
+            "/api/v1/invitations",
+            {"email": "boss@example.com", "role": "owner"},
+            {OWNER},
+        ),
         "list invitations": ("get", "/api/v1/invitations", None, {OWNER, ADMIN}),
         "revoke invitation": ("delete", f"/api/v1/invitations/{invitation.pk}", None, {OWNER, ADMIN}),
         "change role": ("patch", f"/api/v1/members/{target.pk}", {"role": "viewer"}, {OWNER, ADMIN}),
@@ -42,7 +52,12 @@ def _actions(world):
         "revoke key": ("post", f"/api/v1/keys/{key.pk}/revoke", None, {OWNER, ADMIN}),
         "change settings": ("patch", "/api/v1/org", {"name": "Renamed"}, {OWNER, ADMIN}),
         "view audit log": ("get", "/api/v1/audit-events", None, {OWNER, ADMIN}),
-        "transfer ownership": ("post", "/api/v1/org/transfer-ownership", {"member_id": str(target.pk)}, {OWNER}),
+        "transfer ownership": (
+            "post",
+            "/api/v1/org/transfer-ownership",
+            {"member_id": str(target.pk)},
+            {OWNER},
+        ),
     }
 
 
@@ -69,7 +84,9 @@ def test_role_against_action(world, session_client, role, action):
     method, path, payload, allowed = _actions(world)[action]
     client = session_client(world["people"][role].user)
     before = _state(world)
-    response = getattr(client, method)(path, payload, format="json") if payload is not None else getattr(client, method)(path)
+    response = (
+        getattr(client, method)(path, payload, format="json") if payload is not None else getattr(client, method)(path)
+    )
     if role in allowed:
         assert response.status_code in (200, 201, 204), (role, action, response.status_code, response.content)
         if method != "get":

@@ -32,7 +32,9 @@ def test_secrets_are_stored_only_as_hashes(org, make_member, client, django_capt
     admin = make_member(org, role="admin")
     with django_capture_on_commit_callbacks(execute=True):
         services.invitation_create(
-            principal=services.permissions.principal_for_member(admin), email="invitee@example.com", role="member"
+            principal=services.permissions.principal_for_member(admin),
+            email="invitee@example.com",
+            role="member",
         )
     token = re.search(r"/invitations/([\w-]+)/", mail.outbox[-1].body).group(1)
 

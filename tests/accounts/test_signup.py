@@ -8,7 +8,11 @@ pytestmark = pytest.mark.django_db
 def test_signup_creates_a_personal_org_owned_by_the_new_user(client):
     response = client.post(
         "/accounts/signup/",
-        {"email": "ada@example.com", "password1": "an-excellent-passphrase", "password2": "an-excellent-passphrase"},
+        {
+            "email": "ada@example.com",
+            "password1": "an-excellent-passphrase",
+            "password2": "an-excellent-passphrase",
+        },
     )
     assert response.status_code == 302
     membership = Membership.all_orgs.select_related("organization").get(user__email="ada@example.com")
@@ -21,7 +25,10 @@ def test_signup_creates_a_personal_org_owned_by_the_new_user(client):
 
 def test_two_users_with_the_same_local_part_get_distinct_slugs(client):
     for email in ("sam@one.example", "sam@two.example"):
-        client.post("/accounts/signup/", {"email": email, "password1": "another-fine-passphrase", "password2": "another-fine-passphrase"})
+        client.post(
+            "/accounts/signup/",
+            {"email": email, "password1": "another-fine-passphrase", "password2": "another-fine-passphrase"},
+        )
         client.logout()
     slugs = set(Membership.all_orgs.values_list("organization__slug", flat=True))
     assert len(slugs) == 2

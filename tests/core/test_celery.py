@@ -1,5 +1,4 @@
 import os
-import time
 import uuid
 
 import pytest
@@ -32,8 +31,6 @@ def test_worker_log_lines_carry_the_request_id(celery_worker_process):
     finally:
         clear_guid()
     succeeded = [
-        line
-        for line in celery_worker_process.log().splitlines()
-        if "core.ping" in line and "succeeded" in line
+        line for line in celery_worker_process.log().splitlines() if "core.ping" in line and "succeeded" in line
     ]
     assert any(f"[{request_id}]" in line for line in succeeded), succeeded

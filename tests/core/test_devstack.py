@@ -19,11 +19,7 @@ pytestmark = pytest.mark.live
 
 
 def _start(data_dir, port):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(CREWDESK_DATA_DIR=str(data_dir), PORT=str(port), PYTHONUNBUFFERED="1")
     log = (data_dir.parent / f"run-{port}.log").open("w+")
     process = subprocess.Popen(
@@ -86,9 +82,7 @@ def test_make_run_serves_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path):
     try:
         body = _wait_ready(url, process, log)
         assert body["status"] == "ok", body
-        assert all(
-            body["components"][c]["ok"] for c in ("database", "pgvector", "migrations", "redis", "celery")
-        )
+        assert all(body["components"][c]["ok"] for c in ("database", "pgvector", "migrations", "redis", "celery"))
     finally:
         _interrupt_and_wait(process, log)
     first_output = _output(log)

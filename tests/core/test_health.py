@@ -36,9 +36,7 @@ def test_readyz_is_ok_when_every_component_is(client, celery_worker_process):
 
 @pytest.mark.django_db
 def test_readyz_names_an_unreachable_database():
-    env = subprocess_env(
-        DATABASE_URL="postgresql://crewdesk@127.0.0.1:9/crewdesk", DATABASE_CONNECT_TIMEOUT="2"
-    )
+    env = subprocess_env(DATABASE_URL="postgresql://crewdesk@127.0.0.1:9/crewdesk", DATABASE_CONNECT_TIMEOUT="2")
     result = run_python(READYZ_IN_A_FRESH_PROCESS, env)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
@@ -66,9 +64,7 @@ def test_readyz_reports_pending_migrations(client, monkeypatch):
 
     class PendingPlan:
         def __init__(self, connection):
-            self.loader = type(
-                "Loader", (), {"graph": type("Graph", (), {"leaf_nodes": lambda self: []})()}
-            )()
+            self.loader = type("Loader", (), {"graph": type("Graph", (), {"leaf_nodes": lambda self: []})()})()
 
         def migration_plan(self, targets):
             return [(type("M", (), {"app_label": "documents", "name": "0002_chunks"})(), False)]

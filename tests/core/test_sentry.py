@@ -58,9 +58,7 @@ def test_events_reach_sentry_when_a_dsn_is_set(fake_sentry):
     integrations = result.stdout.strip().splitlines()[0]
     for name in ("django", "celery", "redis"):
         assert f"'{name}'" in integrations
-    items = [
-        json.loads(line) for env in FakeSentry.envelopes for line in env.splitlines() if line.startswith(b"{")
-    ]
+    items = [json.loads(line) for env in FakeSentry.envelopes for line in env.splitlines() if line.startswith(b"{")]
     messages = [item for item in items if item.get("message") == "sentry probe from crewdesk"]
     assert messages, items
     assert messages[0]["environment"] == "development"

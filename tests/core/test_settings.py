@@ -26,8 +26,7 @@ def test_production_refuses_to_boot_without_a_secret_key():
     result = _manage("check", SECRET_KEY="<unset>")
     assert result.returncode != 0
     assert result.stderr.strip() == (
-        "Crewdesk refuses to start: SECRET_KEY is not set "
-        "(it signs sessions, CSRF tokens and password-reset links)."
+        "Crewdesk refuses to start: SECRET_KEY is not set (it signs sessions, CSRF tokens and password-reset links)."
     )
 
 

@@ -22,7 +22,9 @@ class Command(BaseCommand):
         email = options["owner"].strip().lower()
         try:
             user = User.objects.filter(email__iexact=email).first() or services.user_create(email=email, password=None)
-            org = services.organization_create(name=options["name"] or options["slug"], owner=user, slug=options["slug"])
+            org = services.organization_create(
+                name=options["name"] or options["slug"], owner=user, slug=options["slug"]
+            )
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"Created org {org.slug} ({org.id}) owned by {user.email}")
