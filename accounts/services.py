@@ -276,14 +276,18 @@ def invitation_create(*, principal: Principal, email: str, role: str, origin: Or
         email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True
     ).update(revoked_at=timezone.now())
     token = secrets.token_urlsafe(32)
-    invitation = Invitation.objects.for_org(org).create(
-        organization=org,
-        email=email,
-        role=role,
-        token_hash=_hash(token),
-        invited_by=principal.user,
-        expires_at=timezone.now() + INVITATION_TTL,
-    )
+    try:
+        with transaction.atomic():
+            invitation = Invitation.objects.for_org(org).create(
+                organization=org,
+                email=email,
+                role=role,
+                token_hash=_hash(token),
+                invited_by=principal.user,
+                expires_at=timezone.now() + INVITATION_TTL,
+            )
+    except IntegrityError:  # a concurrent invitation to the same address won the race
+        raise Conflict(f"An invitation to {email} is being sent right now.", code="invitation_in_flight") from None
     issued = IssuedInvitation(invitation, token)
     audit_record(
         org=org, action="invitation.created", principal=principal, target=invitation, target_label=email,
