@@ -53,7 +53,15 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
         await self._error("unsupported", 'Unknown message type; the only client message is {"type": "ping"}.')
 
     async def event_push(self, message: dict[str, Any]) -> None:
+        if message.get("group") not in self.groups:
+            return  # queued for a group this tab has left since (a removed member): not theirs any more
         await self.send_json(message["event"])
+
+    async def org_leave(self, message: dict[str, Any]) -> None:
+        group = message["group"]
+        if group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.groups.remove(group)
 
     async def _error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "error": {"code": code, "message": message}})

@@ -24,6 +24,7 @@ from django_guid import get_guid
 from accounts import permissions
 from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
 from accounts.permissions import ADMIN, OWNER, Principal
+from saas.core import events
 from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
 from saas.core.tenancy import org_scope
 
@@ -216,7 +217,9 @@ def membership_remove(*, principal: Principal, membership_id: Any, origin: Origi
         org=principal.organization, action="member.left" if leaving else "member.removed", principal=principal,
         target=membership, target_label=membership.user.email, origin=origin, metadata={"role": membership.role},
     )  # fmt: skip
+    user_id, org_id = membership.user_id, membership.organization_id
     membership.delete()
+    transaction.on_commit(lambda: events.unsubscribe_user_from_org(user_id, org_id))
 
 
 @transaction.atomic

@@ -20,15 +20,16 @@ def org_group(org_id: UUID | int | str) -> str:
     return f"org.{org_id}"
 
 
-def _message(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    # "type" routes the message to NotificationsConsumer.event_push; "event" is what the browser receives.
-    return {"type": "event.push", "event": {"type": event_type, "data": data, "request_id": get_guid()}}
+def _message(group: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    # "type" routes the message to NotificationsConsumer.event_push; "event" is what the browser receives;
+    # "group" lets a consumer drop what was queued for a group it has since left.
+    return {"type": "event.push", "group": group, "event": {"type": event_type, "data": data, "request_id": get_guid()}}
 
 
 async def apush_to_group(group: str, event_type: str, data: dict[str, Any]) -> None:
     layer = get_channel_layer()
     assert layer is not None, "CHANNEL_LAYERS is not configured"
-    await layer.group_send(group, _message(event_type, data))
+    await layer.group_send(group, _message(group, event_type, data))
 
 
 def push_to_user(user_id: UUID | int | str, event_type: str, data: dict[str, Any]) -> None:
@@ -37,3 +38,10 @@ def push_to_user(user_id: UUID | int | str, event_type: str, data: dict[str, Any
 
 def push_to_org(org_id: UUID | int | str, event_type: str, data: dict[str, Any]) -> None:
     async_to_sync(apush_to_group)(org_group(org_id), event_type, data)
+
+
+def unsubscribe_user_from_org(user_id: UUID | int | str, org_id: UUID | int | str) -> None:
+    """Open tabs of a user who left (or was removed from) an org stop receiving that org's events at once."""
+    layer = get_channel_layer()
+    assert layer is not None, "CHANNEL_LAYERS is not configured"
+    async_to_sync(layer.group_send)(user_group(user_id), {"type": "org.leave", "group": org_group(org_id)})

@@ -96,3 +96,19 @@ def test_malformed_and_oversized_messages_get_an_error_and_the_connection_surviv
         assert _recv(ws)["error"]["code"] == "unsupported"
         ws.send(json.dumps({"type": "ping"}))
         assert _recv(ws)["type"] == "pong"
+
+
+def test_a_removed_member_stops_receiving_the_orgs_events_at_once(daphne_server):
+    from accounts import services
+    from accounts.permissions import principal_for_member
+
+    owner = MembershipFactory(role="owner")
+    member = MembershipFactory(organization=owner.organization)
+    with _connect(daphne_server, _session_cookie(member.user)) as ws:
+        _recv(ws)  # hello
+        push_to_org(owner.organization_id, "before", {})
+        assert _recv(ws)["type"] == "before"
+        services.membership_remove(principal=principal_for_member(owner), membership_id=member.pk)
+        push_to_org(owner.organization_id, "secret", {})
+        push_to_user(member.user_id, "marker", {})
+        assert _recv(ws)["type"] == "marker"
