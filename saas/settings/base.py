@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.mfa",
     "saas.core",
+    "saas.llm",
     "accounts",
     "billing",
     "documents",
@@ -201,6 +202,37 @@ RATE_LIMITS = {
 RATELIMIT_USE_CACHE = "default"
 # JSON bodies above this size are refused with 413 before anything parses them.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+
+# --- LLM gateway -------------------------------------------------------------------------------------------
+# Upstreams are OpenAI-compatible servers (OpenAI, vLLM, Ollama, LM Studio, llama.cpp, OpenRouter, ...); the
+# model registry (saas/llm/registry.yaml, then the admin) says which model lives on which upstream.
+LLM_UPSTREAMS = {
+    "openai": {
+        "base_url": env.str("LLM_OPENAI_BASE_URL", default="https://api.openai.com/v1"),
+        "api_key": env.str("LLM_OPENAI_API_KEY", default=""),
+    },
+}
+LLM_ENCRYPTION_KEYS = env.list("LLM_ENCRYPTION_KEYS", default=[])
+LLM_ROUTER = {
+    "attempt_timeout": env.float("LLM_ATTEMPT_TIMEOUT", default=60.0),  # seconds per attempt
+    "max_retries": env.int("LLM_MAX_RETRIES", default=2),  # per model, before falling back
+    "backoff_base": env.float("LLM_BACKOFF_BASE", default=0.5),
+    "backoff_max": env.float("LLM_BACKOFF_MAX", default=8.0),
+    "max_retry_after": env.float("LLM_MAX_RETRY_AFTER", default=30.0),  # a longer Retry-After: fall back instead
+}
+LLM_BREAKER = {
+    "failure_threshold": env.int("LLM_BREAKER_FAILURES", default=5),
+    "window": env.int("LLM_BREAKER_WINDOW", default=60),
+    "cooldown": env.int("LLM_BREAKER_COOLDOWN", default=30),
+}
+# `auto` picks the large tier when any rule says so, the small tier otherwise.
+LLM_AUTO_RULES = {
+    "large_if_prompt_tokens_over": env.int("LLM_AUTO_LARGE_TOKENS", default=3000),
+    "large_for_features": env.list("LLM_AUTO_LARGE_FEATURES", default=["crew", "eval"]),
+    "large_if_complexity": ["high"],
+}
+LLM_CACHE_TTL = env.int("LLM_CACHE_TTL", default=3600)
+LLM_PROMPT_VERSION = env.str("LLM_PROMPT_VERSION", default="1")
 
 # --- Static files ------------------------------------------------------------------------------------------
 STATIC_URL = "static/"

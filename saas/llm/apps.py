@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class LLMConfig(AppConfig):
+    name = "saas.llm"
+    label = "llm"
+    verbose_name = "LLM gateway"

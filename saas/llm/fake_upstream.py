@@ -1,0 +1,250 @@
+"""A fake OpenAI-compatible upstream on loopback, for tests, benchmarks and offline development.
+
+It speaks the real protocol over a real socket (`POST /v1/chat/completions` with and without SSE streaming,
+`POST /v1/embeddings`, `GET /v1/models`), so the gateway's real OpenAI provider talks to it unchanged.
+
+Faults are scripted per upstream model name: `POST /_script {"model": "m", "steps": [...]}` queues one
+behaviour per request for that model; when the queue is empty, requests succeed. A step is a dict:
+
+    {"status": 429, "retry_after": 1}       an HTTP error (with Retry-After when given)
+    {"status": 500} / {"status": 400, "code": "context_length_exceeded"} / {"code": "content_filter"}
+    {"delay": 2.0}                          sleep before answering (a timeout, seen from a short client)
+    {"malformed": true}                     a stream chunk that is not JSON
+    {"disconnect_after": 2}                 close the stream after N content chunks, without [DONE]
+
+Knobs for every request: `latency` (seconds before the first byte) and `token_rate` (tokens per second
+when streaming), set with `POST /_config`. `GET /_requests` lists what was received (for assertions).
+
+    python -m saas.llm.fake_upstream --port 9100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
+
+
+class FakeUpstreamState:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self.requests: list[dict[str, Any]] = []
+        self.latency = 0.0
+        self.token_rate = 0.0  # 0: as fast as possible
+        self.reply = DEFAULT_REPLY
+
+    def next_step(self, model: str) -> dict[str, Any]:
+        with self.lock:
+            queue = self.scripts.get(model)
+            return queue.popleft() if queue else {}
+
+
+def _reply_text(state: FakeUpstreamState, body: dict[str, Any]) -> str:
+    last = next((m for m in reversed(body.get("messages") or []) if m.get("role") == "user"), None)
+    content = last.get("content") if last else ""
+    if isinstance(content, str) and content.startswith("echo:"):
+        return content[len("echo:") :].strip()
+    return state.reply
+
+
+def _tokens(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def _count(messages: list[dict[str, Any]]) -> int:
+    return sum(max(1, len(str(m.get("content", "")).split())) + 3 for m in messages)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeUpstreamServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        return json.loads(raw or b"{}")
+
+    def _error(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        kind = "rate_limit_error" if status == 429 else ("server_error" if status >= 500 else "invalid_request_error")
+        self._json(status, {"error": {"message": message, "type": kind, "param": None, "code": code}}, headers)
+
+    # --- routes -----------------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        if self.path == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": "fake-small", "object": "model", "owned_by": "fake"}]})
+        elif self.path == "/_requests":
+            with state.lock:
+                self._json(200, state.requests)
+        else:
+            self._error(404, "not found")
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        body = self._body()
+        if self.path == "/_script":
+            with state.lock:
+                state.scripts[body["model"]].extend(body["steps"])
+            return self._json(200, {"ok": True})
+        if self.path == "/_config":
+            with state.lock:
+                for key in ("latency", "token_rate", "reply"):
+                    if key in body:
+                        setattr(state, key, body[key])
+            return self._json(200, {"ok": True})
+        if self.path == "/_reset":
+            with state.lock:
+                state.scripts.clear()
+                state.requests.clear()
+                state.latency, state.token_rate, state.reply = 0.0, 0.0, DEFAULT_REPLY
+            return self._json(200, {"ok": True})
+        with state.lock:
+            state.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+        if self.path == "/v1/chat/completions":
+            return self._chat(body)
+        if self.path == "/v1/embeddings":
+            return self._embeddings(body)
+        return self._error(404, "not found")
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        state = self.server.state
+        model = body.get("model", "")
+        step = state.next_step(model)
+        time.sleep(step.get("delay", 0) + state.latency)
+        if "status" in step:
+            headers = {"Retry-After": str(step["retry_after"])} if "retry_after" in step else None
+            return self._error(
+                step["status"], step.get("message", f"scripted {step['status']}"), step.get("code"), headers
+            )
+        if step.get("code") == "content_filter":
+            return self._error(400, "The response was filtered.", "content_filter")
+        text = _reply_text(state, body)
+        prompt_tokens, pieces = _count(body.get("messages") or []), _tokens(text)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(pieces),
+            "total_tokens": prompt_tokens + len(pieces),
+        }
+        created, ident = int(time.time()), f"chatcmpl-fake{time.monotonic_ns()}"
+        if not body.get("stream"):
+            return self._json(
+                200,
+                {
+                    "id": ident, "object": "chat.completion", "created": created, "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": usage,
+                },
+            )  # fmt: skip
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, with_usage: bool = False) -> bytes:
+            payload: dict[str, Any] = {
+                "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if not with_usage else [],
+            }  # fmt: skip
+            if with_usage:
+                payload["usage"] = usage
+            return f"data: {json.dumps(payload)}\n\n".encode()
+
+        try:
+            self.wfile.write(chunk({"role": "assistant", "content": ""}))
+            for i, piece in enumerate(pieces):
+                if step.get("malformed") and i == 1:
+                    self.wfile.write(b"data: {this is not json\n\n")
+                    self.wfile.flush()
+                    return
+                if "disconnect_after" in step and i == step["disconnect_after"]:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if state.token_rate:
+                    time.sleep(1.0 / state.token_rate)
+                self.wfile.write(chunk({"content": piece}))
+                self.wfile.flush()
+            self.wfile.write(chunk({}, finish="stop"))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                self.wfile.write(chunk({}, with_usage=True))
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away (a cancelled stream)
+        self.close_connection = True
+
+    def _embeddings(self, body: dict[str, Any]) -> None:
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dims = int(body.get("dimensions") or 384)
+        data = []
+        for index, text in enumerate(texts):
+            seed = sum(ord(c) for c in text) or 1
+            vector = [((seed * (i + 1)) % 97) / 97.0 for i in range(dims)]
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = sum(len(t.split()) for t in texts)
+        self._json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
+
+
+class FakeUpstreamServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((host, port), Handler)
+        self.state = FakeUpstreamState()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def start_in_thread(self) -> FakeUpstreamServer:
+        threading.Thread(target=self.serve_forever, daemon=True, name="fake-upstream").start()
+        return self
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible upstream")
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+    server = FakeUpstreamServer(port=args.port)
+    print(f"fake upstream on {server.base_url}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,523 @@
+"""The gateway: every AI call of Crewdesk goes through `chat` or `chat_stream`.
+
+In order: resolve the model (an alias or `auto`, within what the org allows), validate the request, apply the
+org's PII policy, answer from the exact cache when possible, else walk the chain (the model, then its
+fallbacks): each model gets up to 1 + max_retries attempts with exponential backoff and jitter (a Retry-After
+from the upstream is honoured), behind a circuit breaker per upstream. Streams are retried only before their
+first token. Whatever happens, one LLMCall row records it, every attempt listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django_guid import get_guid
+
+from saas.core.redis import get_redis
+from saas.llm import breaker, crypto, metrics
+from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings
+from saas.llm.pii import Masker, StreamUnmasker
+from saas.llm.providers import (
+    BadRequest,
+    Cancelled,
+    ChatRequest,
+    ChatResult,
+    CircuitOpen,
+    ContextTooLong,
+    LLMError,
+    OpenAIProvider,
+    StreamEnd,
+    Upstream,
+    UpstreamUnavailable,
+    Usage,
+    estimate_prompt_tokens,
+)
+
+ROLES = {"system", "user", "assistant", "tool", "developer"}
+MAX_MESSAGES = 500
+
+
+class ModelNotFound(BadRequest):
+    kind = "model_not_found"
+
+
+class ModelNotAllowed(BadRequest):
+    kind = "model_not_allowed"
+
+
+class PersonalDataBlocked(BadRequest):
+    kind = "personal_data_blocked"
+
+
+@dataclass(frozen=True)
+class Caller:
+    org: Any
+    feature: str = "chat"
+    user: Any = None
+    api_key: Any = None
+
+
+@dataclass
+class GatewayResult:
+    text: str
+    model: str
+    usage: Usage
+    finish_reason: str
+    call_id: str
+    cached: bool = False
+
+
+@dataclass
+class GatewayStreamEnd:
+    model: str
+    usage: Usage
+    finish_reason: str
+    call_id: str
+    cached: bool = False
+
+
+@dataclass
+class _Ledger:
+    """What one gateway request collects for its LLMCall row."""
+
+    caller: Caller
+    model_requested: str
+    stream: bool
+    started: float = field(default_factory=time.perf_counter)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    model: ModelConfig | None = None
+    first_token_at: float | None = None
+    cache: str = LLMCall.Cache.MISS
+    pii_masked: int = 0
+
+    def attempt(self, model: ModelConfig, status: str, started: float, error: LLMError | None = None) -> None:
+        self.attempts.append(
+            {
+                "model": model.alias,
+                "upstream": model.upstream,
+                "status": status,
+                "error": error.kind if error else None,
+                "latency_ms": round((time.perf_counter() - started) * 1000),
+            }
+        )
+
+    def write(
+        self,
+        *,
+        status: str,
+        usage: Usage | None = None,
+        error: LLMError | None = None,
+        input_text: str = "",
+        output_text: str = "",
+        cost_saved: Decimal = Decimal(0),
+    ) -> LLMCall:
+        usage = usage or Usage()
+        model = self.model
+        cost = _cost(model, usage) if model and self.cache == LLMCall.Cache.MISS and status != "error" else Decimal(0)
+        latency_ms = round((time.perf_counter() - self.started) * 1000)
+        ttft_ms = round((self.first_token_at - self.started) * 1000) if self.first_token_at else None
+        used = [a for a in self.attempts if a["status"] == "ok"]
+        call = LLMCall.objects.for_org(self.caller.org).create(
+            organization=self.caller.org,
+            user=self.caller.user,
+            api_key=self.caller.api_key,
+            request_id=get_guid() or "",
+            feature=self.caller.feature,
+            model_requested=self.model_requested,
+            model_used=model.alias if model else "",
+            upstream=model.upstream if model else "",
+            stream=self.stream,
+            attempts=self.attempts,
+            fallbacks_taken=len({a["model"] for a in self.attempts}) - 1 if self.attempts else 0,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            tokens_estimated=usage.estimated,
+            cost_usd=cost,
+            cost_saved_usd=cost_saved,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            cache=self.cache,
+            status=status,
+            error_class=error.kind if error else "",
+            pii_masked=self.pii_masked,
+            input_encrypted=crypto.encrypt(input_text),
+            output_encrypted=crypto.encrypt(output_text),
+        )
+        metrics.observe(call, model_label=used[-1]["model"] if used else (model.alias if model else "none"))
+        return call
+
+
+def _cost(model: ModelConfig | None, usage: Usage) -> Decimal:
+    if model is None:
+        return Decimal(0)
+    million = Decimal(1_000_000)
+    return (
+        Decimal(usage.prompt_tokens) * model.input_price_per_mtok / million
+        + Decimal(usage.completion_tokens) * model.output_price_per_mtok / million
+    )
+
+
+# --- Resolution and validation -----------------------------------------------------------------------------
+
+
+def org_settings(org: Any) -> OrgLLMSettings:
+    return OrgLLMSettings.objects.for_org(org).first() or OrgLLMSettings(organization=org)
+
+
+def _allowed(model: ModelConfig, policy: OrgLLMSettings) -> bool:
+    return model.enabled and (not policy.allowed_models or model.alias in policy.allowed_models)
+
+
+def choose_auto_tier(*, request: ChatRequest, feature: str, complexity: str | None) -> str:
+    rules = settings.LLM_AUTO_RULES
+    if estimate_prompt_tokens(request.messages) > rules["large_if_prompt_tokens_over"]:
+        return ModelConfig.Tier.LARGE
+    if feature in rules["large_for_features"] or (complexity and complexity in rules["large_if_complexity"]):
+        return ModelConfig.Tier.LARGE
+    return ModelConfig.Tier.SMALL
+
+
+def resolve_model(
+    *, caller: Caller, alias: str, request: ChatRequest, complexity: str | None = None
+) -> tuple[ModelConfig, OrgLLMSettings]:
+    policy = org_settings(caller.org)
+    if alias in ("", "default"):
+        alias = policy.default_model
+    if alias == "auto":
+        tier = choose_auto_tier(request=request, feature=caller.feature, complexity=complexity)
+        candidates = [m for m in ModelConfig.objects.filter(enabled=True).order_by("alias") if _allowed(m, policy)]
+        chosen = next((m for m in candidates if m.tier == tier), None) or (candidates[0] if candidates else None)
+        if chosen is None:
+            raise ModelNotAllowed("No model is enabled for this org.")
+        return chosen, policy
+    model = ModelConfig.objects.filter(alias=alias).first()
+    if model is None or not model.enabled:
+        raise ModelNotFound(f"The model {alias!r} does not exist.")
+    if not _allowed(model, policy):
+        raise ModelNotAllowed(f"The model {alias!r} is not allowed for this org.")
+    return model, policy
+
+
+def validate(request: ChatRequest, model: ModelConfig) -> None:
+    if not request.messages:
+        raise BadRequest("`messages` must contain at least one message.")
+    if len(request.messages) > MAX_MESSAGES:
+        raise BadRequest(f"At most {MAX_MESSAGES} messages per request.")
+    for index, message in enumerate(request.messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise BadRequest(f"messages[{index}].role must be one of {sorted(ROLES)}.")
+        if not isinstance(message.get("content"), str):
+            raise BadRequest(f"messages[{index}].content must be a string.")
+    if request.max_tokens is not None and request.max_tokens < 1:
+        raise BadRequest("`max_tokens` must be at least 1.")
+    needed = estimate_prompt_tokens(request.messages) + (request.max_tokens or 0)
+    if needed > model.context_window:
+        raise ContextTooLong(
+            f"This request needs about {needed} tokens; {model.alias} has a context window of {model.context_window}."
+        )
+
+
+def _mask(request: ChatRequest, policy: OrgLLMSettings, masker: Masker) -> ChatRequest:
+    if policy.pii_policy == OrgLLMSettings.PiiPolicy.OFF:
+        return request
+    masked = [{**m, "content": masker.mask(m["content"])} for m in request.messages]
+    if masker.found and policy.pii_policy == OrgLLMSettings.PiiPolicy.BLOCK:
+        raise PersonalDataBlocked("This org does not send personal data (emails, phone numbers, ...) to models.")
+    return ChatRequest(masked, request.max_tokens, request.temperature, request.response_format)
+
+
+# --- Upstreams and the exact cache -------------------------------------------------------------------------
+
+
+@cache
+def _provider(upstream_name: str) -> OpenAIProvider | None:
+    config = settings.LLM_UPSTREAMS.get(upstream_name)
+    if not config or not config.get("base_url"):
+        return None
+    return OpenAIProvider(Upstream(upstream_name, config["base_url"], config.get("api_key", "")))
+
+
+def reset_providers() -> None:
+    _provider.cache_clear()
+
+
+def _cache_key(org: Any, model: ModelConfig, request: ChatRequest) -> str:
+    material = json.dumps(
+        {
+            "org": str(org.pk),
+            "model": model.alias,
+            "prompt_version": settings.LLM_PROMPT_VERSION,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "response_format": request.response_format,
+        },
+        sort_keys=True,
+    )
+    return "crewdesk:llm:exact:" + hashlib.sha256(material.encode()).hexdigest()
+
+
+def _cache_get(key: str) -> dict[str, Any] | None:
+    try:
+        raw = get_redis().get(key)
+    except Exception:
+        return None  # a cache outage costs a call, never the answer
+    return json.loads(raw) if raw else None
+
+
+def _cache_set(key: str, result: ChatResult) -> None:
+    payload = {"text": result.text, "usage": [result.usage.prompt_tokens, result.usage.completion_tokens]}
+    with suppress(Exception):  # a cache outage must not fail an answer we already have
+        get_redis().set(key, json.dumps(payload), ex=settings.LLM_CACHE_TTL)
+
+
+# --- The chain ---------------------------------------------------------------------------------------------
+
+
+def _chain(model: ModelConfig, policy: OrgLLMSettings) -> list[ModelConfig]:
+    chain = [model]
+    for alias in model.fallbacks:
+        fallback = ModelConfig.objects.filter(alias=alias).first()
+        if fallback is not None and _allowed(fallback, policy) and fallback not in chain:
+            chain.append(fallback)
+    return chain
+
+
+def _backoff(attempt: int, error: LLMError) -> float | None:
+    """Seconds to wait before retrying, or None to stop retrying this model (fall back instead)."""
+    config = settings.LLM_ROUTER
+    if error.retry_after is not None:
+        return error.retry_after if error.retry_after <= config["max_retry_after"] else None
+    ceiling = min(config["backoff_max"], config["backoff_base"] * (2**attempt))
+    return random.uniform(0, ceiling)  # noqa: S311  (full jitter, not cryptography)
+
+
+def _attempts(chain: list[ModelConfig], ledger: _Ledger) -> Iterator[tuple[ModelConfig, OpenAIProvider, float]]:
+    """Yield (model, provider, attempt start) for each attempt the router allows; the caller reports the
+    outcome by calling `_settle`. Stops when a model has used its retries, then moves down the chain."""
+    for model in chain:
+        provider = _provider(model.upstream)
+        if provider is None:
+            ledger.attempt(model, "skipped", time.perf_counter(), UpstreamUnavailable("upstream not configured"))
+            continue
+        for attempt in range(settings.LLM_ROUTER["max_retries"] + 1):
+            started = time.perf_counter()
+            if not breaker.allow(model.upstream):
+                ledger.attempt(model, "circuit_open", started, CircuitOpen("circuit open"))
+                break
+            yield model, provider, started
+            if ledger.attempts and ledger.attempts[-1]["status"] == "ok":
+                return
+            last_error = ledger.attempts[-1].get("_error") if ledger.attempts else None
+            wait = _backoff(attempt, last_error) if last_error else None
+            if wait is None or attempt == settings.LLM_ROUTER["max_retries"]:
+                break
+            time.sleep(wait)
+
+
+def _settle(ledger: _Ledger, model: ModelConfig, started: float, error: LLMError | None) -> None:
+    if error is None:
+        breaker.record_success(model.upstream)
+        ledger.attempt(model, "ok", started)
+        return
+    if error.retryable:
+        breaker.record_failure(model.upstream)
+    ledger.attempt(model, "error", started, error)
+    ledger.attempts[-1]["_error"] = error
+
+
+def _clean_attempts(ledger: _Ledger) -> None:
+    for attempt in ledger.attempts:
+        attempt.pop("_error", None)
+
+
+def _final_error(ledger: _Ledger) -> LLMError:
+    errors = [a for a in ledger.attempts if a["status"] != "ok"]
+    if not errors:
+        return UpstreamUnavailable("No model provider is configured for this model.")
+    last = errors[-1]
+    error = last.get("_error")
+    if isinstance(error, LLMError):
+        return error
+    if last["status"] == "circuit_open":
+        return CircuitOpen("The model provider is failing; we stopped calling it for a moment. Try again shortly.")
+    return UpstreamUnavailable("No model provider is configured for this model.")
+
+
+# --- Entry points ------------------------------------------------------------------------------------------
+
+
+def chat(
+    *,
+    caller: Caller,
+    model: str,
+    request: ChatRequest,
+    bypass_cache: bool = False,
+    complexity: str | None = None,
+) -> GatewayResult:
+    ledger = _Ledger(caller=caller, model_requested=model or "default", stream=False)
+    masker = Masker()
+    try:
+        config, policy = resolve_model(caller=caller, alias=model, request=request, complexity=complexity)
+        ledger.model = config
+        validate(request, config)
+        outbound = _mask(request, policy, masker)
+        ledger.pii_masked = masker.found
+    except LLMError as error:
+        ledger.write(status="error", error=error)
+        raise
+    input_text = json.dumps(outbound.messages)
+    key = _cache_key(caller.org, config, outbound)
+    if bypass_cache:
+        ledger.cache = LLMCall.Cache.BYPASS
+    elif (hit := _cache_get(key)) is not None:
+        ledger.cache = LLMCall.Cache.EXACT
+        usage = Usage(*hit["usage"])
+        call = ledger.write(
+            status="ok", usage=usage, input_text=input_text, output_text=hit["text"], cost_saved=_cost(config, usage)
+        )
+        return GatewayResult(masker.unmask(hit["text"]), config.alias, usage, "stop", str(call.pk), cached=True)
+
+    for candidate, provider, started in _attempts(_chain(config, policy), ledger):
+        try:
+            result = provider.complete(
+                candidate.upstream_model, outbound, timeout=settings.LLM_ROUTER["attempt_timeout"]
+            )
+        except LLMError as error:
+            _settle(ledger, candidate, started, error)
+            if not error.retryable:
+                break
+            continue
+        _settle(ledger, candidate, started, None)
+        ledger.model = candidate
+        _clean_attempts(ledger)
+        call = ledger.write(status="ok", usage=result.usage, input_text=input_text, output_text=result.text)
+        if ledger.cache != LLMCall.Cache.BYPASS:
+            _cache_set(key, result)
+        return GatewayResult(
+            masker.unmask(result.text), candidate.alias, result.usage, result.finish_reason, str(call.pk)
+        )
+    failure = _final_error(ledger)
+    _clean_attempts(ledger)
+    ledger.write(status="error", error=failure, input_text=input_text)
+    raise failure
+
+
+def chat_stream(
+    *,
+    caller: Caller,
+    model: str,
+    request: ChatRequest,
+    bypass_cache: bool = False,
+    complexity: str | None = None,
+) -> Iterator[str | GatewayStreamEnd]:
+    """Deltas of the answer, then one GatewayStreamEnd. Validation errors raise before the first item;
+    closing the iterator cancels the upstream call (and records the call as cancelled)."""
+    ledger = _Ledger(caller=caller, model_requested=model or "default", stream=True)
+    masker = Masker()
+    try:
+        config, policy = resolve_model(caller=caller, alias=model, request=request, complexity=complexity)
+        ledger.model = config
+        validate(request, config)
+        outbound = _mask(request, policy, masker)
+        ledger.pii_masked = masker.found
+    except LLMError as error:
+        ledger.write(status="error", error=error)
+        raise
+    return _stream(ledger, config, policy, outbound, masker, bypass_cache)
+
+
+def _stream(
+    ledger: _Ledger,
+    config: ModelConfig,
+    policy: OrgLLMSettings,
+    outbound: ChatRequest,
+    masker: Masker,
+    bypass_cache: bool,
+) -> Iterator[str | GatewayStreamEnd]:
+    input_text = json.dumps(outbound.messages)
+    key = _cache_key(ledger.caller.org, config, outbound)
+    if bypass_cache:
+        ledger.cache = LLMCall.Cache.BYPASS
+    elif (hit := _cache_get(key)) is not None:
+        ledger.cache = LLMCall.Cache.EXACT
+        ledger.first_token_at = time.perf_counter()
+        usage = Usage(*hit["usage"])
+        call = ledger.write(
+            status="ok", usage=usage, input_text=input_text, output_text=hit["text"], cost_saved=_cost(config, usage)
+        )
+        yield masker.unmask(hit["text"])
+        yield GatewayStreamEnd(config.alias, usage, "stop", str(call.pk), cached=True)
+        return
+
+    unmasker = StreamUnmasker(masker)
+    parts: list[str] = []
+    recorded = False
+    for candidate, provider, started in _attempts(_chain(config, policy), ledger):
+        yielded = False
+        upstream = None
+        try:
+            upstream = provider.stream(
+                candidate.upstream_model, outbound, timeout=settings.LLM_ROUTER["attempt_timeout"]
+            )
+            for item in upstream:
+                if isinstance(item, StreamEnd):
+                    _settle(ledger, candidate, started, None)
+                    ledger.model = candidate
+                    _clean_attempts(ledger)
+                    text = "".join(parts)
+                    call = ledger.write(status="ok", usage=item.usage, input_text=input_text, output_text=text)
+                    recorded = True
+                    if ledger.cache != LLMCall.Cache.BYPASS:
+                        _cache_set(key, ChatResult(text, item.usage, item.finish_reason))
+                    tail = unmasker.flush()
+                    if tail:
+                        yield tail
+                    yield GatewayStreamEnd(candidate.alias, item.usage, item.finish_reason, str(call.pk))
+                    return
+                if ledger.first_token_at is None:
+                    ledger.first_token_at = time.perf_counter()
+                parts.append(item)
+                visible = unmasker.feed(item)
+                yielded = True
+                if visible:
+                    yield visible
+        except GeneratorExit:
+            # The client went away or pressed stop: close the upstream connection and record it.
+            if upstream is not None:
+                upstream.close()
+            if recorded:
+                raise  # it had finished; only the last items were not read
+            ledger.attempt(candidate, "cancelled", started, Cancelled("cancelled"))
+            _clean_attempts(ledger)
+            ledger.model = candidate
+            ledger.write(
+                status=LLMCall.Status.CANCELLED,
+                usage=Usage(estimate_prompt_tokens(outbound.messages), len(parts), estimated=True),
+                error=Cancelled("cancelled by the client"),
+                input_text=input_text,
+                output_text="".join(parts),
+            )
+            raise
+        except LLMError as error:
+            _settle(ledger, candidate, started, error)
+            if yielded or not error.retryable:
+                # Tokens already reached the client: a retry would repeat them. Stop here, honestly.
+                _clean_attempts(ledger)
+                ledger.write(status="error", error=error, input_text=input_text, output_text="".join(parts))
+                raise
+            continue
+    failure = _final_error(ledger)
+    _clean_attempts(ledger)
+    ledger.write(status="error", error=failure, input_text=input_text)
+    raise failure

@@ -1,0 +1,97 @@
+from decimal import Decimal
+from typing import ClassVar
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+from saas.core.models import BaseModel
+from saas.core.tenancy import OrgOwnedModel
+
+
+class ModelConfig(BaseModel):
+    """One entry of the model registry: seeded from saas/llm/registry.yaml, editable in the admin."""
+
+    class Tier(models.TextChoices):
+        SMALL = "small", "Small"
+        LARGE = "large", "Large"
+
+    alias = models.SlugField(max_length=64, unique=True)
+    upstream = models.CharField(max_length=32, help_text="A configured upstream (LLM_UPSTREAMS), e.g. openai.")
+    upstream_model = models.CharField(max_length=128)
+    input_price_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    output_price_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    context_window = models.PositiveIntegerField(default=8192)
+    tier = models.CharField(max_length=8, choices=Tier.choices, default=Tier.SMALL)
+    supports_tools = models.BooleanField(default=False)
+    supports_json = models.BooleanField(default=False)
+    fallbacks = ArrayField(
+        models.SlugField(max_length=64),
+        default=list,
+        blank=True,
+        help_text="Aliases tried, in order, when this model fails with a retryable error.",
+    )
+    enabled = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return self.alias
+
+
+class OrgLLMSettings(OrgOwnedModel):
+    """Per-org AI options (a row per org; defaults apply when it is missing)."""
+
+    class PiiPolicy(models.TextChoices):
+        OFF = "off", "Off"
+        MASK = "mask", "Mask before sending"
+        BLOCK = "block", "Refuse requests containing personal data"
+
+    allowed_models = ArrayField(models.SlugField(max_length=64), default=list, blank=True,
+                                help_text="Empty: every enabled model.")  # fmt: skip
+    default_model = models.SlugField(max_length=64, default="auto")
+    pii_policy = models.CharField(max_length=8, choices=PiiPolicy.choices, default=PiiPolicy.MASK)
+
+    class Meta(OrgOwnedModel.Meta):
+        constraints: ClassVar = [models.UniqueConstraint(fields=["organization"], name="llm_orgsettings_one_per_org")]
+
+
+class LLMCall(OrgOwnedModel):
+    """The ledger: one row per gateway request, cache hits and failures included. Every attempt (retries,
+    fallbacks) is listed in `attempts` with its own status. Prompts and answers are stored masked and
+    encrypted (saas.llm.crypto)."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        ERROR = "error", "Error"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Cache(models.TextChoices):
+        MISS = "miss", "Miss"
+        EXACT = "exact", "Exact hit"
+        SEMANTIC = "semantic", "Semantic hit"
+        BYPASS = "bypass", "Bypassed"
+
+    user = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    request_id = models.CharField(max_length=64, blank=True)
+    feature = models.CharField(max_length=16, default="chat")
+    model_requested = models.CharField(max_length=64)
+    model_used = models.CharField(max_length=64, blank=True)
+    upstream = models.CharField(max_length=32, blank=True)
+    stream = models.BooleanField(default=False)
+    attempts = models.JSONField(default=list)
+    fallbacks_taken = models.PositiveSmallIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    tokens_estimated = models.BooleanField(default=False)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal(0))
+    cost_saved_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal(0))
+    latency_ms = models.PositiveIntegerField(default=0)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    cache = models.CharField(max_length=10, choices=Cache.choices, default=Cache.MISS)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
+    error_class = models.CharField(max_length=32, blank=True)
+    pii_masked = models.PositiveSmallIntegerField(default=0)
+    input_encrypted = models.TextField(blank=True)
+    output_encrypted = models.TextField(blank=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        indexes: ClassVar = [models.Index(fields=["organization", "-created_at"], name="llm_call_org_time")]

@@ -1,0 +1,78 @@
+import json
+import urllib.request
+from decimal import Decimal
+
+import pytest
+
+from saas.core.redis import get_redis
+from saas.llm import gateway
+from saas.llm.fake_upstream import FakeUpstreamServer
+from saas.llm.models import ModelConfig
+from tests.accounts.factories import OrganizationFactory
+
+
+class FakeControl:
+    def __init__(self, server: FakeUpstreamServer) -> None:
+        self.server = server
+        self.base_url = server.base_url
+        self.root = server.base_url.removesuffix("/v1")
+
+    def _post(self, path: str, payload: dict) -> None:
+        request = urllib.request.Request(  # noqa: S310
+            self.root + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(request, timeout=5).read()  # noqa: S310
+
+    def script(self, model: str, *steps: dict) -> None:
+        self._post("/_script", {"model": model, "steps": list(steps)})
+
+    def config(self, **knobs) -> None:
+        self._post("/_config", knobs)
+
+    def reset(self) -> None:
+        self._post("/_reset", {})
+
+    def requests(self) -> list[dict]:
+        with urllib.request.urlopen(self.root + "/_requests", timeout=5) as response:  # noqa: S310
+            return json.load(response)
+
+
+@pytest.fixture(scope="session")
+def fake_server():
+    server = FakeUpstreamServer().start_in_thread()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def fake(fake_server, settings):
+    control = FakeControl(fake_server)
+    control.reset()
+    settings.LLM_UPSTREAMS = {"openai": {"base_url": fake_server.base_url, "api_key": "sk-upstream-secret"}}
+    settings.LLM_ROUTER = {**settings.LLM_ROUTER, "backoff_base": 0.01, "backoff_max": 0.05, "attempt_timeout": 2.0}
+    gateway.reset_providers()
+    redis = get_redis()
+    for key in redis.scan_iter("crewdesk:llm:*"):
+        redis.delete(key)
+    yield control
+    gateway.reset_providers()
+
+
+@pytest.fixture
+def models(db):
+    ModelConfig.objects.all().delete()
+    small = ModelConfig.objects.create(
+        alias="test-small", upstream="openai", upstream_model="fake-small", tier="small",
+        input_price_per_mtok=Decimal("1.00"), output_price_per_mtok=Decimal("2.00"), context_window=4096,
+    )  # fmt: skip
+    large = ModelConfig.objects.create(
+        alias="test-large", upstream="openai", upstream_model="fake-large", tier="large",
+        input_price_per_mtok=Decimal("10.00"), output_price_per_mtok=Decimal("30.00"), context_window=8192,
+        fallbacks=["test-small"],
+    )  # fmt: skip
+    return {"small": small, "large": large}
+
+
+@pytest.fixture
+def caller(db):
+    return gateway.Caller(org=OrganizationFactory(), feature="chat")
