@@ -130,7 +130,17 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def daphne_server(django_db_setup, tmp_path_factory) -> Iterator[LiveServer]:
+def fake_server():
+    """A fake OpenAI-compatible upstream on loopback (saas.llm.fake_upstream), shared by the session."""
+    from saas.llm.fake_upstream import FakeUpstreamServer
+
+    server = FakeUpstreamServer().start_in_thread()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def daphne_server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
     """A real daphne serving saas.asgi (HTTP and websockets) on a free loopback port."""
     port = free_port()
     work_dir = tmp_path_factory.mktemp("daphne")
@@ -143,6 +153,10 @@ def daphne_server(django_db_setup, tmp_path_factory) -> Iterator[LiveServer]:
             EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
             EMAIL_FILE_PATH=str(mail_dir),
             SITE_URL=f"http://127.0.0.1:{port}",
+            LLM_OPENAI_BASE_URL=fake_server.base_url,
+            LLM_OPENAI_API_KEY="sk-upstream-secret",
+            LLM_BACKOFF_BASE="0.01",
+            LLM_BACKOFF_MAX="0.05",
         ),
     )
     url = f"http://127.0.0.1:{port}"

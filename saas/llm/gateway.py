@@ -13,7 +13,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -420,7 +420,7 @@ def chat_stream(
     request: ChatRequest,
     bypass_cache: bool = False,
     complexity: str | None = None,
-) -> Iterator[str | GatewayStreamEnd]:
+) -> Generator[str | GatewayStreamEnd, None, None]:
     """Deltas of the answer, then one GatewayStreamEnd. Validation errors raise before the first item;
     closing the iterator cancels the upstream call (and records the call as cancelled)."""
     ledger = _Ledger(caller=caller, model_requested=model or "default", stream=True)
@@ -444,7 +444,7 @@ def _stream(
     outbound: ChatRequest,
     masker: Masker,
     bypass_cache: bool,
-) -> Iterator[str | GatewayStreamEnd]:
+) -> Generator[str | GatewayStreamEnd, None, None]:
     input_text = json.dumps(outbound.messages)
     key = _cache_key(ledger.caller.org, config, outbound)
     if bypass_cache:

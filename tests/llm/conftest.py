@@ -37,13 +37,6 @@ class FakeControl:
             return json.load(response)
 
 
-@pytest.fixture(scope="session")
-def fake_server():
-    server = FakeUpstreamServer().start_in_thread()
-    yield server
-    server.shutdown()
-
-
 @pytest.fixture
 def fake(fake_server, settings):
     control = FakeControl(fake_server)

@@ -1,0 +1,303 @@
+"""The gateway's HTTP surfaces.
+
+- `/v1/chat/completions`, `/v1/models`: OpenAI-compatible (the official `openai` SDK works unchanged with
+  `base_url=<crewdesk>/v1` and an org API key), errors in OpenAI's shape.
+- `/api/v1/generate`: the same gateway in Crewdesk's own API (JSON, or SSE with "stream": true).
+"""
+
+import json
+import time
+from collections.abc import Generator, Iterator
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication
+from accounts.permissions import ASK, READ
+from saas.core.api import OrgScopedAPIView, StrictSerializer
+from saas.core.errors import ApplicationError, application_error_response, error_body
+from saas.llm import gateway
+from saas.llm.models import ModelConfig
+from saas.llm.providers import ChatRequest, LLMError, RateLimited
+
+BYPASS_HEADER = "X-Crewdesk-Cache"
+
+
+def _caller(request: Request, feature: str) -> gateway.Caller:
+    principal = request.principal  # type: ignore[attr-defined]
+    return gateway.Caller(org=principal.organization, feature=feature, user=principal.user, api_key=principal.api_key)
+
+
+def _bypass_cache(request: Request) -> bool:
+    return request.headers.get(BYPASS_HEADER, "").lower() == "bypass" or "no-cache" in request.headers.get(
+        "Cache-Control", ""
+    )
+
+
+def _sse(payload: Any) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _llm_error_response(error: LLMError, body: dict[str, Any]) -> Response:
+    response = Response(body, status=error.http_status)
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        response["Retry-After"] = str(max(1, round(error.retry_after)))
+    return response
+
+
+# --- OpenAI-compatible -------------------------------------------------------------------------------------
+
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}  # fmt: skip
+
+
+def openai_error(message: str, status: int, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": OPENAI_TYPES.get(status, "api_error"), "param": param, "code": code}}
+
+
+def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Errors of the OpenAI-compatible endpoints, in the shape OpenAI's clients expect."""
+    if isinstance(exc, LLMError):
+        return _llm_error_response(exc, openai_error(exc.message, exc.http_status, exc.kind))
+    if isinstance(exc, ApplicationError):
+        response = application_error_response(exc, response_class=Response)
+        response.data = openai_error(exc.message, exc.status, exc.code)
+        return response  # type: ignore[no-any-return]
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = getattr(exc, "detail", str(exc))
+    if isinstance(detail, dict):
+        param, messages = next(iter(detail.items()))
+        message = f"{param}: {messages[0] if isinstance(messages, list) else messages}"
+    else:
+        param, message = None, str(detail[0] if isinstance(detail, list) else detail)
+    response.data = openai_error(message, response.status_code, getattr(exc, "default_code", None), param)
+    return response
+
+
+class MessageIn(serializers.Serializer):
+    role = serializers.CharField(max_length=32)
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=2_000_000)
+    name = serializers.CharField(required=False, max_length=64)
+
+
+class StreamOptionsIn(StrictSerializer):
+    include_usage = serializers.BooleanField(default=False)
+
+
+class ChatCompletionIn(StrictSerializer):
+    model = serializers.CharField(max_length=64)
+    messages = serializers.ListField(child=MessageIn(), allow_empty=False, max_length=gateway.MAX_MESSAGES)
+    stream = serializers.BooleanField(default=False)
+    stream_options = StreamOptionsIn(required=False)
+    max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    max_completion_tokens = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
+    response_format = serializers.DictField(required=False)
+    n = serializers.IntegerField(required=False, min_value=1, max_value=1)
+    # Accepted and not used (standard parameters that change nothing here):
+    user = serializers.CharField(required=False, max_length=256)
+    seed = serializers.IntegerField(required=False)
+    top_p = serializers.FloatField(required=False, min_value=0, max_value=1)
+    stop = serializers.JSONField(required=False)
+    presence_penalty = serializers.FloatField(required=False)
+    frequency_penalty = serializers.FloatField(required=False)
+
+
+def _chat_request(data: dict[str, Any]) -> ChatRequest:
+    return ChatRequest(
+        messages=[{"role": m["role"], "content": m["content"]} for m in data["messages"]],
+        max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
+        temperature=data.get("temperature"),
+        response_format=data.get("response_format"),
+    )
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+class OpenAICompatibleView(OrgScopedAPIView):
+    authentication_classes = [ApiKeyAuthentication]
+
+    def get_exception_handler(self) -> Any:
+        return openai_exception_handler
+
+
+class ChatCompletionsView(OpenAICompatibleView):
+    required_scopes = {"post": ASK}
+
+    @extend_schema(request=ChatCompletionIn, responses=OpenApiTypes.OBJECT, summary="OpenAI-compatible chat")
+    def post(self, request: Request) -> Any:
+        serializer = ChatCompletionIn(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        chat = _chat_request(data)
+        caller = _caller(request, "chat")
+        created = int(time.time())
+        if not data["stream"]:
+            result = gateway.chat(caller=caller, model=data["model"], request=chat, bypass_cache=_bypass_cache(request))
+            return Response(
+                {
+                    "id": f"chatcmpl-{result.call_id}",
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": result.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": result.text},
+                            "finish_reason": result.finish_reason,
+                        }
+                    ],
+                    "usage": _usage(result.usage),
+                    "crewdesk": {"cached": result.cached, "call_id": result.call_id},
+                }
+            )
+        stream = gateway.chat_stream(
+            caller=caller, model=data["model"], request=chat, bypass_cache=_bypass_cache(request)
+        )
+        first = next(stream)  # upstream failures before the first token still get a proper HTTP status
+        include_usage = (data.get("stream_options") or {}).get("include_usage", False)
+        return _sse_response(_openai_chunks(first, stream, created=created, include_usage=include_usage))
+
+
+def _openai_chunks(
+    first: Any, stream: Generator[Any, None, None], *, created: int, include_usage: bool
+) -> Iterator[bytes]:
+    ident = f"chatcmpl-{time.monotonic_ns()}"
+    model = ""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse(
+            {
+                "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )  # fmt: skip
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        for item in _chain_first(first, stream):
+            if isinstance(item, gateway.GatewayStreamEnd):
+                model = item.model
+                yield chunk({}, item.finish_reason)
+                if include_usage:
+                    yield _sse(
+                        {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                         "choices": [], "usage": _usage(item.usage)}
+                    )  # fmt: skip
+                break
+            yield chunk({"content": item})
+    except LLMError as error:
+        yield _sse(openai_error(error.message, error.http_status, error.kind))
+    finally:
+        stream.close()  # a client that went away cancels the upstream call
+    yield b"data: [DONE]\n\n"
+
+
+def _chain_first(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def _sse_response(chunks: Iterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # tell proxies not to buffer the stream
+    return response
+
+
+class ModelsView(OpenAICompatibleView):
+    required_scopes = {"get": READ}
+
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Models this org may use (OpenAI-compatible)")
+    def get(self, request: Request) -> Response:
+        policy = gateway.org_settings(request.principal.organization)  # type: ignore[attr-defined]
+        models = [m for m in ModelConfig.objects.filter(enabled=True).order_by("alias") if gateway._allowed(m, policy)]
+        data = [{"id": m.alias, "object": "model", "created": int(m.created_at.timestamp()), "owned_by": m.upstream}
+                for m in models]  # fmt: skip
+        data.append({"id": "auto", "object": "model", "created": 0, "owned_by": "crewdesk"})
+        return Response({"object": "list", "data": data})
+
+
+# --- Crewdesk's own API ------------------------------------------------------------------------------------
+
+
+class GenerateIn(StrictSerializer):
+    model = serializers.CharField(max_length=64, default="default")
+    messages = serializers.ListField(child=MessageIn(), required=False, max_length=gateway.MAX_MESSAGES)
+    prompt = serializers.CharField(required=False, max_length=2_000_000)
+    stream = serializers.BooleanField(default=False)
+    max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
+    complexity = serializers.ChoiceField(choices=["low", "normal", "high"], required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if bool(attrs.get("messages")) == bool(attrs.get("prompt")):
+            raise serializers.ValidationError({"prompt": ["Give either `prompt` or `messages`, not both."]})
+        return attrs
+
+
+class GenerateView(OrgScopedAPIView):
+    authentication_classes = [ApiKeyAuthentication, CsrfSessionAuthentication]
+    required_scopes = {"post": ASK}
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, LLMError):
+            return _llm_error_response(exc, error_body(exc.kind, exc.message))
+        return super().handle_exception(exc)
+
+    @extend_schema(request=GenerateIn, responses=OpenApiTypes.OBJECT, summary="Generate (JSON, or SSE with stream)")
+    def post(self, request: Request) -> Any:
+        serializer = GenerateIn(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        messages = data.get("messages") or [{"role": "user", "content": data["prompt"]}]
+        chat = ChatRequest(
+            messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+            max_tokens=data.get("max_tokens"),
+            temperature=data.get("temperature"),
+        )
+        caller = _caller(request, "generate")
+        options = {"bypass_cache": _bypass_cache(request), "complexity": data.get("complexity")}
+        if not data["stream"]:
+            result = gateway.chat(caller=caller, model=data["model"], request=chat, **options)
+            return Response(
+                {
+                    "id": result.call_id,
+                    "model": result.model,
+                    "text": result.text,
+                    "finish_reason": result.finish_reason,
+                    "usage": _usage(result.usage),
+                    "cached": result.cached,
+                }
+            )
+        stream = gateway.chat_stream(caller=caller, model=data["model"], request=chat, **options)
+        first = next(stream)
+        return _sse_response(_generate_events(first, stream))
+
+
+def _generate_events(first: Any, stream: Generator[Any, None, None]) -> Iterator[bytes]:
+    try:
+        for item in _chain_first(first, stream):
+            if isinstance(item, gateway.GatewayStreamEnd):
+                yield _sse({"type": "done", "id": item.call_id, "model": item.model, "usage": _usage(item.usage),
+                            "finish_reason": item.finish_reason, "cached": item.cached})  # fmt: skip
+                return
+            yield _sse({"type": "delta", "text": item})
+    except LLMError as error:
+        yield _sse({"type": "error", "error": {"code": error.kind, "message": error.message}})
+    finally:
+        stream.close()

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from saas.llm import api
+
+# Mounted at /v1/: the OpenAI-compatible surface.
+openai_urlpatterns = [
+    path("chat/completions", api.ChatCompletionsView.as_view(), name="openai-chat-completions"),
+    path("models", api.ModelsView.as_view(), name="openai-models"),
+]
+
+# Mounted at /api/v1/ with the rest of Crewdesk's API.
+api_urlpatterns = [
+    path("generate", api.GenerateView.as_view(), name="generate"),
+]

@@ -1,0 +1,132 @@
+"""The OpenAI-compatible API: the official `openai` SDK against a live daphne of ours, and OpenAI-style
+errors for bad input."""
+
+import json
+
+import openai
+import pytest
+
+from saas.llm.models import LLMCall, OrgLLMSettings
+from tests.accounts.conftest import issue_key, key_client
+from tests.accounts.factories import OrganizationFactory
+
+MESSAGES = [{"role": "user", "content": "Say something"}]
+
+
+@pytest.fixture
+def org_key(db):
+    org = OrganizationFactory()
+    return org, issue_key(org, scopes=["read", "ask"])
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+class TestTheOfficialSdk:
+    @pytest.fixture
+    def sdk(self, daphne_server, fake, models, org_key):
+        _, key = org_key
+        return openai.OpenAI(base_url=f"{daphne_server.url}/v1", api_key=key.secret, max_retries=0)
+
+    def test_non_streaming(self, sdk, fake):
+        completion = sdk.chat.completions.create(model="test-small", messages=MESSAGES)
+        assert completion.choices[0].message.content == "The quick brown fox jumps over the lazy dog."
+        assert completion.model == "test-small" and completion.usage.completion_tokens == 9
+        assert LLMCall.all_orgs.get().status == "ok"
+
+    def test_streaming_with_usage(self, sdk, fake):
+        stream = sdk.chat.completions.create(
+            model="test-small", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+            extra_headers={"X-Crewdesk-Cache": "bypass"},
+        )  # fmt: skip
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "The quick brown fox jumps over the lazy dog."
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 9
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+    def test_models_and_errors(self, sdk, daphne_server):
+        assert {"test-small", "test-large", "auto"} <= {m.id for m in sdk.models.list()}
+        with pytest.raises(openai.BadRequestError) as excinfo:
+            sdk.chat.completions.create(model="no-such-model", messages=MESSAGES)
+        assert excinfo.value.code == "model_not_found"
+        bad = openai.OpenAI(base_url=f"{daphne_server.url}/v1", api_key="cdk_live_AAAAAAAA_" + "x" * 43, max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+
+    def test_upstream_exhaustion_is_a_429_with_retry_after(self, sdk, fake):
+        fake.script("fake-small", *[{"status": 429, "retry_after": 0}] * 3)
+        with pytest.raises(openai.RateLimitError) as excinfo:
+            sdk.chat.completions.create(
+                model="test-small", messages=MESSAGES, extra_headers={"X-Crewdesk-Cache": "bypass"}
+            )
+        assert excinfo.value.code == "rate_limited"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ("{not json", "parse_error", None),
+        ({"model": "test-small", "messages": []}, None, "messages"),
+        ({"model": "test-small"}, None, "messages"),
+        ({"model": "test-small", "messages": [{"role": "wizard", "content": "hi"}]}, "bad_request", None),
+        ({"model": "test-small", "messages": [{"role": "user", "content": "word " * 20000}]}, "context_too_long", None),
+        ({"model": "nope", "messages": MESSAGES}, "model_not_found", None),
+        ({"model": "test-small", "messages": MESSAGES, "temperature": 7}, None, "temperature"),
+        ({"model": "test-small", "messages": MESSAGES, "frobnicate": True}, None, "frobnicate"),
+    ],
+)
+def test_bad_input_gets_an_openai_style_400(fake, models, org_key, body, code, param):
+    _, key = org_key
+    raw = body if isinstance(body, str) else json.dumps(body)
+    response = key_client(key.secret).post("/v1/chat/completions", raw, content_type="application/json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+    if code:
+        assert error["code"] == code
+    if param:
+        assert error["param"] == param
+    assert fake.requests() == []
+
+
+@pytest.mark.django_db
+def test_a_model_the_org_may_not_use_is_refused(fake, models, org_key):
+    org, key = org_key
+    OrgLLMSettings.all_orgs.create(organization=org, allowed_models=["test-small"])
+    client = key_client(key.secret)
+    response = client.post("/v1/chat/completions", {"model": "test-large", "messages": MESSAGES}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "model_not_allowed"
+    ids = {m["id"] for m in client.get("/v1/models").json()["data"]}
+    assert "test-large" not in ids and "test-small" in ids
+
+
+@pytest.mark.django_db
+def test_a_key_without_the_ask_scope_cannot_generate(fake, models):
+    key = issue_key(OrganizationFactory(), scopes=["read"])
+    response = key_client(key.secret).post(
+        "/v1/chat/completions", {"model": "test-small", "messages": MESSAGES}, format="json"
+    )
+    assert response.status_code == 403 and response.json()["error"]["type"] == "permission_error"
+
+
+@pytest.mark.django_db
+def test_generate_in_our_api_json_and_sse(fake, models, org_key):
+    _, key = org_key
+    client = key_client(key.secret)
+    body = client.post("/api/v1/generate", {"model": "test-small", "prompt": "Hi"}, format="json").json()
+    assert (
+        body["text"].startswith("The quick")
+        and body["model"] == "test-small"
+        and body["usage"]["completion_tokens"] == 9
+    )
+    response = client.post("/api/v1/generate", {"model": "test-small", "prompt": "Hi", "stream": True},
+                           format="json", HTTP_X_CREWDESK_CACHE="bypass")  # fmt: skip
+    assert response["Content-Type"] == "text/event-stream"
+    events = [json.loads(line[6:]) for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+    assert "".join(e["text"] for e in events if e["type"] == "delta").startswith("The quick")
+    assert events[-1]["type"] == "done" and events[-1]["usage"]["completion_tokens"] == 9
+    error = client.post("/api/v1/generate", {"model": "nope", "prompt": "Hi"}, format="json")
+    assert error.status_code == 400 and error.json()["error"]["code"] == "model_not_found"
+    both = client.post("/api/v1/generate", {"prompt": "Hi", "messages": MESSAGES}, format="json")
+    assert both.status_code == 400 and both.json()["error"]["code"] == "invalid"
