@@ -95,10 +95,18 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default="postgresql://postgres@127.0.0.1:5432/crewdesk"),
 }
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Under ASGI, Django wants pooled connections rather than persistent ones: psycopg's pool (a new connection per
+# request costs milliseconds on every call). DATABASE_POOL=false for a server-side pooler such as PgBouncer.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+_db_options = DATABASES["default"].setdefault("OPTIONS", {})
 # An unreachable database must fail fast (readyz answers within seconds), not hang on TCP retries.
-DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=3)
+_db_options["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=3)
+if env.bool("DATABASE_POOL", default=True):
+    _db_options["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN", default=1),
+        "max_size": env.int("DATABASE_POOL_MAX", default=10),
+        "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
