@@ -26,6 +26,7 @@ COPY --chown=crewdesk:crewdesk . .
 # collectstatic needs settings but no database or secrets of the real deployment: a throwaway build key.
 RUN SECRET_KEY=collectstatic-only-build-time-key-000000000000000000000000 \
     DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
+    LLM_ENCRYPTION_KEYS=build-time-only-not-a-real-key \
     python manage.py collectstatic --noinput
 USER crewdesk
 EXPOSE 8000

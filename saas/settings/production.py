@@ -21,6 +21,7 @@ if len(SECRET_KEY) < 50:
     sys.exit("Crewdesk refuses to start: SECRET_KEY must be at least 50 random characters.")
 _require("DATABASE_URL", "production never falls back to a local database")
 _require("REDIS_URL", "production never falls back to a local Redis")
+_require("LLM_ENCRYPTION_KEYS", "prompts and answers are encrypted at rest with these Fernet keys")
 
 # TLS terminates at the load balancer, which sets X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

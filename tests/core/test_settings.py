@@ -8,8 +8,13 @@ from tests.conftest import BASE_DIR, subprocess_env
 STRONG_KEY = "k" * 20 + "-production-secret-key-for-the-deploy-check-0123456789"
 
 
+FERNET_KEY = "kXQmR0D8mAQnSxJpQ2g0Bf2yY4Yw5Yz9k0q6mW3x9s8="
+
+
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = subprocess_env(DJANGO_SETTINGS_MODULE="saas.settings.production", **env)
+    environment = subprocess_env(
+        DJANGO_SETTINGS_MODULE="saas.settings.production", **{"LLM_ENCRYPTION_KEYS": FERNET_KEY, **env}
+    )
     for name in [k for k, v in env.items() if v == "<unset>"]:
         environment.pop(name)
     return subprocess.run(
@@ -42,6 +47,12 @@ def test_production_refuses_to_boot_without_a_database_url():
     assert result.returncode != 0
     assert "DATABASE_URL is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_production_refuses_to_boot_without_encryption_keys():
+    result = _manage("check", SECRET_KEY=STRONG_KEY, LLM_ENCRYPTION_KEYS="<unset>")
+    assert result.returncode != 0
+    assert "LLM_ENCRYPTION_KEYS is not set" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_check_deploy_reports_no_warnings():
