@@ -162,7 +162,8 @@ class ChatCompletionsView(OpenAICompatibleView):
                         }
                     ],
                     "usage": _usage(result.usage),
-                    "crewdesk": {"cached": result.cached, "call_id": result.call_id},
+                    # The local engine says what it is in every response: extractive quotes, not generated text.
+                    "crewdesk": {"cached": result.cached, "call_id": result.call_id, "engine": result.engine},
                 }
             )
         stream = gateway.chat_stream(
@@ -225,9 +226,15 @@ class ModelsView(OpenAICompatibleView):
     @extend_schema(responses=OpenApiTypes.OBJECT, summary="Models this org may use (OpenAI-compatible)")
     def get(self, request: Request) -> Response:
         policy = gateway.org_settings(request.principal.organization)  # type: ignore[attr-defined]
-        models = [m for m in ModelConfig.objects.filter(enabled=True).order_by("alias") if gateway._allowed(m, policy)]
-        data = [{"id": m.alias, "object": "model", "created": int(m.created_at.timestamp()), "owned_by": m.upstream}
-                for m in models]  # fmt: skip
+        models = [
+            m for m in ModelConfig.objects.filter(enabled=True).order_by("alias")
+            if gateway._allowed(m, policy) and gateway.available(m)
+        ]  # fmt: skip
+        data = [
+            {"id": m.alias, "object": "model", "created": int(m.created_at.timestamp()), "owned_by": m.upstream,
+             "crewdesk": {"engine": gateway.engine_label(m), "tier": m.tier, "context_window": m.context_window}}
+            for m in models
+        ]  # fmt: skip
         data.append({"id": "auto", "object": "model", "created": 0, "owned_by": "crewdesk"})
         return Response({"object": "list", "data": data})
 
@@ -282,6 +289,7 @@ class GenerateView(OrgScopedAPIView):
                     "finish_reason": result.finish_reason,
                     "usage": _usage(result.usage),
                     "cached": result.cached,
+                    "engine": result.engine,
                 }
             )
         stream = gateway.chat_stream(caller=caller, model=data["model"], request=chat, **options)
@@ -293,8 +301,8 @@ def _generate_events(first: Any, stream: Generator[Any, None, None]) -> Iterator
     try:
         for item in _chain_first(first, stream):
             if isinstance(item, gateway.GatewayStreamEnd):
-                yield _sse({"type": "done", "id": item.call_id, "model": item.model, "usage": _usage(item.usage),
-                            "finish_reason": item.finish_reason, "cached": item.cached})  # fmt: skip
+                done = {"type": "done", "id": item.call_id, "model": item.model, "usage": _usage(item.usage)}
+                yield _sse({**done, "finish_reason": item.finish_reason, "cached": item.cached, "engine": item.engine})
                 return
             yield _sse({"type": "delta", "text": item})
     except LLMError as error:

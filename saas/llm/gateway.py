@@ -25,6 +25,7 @@ from django_guid import get_guid
 
 from saas.core.redis import get_redis
 from saas.llm import breaker, crypto, metrics
+from saas.llm.local_engine import ENGINE_LABEL, LocalProvider
 from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings
 from saas.llm.pii import Masker, StreamUnmasker
 from saas.llm.providers import (
@@ -44,6 +45,7 @@ from saas.llm.providers import (
 )
 
 ROLES = {"system", "user", "assistant", "tool", "developer"}
+Provider = OpenAIProvider | LocalProvider
 MAX_MESSAGES = 500
 
 
@@ -75,6 +77,7 @@ class GatewayResult:
     finish_reason: str
     call_id: str
     cached: bool = False
+    engine: str = "openai-compatible"
 
 
 @dataclass
@@ -84,6 +87,7 @@ class GatewayStreamEnd:
     finish_reason: str
     call_id: str
     cached: bool = False
+    engine: str = "openai-compatible"
 
 
 @dataclass
@@ -178,6 +182,15 @@ def _allowed(model: ModelConfig, policy: OrgLLMSettings) -> bool:
     return model.enabled and (not policy.allowed_models or model.alias in policy.allowed_models)
 
 
+def available(model: ModelConfig) -> bool:
+    """Whether the model's upstream is configured here (the local engine always is)."""
+    return _provider(model.upstream) is not None
+
+
+def engine_label(model: ModelConfig) -> str:
+    return ENGINE_LABEL if model.upstream == "local" else "openai-compatible"
+
+
 def choose_auto_tier(*, request: ChatRequest, feature: str, complexity: str | None) -> str:
     rules = settings.LLM_AUTO_RULES
     if estimate_prompt_tokens(request.messages) > rules["large_if_prompt_tokens_over"]:
@@ -195,7 +208,11 @@ def resolve_model(
         alias = policy.default_model
     if alias == "auto":
         tier = choose_auto_tier(request=request, feature=caller.feature, complexity=complexity)
-        candidates = [m for m in ModelConfig.objects.filter(enabled=True).order_by("alias") if _allowed(m, policy)]
+        candidates = [
+            m
+            for m in ModelConfig.objects.filter(enabled=True).order_by("alias")
+            if _allowed(m, policy) and available(m)
+        ]
         chosen = next((m for m in candidates if m.tier == tier), None) or (candidates[0] if candidates else None)
         if chosen is None:
             raise ModelNotAllowed("No model is enabled for this org.")
@@ -240,7 +257,9 @@ def _mask(request: ChatRequest, policy: OrgLLMSettings, masker: Masker) -> ChatR
 
 
 @cache
-def _provider(upstream_name: str) -> OpenAIProvider | None:
+def _provider(upstream_name: str) -> Provider | None:
+    if upstream_name == "local":
+        return LocalProvider()
     config = settings.LLM_UPSTREAMS.get(upstream_name)
     if not config or not config.get("base_url"):
         return None
@@ -302,7 +321,7 @@ def _backoff(attempt: int, error: LLMError) -> float | None:
     return random.uniform(0, ceiling)  # noqa: S311  (full jitter, not cryptography)
 
 
-def _attempts(chain: list[ModelConfig], ledger: _Ledger) -> Iterator[tuple[ModelConfig, OpenAIProvider, float]]:
+def _attempts(chain: list[ModelConfig], ledger: _Ledger) -> Iterator[tuple[ModelConfig, Provider, float]]:
     """Yield (model, provider, attempt start) for each attempt the router allows; the caller reports the
     outcome by calling `_settle`. Stops when a model has used its retries, then moves down the chain."""
     for model in chain:
@@ -386,7 +405,15 @@ def chat(
         call = ledger.write(
             status="ok", usage=usage, input_text=input_text, output_text=hit["text"], cost_saved=_cost(config, usage)
         )
-        return GatewayResult(masker.unmask(hit["text"]), config.alias, usage, "stop", str(call.pk), cached=True)
+        return GatewayResult(
+            masker.unmask(hit["text"]),
+            config.alias,
+            usage,
+            "stop",
+            str(call.pk),
+            cached=True,
+            engine=engine_label(config),
+        )
 
     for candidate, provider, started in _attempts(_chain(config, policy), ledger):
         try:
@@ -405,7 +432,12 @@ def chat(
         if ledger.cache != LLMCall.Cache.BYPASS:
             _cache_set(key, result)
         return GatewayResult(
-            masker.unmask(result.text), candidate.alias, result.usage, result.finish_reason, str(call.pk)
+            masker.unmask(result.text),
+            candidate.alias,
+            result.usage,
+            result.finish_reason,
+            str(call.pk),
+            engine=engine_label(candidate),
         )
     failure = _final_error(ledger)
     _clean_attempts(ledger)
@@ -457,7 +489,7 @@ def _stream(
             status="ok", usage=usage, input_text=input_text, output_text=hit["text"], cost_saved=_cost(config, usage)
         )
         yield masker.unmask(hit["text"])
-        yield GatewayStreamEnd(config.alias, usage, "stop", str(call.pk), cached=True)
+        yield GatewayStreamEnd(config.alias, usage, "stop", str(call.pk), cached=True, engine=engine_label(config))
         return
 
     unmasker = StreamUnmasker(masker)
@@ -483,7 +515,9 @@ def _stream(
                     tail = unmasker.flush()
                     if tail:
                         yield tail
-                    yield GatewayStreamEnd(candidate.alias, item.usage, item.finish_reason, str(call.pk))
+                    yield GatewayStreamEnd(
+                        candidate.alias, item.usage, item.finish_reason, str(call.pk), engine=engine_label(candidate)
+                    )
                     return
                 if ledger.first_token_at is None:
                     ledger.first_token_at = time.perf_counter()

@@ -216,7 +216,8 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 # model registry (saas/llm/registry.yaml, then the admin) says which model lives on which upstream.
 LLM_UPSTREAMS = {
     "openai": {
-        "base_url": env.str("LLM_OPENAI_BASE_URL", default="https://api.openai.com/v1"),
+        # Unset: no OpenAI-compatible upstream, and `auto` uses the offline local engine.
+        "base_url": env.str("LLM_OPENAI_BASE_URL", default=""),
         "api_key": env.str("LLM_OPENAI_API_KEY", default=""),
     },
 }

@@ -1,0 +1,89 @@
+"""The `local` provider: Crewdesk's offline, deterministic, extractive engine, the default when no model
+provider is configured.
+
+It is not a generative model and never pretends to be one. It splits the context it is given (system
+messages and the conversation so far) into sentences, ranks them by embedding similarity to the latest user
+message, and answers with the best few, verbatim, each followed by a citation marker: the source's own label
+when the context numbers its sources (`[2] ...`), else the number of the message it came from. When nothing
+is similar enough it says so.
+"""
+
+import re
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from saas.llm.embeddings import embed_local
+from saas.llm.providers import (
+    ChatRequest,
+    ChatResult,
+    StreamEnd,
+    Usage,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
+
+ENGINE_LABEL = "local-extractive"
+MIN_SIMILARITY = 0.35
+MAX_SENTENCES = 3
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+SOURCE_LABEL = re.compile(r"^\s*\[(\d{1,3})\]\s*")
+NOTHING_FOUND = "I could not find anything in the provided context that answers this."
+NO_CONTEXT = (
+    "I am Crewdesk's offline extractive engine: I answer only by quoting the documents or conversation I am "
+    "given, and there is nothing here to quote. Configure a model provider for generated answers."
+)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str
+    label: str
+    position: int
+
+
+def _sentences(request: ChatRequest) -> tuple[str, list[Sentence]]:
+    user_indexes = [i for i, m in enumerate(request.messages) if m["role"] == "user"]
+    question_index = user_indexes[-1] if user_indexes else len(request.messages) - 1
+    question = request.messages[question_index]["content"] if request.messages else ""
+    found: list[Sentence] = []
+    for index, message in enumerate(request.messages):
+        if index == question_index:
+            continue
+        label = str(index + 1)
+        for line in message["content"].splitlines():
+            source = SOURCE_LABEL.match(line)
+            if source:
+                label, line = source.group(1), line[source.end() :]
+            for piece in SENTENCE_END.split(line.strip()):
+                if len(piece.split()) >= 3:
+                    found.append(Sentence(piece.strip(), label, len(found)))
+    return question, found
+
+
+def answer(request: ChatRequest) -> str:
+    question, sentences = _sentences(request)
+    if not sentences:
+        return NO_CONTEXT
+    vectors = embed_local([question] + [s.text for s in sentences])
+    query, rest = vectors[0], vectors[1:]
+    scored = [(sum(a * b for a, b in zip(query, v, strict=True)), s) for v, s in zip(rest, sentences, strict=True)]
+    best = sorted((pair for pair in scored if pair[0] >= MIN_SIMILARITY), key=lambda p: -p[0])[:MAX_SENTENCES]
+    if not best:
+        return NOTHING_FOUND
+    chosen = sorted((s for _, s in best), key=lambda s: s.position)  # in reading order
+    return " ".join(f"{s.text} [{s.label}]" for s in chosen)
+
+
+class LocalProvider:
+    label = ENGINE_LABEL
+
+    def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
+        text = answer(request)
+        return ChatResult(text, Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True))
+
+    def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Generator[str | StreamEnd, None, None]:
+        text = answer(request)
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            yield word if i == 0 else " " + word
+        yield StreamEnd(Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True))
