@@ -239,6 +239,42 @@ class ModelsView(OpenAICompatibleView):
         return Response({"object": "list", "data": data})
 
 
+class EmbeddingsIn(StrictSerializer):
+    model = serializers.CharField(max_length=64, default=gateway.DEFAULT_EMBEDDING_MODEL)
+    input = serializers.JSONField()
+    dimensions = serializers.IntegerField(required=False, min_value=1, max_value=4096, default=384)
+    encoding_format = serializers.ChoiceField(choices=["float"], default="float")
+    user = serializers.CharField(required=False, max_length=256)
+
+    def validate_input(self, value: Any) -> list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise serializers.ValidationError("A string or a list of strings (token arrays are not supported).")
+        return texts
+
+
+class EmbeddingsView(OpenAICompatibleView):
+    required_scopes = {"post": ASK}
+
+    @extend_schema(request=EmbeddingsIn, responses=OpenApiTypes.OBJECT, summary="OpenAI-compatible embeddings")
+    def post(self, request: Request) -> Response:
+        serializer = EmbeddingsIn(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = gateway.embed(
+            caller=_caller(request, "embed"), model=data["model"], texts=data["input"], dimensions=data["dimensions"]
+        )
+        return Response(
+            {
+                "object": "list",
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)],
+                "model": result.model,
+                "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens},
+                "crewdesk": {"call_id": result.call_id, "engine": result.engine},
+            }
+        )
+
+
 # --- Crewdesk's own API ------------------------------------------------------------------------------------
 
 

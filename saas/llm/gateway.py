@@ -210,19 +210,25 @@ def resolve_model(
         tier = choose_auto_tier(request=request, feature=caller.feature, complexity=complexity)
         candidates = [
             m
-            for m in ModelConfig.objects.filter(enabled=True).order_by("alias")
+            for m in ModelConfig.objects.filter(enabled=True, kind=ModelConfig.Kind.CHAT).order_by("alias")
             if _allowed(m, policy) and available(m)
         ]
         chosen = next((m for m in candidates if m.tier == tier), None) or (candidates[0] if candidates else None)
         if chosen is None:
             raise ModelNotAllowed("No model is enabled for this org.")
         return chosen, policy
+    return _named_model(alias, policy, ModelConfig.Kind.CHAT), policy
+
+
+def _named_model(alias: str, policy: OrgLLMSettings, kind: str) -> ModelConfig:
     model = ModelConfig.objects.filter(alias=alias).first()
     if model is None or not model.enabled:
         raise ModelNotFound(f"The model {alias!r} does not exist.")
+    if model.kind != kind:
+        raise BadRequest(f"{alias!r} is a {model.kind} model; this endpoint needs a {kind} model.")
     if not _allowed(model, policy):
         raise ModelNotAllowed(f"The model {alias!r} is not allowed for this org.")
-    return model, policy
+    return model
 
 
 def validate(request: ChatRequest, model: ModelConfig) -> None:
@@ -554,4 +560,55 @@ def _stream(
     failure = _final_error(ledger)
     _clean_attempts(ledger)
     ledger.write(status="error", error=failure, input_text=input_text)
+    raise failure
+
+
+# --- Embeddings --------------------------------------------------------------------------------------------
+
+DEFAULT_EMBEDDING_MODEL = "local-minilm"
+MAX_EMBED_INPUTS = 2048
+MAX_EMBED_CHARS = 32_000
+
+
+@dataclass
+class GatewayEmbeddings:
+    vectors: list[list[float]]
+    model: str
+    usage: Usage
+    call_id: str
+    engine: str
+
+
+def embed(*, caller: Caller, model: str, texts: list[str], dimensions: int = 384) -> GatewayEmbeddings:
+    """Vectors for texts, through the same registry, policy, retries, breaker and ledger as chat."""
+    ledger = _Ledger(caller=caller, model_requested=model or DEFAULT_EMBEDDING_MODEL, stream=False)
+    try:
+        policy = org_settings(caller.org)
+        config = _named_model(model or DEFAULT_EMBEDDING_MODEL, policy, ModelConfig.Kind.EMBEDDING)
+        ledger.model = config
+        if not texts or len(texts) > MAX_EMBED_INPUTS:
+            raise BadRequest(f"`input` must hold 1 to {MAX_EMBED_INPUTS} texts.")
+        if any(not isinstance(t, str) or not t.strip() or len(t) > MAX_EMBED_CHARS for t in texts):
+            raise BadRequest(f"Every input must be a non-empty string of at most {MAX_EMBED_CHARS} characters.")
+    except LLMError as error:
+        ledger.write(status="error", error=error)
+        raise
+    for candidate, provider, started in _attempts(_chain(config, policy), ledger):
+        try:
+            result = provider.embed(
+                candidate.upstream_model, texts, dimensions=dimensions, timeout=settings.LLM_ROUTER["attempt_timeout"]
+            )
+        except LLMError as error:
+            _settle(ledger, candidate, started, error)
+            if not error.retryable:
+                break
+            continue
+        _settle(ledger, candidate, started, None)
+        ledger.model = candidate
+        _clean_attempts(ledger)
+        call = ledger.write(status="ok", usage=result.usage)
+        return GatewayEmbeddings(result.vectors, candidate.alias, result.usage, str(call.pk), engine_label(candidate))
+    failure = _final_error(ledger)
+    _clean_attempts(ledger)
+    ledger.write(status="error", error=failure)
     raise failure

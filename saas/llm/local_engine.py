@@ -12,10 +12,12 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 
-from saas.llm.embeddings import embed_local
+from saas.llm.embeddings import DIMENSIONS, embed_local
 from saas.llm.providers import (
+    BadRequest,
     ChatRequest,
     ChatResult,
+    EmbeddingResult,
     StreamEnd,
     Usage,
     estimate_prompt_tokens,
@@ -76,6 +78,11 @@ def answer(request: ChatRequest) -> str:
 
 class LocalProvider:
     label = ENGINE_LABEL
+
+    def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
+        if dimensions != DIMENSIONS:
+            raise BadRequest(f"The local embedding model has {DIMENSIONS} dimensions, not {dimensions}.")
+        return EmbeddingResult(embed_local(texts), Usage(sum(estimate_tokens(t) for t in texts), 0, estimated=True))
 
     def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
         text = answer(request)

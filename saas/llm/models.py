@@ -15,7 +15,12 @@ class ModelConfig(BaseModel):
         SMALL = "small", "Small"
         LARGE = "large", "Large"
 
+    class Kind(models.TextChoices):
+        CHAT = "chat", "Chat"
+        EMBEDDING = "embedding", "Embedding"
+
     alias = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHAT)
     upstream = models.CharField(max_length=32, help_text="A configured upstream (LLM_UPSTREAMS), e.g. openai.")
     upstream_model = models.CharField(max_length=128)
     input_price_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))

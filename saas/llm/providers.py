@@ -147,6 +147,12 @@ def _normalise(exc: Exception) -> LLMError:
     return UpstreamUnavailable(f"Unexpected provider failure: {type(exc).__name__}: {exc}")
 
 
+@dataclass
+class EmbeddingResult:
+    vectors: list[list[float]]
+    usage: Usage
+
+
 class OpenAIProvider:
     """Any OpenAI-compatible server (OpenAI, vLLM, Ollama, LM Studio, llama.cpp, OpenRouter, ...)."""
 
@@ -179,6 +185,15 @@ class OpenAIProvider:
         else:
             usage = Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True)
         return ChatResult(text=text, usage=usage, finish_reason=choice.finish_reason or "stop")
+
+    def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
+        try:
+            response = self.client.embeddings.create(model=model, input=texts, dimensions=dimensions, timeout=timeout)
+        except Exception as exc:
+            raise _normalise(exc) from exc
+        vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+        tokens = response.usage.prompt_tokens if response.usage else sum(estimate_tokens(t) for t in texts)
+        return EmbeddingResult(vectors, Usage(tokens, 0, estimated=response.usage is None))
 
     def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Generator[str | StreamEnd, None, None]:
         """Text deltas, then one StreamEnd. Closing the generator closes the upstream connection."""

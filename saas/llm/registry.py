@@ -8,7 +8,7 @@ import yaml
 
 REGISTRY_FILE = Path(__file__).with_name("registry.yaml")
 FIELDS = (
-    "upstream", "upstream_model", "input_price_per_mtok", "output_price_per_mtok", "context_window", "tier",
+    "kind", "upstream", "upstream_model", "input_price_per_mtok", "output_price_per_mtok", "context_window", "tier",
     "supports_tools", "supports_json", "fallbacks",
 )  # fmt: skip
 
@@ -25,8 +25,11 @@ def registry_entries(path: Path = REGISTRY_FILE) -> list[dict[str, Any]]:
 def sync_registry(model_config: Any, *, overwrite: bool = False) -> tuple[int, int]:
     """Create missing aliases; with overwrite, also reset existing ones to the file. Returns (created, updated)."""
     created = updated = 0
+    known = {f.name for f in model_config._meta.get_fields()}
     for entry in registry_entries():
-        values = {field: entry[field] for field in FIELDS if field in entry}
+        if "kind" not in known and entry.get("kind", "chat") != "chat":
+            continue  # an older schema (an early migration): later migrations add these entries
+        values = {field: entry[field] for field in FIELDS if field in entry and field in known}
         existing = model_config.objects.filter(alias=entry["alias"]).first()
         if existing is None:
             model_config.objects.create(alias=entry["alias"], **values)

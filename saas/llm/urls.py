@@ -6,6 +6,7 @@ from saas.llm import api
 openai_urlpatterns = [
     path("chat/completions", api.ChatCompletionsView.as_view(), name="openai-chat-completions"),
     path("models", api.ModelsView.as_view(), name="openai-models"),
+    path("embeddings", api.EmbeddingsView.as_view(), name="openai-embeddings"),
 ]
 
 # Mounted at /api/v1/ with the rest of Crewdesk's API.

@@ -81,3 +81,32 @@ def test_the_openai_surface_labels_local_answers_and_lists_only_usable_models(lo
         "/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, format="json"
     )
     assert unavailable.status_code == 502 and "configured" in unavailable.json()["error"]["message"]
+
+
+def test_embeddings_through_the_openai_surface_local_and_upstream(local_only, fake, settings):
+    ModelConfig.objects.create(
+        alias="local-minilm", kind="embedding", upstream="local", upstream_model="all-MiniLM-L6-v2"
+    )
+    key = issue_key(OrganizationFactory(), scopes=["ask"])
+    client = key_client(key.secret)
+    body = client.post("/v1/embeddings", {"input": ["cats purr", "dogs bark"]}, format="json").json()
+    assert body["model"] == "local-minilm" and len(body["data"]) == 2
+    assert len(body["data"][0]["embedding"]) == 384 and body["crewdesk"]["engine"] == "local-extractive"
+    assert LLMCall.all_orgs.filter(feature="embed", status="ok").count() == 1
+
+    settings.LLM_UPSTREAMS = {"openai": {"base_url": fake.base_url, "api_key": "k"}}
+    gateway.reset_providers()
+    ModelConfig.objects.create(alias="remote-embed", kind="embedding", upstream="openai", upstream_model="emb")
+    remote = client.post("/v1/embeddings", {"model": "remote-embed", "input": "hello"}, format="json").json()
+    assert len(remote["data"][0]["embedding"]) == 384
+    assert fake.requests()[-1]["body"]["dimensions"] == 384
+
+    for payload, needle in (
+        ({"input": []}, "1 to"),
+        ({"input": [1, 2]}, "token arrays"),
+        ({"input": "x", "model": "local"}, "chat model"),
+        ({"input": "x", "dimensions": 768}, "384"),
+    ):
+        response = client.post("/v1/embeddings", payload, format="json")
+        assert response.status_code == 400, payload
+        assert needle in response.json()["error"]["message"], response.json()
