@@ -15,7 +15,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
@@ -24,7 +24,7 @@ from accounts import selectors, services
 from accounts.authentication import CURRENT_ORG_SESSION_KEY, client_ip
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.permissions import ADMIN, OWNER, READ, Principal
-from saas.core.errors import ApplicationError
+from saas.core.errors import ApplicationError, NotFound
 
 ViewFunc = Callable[..., HttpResponse]
 
@@ -52,7 +52,10 @@ def org_page(scope: str) -> Callable[[ViewFunc], ViewFunc]:
         def wrapper(request: OrgHttpRequest, org_slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.principal.has(scope):
                 return render(request, "403.html", {"needed": scope}, status=403)
-            return view(request, *args, **kwargs)
+            try:
+                return view(request, *args, **kwargs)
+            except NotFound as exc:
+                raise Http404(exc.message) from exc
 
         return wrapper
 

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from agents import urls as agents_urls
 from saas.core import views as core_views
 from saas.llm import urls as llm_urls
 
@@ -13,6 +14,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("accounts.api_urls")),
     path("api/v1/", include(llm_urls.api_urlpatterns)),
+    path("api/v1/", include(agents_urls.api_urlpatterns)),
+    path("o/<slug:org_slug>/", include(agents_urls.org_patterns)),
     path("v1/", include(llm_urls.openai_urlpatterns)),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),

@@ -9,6 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, AuditEvent, Invitation, Membership
+from agents.models import Message
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
 from tests.accounts.conftest import issue_key, key_client
@@ -19,12 +20,14 @@ from tests.accounts.factories import (
     MembershipFactory,
     OrganizationFactory,
 )
+from tests.agents.factories import MessageFactory
 
 pytestmark = pytest.mark.django_db
 
 # How to make an object of each org-owned model that an API route serves. A route whose model is missing
 # here fails the walk below: teach it the model, and the route is checked from then on.
 FACTORIES = {
+    Message: MessageFactory,
     Membership: MembershipFactory,
     Invitation: InvitationFactory,
     ApiKey: ApiKeyFactory,
