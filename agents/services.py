@@ -86,7 +86,7 @@ def chat_answer_stream(
             if should_stop():
                 stream.close()
                 _finish(answer, "".join(parts), Message.Status.CANCELLED)
-                yield {"type": "done", "message": str(answer.pk), "status": "cancelled"}
+                yield {"type": "done", "message": str(answer.pk), "status": "cancelled", "model": answer.model}
                 return
     except LLMError as error:
         _finish(answer, "".join(parts), Message.Status.ERROR, error=error.message)

@@ -42,7 +42,7 @@
   function addMeta(li, text) {
     const meta = document.createElement("div");
     meta.className = "meta";
-    meta.innerHTML = '<span class="muted"></span><span class="feedback"><button type="button" class="small" data-rate="up" aria-label="Good answer">👍</button><button type="button" class="small" data-rate="down" aria-label="Bad answer">👎</button></span>';
+    meta.innerHTML = '<span class="muted"></span><span class="feedback"><button type="button" class="small" data-rate="up" aria-label="Good answer">Good</button><button type="button" class="small" data-rate="down" aria-label="Bad answer">Bad</button></span>';
     meta.querySelector(".muted").textContent = text;
     li.appendChild(meta);
   }
