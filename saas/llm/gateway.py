@@ -16,17 +16,22 @@ import time
 from collections.abc import Generator, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
 from django_guid import get_guid
+from pgvector.django import CosineDistance
 
 from saas.core.redis import get_redis
 from saas.llm import breaker, crypto, metrics
+from saas.llm.embeddings import embed_local
 from saas.llm.local_engine import ENGINE_LABEL, LocalProvider
-from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings
+from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings, SemanticCacheEntry
 from saas.llm.pii import Masker, StreamUnmasker
 from saas.llm.providers import (
     BadRequest,
@@ -276,10 +281,11 @@ def reset_providers() -> None:
     _provider.cache_clear()
 
 
-def _cache_key(org: Any, model: ModelConfig, request: ChatRequest) -> str:
+def _cache_key(org: Any, model: ModelConfig, request: ChatRequest, scope: str | None = None) -> str:
     material = json.dumps(
         {
             "org": str(org.pk),
+            "scope": scope,  # the knowledge-base version, when the caller gives one
             "model": model.alias,
             "prompt_version": settings.LLM_PROMPT_VERSION,
             "messages": request.messages,
@@ -304,6 +310,59 @@ def _cache_set(key: str, result: ChatResult) -> None:
     payload = {"text": result.text, "usage": [result.usage.prompt_tokens, result.usage.completion_tokens]}
     with suppress(Exception):  # a cache outage must not fail an answer we already have
         get_redis().set(key, json.dumps(payload), ex=settings.LLM_CACHE_TTL)
+
+
+# --- The semantic cache -----------------------------------------------------------------------------------
+
+
+def _semantic_question(request: ChatRequest, masker: Masker, scope: str | None) -> str | None:
+    """The question to look up, or None when the semantic cache does not apply: only single-turn questions
+    (system context allowed) in a caller-given knowledge-base scope, and never when personal data was masked
+    (placeholders from one person's question must not come back in another's answer)."""
+    if scope is None or masker.found:
+        return None
+    users = [m for m in request.messages if m["role"] == "user"]
+    if len(users) != 1 or any(m["role"] not in ("system", "user") for m in request.messages):
+        return None
+    return users[0]["content"]
+
+
+def _semantic_lookup(
+    caller: Caller, model: ModelConfig, scope: str, question: str
+) -> tuple[SemanticCacheEntry | None, list[float]]:
+    vector = embed_local([question])[0]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # pgvector 0.8: keep scanning the HNSW index until the org/model/scope filters have enough rows.
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        entry = (
+            SemanticCacheEntry.objects.for_org(caller.org)
+            .filter(
+                model_alias=model.alias,
+                prompt_version=settings.LLM_PROMPT_VERSION,
+                scope=scope,
+                expires_at__gt=timezone.now(),
+            )
+            .annotate(distance=CosineDistance("embedding", vector))
+            .filter(distance__lte=1 - settings.LLM_SEMANTIC_THRESHOLD)
+            .order_by("distance")
+            .first()
+        )
+    return entry, vector
+
+
+def _semantic_store(caller: Caller, model: ModelConfig, scope: str, vector: list[float], result: ChatResult) -> None:
+    SemanticCacheEntry.objects.for_org(caller.org).create(
+        organization=caller.org,
+        model_alias=model.alias,
+        prompt_version=settings.LLM_PROMPT_VERSION,
+        scope=scope[:128],
+        embedding=vector,
+        answer_encrypted=crypto.encrypt(result.text),
+        prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens,
+        expires_at=timezone.now() + timedelta(seconds=settings.LLM_CACHE_TTL),
+    )
 
 
 # --- The chain ---------------------------------------------------------------------------------------------
@@ -389,7 +448,9 @@ def chat(
     request: ChatRequest,
     bypass_cache: bool = False,
     complexity: str | None = None,
+    semantic_scope: str | None = None,
 ) -> GatewayResult:
+    """`semantic_scope` (a knowledge-base version) turns on the semantic cache for single-turn questions."""
     ledger = _Ledger(caller=caller, model_requested=model or "default", stream=False)
     masker = Masker()
     try:
@@ -402,7 +463,7 @@ def chat(
         ledger.write(status="error", error=error)
         raise
     input_text = json.dumps(outbound.messages)
-    key = _cache_key(caller.org, config, outbound)
+    key = _cache_key(caller.org, config, outbound, semantic_scope)
     if bypass_cache:
         ledger.cache = LLMCall.Cache.BYPASS
     elif (hit := _cache_get(key)) is not None:
@@ -420,6 +481,20 @@ def chat(
             cached=True,
             engine=engine_label(config),
         )
+    question = None if bypass_cache else _semantic_question(outbound, masker, semantic_scope)
+    vector: list[float] | None = None
+    if question is not None and semantic_scope is not None:
+        entry, vector = _semantic_lookup(caller, config, semantic_scope, question)
+        if entry is not None:
+            ledger.cache = LLMCall.Cache.SEMANTIC
+            usage = Usage(entry.prompt_tokens, entry.completion_tokens)
+            text = crypto.decrypt(entry.answer_encrypted)
+            call = ledger.write(
+                status="ok", usage=usage, input_text=input_text, output_text=text, cost_saved=_cost(config, usage)
+            )
+            return GatewayResult(
+                text, config.alias, usage, "stop", str(call.pk), cached=True, engine=engine_label(config)
+            )
 
     for candidate, provider, started in _attempts(_chain(config, policy), ledger):
         try:
@@ -437,6 +512,8 @@ def chat(
         call = ledger.write(status="ok", usage=result.usage, input_text=input_text, output_text=result.text)
         if ledger.cache != LLMCall.Cache.BYPASS:
             _cache_set(key, result)
+            if vector is not None and semantic_scope is not None and candidate.pk == config.pk:
+                _semantic_store(caller, config, semantic_scope, vector, result)
         return GatewayResult(
             masker.unmask(result.text),
             candidate.alias,

@@ -3,6 +3,7 @@ from typing import ClassVar
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from pgvector.django import HnswIndex, VectorField
 
 from saas.core.models import BaseModel
 from saas.core.tenancy import OrgOwnedModel
@@ -100,3 +101,24 @@ class LLMCall(OrgOwnedModel):
 
     class Meta(OrgOwnedModel.Meta):
         indexes: ClassVar = [models.Index(fields=["organization", "-created_at"], name="llm_call_org_time")]
+
+
+class SemanticCacheEntry(OrgOwnedModel):
+    """A single-turn question and its answer, found again by meaning (pgvector, cosine), within one org, one
+    model, one prompt version and one knowledge-base version: a re-indexed collection never serves old answers."""
+
+    model_alias = models.CharField(max_length=64)
+    prompt_version = models.CharField(max_length=32)
+    scope = models.CharField(max_length=128, help_text="The knowledge-base version the answer was built on.")
+    embedding = VectorField(dimensions=384)
+    answer_encrypted = models.TextField()
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        indexes: ClassVar = [
+            HnswIndex(name="llm_semcache_hnsw", fields=["embedding"], m=16, ef_construction=64,
+                      opclasses=["vector_cosine_ops"]),
+            models.Index(fields=["organization", "model_alias", "scope"], name="llm_semcache_scope"),
+        ]  # fmt: skip

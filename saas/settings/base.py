@@ -241,6 +241,8 @@ LLM_AUTO_RULES = {
     "large_if_complexity": ["high"],
 }
 LLM_CACHE_TTL = env.int("LLM_CACHE_TTL", default=3600)
+# Cosine similarity above which a single-turn question counts as already answered (conservative on purpose).
+LLM_SEMANTIC_THRESHOLD = env.float("LLM_SEMANTIC_THRESHOLD", default=0.95)
 LLM_PROMPT_VERSION = env.str("LLM_PROMPT_VERSION", default="1")
 
 # --- Static files ------------------------------------------------------------------------------------------

@@ -226,3 +226,39 @@ def test_auto_picks_the_large_tier_for_long_or_complex_work(fake, models, caller
     assert gateway.chat(caller=caller, model="auto", request=HELLO, complexity="high").model == "test-large"
     crew = gateway.Caller(org=caller.org, feature="crew")
     assert gateway.chat(caller=crew, model="auto", request=HELLO, bypass_cache=True).model == "test-large"
+
+
+def test_the_semantic_cache_answers_a_rephrased_question_within_its_scope_only(fake, models, caller):
+    def ask(question, scope="kb-v1", org_caller=caller):
+        request = ChatRequest(
+            messages=[{"role": "system", "content": "Context."}, {"role": "user", "content": question}]
+        )
+        return gateway.chat(caller=org_caller, model="test-small", request=request, semantic_scope=scope)
+
+    first = ask("How many vacation days do new employees get?")
+    again = ask("How many vacation days do new employees get ?")  # not byte-identical: the exact cache misses
+    assert again.cached and again.text == first.text
+    assert _calls()[-1].cache == "semantic" and _calls()[-1].cost_saved_usd > 0
+    assert len(fake.requests()) == 1
+    assert not ask("What is the parking policy for visitors?").cached  # different meaning
+    assert not ask("How many vacation days do new employees get?", scope="kb-v2").cached  # re-indexed KB
+    other = gateway.Caller(org=type(caller.org).objects.create(name="B", slug="b-sem"))
+    assert not ask("How many vacation days do new employees get?", org_caller=other).cached  # never across orgs
+    assert len(fake.requests()) == 4
+
+
+def test_the_semantic_cache_skips_conversations_and_personal_data(fake, models, caller):
+    multi = ChatRequest(
+        messages=[
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Days off?"},
+        ]
+    )
+    for _ in range(2):
+        gateway.chat(caller=caller, model="test-small", request=multi, semantic_scope="kb", bypass_cache=False)
+    personal = ChatRequest(messages=[{"role": "user", "content": "Is ann@example.com on leave?"}])
+    gateway.chat(caller=caller, model="test-small", request=personal, semantic_scope="kb")
+    from saas.llm.models import SemanticCacheEntry
+
+    assert SemanticCacheEntry.all_orgs.count() == 0
