@@ -48,6 +48,15 @@ def _sentences(request: ChatRequest) -> tuple[str, list[Sentence]]:
     question_index = user_indexes[-1] if user_indexes else len(request.messages) - 1
     question = request.messages[question_index]["content"] if request.messages else ""
     found: list[Sentence] = []
+    # A message that states facts and then asks ("Refunds take 30 days. How long do refunds take?"): its
+    # questions are the query, its other sentences are context like any other.
+    pieces = SENTENCE_END.split(question.strip())
+    asked = [p for p in pieces if p.rstrip().endswith("?")]
+    if asked and len(asked) < len(pieces):
+        question = " ".join(asked)
+        for piece in pieces:
+            if piece not in asked and len(piece.split()) >= 3:
+                found.append(Sentence(piece.strip(), str(question_index + 1), len(found)))
     for index, message in enumerate(request.messages):
         if index == question_index:
             continue

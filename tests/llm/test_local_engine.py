@@ -36,6 +36,12 @@ def test_without_any_context_it_explains_what_it_is():
     assert _ask("Write me a poem", context=None) == NO_CONTEXT
 
 
+def test_facts_and_a_question_in_one_message_are_context_and_query():
+    text = answer(ChatRequest(messages=[{"role": "user", "content":
+        "Our refund window is 30 days. Shipping is free above 50 euros. What is the refund window?"}]))  # fmt: skip
+    assert text == "Our refund window is 30 days. [1]"
+
+
 def test_it_is_deterministic():
     assert _ask("Can I work from home?") == _ask("Can I work from home?")
 
