@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import time
 from collections.abc import Generator, Iterator
@@ -49,6 +50,7 @@ from saas.llm.providers import (
     estimate_prompt_tokens,
 )
 
+logger = logging.getLogger(__name__)
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 Provider = OpenAIProvider | LocalProvider
 MAX_MESSAGES = 500
@@ -409,6 +411,13 @@ def _attempts(chain: list[ModelConfig], ledger: _Ledger) -> Iterator[tuple[Model
             time.sleep(wait)
 
 
+def as_llm_error(exc: Exception) -> LLMError:
+    if isinstance(exc, LLMError):
+        return exc
+    logger.exception("LLM provider failed unexpectedly")
+    return UpstreamUnavailable(f"The model provider failed unexpectedly ({type(exc).__name__}).")
+
+
 def _settle(ledger: _Ledger, model: ModelConfig, started: float, error: LLMError | None) -> None:
     if error is None:
         breaker.record_success(model.upstream)
@@ -501,7 +510,8 @@ def chat(
             result = provider.complete(
                 candidate.upstream_model, outbound, timeout=settings.LLM_ROUTER["attempt_timeout"]
             )
-        except LLMError as error:
+        except Exception as exc:  # whatever a provider raises is normalised, recorded and decided on
+            error = as_llm_error(exc)
             _settle(ledger, candidate, started, error)
             if not error.retryable:
                 break
@@ -626,13 +636,14 @@ def _stream(
                 output_text="".join(parts),
             )
             raise
-        except LLMError as error:
+        except Exception as exc:  # whatever a provider raises is normalised, recorded and decided on
+            error = as_llm_error(exc)
             _settle(ledger, candidate, started, error)
             if yielded or not error.retryable:
                 # Tokens already reached the client: a retry would repeat them. Stop here, honestly.
                 _clean_attempts(ledger)
                 ledger.write(status="error", error=error, input_text=input_text, output_text="".join(parts))
-                raise
+                raise error from exc
             continue
     failure = _final_error(ledger)
     _clean_attempts(ledger)
@@ -675,7 +686,8 @@ def embed(*, caller: Caller, model: str, texts: list[str], dimensions: int = 384
             result = provider.embed(
                 candidate.upstream_model, texts, dimensions=dimensions, timeout=settings.LLM_ROUTER["attempt_timeout"]
             )
-        except LLMError as error:
+        except Exception as exc:  # whatever a provider raises is normalised, recorded and decided on
+            error = as_llm_error(exc)
             _settle(ledger, candidate, started, error)
             if not error.retryable:
                 break

@@ -262,3 +262,15 @@ def test_the_semantic_cache_skips_conversations_and_personal_data(fake, models, 
     from saas.llm.models import SemanticCacheEntry
 
     assert SemanticCacheEntry.all_orgs.count() == 0
+
+
+def test_an_unexpected_provider_crash_is_recorded_and_reported_cleanly(fake, models, caller, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("segfault-ish")
+
+    monkeypatch.setattr(gateway.OpenAIProvider, "complete", explode)
+    with pytest.raises(UpstreamUnavailable, match="unexpectedly"):
+        gateway.chat(caller=caller, model="test-small", request=HELLO)
+    (call,) = _calls()
+    assert call.status == "error" and call.error_class == "upstream_unavailable"
+    assert len(call.attempts) == 3  # treated as retryable, like any upstream failure
