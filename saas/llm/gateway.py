@@ -511,9 +511,9 @@ def chat(
                 candidate.upstream_model, outbound, timeout=settings.LLM_ROUTER["attempt_timeout"]
             )
         except Exception as exc:  # whatever a provider raises is normalised, recorded and decided on
-            error = as_llm_error(exc)
-            _settle(ledger, candidate, started, error)
-            if not error.retryable:
+            failed = as_llm_error(exc)
+            _settle(ledger, candidate, started, failed)
+            if not failed.retryable:
                 break
             continue
         _settle(ledger, candidate, started, None)
@@ -687,9 +687,9 @@ def embed(*, caller: Caller, model: str, texts: list[str], dimensions: int = 384
                 candidate.upstream_model, texts, dimensions=dimensions, timeout=settings.LLM_ROUTER["attempt_timeout"]
             )
         except Exception as exc:  # whatever a provider raises is normalised, recorded and decided on
-            error = as_llm_error(exc)
-            _settle(ledger, candidate, started, error)
-            if not error.retryable:
+            failed = as_llm_error(exc)
+            _settle(ledger, candidate, started, failed)
+            if not failed.retryable:
                 break
             continue
         _settle(ledger, candidate, started, None)
