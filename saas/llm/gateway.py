@@ -297,7 +297,8 @@ def _cache_key(org: Any, model: ModelConfig, request: ChatRequest, scope: str | 
         },
         sort_keys=True,
     )
-    return "crewdesk:llm:exact:" + hashlib.sha256(material.encode()).hexdigest()
+    # The org in the key's prefix lets org erasure find (SCAN) and delete all of an org's entries.
+    return f"crewdesk:llm:exact:{org.pk}:" + hashlib.sha256(material.encode()).hexdigest()
 
 
 def _cache_get(key: str) -> dict[str, Any] | None:
