@@ -277,3 +277,13 @@ def test_an_unexpected_provider_crash_is_recorded_and_reported_cleanly(fake, mod
     (call,) = _calls()
     assert call.status == "error" and call.error_class == "upstream_unavailable"
     assert len(call.attempts) == 3  # treated as retryable, like any upstream failure
+
+
+def test_the_registry_is_editable_in_the_admin_and_the_ledger_is_read_only(admin_client, fake, models, caller):
+    gateway.chat(caller=caller, model="test-small", request=HELLO)
+    call = _calls()[0]
+    assert admin_client.get("/admin/llm/modelconfig/").status_code == 200
+    response = admin_client.get(f"/admin/llm/modelconfig/{models['small'].pk}/change/")
+    assert response.status_code == 200 and b"input_price_per_mtok" in response.content
+    assert admin_client.get("/admin/llm/llmcall/").status_code == 200
+    assert admin_client.post(f"/admin/llm/llmcall/{call.pk}/delete/", {"post": "yes"}).status_code == 403
