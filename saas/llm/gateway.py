@@ -546,6 +546,7 @@ def chat_stream(
     request: ChatRequest,
     bypass_cache: bool = False,
     complexity: str | None = None,
+    semantic_scope: str | None = None,
 ) -> Generator[str | GatewayStreamEnd, None, None]:
     """Deltas of the answer, then one GatewayStreamEnd. Validation errors raise before the first item;
     closing the iterator cancels the upstream call (and records the call as cancelled)."""
@@ -560,7 +561,7 @@ def chat_stream(
     except LLMError as error:
         ledger.write(status="error", error=error)
         raise
-    return _stream(ledger, config, policy, outbound, masker, bypass_cache)
+    return _stream(ledger, config, policy, outbound, masker, bypass_cache, semantic_scope)
 
 
 def _stream(
@@ -570,9 +571,10 @@ def _stream(
     outbound: ChatRequest,
     masker: Masker,
     bypass_cache: bool,
+    semantic_scope: str | None = None,
 ) -> Generator[str | GatewayStreamEnd, None, None]:
     input_text = json.dumps(outbound.messages)
-    key = _cache_key(ledger.caller.org, config, outbound)
+    key = _cache_key(ledger.caller.org, config, outbound, semantic_scope)
     if bypass_cache:
         ledger.cache = LLMCall.Cache.BYPASS
     elif (hit := _cache_get(key)) is not None:
@@ -585,6 +587,21 @@ def _stream(
         yield masker.unmask(hit["text"])
         yield GatewayStreamEnd(config.alias, usage, "stop", str(call.pk), cached=True, engine=engine_label(config))
         return
+    question = None if bypass_cache else _semantic_question(outbound, masker, semantic_scope)
+    vector: list[float] | None = None
+    if question is not None and semantic_scope is not None:
+        entry, vector = _semantic_lookup(ledger.caller, config, semantic_scope, question)
+        if entry is not None:
+            ledger.cache = LLMCall.Cache.SEMANTIC
+            ledger.first_token_at = time.perf_counter()
+            usage = Usage(entry.prompt_tokens, entry.completion_tokens)
+            text = crypto.decrypt(entry.answer_encrypted)
+            call = ledger.write(
+                status="ok", usage=usage, input_text=input_text, output_text=text, cost_saved=_cost(config, usage)
+            )
+            yield text
+            yield GatewayStreamEnd(config.alias, usage, "stop", str(call.pk), cached=True, engine=engine_label(config))
+            return
 
     unmasker = StreamUnmasker(masker)
     parts: list[str] = []
@@ -605,7 +622,10 @@ def _stream(
                     call = ledger.write(status="ok", usage=item.usage, input_text=input_text, output_text=text)
                     recorded = True
                     if ledger.cache != LLMCall.Cache.BYPASS:
-                        _cache_set(key, ChatResult(text, item.usage, item.finish_reason))
+                        result = ChatResult(text, item.usage, item.finish_reason)
+                        _cache_set(key, result)
+                        if vector is not None and semantic_scope is not None and candidate.pk == config.pk:
+                            _semantic_store(ledger.caller, config, semantic_scope, vector, result)
                     tail = unmasker.flush()
                     if tail:
                         yield tail

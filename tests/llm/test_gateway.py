@@ -287,3 +287,15 @@ def test_the_registry_is_editable_in_the_admin_and_the_ledger_is_read_only(admin
     assert response.status_code == 200 and b"input_price_per_mtok" in response.content
     assert admin_client.get("/admin/llm/llmcall/").status_code == 200
     assert admin_client.post(f"/admin/llm/llmcall/{call.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_streamed_answers_use_and_fill_the_semantic_cache(fake, models, caller):
+    def stream(question):
+        request = ChatRequest(messages=[{"role": "user", "content": question}])
+        items = list(gateway.chat_stream(caller=caller, model="test-small", request=request, semantic_scope="kb-1"))
+        return "".join(i for i in items if isinstance(i, str)), items[-1]
+
+    first_text, first_end = stream("Where is the spare office key kept?")
+    second_text, second_end = stream("Where is the spare office key kept ?")
+    assert not first_end.cached and second_end.cached and second_text == first_text
+    assert len(fake.requests()) == 1 and _calls()[-1].cache == "semantic"
