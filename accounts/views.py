@@ -334,17 +334,14 @@ def api_keys(request: OrgHttpRequest) -> HttpResponse:
         )
         if issued:
             form = ApiKeyForm()
-    # The new key is rendered in this response only: it is stored nowhere we could show it again.
-    return render(
-        request,
-        "accounts/api_keys.html",
-        {
-            "form": form,
-            "keys": selectors.api_key_list(org=request.org),
-            "issued": issued,
-            "rotate_form": RotateForm(),
-        },
-    )
+    return _keys_page(request, form, issued)
+
+
+def _keys_page(request: OrgHttpRequest, form: ApiKeyForm, issued: Any) -> HttpResponse:
+    # A new key is rendered in this response only: it is stored nowhere we could show it again.
+    keys = selectors.api_key_list(org=request.org)
+    context = {"form": form, "keys": keys, "issued": issued, "rotate_form": RotateForm()}
+    return render(request, "accounts/api_keys.html", context)
 
 
 @org_page(ADMIN)
@@ -376,16 +373,7 @@ def api_key_rotate(request: OrgHttpRequest, key_id: str) -> HttpResponse:
         )
     if not issued:
         return _back(request, "org-api-keys")
-    return render(
-        request,
-        "accounts/api_keys.html",
-        {
-            "form": ApiKeyForm(),
-            "keys": selectors.api_key_list(org=request.org),
-            "issued": issued,
-            "rotate_form": RotateForm(),
-        },
-    )
+    return _keys_page(request, ApiKeyForm(), issued)
 
 
 @org_page(ADMIN)

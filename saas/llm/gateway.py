@@ -448,6 +448,61 @@ def _final_error(ledger: _Ledger) -> LLMError:
     return UpstreamUnavailable("No model provider is configured for this model.")
 
 
+# --- Shared steps of chat and chat_stream ------------------------------------------------------------------
+
+
+def _prepare(
+    ledger: _Ledger, masker: Masker, *, model: str, request: ChatRequest, complexity: str | None
+) -> tuple[ModelConfig, OrgLLMSettings, ChatRequest]:
+    """Resolve, validate and mask; a refusal is recorded in the ledger before it is raised."""
+    try:
+        config, policy = resolve_model(caller=ledger.caller, alias=model, request=request, complexity=complexity)
+        ledger.model = config
+        validate(request, config)
+        outbound = _mask(request, policy, masker)
+        ledger.pii_masked = masker.found
+    except LLMError as error:
+        ledger.write(status="error", error=error)
+        raise
+    return config, policy, outbound
+
+
+@dataclass
+class _CacheOutcome:
+    hit: tuple[str, Usage, str] | None  # (answer for the user, usage, ledger call id) on a hit
+    vector: list[float] | None  # on a semantic miss: the question's embedding, to store the fresh answer under
+
+
+def _from_caches(
+    ledger: _Ledger, config: ModelConfig, outbound: ChatRequest, masker: Masker, *, key: str, scope: str | None,
+    bypass: bool,
+) -> _CacheOutcome:  # fmt: skip
+    """The exact cache, then the semantic one; a hit is recorded in the ledger with the cost it saved."""
+    if bypass:
+        ledger.cache = LLMCall.Cache.BYPASS
+        return _CacheOutcome(None, None)
+    input_text = json.dumps(outbound.messages)
+    found: tuple[str, Usage] | None = None
+    vector = None
+    if (hit := _cache_get(key)) is not None:
+        ledger.cache = LLMCall.Cache.EXACT
+        found = (hit["text"], Usage(*hit["usage"]))
+    elif scope is not None and (question := _semantic_question(outbound, masker, scope)) is not None:
+        entry, vector = _semantic_lookup(ledger.caller, config, scope, question)
+        if entry is not None:
+            ledger.cache = LLMCall.Cache.SEMANTIC
+            found = (crypto.decrypt(entry.answer_encrypted), Usage(entry.prompt_tokens, entry.completion_tokens))
+    if found is None:
+        return _CacheOutcome(None, vector)
+    text, usage = found
+    if ledger.stream:
+        ledger.first_token_at = time.perf_counter()
+    call = ledger.write(
+        status="ok", usage=usage, input_text=input_text, output_text=text, cost_saved=_cost(config, usage)
+    )
+    return _CacheOutcome((masker.unmask(text), usage, str(call.pk)), None)
+
+
 # --- Entry points ------------------------------------------------------------------------------------------
 
 
@@ -463,48 +518,14 @@ def chat(
     """`semantic_scope` (a knowledge-base version) turns on the semantic cache for single-turn questions."""
     ledger = _Ledger(caller=caller, model_requested=model or "default", stream=False)
     masker = Masker()
-    try:
-        config, policy = resolve_model(caller=caller, alias=model, request=request, complexity=complexity)
-        ledger.model = config
-        validate(request, config)
-        outbound = _mask(request, policy, masker)
-        ledger.pii_masked = masker.found
-    except LLMError as error:
-        ledger.write(status="error", error=error)
-        raise
+    config, policy, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
     input_text = json.dumps(outbound.messages)
     key = _cache_key(caller.org, config, outbound, semantic_scope)
-    if bypass_cache:
-        ledger.cache = LLMCall.Cache.BYPASS
-    elif (hit := _cache_get(key)) is not None:
-        ledger.cache = LLMCall.Cache.EXACT
-        usage = Usage(*hit["usage"])
-        call = ledger.write(
-            status="ok", usage=usage, input_text=input_text, output_text=hit["text"], cost_saved=_cost(config, usage)
-        )
-        return GatewayResult(
-            masker.unmask(hit["text"]),
-            config.alias,
-            usage,
-            "stop",
-            str(call.pk),
-            cached=True,
-            engine=engine_label(config),
-        )
-    question = None if bypass_cache else _semantic_question(outbound, masker, semantic_scope)
-    vector: list[float] | None = None
-    if question is not None and semantic_scope is not None:
-        entry, vector = _semantic_lookup(caller, config, semantic_scope, question)
-        if entry is not None:
-            ledger.cache = LLMCall.Cache.SEMANTIC
-            usage = Usage(entry.prompt_tokens, entry.completion_tokens)
-            text = crypto.decrypt(entry.answer_encrypted)
-            call = ledger.write(
-                status="ok", usage=usage, input_text=input_text, output_text=text, cost_saved=_cost(config, usage)
-            )
-            return GatewayResult(
-                text, config.alias, usage, "stop", str(call.pk), cached=True, engine=engine_label(config)
-            )
+    cached = _from_caches(ledger, config, outbound, masker, key=key, scope=semantic_scope, bypass=bypass_cache)
+    if cached.hit is not None:
+        text, usage, call_id = cached.hit
+        return GatewayResult(text, config.alias, usage, "stop", call_id, cached=True, engine=engine_label(config))
+    vector = cached.vector
 
     for candidate, provider, started in _attempts(_chain(config, policy), ledger):
         try:
@@ -552,15 +573,7 @@ def chat_stream(
     closing the iterator cancels the upstream call (and records the call as cancelled)."""
     ledger = _Ledger(caller=caller, model_requested=model or "default", stream=True)
     masker = Masker()
-    try:
-        config, policy = resolve_model(caller=caller, alias=model, request=request, complexity=complexity)
-        ledger.model = config
-        validate(request, config)
-        outbound = _mask(request, policy, masker)
-        ledger.pii_masked = masker.found
-    except LLMError as error:
-        ledger.write(status="error", error=error)
-        raise
+    config, policy, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
     return _stream(ledger, config, policy, outbound, masker, bypass_cache, semantic_scope)
 
 
@@ -575,33 +588,13 @@ def _stream(
 ) -> Generator[str | GatewayStreamEnd, None, None]:
     input_text = json.dumps(outbound.messages)
     key = _cache_key(ledger.caller.org, config, outbound, semantic_scope)
-    if bypass_cache:
-        ledger.cache = LLMCall.Cache.BYPASS
-    elif (hit := _cache_get(key)) is not None:
-        ledger.cache = LLMCall.Cache.EXACT
-        ledger.first_token_at = time.perf_counter()
-        usage = Usage(*hit["usage"])
-        call = ledger.write(
-            status="ok", usage=usage, input_text=input_text, output_text=hit["text"], cost_saved=_cost(config, usage)
-        )
-        yield masker.unmask(hit["text"])
-        yield GatewayStreamEnd(config.alias, usage, "stop", str(call.pk), cached=True, engine=engine_label(config))
+    cached = _from_caches(ledger, config, outbound, masker, key=key, scope=semantic_scope, bypass=bypass_cache)
+    if cached.hit is not None:
+        text, usage, call_id = cached.hit
+        yield text
+        yield GatewayStreamEnd(config.alias, usage, "stop", call_id, cached=True, engine=engine_label(config))
         return
-    question = None if bypass_cache else _semantic_question(outbound, masker, semantic_scope)
-    vector: list[float] | None = None
-    if question is not None and semantic_scope is not None:
-        entry, vector = _semantic_lookup(ledger.caller, config, semantic_scope, question)
-        if entry is not None:
-            ledger.cache = LLMCall.Cache.SEMANTIC
-            ledger.first_token_at = time.perf_counter()
-            usage = Usage(entry.prompt_tokens, entry.completion_tokens)
-            text = crypto.decrypt(entry.answer_encrypted)
-            call = ledger.write(
-                status="ok", usage=usage, input_text=input_text, output_text=text, cost_saved=_cost(config, usage)
-            )
-            yield text
-            yield GatewayStreamEnd(config.alias, usage, "stop", str(call.pk), cached=True, engine=engine_label(config))
-            return
+    vector = cached.vector
 
     unmasker = StreamUnmasker(masker)
     parts: list[str] = []
