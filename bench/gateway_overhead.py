@@ -86,8 +86,8 @@ def main() -> None:
         )
         env = {
             **os.environ,
-            "RATE_LIMIT_API_KEY": "1000000/m",
-            "RATE_LIMIT_ORG": "1000000/m",
+            "RATE_LIMIT_API_KEY": "1000000/minute",
+            "RATE_LIMIT_ORG": "1000000/minute",
             **({"PGOPTIONS": os.environ["BENCH_PGOPTIONS"]} if os.environ.get("BENCH_PGOPTIONS") else {}),
         }
         processes.append(subprocess.Popen([sys.executable, "-m", "saas.llm.fake_upstream", "--port", str(upstream_port)],

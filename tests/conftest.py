@@ -78,6 +78,19 @@ def wait_until(predicate, *, timeout: float, what: str, process: LiveProcess) ->
     raise RuntimeError(f"{what} not ready after {timeout}s:\n{process.log()[-4000:]}")
 
 
+@pytest.fixture(autouse=True)
+def fresh_gateway_configuration():
+    """The gateway keeps the model registry and org AI settings in memory (saas/llm/config.py). A test's rows
+    vanish without signals (rollback, flush), so every test starts with no copy here and a new version for
+    the live processes, as Django's test framework does with its ContentType cache."""
+    from saas.llm import config
+
+    config.forget_local()
+    config.publish_change()
+    yield
+    config.forget_local()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveProcess]:
     """A real `celery worker` process consuming the test queue on the test Valkey."""

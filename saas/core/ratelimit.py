@@ -1,15 +1,24 @@
-"""Rate limits on the Redis cache through django-ratelimit, with one 429 for everything that is limited.
+"""Rate limits: fixed-window counters in Redis through `limits`, with one 429 for everything that is limited.
 
-A Bucket is one counter: a group ("api:key"), the value it counts per (the key's id) and a rate ("600/m").
+A Bucket is one counter: a group ("api:key"), the value it counts per (the key's id) and a rate in limits'
+notation ("600/minute", "10 per hour", "100/15 minutes"). Each hit is one round trip (an atomic INCR and
+EXPIRE script); the window's reset time is read only for a request that is refused.
 """
 
+import time
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
-from django_ratelimit.core import get_usage
+from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
+from limits.strategies import FixedWindowRateLimiter
 
 from saas.core.errors import ApplicationError
+from saas.core.redis import get_redis
 
 
 @dataclass(frozen=True)
@@ -28,18 +37,29 @@ class RateLimited(ApplicationError):
         self.retry_after = retry_after
 
 
+@cache
+def parse_rate(rate: str) -> RateLimitItem:
+    try:
+        return parse(rate)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"Invalid rate limit {rate!r}: use e.g. '600/minute' or '10 per hour'.") from exc
+
+
+@cache
+def _limiter() -> FixedWindowRateLimiter:
+    prefix = f"{settings.CACHES['default'].get('KEY_PREFIX', 'crewdesk')}:ratelimit"
+    storage = RedisStorage(settings.REDIS_URL, connection_pool=get_redis().connection_pool, key_prefix=prefix)
+    return FixedWindowRateLimiter(storage)
+
+
 def enforce_rate_limits(request: HttpRequest, buckets: list[Bucket]) -> None:
     """Count this request in every bucket; raise RateLimited for the first one over its rate."""
+    limiter = _limiter()
     for bucket in buckets:
-        usage = get_usage(
-            request,
-            group=bucket.group,
-            key=lambda _group, _request, value=bucket.value: value,
-            rate=bucket.rate,
-            increment=True,
-        )
-        if usage is not None and usage["should_limit"]:
-            retry_after = max(1, int(usage["time_left"]))
+        item = parse_rate(bucket.rate)
+        if not limiter.hit(item, bucket.group, bucket.value):
+            reset_at, _ = limiter.get_window_stats(item, bucket.group, bucket.value)
+            retry_after = max(1, int(reset_at - time.time()) + 1)
             raise RateLimited(
                 f"Too many requests ({bucket.group.split(':')[-1]} limit {bucket.rate}); retry in {retry_after}s.",
                 retry_after=retry_after,

@@ -7,6 +7,7 @@ through (half-open); its success closes the circuit, its failure opens it again.
 """
 
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -19,20 +20,35 @@ def _keys(upstream: str) -> tuple[str, str, str]:
     return f"{PREFIX}:{upstream}:failures", f"{PREFIX}:{upstream}:open_until", f"{PREFIX}:{upstream}:probe"
 
 
-def allow(upstream: str) -> bool:
-    _, open_key, probe_key = _keys(upstream)
+@dataclass(frozen=True)
+class Permit:
+    """Leave to call an upstream. `clean`: no failure, open circuit or probe was on record when it was given,
+    so a success has nothing to reset (the common case costs one round trip to Redis, not two)."""
+
+    upstream: str
+    clean: bool
+
+
+def allow(upstream: str) -> Permit | None:
+    failures_key, open_key, probe_key = _keys(upstream)
     redis = get_redis()
-    open_until = redis.get(open_key)
+    pipe = redis.pipeline(transaction=False)
+    pipe.get(open_key)
+    pipe.exists(failures_key, probe_key)
+    open_until, others = pipe.execute()
     if open_until is None:
-        return True
+        return Permit(upstream, clean=others == 0)
     if time.time() < float(open_until):
-        return False
+        return None
     # Half-open: exactly one caller across all processes gets to probe.
-    return bool(redis.set(probe_key, "1", nx=True, ex=int(settings.LLM_BREAKER["cooldown"]) or 1))
+    if redis.set(probe_key, "1", nx=True, ex=int(settings.LLM_BREAKER["cooldown"]) or 1):
+        return Permit(upstream, clean=False)
+    return None
 
 
-def record_success(upstream: str) -> None:
-    get_redis().delete(*_keys(upstream))
+def record_success(permit: Permit) -> None:
+    if not permit.clean:
+        get_redis().delete(*_keys(permit.upstream))
 
 
 def record_failure(upstream: str) -> None:

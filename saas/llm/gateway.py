@@ -30,6 +30,7 @@ from pgvector.django import CosineDistance
 
 from saas.core.redis import get_redis
 from saas.llm import breaker, crypto, metrics
+from saas.llm import config as gateway_config
 from saas.llm.embeddings import embed_local
 from saas.llm.local_engine import ENGINE_LABEL, LocalProvider
 from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings, SemanticCacheEntry
@@ -110,6 +111,7 @@ class _Ledger:
     first_token_at: float | None = None
     cache: str = LLMCall.Cache.MISS
     pii_masked: int = 0
+    permit: breaker.Permit | None = None  # the circuit breaker's leave for the attempt in flight
 
     def attempt(self, model: ModelConfig, status: str, started: float, error: LLMError | None = None) -> None:
         self.attempts.append(
@@ -182,7 +184,7 @@ def _cost(model: ModelConfig | None, usage: Usage) -> Decimal:
 
 
 def org_settings(org: Any) -> OrgLLMSettings:
-    return OrgLLMSettings.objects.for_org(org).first() or OrgLLMSettings(organization=org)
+    return gateway_config.current().policy(org)
 
 
 def _allowed(model: ModelConfig, policy: OrgLLMSettings) -> bool:
@@ -208,27 +210,23 @@ def choose_auto_tier(*, request: ChatRequest, feature: str, complexity: str | No
 
 
 def resolve_model(
-    *, caller: Caller, alias: str, request: ChatRequest, complexity: str | None = None
+    *, caller: Caller, alias: str, request: ChatRequest, complexity: str | None = None, conf: gateway_config.Snapshot
 ) -> tuple[ModelConfig, OrgLLMSettings]:
-    policy = org_settings(caller.org)
+    policy = conf.policy(caller.org)
     if alias in ("", "default"):
         alias = policy.default_model
     if alias == "auto":
         tier = choose_auto_tier(request=request, feature=caller.feature, complexity=complexity)
-        candidates = [
-            m
-            for m in ModelConfig.objects.filter(enabled=True, kind=ModelConfig.Kind.CHAT).order_by("alias")
-            if _allowed(m, policy) and available(m)
-        ]
+        candidates = [m for m in conf.chat_models() if _allowed(m, policy) and available(m)]
         chosen = next((m for m in candidates if m.tier == tier), None) or (candidates[0] if candidates else None)
         if chosen is None:
             raise ModelNotAllowed("No model is enabled for this org.")
         return chosen, policy
-    return _named_model(alias, policy, ModelConfig.Kind.CHAT), policy
+    return _named_model(alias, policy, ModelConfig.Kind.CHAT, conf), policy
 
 
-def _named_model(alias: str, policy: OrgLLMSettings, kind: str) -> ModelConfig:
-    model = ModelConfig.objects.filter(alias=alias).first()
+def _named_model(alias: str, policy: OrgLLMSettings, kind: str, conf: gateway_config.Snapshot) -> ModelConfig:
+    model = conf.model(alias)
     if model is None or not model.enabled:
         raise ModelNotFound(f"The model {alias!r} does not exist.")
     if model.kind != kind:
@@ -371,10 +369,10 @@ def _semantic_store(caller: Caller, model: ModelConfig, scope: str, vector: list
 # --- The chain ---------------------------------------------------------------------------------------------
 
 
-def _chain(model: ModelConfig, policy: OrgLLMSettings) -> list[ModelConfig]:
+def _chain(model: ModelConfig, policy: OrgLLMSettings, conf: gateway_config.Snapshot) -> list[ModelConfig]:
     chain = [model]
     for alias in model.fallbacks:
-        fallback = ModelConfig.objects.filter(alias=alias).first()
+        fallback = conf.model(alias)
         if fallback is not None and _allowed(fallback, policy) and fallback not in chain:
             chain.append(fallback)
     return chain
@@ -399,7 +397,8 @@ def _attempts(chain: list[ModelConfig], ledger: _Ledger) -> Iterator[tuple[Model
             continue
         for attempt in range(settings.LLM_ROUTER["max_retries"] + 1):
             started = time.perf_counter()
-            if not breaker.allow(model.upstream):
+            ledger.permit = breaker.allow(model.upstream)
+            if ledger.permit is None:
                 ledger.attempt(model, "circuit_open", started, CircuitOpen("circuit open"))
                 break
             yield model, provider, started
@@ -421,7 +420,8 @@ def as_llm_error(exc: Exception) -> LLMError:
 
 def _settle(ledger: _Ledger, model: ModelConfig, started: float, error: LLMError | None) -> None:
     if error is None:
-        breaker.record_success(model.upstream)
+        if ledger.permit is not None:
+            breaker.record_success(ledger.permit)
         ledger.attempt(model, "ok", started)
         return
     if error.retryable:
@@ -453,10 +453,14 @@ def _final_error(ledger: _Ledger) -> LLMError:
 
 def _prepare(
     ledger: _Ledger, masker: Masker, *, model: str, request: ChatRequest, complexity: str | None
-) -> tuple[ModelConfig, OrgLLMSettings, ChatRequest]:
-    """Resolve, validate and mask; a refusal is recorded in the ledger before it is raised."""
+) -> tuple[ModelConfig, list[ModelConfig], ChatRequest]:
+    """Resolve (the model and its fallback chain), validate and mask; a refusal is recorded in the ledger
+    before it is raised."""
+    conf = gateway_config.current()
     try:
-        config, policy = resolve_model(caller=ledger.caller, alias=model, request=request, complexity=complexity)
+        config, policy = resolve_model(
+            caller=ledger.caller, alias=model, request=request, complexity=complexity, conf=conf
+        )
         ledger.model = config
         validate(request, config)
         outbound = _mask(request, policy, masker)
@@ -464,7 +468,7 @@ def _prepare(
     except LLMError as error:
         ledger.write(status="error", error=error)
         raise
-    return config, policy, outbound
+    return config, _chain(config, policy, conf), outbound
 
 
 @dataclass
@@ -518,7 +522,7 @@ def chat(
     """`semantic_scope` (a knowledge-base version) turns on the semantic cache for single-turn questions."""
     ledger = _Ledger(caller=caller, model_requested=model or "default", stream=False)
     masker = Masker()
-    config, policy, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
+    config, chain, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
     input_text = json.dumps(outbound.messages)
     key = _cache_key(caller.org, config, outbound, semantic_scope)
     cached = _from_caches(ledger, config, outbound, masker, key=key, scope=semantic_scope, bypass=bypass_cache)
@@ -527,7 +531,7 @@ def chat(
         return GatewayResult(text, config.alias, usage, "stop", call_id, cached=True, engine=engine_label(config))
     vector = cached.vector
 
-    for candidate, provider, started in _attempts(_chain(config, policy), ledger):
+    for candidate, provider, started in _attempts(chain, ledger):
         try:
             result = provider.complete(
                 candidate.upstream_model, outbound, timeout=settings.LLM_ROUTER["attempt_timeout"]
@@ -573,14 +577,14 @@ def chat_stream(
     closing the iterator cancels the upstream call (and records the call as cancelled)."""
     ledger = _Ledger(caller=caller, model_requested=model or "default", stream=True)
     masker = Masker()
-    config, policy, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
-    return _stream(ledger, config, policy, outbound, masker, bypass_cache, semantic_scope)
+    config, chain, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
+    return _stream(ledger, config, chain, outbound, masker, bypass_cache, semantic_scope)
 
 
 def _stream(
     ledger: _Ledger,
     config: ModelConfig,
-    policy: OrgLLMSettings,
+    chain: list[ModelConfig],
     outbound: ChatRequest,
     masker: Masker,
     bypass_cache: bool,
@@ -599,7 +603,7 @@ def _stream(
     unmasker = StreamUnmasker(masker)
     parts: list[str] = []
     recorded = False
-    for candidate, provider, started in _attempts(_chain(config, policy), ledger):
+    for candidate, provider, started in _attempts(chain, ledger):
         yielded = False
         upstream = None
         try:
@@ -685,8 +689,9 @@ def embed(*, caller: Caller, model: str, texts: list[str], dimensions: int = 384
     """Vectors for texts, through the same registry, policy, retries, breaker and ledger as chat."""
     ledger = _Ledger(caller=caller, model_requested=model or DEFAULT_EMBEDDING_MODEL, stream=False)
     try:
-        policy = org_settings(caller.org)
-        config = _named_model(model or DEFAULT_EMBEDDING_MODEL, policy, ModelConfig.Kind.EMBEDDING)
+        conf = gateway_config.current()
+        policy = conf.policy(caller.org)
+        config = _named_model(model or DEFAULT_EMBEDDING_MODEL, policy, ModelConfig.Kind.EMBEDDING, conf)
         ledger.model = config
         if not texts or len(texts) > MAX_EMBED_INPUTS:
             raise BadRequest(f"`input` must hold 1 to {MAX_EMBED_INPUTS} texts.")
@@ -695,7 +700,7 @@ def embed(*, caller: Caller, model: str, texts: list[str], dimensions: int = 384
     except LLMError as error:
         ledger.write(status="error", error=error)
         raise
-    for candidate, provider, started in _attempts(_chain(config, policy), ledger):
+    for candidate, provider, started in _attempts(_chain(config, policy, conf), ledger):
         try:
             result = provider.embed(
                 candidate.upstream_model, texts, dimensions=dimensions, timeout=settings.LLM_ROUTER["attempt_timeout"]

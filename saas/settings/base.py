@@ -113,7 +113,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
 CACHES: dict[str, dict[str, Any]] = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "saas.core.cache.SharedPoolRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "crewdesk",
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
@@ -202,12 +202,11 @@ SPECTACULAR_SETTINGS = {
 # Requests per window. Per API key, per signed-in user and per org on the API; per IP on the sign-in,
 # sign-up and password-reset forms. Plans will raise these per org (billing issue).
 RATE_LIMITS = {
-    "api_key": env.str("RATE_LIMIT_API_KEY", default="600/m"),
-    "user": env.str("RATE_LIMIT_USER", default="300/m"),
-    "org": env.str("RATE_LIMIT_ORG", default="3000/m"),
-    "auth_ip": env.str("RATE_LIMIT_AUTH_IP", default="10/m"),
+    "api_key": env.str("RATE_LIMIT_API_KEY", default="600/minute"),
+    "user": env.str("RATE_LIMIT_USER", default="300/minute"),
+    "org": env.str("RATE_LIMIT_ORG", default="3000/minute"),
+    "auth_ip": env.str("RATE_LIMIT_AUTH_IP", default="10/minute"),
 }
-RATELIMIT_USE_CACHE = "default"
 # JSON bodies above this size are refused with 413 before anything parses them.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 
@@ -241,6 +240,9 @@ LLM_AUTO_RULES = {
     "large_if_complexity": ["high"],
 }
 LLM_CACHE_TTL = env.int("LLM_CACHE_TTL", default=3600)
+# How long a process may keep the model registry and orgs' AI settings in memory; changes through the ORM
+# reach every process at once anyway (saas/llm/config.py). 0 reads them from the database on every call.
+LLM_CONFIG_CACHE_SECONDS = env.int("LLM_CONFIG_CACHE_SECONDS", default=60)
 # Cosine similarity above which a single-turn question counts as already answered (conservative on purpose).
 LLM_SEMANTIC_THRESHOLD = env.float("LLM_SEMANTIC_THRESHOLD", default=0.95)
 LLM_PROMPT_VERSION = env.str("LLM_PROMPT_VERSION", default="1")

@@ -14,34 +14,34 @@ def fresh_counters():
 
 
 def test_an_api_key_over_its_limit_gets_429_with_retry_after(org, settings):
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "api_key": "3/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "api_key": "3/minute"}
     client = key_client(issue_key(org).secret)
     assert [client.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 200]
     response = client.get("/api/v1/me")
     assert response.status_code == 429
     assert 1 <= int(response["Retry-After"]) <= 60
     error = response.json()["error"]
-    assert error["code"] == "rate_limited" and error["details"]["limit"] == "api:key 3/m"
+    assert error["code"] == "rate_limited" and error["details"]["limit"] == "api:key 3/minute"
     # Another key of the same org has its own budget.
     assert key_client(issue_key(org).secret).get("/api/v1/me").status_code == 200
 
 
 def test_the_org_limit_spans_all_its_keys(org, settings):
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "org": "4/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "org": "4/minute"}
     clients = [key_client(issue_key(org).secret) for _ in range(2)]
     statuses = [clients[i % 2].get("/api/v1/me").status_code for i in range(6)]
     assert statuses == [200, 200, 200, 200, 429, 429]
 
 
 def test_a_signed_in_user_has_a_limit_too(org, make_member, session_client, settings):
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "user": "2/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "user": "2/minute"}
     client = session_client(make_member(org).user)
     assert [client.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 429]
 
 
 @pytest.mark.parametrize("path", ["/accounts/login/", "/accounts/signup/", "/accounts/password/reset/"])
 def test_auth_forms_are_limited_per_ip(client, settings, path):
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "auth_ip": "3/m"}
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "auth_ip": "3/minute"}
     data = {"login": "x@example.com", "email": "x@example.com", "password": "nope"}
     statuses = [client.post(path, data, REMOTE_ADDR="192.0.2.10").status_code for _ in range(3)]
     assert 429 not in statuses

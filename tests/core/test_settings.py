@@ -65,3 +65,10 @@ def test_invalid_log_format_is_a_one_line_error():
     result = _manage("check", SECRET_KEY=STRONG_KEY, LOG_FORMAT="xml")
     assert result.returncode != 0
     assert result.stderr.strip() == "LOG_FORMAT must be 'text' or 'json', not 'xml'"
+
+
+def test_a_malformed_rate_limit_stops_the_check_with_its_name():
+    result = _manage("check", SECRET_KEY=STRONG_KEY, RATE_LIMIT_API_KEY="600 a minute")
+    assert result.returncode != 0
+    assert "Invalid rate limit '600 a minute'" in result.stderr and "RATE_LIMITS['api_key']" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from saas.core.redis import get_redis
 from saas.llm import breaker, crypto, gateway
 from saas.llm.models import LLMCall, OrgLLMSettings
 from saas.llm.providers import (
@@ -167,7 +168,6 @@ def test_the_exact_cache_answers_repeats_and_records_the_saving(fake, models, ca
     assert hit.cost_usd == 0 and hit.cost_saved_usd == miss.cost_usd > 0
     gateway.chat(caller=caller, model="test-small", request=HELLO, bypass_cache=True)
     assert len(fake.requests()) == 2 and _calls()[-1].cache == "bypass"
-    from saas.core.redis import get_redis
 
     assert len(list(get_redis().scan_iter(f"crewdesk:llm:exact:{caller.org.pk}:*"))) == 1  # findable per org
     other_org = gateway.Caller(org=type(caller.org).objects.create(name="B", slug="b-org"))
@@ -299,3 +299,26 @@ def test_streamed_answers_use_and_fill_the_semantic_cache(fake, models, caller):
     second_text, second_end = stream("Where is the spare office key kept ?")
     assert not first_end.cached and second_end.cached and second_text == first_text
     assert len(fake.requests()) == 1 and _calls()[-1].cache == "semantic"
+
+
+def test_a_success_forgives_earlier_failures_and_a_half_open_circuit_lets_one_probe_through(settings):
+    settings.LLM_BREAKER = {"failure_threshold": 3, "window": 60, "cooldown": 30}
+    get_redis().delete(*breaker._keys("probe-test"))
+    breaker.record_failure("probe-test")
+    breaker.record_failure("probe-test")
+    permit = breaker.allow("probe-test")
+    assert permit is not None and not permit.clean
+    breaker.record_success(permit)
+    breaker.record_failure("probe-test")
+    assert breaker.state("probe-test") == "closed"  # 1 failure since the success, not 3
+
+    breaker.record_failure("probe-test")
+    breaker.record_failure("probe-test")
+    assert breaker.allow("probe-test") is None
+    settings.LLM_BREAKER = {**settings.LLM_BREAKER, "cooldown": 0}
+    get_redis().set("crewdesk:llm:breaker:probe-test:open_until", 0)  # the cooldown has passed
+    probe = breaker.allow("probe-test")
+    assert probe is not None and breaker.allow("probe-test") is None  # one probe at a time
+    breaker.record_success(probe)
+    clean = breaker.allow("probe-test")
+    assert breaker.state("probe-test") == "closed" and clean is not None and clean.clean

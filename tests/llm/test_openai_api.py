@@ -44,6 +44,21 @@ class TestTheOfficialSdk:
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 9
         assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
+    def test_a_policy_change_reaches_the_live_server_at_once(self, sdk, org_key, models, fake):
+        sdk.chat.completions.create(model="test-small", messages=MESSAGES)  # the server now holds the settings
+        org, _ = org_key
+        policy = OrgLLMSettings(organization=org, allowed_models=["test-large"])
+        policy.save()
+        with pytest.raises(openai.BadRequestError) as excinfo:
+            sdk.chat.completions.create(model="test-small", messages=MESSAGES)
+        assert excinfo.value.code == "model_not_allowed"
+        models["large"].fallbacks, models["large"].upstream_model = [], "fake-large-v2"
+        models["large"].save()
+        completion = sdk.chat.completions.create(
+            model="test-large", messages=MESSAGES, extra_headers={"X-Crewdesk-Cache": "bypass"}
+        )
+        assert completion.model == "test-large" and fake.requests()[-1]["body"]["model"] == "fake-large-v2"
+
     def test_models_and_errors(self, sdk, daphne_server):
         assert {"test-small", "test-large", "auto"} <= {m.id for m in sdk.models.list()}
         with pytest.raises(openai.BadRequestError) as excinfo:
