@@ -10,7 +10,6 @@ import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -22,6 +21,7 @@ from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthenticat
 from accounts.permissions import ASK, READ
 from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response, error_body
+from saas.core.streaming import LiveStreamingHttpResponse
 from saas.llm import gateway
 from saas.llm.models import ModelConfig
 from saas.llm.providers import ChatRequest, LLMError, RateLimited
@@ -213,8 +213,8 @@ def _chain_first(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     yield from rest
 
 
-def _sse_response(chunks: Iterator[bytes]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(chunks, content_type="text/event-stream")
+def _sse_response(chunks: Iterator[bytes]) -> LiveStreamingHttpResponse:
+    response = LiveStreamingHttpResponse(chunks, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell proxies not to buffer the stream
     return response

@@ -11,6 +11,8 @@ behaviour per request for that model; when the queue is empty, requests succeed.
     {"delay": 2.0}                          sleep before answering (a timeout, seen from a short client)
     {"malformed": true}                     a stream chunk that is not JSON
     {"disconnect_after": 2}                 close the stream after N content chunks, without [DONE]
+    {"hold_after": 1}                       pause the stream after N content chunks until `POST /_release`
+                                            (at most 30 s): lets a test look at a stream in mid-flight
 
 Knobs for every request: `latency` (seconds before the first byte) and `token_rate` (tokens per second
 when streaming), set with `POST /_config`. `GET /_requests` lists what was received (for assertions).
@@ -39,6 +41,7 @@ class FakeUpstreamState:
         self.latency = 0.0
         self.token_rate = 0.0  # 0: as fast as possible
         self.reply = DEFAULT_REPLY
+        self.release = threading.Event()
 
     def next_step(self, model: str) -> dict[str, Any]:
         with self.lock:
@@ -119,7 +122,11 @@ class Handler(BaseHTTPRequestHandler):
                     if key in body:
                         setattr(state, key, body[key])
             return self._json(200, {"ok": True})
+        if self.path == "/_release":
+            state.release.set()
+            return self._json(200, {"ok": True})
         if self.path == "/_reset":
+            state.release = threading.Event()
             with state.lock:
                 state.scripts.clear()
                 state.requests.clear()
@@ -190,6 +197,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.close_connection = True
                     return
+                if "hold_after" in step and i == step["hold_after"]:
+                    state.release.wait(timeout=30)
                 if state.token_rate:
                     time.sleep(1.0 / state.token_rate)
                 self.wfile.write(chunk({"content": piece}))

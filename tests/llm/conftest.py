@@ -29,6 +29,9 @@ class FakeControl:
     def config(self, **knobs) -> None:
         self._post("/_config", knobs)
 
+    def release(self) -> None:
+        self._post("/_release", {})
+
     def reset(self) -> None:
         self._post("/_reset", {})
 

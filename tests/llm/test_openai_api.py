@@ -2,7 +2,9 @@
 errors for bad input."""
 
 import json
+import time
 
+import httpx2
 import openai
 import pytest
 
@@ -11,6 +13,16 @@ from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory
 
 MESSAGES = [{"role": "user", "content": "Say something"}]
+
+
+def _wait_for(probe, timeout: float = 15.0):
+    """Poll for something another process does after answering (not a timing assertion: a deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := probe():
+            return found
+        time.sleep(0.05)
+    raise AssertionError("it did not happen within the deadline")
 
 
 @pytest.fixture
@@ -58,6 +70,39 @@ class TestTheOfficialSdk:
             model="test-large", messages=MESSAGES, extra_headers={"X-Crewdesk-Cache": "bypass"}
         )
         assert completion.model == "test-large" and fake.requests()[-1]["body"]["model"] == "fake-large-v2"
+
+    def test_tokens_reach_the_client_while_the_upstream_is_still_streaming(self, sdk, fake):
+        fake.script("fake-small", {"hold_after": 2})  # the upstream sends two tokens, then waits for us
+        stream = sdk.chat.completions.create(
+            model="test-small", messages=MESSAGES, stream=True, extra_headers={"X-Crewdesk-Cache": "bypass"}
+        )
+        received = ""
+        for chunk in stream:
+            received += chunk.choices[0].delta.content or "" if chunk.choices else ""
+            if received == "The quick":
+                break
+        # Two tokens are here and the upstream is still holding the rest: nothing was buffered to the end.
+        assert not LLMCall.all_orgs.exists()
+        fake.release()
+        rest = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert received + rest == "The quick brown fox jumps over the lazy dog."
+        assert LLMCall.all_orgs.get().status == "ok"
+
+    def test_a_client_hanging_up_mid_stream_cancels_the_upstream_call(self, daphne_server, org_key, fake, models):
+        _, key = org_key
+        fake.script("fake-small", {"hold_after": 2})
+        body = {"model": "test-small", "messages": MESSAGES, "stream": True}
+        headers = {"Authorization": f"Bearer {key.secret}", "X-Crewdesk-Cache": "bypass"}
+        with (
+            httpx2.Client(base_url=daphne_server.url, timeout=10) as client,
+            client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response,
+        ):
+            for line in response.iter_lines():
+                if '"content": " quick"' in line:
+                    break  # leave with the upstream mid-stream
+        fake.release()
+        call = _wait_for(lambda: LLMCall.all_orgs.filter(status="cancelled").first())
+        assert call.error_class == "cancelled" and call.attempts[-1]["status"] == "cancelled"
 
     def test_models_and_errors(self, sdk, daphne_server):
         assert {"test-small", "test-large", "auto"} <= {m.id for m in sdk.models.list()}

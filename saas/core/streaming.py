@@ -1,0 +1,35 @@
+"""Streaming a synchronous iterator to an ASGI client as it is produced.
+
+Under ASGI, Django's StreamingHttpResponse reads a synchronous iterator to its end before it sends the first
+byte (it warns about it), which turns a token stream into one late burst. This response pulls one item at a
+time in the request's worker thread instead. Under WSGI (and Django's test client) nothing changes.
+
+When the client goes away, Django cancels the sending task and then closes the response, which closes the
+iterator (in that same thread, after the item in progress): producers see GeneratorExit and can stop their
+upstream work.
+"""
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import StreamingHttpResponse
+
+_END: Any = object()
+
+
+class LiveStreamingHttpResponse(StreamingHttpResponse):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.is_async:
+            async for part in super().__aiter__():
+                yield part
+            return
+        content = self.streaming_content
+        assert isinstance(content, Iterator)  # not is_async
+
+        def next_part() -> Any:
+            return next(content, _END)
+
+        pull = sync_to_async(next_part, thread_sensitive=True)
+        while (part := await pull()) is not _END:
+            yield part
