@@ -11,3 +11,8 @@ class AccountsConfig(AppConfig):
         from saas.core.api import register_principal_resolver
 
         register_principal_resolver(resolve_principal)
+
+        from accounts.models import ApiKey, Organization
+        from accounts.services import key_memo
+
+        key_memo.watch(ApiKey, Organization)

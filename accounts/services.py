@@ -4,6 +4,7 @@ Every org-level change is checked against the acting Principal, runs in one tran
 AuditEvent. Emails and websocket events go out only after the transaction commits.
 """
 
+import copy
 import hashlib
 import hmac
 import re
@@ -26,6 +27,8 @@ from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organiza
 from accounts.permissions import ADMIN, OWNER, Principal
 from saas.core import events
 from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
+from saas.core.memo import Memo
+from saas.core.memo import register as register_memo
 from saas.core.tenancy import org_scope
 
 INVITATION_TTL = timedelta(hours=72)
@@ -531,12 +534,28 @@ class KeyRejected(ApplicationError):
     code = "authentication_failed"
 
 
+def _no_keys_yet() -> dict[str, ApiKey]:
+    return {}
+
+
+# Keys by secret hash, each with its org, filled as they are used (saas/core/memo.py): saving or deleting a
+# key (revocation, rotation) or an org drops every process's copy before its next request.
+key_memo = register_memo(Memo("api-keys", _no_keys_yet, max_age=lambda: settings.API_KEY_CACHE_SECONDS))
+MAX_KEYS_KEPT = 10_000
+
+
 def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey:
     """Cross-org by nature: the key is what tells us the org. Records last use (at most once a minute)."""
     if not API_KEY_PATTERN.match(secret):
         raise KeyRejected("Malformed API key: expected cdk_live_<8 characters>_<43 characters>.", code="malformed_key")
-    api_key = ApiKey.all_orgs.select_related("organization").filter(secret_hash=_hash(secret)).first()
-    if api_key is None or not hmac.compare_digest(api_key.secret_hash, _hash(secret)):
+    secret_hash = _hash(secret)
+    kept = key_memo.current()
+    api_key = kept.get(secret_hash)
+    if api_key is None:
+        api_key = ApiKey.all_orgs.select_related("organization").filter(secret_hash=secret_hash).first()
+        if api_key is not None and len(kept) < MAX_KEYS_KEPT:
+            kept[secret_hash] = api_key
+    if api_key is None or not hmac.compare_digest(api_key.secret_hash, secret_hash):
         raise KeyRejected("Unknown API key.", code="unknown_key")
     now = timezone.now()
     if api_key.revoked_at is not None:
@@ -546,8 +565,11 @@ def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey:
     stale = api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_PRECISION
     if stale or api_key.last_used_ip != ip:
         ApiKey.all_orgs.filter(pk=api_key.pk).update(last_used_at=now, last_used_ip=ip)
-        api_key.last_used_at, api_key.last_used_ip = now, ip
-    return api_key
+        api_key.last_used_at, api_key.last_used_ip = now, ip  # on the kept copy too: no update next minute
+    # The kept objects are shared between requests: each request gets its own.
+    own = copy.copy(api_key)
+    own.organization = copy.copy(api_key.organization)
+    return own
 
 
 # --- Sign-in events ----------------------------------------------------------------------------------------

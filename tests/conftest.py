@@ -79,16 +79,15 @@ def wait_until(predicate, *, timeout: float, what: str, process: LiveProcess) ->
 
 
 @pytest.fixture(autouse=True)
-def fresh_gateway_configuration():
-    """The gateway keeps the model registry and org AI settings in memory (saas/llm/config.py). A test's rows
-    vanish without signals (rollback, flush), so every test starts with no copy here and a new version for
-    the live processes, as Django's test framework does with its ContentType cache."""
-    from saas.llm import config
+def fresh_memos():
+    """Rows read on every request are kept in memory (saas/core/memo.py). A test's rows vanish without
+    signals (rollback, flush), so every test starts with no copy here and a new version for the live
+    processes, as Django's test framework does with its ContentType cache."""
+    from saas.core import memo
 
-    config.forget_local()
-    config.publish_change()
+    memo.forget_all_local()
     yield
-    config.forget_local()
+    memo.forget_all_local()
 
 
 @pytest.fixture(scope="session")

@@ -188,9 +188,15 @@ def _openai_chunks(
             }
         )  # fmt: skip
 
-    yield chunk({"role": "assistant", "content": ""})
+    opening = chunk({"role": "assistant", "content": ""})
+    if isinstance(first, str):  # the first token is here already: one write, one hop, for both
+        yield opening + chunk({"content": first})
+        items: Iterator[Any] = stream
+    else:
+        yield opening
+        items = _chain_first(first, stream)
     try:
-        for item in _chain_first(first, stream):
+        for item in items:
             if isinstance(item, gateway.GatewayStreamEnd):
                 model = item.model
                 yield chunk({}, item.finish_reason)

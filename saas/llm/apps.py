@@ -8,5 +8,6 @@ class LLMConfig(AppConfig):
 
     def ready(self) -> None:
         from saas.llm import config
+        from saas.llm.models import ModelConfig, OrgLLMSettings
 
-        config.connect_signals()
+        config.memo.watch(ModelConfig, OrgLLMSettings)

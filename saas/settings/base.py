@@ -201,6 +201,10 @@ SPECTACULAR_SETTINGS = {
 
 # Requests per window. Per API key, per signed-in user and per org on the API; per IP on the sign-in,
 # sign-up and password-reset forms. Plans will raise these per org (billing issue).
+# How long a process may keep an API key it has seen in memory; revoking or rotating a key, or changing its
+# org, reaches every process at once anyway (saas/core/memo.py). 0 reads the key on every request.
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
+
 RATE_LIMITS = {
     "api_key": env.str("RATE_LIMIT_API_KEY", default="600/minute"),
     "user": env.str("RATE_LIMIT_USER", default="300/minute"),

@@ -2,12 +2,15 @@ import hashlib
 import io
 from datetime import timedelta
 
+import httpx2
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from accounts import services
 from accounts.models import ApiKey, AuditEvent
+from accounts.permissions import ROLE_SCOPES, Principal
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import MembershipFactory, OrganizationFactory
 
@@ -64,9 +67,15 @@ def test_revoked_and_expired_keys_are_refused(org, admin_key):
     assert response.status_code == 401 and response.json()["error"]["code"] == "key_revoked"
 
     expiring = issue_key(org)
-    ApiKey.all_orgs.filter(pk=expiring.api_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    _expire(expiring.api_key)
     response = key_client(expiring.secret).get("/api/v1/me")
     assert response.status_code == 401 and response.json()["error"]["code"] == "key_expired"
+
+
+def _expire(api_key: ApiKey) -> None:
+    api_key.refresh_from_db()
+    api_key.expires_at = timezone.now() - timedelta(seconds=1)
+    api_key.save(update_fields=["expires_at"])
 
 
 def test_rotation_issues_a_new_key_and_keeps_the_old_one_for_the_grace_period(org, admin_key):
@@ -82,7 +91,7 @@ def test_rotation_issues_a_new_key_and_keeps_the_old_one_for_the_grace_period(or
     old.api_key.refresh_from_db()
     assert old.api_key.status == "rotating"
     assert timedelta(hours=1, minutes=59) < old.api_key.expires_at - timezone.now() <= timedelta(hours=2)
-    ApiKey.all_orgs.filter(pk=old.api_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    _expire(old.api_key)
     assert key_client(old.secret).get("/api/v1/me").status_code == 401
     again = key_client(admin_key.secret).post(f"/api/v1/keys/{old.api_key.pk}/rotate", {}, format="json")
     assert again.status_code == 409
@@ -128,3 +137,27 @@ def test_create_org_command_makes_the_owner():
     assert not membership.user.has_usable_password()
     with pytest.raises(CommandError, match="taken"):
         call_command("create_org", "globex", "--owner", "x@example.com", stdout=io.StringIO())
+
+
+def test_a_key_seen_before_is_checked_from_memory_and_each_request_gets_its_own_objects(org, django_assert_num_queries):
+    issued = issue_key(org)
+    first = services.api_key_authenticate(secret=issued.secret, ip="192.0.2.1")
+    with django_assert_num_queries(0):
+        second = services.api_key_authenticate(secret=issued.secret, ip="192.0.2.1")
+    assert second.pk == first.pk and second is not first and second.organization is not first.organization
+    second.organization.name = "changed in one request"
+    assert services.api_key_authenticate(secret=issued.secret, ip="192.0.2.1").organization.name == org.name
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_revoking_a_key_stops_it_at_once_on_a_live_server(daphne_server):
+    org = OrganizationFactory()
+    issued = issue_key(org)
+    headers = {"Authorization": f"Bearer {issued.secret}"}
+    assert httpx2.get(f"{daphne_server.url}/api/v1/me", headers=headers).status_code == 200  # now kept there
+    services.api_key_revoke(
+        principal=Principal(organization=org, scopes=ROLE_SCOPES["owner"]), key_id=issued.api_key.pk
+    )
+    response = httpx2.get(f"{daphne_server.url}/api/v1/me", headers=headers)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "key_revoked"

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from saas.core import memo
 from saas.core.redis import get_redis
 from saas.llm import config, gateway
 from saas.llm.models import ModelConfig, OrgLLMSettings
@@ -26,11 +27,11 @@ def test_a_call_reads_the_configuration_once_then_from_memory(models, django_ass
 
 def test_a_saved_change_drops_the_copy_here_and_tells_the_other_processes(models, django_capture_on_commit_callbacks):
     before = config.current()
-    version = get_redis().get(config.VERSION_KEY)
+    version = get_redis().get(config.memo.version_key) or 0
     with django_capture_on_commit_callbacks(execute=True):
         models["small"].context_window = 1234
         models["small"].save()
-    assert int(get_redis().get(config.VERSION_KEY)) == int(version) + 1
+    assert int(get_redis().get(config.memo.version_key)) == int(version) + 1
     after = config.current()
     assert after is not before and after.model("test-small").context_window == 1234
 
@@ -41,7 +42,7 @@ def test_a_change_announced_by_another_process_is_picked_up(models):
     # Another process saved this (no signal here): its commit bumped the version.
     OrgLLMSettings.objects.for_org(org).bulk_create([OrgLLMSettings(organization=org, allowed_models=["x"])])
     assert config.current().policy(org).allowed_models == []  # still the copy: nobody announced it
-    config.publish_change()
+    config.memo.publish_change()
     assert config.current().policy(org).allowed_models == ["x"]
 
 
@@ -57,7 +58,7 @@ def test_without_redis_the_database_is_read_every_time(models, monkeypatch):
     def down():
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(config, "get_redis", down)
+    monkeypatch.setattr(memo, "get_redis", down)
     ModelConfig.objects.filter(alias="test-small").update(context_window=999)  # no signal, no announcement
     snapshot = config.current()
     assert snapshot is not first and snapshot.model("test-small").context_window == 999
