@@ -5,13 +5,45 @@ ours, and most of Django's own) that chain then hops between the event loop and 
 around the view, every `process_view` hook and the response rendering: six hops per API request here, each a
 cross-thread handoff. Built the WSGI way instead, the chain is entered once and left once. Streaming
 responses and websockets are unaffected; an async view would still work (Django runs it with async_to_sync).
+
+When the client hangs up while the view is still working, Django drops the response the view will produce
+without closing it, and with it the work deferred until after sending (saas.core.responses.after_send,
+e.g. the ledger row of an LLM call that was paid for). Here the view is left to finish and its response
+is closed anyway.
 """
+
+import asyncio
+import logging
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+logger = logging.getLogger(__name__)
+_abandoned: set[asyncio.Task[Any]] = set()  # keeps the tasks of abandoned requests alive until they finish
 
 
 class OneHopASGIHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
         self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)  # type: ignore[has-type]
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        work = asyncio.ensure_future(super().get_response_async(request))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            _abandoned.add(work)
+            work.add_done_callback(_close_abandoned)
+            raise
+
+
+def _close_abandoned(work: "asyncio.Task[Any]") -> None:
+    _abandoned.discard(work)
+    if work.cancelled() or work.exception() is not None:
+        return
+    closing = asyncio.ensure_future(sync_to_async(work.result().close, thread_sensitive=False)())
+    _abandoned.add(closing)
+    closing.add_done_callback(_abandoned.discard)

@@ -21,6 +21,7 @@ from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthenticat
 from accounts.permissions import ASK, READ
 from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response, error_body
+from saas.core.responses import after_send
 from saas.core.streaming import LiveStreamingHttpResponse
 from saas.llm import gateway
 from saas.llm.models import ModelConfig
@@ -38,6 +39,13 @@ def _bypass_cache(request: Request) -> bool:
     return request.headers.get(BYPASS_HEADER, "").lower() == "bypass" or "no-cache" in request.headers.get(
         "Cache-Control", ""
     )
+
+
+def _recorded_after_send(result: gateway.GatewayResult, response: Response) -> Response:
+    """The answer leaves first; its ledger row and cache entries are written right after (saas.core.responses)."""
+    if result.record is not None:
+        after_send(response, result.record, what=f"LLM call {result.call_id}")
+    return response
 
 
 def _sse(payload: Any) -> bytes:
@@ -147,24 +155,33 @@ class ChatCompletionsView(OpenAICompatibleView):
         caller = _caller(request, "chat")
         created = int(time.time())
         if not data["stream"]:
-            result = gateway.chat(caller=caller, model=data["model"], request=chat, bypass_cache=_bypass_cache(request))
-            return Response(
-                {
-                    "id": f"chatcmpl-{result.call_id}",
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": result.model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": result.text},
-                            "finish_reason": result.finish_reason,
-                        }
-                    ],
-                    "usage": _usage(result.usage),
-                    # The local engine says what it is in every response: extractive quotes, not generated text.
-                    "crewdesk": {"cached": result.cached, "call_id": result.call_id, "engine": result.engine},
-                }
+            result = gateway.chat(
+                caller=caller,
+                model=data["model"],
+                request=chat,
+                bypass_cache=_bypass_cache(request),
+                defer_records=True,
+            )
+            return _recorded_after_send(
+                result,
+                Response(
+                    {
+                        "id": f"chatcmpl-{result.call_id}",
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": result.model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": result.text},
+                                "finish_reason": result.finish_reason,
+                            }
+                        ],
+                        "usage": _usage(result.usage),
+                        # The local engine says what it is in every response: extractive quotes, not generated text.
+                        "crewdesk": {"cached": result.cached, "call_id": result.call_id, "engine": result.engine},
+                    }
+                ),
             )
         stream = gateway.chat_stream(
             caller=caller, model=data["model"], request=chat, bypass_cache=_bypass_cache(request)
@@ -322,17 +339,20 @@ class GenerateView(OrgScopedAPIView):
         caller = _caller(request, "generate")
         options = {"bypass_cache": _bypass_cache(request), "complexity": data.get("complexity")}
         if not data["stream"]:
-            result = gateway.chat(caller=caller, model=data["model"], request=chat, **options)
-            return Response(
-                {
-                    "id": result.call_id,
-                    "model": result.model,
-                    "text": result.text,
-                    "finish_reason": result.finish_reason,
-                    "usage": _usage(result.usage),
-                    "cached": result.cached,
-                    "engine": result.engine,
-                }
+            result = gateway.chat(caller=caller, model=data["model"], request=chat, defer_records=True, **options)
+            return _recorded_after_send(
+                result,
+                Response(
+                    {
+                        "id": result.call_id,
+                        "model": result.model,
+                        "text": result.text,
+                        "finish_reason": result.finish_reason,
+                        "usage": _usage(result.usage),
+                        "cached": result.cached,
+                        "engine": result.engine,
+                    }
+                ),
             )
         stream = gateway.chat_stream(caller=caller, model=data["model"], request=chat, **options)
         first = next(stream)

@@ -14,7 +14,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Generator, Iterator
+import uuid
+from collections.abc import Callable, Generator, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -86,6 +87,9 @@ class GatewayResult:
     call_id: str
     cached: bool = False
     engine: str = "openai-compatible"
+    # With chat(defer_records=True): the ledger row and cache entries still to be written, for the caller to
+    # run once the answer is on its way (an HTTP view runs it after sending the response).
+    record: Callable[[], None] | None = None
 
 
 @dataclass
@@ -106,6 +110,7 @@ class _Ledger:
     model_requested: str
     stream: bool
     started: float = field(default_factory=time.perf_counter)
+    call_id: uuid.UUID = field(default_factory=uuid.uuid4)  # known before the row is written
     attempts: list[dict[str, Any]] = field(default_factory=list)
     model: ModelConfig | None = None
     first_token_at: float | None = None
@@ -141,6 +146,7 @@ class _Ledger:
         ttft_ms = round((self.first_token_at - self.started) * 1000) if self.first_token_at else None
         used = [a for a in self.attempts if a["status"] == "ok"]
         call = LLMCall.objects.for_org(self.caller.org).create(
+            id=self.call_id,
             organization=self.caller.org,
             user=self.caller.user,
             api_key=self.caller.api_key,
@@ -518,8 +524,11 @@ def chat(
     bypass_cache: bool = False,
     complexity: str | None = None,
     semantic_scope: str | None = None,
+    defer_records: bool = False,
 ) -> GatewayResult:
-    """`semantic_scope` (a knowledge-base version) turns on the semantic cache for single-turn questions."""
+    """`semantic_scope` (a knowledge-base version) turns on the semantic cache for single-turn questions.
+    `defer_records`: on success, leave the ledger row and cache entries to `result.record()` (failures and
+    cache hits are always recorded before returning)."""
     ledger = _Ledger(caller=caller, model_requested=model or "default", stream=False)
     masker = Masker()
     config, chain, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
@@ -545,18 +554,24 @@ def chat(
         _settle(ledger, candidate, started, None)
         ledger.model = candidate
         _clean_attempts(ledger)
-        call = ledger.write(status="ok", usage=result.usage, input_text=input_text, output_text=result.text)
-        if ledger.cache != LLMCall.Cache.BYPASS:
-            _cache_set(key, result)
-            if vector is not None and semantic_scope is not None and candidate.pk == config.pk:
-                _semantic_store(caller, config, semantic_scope, vector, result)
+
+        def record(answered: ModelConfig = candidate, result: ChatResult = result) -> None:
+            ledger.write(status="ok", usage=result.usage, input_text=input_text, output_text=result.text)
+            if ledger.cache != LLMCall.Cache.BYPASS:
+                _cache_set(key, result)
+                if vector is not None and semantic_scope is not None and answered.pk == config.pk:
+                    _semantic_store(caller, config, semantic_scope, vector, result)
+
+        if not defer_records:
+            record()
         return GatewayResult(
             masker.unmask(result.text),
             candidate.alias,
             result.usage,
             result.finish_reason,
-            str(call.pk),
+            str(ledger.call_id),
             engine=engine_label(candidate),
+            record=record if defer_records else None,
         )
     failure = _final_error(ledger)
     _clean_attempts(ledger)

@@ -322,3 +322,14 @@ def test_a_success_forgives_earlier_failures_and_a_half_open_circuit_lets_one_pr
     breaker.record_success(probe)
     clean = breaker.allow("probe-test")
     assert breaker.state("probe-test") == "closed" and clean is not None and clean.clean
+
+
+def test_deferred_records_are_written_when_the_caller_says_so(fake, models, caller):
+    result = gateway.chat(caller=caller, model="test-small", request=HELLO, defer_records=True)
+    assert result.text.startswith("The quick") and not LLMCall.all_orgs.exists()
+    assert result.record is not None
+    result.record()
+    call = LLMCall.all_orgs.get()
+    assert str(call.pk) == result.call_id and call.status == "ok" and call.completion_tokens == 9
+    again = gateway.chat(caller=caller, model="test-small", request=HELLO, defer_records=True)
+    assert again.cached and again.record is None  # a cache hit is recorded at once

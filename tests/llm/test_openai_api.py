@@ -43,7 +43,21 @@ class TestTheOfficialSdk:
         completion = sdk.chat.completions.create(model="test-small", messages=MESSAGES)
         assert completion.choices[0].message.content == "The quick brown fox jumps over the lazy dog."
         assert completion.model == "test-small" and completion.usage.completion_tokens == 9
-        assert LLMCall.all_orgs.get().status == "ok"
+        # The row is written just after the answer was sent; its id is the one in the answer.
+        call = _wait_for(lambda: LLMCall.all_orgs.first())
+        assert call.status == "ok" and completion.id == f"chatcmpl-{call.pk}"
+
+    def test_a_client_hanging_up_before_the_answer_still_gets_the_call_recorded(
+        self, daphne_server, org_key, fake, models
+    ):
+        _, key = org_key
+        fake.script("fake-small", {"delay": 1.0})
+        headers = {"Authorization": f"Bearer {key.secret}", "X-Crewdesk-Cache": "bypass"}
+        with pytest.raises(httpx2.ReadTimeout):
+            httpx2.post(f"{daphne_server.url}/v1/chat/completions", headers=headers, timeout=0.3,
+                        json={"model": "test-small", "messages": MESSAGES})  # fmt: skip
+        call = _wait_for(lambda: LLMCall.all_orgs.first())  # the upstream answered and was paid for
+        assert call.status == "ok" and call.completion_tokens == 9
 
     def test_streaming_with_usage(self, sdk, fake):
         stream = sdk.chat.completions.create(
