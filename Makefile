@@ -46,7 +46,7 @@ lock: install  ## re-pin every transitive dependency after changing pyproject.to
 	$(PY) -m pip freeze --exclude crewdesk > constraints.txt
 
 bench: install
-	@for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) staticfiles .mypy_cache .ruff_cache .pytest_cache

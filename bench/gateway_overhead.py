@@ -2,12 +2,13 @@
 
 The same chat requests go (a) straight to the fake OpenAI-compatible upstream and (b) through Crewdesk's
 `/v1/chat/completions` on a real daphne (API-key auth, rate limits, model resolution, PII masking, circuit
-breaker, ledger row with encrypted input and output), both with the official `openai` SDK over keep-alive
+breaker, ledger row with encrypted input and output, written just after the answer for whole calls), both
+with the official `openai` SDK over keep-alive
 connections, interleaved so that machine noise hits both equally. The cache is bypassed: every gateway call
 goes upstream. Prints p50/p95 of each and of the difference, for whole non-streaming calls and for the time to
 the first token of streams.
 
-    python bench/gateway_overhead.py [--requests 300]
+    python bench/gateway_overhead.py [--requests 1000]
 """
 
 import argparse
@@ -50,7 +51,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
 
     from saas.devstack import EmbeddedServices
@@ -161,7 +162,10 @@ def main() -> None:
         )
         from saas.llm.models import LLMCall
 
-        print(f"\nledger rows written by the gateway: {LLMCall.all_orgs.filter(organization=org).count()}")
+        # Non-streaming rows are written just after each answer: every call must still have one.
+        time.sleep(0.5)
+        written = LLMCall.all_orgs.filter(api_key=key.api_key, status="ok").count()
+        print(f"\nledger rows of this run: {written} of {2 * (20 + args.requests)} gateway calls")
     finally:
         for process in processes:
             process.terminate()
