@@ -259,6 +259,18 @@ WHITENOISE_USE_FINDERS = True
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(DEVDATA_DIR / "media"))
 
+# Documents: what an upload may be, and how ingestion cuts it up.
+DOCUMENTS_MAX_BYTES = env.int("DOCUMENTS_MAX_BYTES", default=20 * 1024 * 1024)
+DOCUMENTS_MAX_PAGES = env.int("DOCUMENTS_MAX_PAGES", default=500)
+DOCUMENTS_MAX_UNPACKED_BYTES = env.int("DOCUMENTS_MAX_UNPACKED_BYTES", default=200 * 1024 * 1024)  # DOCX zips
+DOCUMENTS_CHUNK_TOKENS = (
+    env.int("DOCUMENTS_CHUNK_MIN_TOKENS", default=300),
+    env.int("DOCUMENTS_CHUNK_MAX_TOKENS", default=450),
+)
+DOCUMENTS_CHUNK_OVERLAP = env.int("DOCUMENTS_CHUNK_OVERLAP", default=50)
+DOCUMENTS_EMBED_BATCH = env.int("DOCUMENTS_EMBED_BATCH", default=64)
+DOCUMENTS_EMBEDDING_MODEL = env.str("DOCUMENTS_EMBEDDING_MODEL", default="local-minilm")
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

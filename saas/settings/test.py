@@ -1,7 +1,7 @@
 """pytest: the same real PostgreSQL and Redis (tests/plugins/services.py starts them), faster hashing."""
 
 from saas.settings.base import *  # noqa: F403
-from saas.settings.base import ALLOWED_HOSTS, CACHES, CHANNEL_LAYERS
+from saas.settings.base import ALLOWED_HOSTS, CACHES, CHANNEL_LAYERS, DEVDATA_DIR
 
 SECRET_KEY = "test-only-secret-key-for-pytest-0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105
 DEBUG = False
@@ -21,3 +21,5 @@ CHANNEL_LAYERS = {
 # A test worker never takes a dev worker's tasks (or the reverse) when both share one broker.
 CELERY_TASK_DEFAULT_QUEUE = "crewdesk-test"
 ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
+# Uploaded files of tests apart from the dev stack's (the live worker reads them from the same place).
+MEDIA_ROOT = str(DEVDATA_DIR / "test" / "media")

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, AuditEvent, Invitation, Membership
 from agents.models import Message
+from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
 from tests.accounts.conftest import issue_key, key_client
@@ -21,6 +22,7 @@ from tests.accounts.factories import (
     OrganizationFactory,
 )
 from tests.agents.factories import MessageFactory
+from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +30,9 @@ pytestmark = pytest.mark.django_db
 # here fails the walk below: teach it the model, and the route is checked from then on.
 FACTORIES = {
     Message: MessageFactory,
+    Collection: CollectionFactory,
+    Document: DocumentFactory,
+    Chunk: ChunkFactory,
     Membership: MembershipFactory,
     Invitation: InvitationFactory,
     ApiKey: ApiKeyFactory,

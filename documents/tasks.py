@@ -1,0 +1,42 @@
+"""Ingestion in Celery: thin, idempotent (documents.services.document_ingest), redelivered if the worker dies."""
+
+import logging
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from documents import services
+from documents.models import Document
+from saas.core.tenancy import org_scope
+from saas.llm.providers import LLMError
+
+logger = logging.getLogger(__name__)
+MAX_RETRIES = 3
+
+
+@shared_task(
+    name="documents.ingest_document",
+    bind=True,
+    acks_late=True,  # a worker that dies mid-ingestion leaves the message to be delivered again
+    reject_on_worker_lost=True,
+    max_retries=MAX_RETRIES,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def ingest_document(self, org_id: str, document_id: str) -> str | None:  # type: ignore[no-untyped-def]
+    with org_scope(org_id):
+        try:
+            document = services.document_ingest(org_id=org_id, document_id=document_id)
+        except (LLMError, OSError) as exc:  # the embedding model or storage is unavailable for now
+            document = Document.objects.for_org(org_id).filter(pk=document_id).first()
+            if self.request.retries >= MAX_RETRIES or document is None:
+                if document is not None:
+                    services.document_fail(document=document, reason=f"Processing failed after retries: {exc}")
+                return None
+            raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
+        except SoftTimeLimitExceeded:
+            document = Document.objects.for_org(org_id).filter(pk=document_id).first()
+            if document is not None:
+                services.document_fail(document=document, reason="Processing took too long and was stopped.")
+            return None
+        return document.status if document else None

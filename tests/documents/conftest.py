@@ -1,0 +1,15 @@
+import pytest
+
+from tests.accounts.conftest import issue_key, key_client
+from tests.accounts.factories import OrganizationFactory
+
+
+@pytest.fixture
+def org(db):
+    return OrganizationFactory()
+
+
+@pytest.fixture
+def writer(org):
+    """An API client with a key that may read and upload."""
+    return key_client(issue_key(org, scopes=["read", "ask", "documents:write"]).secret)
