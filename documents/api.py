@@ -1,8 +1,11 @@
 """Documents and collections in the API: upload (multipart), status, list, reindex, delete."""
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
@@ -10,12 +13,16 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.permissions import DOCUMENTS_WRITE, READ
-from documents import services
+from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication
+from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
+from documents import selectors, services
 from documents.extraction import ExtractionRefused
 from documents.models import Collection, Document
-from saas.core.api import OrgScopedViewSet, StrictSerializer
-from saas.core.errors import ApplicationError
+from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
+from saas.core.errors import ApplicationError, error_body
+from saas.core.streaming import sse, sse_response
+from saas.llm import gateway
+from saas.llm.providers import LLMError
 
 
 class CollectionOut(serializers.ModelSerializer):
@@ -125,3 +132,106 @@ def _uuid(value: Any) -> str:
         raise services.DocumentRefused(
             ExtractionRefused("`collection` must be a collection id.", code="invalid")
         ) from exc
+
+
+# --- Search and ask ----------------------------------------------------------------------------------------
+
+
+class SearchIn(StrictSerializer):
+    query = serializers.CharField(max_length=services.MAX_QUESTION_CHARS)
+    collection = serializers.UUIDField(required=False)
+    top_k = serializers.IntegerField(required=False, min_value=1, max_value=50)
+
+
+class AskIn(StrictSerializer):
+    question = serializers.CharField(max_length=services.MAX_QUESTION_CHARS)
+    collection = serializers.UUIDField(required=False)
+    top_k = serializers.IntegerField(required=False, min_value=1, max_value=20)
+    model = serializers.CharField(required=False, max_length=64, default="default")
+    stream = serializers.BooleanField(default=False)
+
+
+def _collection(request: Request, data: dict[str, Any]) -> Collection | None:
+    if "collection" not in data:
+        return None
+    return services.collection_get(org=request.org, collection_id=data["collection"])  # type: ignore[attr-defined]
+
+
+def _caller(request: Request, feature: str) -> gateway.Caller:
+    principal = request.principal  # type: ignore[attr-defined]
+    return gateway.Caller(org=principal.organization, feature=feature, user=principal.user, api_key=principal.api_key)
+
+
+class SearchView(OrgScopedAPIView):
+    authentication_classes = [ApiKeyAuthentication, CsrfSessionAuthentication]
+    required_scopes = {"post": READ}
+
+    @extend_schema(request=SearchIn, responses=OpenApiTypes.OBJECT, summary="Hybrid search over the org's documents")
+    def post(self, request: Request) -> Response:
+        serializer = SearchIn(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        hits = selectors.chunk_search(
+            org=request.org, query=data["query"], collection=_collection(request, data),  # type: ignore[attr-defined]
+            top_k=data.get("top_k"), caller=_caller(request, "ask"),
+        )  # fmt: skip
+        return Response({"results": [hit.as_json() for hit in hits]})
+
+
+class AskView(OrgScopedAPIView):
+    authentication_classes = [ApiKeyAuthentication, CsrfSessionAuthentication]
+    required_scopes = {"post": ASK}
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, LLMError):
+            response = Response(error_body(exc.kind, exc.message), status=exc.http_status)
+            return response
+        return super().handle_exception(exc)
+
+    @extend_schema(request=AskIn, responses=OpenApiTypes.OBJECT, summary="Answer from the documents, with citations")
+    def post(self, request: Request) -> Any:
+        serializer = AskIn(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        caller = _caller(request, "ask")
+        collection = _collection(request, data)
+        if not data["stream"]:
+            answer = services.ask(
+                caller=caller, question=data["question"], collection=collection, top_k=data.get("top_k"),
+                model=data["model"],
+            )  # fmt: skip
+            return Response(answer.as_json())
+        plan = services.ask_plan(
+            caller=caller, question=data["question"], collection=collection, top_k=data.get("top_k")
+        )
+        if not plan.hits:
+            nothing = services.Answer(
+                services.NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[]
+            )
+            return sse_response(
+                iter([sse({"type": "delta", "text": nothing.text}), sse({"type": "done", **nothing.as_json()})])
+            )
+        stream = gateway.chat_stream(
+            caller=caller, model=data["model"], request=plan.request, semantic_scope=plan.scope
+        )
+        first = next(stream)  # failures before the first token still get a proper HTTP status
+        return sse_response(_ask_events(caller, plan, first, stream))
+
+
+def _ask_events(caller: gateway.Caller, plan: services.AskPlan, first: Any, stream: Any) -> Iterator[bytes]:
+    parts: list[str] = []
+    try:
+        for item in itertools.chain([first], stream):
+            if isinstance(item, gateway.GatewayStreamEnd):
+                answer = services.answer_finish(
+                    caller=caller, plan=plan, text="".join(parts), call_id=item.call_id, model=item.model,
+                    engine=item.engine, usage=item.usage, cached=item.cached,
+                )  # fmt: skip
+                yield sse({"type": "done", **answer.as_json()})
+                return
+            parts.append(item)
+            yield sse({"type": "delta", "text": item})
+    except LLMError as error:
+        yield sse({"type": "error", "error": {"code": error.kind, "message": error.message}})
+    finally:
+        stream.close()

@@ -2,6 +2,8 @@
 
 import hashlib
 import logging
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -15,9 +17,11 @@ from documents.models import Chunk, Collection, Document
 from saas.core import events
 from saas.core.errors import ApplicationError, Conflict, NotFound
 from saas.llm import crypto, gateway
+from saas.llm.providers import ChatRequest
 
 logger = logging.getLogger(__name__)
 DEFAULT_COLLECTION = "Documents"
+MAX_QUESTION_CHARS = 4000
 
 
 class DocumentRefused(ApplicationError):
@@ -248,3 +252,149 @@ def document_delete(*, org: Any, document_id: Any) -> None:
         document.delete()
         _collection_changed(document.collection)
         transaction.on_commit(lambda: document.file.delete(save=False))
+
+
+# --- Ask ---------------------------------------------------------------------------------------------------
+
+NOT_FOUND_ANSWER = "I could not find this in your documents."
+MARKER = re.compile(r"\[(\d{1,3})\]")
+SENTENCE = re.compile(r"[^.!?\n]+[.!?]*(?:\s*\[\d{1,3}\])*")
+ANSWER_RULES = (
+    "Answer the question using only the numbered sources below. After each sentence, cite the sources it "
+    "comes from with their numbers in brackets, like [2]. If the sources do not contain the answer, say that "
+    "you could not find it in the documents. Do not use outside knowledge."
+)
+
+
+@dataclass
+class AskPlan:
+    """What an answer is built from: the retrieved passages and the messages for the model."""
+
+    question: str
+    hits: list[Any]
+    request: ChatRequest
+    scope: str
+
+
+@dataclass
+class Answer:
+    text: str
+    found: bool
+    citations: list[dict[str, Any]]
+    groundedness: float | None
+    unsupported: list[str]
+    call_id: str | None = None
+    model: str = ""
+    engine: str = ""
+    usage: dict[str, int] | None = None
+    cost_usd: str = "0"
+    cached: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.call_id, "answer": self.text, "found": self.found, "citations": self.citations,
+            "groundedness": self.groundedness, "unsupported": self.unsupported, "model": self.model,
+            "engine": self.engine, "usage": self.usage, "cost_usd": self.cost_usd, "cached": self.cached,
+        }  # fmt: skip
+
+
+def ask_plan(*, caller: gateway.Caller, question: str, collection: Collection | None, top_k: int | None) -> AskPlan:
+    from documents.selectors import chunk_search
+
+    question = question.strip()
+    if not question or len(question) > MAX_QUESTION_CHARS:
+        raise ApplicationError(f"A question is 1 to {MAX_QUESTION_CHARS} characters.", code="invalid")
+    hits = chunk_search(org=caller.org, query=question, collection=collection, top_k=top_k, caller=caller)
+    # One line per source, its number first: models cite by number, and the offline engine reads the label.
+    sources = "\n".join(f"[{n}] {' '.join(hit.text.split())}" for n, hit in enumerate(hits, start=1))
+    request = ChatRequest(
+        messages=[
+            {"role": "system", "content": f"{ANSWER_RULES}\n\nSources:\n{sources}"},
+            {"role": "user", "content": question},
+        ]
+    )
+    versions = Collection.objects.for_org(caller.org)
+    if collection is not None:
+        versions = versions.filter(pk=collection.pk)
+    # The knowledge-base version: any change to the documents makes earlier cached answers stale.
+    scope = "ask:" + ",".join(f"{c.pk}.{c.version}" for c in versions.order_by("pk"))
+    return AskPlan(question, hits, request, scope)
+
+
+def ask(
+    *, caller: gateway.Caller, question: str, collection: Collection | None = None, top_k: int | None = None,
+    model: str = "default",
+) -> Answer:  # fmt: skip
+    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k)
+    if not plan.hits:
+        return Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
+    result = gateway.chat(caller=caller, model=model, request=plan.request, semantic_scope=plan.scope)
+    return answer_finish(caller=caller, plan=plan, text=result.text, call_id=result.call_id, model=result.model,
+                         engine=result.engine, usage=result.usage, cached=result.cached)  # fmt: skip
+
+
+def answer_finish(
+    *, caller: gateway.Caller, plan: AskPlan, text: str, call_id: str, model: str, engine: str, usage: Any,
+    cached: bool,
+) -> Answer:  # fmt: skip
+    """Citations for the markers in the answer, and each sentence checked against what it cites."""
+    from saas.llm.models import LLMCall
+
+    cited: dict[int, Any] = {}
+    for marker in MARKER.findall(text):
+        number = int(marker)
+        if 1 <= number <= len(plan.hits):
+            cited[number] = plan.hits[number - 1]
+    sentences = [s.strip() for s in SENTENCE.findall(text) if s.strip()]
+    citations = [
+        {"marker": n, "chunk_id": hit.chunk_id, "document_id": hit.document_id, "title": hit.title,
+         "page": hit.page, "heading": hit.heading,
+         "quote": _quote(hit.text, [MARKER.sub("", s) for s in sentences if f"[{n}]" in s])}
+        for n, hit in sorted(cited.items())
+    ]  # fmt: skip
+    groundedness, unsupported = _groundedness(caller, text, plan.hits)
+    call = LLMCall.objects.for_org(caller.org).filter(pk=call_id).only("cost_usd").first()
+    found = bool(cited) and not text.strip().startswith(("I could not find", NOT_FOUND_ANSWER))
+    return Answer(
+        text, found=found, citations=citations, groundedness=groundedness, unsupported=unsupported, call_id=call_id,
+        model=model, engine=engine, cached=cached, cost_usd=str(call.cost_usd) if call else "0",
+        usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+    )  # fmt: skip
+
+
+def _quote(passage: str, citing: list[str]) -> str:
+    """The passage's sentences that the citing answer sentences rest on (best word overlap each), in the
+    passage's order: the text a reader should find when they open the citation."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(passage.split())) if s.strip()]
+    if not sentences:
+        return passage[:500]
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"\w+", text.lower()))
+
+    chosen = set()
+    for claim in citing:
+        claimed = words(claim)
+        chosen.add(
+            max(
+                range(len(sentences)),
+                key=lambda i: len(claimed & words(sentences[i])) / (len(claimed | words(sentences[i])) or 1),
+            )
+        )
+    return " … ".join(sentences[i] for i in sorted(chosen))[:500]
+
+
+def _groundedness(caller: gateway.Caller, text: str, hits: list[Any]) -> tuple[float | None, list[str]]:
+    sentences = [s.strip() for s in SENTENCE.findall(text) if len(MARKER.sub("", s).split()) >= 3]
+    if not sentences:
+        return None, []
+    plain = [MARKER.sub("", s).strip() for s in sentences]
+    vectors = gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=plain).vectors
+    unsupported = []
+    for sentence, vector, shown in zip(sentences, vectors, plain, strict=True):
+        numbers = [int(m) for m in MARKER.findall(sentence) if 1 <= int(m) <= len(hits)]
+        best = max((sum(a * b for a, b in zip(vector, hits[n - 1].embedding, strict=True)) for n in numbers),
+                   default=0.0)  # fmt: skip
+        if best < settings.DOCUMENTS_SUPPORTED:
+            unsupported.append(shown)
+    return round(1 - len(unsupported) / len(sentences), 3), unsupported

@@ -1,3 +1,4 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from documents import api
@@ -6,4 +7,8 @@ router = SimpleRouter(trailing_slash=False)
 router.register("collections", api.CollectionViewSet, basename="collection")
 router.register("documents", api.DocumentViewSet, basename="document")
 
-api_urlpatterns = [*router.urls]
+api_urlpatterns = [
+    path("search", api.SearchView.as_view(), name="search"),
+    path("ask", api.AskView.as_view(), name="ask"),
+    *router.urls,
+]

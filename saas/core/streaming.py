@@ -9,6 +9,7 @@ iterator (in that same thread, after the item in progress): producers see Genera
 upstream work.
 """
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -33,3 +34,15 @@ class LiveStreamingHttpResponse(StreamingHttpResponse):
         pull = sync_to_async(next_part, thread_sensitive=True)
         while (part := await pull()) is not _END:
             yield part
+
+
+def sse(payload: Any) -> bytes:
+    """One server-sent event carrying JSON."""
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def sse_response(chunks: Iterator[bytes]) -> LiveStreamingHttpResponse:
+    response = LiveStreamingHttpResponse(chunks, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # tell proxies not to buffer the stream
+    return response

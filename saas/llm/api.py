@@ -5,7 +5,7 @@
 - `/api/v1/generate`: the same gateway in Crewdesk's own API (JSON, or SSE with "stream": true).
 """
 
-import json
+import itertools
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -22,7 +22,7 @@ from accounts.permissions import ASK, READ
 from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response, error_body
 from saas.core.responses import after_send
-from saas.core.streaming import LiveStreamingHttpResponse
+from saas.core.streaming import sse, sse_response
 from saas.llm import gateway
 from saas.llm.models import ModelConfig
 from saas.llm.providers import ChatRequest, LLMError, RateLimited
@@ -46,10 +46,6 @@ def _recorded_after_send(result: gateway.GatewayResult, response: Response) -> R
     if result.record is not None:
         after_send(response, result.record, what=f"LLM call {result.call_id}")
     return response
-
-
-def _sse(payload: Any) -> bytes:
-    return f"data: {json.dumps(payload)}\n\n".encode()
 
 
 def _llm_error_response(error: LLMError, body: dict[str, Any]) -> Response:
@@ -188,7 +184,7 @@ class ChatCompletionsView(OpenAICompatibleView):
         )
         first = next(stream)  # upstream failures before the first token still get a proper HTTP status
         include_usage = (data.get("stream_options") or {}).get("include_usage", False)
-        return _sse_response(_openai_chunks(first, stream, created=created, include_usage=include_usage))
+        return sse_response(_openai_chunks(first, stream, created=created, include_usage=include_usage))
 
 
 def _openai_chunks(
@@ -198,7 +194,7 @@ def _openai_chunks(
     model = ""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return _sse(
+        return sse(
             {
                 "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
@@ -211,36 +207,24 @@ def _openai_chunks(
         items: Iterator[Any] = stream
     else:
         yield opening
-        items = _chain_first(first, stream)
+        items = itertools.chain([first], stream)
     try:
         for item in items:
             if isinstance(item, gateway.GatewayStreamEnd):
                 model = item.model
                 yield chunk({}, item.finish_reason)
                 if include_usage:
-                    yield _sse(
+                    yield sse(
                         {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                          "choices": [], "usage": _usage(item.usage)}
                     )  # fmt: skip
                 break
             yield chunk({"content": item})
     except LLMError as error:
-        yield _sse(openai_error(error.message, error.http_status, error.kind))
+        yield sse(openai_error(error.message, error.http_status, error.kind))
     finally:
         stream.close()  # a client that went away cancels the upstream call
     yield b"data: [DONE]\n\n"
-
-
-def _chain_first(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from rest
-
-
-def _sse_response(chunks: Iterator[bytes]) -> LiveStreamingHttpResponse:
-    response = LiveStreamingHttpResponse(chunks, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # tell proxies not to buffer the stream
-    return response
 
 
 class ModelsView(OpenAICompatibleView):
@@ -356,18 +340,18 @@ class GenerateView(OrgScopedAPIView):
             )
         stream = gateway.chat_stream(caller=caller, model=data["model"], request=chat, **options)
         first = next(stream)
-        return _sse_response(_generate_events(first, stream))
+        return sse_response(_generate_events(first, stream))
 
 
 def _generate_events(first: Any, stream: Generator[Any, None, None]) -> Iterator[bytes]:
     try:
-        for item in _chain_first(first, stream):
+        for item in itertools.chain([first], stream):
             if isinstance(item, gateway.GatewayStreamEnd):
                 done = {"type": "done", "id": item.call_id, "model": item.model, "usage": _usage(item.usage)}
-                yield _sse({**done, "finish_reason": item.finish_reason, "cached": item.cached, "engine": item.engine})
+                yield sse({**done, "finish_reason": item.finish_reason, "cached": item.cached, "engine": item.engine})
                 return
-            yield _sse({"type": "delta", "text": item})
+            yield sse({"type": "delta", "text": item})
     except LLMError as error:
-        yield _sse({"type": "error", "error": {"code": error.kind, "message": error.message}})
+        yield sse({"type": "error", "error": {"code": error.kind, "message": error.message}})
     finally:
         stream.close()

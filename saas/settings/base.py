@@ -270,6 +270,12 @@ DOCUMENTS_CHUNK_TOKENS = (
 DOCUMENTS_CHUNK_OVERLAP = env.int("DOCUMENTS_CHUNK_OVERLAP", default=50)
 DOCUMENTS_EMBED_BATCH = env.int("DOCUMENTS_EMBED_BATCH", default=64)
 DOCUMENTS_EMBEDDING_MODEL = env.str("DOCUMENTS_EMBEDDING_MODEL", default="local-minilm")
+# Retrieval: results per search, the cosine similarity a passage found only by meaning needs to count, and
+# above which two passages are the same one. An answer sentence counts as supported at DOCUMENTS_SUPPORTED.
+DOCUMENTS_SEARCH_TOP_K = env.int("DOCUMENTS_SEARCH_TOP_K", default=5)
+DOCUMENTS_MIN_SIMILARITY = env.float("DOCUMENTS_MIN_SIMILARITY", default=0.3)
+DOCUMENTS_DUPLICATE_SIMILARITY = env.float("DOCUMENTS_DUPLICATE_SIMILARITY", default=0.97)
+DOCUMENTS_SUPPORTED = env.float("DOCUMENTS_SUPPORTED", default=0.5)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1,0 +1,117 @@
+"""Reads: hybrid retrieval over an org's chunks.
+
+Vector search (HNSW, cosine; pgvector 0.8 iterative scans, so the org and collection filters keep their
+recall) and full-text search (tsvector, GIN, websearch syntax) each propose candidates; reciprocal rank fusion
+orders them; a vector-only candidate must be similar enough to count; near-duplicates (overlapping chunks, the
+same passage in two documents) are dropped. Every query is filtered by org first.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.db import connection, transaction
+from django.db.models import F
+from pgvector.django import CosineDistance
+
+from documents.models import Chunk, Collection, Document
+from saas.llm import crypto, gateway
+
+RRF_K = 60  # the usual constant of reciprocal rank fusion: damps the weight of the very first ranks
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: str
+    document_id: str
+    title: str
+    page: int | None
+    heading: str
+    score: float
+    text: str
+    similarity: float  # cosine similarity of the chunk to the query
+    embedding: list[float]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk_id, "document_id": self.document_id, "title": self.title, "page": self.page,
+            "heading": self.heading, "score": round(self.score, 6), "text": self.text,
+        }  # fmt: skip
+
+
+def collection_list(*, org: Any) -> list[Collection]:
+    return list(Collection.objects.for_org(org).order_by("name"))
+
+
+def document_list(*, org: Any, collection: Collection | None = None) -> list[Document]:
+    documents = Document.objects.for_org(org).select_related("collection").order_by("-created_at")
+    return list(documents.filter(collection=collection) if collection else documents)
+
+
+def chunk_search(
+    *, org: Any, query: str, collection: Collection | None = None, top_k: int | None = None,
+    caller: gateway.Caller | None = None,
+) -> list[SearchHit]:  # fmt: skip
+    top_k = top_k or settings.DOCUMENTS_SEARCH_TOP_K
+    caller = caller or gateway.Caller(org=org, feature="ask")
+    vector = gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=[query]).vectors[0]
+    pool = max(top_k * 4, 20)
+    chunks = Chunk.objects.for_org(org).filter(document__status=Document.Status.READY)
+    if collection is not None:
+        chunks = chunks.filter(collection=collection)
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(40, pool)])
+        by_vector = list(
+            chunks.annotate(distance=CosineDistance("embedding", vector))
+            .order_by("distance")
+            .values_list("id", "distance")[:pool]
+        )
+    by_vector.sort(key=lambda pair: pair[1])  # relaxed order: the index may return near-ties out of order
+    search = SearchQuery(query, search_type="websearch", config="english")
+    by_text = list(
+        chunks.filter(search_vector=search)
+        .annotate(rank=SearchRank(F("search_vector"), search))
+        .order_by("-rank")
+        .values_list("id", flat=True)[:pool]
+    )
+
+    similarity = {chunk_id: 1 - float(distance) for chunk_id, distance in by_vector}
+    fused: dict[Any, float] = {}
+    threshold = settings.DOCUMENTS_MIN_SIMILARITY
+    for rank, (chunk_id, _) in enumerate(by_vector):
+        if similarity[chunk_id] >= threshold:
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1 / (RRF_K + rank + 1)
+    for rank, chunk_id in enumerate(by_text):
+        fused[chunk_id] = fused.get(chunk_id, 0.0) + 1 / (RRF_K + rank + 1)
+    ordered = sorted(fused, key=lambda chunk_id: -fused[chunk_id])[:pool]
+
+    rows = {c.pk: c for c in chunks.filter(pk__in=ordered).select_related("document")}
+    hits: list[SearchHit] = []
+    for chunk_id in ordered:
+        chunk = rows.get(chunk_id)
+        if chunk is None:
+            continue
+        embedding = [float(x) for x in chunk.embedding]
+        if any(_cosine(embedding, kept.embedding) >= settings.DOCUMENTS_DUPLICATE_SIMILARITY for kept in hits):
+            continue  # the same passage again (an overlap, a copy in another document)
+        sim = similarity.get(chunk_id)
+        hits.append(
+            SearchHit(
+                chunk_id=str(chunk.pk), document_id=str(chunk.document_id), title=chunk.document.title,
+                page=chunk.page, heading=chunk.heading, score=fused[chunk_id],
+                text=crypto.decrypt(chunk.text_encrypted), embedding=embedding,
+                similarity=sim if sim is not None else _cosine(embedding, vector),
+            )
+        )  # fmt: skip
+        if len(hits) == top_k:
+            break
+    return hits
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    # Stored and query embeddings are unit length: the dot product is the cosine.
+    return float(sum(x * y for x, y in zip(a, b, strict=True)))
