@@ -60,6 +60,7 @@ class Document(OrgOwnedModel):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)  # percent
     failure_reason = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)  # ingestion runs started (a lost worker leaves one)
     pages = models.PositiveIntegerField(null=True, blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
     text_encrypted = models.TextField(blank=True)  # the extracted text (saas.llm.crypto)

@@ -4,6 +4,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -142,6 +143,34 @@ def _progress(document: Document, status: str, progress: int, reason: str = "") 
         logger.warning("Could not push progress of document %s", document.pk)
 
 
+def _gave_up(attempts: int) -> str:
+    return f"Processing stopped without finishing {attempts} times (a worker was lost); reindex to try again."
+
+
+def documents_recover_stalled() -> dict[str, int]:
+    """The watchdog: an ingestion whose document has not moved for DOCUMENTS_STALLED_AFTER seconds lost its
+    worker. It is queued again, or failed with a reason once it has used its attempts: nothing stays
+    queued or processing forever. Cross-org by nature (a beat task)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.DOCUMENTS_STALLED_AFTER)
+    requeued = failed = 0
+    stalled = Document.all_orgs.filter(
+        status__in=[Document.Status.QUEUED, Document.Status.PROCESSING], updated_at__lt=cutoff
+    )
+    for document in stalled.iterator():
+        if document.attempts >= settings.DOCUMENTS_MAX_ATTEMPTS:
+            document_fail(document=document, reason=_gave_up(document.attempts))
+            failed += 1
+            continue
+        Document.all_orgs.filter(pk=document.pk, updated_at__lt=cutoff).update(
+            status=Document.Status.QUEUED, updated_at=timezone.now()
+        )
+        transaction.on_commit(lambda document=document: _enqueue_ingestion(document))
+        requeued += 1
+    if requeued or failed:
+        logger.warning("Recovered stalled ingestions: %s queued again, %s failed", requeued, failed)
+    return {"requeued": requeued, "failed": failed}
+
+
 def document_fail(*, document: Document, reason: str) -> None:
     _progress(document, Document.Status.FAILED, document.progress, reason)
 
@@ -150,8 +179,12 @@ def document_ingest(*, org_id: Any, document_id: Any) -> Document | None:
     """Extract, chunk, embed and store. Idempotent: a ready document is left alone, and a re-run replaces the
     chunks of an earlier, interrupted run in one transaction, so there is never a second set."""
     document = Document.objects.for_org(org_id).filter(pk=document_id).select_related("collection").first()
-    if document is None or document.status == Document.Status.READY:
+    if document is None or document.status in (Document.Status.READY, Document.Status.FAILED):
         return document
+    if document.attempts >= settings.DOCUMENTS_MAX_ATTEMPTS:
+        document_fail(document=document, reason=_gave_up(document.attempts))
+        return document
+    Document.objects.for_org(org_id).filter(pk=document.pk).update(attempts=F("attempts") + 1)
     _progress(document, Document.Status.PROCESSING, 5)
     try:
         with document.file.open("rb") as handle:
@@ -236,7 +269,7 @@ def document_reindex(*, org: Any, document_id: Any) -> Document:
     document = document_get(org=org, document_id=document_id)
     with transaction.atomic():
         Document.objects.for_org(org).filter(pk=document.pk).update(
-            status=Document.Status.QUEUED, progress=0, failure_reason="", updated_at=timezone.now()
+            status=Document.Status.QUEUED, progress=0, failure_reason="", attempts=0, updated_at=timezone.now()
         )
         transaction.on_commit(lambda: _enqueue_ingestion(document))
     document.refresh_from_db()

@@ -40,3 +40,8 @@ def ingest_document(self, org_id: str, document_id: str) -> str | None:  # type:
                 services.document_fail(document=document, reason="Processing took too long and was stopped.")
             return None
         return document.status if document else None
+
+
+@shared_task(name="documents.recover_stalled", ignore_result=True)
+def recover_stalled() -> dict[str, int]:
+    return services.documents_recover_stalled()

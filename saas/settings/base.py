@@ -146,6 +146,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str(
 )
 CELERY_BEAT_SCHEDULE = {
     "core-beat-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0},
+    "documents-recover-stalled": {"task": "documents.recover_stalled", "schedule": 60.0},
 }
 
 # --- Auth --------------------------------------------------------------------------------------------------
@@ -270,6 +271,10 @@ DOCUMENTS_CHUNK_TOKENS = (
 DOCUMENTS_CHUNK_OVERLAP = env.int("DOCUMENTS_CHUNK_OVERLAP", default=50)
 DOCUMENTS_EMBED_BATCH = env.int("DOCUMENTS_EMBED_BATCH", default=64)
 DOCUMENTS_EMBEDDING_MODEL = env.str("DOCUMENTS_EMBEDDING_MODEL", default="local-minilm")
+# An ingestion that has not moved for this long lost its worker (the task's hard limit is 660 s): the watchdog
+# queues it again, up to DOCUMENTS_MAX_ATTEMPTS runs in all, then marks it failed with a reason.
+DOCUMENTS_STALLED_AFTER = env.int("DOCUMENTS_STALLED_AFTER", default=900)
+DOCUMENTS_MAX_ATTEMPTS = env.int("DOCUMENTS_MAX_ATTEMPTS", default=3)
 # Retrieval: results per search, the cosine similarity a passage found only by meaning needs to count, and
 # above which two passages are the same one. An answer sentence counts as supported at DOCUMENTS_SUPPORTED.
 DOCUMENTS_SEARCH_TOP_K = env.int("DOCUMENTS_SEARCH_TOP_K", default=5)

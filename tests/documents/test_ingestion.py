@@ -127,3 +127,28 @@ def test_reading_needs_read_and_writing_needs_documents_write(org):
     reader = key_client(issue_key(org, scopes=["read"]).secret)
     assert reader.get("/api/v1/documents").status_code == 200
     assert _upload(reader, b"# x\n\ny", "x.md").status_code == 403
+
+
+def test_the_watchdog_requeues_lost_ingestions_and_gives_up_after_its_attempts(
+    org, writer, settings, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.DOCUMENTS_MAX_ATTEMPTS = 2
+    ids = [_upload(writer, f"# N{i}\n\nFact {i}.".encode(), f"n{i}.md").json()["id"] for i in range(3)]
+    long_ago = timezone.now() - timedelta(seconds=settings.DOCUMENTS_STALLED_AFTER + 5)
+    documents = Document.objects.for_org(org)
+    documents.filter(pk=ids[0]).update(status="processing", attempts=1, updated_at=long_ago)  # lost its worker
+    documents.filter(pk=ids[1]).update(status="processing", attempts=2, updated_at=long_ago)  # lost it twice
+    documents.filter(pk=ids[2]).update(status="processing", attempts=1)  # working right now
+    with django_capture_on_commit_callbacks() as queued:
+        assert services.documents_recover_stalled() == {"requeued": 1, "failed": 1}
+    assert len(queued) == 1
+    assert documents.get(pk=ids[0]).status == "queued"
+    gave_up = documents.get(pk=ids[1])
+    assert gave_up.status == "failed" and "2 times" in gave_up.failure_reason
+    assert documents.get(pk=ids[2]).status == "processing"
+    # The re-delivered run finishes the first one.
+    assert _ingest(org, ids[0]).status == "ready"
