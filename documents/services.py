@@ -5,6 +5,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -164,7 +165,7 @@ def documents_recover_stalled() -> dict[str, int]:
         Document.all_orgs.filter(pk=document.pk, updated_at__lt=cutoff).update(
             status=Document.Status.QUEUED, updated_at=timezone.now()
         )
-        transaction.on_commit(lambda document=document: _enqueue_ingestion(document))
+        transaction.on_commit(partial(_enqueue_ingestion, document))
         requeued += 1
     if requeued or failed:
         logger.warning("Recovered stalled ingestions: %s queued again, %s failed", requeued, failed)
