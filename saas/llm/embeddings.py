@@ -7,6 +7,7 @@ from functools import cache
 from typing import Any
 
 DIMENSIONS = 384
+EMBED_BATCH = 64  # texts per forward pass
 _lock = threading.Lock()
 
 
@@ -24,5 +25,5 @@ def embed_local(texts: list[str]) -> list[list[float]]:
     if not texts:
         return []
     with _lock:
-        vectors = _model().encode(texts, normalize_embeddings=True, batch_size=64, show_progress_bar=False)
+        vectors = _model().encode(texts, normalize_embeddings=True, batch_size=EMBED_BATCH, show_progress_bar=False)
     return [list(map(float, v)) for v in vectors]

@@ -269,7 +269,7 @@ DOCUMENTS_CHUNK_TOKENS = (
     env.int("DOCUMENTS_CHUNK_MAX_TOKENS", default=450),
 )
 DOCUMENTS_CHUNK_OVERLAP = env.int("DOCUMENTS_CHUNK_OVERLAP", default=50)
-DOCUMENTS_EMBED_BATCH = env.int("DOCUMENTS_EMBED_BATCH", default=64)
+DOCUMENTS_EMBED_BATCH = env.int("DOCUMENTS_EMBED_BATCH", default=256)  # texts per gateway call (one ledger row)
 DOCUMENTS_EMBEDDING_MODEL = env.str("DOCUMENTS_EMBEDDING_MODEL", default="local-minilm")
 # An ingestion that has not moved for this long lost its worker (the task's hard limit is 660 s): the watchdog
 # queues it again, up to DOCUMENTS_MAX_ATTEMPTS runs in all, then marks it failed with a reason.
