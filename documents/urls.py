@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from documents import api
+from documents import api, views
 
 router = SimpleRouter(trailing_slash=False)
 router.register("collections", api.CollectionViewSet, basename="collection")
@@ -11,4 +11,10 @@ api_urlpatterns = [
     path("search", api.SearchView.as_view(), name="search"),
     path("ask", api.AskView.as_view(), name="ask"),
     *router.urls,
+]
+
+org_patterns = [
+    path("documents/", views.documents_index, name="documents-index"),
+    path("documents/<uuid:document_id>/", views.document_detail, name="document-detail"),
+    path("ask/", views.ask_page, name="ask"),
 ]

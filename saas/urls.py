@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include(agents_urls.api_urlpatterns)),
     path("api/v1/", include(documents_urls.api_urlpatterns)),
     path("o/<slug:org_slug>/", include(agents_urls.org_patterns)),
+    path("o/<slug:org_slug>/", include(documents_urls.org_patterns)),
     path("v1/", include(llm_urls.openai_urlpatterns)),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),

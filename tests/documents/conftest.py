@@ -1,6 +1,6 @@
 import pytest
 
-from tests.accounts.conftest import issue_key, key_client
+from tests.accounts.conftest import issue_key, key_client, make_member  # noqa: F401  (a fixture)
 from tests.accounts.factories import OrganizationFactory
 
 
