@@ -46,13 +46,15 @@ class Message(OrgOwnedModel):
 
 
 class Feedback(OrgOwnedModel):
-    """Thumbs up or down, with an optional comment, on an assistant message; one per person and message."""
+    """Thumbs up or down, with an optional comment, on an assistant message of a chat or on any other answer
+    of the gateway (an ask response, by its ledger row); one per person and answer."""
 
     class Rating(models.IntegerChoices):
         DOWN = -1, "Thumbs down"
         UP = 1, "Thumbs up"
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="feedback")
+    llm_call = models.ForeignKey("llm.LLMCall", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     rating = models.SmallIntegerField(choices=Rating.choices)
@@ -62,4 +64,11 @@ class Feedback(OrgOwnedModel):
         constraints: ClassVar = [
             models.UniqueConstraint(fields=["message", "user"], name="agents_feedback_one_per_user",
                                     condition=models.Q(user__isnull=False)),
+            models.UniqueConstraint(fields=["llm_call", "user"], name="agents_feedback_one_per_user_call",
+                                    condition=models.Q(user__isnull=False)),
+            models.CheckConstraint(
+                condition=models.Q(message__isnull=False, llm_call__isnull=True)
+                | models.Q(message__isnull=True, llm_call__isnull=False),
+                name="agents_feedback_on_one_answer",
+            ),
         ]  # fmt: skip

@@ -135,3 +135,30 @@ def feedback_give(
         )
         return feedback
     return Feedback.objects.for_org(org).create(organization=org, message=message, **values)
+
+
+def response_get(*, org: Any, call_id: Any, user: Any = None, api_key: Any = None) -> Any:
+    """An answer that is not a chat message (an ask response), by its ledger row, for whoever asked it (the
+    member, or the API key); anyone else gets a 404, as for another org's row."""
+    from saas.llm.models import LLMCall
+
+    calls = LLMCall.objects.for_org(org).filter(pk=call_id, status=LLMCall.Status.OK)
+    call = calls.filter(user=user).first() if user is not None else calls.filter(api_key=api_key).first()
+    if call is None:
+        raise NotFound("No such answer.")
+    return call
+
+
+def response_feedback_give(
+    *, org: Any, call_id: Any, rating: int, comment: str, user: Any = None, api_key: Any = None
+) -> Feedback:
+    call = response_get(org=org, call_id=call_id, user=user, api_key=api_key)
+    if rating not in (Feedback.Rating.UP, Feedback.Rating.DOWN):
+        raise ApplicationError("The rating is up or down.", code="invalid")
+    values = {"rating": rating, "comment": comment.strip()[:2000], "api_key": api_key}
+    if user is not None:
+        feedback, _ = Feedback.objects.for_org(org).update_or_create(
+            organization=org, llm_call=call, user=user, defaults=values
+        )
+        return feedback
+    return Feedback.objects.for_org(org).create(organization=org, llm_call=call, **values)

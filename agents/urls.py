@@ -9,4 +9,5 @@ org_patterns = [
 
 api_urlpatterns = [
     path("messages/<uuid:pk>/feedback", api.MessageFeedbackView.as_view(), name="message-feedback"),
+    path("responses/<uuid:pk>/feedback", api.ResponseFeedbackView.as_view(), name="response-feedback"),
 ]

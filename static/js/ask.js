@@ -16,7 +16,9 @@
   const citations = document.getElementById("ask-citations");
   const unsupported = document.getElementById("ask-unsupported");
   const errorBox = document.getElementById("ask-error");
+  const feedback = document.getElementById("ask-feedback");
   let controller = null;
+  let responseId = null;
 
   function csrf() {
     const field = document.querySelector("input[name=csrfmiddlewaretoken]");
@@ -48,6 +50,9 @@
 
   function renderDone(done) {
     renderAnswer(done.answer, done.citations);
+    responseId = done.id;
+    feedback.hidden = !done.id;
+    feedback.querySelectorAll("[data-rate]").forEach(function (b) { b.classList.remove("chosen"); });
     citations.textContent = "";
     done.citations.forEach(function (c) {
       const item = document.createElement("li");
@@ -79,6 +84,8 @@
     meta.textContent = "";
     citations.textContent = "";
     unsupported.textContent = "";
+    feedback.hidden = true;
+    responseId = null;
     controller = new AbortController();
     submit.disabled = true;
     stop.hidden = false;
@@ -123,6 +130,20 @@
       controller = null;
     }
   }
+
+  feedback.addEventListener("click", function (event) {
+    const button = event.target.closest("[data-rate]");
+    if (!button || !responseId) return;
+    const comment = button.dataset.rate === "down" ? (window.prompt("What was wrong? (optional)") || "") : "";
+    fetch("/api/v1/responses/" + responseId + "/feedback", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf(), "X-Crewdesk-Org": page.dataset.org },
+      body: JSON.stringify({ rating: button.dataset.rate, comment: comment }),
+    }).then(function (response) {
+      if (response.ok) feedback.querySelectorAll("[data-rate]").forEach(function (b) { b.classList.toggle("chosen", b === button); });
+      else showError("The rating was not saved (" + response.status + ").");
+    });
+  });
 
   form.addEventListener("submit", ask);
   stop.addEventListener("click", function () { if (controller) controller.abort(); });

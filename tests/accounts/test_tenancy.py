@@ -13,6 +13,7 @@ from agents.models import Message
 from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
+from saas.llm.models import LLMCall
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import (
     ApiKeyFactory,
@@ -23,6 +24,7 @@ from tests.accounts.factories import (
 )
 from tests.agents.factories import MessageFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
+from tests.llm.factories import LLMCallFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +35,7 @@ FACTORIES = {
     Collection: CollectionFactory,
     Document: DocumentFactory,
     Chunk: ChunkFactory,
+    LLMCall: LLMCallFactory,
     Membership: MembershipFactory,
     Invitation: InvitationFactory,
     ApiKey: ApiKeyFactory,

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from agents.models import Feedback
 from documents.models import Document
 from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.registry import sync_registry
@@ -53,6 +54,9 @@ def test_upload_watch_ask_and_open_the_citation(browser, daphne_server, celery_w
     page.locator("#ask-citations li").first.wait_for(timeout=30000)
     assert "Refunds take 30 days" in page.locator("#ask-answer").inner_text()
     assert "page 3" in page.locator("#ask-citations li").first.inner_text()
+    page.click("#ask-feedback [data-rate=up]")
+    page.wait_for_function("() => document.querySelector('#ask-feedback [data-rate=up].chosen') !== null")
+    assert Feedback.all_orgs.get().rating == 1
     screenshot(page, "12-ask-answer")
 
     page.locator("#ask-citations li a").first.click()

@@ -5,6 +5,7 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from agents.models import Feedback
 from documents import services
 from saas.llm.models import LLMCall
 from tests.accounts.conftest import issue_key, key_client
@@ -114,3 +115,17 @@ def test_bad_questions(acme):
                         format="json")  # fmt: skip
     assert other.status_code == 404
     assert client.post("/api/v1/search", {"query": "hi", "top_k": 0}, format="json").status_code == 400
+
+
+def test_whoever_asked_can_rate_the_answer_and_nobody_else(acme, beta):
+    (org_a, client_a), (_, client_b) = acme, beta
+    answer = client_a.post("/api/v1/ask", {"question": "How long do refunds take?"}, format="json").json()
+    url = f"/api/v1/responses/{answer['id']}/feedback"
+    rated = client_a.post(url, {"rating": "up", "comment": "Spot on"}, format="json")
+    assert rated.status_code == 201 and rated.json()["response"] == answer["id"]
+    assert Feedback.all_orgs.get(llm_call_id=answer["id"]).rating == 1
+    assert client_a.post(url, {"rating": "sideways"}, format="json").status_code == 400
+    colleague = key_client(issue_key(org_a, scopes=["ask"]).secret)
+    assert colleague.post(url, {"rating": "down"}, format="json").status_code == 404
+    assert client_b.post(url, {"rating": "down"}, format="json").status_code == 404
+    assert Feedback.all_orgs.count() == 1
