@@ -86,7 +86,10 @@ class Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away (a killed worker, a timed-out call)
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -213,6 +216,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _embeddings(self, body: dict[str, Any]) -> None:
+        time.sleep(self.server.state.latency)
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
         dims = int(body.get("dimensions") or 384)
