@@ -1,7 +1,7 @@
 """Documents and collections in the API: upload (multipart), status, list, reindex, delete."""
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -201,37 +201,19 @@ class AskView(OrgScopedAPIView):
                 model=data["model"],
             )  # fmt: skip
             return Response(answer.as_json())
-        plan = services.ask_plan(
-            caller=caller, question=data["question"], collection=collection, top_k=data.get("top_k")
-        )
-        if not plan.hits:
-            nothing = services.Answer(
-                services.NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[]
-            )
-            return sse_response(
-                iter([sse({"type": "delta", "text": nothing.text}), sse({"type": "done", **nothing.as_json()})])
-            )
-        stream = gateway.chat_stream(
-            caller=caller, model=data["model"], request=plan.request, semantic_scope=plan.scope
-        )
-        first = next(stream)  # failures before the first token still get a proper HTTP status
-        return sse_response(_ask_events(caller, plan, first, stream))
+        events = services.ask_stream(
+            caller=caller, question=data["question"], collection=collection, top_k=data.get("top_k"),
+            model=data["model"],
+        )  # fmt: skip
+        first = next(events)  # bad input and failures before the first token still get a proper HTTP status
+        return sse_response(_sse_events(first, events))
 
 
-def _ask_events(caller: gateway.Caller, plan: services.AskPlan, first: Any, stream: Any) -> Iterator[bytes]:
-    parts: list[str] = []
+def _sse_events(first: dict[str, Any], events: Generator[dict[str, Any], None, None]) -> Iterator[bytes]:
     try:
-        for item in itertools.chain([first], stream):
-            if isinstance(item, gateway.GatewayStreamEnd):
-                answer = services.answer_finish(
-                    caller=caller, plan=plan, text="".join(parts), call_id=item.call_id, model=item.model,
-                    engine=item.engine, usage=item.usage, cached=item.cached,
-                )  # fmt: skip
-                yield sse({"type": "done", **answer.as_json()})
-                return
-            parts.append(item)
-            yield sse({"type": "delta", "text": item})
+        for event in itertools.chain([first], events):
+            yield sse(event)
     except LLMError as error:
         yield sse({"type": "error", "error": {"code": error.kind, "message": error.message}})
     finally:
-        stream.close()
+        events.close()  # a client that went away cancels the model call

@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import re
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -432,3 +433,37 @@ def _groundedness(caller: gateway.Caller, text: str, hits: list[Any]) -> tuple[f
         if best < settings.DOCUMENTS_SUPPORTED:
             unsupported.append(shown)
     return round(1 - len(unsupported) / len(sentences), 3), unsupported
+
+
+def ask_stream(
+    *, caller: gateway.Caller, question: str, collection: Collection | None = None, top_k: int | None = None,
+    model: str = "default", should_stop: Callable[[], bool] = lambda: False,
+) -> Generator[dict[str, Any], None, None]:  # fmt: skip
+    """The answer as events: "delta" {text}, then "done" (the whole Answer) or "stopped". Bad input and
+    failures before the first token raise when the first event is asked for, so callers can still answer
+    with a proper status. `should_stop` is checked between tokens; stopping closes the model call."""
+    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k)
+    if not plan.hits:
+        nothing = Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
+        yield {"type": "delta", "text": nothing.text}
+        yield {"type": "done", **nothing.as_json()}
+        return
+    stream = gateway.chat_stream(caller=caller, model=model, request=plan.request, semantic_scope=plan.scope)
+    parts: list[str] = []
+    try:
+        for item in stream:
+            if isinstance(item, gateway.GatewayStreamEnd):
+                answer = answer_finish(
+                    caller=caller, plan=plan, text="".join(parts), call_id=item.call_id, model=item.model,
+                    engine=item.engine, usage=item.usage, cached=item.cached,
+                )  # fmt: skip
+                yield {"type": "done", **answer.as_json()}
+                return
+            parts.append(item)
+            yield {"type": "delta", "text": item}
+            if should_stop():
+                stream.close()  # the ledger records the call as cancelled
+                yield {"type": "stopped", "answer": "".join(parts)}
+                return
+    finally:
+        stream.close()

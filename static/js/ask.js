@@ -1,5 +1,5 @@
-// Ask page: the answer streams in (server-sent events from /api/v1/ask), then its citations appear, each
-// linking to the cited passage on its document's page. Stop aborts the request, which cancels the model call.
+// Ask page: the answer streams in over a websocket, then its citations appear, each linking to the cited
+// passage on its document's page. Stop ends the answer and cancels the model call.
 (function () {
   "use strict";
   const page = document.getElementById("ask");
@@ -17,7 +17,6 @@
   const unsupported = document.getElementById("ask-unsupported");
   const errorBox = document.getElementById("ask-error");
   const feedback = document.getElementById("ask-feedback");
-  let controller = null;
   let responseId = null;
 
   function csrf() {
@@ -76,7 +75,37 @@
       ? "Not supported by the cited passages: " + done.unsupported.join(" ") : "";
   }
 
-  async function ask(event) {
+  // The answer travels over a websocket of this page (/ws/ask/<org>/): deltas, then "done" with citations.
+  let socket = null;
+  let pending = null;
+
+  function finish() {
+    submit.disabled = false;
+    stop.hidden = true;
+  }
+
+  function onEvent(event) {
+    if (event.type === "delta") answer.appendChild(document.createTextNode(event.text));
+    else if (event.type === "done") { renderDone(event); finish(); }
+    else if (event.type === "stopped") { meta.textContent = "Stopped."; finish(); }
+    else if (event.type === "error") { showError(event.error.message); finish(); }
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(scheme + "://" + location.host + "/ws/ask/" + page.dataset.org + "/");
+    socket.onopen = function () { if (pending) { socket.send(pending); pending = null; } };
+    socket.onmessage = function (message) {
+      try { onEvent(JSON.parse(message.data)); } catch (e) { /* not ours */ }
+    };
+    socket.onclose = function () {
+      if (!submit.disabled) return;
+      showError("The connection was lost before the answer finished.");
+      finish();
+    };
+  }
+
+  function ask(event) {
     event.preventDefault();
     errorBox.hidden = true;
     result.hidden = false;
@@ -86,51 +115,19 @@
     unsupported.textContent = "";
     feedback.hidden = true;
     responseId = null;
-    controller = new AbortController();
     submit.disabled = true;
     stop.hidden = false;
-    const body = { question: question.value, stream: true };
+    const body = { type: "ask", question: question.value };
     if (collection.value) body.collection = collection.value;
-    try {
-      const response = await fetch("/api/v1/ask", {
-        method: "POST", credentials: "same-origin", signal: controller.signal,
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf(), "X-Crewdesk-Org": page.dataset.org },
-        body: JSON.stringify(body),
-      });
-      if (!response.ok) {
-        let message = "The question could not be answered (" + response.status + ").";
-        try { const data = await response.json(); if (data.error) message = data.error.message; } catch (e) { /* keep */ }
-        showError(message);
-        return;
-      }
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const line = buffer.slice(0, cut);
-          buffer = buffer.slice(cut + 2);
-          if (!line.startsWith("data: ")) continue;
-          const event = JSON.parse(line.slice(6));
-          if (event.type === "delta") answer.appendChild(document.createTextNode(event.text));
-          else if (event.type === "done") renderDone(event);
-          else if (event.type === "error") showError(event.error.message);
-        }
-      }
-    } catch (e) {
-      if (e.name !== "AbortError") showError("The connection was lost before the answer finished.");
-      else meta.textContent = "Stopped.";
-    } finally {
-      submit.disabled = false;
-      stop.hidden = true;
-      controller = null;
-    }
+    const frame = JSON.stringify(body);
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(frame);
+    else { pending = frame; if (!socket || socket.readyState > WebSocket.OPEN) connect(); }
   }
 
+  connect();
+  stop.addEventListener("click", function () {
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "stop" }));
+  });
   feedback.addEventListener("click", function (event) {
     const button = event.target.closest("[data-rate]");
     if (!button || !responseId) return;
@@ -146,5 +143,4 @@
   });
 
   form.addEventListener("submit", ask);
-  stop.addEventListener("click", function () { if (controller) controller.abort(); });
 })();

@@ -13,3 +13,6 @@ def org(db):
 def writer(org):
     """An API client with a key that may read and upload."""
     return key_client(issue_key(org, scopes=["read", "ask", "documents:write"]).secret)
+
+
+from tests.llm.conftest import fake, models  # noqa: E402, F401  (fixtures)
