@@ -2,10 +2,11 @@
 The pages call the same API as developers do (session auth with CSRF), so there is one code path."""
 
 from django.http import HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
-from accounts.permissions import ASK, READ
-from accounts.views import OrgHttpRequest, org_page
+from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
+from accounts.views import OrgHttpRequest, _run, org_page
 from documents import selectors, services
 from documents.models import Chunk
 
@@ -14,13 +15,41 @@ from documents.models import Chunk
 def documents_index(request: OrgHttpRequest) -> HttpResponse:
     services.collection_default(org=request.org)
     collections = selectors.collection_list(org=request.org)
-    documents = selectors.document_list(org=request.org)
-    can_upload = request.principal.has("documents:write")
+    shown = next((c for c in collections if str(c.pk) == request.GET.get("collection")), None)
+    documents = selectors.document_list(org=request.org, collection=shown)
+    can_upload = request.principal.has(DOCUMENTS_WRITE)
     return render(
         request,
         "documents/index.html",
-        {"collections": collections, "documents": documents, "can_upload": can_upload},
+        {"collections": collections, "documents": documents, "can_upload": can_upload, "shown": shown},
     )
+
+
+@org_page(DOCUMENTS_WRITE)
+@require_POST
+def collection_new(request: OrgHttpRequest) -> HttpResponse:
+    name = request.POST.get("name", "")[:100]
+    _run(request, lambda: services.collection_create(org=request.org, name=name), f"Collection {name!r} created.")
+    return redirect("documents-index", org_slug=request.org.slug)
+
+
+@org_page(DOCUMENTS_WRITE)
+@require_POST
+def document_reindex(request: OrgHttpRequest, document_id: str) -> HttpResponse:
+    _run(request, lambda: services.document_reindex(org=request.org, document_id=document_id), "Processing again.")
+    return redirect("document-detail", org_slug=request.org.slug, document_id=document_id)
+
+
+@org_page(DOCUMENTS_WRITE)
+@require_POST
+def document_delete(request: OrgHttpRequest, document_id: str) -> HttpResponse:
+    document = services.document_get(org=request.org, document_id=document_id)
+    _run(
+        request,
+        lambda: services.document_delete(org=request.org, document_id=document.pk),
+        f"Deleted {document.title!r}.",
+    )
+    return redirect("documents-index", org_slug=request.org.slug)
 
 
 @org_page(READ)
