@@ -129,3 +129,13 @@ def test_whoever_asked_can_rate_the_answer_and_nobody_else(acme, beta):
     assert colleague.post(url, {"rating": "down"}, format="json").status_code == 404
     assert client_b.post(url, {"rating": "down"}, format="json").status_code == 404
     assert Feedback.all_orgs.count() == 1
+
+
+def test_the_semantic_cache_serves_an_org_its_own_answers_only(acme, beta):
+    (_, client_a), (_, client_b) = acme, beta
+    client_a.post("/api/v1/ask", {"question": "How long do refunds take?"}, format="json")
+    reworded = {"question": "how long do refunds take"}  # another text (no exact hit), the same meaning
+    mine = client_a.post("/api/v1/ask", reworded, format="json").json()
+    assert mine["cached"] is True and LLMCall.all_orgs.get(pk=mine["id"]).cache == "semantic"
+    theirs = client_b.post("/api/v1/ask", reworded, format="json").json()
+    assert theirs["cached"] is False and "90 days" in theirs["answer"] and "30 days" not in theirs["answer"]
