@@ -16,10 +16,9 @@ from rest_framework.response import Response
 from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication
 from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
 from documents import selectors, services
-from documents.extraction import ExtractionRefused
 from documents.models import Collection, Document
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
-from saas.core.errors import ApplicationError, error_body
+from saas.core.errors import error_body
 from saas.core.streaming import sse, sse_response
 from saas.llm import gateway
 from saas.llm.providers import LLMError
@@ -34,6 +33,13 @@ class CollectionOut(serializers.ModelSerializer):
 class CollectionIn(StrictSerializer):
     name = serializers.CharField(max_length=100)
     description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class UploadIn(StrictSerializer):
+    # The file's size is checked against DOCUMENTS_MAX_BYTES by the view (413), its type by content.
+    file = serializers.FileField(allow_empty_file=True, max_length=255)
+    collection = serializers.UUIDField(required=False)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=300, default="")
 
 
 class DocumentOut(serializers.ModelSerializer):
@@ -79,7 +85,7 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScope
         if self.action == "create":
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
             if declared > settings.DOCUMENTS_MAX_BYTES + 64 * 1024:  # room for the multipart envelope
-                raise services.DocumentRefused(services._too_large(declared))
+                raise services.DocumentRefused(services.too_large(declared))
 
     @extend_schema(
         request={"multipart/form-data": {"type": "object", "properties": {
@@ -89,25 +95,20 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScope
         summary="Upload a document (PDF, DOCX, Markdown, text, HTML); ingestion runs in the background",
     )  # fmt: skip
     def create(self, request: Request) -> Response:
-        upload = request.FILES.get("file")
-        if upload is None:
-            raise ApplicationError("Send the document as multipart form data in the field `file`.", code="invalid")
-        form: Any = request.data
-        unknown = sorted(set(form) - {"file", "collection", "title"})
-        if unknown:
-            raise ApplicationError(
-                "Unknown fields.", code="invalid", details={name: ["Unknown field."] for name in unknown}
-            )
-        org = request.org  # type: ignore[attr-defined]
-        collection = None
-        if form.get("collection"):
-            collection = services.collection_get(org=org, collection_id=_uuid(form["collection"]))
+        serializer = UploadIn(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        upload = data["file"]
         if upload.size > settings.DOCUMENTS_MAX_BYTES:
-            raise services.DocumentRefused(services._too_large(upload.size))
+            raise services.DocumentRefused(services.too_large(upload.size))
+        org = request.org  # type: ignore[attr-defined]
+        collection = (
+            services.collection_get(org=org, collection_id=data["collection"]) if "collection" in data else None
+        )
         principal = request.principal  # type: ignore[attr-defined]
         document = services.document_upload(
-            org=org, data=upload.read(), filename=upload.name or "", collection=collection,
-            title=str(form.get("title") or "")[:300], user=principal.user, api_key=principal.api_key,
+            org=org, data=upload.read(), filename=upload.name or "", collection=collection, title=data["title"],
+            user=principal.user, api_key=principal.api_key,
         )  # fmt: skip
         return Response(DocumentOut(document).data, status=status.HTTP_202_ACCEPTED)
 
@@ -121,17 +122,6 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScope
     def destroy(self, request: Request, pk: str) -> Response:
         services.document_delete(org=request.org, document_id=self.get_object().pk)  # type: ignore[attr-defined]
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _uuid(value: Any) -> str:
-    import uuid
-
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError as exc:
-        raise services.DocumentRefused(
-            ExtractionRefused("`collection` must be a collection id.", code="invalid")
-        ) from exc
 
 
 # --- Search and ask ----------------------------------------------------------------------------------------

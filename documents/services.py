@@ -83,7 +83,7 @@ def document_upload(
 ) -> Document:  # fmt: skip
     """Checks the bytes (size, type by content, duplicate), stores the file and queues ingestion."""
     if len(data) > settings.DOCUMENTS_MAX_BYTES:
-        raise DocumentRefused(_too_large(len(data)))
+        raise DocumentRefused(too_large(len(data)))
     try:
         kind = detect_kind(data)
     except ExtractionRefused as refusal:
@@ -110,7 +110,7 @@ def document_upload(
     return document
 
 
-def _too_large(size: int) -> ExtractionRefused:
+def too_large(size: int) -> ExtractionRefused:
     limit = settings.DOCUMENTS_MAX_BYTES
     return ExtractionRefused(
         f"The file is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB.", status=413, code="file_too_large"
