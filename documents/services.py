@@ -20,6 +20,7 @@ from documents.models import Chunk, Collection, Document
 from saas.core import events
 from saas.core.errors import ApplicationError, Conflict, NotFound
 from saas.llm import crypto, gateway
+from saas.llm.models import SemanticCacheEntry
 from saas.llm.providers import ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -68,10 +69,13 @@ def collection_create(*, org: Any, name: str, description: str = "") -> Collecti
 
 
 def _collection_changed(collection: Collection) -> None:
-    """A new knowledge-base version: semantic-cache entries of the old one no longer match."""
+    """A new knowledge-base version. Cached answers are keyed by the versions they were built on, so none of
+    the old ones is served again; the semantic cache's entries built on this collection are deleted too (the
+    exact cache's expire with their TTL: their keys are hashes that cannot be found by collection)."""
     Collection.objects.for_org(collection.organization_id).filter(pk=collection.pk).update(
         version=F("version") + 1, updated_at=timezone.now()
     )
+    SemanticCacheEntry.objects.for_org(collection.organization_id).filter(scope__contains=str(collection.pk)).delete()
 
 
 # --- Upload ------------------------------------------------------------------------------------------------

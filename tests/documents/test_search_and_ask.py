@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from agents.models import Feedback
 from documents import services
-from saas.llm.models import LLMCall
+from saas.llm.models import LLMCall, SemanticCacheEntry
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory
 from tests.documents import files
@@ -92,7 +92,9 @@ def test_a_new_document_invalidates_cached_answers_of_its_collection(acme):
     org, client = acme
     question = {"question": "How long do refunds take?"}
     client.post("/api/v1/ask", question, format="json")
+    assert SemanticCacheEntry.all_orgs.filter(organization=org).count() == 1
     _library(org, {"update.md": b"# Update\n\nRefunds now take 10 days for members.\n"})
+    assert not SemanticCacheEntry.all_orgs.filter(organization=org).exists()
     assert client.post("/api/v1/ask", question, format="json").json()["cached"] is False
 
 
