@@ -198,6 +198,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # 3.1 is JSON Schema proper: the OpenAI-compatible request is a pydantic model, whose optional fields are
+    # `null`-able, which OpenAPI 3.0 cannot say.
+    "OAS_VERSION": "3.1.0",
 }
 
 # Requests per window. Per API key, per signed-in user and per org on the API; per IP on the sign-in,
