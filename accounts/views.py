@@ -66,7 +66,7 @@ def _back(request: OrgHttpRequest, page: str) -> HttpResponse:
     return redirect(page, org_slug=request.org.slug)
 
 
-def _run(request: OrgHttpRequest, action: Callable[[], Any], success: str | None = None) -> Any:
+def run_service(request: OrgHttpRequest, action: Callable[[], Any], success: str | None = None) -> Any:
     """Call a service; its errors become a message on the next page instead of an error page."""
     try:
         result = action()
@@ -154,7 +154,7 @@ def home(request: OrgHttpRequest) -> HttpResponse:
 def org_new(request: OrgHttpRequest) -> HttpResponse:
     form = NewOrgForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        org = _run(
+        org = run_service(
             request,
             lambda: services.organization_create(
                 name=form.cleaned_data["name"],
@@ -189,7 +189,7 @@ def org_settings(request: OrgHttpRequest) -> HttpResponse:
             return render(request, "403.html", {"needed": ADMIN}, status=403)
         if form.is_valid():
             name = form.cleaned_data["name"]
-            _run(
+            run_service(
                 request,
                 lambda: services.organization_update(principal=principal, name=name, origin=_origin(request)),
                 "Saved.",
@@ -205,7 +205,7 @@ def transfer_ownership(request: OrgHttpRequest) -> HttpResponse:
     form = TransferForm(request.POST)
     if form.is_valid():
         member_id = form.cleaned_data["member_id"]
-        _run(
+        run_service(
             request,
             lambda: services.ownership_transfer(
                 principal=request.principal, membership_id=member_id, origin=_origin(request)
@@ -218,7 +218,7 @@ def transfer_ownership(request: OrgHttpRequest) -> HttpResponse:
 @org_page(READ)
 @require_POST
 def leave_org(request: OrgHttpRequest) -> HttpResponse:
-    done = _run(
+    done = run_service(
         request,
         lambda: services.membership_remove(
             principal=request.principal,
@@ -257,7 +257,7 @@ def invite(request: OrgHttpRequest) -> HttpResponse:
         messages.error(request, "Enter a valid email address and role.")
         return _back(request, "org-members")
     email, role = form.cleaned_data["email"], form.cleaned_data["role"]
-    _run(
+    run_service(
         request,
         lambda: services.invitation_create(
             principal=request.principal, email=email, role=role, origin=_origin(request)
@@ -270,7 +270,7 @@ def invite(request: OrgHttpRequest) -> HttpResponse:
 @org_page(ADMIN)
 @require_POST
 def invitation_revoke(request: OrgHttpRequest, invitation_id: str) -> HttpResponse:
-    _run(
+    run_service(
         request,
         lambda: services.invitation_revoke(
             principal=request.principal, invitation_id=invitation_id, origin=_origin(request)
@@ -286,7 +286,7 @@ def member_role(request: OrgHttpRequest, member_id: str) -> HttpResponse:
     form = RoleForm(request.POST)
     if form.is_valid():
         role = form.cleaned_data["role"]
-        _run(
+        run_service(
             request,
             lambda: services.membership_change_role(
                 principal=request.principal,
@@ -302,7 +302,7 @@ def member_role(request: OrgHttpRequest, member_id: str) -> HttpResponse:
 @org_page(ADMIN)
 @require_POST
 def member_remove(request: OrgHttpRequest, member_id: str) -> HttpResponse:
-    _run(
+    run_service(
         request,
         lambda: services.membership_remove(
             principal=request.principal, membership_id=member_id, origin=_origin(request)
@@ -322,7 +322,7 @@ def api_keys(request: OrgHttpRequest) -> HttpResponse:
             messages.info(request, "That key was already created; its secret was shown once, when it was made.")
             return _back(request, "org-api-keys")
         days = form.cleaned_data["expires_in_days"]
-        issued = _run(
+        issued = run_service(
             request,
             lambda: services.api_key_create(
                 principal=request.principal,
@@ -347,7 +347,7 @@ def _keys_page(request: OrgHttpRequest, form: ApiKeyForm, issued: Any) -> HttpRe
 @org_page(ADMIN)
 @require_POST
 def api_key_revoke(request: OrgHttpRequest, key_id: str) -> HttpResponse:
-    _run(
+    run_service(
         request,
         lambda: services.api_key_revoke(principal=request.principal, key_id=key_id, origin=_origin(request)),
         "Key revoked.",
@@ -365,7 +365,7 @@ def api_key_rotate(request: OrgHttpRequest, key_id: str) -> HttpResponse:
             messages.info(request, "That key was already rotated; the new secret was shown once.")
             return _back(request, "org-api-keys")
         grace = timedelta(hours=form.cleaned_data["grace_hours"])
-        issued = _run(
+        issued = run_service(
             request,
             lambda: services.api_key_rotate(
                 principal=request.principal, key_id=key_id, grace=grace, origin=_origin(request)

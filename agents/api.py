@@ -1,3 +1,7 @@
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -16,6 +20,20 @@ class FeedbackIn(StrictSerializer):
     comment = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
+def _rated(
+    request: Request, give: Callable[..., Feedback], answer_key: str, answer_id: Callable[[Feedback], Any]
+) -> Response:
+    """Validate a rating, save it with `give(rating=..., comment=...)`, and answer 201 with what was saved."""
+    data = FeedbackIn(data=request.data)
+    data.is_valid(raise_exception=True)
+    rating = data.validated_data["rating"]
+    feedback = give(
+        rating=Feedback.Rating.UP if rating == "up" else Feedback.Rating.DOWN, comment=data.validated_data["comment"]
+    )
+    body = {"id": str(feedback.pk), answer_key: str(answer_id(feedback)), "rating": rating, "comment": feedback.comment}
+    return Response(body, status=status.HTTP_201_CREATED)
+
+
 class MessageFeedbackView(OrgScopedAPIView):
     """Thumbs up or down on an assistant message (one per person: a second rating replaces the first)."""
 
@@ -26,19 +44,9 @@ class MessageFeedbackView(OrgScopedAPIView):
     def post(self, request: Request, pk: str) -> Response:
         principal = request.principal  # type: ignore[attr-defined]
         services.answer_get(org=principal.organization, message_id=pk, user=principal.user)  # 404 before validation
-        data = FeedbackIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        feedback = services.feedback_give(
-            org=principal.organization,
-            message_id=pk,
-            rating=Feedback.Rating.UP if data.validated_data["rating"] == "up" else Feedback.Rating.DOWN,
-            comment=data.validated_data["comment"],
-            user=principal.user,
-            api_key=principal.api_key,
-        )
-        body = {"id": str(feedback.pk), "message": str(feedback.message_id), "rating": data.validated_data["rating"],
-                "comment": feedback.comment}  # fmt: skip
-        return Response(body, status=status.HTTP_201_CREATED)
+        give = partial(services.feedback_give, org=principal.organization, message_id=pk, user=principal.user,
+                       api_key=principal.api_key)  # fmt: skip
+        return _rated(request, give, "message", lambda feedback: feedback.message_id)
 
 
 class ResponseFeedbackView(OrgScopedAPIView):
@@ -50,19 +58,7 @@ class ResponseFeedbackView(OrgScopedAPIView):
     @extend_schema(request=FeedbackIn, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request, pk: str) -> Response:
         principal = request.principal  # type: ignore[attr-defined]
-        services.response_get(  # 404 before validation
-            org=principal.organization, call_id=pk, user=principal.user, api_key=principal.api_key
-        )
-        data = FeedbackIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        feedback = services.response_feedback_give(
-            org=principal.organization,
-            call_id=pk,
-            rating=Feedback.Rating.UP if data.validated_data["rating"] == "up" else Feedback.Rating.DOWN,
-            comment=data.validated_data["comment"],
-            user=principal.user,
-            api_key=principal.api_key,
-        )
-        body = {"id": str(feedback.pk), "response": str(feedback.llm_call_id), "rating": data.validated_data["rating"],
-                "comment": feedback.comment}  # fmt: skip
-        return Response(body, status=status.HTTP_201_CREATED)
+        who = {"user": principal.user, "api_key": principal.api_key}
+        services.response_get(org=principal.organization, call_id=pk, **who)  # 404 before validation
+        give = partial(services.response_feedback_give, org=principal.organization, call_id=pk, **who)
+        return _rated(request, give, "response", lambda feedback: feedback.llm_call_id)

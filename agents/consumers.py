@@ -2,17 +2,16 @@
 or {"type": "stop"}; the answer comes back as "delta" events and one "done" (or "error")."""
 
 import asyncio
-import json
 import threading
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.db import close_old_connections
 
 from accounts import selectors as account_selectors
 from accounts.permissions import ASK, principal_for_member
 from agents import services
+from saas.core.consumers import next_in_org_scope, read_frame
 from saas.core.errors import ApplicationError
 from saas.core.tenancy import org_scope
 from saas.llm import gateway
@@ -56,16 +55,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.stop_flag.set()  # a closed tab stops its answer, and with it the upstream call
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
-        if text_data is None or len(text_data.encode()) > MAX_FRAME_BYTES:
-            await self._error("invalid", f"Send JSON text frames of at most {MAX_FRAME_BYTES} bytes.")
-            return
         try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self._error("malformed", "The message is not valid JSON.")
-            return
-        if not isinstance(content, dict):
-            await self._error("invalid", "Send a JSON object.")
+            content = read_frame(text_data, max_bytes=MAX_FRAME_BYTES)
+        except ApplicationError as exc:
+            await self._error(exc.code, exc.message)
             return
         if content.get("type") == "stop":
             self.stop_flag.set()
@@ -101,7 +94,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         while True:
             # Each step runs in a worker thread (the gateway is synchronous); other frames, such as a stop,
             # are handled meanwhile.
-            event = await loop.run_in_executor(None, _next_in_scope, events, self.principal.organization)
+            event = await loop.run_in_executor(None, next_in_org_scope, events, self.principal.organization)
             if event is None:
                 break
             try:
@@ -115,13 +108,3 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "error": {"code": code, "message": message}})
-
-
-def _next_in_scope(events: Any, org: Any) -> dict[str, Any] | None:
-    with org_scope(org):
-        try:
-            return next(events)  # type: ignore[no-any-return]
-        except StopIteration:
-            return None
-        finally:
-            close_old_connections()

@@ -126,15 +126,21 @@ def feedback_give(
     *, org: Any, message_id: Any, rating: int, comment: str, user: Any = None, api_key: Any = None
 ) -> Feedback:
     message = answer_get(org=org, message_id=message_id, user=user)
+    return _feedback_save(org=org, answer={"message": message}, rating=rating, comment=comment, user=user,
+                          api_key=api_key)  # fmt: skip
+
+
+def _feedback_save(*, org: Any, answer: dict[str, Any], rating: int, comment: str, user: Any, api_key: Any) -> Feedback:
+    """One rating per person and answer (a second replaces the first); a key's ratings are each kept."""
     if rating not in (Feedback.Rating.UP, Feedback.Rating.DOWN):
         raise ApplicationError("The rating is up or down.", code="invalid")
     values = {"rating": rating, "comment": comment.strip()[:2000], "api_key": api_key}
     if user is not None:
         feedback, _ = Feedback.objects.for_org(org).update_or_create(
-            organization=org, message=message, user=user, defaults=values
+            organization=org, user=user, **answer, defaults=values
         )
         return feedback
-    return Feedback.objects.for_org(org).create(organization=org, message=message, **values)
+    return Feedback.objects.for_org(org).create(organization=org, **answer, **values)
 
 
 def response_get(*, org: Any, call_id: Any, user: Any = None, api_key: Any = None) -> Any:
@@ -153,12 +159,5 @@ def response_feedback_give(
     *, org: Any, call_id: Any, rating: int, comment: str, user: Any = None, api_key: Any = None
 ) -> Feedback:
     call = response_get(org=org, call_id=call_id, user=user, api_key=api_key)
-    if rating not in (Feedback.Rating.UP, Feedback.Rating.DOWN):
-        raise ApplicationError("The rating is up or down.", code="invalid")
-    values = {"rating": rating, "comment": comment.strip()[:2000], "api_key": api_key}
-    if user is not None:
-        feedback, _ = Feedback.objects.for_org(org).update_or_create(
-            organization=org, llm_call=call, user=user, defaults=values
-        )
-        return feedback
-    return Feedback.objects.for_org(org).create(organization=org, llm_call=call, **values)
+    return _feedback_save(org=org, answer={"llm_call": call}, rating=rating, comment=comment, user=user,
+                          api_key=api_key)  # fmt: skip

@@ -9,15 +9,11 @@ model (sentence-transformers at the batch size the gateway's local embedder uses
 """
 
 import argparse
-import os
 import random
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
+from stack import bench_stack
+
 WORDS = [
     "customer",
     "invoice",
@@ -81,22 +77,8 @@ def main() -> None:
     parser.add_argument("--sections", type=int, default=60)
     args = parser.parse_args()
 
-    from saas.devstack import EmbeddedServices
-
-    for var in ("DATABASE_URL", "REDIS_URL"):
-        os.environ.pop(var, None)
-    services = EmbeddedServices(BASE_DIR / ".devdata" / "bench")
-    os.environ.update(services.start())
-    try:
-        os.environ["DJANGO_SETTINGS_MODULE"] = "saas.settings.local"
-        os.environ["LOG_LEVEL"] = "WARNING"
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, check=True)
-        import django
-
-        django.setup()
+    with bench_stack():
         run(args.documents, args.sections)
-    finally:
-        services.stop()
 
 
 def run(documents: int, sections: int) -> None:

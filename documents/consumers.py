@@ -3,7 +3,6 @@
 "error" (the same events as the API's SSE stream)."""
 
 import asyncio
-import json
 import threading
 from typing import Any
 
@@ -14,6 +13,7 @@ from django.db import close_old_connections
 from accounts import selectors as account_selectors
 from accounts.permissions import ASK, principal_for_member
 from documents import services
+from saas.core.consumers import next_in_org_scope, read_frame
 from saas.core.errors import ApplicationError
 from saas.core.tenancy import org_scope
 from saas.llm import gateway
@@ -45,15 +45,12 @@ class AskConsumer(AsyncJsonWebsocketConsumer):
             self.stop_flag.set()  # a closed tab stops its answer, and with it the model call
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
-        if text_data is None or len(text_data.encode()) > MAX_FRAME_BYTES:
-            await self._error("invalid", f"Send JSON text frames of at most {MAX_FRAME_BYTES} bytes.")
-            return
         try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self._error("malformed", "The message is not valid JSON.")
+            content = read_frame(text_data, max_bytes=MAX_FRAME_BYTES)
+        except ApplicationError as exc:
+            await self._error(exc.code, exc.message)
             return
-        if not isinstance(content, dict) or content.get("type") not in ("ask", "stop"):
+        if content.get("type") not in ("ask", "stop"):
             await self._error("unsupported", 'Send {"type": "ask", "question": ...} or {"type": "stop"}.')
             return
         if content["type"] == "stop":
@@ -81,7 +78,7 @@ class AskConsumer(AsyncJsonWebsocketConsumer):
             while True:
                 # Each step runs in a worker thread (retrieval and the gateway are synchronous); a stop frame
                 # is handled meanwhile.
-                event = await loop.run_in_executor(None, _next_in_scope, events, org)
+                event = await loop.run_in_executor(None, next_in_org_scope, events, org)
                 if event is None:
                     break
                 await self.send_json(event)
@@ -105,15 +102,5 @@ def _collection(org: Any, collection_id: Any) -> Any:
             return services.collection_get(org=org, collection_id=collection_id)
         except (ValueError, TypeError, ApplicationError):
             raise ApplicationError("No such collection.", code="collection_not_found") from None
-        finally:
-            close_old_connections()
-
-
-def _next_in_scope(events: Any, org: Any) -> dict[str, Any] | None:
-    with org_scope(org):
-        try:
-            return next(events)  # type: ignore[no-any-return]
-        except StopIteration:
-            return None
         finally:
             close_old_connections()

@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
-from accounts.views import OrgHttpRequest, _run, org_page
+from accounts.views import OrgHttpRequest, org_page, run_service
 from documents import selectors, services
 from documents.models import Chunk
 
@@ -29,14 +29,18 @@ def documents_index(request: OrgHttpRequest) -> HttpResponse:
 @require_POST
 def collection_new(request: OrgHttpRequest) -> HttpResponse:
     name = request.POST.get("name", "")[:100]
-    _run(request, lambda: services.collection_create(org=request.org, name=name), f"Collection {name!r} created.")
+    run_service(
+        request, lambda: services.collection_create(org=request.org, name=name), f"Collection {name!r} created."
+    )
     return redirect("documents-index", org_slug=request.org.slug)
 
 
 @org_page(DOCUMENTS_WRITE)
 @require_POST
 def document_reindex(request: OrgHttpRequest, document_id: str) -> HttpResponse:
-    _run(request, lambda: services.document_reindex(org=request.org, document_id=document_id), "Processing again.")
+    run_service(
+        request, lambda: services.document_reindex(org=request.org, document_id=document_id), "Processing again."
+    )
     return redirect("document-detail", org_slug=request.org.slug, document_id=document_id)
 
 
@@ -44,7 +48,7 @@ def document_reindex(request: OrgHttpRequest, document_id: str) -> HttpResponse:
 @require_POST
 def document_delete(request: OrgHttpRequest, document_id: str) -> HttpResponse:
     document = services.document_get(org=request.org, document_id=document_id)
-    _run(
+    run_service(
         request,
         lambda: services.document_delete(org=request.org, document_id=document.pk),
         f"Deleted {document.title!r}.",

@@ -32,11 +32,6 @@ from saas.llm.providers import ChatRequest, LLMError, RateLimited
 BYPASS_HEADER = "X-Crewdesk-Cache"
 
 
-def _caller(request: Request, feature: str) -> gateway.Caller:
-    principal = request.principal  # type: ignore[attr-defined]
-    return gateway.Caller(org=principal.organization, feature=feature, user=principal.user, api_key=principal.api_key)
-
-
 def _bypass_cache(request: Request) -> bool:
     return request.headers.get(BYPASS_HEADER, "").lower() == "bypass" or "no-cache" in request.headers.get(
         "Cache-Control", ""
@@ -177,7 +172,7 @@ class ChatCompletionsView(OpenAICompatibleView):
     def post(self, request: Request) -> Any:
         data = _validated_completion(request.data)
         chat = _chat_request(data)
-        caller = _caller(request, "chat")
+        caller = gateway.Caller.of(request.principal, "chat")  # type: ignore[attr-defined]
         created = int(time.time())
         if not data["stream"]:
             result = gateway.chat(
@@ -298,7 +293,10 @@ class EmbeddingsView(OpenAICompatibleView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         result = gateway.embed(
-            caller=_caller(request, "embed"), model=data["model"], texts=data["input"], dimensions=data["dimensions"]
+            caller=gateway.Caller.of(request.principal, "embed"),  # type: ignore[attr-defined]
+            model=data["model"],
+            texts=data["input"],
+            dimensions=data["dimensions"],
         )
         return Response(
             {
@@ -349,7 +347,7 @@ class GenerateView(OrgScopedAPIView):
             max_tokens=data.get("max_tokens"),
             temperature=data.get("temperature"),
         )
-        caller = _caller(request, "generate")
+        caller = gateway.Caller.of(request.principal, "generate")  # type: ignore[attr-defined]
         options = {"bypass_cache": _bypass_cache(request), "complexity": data.get("complexity")}
         if not data["stream"]:
             result = gateway.chat(caller=caller, model=data["model"], request=chat, defer_records=True, **options)

@@ -77,6 +77,11 @@ class Caller:
     user: Any = None
     api_key: Any = None
 
+    @classmethod
+    def of(cls, principal: Any, feature: str) -> Caller:
+        """The caller behind an API request or a member's page: its org, and the member or key acting."""
+        return cls(org=principal.organization, feature=feature, user=principal.user, api_key=principal.api_key)
+
 
 @dataclass
 class GatewayResult:
