@@ -13,6 +13,9 @@ behaviour per request for that model; when the queue is empty, requests succeed.
     {"disconnect_after": 2}                 close the stream after N content chunks, without [DONE]
     {"hold_after": 1}                       pause the stream after N content chunks until `POST /_release`
                                             (at most 30 s): lets a test look at a stream in mid-flight
+    {"reply": "text"}                       answer this text
+    {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}
+                                            call tools (function calling; `arguments` may be a raw string)
 
 Knobs for every request: `latency` (seconds before the first byte) and `token_rate` (tokens per second
 when streaming), set with `POST /_config`. `GET /_requests` lists what was received (for assertions).
@@ -155,12 +158,21 @@ class Handler(BaseHTTPRequestHandler):
             )
         if step.get("code") == "content_filter":
             return self._error(400, "The response was filtered.", "content_filter")
-        text = _reply_text(state, body)
-        prompt_tokens, pieces = _count(body.get("messages") or []), _tokens(text)
+        text = step["reply"] if "reply" in step else _reply_text(state, body)
+        calls: list[dict[str, Any]] = [
+            {"id": f"call_fake{i}{time.monotonic_ns()}", "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c["arguments"], str)
+                          else json.dumps(c["arguments"])}}
+            for i, c in enumerate(step.get("tool_calls") or [])
+        ]  # fmt: skip
+        if calls:
+            text = ""
+        prompt_tokens, pieces = _count(body.get("messages") or []), (_tokens(text) if text else [])
+        completion_tokens = sum(len(c["function"]["arguments"].split()) + 2 for c in calls) + len(pieces)
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(pieces),
-            "total_tokens": prompt_tokens + len(pieces),
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
         created, ident = int(time.time()), f"chatcmpl-fake{time.monotonic_ns()}"
         if not body.get("stream"):
@@ -169,7 +181,8 @@ class Handler(BaseHTTPRequestHandler):
                 {
                     "id": ident, "object": "chat.completion", "created": created, "model": model,
                     "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        {"index": 0, "finish_reason": "tool_calls" if calls else "stop", "message": {
+                            "role": "assistant", "content": text or None, **({"tool_calls": calls} if calls else {})}}
                     ],
                     "usage": usage,
                 },
@@ -206,7 +219,26 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(1.0 / state.token_rate)
                 self.wfile.write(chunk({"content": piece}))
                 self.wfile.flush()
-            self.wfile.write(chunk({}, finish="stop"))
+            for index, call in enumerate(calls):  # a call's name first, then its arguments in two pieces
+                arguments = call["function"]["arguments"]
+                half = len(arguments) // 2
+                self.wfile.write(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": call["function"]["name"], "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                )
+                for part in (arguments[:half], arguments[half:]):
+                    self.wfile.write(chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
+            self.wfile.write(chunk({}, finish="tool_calls" if calls else "stop"))
             if (body.get("stream_options") or {}).get("include_usage"):
                 self.wfile.write(chunk({}, with_usage=True))
             self.wfile.write(b"data: [DONE]\n\n")

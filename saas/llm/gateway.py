@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -30,7 +31,7 @@ from django_guid import get_guid
 from pgvector.django import CosineDistance
 
 from saas.core.redis import get_redis
-from saas.llm import breaker, crypto, metrics
+from saas.llm import breaker, crypto, metrics, tool_protocol
 from saas.llm import config as gateway_config
 from saas.llm.embeddings import embed_local
 from saas.llm.local_engine import ENGINE_LABEL, LocalProvider
@@ -51,9 +52,11 @@ from saas.llm.providers import (
     Usage,
     estimate_prompt_tokens,
 )
+from saas.llm.tool_protocol import ToolCall
 
 logger = logging.getLogger(__name__)
 ROLES = {"system", "user", "assistant", "tool", "developer"}
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 Provider = OpenAIProvider | LocalProvider
 MAX_MESSAGES = 500
 
@@ -76,6 +79,7 @@ class Caller:
     feature: str = "chat"
     user: Any = None
     api_key: Any = None
+    trace_id: str = ""  # groups the ledger rows of one job (a crew run's id)
 
     @classmethod
     def of(cls, principal: Any, feature: str) -> Caller:
@@ -92,6 +96,7 @@ class GatewayResult:
     call_id: str
     cached: bool = False
     engine: str = "openai-compatible"
+    tool_calls: list[ToolCall] = field(default_factory=list)
     # With chat(defer_records=True): the ledger row and cache entries still to be written, for the caller to
     # run once the answer is on its way (an HTTP view runs it after sending the response).
     record: Callable[[], None] | None = None
@@ -105,6 +110,10 @@ class GatewayStreamEnd:
     call_id: str
     cached: bool = False
     engine: str = "openai-compatible"
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    # The whole answer: the deltas joined, or for a model driven by the text tool protocol, the answer part
+    # of its reply (the deltas showed the raw reply).
+    text: str = ""
 
 
 @dataclass
@@ -115,7 +124,7 @@ class _Ledger:
     model_requested: str
     stream: bool
     started: float = field(default_factory=time.perf_counter)
-    call_id: uuid.UUID = field(default_factory=uuid.uuid4)  # known before the row is written
+    call_id: uuid.UUID = field(default_factory=uuid.uuid4)  # known before the row is written (or given)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     model: ModelConfig | None = None
     first_token_at: float | None = None
@@ -156,6 +165,7 @@ class _Ledger:
             user=self.caller.user,
             api_key=self.caller.api_key,
             request_id=get_guid() or "",
+            trace_id=self.caller.trace_id,
             feature=self.caller.feature,
             model_requested=self.model_requested,
             model_used=model.alias if model else "",
@@ -255,8 +265,19 @@ def validate(request: ChatRequest, model: ModelConfig) -> None:
     for index, message in enumerate(request.messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise BadRequest(f"messages[{index}].role must be one of {sorted(ROLES)}.")
-        if not isinstance(message.get("content"), str):
+        calls = message.get("tool_calls")
+        if calls is not None and (message["role"] != "assistant" or not isinstance(calls, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("function"), dict) for c in calls
+        )):  # fmt: skip
+            raise BadRequest(f"messages[{index}].tool_calls must be a list of function calls of an assistant.")
+        if not isinstance(message.get("content"), str) and not (calls and message.get("content") is None):
             raise BadRequest(f"messages[{index}].content must be a string.")
+        if message["role"] == "tool" and not isinstance(message.get("tool_call_id"), str):
+            raise BadRequest(f"messages[{index}].tool_call_id must name the call this message answers.")
+    for index, tool in enumerate(request.tools or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not TOOL_NAME.fullmatch(str(function.get("name", ""))):
+            raise BadRequest(f"tools[{index}] must be a function with a name of letters, digits, _ and -.")
     if request.max_tokens is not None and request.max_tokens < 1:
         raise BadRequest("`max_tokens` must be at least 1.")
     needed = estimate_prompt_tokens(request.messages) + (request.max_tokens or 0)
@@ -269,10 +290,10 @@ def validate(request: ChatRequest, model: ModelConfig) -> None:
 def _mask(request: ChatRequest, policy: OrgLLMSettings, masker: Masker) -> ChatRequest:
     if policy.pii_policy == OrgLLMSettings.PiiPolicy.OFF:
         return request
-    masked = [{**m, "content": masker.mask(m["content"])} for m in request.messages]
+    masked = [{**m, "content": masker.mask(m["content"])} if m.get("content") else m for m in request.messages]
     if masker.found and policy.pii_policy == OrgLLMSettings.PiiPolicy.BLOCK:
         raise PersonalDataBlocked("This org does not send personal data (emails, phone numbers, ...) to models.")
-    return ChatRequest(masked, request.max_tokens, request.temperature, request.response_format)
+    return ChatRequest(masked, request.max_tokens, request.temperature, request.response_format, request.tools)
 
 
 # --- Upstreams and the exact cache -------------------------------------------------------------------------
@@ -441,6 +462,30 @@ def _settle(ledger: _Ledger, model: ModelConfig, started: float, error: LLMError
     ledger.attempts[-1]["_error"] = error
 
 
+def _for_model(request: ChatRequest, model: ModelConfig) -> ChatRequest:
+    """The request as this model takes it: tools natively, or described by the text protocol."""
+    if not request.tools or model.supports_tools:
+        return request
+    messages = tool_protocol.to_text_messages(request.messages, request.tools)
+    return ChatRequest(messages, request.max_tokens, request.temperature, request.response_format)
+
+
+def _reply(
+    request: ChatRequest, model: ModelConfig, masker: Masker, text: str, calls: list[ToolCall]
+) -> tuple[str, list[ToolCall]]:
+    """The answer and tool calls for the caller, whichever way the model was driven, unmasked."""
+    if request.tools and not model.supports_tools:
+        text, calls = tool_protocol.parse(text)
+    return masker.unmask(text), [ToolCall(c.id, c.name, masker.unmask(c.arguments)) for c in calls]
+
+
+def _output_text(text: str, calls: list[ToolCall]) -> str:
+    """What the ledger keeps of an answer: its text, and the tool calls it made."""
+    if not calls:
+        return text
+    return "\n".join(filter(None, [text, json.dumps([c.as_message_part() for c in calls])]))
+
+
 def _clean_attempts(ledger: _Ledger) -> None:
     for attempt in ledger.attempts:
         attempt.pop("_error", None)
@@ -530,25 +575,30 @@ def chat(
     complexity: str | None = None,
     semantic_scope: str | None = None,
     defer_records: bool = False,
+    call_id: uuid.UUID | None = None,
 ) -> GatewayResult:
     """`semantic_scope` (a knowledge-base version) turns on the semantic cache for single-turn questions.
     `defer_records`: on success, leave the ledger row and cache entries to `result.record()` (failures and
-    cache hits are always recorded before returning)."""
-    ledger = _Ledger(caller=caller, model_requested=model or "default", stream=False)
+    cache hits are always recorded before returning). `call_id`: the ledger row's id, when the caller needs
+    it in advance. Requests with tools are never cached (a cached answer cannot replay tool calls)."""
+    ledger = _Ledger(caller=caller, model_requested=model or "default", stream=False, call_id=call_id or uuid.uuid4())
     masker = Masker()
     config, chain, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
     input_text = json.dumps(outbound.messages)
     key = _cache_key(caller.org, config, outbound, semantic_scope)
-    cached = _from_caches(ledger, config, outbound, masker, key=key, scope=semantic_scope, bypass=bypass_cache)
+    bypass = bypass_cache or bool(request.tools)
+    cached = _from_caches(ledger, config, outbound, masker, key=key, scope=semantic_scope, bypass=bypass)
     if cached.hit is not None:
-        text, usage, call_id = cached.hit
-        return GatewayResult(text, config.alias, usage, "stop", call_id, cached=True, engine=engine_label(config))
+        text, usage, hit_id = cached.hit
+        return GatewayResult(text, config.alias, usage, "stop", hit_id, cached=True, engine=engine_label(config))
     vector = cached.vector
 
     for candidate, provider, started in _attempts(chain, ledger):
         try:
             result = provider.complete(
-                candidate.upstream_model, outbound, timeout=settings.LLM_ROUTER["attempt_timeout"]
+                candidate.upstream_model,
+                _for_model(outbound, candidate),
+                timeout=settings.LLM_ROUTER["attempt_timeout"],
             )
         except Exception as exc:  # whatever a provider raises is normalised, recorded and decided on
             failed = as_llm_error(exc)
@@ -561,7 +611,8 @@ def chat(
         _clean_attempts(ledger)
 
         def record(answered: ModelConfig = candidate, result: ChatResult = result) -> None:
-            ledger.write(status="ok", usage=result.usage, input_text=input_text, output_text=result.text)
+            output = _output_text(result.text, result.tool_calls)
+            ledger.write(status="ok", usage=result.usage, input_text=input_text, output_text=output)
             if ledger.cache != LLMCall.Cache.BYPASS:
                 _cache_set(key, result)
                 if vector is not None and semantic_scope is not None and answered.pk == config.pk:
@@ -569,13 +620,15 @@ def chat(
 
         if not defer_records:
             record()
+        text, calls = _reply(outbound, candidate, masker, result.text, result.tool_calls)
         return GatewayResult(
-            masker.unmask(result.text),
+            text,
             candidate.alias,
             result.usage,
             result.finish_reason,
             str(ledger.call_id),
             engine=engine_label(candidate),
+            tool_calls=calls,
             record=record if defer_records else None,
         )
     failure = _final_error(ledger)
@@ -592,13 +645,14 @@ def chat_stream(
     bypass_cache: bool = False,
     complexity: str | None = None,
     semantic_scope: str | None = None,
+    call_id: uuid.UUID | None = None,
 ) -> Generator[str | GatewayStreamEnd, None, None]:
     """Deltas of the answer, then one GatewayStreamEnd. Validation errors raise before the first item;
     closing the iterator cancels the upstream call (and records the call as cancelled)."""
-    ledger = _Ledger(caller=caller, model_requested=model or "default", stream=True)
+    ledger = _Ledger(caller=caller, model_requested=model or "default", stream=True, call_id=call_id or uuid.uuid4())
     masker = Masker()
     config, chain, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
-    return _stream(ledger, config, chain, outbound, masker, bypass_cache, semantic_scope)
+    return _stream(ledger, config, chain, outbound, masker, bypass_cache or bool(request.tools), semantic_scope)
 
 
 def _stream(
@@ -614,9 +668,9 @@ def _stream(
     key = _cache_key(ledger.caller.org, config, outbound, semantic_scope)
     cached = _from_caches(ledger, config, outbound, masker, key=key, scope=semantic_scope, bypass=bypass_cache)
     if cached.hit is not None:
-        text, usage, call_id = cached.hit
+        text, usage, hit_id = cached.hit
         yield text
-        yield GatewayStreamEnd(config.alias, usage, "stop", call_id, cached=True, engine=engine_label(config))
+        yield GatewayStreamEnd(config.alias, usage, "stop", hit_id, cached=True, engine=engine_label(config), text=text)
         return
     vector = cached.vector
 
@@ -628,7 +682,9 @@ def _stream(
         upstream = None
         try:
             upstream = provider.stream(
-                candidate.upstream_model, outbound, timeout=settings.LLM_ROUTER["attempt_timeout"]
+                candidate.upstream_model,
+                _for_model(outbound, candidate),
+                timeout=settings.LLM_ROUTER["attempt_timeout"],
             )
             for item in upstream:
                 if isinstance(item, StreamEnd):
@@ -636,7 +692,8 @@ def _stream(
                     ledger.model = candidate
                     _clean_attempts(ledger)
                     text = "".join(parts)
-                    call = ledger.write(status="ok", usage=item.usage, input_text=input_text, output_text=text)
+                    output = _output_text(text, item.tool_calls)
+                    call = ledger.write(status="ok", usage=item.usage, input_text=input_text, output_text=output)
                     recorded = True
                     if ledger.cache != LLMCall.Cache.BYPASS:
                         result = ChatResult(text, item.usage, item.finish_reason)
@@ -646,9 +703,11 @@ def _stream(
                     tail = unmasker.flush()
                     if tail:
                         yield tail
+                    answer, calls = _reply(outbound, candidate, masker, text, item.tool_calls)
                     yield GatewayStreamEnd(
-                        candidate.alias, item.usage, item.finish_reason, str(call.pk), engine=engine_label(candidate)
-                    )
+                        candidate.alias, item.usage, item.finish_reason, str(call.pk), engine=engine_label(candidate),
+                        tool_calls=calls, text=answer,
+                    )  # fmt: skip
                     return
                 if ledger.first_token_at is None:
                     ledger.first_token_at = time.perf_counter()

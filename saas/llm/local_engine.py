@@ -5,13 +5,22 @@ It is not a generative model and never pretends to be one. It splits the context
 messages and the conversation so far) into sentences, ranks them by embedding similarity to the latest user
 message, and answers with the best few, verbatim, each followed by a citation marker: the source's own label
 when the context numbers its sources (`[2] ...`), else the number of the message it came from. When nothing
-is similar enough it says so.
+is similar enough it says so. It quotes system messages only when the conversation holds no other source (in
+a documents question the sources are the system message; in a crew's task they are the task's context and the
+tool results, and the system message is the agent's instructions).
+
+Offered tools (the gateway's text tool protocol, saas/llm/tool_protocol.py), it follows the protocol: it asks
+the tool policy registered by the layer that owns the tools (agents registers one for Crewdesk's built-in
+tools) which call to make next, and answers (`Final Answer:`) when the policy has none.
 """
 
+import json
 import re
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any
 
+from saas.llm import tool_protocol
 from saas.llm.embeddings import DIMENSIONS, embed_local
 from saas.llm.providers import (
     BadRequest,
@@ -43,8 +52,27 @@ class Sentence:
     position: int
 
 
+# (the task or question, the offered tool specs, the names of the tools already called) -> the next call as
+# (tool name, arguments), or None to answer now.
+ToolPolicy = Callable[[str, list[dict[str, Any]], list[str]], tuple[str, dict[str, Any]] | None]
+_tool_policy: ToolPolicy | None = None
+
+
+def register_tool_policy(policy: ToolPolicy) -> None:
+    global _tool_policy
+    _tool_policy = policy
+
+
+def _is_observation(message: dict[str, Any]) -> bool:
+    return message["role"] == "user" and str(message.get("content") or "").startswith("Observation:")
+
+
+def _is_call(message: dict[str, Any]) -> bool:
+    return message["role"] == "assistant" and str(message.get("content") or "").lstrip().startswith("Action:")
+
+
 def _sentences(request: ChatRequest) -> tuple[str, list[Sentence]]:
-    user_indexes = [i for i, m in enumerate(request.messages) if m["role"] == "user"]
+    user_indexes = [i for i, m in enumerate(request.messages) if m["role"] == "user" and not _is_observation(m)]
     question_index = user_indexes[-1] if user_indexes else len(request.messages) - 1
     question = request.messages[question_index]["content"] if request.messages else ""
     found: list[Sentence] = []
@@ -57,11 +85,18 @@ def _sentences(request: ChatRequest) -> tuple[str, list[Sentence]]:
         for piece in pieces:
             if piece not in asked and len(piece.split()) >= 3:
                 found.append(Sentence(piece.strip(), str(question_index + 1), len(found)))
+    others = [
+        i for i, m in enumerate(request.messages)
+        if i != question_index and m["role"] != "system" and not _is_call(m)
+    ]  # fmt: skip
     for index, message in enumerate(request.messages):
-        if index == question_index:
+        if index == question_index or _is_call(message):
             continue
+        if message["role"] == "system" and others:
+            continue  # instructions, not a source, when the conversation holds sources of its own
         label = str(index + 1)
-        for line in message["content"].splitlines():
+        content = str(message.get("content") or "").removeprefix("Observation:")
+        for line in content.splitlines():
             source = SOURCE_LABEL.match(line)
             if source:
                 label, line = source.group(1), line[source.end() :]
@@ -85,6 +120,20 @@ def answer(request: ChatRequest) -> str:
     return " ".join(f"{s.text} [{s.label}]" for s in chosen)
 
 
+def reply(request: ChatRequest) -> str:
+    """The answer, or under the tool protocol the next call or the final answer."""
+    tools = tool_protocol.offered_tools(request.messages)
+    if tools is None:
+        return answer(request)
+    called = [call.name for m in request.messages if _is_call(m) for call in tool_protocol.parse(str(m["content"]))[1]]
+    task = next((m for m in reversed(request.messages) if m["role"] == "user" and not _is_observation(m)), None)
+    choice = _tool_policy(str(task["content"]) if task else "", tools, called) if _tool_policy else None
+    if choice is not None:
+        name, arguments = choice
+        return tool_protocol.render_call(name, json.dumps(arguments))
+    return "Final Answer: " + answer(request)
+
+
 class LocalProvider:
     label = ENGINE_LABEL
 
@@ -94,11 +143,11 @@ class LocalProvider:
         return EmbeddingResult(embed_local(texts), Usage(sum(estimate_tokens(t) for t in texts), 0, estimated=True))
 
     def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
-        text = answer(request)
+        text = reply(request)
         return ChatResult(text, Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True))
 
     def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Generator[str | StreamEnd, None, None]:
-        text = answer(request)
+        text = reply(request)
         words = text.split(" ")
         for i, word in enumerate(words):
             yield word if i == 0 else " " + word

@@ -78,6 +78,7 @@ class LLMCall(OrgOwnedModel):
     user = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     request_id = models.CharField(max_length=64, blank=True)
+    trace_id = models.CharField(max_length=64, blank=True, help_text="The job the call belongs to (a crew run).")
     feature = models.CharField(max_length=16, default="chat")
     model_requested = models.CharField(max_length=64)
     model_used = models.CharField(max_length=64, blank=True)
@@ -100,7 +101,11 @@ class LLMCall(OrgOwnedModel):
     output_encrypted = models.TextField(blank=True)
 
     class Meta(OrgOwnedModel.Meta):
-        indexes: ClassVar = [models.Index(fields=["organization", "-created_at"], name="llm_call_org_time")]
+        indexes: ClassVar = [
+            models.Index(fields=["organization", "-created_at"], name="llm_call_org_time"),
+            models.Index(fields=["organization", "trace_id"], name="llm_call_trace",
+                         condition=~models.Q(trace_id="")),
+        ]  # fmt: skip
 
 
 class SemanticCacheEntry(OrgOwnedModel):

@@ -13,6 +13,8 @@ from typing import Any
 
 import openai
 
+from saas.llm.tool_protocol import ToolCall, new_call_id
+
 # --- Errors ------------------------------------------------------------------------------------------------
 
 
@@ -66,10 +68,12 @@ class Cancelled(LLMError):
 
 @dataclass(frozen=True)
 class ChatRequest:
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     max_tokens: int | None = None
     temperature: float | None = None
     response_format: dict[str, Any] | None = None
+    # OpenAI function calling: the tools the model may call (`{"type": "function", "function": {...}}`).
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -84,14 +88,16 @@ class ChatResult:
     text: str
     usage: Usage
     finish_reason: str = "stop"
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass
 class StreamEnd:
-    """The last item of a stream: usage (from the provider, or estimated) and why it stopped."""
+    """The last item of a stream: usage (from the provider, or estimated), why it stopped, the tool calls."""
 
     usage: Usage
     finish_reason: str = "stop"
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,8 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
-def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
-    return sum(estimate_tokens(str(m.get("content", ""))) + 4 for m in messages) + 2
+def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(estimate_tokens(str(m.get("content") or "") + str(m.get("tool_calls") or "")) + 4 for m in messages) + 2
 
 
 # --- The OpenAI-compatible provider ------------------------------------------------------------------------
@@ -171,6 +177,8 @@ class OpenAIProvider:
             params["temperature"] = request.temperature
         if request.response_format is not None:
             params["response_format"] = request.response_format
+        if request.tools:
+            params["tools"] = request.tools
         return params
 
     def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
@@ -180,11 +188,16 @@ class OpenAIProvider:
             raise _normalise(exc) from exc
         choice = response.choices[0]
         text = choice.message.content or ""
+        calls = [
+            ToolCall(call.id or new_call_id(), call.function.name, call.function.arguments or "")
+            for call in choice.message.tool_calls or []
+            if call.type == "function"
+        ]
         if response.usage is not None:
             usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
         else:
             usage = Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True)
-        return ChatResult(text=text, usage=usage, finish_reason=choice.finish_reason or "stop")
+        return ChatResult(text=text, usage=usage, finish_reason=choice.finish_reason or "stop", tool_calls=calls)
 
     def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
         try:
@@ -206,6 +219,7 @@ class OpenAIProvider:
         text_parts: list[str] = []
         usage: Usage | None = None
         finish: str | None = None
+        calls: dict[int, dict[str, str]] = {}  # tool calls arrive in pieces, keyed by their index
         try:
             for chunk in stream:
                 if chunk.usage is not None:
@@ -214,6 +228,12 @@ class OpenAIProvider:
                     if choice.delta and choice.delta.content:
                         text_parts.append(choice.delta.content)
                         yield choice.delta.content
+                    for piece in (choice.delta.tool_calls if choice.delta else None) or []:
+                        call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                        call["id"] = piece.id or call["id"]
+                        if piece.function is not None:
+                            call["name"] += piece.function.name or ""
+                            call["arguments"] += piece.function.arguments or ""
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except GeneratorExit:
@@ -228,4 +248,7 @@ class OpenAIProvider:
         yield StreamEnd(
             usage=usage or Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True),
             finish_reason=finish,
+            tool_calls=[
+                ToolCall(c["id"] or new_call_id(), c["name"], c["arguments"]) for _, c in sorted(calls.items())
+            ],
         )
