@@ -179,3 +179,15 @@ class AuditEvent(OrgOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor_label}"
+
+
+class Notification(OrgOwnedModel):
+    """Something a member should see in the app (a scheduled crew run finished, ...); read or not."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    title = models.CharField(max_length=200)
+    url = models.CharField(max_length=300, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        indexes: ClassVar = [models.Index(fields=["organization", "user", "-created_at"], name="accounts_notif_user")]

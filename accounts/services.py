@@ -23,7 +23,7 @@ from django.utils.text import slugify
 from django_guid import get_guid
 
 from accounts import permissions
-from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Notification, Organization, User
 from accounts.permissions import ADMIN, OWNER, Principal
 from saas.core import events
 from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
@@ -607,3 +607,16 @@ def demo_bootstrap() -> DemoLogin:
     if not Organization.objects.filter(slug=DEMO_ORG_SLUG).exists():
         organization_create(name="Demo team", owner=user, slug=DEMO_ORG_SLUG)
     return DemoLogin(email=DEMO_EMAIL, password=password, org_slug=DEMO_ORG_SLUG)
+
+
+# --- Notifications -----------------------------------------------------------------------------------------
+
+
+def notify_members(*, org: Organization, title: str, url: str = "") -> list[Notification]:
+    """A notification for every member of the org, shown in the app, and pushed to their open tabs."""
+    members = Membership.objects.for_org(org).values_list("user_id", flat=True)
+    created = Notification.objects.for_org(org).bulk_create(
+        [Notification(organization=org, user_id=user_id, title=title[:200], url=url[:300]) for user_id in members]
+    )
+    transaction.on_commit(lambda: events.push_to_org(org.pk, "notification", {"title": title, "url": url}))
+    return created

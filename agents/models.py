@@ -1,5 +1,6 @@
 from typing import ClassVar
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from saas.core.tenancy import OrgOwnedModel
@@ -72,3 +73,168 @@ class Feedback(OrgOwnedModel):
                 name="agents_feedback_on_one_answer",
             ),
         ]  # fmt: skip
+
+
+# --- Crews -------------------------------------------------------------------------------------------------
+
+
+class Crew(OrgOwnedModel):
+    """A team of agents and the tasks they work through, run as a background job (agents/engine.py)."""
+
+    class Process(models.TextChoices):
+        SEQUENTIAL = "sequential", "Sequential"
+        HIERARCHICAL = "hierarchical", "Hierarchical (a manager delegates and reviews)"
+
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True, max_length=2000)
+    process = models.CharField(max_length=12, choices=Process.choices, default=Process.SEQUENTIAL)
+    default_model = models.SlugField(max_length=64, default="auto")
+    budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="A run stops (failed, budget exceeded) when its cost reaches this.",
+    )
+    template = models.SlugField(max_length=40, blank=True, help_text="The ready-made crew it was made from.")
+    created_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    schedule_cron = models.CharField(max_length=120, blank=True, help_text="Five-field cron, in UTC.")
+    schedule_inputs = models.JSONField(default=dict, blank=True)
+    schedule_enabled = models.BooleanField(default=False)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        indexes: ClassVar = [
+            models.Index(fields=["next_run_at"], name="agents_crew_due", condition=models.Q(schedule_enabled=True)),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Agent(OrgOwnedModel):
+    crew = models.ForeignKey(Crew, on_delete=models.CASCADE, related_name="agents")
+    role = models.CharField(max_length=64)
+    goal = models.TextField(max_length=2000)
+    instructions = models.TextField(blank=True, max_length=8000)
+    model = models.SlugField(max_length=64, blank=True, help_text="Empty: the crew's default model.")
+    tools = ArrayField(models.SlugField(max_length=40), default=list, blank=True)
+    max_iterations = models.PositiveSmallIntegerField(default=5)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta(OrgOwnedModel.Meta):
+        ordering: ClassVar = ["position"]
+        constraints: ClassVar = [models.UniqueConstraint(fields=["crew", "role"], name="agents_agent_role_unique")]
+
+
+class Task(OrgOwnedModel):
+    class OutputFormat(models.TextChoices):
+        TEXT = "text", "Text"
+        JSON = "json", "JSON"
+
+    crew = models.ForeignKey(Crew, on_delete=models.CASCADE, related_name="tasks")
+    name = models.SlugField(max_length=64)
+    description = models.TextField(max_length=8000)
+    expected_output = models.TextField(blank=True, max_length=2000)
+    agent = models.ForeignKey(
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="tasks",
+        help_text="Empty in a hierarchical crew: the manager chooses.",
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+    context = ArrayField(
+        models.SlugField(max_length=64),
+        default=list,
+        blank=True,
+        help_text="Names of earlier tasks whose outputs this task receives.",
+    )
+    output_format = models.CharField(max_length=4, choices=OutputFormat.choices, default=OutputFormat.TEXT)
+    output_schema = models.JSONField(null=True, blank=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        ordering: ClassVar = ["position"]
+        constraints: ClassVar = [models.UniqueConstraint(fields=["crew", "name"], name="agents_task_name_unique")]
+
+
+class Run(OrgOwnedModel):
+    """One execution of a crew. `definition` is the crew as it was when the run was started: editing the crew
+    changes later runs, never one in flight."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Started by hand"
+        SCHEDULE = "schedule", "Schedule"
+
+    FINISHED: ClassVar = {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}
+
+    crew = models.ForeignKey(Crew, on_delete=models.CASCADE, related_name="runs")
+    definition = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
+    inputs = models.JSONField(default=dict, blank=True)
+    output_encrypted = models.TextField(blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error = models.CharField(max_length=1000, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    started_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease = models.UUIDField(null=True, blank=True, help_text="Which delivery of the task owns the run.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        indexes: ClassVar = [
+            models.Index(fields=["organization", "-created_at"], name="agents_run_org_time"),
+            models.Index(fields=["crew", "-created_at"], name="agents_run_crew_time"),
+            models.Index(fields=["heartbeat_at"], name="agents_run_running", condition=models.Q(status="running")),
+        ]
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["organization", "idempotency_key"], name="agents_run_idempotency",
+                                    condition=~models.Q(idempotency_key="")),
+        ]  # fmt: skip
+
+
+class RunStep(OrgOwnedModel):
+    """One thing that happened in a run, in order: a plan or review of the manager, a model's message, a tool
+    call and its result, a task's output. A step that cost something points at its ledger row."""
+
+    class Kind(models.TextChoices):
+        PLAN = "plan", "Plan"
+        MESSAGE = "message", "Message"
+        TOOL_CALL = "tool_call", "Tool call"
+        TOOL_RESULT = "tool_result", "Tool result"
+        OUTPUT = "output", "Output"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    seq = models.PositiveIntegerField()
+    attempt = models.PositiveSmallIntegerField(default=1)
+    agent_role = models.CharField(max_length=64, blank=True)
+    task_name = models.CharField(max_length=64, blank=True)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    content_encrypted = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    llm_call = models.ForeignKey("llm.LLMCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+
+    class Meta(OrgOwnedModel.Meta):
+        ordering: ClassVar = ["seq"]
+        constraints: ClassVar = [models.UniqueConstraint(fields=["run", "seq"], name="agents_step_seq_unique")]

@@ -1,6 +1,11 @@
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
 from agents import api, views
+
+router = SimpleRouter(trailing_slash=False)
+router.register("crews", api.CrewViewSet, basename="crew")
+router.register("runs", api.RunViewSet, basename="run")
 
 org_patterns = [
     path("chat/", views.chat_index, name="chat-index"),
@@ -10,4 +15,7 @@ org_patterns = [
 api_urlpatterns = [
     path("messages/<uuid:pk>/feedback", api.MessageFeedbackView.as_view(), name="message-feedback"),
     path("responses/<uuid:pk>/feedback", api.ResponseFeedbackView.as_view(), name="response-feedback"),
+    path("crew-starters", api.CrewStartersView.as_view(), name="crew-starters"),
+    path("crews/<uuid:pk>/runs", api.CrewRunsView.as_view(), name="crew-runs"),
+    *router.urls,
 ]

@@ -51,11 +51,14 @@ def document_list(*, org: Any, collection: Collection | None = None) -> list[Doc
 
 def chunk_search(
     *, org: Any, query: str, collection: Collection | None = None, top_k: int | None = None,
-    caller: gateway.Caller | None = None,
+    caller: gateway.Caller | None = None, query_vector: list[float] | None = None,
 ) -> list[SearchHit]:  # fmt: skip
+    """`query_vector`: the query's embedding (by DOCUMENTS_EMBEDDING_MODEL), when the caller made it already."""
     top_k = top_k or settings.DOCUMENTS_SEARCH_TOP_K
     caller = caller or gateway.Caller(org=org, feature="ask")
-    vector = gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=[query]).vectors[0]
+    vector = (
+        query_vector or gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=[query]).vectors[0]
+    )
     pool = max(top_k * 4, 20)
     chunks = Chunk.objects.for_org(org).filter(document__status=Document.Status.READY)
     if collection is not None:

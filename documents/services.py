@@ -215,6 +215,11 @@ def document_ingest(*, org_id: Any, document_id: Any) -> Document | None:
 
     full_text = "\n\n".join(section.text for section in sections)
     with transaction.atomic():
+        # Two deliveries of the same ingestion (a redelivered task and the watchdog's) may both get here: the
+        # row lock makes the second wait for the first and then find the document ready.
+        locked = Document.objects.for_org(org_id).select_for_update().filter(pk=document.pk)
+        if locked.values_list("status", flat=True).first() != Document.Status.PROCESSING:
+            return Document.objects.for_org(org_id).filter(pk=document.pk).first()
         chunks = Chunk.objects.for_org(org_id)
         chunks.filter(document=document).delete()
         chunks.bulk_create(

@@ -155,7 +155,9 @@ class _Ledger:
     ) -> LLMCall:
         usage = usage or Usage()
         model = self.model
-        cost = _cost(model, usage) if model and self.cache == LLMCall.Cache.MISS and status != "error" else Decimal(0)
+        # Cache hits cost nothing; misses and bypasses were real upstream calls.
+        paid = self.cache in (LLMCall.Cache.MISS, LLMCall.Cache.BYPASS)
+        cost = _cost(model, usage) if model and paid and status != "error" else Decimal(0)
         latency_ms = round((time.perf_counter() - self.started) * 1000)
         ttft_ms = round((self.first_token_at - self.started) * 1000) if self.first_token_at else None
         used = [a for a in self.attempts if a["status"] == "ok"]
@@ -255,6 +257,17 @@ def _named_model(alias: str, policy: OrgLLMSettings, kind: str, conf: gateway_co
     if not _allowed(model, policy):
         raise ModelNotAllowed(f"The model {alias!r} is not allowed for this org.")
     return model
+
+
+def check_chat_model(*, org: Any, alias: str) -> None:
+    """Refuse (ModelNotFound, ModelNotAllowed, UpstreamUnavailable) a chat model this org could not use now;
+    `auto` and `default` always pass. For checking configurations (a crew's agents) before they run."""
+    if alias in ("", "auto", "default"):
+        return
+    conf = gateway_config.current()
+    model = _named_model(alias, conf.policy(org), ModelConfig.Kind.CHAT, conf)
+    if not available(model):
+        raise UpstreamUnavailable(f"The model {alias!r} has no provider configured here.")
 
 
 def validate(request: ChatRequest, model: ModelConfig) -> None:

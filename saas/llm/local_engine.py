@@ -38,6 +38,7 @@ MIN_SIMILARITY = 0.35
 MAX_SENTENCES = 3
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 SOURCE_LABEL = re.compile(r"^\s*\[(\d{1,3})\]\s*")
+CITATION = re.compile(r"\s*\[(\d{1,3})\](?=\s|$)")
 NOTHING_FOUND = "I could not find anything in the provided context that answers this."
 NO_CONTEXT = (
     "I am Crewdesk's offline extractive engine: I answer only by quoting the documents or conversation I am "
@@ -100,10 +101,21 @@ def _sentences(request: ChatRequest) -> tuple[str, list[Sentence]]:
             source = SOURCE_LABEL.match(line)
             if source:
                 label, line = source.group(1), line[source.end() :]
-            for piece in SENTENCE_END.split(line.strip()):
-                if len(piece.split()) >= 3:
-                    found.append(Sentence(piece.strip(), label, len(found)))
+            if line.rstrip().endswith(":"):
+                continue  # a line introducing what follows ("[2] handbook, page 3:") states nothing itself
+            for text, cited in _cited_parts(line, label):
+                for piece in SENTENCE_END.split(text.strip()):
+                    if len(piece.split()) >= 3:
+                        found.append(Sentence(piece.strip(), cited, len(found)))
     return question, found
+
+
+def _cited_parts(line: str, label: str) -> list[tuple[str, str]]:
+    """A line of an earlier answer keeps its citations: "A. [2] B. [3]" is A cited [2] and B cited [3];
+    text after the last marker has the line's own label."""
+    parts = CITATION.split(line)
+    pairs = [(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+    return [*pairs, (parts[-1], label)]
 
 
 def answer(request: ChatRequest) -> str:

@@ -123,7 +123,9 @@ CACHES: dict[str, dict[str, Any]] = {
 CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "crewdesk:asgi"},
+        # redis-py 8 reads with a 5 s socket timeout by default, and channels-redis waits for messages with a
+        # 5 s BZPOPMIN: the two raced, and a quiet websocket died with "Timeout reading". Reads wait longer.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "crewdesk:asgi"},
     }
 }
 
@@ -147,6 +149,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str(
 CELERY_BEAT_SCHEDULE = {
     "core-beat-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0},
     "documents-recover-stalled": {"task": "documents.recover_stalled", "schedule": 60.0},
+    "agents-recover-stalled-runs": {"task": "agents.recover_stalled_runs", "schedule": 60.0},
+    "agents-start-scheduled-runs": {"task": "agents.start_scheduled_runs", "schedule": 30.0},
 }
 
 # --- Auth --------------------------------------------------------------------------------------------------
@@ -284,6 +288,15 @@ DOCUMENTS_SEARCH_TOP_K = env.int("DOCUMENTS_SEARCH_TOP_K", default=5)
 DOCUMENTS_MIN_SIMILARITY = env.float("DOCUMENTS_MIN_SIMILARITY", default=0.3)
 DOCUMENTS_DUPLICATE_SIMILARITY = env.float("DOCUMENTS_DUPLICATE_SIMILARITY", default=0.97)
 DOCUMENTS_SUPPORTED = env.float("DOCUMENTS_SUPPORTED", default=0.5)
+
+# --- Crews -------------------------------------------------------------------------------------------------
+# A run's worker writes a heartbeat at every step; a running run without one for AGENTS_RUN_STALLED_AFTER
+# seconds lost its worker: the watchdog (beat, every minute) queues it again to resume after its last finished
+# task, up to AGENTS_RUN_MAX_ATTEMPTS deliveries, then fails it with the reason.
+AGENTS_RUN_STALLED_AFTER = env.int("AGENTS_RUN_STALLED_AFTER", default=300)
+AGENTS_RUN_MAX_ATTEMPTS = env.int("AGENTS_RUN_MAX_ATTEMPTS", default=3)
+AGENTS_RUN_SOFT_TIME_LIMIT = env.int("AGENTS_RUN_SOFT_TIME_LIMIT", default=30 * 60)
+AGENTS_RUN_TIME_LIMIT = env.int("AGENTS_RUN_TIME_LIMIT", default=31 * 60)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -9,7 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, AuditEvent, Invitation, Membership
-from agents.models import Message
+from agents.models import Crew, Message, Run, RunStep
 from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
@@ -22,7 +22,7 @@ from tests.accounts.factories import (
     MembershipFactory,
     OrganizationFactory,
 )
-from tests.agents.factories import MessageFactory
+from tests.agents.factories import CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
 from tests.llm.factories import LLMCallFactory
 
@@ -32,6 +32,9 @@ pytestmark = pytest.mark.django_db
 # here fails the walk below: teach it the model, and the route is checked from then on.
 FACTORIES = {
     Message: MessageFactory,
+    Crew: CrewFactory,
+    Run: RunFactory,
+    RunStep: RunStepFactory,
     Collection: CollectionFactory,
     Document: DocumentFactory,
     Chunk: ChunkFactory,

@@ -7,8 +7,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from documents import services
 from documents.models import Chunk, Collection, Document
-from saas.llm.models import LLMCall
+from saas.llm.models import LLMCall, ModelConfig
+from saas.llm.registry import sync_registry
 from tests.accounts.conftest import issue_key, key_client
+from tests.accounts.factories import OrganizationFactory
 from tests.documents import files
 
 pytestmark = pytest.mark.django_db
@@ -152,3 +154,39 @@ def test_the_watchdog_requeues_lost_ingestions_and_gives_up_after_its_attempts(
     assert documents.get(pk=ids[2]).status == "processing"
     # The re-delivered run finishes the first one.
     assert _ingest(org, ids[0]).status == "ready"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_deliveries_ingesting_at_once_leave_one_set_of_chunks(monkeypatch):
+    """A redelivered task and the watchdog's can ingest the same document at the same time."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    both_embedded = threading.Barrier(2, timeout=30)
+    progress = services._progress
+
+    def in_step(document, status, percent, reason=""):
+        progress(document, status, percent, reason)
+        if percent == 95:  # both have their vectors: now they store them at the same moment
+            both_embedded.wait()
+
+    monkeypatch.setattr(services, "_progress", in_step)
+
+    from django.db import connection
+
+    sync_registry(ModelConfig)  # a flushed test database has lost the seeded registry
+    org = OrganizationFactory()
+    text = "\n\n".join(f"# Part {i}\n\nFact number {i} about refunds and travel." for i in range(6))
+    document = services.document_upload(org=org, data=text.encode(), filename="parts.md")
+
+    def ingest() -> str:
+        try:
+            return services.document_ingest(org_id=org.pk, document_id=document.pk).status
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(lambda _: ingest(), range(2)))
+    assert statuses == ["ready", "ready"]
+    positions = sorted(Chunk.all_orgs.filter(document=document).values_list("position", flat=True))
+    assert positions == list(range(6))

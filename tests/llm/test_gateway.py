@@ -168,6 +168,7 @@ def test_the_exact_cache_answers_repeats_and_records_the_saving(fake, models, ca
     assert hit.cost_usd == 0 and hit.cost_saved_usd == miss.cost_usd > 0
     gateway.chat(caller=caller, model="test-small", request=HELLO, bypass_cache=True)
     assert len(fake.requests()) == 2 and _calls()[-1].cache == "bypass"
+    assert _calls()[-1].cost_usd == miss.cost_usd  # a bypass is a real upstream call, and paid like one
 
     assert len(list(get_redis().scan_iter(f"crewdesk:llm:exact:{caller.org.pk}:*"))) == 1  # findable per org
     other_org = gateway.Caller(org=type(caller.org).objects.create(name="B", slug="b-org"))

@@ -1,0 +1,62 @@
+"""Reads for crews and runs."""
+
+import json
+from typing import Any
+
+from django.db.models import Count, Sum
+
+from agents.engine import step_json
+from agents.models import Run, RunStep
+from saas.llm import crypto
+
+
+def run_steps(run: Run) -> list[dict[str, Any]]:
+    steps = RunStep.objects.for_org(run.organization_id).filter(run=run).order_by("seq")
+    return [step_json(step) for step in steps]
+
+
+def run_breakdown(run: Run) -> dict[str, list[dict[str, Any]]]:
+    """Tokens and cost per agent and per task (the manager counts as an agent)."""
+    steps = RunStep.objects.for_org(run.organization_id).filter(run=run)
+
+    def by(field: str) -> list[dict[str, Any]]:
+        rows = (
+            steps.exclude(**{field: ""})
+            .values(field)
+            .annotate(prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost_usd"),
+                      calls=Count("llm_call"))
+            .order_by(field)
+        )  # fmt: skip
+        return [
+            {"name": row[field], "prompt_tokens": row["prompt"], "completion_tokens": row["completion"],
+             "cost_usd": str(row["cost"]), "llm_calls": row["calls"]}
+            for row in rows
+        ]  # fmt: skip
+
+    return {"agents": by("agent_role"), "tasks": by("task_name")}
+
+
+def run_json(run: Run, *, with_steps: bool = False) -> dict[str, Any]:
+    output = crypto.decrypt(run.output_encrypted)
+    tasks = run.definition.get("tasks") or []
+    output_json = None
+    if output and tasks and tasks[-1].get("output_format") == "json":
+        output_json = json.loads(output)
+    duration = (run.finished_at - run.started_at).total_seconds() * 1000 if run.finished_at and run.started_at else None
+    body: dict[str, Any] = {
+        "id": str(run.pk), "crew": {"id": str(run.crew_id), "name": run.definition.get("name", "")},
+        "status": run.status, "trigger": run.trigger, "inputs": run.inputs, "output": output,
+        "output_json": output_json,
+        "error": {"code": run.error_code, "message": run.error} if run.error_code else None,
+        "prompt_tokens": run.prompt_tokens, "completion_tokens": run.completion_tokens,
+        "tokens": run.prompt_tokens + run.completion_tokens, "cost_usd": str(run.cost_usd),
+        "attempts": run.attempts, "cancel_requested": run.cancel_requested_at is not None,
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "duration_ms": round(duration) if duration is not None else None,
+    }  # fmt: skip
+    if with_steps:
+        body["steps"] = run_steps(run)
+        body["breakdown"] = run_breakdown(run)
+    return body
