@@ -618,5 +618,5 @@ def notify_members(*, org: Organization, title: str, url: str = "") -> list[Noti
     created = Notification.objects.for_org(org).bulk_create(
         [Notification(organization=org, user_id=user_id, title=title[:200], url=url[:300]) for user_id in members]
     )
-    transaction.on_commit(lambda: events.push_to_org(org.pk, "notification", {"title": title, "url": url}))
+    transaction.on_commit(lambda: events.push_to_org(org.pk, "notification", {"message": title, "url": url}))
     return created

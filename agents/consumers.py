@@ -9,14 +9,15 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts import selectors as account_selectors
-from accounts.permissions import ASK, principal_for_member
-from agents import services
+from accounts.permissions import ASK, READ, principal_for_member
+from agents import run_events, selectors, services
 from saas.core.consumers import next_in_org_scope, read_frame
 from saas.core.errors import ApplicationError
 from saas.core.tenancy import org_scope
 from saas.llm import gateway
 
 MAX_FRAME_BYTES = 64 * 1024
+FINISHED = {"succeeded", "failed", "cancelled"}
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -108,3 +109,74 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "error": {"code": code, "message": message}})
+
+
+class RunConsumer(AsyncJsonWebsocketConsumer):
+    """A run's live page: /ws/runs/<run id>/. Sends the recorded steps, then the run's live events (tokens,
+    steps, status) until it ends; read-only (cancelling is the API's)."""
+
+    task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        run_id = self.scope["url_route"]["kwargs"]["run_id"]
+        self.run = await database_sync_to_async(self._load)(user, run_id)
+        if self.run is None:
+            await self.close(code=4404)  # another org's run does not exist here
+            return
+        await self.accept()
+        self.task = asyncio.create_task(self._follow())
+
+    def _load(self, user: Any, run_id: str) -> Any:
+        from agents.models import Run
+
+        run = Run.all_orgs.filter(pk=run_id).first()
+        if run is None:
+            return None
+        membership = account_selectors.membership_get_for_user(user=user, org_id=run.organization_id)
+        return run if membership is not None and principal_for_member(membership).has(READ) else None
+
+    async def disconnect(self, code: int) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        await self.send_json({"type": "error", "error": {"code": "read_only", "message": "This channel only sends."}})
+
+    async def _follow(self) -> None:
+        subscription = run_events.AsyncSubscription(self.run.pk)
+        await subscription.start()  # before the replay: nothing falls in between
+        try:
+            run, steps = await database_sync_to_async(self._replay)()
+            await self.send_json({"type": "run", "run": run})
+            for step in steps:
+                await self.send_json({"type": "step", "step": step})
+            last_seq = steps[-1]["seq"] if steps else 0
+            if run["status"] in FINISHED:
+                await self.send_json({"type": "status", "status": run["status"], "error": run["error"]})
+                return
+            while True:
+                event = await subscription.next_event(idle_timeout=5.0)
+                if event is None:
+                    run = await database_sync_to_async(self._current)()
+                    if run["status"] in FINISHED:  # its last event was missed: say it anyway
+                        await self.send_json({"type": "status", "status": run["status"], "error": run["error"]})
+                        return
+                    continue
+                if event["type"] == "step" and event["step"]["seq"] <= last_seq:
+                    continue
+                await self.send_json(event)
+                if event["type"] == "status" and event["status"] in FINISHED:
+                    return
+        finally:
+            await subscription.close()
+
+    def _current(self) -> dict[str, Any]:
+        self.run.refresh_from_db()
+        return selectors.run_json(self.run)
+
+    def _replay(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return self._current(), selectors.run_steps(self.run)

@@ -373,7 +373,7 @@ def step_json(step: RunStep, content: str | None = None) -> dict[str, Any]:
         "seq": step.seq, "attempt": step.attempt, "kind": step.kind, "agent": step.agent_role, "task": step.task_name,
         "content": crypto.decrypt(step.content_encrypted) if content is None else content, "data": step.data,
         "llm_call_id": str(step.llm_call_id) if step.llm_call_id else None, "prompt_tokens": step.prompt_tokens,
-        "completion_tokens": step.completion_tokens, "cost_usd": str(step.cost_usd), "latency_ms": step.latency_ms,
+        "completion_tokens": step.completion_tokens, "cost_usd": f"{step.cost_usd:f}", "latency_ms": step.latency_ms,
         "created_at": step.created_at.isoformat(),
     }  # fmt: skip
 

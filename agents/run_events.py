@@ -37,7 +37,7 @@ class Subscription:
     or None after `idle_timeout` seconds without one (a chance to send a keep-alive or check the run)."""
 
     def __init__(self, run_id: Any) -> None:
-        self._client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+        self._client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=30)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(channel(run_id))
 
@@ -54,7 +54,7 @@ class Subscription:
 class AsyncSubscription:
     def __init__(self, run_id: Any) -> None:
         self.run_id = run_id
-        self._client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+        self._client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=30)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
 
     async def start(self) -> None:

@@ -29,7 +29,7 @@ def run_breakdown(run: Run) -> dict[str, list[dict[str, Any]]]:
         )  # fmt: skip
         return [
             {"name": row[field], "prompt_tokens": row["prompt"], "completion_tokens": row["completion"],
-             "cost_usd": str(row["cost"]), "llm_calls": row["calls"]}
+             "cost_usd": f"{row['cost']:f}", "llm_calls": row["calls"]}
             for row in rows
         ]  # fmt: skip
 
@@ -49,7 +49,7 @@ def run_json(run: Run, *, with_steps: bool = False) -> dict[str, Any]:
         "output_json": output_json,
         "error": {"code": run.error_code, "message": run.error} if run.error_code else None,
         "prompt_tokens": run.prompt_tokens, "completion_tokens": run.completion_tokens,
-        "tokens": run.prompt_tokens + run.completion_tokens, "cost_usd": str(run.cost_usd),
+        "tokens": run.prompt_tokens + run.completion_tokens, "cost_usd": f"{run.cost_usd:f}",
         "attempts": run.attempts, "cancel_requested": run.cancel_requested_at is not None,
         "created_at": run.created_at.isoformat(),
         "started_at": run.started_at.isoformat() if run.started_at else None,

@@ -10,6 +10,13 @@ router.register("runs", api.RunViewSet, basename="run")
 org_patterns = [
     path("chat/", views.chat_index, name="chat-index"),
     path("chat/<uuid:conversation_id>/", views.chat_conversation, name="chat-conversation"),
+    path("crews/", views.crews_index, name="crews-index"),
+    path("crews/new/", views.crew_new, name="crew-new"),
+    path("crews/from-starter/", views.crew_from_starter, name="crew-from-starter"),
+    path("crews/<uuid:crew_id>/", views.crew_detail, name="crew-detail"),
+    path("crews/<uuid:crew_id>/edit/", views.crew_edit, name="crew-edit"),
+    path("crews/<uuid:crew_id>/delete/", views.crew_delete, name="crew-delete"),
+    path("runs/<uuid:run_id>/", views.run_detail, name="run-detail"),
 ]
 
 api_urlpatterns = [

@@ -1,0 +1,96 @@
+"""Schedules (cron through beat), notifications of scheduled runs, and the watchdog's limits."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import Notification
+from agents import services
+from agents.models import Crew, Run
+from tests.accounts.conftest import issue_key, key_client
+from tests.accounts.factories import MembershipFactory, OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def scheduled(db):
+    org = OrganizationFactory()
+    members = [MembershipFactory(organization=org), MembershipFactory(organization=org, role="viewer")]
+    client = key_client(issue_key(org, scopes=["read", "crews:run"]).secret)
+    response = client.post("/api/v1/crews", {
+        "name": "Digest", "default_model": "local", "schedule": {"cron": "0 8 * * 1", "enabled": True,
+                                                                  "inputs": {"topic": "refunds"}},
+        "agents": [{"role": "writer", "goal": "Write."}],
+        "tasks": [{"name": "digest", "agent": "writer", "description": "Summarise {topic}."}],
+    }, format="json")  # fmt: skip
+    assert response.status_code == 201, response.content
+    return org, members, Crew.all_orgs.get(pk=response.json()["id"])
+
+
+def test_a_due_schedule_starts_one_run_per_slot_and_moves_to_the_next(scheduled):
+    _org, _, crew = scheduled
+    slot = crew.next_run_at
+    assert slot.weekday() == 0 and (slot.hour, slot.minute) == (8, 0) and slot > timezone.now()
+    assert services.runs_start_scheduled(now=slot - timedelta(seconds=1)) == 0  # not yet
+    assert services.runs_start_scheduled(now=slot + timedelta(minutes=1)) == 1
+    run = Run.all_orgs.get(crew=crew)
+    assert run.trigger == "schedule" and run.inputs == {"topic": "refunds"} and run.status == "queued"
+    crew.refresh_from_db()
+    assert crew.next_run_at == slot + timedelta(days=7)
+    assert services.runs_start_scheduled(now=slot + timedelta(minutes=2)) == 0  # the slot is done
+    assert Run.all_orgs.filter(crew=crew).count() == 1
+
+
+def test_a_schedule_missing_its_inputs_is_refused(db):
+    client = key_client(issue_key(OrganizationFactory(), scopes=["read", "crews:run"]).secret)
+    response = client.post("/api/v1/crews", {
+        "name": "Digest", "default_model": "local", "schedule": {"cron": "0 8 * * 1", "enabled": True},
+        "agents": [{"role": "writer", "goal": "Write."}],
+        "tasks": [{"name": "digest", "agent": "writer", "description": "Summarise {topic}."}],
+    }, format="json")  # fmt: skip
+    assert response.status_code == 400
+    assert "topic" in response.json()["error"]["details"]["schedule.inputs"][0]
+
+
+def test_a_finished_scheduled_run_notifies_every_member(scheduled):
+    org, members, crew = scheduled
+    services.runs_start_scheduled(now=crew.next_run_at + timedelta(minutes=1))
+    run = Run.all_orgs.get(crew=crew)
+    assert services.run_execute(org_id=org.pk, run_id=run.pk) == "succeeded"
+    notes = Notification.all_orgs.filter(organization=org)
+    assert {n.user_id for n in notes} == {m.user_id for m in members}
+    assert all(n.title == "Scheduled run of Digest finished" and str(run.pk) in n.url for n in notes)
+
+
+def test_the_watchdog_requeues_a_stalled_run_then_gives_up_with_the_reason(scheduled, settings):
+    _org, _, crew = scheduled
+    run, _ = services.run_start(crew=crew, inputs={"topic": "refunds"})
+    stale = timezone.now() - timedelta(hours=1)
+    Run.all_orgs.filter(pk=run.pk).update(status="running", heartbeat_at=stale, attempts=1)
+    assert services.runs_recover_stalled() == {"requeued": 1, "failed": 0, "cancelled": 0}
+    run.refresh_from_db()
+    assert run.status == "queued" and run.lease is None
+
+    Run.all_orgs.filter(pk=run.pk).update(
+        status="running", heartbeat_at=stale, attempts=settings.AGENTS_RUN_MAX_ATTEMPTS
+    )
+    assert services.runs_recover_stalled()["failed"] == 1
+    run.refresh_from_db()
+    assert run.status == "failed" and run.error_code == "worker_lost" and "gave up" in run.error
+    # A live run (fresh heartbeat) is left alone.
+    fresh, _ = services.run_start(crew=crew, inputs={"topic": "x"})
+    Run.all_orgs.filter(pk=fresh.pk).update(status="running", heartbeat_at=timezone.now(), attempts=1)
+    assert services.runs_recover_stalled() == {"requeued": 0, "failed": 0, "cancelled": 0}
+
+
+def test_a_cancel_requested_while_the_worker_was_lost_ends_the_run_cancelled(scheduled):
+    org, _, crew = scheduled
+    run, _ = services.run_start(crew=crew, inputs={"topic": "refunds"})
+    Run.all_orgs.filter(pk=run.pk).update(status="running", heartbeat_at=timezone.now() - timedelta(hours=1),
+                                          attempts=1)  # fmt: skip
+    services.run_cancel(org=org, run_id=run.pk)
+    assert services.runs_recover_stalled()["cancelled"] == 1
+    run.refresh_from_db()
+    assert run.status == "cancelled"

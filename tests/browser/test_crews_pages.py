@@ -1,0 +1,83 @@
+"""Crews in headless Chromium: a ready-made crew in one click, the builder (add, reorder, a refused save shown
+by field, a saved change), and a run followed live to its cited output (a real Celery worker runs it)."""
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+from agents.models import Agent, Crew, Run, RunStep
+from documents import services as documents
+from documents.models import Document
+from saas.llm.models import ModelConfig, OrgLLMSettings
+from saas.llm.registry import sync_registry
+from tests.accounts.factories import MembershipFactory
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+PASSWORD = "correct horse battery staple"
+POLICY = "# Refunds\n\nRefunds take 30 days from the purchase date.\n\n# Travel\n\nTrains are booked in second class.\n"
+
+
+def test_build_a_crew_and_follow_its_run_live(browser, daphne_server, celery_worker_process, screenshot):
+    sync_registry(ModelConfig)  # a flushed test database has lost the seeded registry
+    member: Any = MembershipFactory(role="member")
+    org = member.organization
+    OrgLLMSettings(organization=org, default_model="local").save()  # the offline engine
+    document = documents.document_upload(org=org, data=POLICY.encode(), filename="policy.md")
+    deadline = time.monotonic() + 60
+    while Document.all_orgs.get(pk=document.pk).status != "ready":
+        assert time.monotonic() < deadline, "the worker did not ingest the document"
+        time.sleep(0.2)
+
+    page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
+    page.goto(f"{daphne_server.url}/accounts/login/")
+    page.fill("input[name=login]", member.user.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(r"/o/"))
+    page.click("nav.orgnav >> text=Crews")
+    page.wait_for_url(re.compile(r"/crews/$"))
+    screenshot(page, "30-crews-empty")
+
+    # One click: the research brief, ready to run.
+    page.click("[data-testid=starter-research-brief]")
+    page.wait_for_url(re.compile(r"/crews/[0-9a-f-]{36}/$"))
+    assert page.locator("h1").inner_text() == "Research brief"
+    crew = Crew.all_orgs.get(organization=org)
+
+    # The builder: add a fact-checker, move it up, try to save it without a role, then with one.
+    page.click('a.button:text-is("Edit")')
+    page.wait_for_selector("#agents fieldset.agent")
+    assert page.locator("#agents fieldset.agent").count() == 3
+    page.click("#add-agent")
+    new_agent = page.locator("#agents fieldset.agent").nth(3)
+    new_agent.locator(".goal").fill("Check every claim against the documents.")
+    new_agent.locator("input.tool[value=search_documents]").check()
+    new_agent.locator("button.up").click()
+    page.click("#save-crew")
+    page.locator("#builder-errors li").first.wait_for()
+    assert "Agent 3, role: This field may not be blank." in page.locator("#builder-errors").inner_text()
+    assert page.locator("#agents fieldset.agent").nth(2).locator(".role").get_attribute("class") == "role invalid"
+    screenshot(page, "31-builder-refused")
+    page.locator("#agents fieldset.agent").nth(2).locator(".role").fill("fact-checker")
+    page.click("#save-crew")
+    page.wait_for_url(re.compile(rf"/crews/{crew.pk}/$"))
+    roles = list(Agent.all_orgs.filter(crew=crew).order_by("position").values_list("role", flat=True))
+    assert roles == ["researcher", "writer", "fact-checker", "editor"]
+    screenshot(page, "32-crew")
+
+    # Run it and watch the steps arrive.
+    page.fill("#input-topic", "how long refunds take")
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
+    page.locator("#run-status[data-status=succeeded]").wait_for(timeout=90000)
+    page.locator("#run-output-box:not([hidden])").wait_for()
+    assert "Refunds take 30 days from the purchase date. [1]" in page.locator("#run-output").inner_text()
+    run = Run.all_orgs.get(crew=crew)
+    assert page.locator("#steps li.step").count() == RunStep.all_orgs.filter(run=run).count()
+    assert page.locator("#by-agent tbody tr").count() == 3  # researcher, writer, editor (no fact-checker task)
+    screenshot(page, "33-run")
+
+    page.goto(f"{daphne_server.url}/o/{org.slug}/crews/{crew.pk}/")
+    assert page.locator("#run-table tbody tr .status[data-status=succeeded]").count() == 1
