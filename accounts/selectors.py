@@ -5,7 +5,7 @@ from uuid import UUID
 
 from django.db.models import QuerySet
 
-from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Notification, Organization, User
 
 
 def membership_org_ids(*, user: User) -> list[UUID]:
@@ -67,3 +67,7 @@ def audit_event_list(
 
 def audit_action_names(*, org: Organization) -> list[str]:
     return list(AuditEvent.objects.for_org(org).order_by("action").values_list("action", flat=True).distinct())
+
+
+def notification_list(*, org: Organization, user: User, limit: int = 20) -> list[Notification]:
+    return list(Notification.objects.for_org(org).filter(user=user).order_by("-created_at")[:limit])

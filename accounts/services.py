@@ -620,3 +620,7 @@ def notify_members(*, org: Organization, title: str, url: str = "") -> list[Noti
     )
     transaction.on_commit(lambda: events.push_to_org(org.pk, "notification", {"message": title, "url": url}))
     return created
+
+
+def notifications_mark_read(*, org: Organization, user: User) -> int:
+    return Notification.objects.for_org(org).filter(user=user, read_at__isnull=True).update(read_at=timezone.now())

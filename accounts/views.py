@@ -172,11 +172,14 @@ def org_new(request: OrgHttpRequest) -> HttpResponse:
 @org_page(READ)
 def dashboard(request: OrgHttpRequest) -> HttpResponse:
     org = request.org
-    return render(
+    notifications = selectors.notification_list(org=org, user=request.user)
+    response = render(
         request,
         "accounts/dashboard.html",
-        {"member_count": selectors.member_list(org=org).count()},
+        {"member_count": selectors.member_list(org=org).count(), "notifications": notifications},
     )
+    services.notifications_mark_read(org=org, user=request.user)  # shown (as new) once
+    return response
 
 
 @org_page(READ)

@@ -135,8 +135,8 @@ def check(*, org: Any, spec: dict[str, Any]) -> dict[str, Any]:
     except ArithmeticError:
         budget = None
         problem("budget_usd", "The budget is a number of US dollars.")
-    if budget is not None and (not budget.is_finite() or budget < 0):
-        problem("budget_usd", "The budget is a number of US dollars, at least 0.")
+    if budget is not None and (not budget.is_finite() or budget <= 0):
+        problem("budget_usd", "The budget is a positive number of US dollars; leave it empty for no cap.")
     if problems:
         raise InvalidCrew(problems)
     normalised = {**spec, "default_model": spec.get("default_model") or "auto",

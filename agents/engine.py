@@ -257,7 +257,8 @@ class Engine:
             messages.append({"role": "assistant", "content": reply.text or None,
                              "tool_calls": [c.as_message_part() for c in reply.tool_calls]})  # fmt: skip
             for call in reply.tool_calls:
-                self._check_in()
+                if self._cancel_requested(throttled=False):  # the lease is checked when the step is written
+                    raise RunStopped("cancelled", "Cancelled.", status=Run.Status.CANCELLED)
                 self._step(RunStep.Kind.TOOL_CALL, agent["role"], task["name"], f"{call.name}({call.arguments})",
                            {"tool": call.name, "call_id": call.id})  # fmt: skip
                 started = time.perf_counter()
@@ -308,7 +309,8 @@ class Engine:
             raise RunStopped("cancelled", "Cancelled.", status=Run.Status.CANCELLED)
         self._step(RunStep.Kind.MESSAGE, role, task, end.text,
                    {"model": end.model, "engine": end.engine, "tool_calls": [c.name for c in end.tool_calls]},
-                   llm_call_id=end.call_id, latency_ms=latency)  # fmt: skip
+                   llm_call_id=end.call_id, latency_ms=latency,
+                   usage=(end.usage.prompt_tokens, end.usage.completion_tokens, end.cost_usd))  # fmt: skip
         self._check_budget()
         return Reply(end.text, end.tool_calls)
 
@@ -316,12 +318,17 @@ class Engine:
 
     def _step(
         self, kind: str, role: str, task: str, content: str, data: dict[str, Any] | None = None, *,
-        llm_call_id: str | None = None, latency_ms: int = 0,
+        llm_call_id: str | None = None, latency_ms: int = 0, usage: tuple[int, int, Decimal] | None = None,
     ) -> RunStep:  # fmt: skip
+        """`usage` (prompt tokens, completion tokens, cost) as the ledger row holds them; without it, they are read
+        from the row (a failed or cancelled call, a tool's embedding)."""
         org = self.run.organization
-        call = LLMCall.objects.for_org(org).filter(pk=llm_call_id).first() if llm_call_id else None
-        tokens = (call.prompt_tokens, call.completion_tokens) if call else (0, 0)
-        cost = call.cost_usd if call else Decimal(0)
+        if usage is None and llm_call_id:
+            call = LLMCall.objects.for_org(org).filter(pk=llm_call_id).first()
+            usage = (call.prompt_tokens, call.completion_tokens, call.cost_usd) if call else None
+            llm_call_id = llm_call_id if call else None
+        prompt_tokens, completion_tokens, cost = usage or (0, 0, Decimal(0))
+        tokens = (prompt_tokens, completion_tokens)
         with transaction.atomic():  # the step and the run's totals together, and only while the run is ours
             updated = Run.objects.for_org(org).filter(pk=self.run.pk, lease=self.lease).update(
                 heartbeat_at=timezone.now(), prompt_tokens=F("prompt_tokens") + tokens[0],
@@ -332,7 +339,7 @@ class Engine:
             step = RunStep.objects.for_org(org).create(
                 organization=org, run=self.run, seq=self.seq, attempt=self.run.attempts, agent_role=role[:64],
                 task_name=task[:64], kind=kind, content_encrypted=crypto.encrypt(content), data=data or {},
-                llm_call=call, prompt_tokens=tokens[0], completion_tokens=tokens[1], cost_usd=cost,
+                llm_call_id=llm_call_id, prompt_tokens=tokens[0], completion_tokens=tokens[1], cost_usd=cost,
                 latency_ms=latency_ms,
             )  # fmt: skip
         self.seq += 1

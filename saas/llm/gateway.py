@@ -111,6 +111,7 @@ class GatewayStreamEnd:
     cached: bool = False
     engine: str = "openai-compatible"
     tool_calls: list[ToolCall] = field(default_factory=list)
+    cost_usd: Decimal = Decimal(0)  # as recorded in the ledger row
     # The whole answer: the deltas joined, or for a model driven by the text tool protocol, the answer part
     # of its reply (the deltas showed the raw reply).
     text: str = ""
@@ -719,7 +720,7 @@ def _stream(
                     answer, calls = _reply(outbound, candidate, masker, text, item.tool_calls)
                     yield GatewayStreamEnd(
                         candidate.alias, item.usage, item.finish_reason, str(call.pk), engine=engine_label(candidate),
-                        tool_calls=calls, text=answer,
+                        tool_calls=calls, cost_usd=call.cost_usd, text=answer,
                     )  # fmt: skip
                     return
                 if ledger.first_token_at is None:

@@ -253,6 +253,7 @@ def test_an_upstream_failure_fails_the_run_with_its_reason(acme, native, setting
         ({"tasks": [{"name": "t", "agent": "mathematician", "description": "{0}"}]}, "tasks[0].description",
          "not a placeholder"),
         ({"schedule": {"cron": "every monday", "enabled": True}}, "schedule.cron", "not a five-field cron"),
+        ({"budget_usd": "0"}, "budget_usd", "positive number"),
     ],
 )  # fmt: skip
 def test_an_invalid_crew_is_refused_whole_with_each_problem_named(acme, models, change, field, message):

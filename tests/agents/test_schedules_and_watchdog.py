@@ -94,3 +94,14 @@ def test_a_cancel_requested_while_the_worker_was_lost_ends_the_run_cancelled(sch
     assert services.runs_recover_stalled()["cancelled"] == 1
     run.refresh_from_db()
     assert run.status == "cancelled"
+
+
+def test_members_see_the_notification_on_their_dashboard_once_as_new(scheduled, client):
+    org, members, crew = scheduled
+    services.runs_start_scheduled(now=crew.next_run_at + timedelta(minutes=1))
+    services.run_execute(org_id=org.pk, run_id=Run.all_orgs.get(crew=crew).pk)
+    client.force_login(members[1].user)
+    page = client.get(f"/o/{org.slug}/").content.decode()
+    assert "Scheduled run of Digest finished" in page and '<span class="badge">new</span>' in page
+    again = client.get(f"/o/{org.slug}/").content.decode()
+    assert "Scheduled run of Digest finished" in again and '<span class="badge">new</span>' not in again

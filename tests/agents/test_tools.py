@@ -73,5 +73,8 @@ def test_the_offline_policy_calls_each_useful_tool_once():
     task = "Task: What is 1,200 * 3 and what do the documents say about it today?"
     assert local_tool_policy(task, tools, []) == ("calculator", {"expression": "1200 * 3"})
     assert local_tool_policy(task, tools, ["calculator"]) == ("current_datetime", {})
-    assert local_tool_policy(task, tools, ["calculator", "current_datetime"])[0] == "search_documents"
+    assert local_tool_policy(task, tools, ["calculator", "current_datetime"]) == (
+        "search_documents",
+        {"query": "What is 1,200 * 3 and what do the documents say about it today?"},
+    )
     assert local_tool_policy(task, tools, ["calculator", "current_datetime", "search_documents"]) is None
