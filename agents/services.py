@@ -415,7 +415,13 @@ def run_claim(*, org_id: Any, run_id: Any) -> tuple[Run, uuid.UUID] | None:
     elsewhere with a fresh heartbeat). A cancel requested meanwhile ends it here."""
     now = timezone.now()
     with transaction.atomic():
-        run = Run.objects.for_org(org_id).select_for_update().select_related("organization").filter(pk=run_id).first()
+        run = (
+            Run.objects.for_org(org_id)
+            .select_for_update(of=("self",))
+            .select_related("organization")
+            .filter(pk=run_id)
+            .first()
+        )
         if run is None or run.status in Run.FINISHED:
             return None
         stale = now - timedelta(seconds=settings.AGENTS_RUN_STALLED_AFTER)
@@ -493,8 +499,8 @@ def runs_recover_stalled() -> dict[str, int]:
     ).values_list("organization_id", "pk")[:500]
     for org_id, run_id in stalled:
         with transaction.atomic():
-            run = Run.objects.for_org(org_id).select_for_update(skip_locked=True).select_related("organization") \
-                .filter(pk=run_id).first()  # fmt: skip
+            runs = Run.objects.for_org(org_id).select_for_update(skip_locked=True, of=("self",))
+            run = runs.select_related("organization").filter(pk=run_id).first()
             if run is None or run.status in Run.FINISHED:
                 continue
             if run.cancel_requested_at is not None:
@@ -519,8 +525,9 @@ def runs_start_scheduled(*, now: datetime | None = None) -> int:
     due = Crew.all_orgs.filter(schedule_enabled=True, next_run_at__lte=now).values_list("organization_id", "pk")
     for org_id, crew_id in due[:200]:
         with transaction.atomic():
-            crew = Crew.objects.for_org(org_id).select_for_update(skip_locked=True).select_related("organization") \
-                .filter(pk=crew_id, schedule_enabled=True, next_run_at__lte=now).first()  # fmt: skip
+            crews = Crew.objects.for_org(org_id).select_for_update(skip_locked=True, of=("self",))
+            crew = crews.select_related("organization").filter(pk=crew_id, schedule_enabled=True,
+                                                               next_run_at__lte=now).first()  # fmt: skip
             if crew is None:
                 continue
             slot = crew.next_run_at

@@ -2,6 +2,7 @@ import uuid
 from typing import Any
 
 from django.contrib import messages
+from django.db.models import Count
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -67,7 +68,7 @@ BLANK_CREW = {
 
 @org_page(READ)
 def crews_index(request: OrgHttpRequest) -> HttpResponse:
-    crews = list(Crew.objects.for_org(request.org).order_by("name"))
+    crews = list(Crew.objects.for_org(request.org).annotate(agent_count=Count("agents")).order_by("name"))
     last_runs = {}
     for run in Run.objects.for_org(request.org).filter(crew__in=crews).order_by("crew_id", "-created_at").distinct(
         "crew_id"
