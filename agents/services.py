@@ -4,6 +4,7 @@ cancellation, the watchdog and schedules; the run itself is agents/engine.py).""
 import hashlib
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Generator
 from contextlib import suppress
@@ -15,7 +16,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from croniter import croniter
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -452,6 +453,8 @@ def run_execute(*, org_id: Any, run_id: Any) -> str | None:
     if claimed is None:
         return None
     run, lease = claimed
+    heartbeat = _Heartbeat(run, lease)
+    heartbeat.start()
     try:
         output = engine.Engine(run, lease).execute()
     except engine.LeaseLost:
@@ -468,7 +471,34 @@ def run_execute(*, org_id: Any, run_id: Any) -> str | None:
         reason = f"The run failed unexpectedly ({type(exc).__name__}); we have been notified."
         _finish_if_leased(run, lease, Run.Status.FAILED, code="internal_error", error=reason)
         raise
+    finally:
+        heartbeat.stop()
     return _finish_if_leased(run, lease, Run.Status.SUCCEEDED, output=output)
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a claimed run's heartbeat while its worker is alive, also through a long model call or tool (steps
+    renew it too): only a dead worker's run goes stale and is taken over by the watchdog."""
+
+    def __init__(self, run: Run, lease: uuid.UUID) -> None:
+        super().__init__(name=f"run-heartbeat-{run.pk}", daemon=True)
+        self.run_id, self.org_id, self.lease = run.pk, run.organization_id, lease
+        self.interval = max(1.0, min(30.0, settings.AGENTS_RUN_STALLED_AFTER / 3))
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.wait(self.interval):
+                with suppress(DatabaseError):
+                    Run.objects.for_org(self.org_id).filter(
+                        pk=self.run_id, lease=self.lease, status=Run.Status.RUNNING
+                    ).update(heartbeat_at=timezone.now())
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
 
 
 def _finish_if_leased(run: Run, lease: uuid.UUID, status: str, **outcome: str) -> str | None:

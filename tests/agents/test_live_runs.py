@@ -259,3 +259,32 @@ def _kill_and_resume(client, fake, fake_server, queue, tmp_path, settings):
     outputs = list(RunStep.all_orgs.filter(run=run, kind="output").order_by("seq").values_list("task_name", "attempt"))
     assert outputs == [("t0", 1), ("t1", 2), ("t2", 2)]  # the first task was not redone
     _adds_up(run)
+
+
+def test_a_long_model_call_keeps_its_run_alive(acme, fake, fake_server, tmp_path, settings):
+    """The worker renews the heartbeat while a call takes longer than the stall limit: the watchdog leaves the
+    run alone, and it finishes on its first attempt."""
+    from saas.celery import app
+
+    _org, client = acme
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue = f"crewdesk-long-{uuid.uuid4().hex[:8]}"
+    worker = _worker("patient", queue, fake_server, tmp_path, AGENTS_RUN_STALLED_AFTER="2")
+    try:
+        fake.script("fake-small", {"delay": 6, "reply": "Finally."})
+        run_id = _start(client, {"name": "Slow", "default_model": "test-small",
+                                 "agents": [{"role": "talker", "goal": "Talk."}],
+                                 "tasks": [{"name": "one", "agent": "talker", "description": "Talk about {x}."}]},
+                        {"x": "cats"})  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not [r for r in fake.requests() if r["path"] == "/v1/chat/completions"]:
+            assert time.monotonic() < deadline and worker.process.poll() is None, worker.log()[-3000:]
+            time.sleep(0.05)
+        time.sleep(3.5)  # the call is in flight, longer than the 2 s stall limit
+        settings.AGENTS_RUN_STALLED_AFTER = 2
+        assert services.runs_recover_stalled()["requeued"] == 0
+        run = _wait(run_id, process=worker)
+    finally:
+        worker.stop()
+        app.conf.task_default_queue = previous
+    assert run.status == "succeeded" and run.attempts == 1 and services.run_output(run) == "Finally."
