@@ -130,9 +130,9 @@ def _spec(request: Request) -> dict[str, Any]:
 
 
 def crew_json(crew: Crew) -> dict[str, Any]:
+    spec = services.crew_spec(crew)
     return {
-        "id": str(crew.pk), **services.crew_spec(crew), "template": crew.template,
-        "inputs": definitions.inputs_needed(services.crew_spec(crew)),
+        "id": str(crew.pk), **spec, "template": crew.template, "inputs": definitions.inputs_needed(spec),
         "next_run_at": crew.next_run_at.isoformat() if crew.next_run_at else None,
         "created_at": crew.created_at.isoformat(), "updated_at": crew.updated_at.isoformat(),
     }  # fmt: skip

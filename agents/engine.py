@@ -110,7 +110,7 @@ class Engine:
     # --- Hierarchical: delegate, work, review ----------------------------------------------------------------
 
     def _managed(self, task: dict[str, Any], agents: dict[str, Any], outputs: dict[str, str]) -> str:
-        member, instructions = self._delegate(task, agents, outputs)
+        member, instructions = self._delegate(task, agents)
         output = self._work(agents[member], task, outputs, instructions=instructions)
         verdict, feedback = self._review(task, member, output)
         if verdict == "revise":
@@ -126,7 +126,7 @@ class Engine:
             {"role": "user", "content": ask},
         ]  # fmt: skip
 
-    def _delegate(self, task: dict[str, Any], agents: dict[str, Any], outputs: dict[str, str]) -> tuple[str, str]:
+    def _delegate(self, task: dict[str, Any], agents: dict[str, Any]) -> tuple[str, str]:
         roles = list(agents)
         members = "\n".join(f"- {role}: {agents[role]['goal']}" for role in roles)
         tool = {"type": "function", "function": {
@@ -169,7 +169,7 @@ class Engine:
                 "verdict": {"type": "string", "enum": ["accept", "revise"]},
                 "feedback": {"type": "string"}}},
         }}  # fmt: skip
-        agents = {a["role"]: a for a in self.definition["agents"]}
+        agents = {agent["role"]: agent for agent in self.definition["agents"]}
         task_text = self._task_text(task, with_expected=True)
         ask = f"{task_text}\n\n{member} handed back:\n{output}\n\nReview it with review_work."
         reply = self._call(self._manager_messages(agents, ask), [tool], MANAGER, task["name"],
