@@ -68,9 +68,14 @@ def run(requests: int, upstream_port: int, web_port: int, processes: list[subpro
     from accounts.models import Organization
     from accounts.permissions import ROLE_SCOPES, Principal
     from accounts.services import api_key_create
+    from billing.models import OrgBilling, Plan
     from saas.llm.models import ModelConfig
 
     org, _ = Organization.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
+    # A plan with overage and no spend cap: thousands of requests without a quota refusal (quotas still apply).
+    OrgBilling.objects.for_org(org).update_or_create(
+        organization=org, defaults={"plan": Plan.objects.get(slug="team"), "status": "active", "spend_cap_usd": None}
+    )
     ModelConfig.objects.update_or_create(
         alias="bench-small", defaults={"upstream": "openai", "upstream_model": "fake-small", "context_window": 8192}
     )

@@ -3,3 +3,9 @@ from django.apps import AppConfig
 
 class BillingConfig(AppConfig):
     name = "billing"
+
+    def ready(self) -> None:
+        from billing.models import OrgBilling, Plan
+        from billing.selectors import memo
+
+        memo.watch(Plan, OrgBilling)

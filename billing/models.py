@@ -1,1 +1,85 @@
-# Models arrive with this app's issue.
+from decimal import Decimal
+from typing import ClassVar
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+from saas.core.models import BaseModel
+from saas.core.tenancy import OrgOwnedModel
+
+
+class Plan(BaseModel):
+    """What an org buys: a row of the plan catalogue (seeded by a migration, edited in the admin)."""
+
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=80)
+    monthly_price_usd = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal(0))
+    included_requests = models.PositiveIntegerField(help_text="AI requests included per billing period.")
+    hard_cap = models.BooleanField(default=True, help_text="Stop at the allowance (else: overage, up to the "
+                                                           "org's spend cap).")  # fmt: skip
+    price_per_extra_request = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    price_per_cache_hit = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    members_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
+    storage_limit_mb = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
+    allowed_models = ArrayField(models.SlugField(max_length=64), default=list, blank=True,
+                                help_text="Empty: every model the org allows.")  # fmt: skip
+    stripe_price_id = models.CharField(max_length=100, blank=True)
+    stripe_metered_price_id = models.CharField(max_length=100, blank=True)
+    is_default = models.BooleanField(default=False, help_text="The plan of an org without a subscription.")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering: ClassVar = ["position"]
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True),
+                                    name="billing_one_default_plan"),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OrgBilling(OrgOwnedModel):
+    """An org's plan and subscription state (a row per org; without one, the default plan applies)."""
+
+    class Status(models.TextChoices):
+        FREE = "free", "Free"
+        TRIALING = "trialing", "Trialing"
+        ACTIVE = "active", "Active"
+        PAST_DUE = "past_due", "Past due"
+        CANCELED = "canceled", "Canceled"
+
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.FREE)
+    spend_cap_usd = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True,
+                                        help_text="The most overage a period may cost; empty: no cap.")  # fmt: skip
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    stripe_customer_id = models.CharField(max_length=100, blank=True)
+    stripe_subscription_id = models.CharField(max_length=100, blank=True)
+    past_due_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        constraints: ClassVar = [models.UniqueConstraint(fields=["organization"], name="billing_one_per_org")]
+
+
+class UsageEvent(OrgOwnedModel):
+    """The usage ledger: one row per billable event, linked to the gateway's ledger row, in its period."""
+
+    class Kind(models.TextChoices):
+        REQUEST = "request", "AI request"
+        CACHE_HIT = "cache_hit", "Cache hit"
+
+    llm_call = models.OneToOneField("llm.LLMCall", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")  # fmt: skip
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    feature = models.CharField(max_length=16)
+    model = models.CharField(max_length=64, blank=True)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal(0),
+                                   help_text="The model's cost, from the gateway's ledger.")  # fmt: skip
+    period_start = models.DateTimeField()
+
+    class Meta(OrgOwnedModel.Meta):
+        indexes: ClassVar = [
+            models.Index(fields=["organization", "period_start", "kind"], name="billing_usage_period"),
+        ]

@@ -167,7 +167,7 @@ class AskView(OrgScopedAPIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, LLMError):
-            response = Response(error_body(exc.kind, exc.message), status=exc.http_status)
+            response = Response(error_body(exc.kind, exc.message, exc.details), status=exc.http_status)
             return response
         return super().handle_exception(exc)
 

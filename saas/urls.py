@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agents import urls as agents_urls
+from billing import urls as billing_urls
 from documents import urls as documents_urls
 from saas.core import views as core_views
 from saas.llm import urls as llm_urls
@@ -17,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include(llm_urls.api_urlpatterns)),
     path("api/v1/", include(agents_urls.api_urlpatterns)),
     path("api/v1/", include(documents_urls.api_urlpatterns)),
+    path("api/v1/", include(billing_urls.api_urlpatterns)),
     path("o/<slug:org_slug>/", include(agents_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(documents_urls.org_patterns)),
     path("v1/", include(llm_urls.openai_urlpatterns)),

@@ -333,7 +333,7 @@ class GenerateView(OrgScopedAPIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, LLMError):
-            return _llm_error_response(exc, error_body(exc.kind, exc.message))
+            return _llm_error_response(exc, error_body(exc.kind, exc.message, exc.details))
         return super().handle_exception(exc)
 
     @extend_schema(request=GenerateIn, responses=OpenApiTypes.OBJECT, summary="Generate (JSON, or SSE with stream)")

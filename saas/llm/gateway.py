@@ -30,6 +30,7 @@ from django.utils import timezone
 from django_guid import get_guid
 from pgvector.django import CosineDistance
 
+from billing import quota
 from saas.core.redis import get_redis
 from saas.llm import breaker, crypto, metrics, tool_protocol
 from saas.llm import config as gateway_config
@@ -46,6 +47,7 @@ from saas.llm.providers import (
     ContextTooLong,
     LLMError,
     OpenAIProvider,
+    QuotaExceeded,
     StreamEnd,
     Upstream,
     UpstreamUnavailable,
@@ -132,6 +134,7 @@ class _Ledger:
     cache: str = LLMCall.Cache.MISS
     pii_masked: int = 0
     permit: breaker.Permit | None = None  # the circuit breaker's leave for the attempt in flight
+    reservation: quota.Reservation | None = None  # the org's quota place for this request, settled in write()
 
     def attempt(self, model: ModelConfig, status: str, started: float, error: LLMError | None = None) -> None:
         self.attempts.append(
@@ -191,6 +194,11 @@ class _Ledger:
             output_encrypted=crypto.encrypt(output_text),
         )
         metrics.observe(call, model_label=used[-1]["model"] if used else (model.alias if model else "none"))
+        if self.reservation is not None:
+            reservation, self.reservation = self.reservation, None
+            answered = status in (LLMCall.Status.OK, LLMCall.Status.CANCELLED)
+            hit = self.cache in (LLMCall.Cache.EXACT, LLMCall.Cache.SEMANTIC)
+            quota.settle(reservation, call=call, billable=answered and not hit, cache_hit=answered and hit)
         return call
 
 
@@ -535,6 +543,10 @@ def _prepare(
         validate(request, config)
         outbound = _mask(request, policy, masker)
         ledger.pii_masked = masker.found
+        try:
+            ledger.reservation = quota.reserve(org=ledger.caller.org)
+        except quota.QuotaExceeded as exceeded:
+            raise QuotaExceeded(exceeded.message, details=exceeded.details) from None
     except LLMError as error:
         ledger.write(status="error", error=error)
         raise

@@ -23,10 +23,13 @@ class LLMError(Exception):
     retryable = False
     http_status = 502
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.details = details or {}
 
 
 class RateLimited(LLMError):
@@ -57,6 +60,12 @@ class ContentFiltered(BadRequest):
 
 class ContextTooLong(BadRequest):
     kind, retryable, http_status = "context_too_long", False, 400
+
+
+class QuotaExceeded(LLMError):
+    """The org's plan allows no more AI requests this period (billing.quota)."""
+
+    kind, retryable, http_status = "quota_exceeded", False, 402
 
 
 class Cancelled(LLMError):

@@ -67,5 +67,5 @@ def test_without_redis_the_database_is_read_every_time(models, monkeypatch):
 def test_the_gateway_resolves_from_the_copy(fake, models, django_assert_num_queries):
     caller = gateway.Caller(org=OrganizationFactory())
     gateway.chat(caller=caller, model="test-large", request=HELLO, bypass_cache=True)
-    with django_assert_num_queries(1):  # the ledger row, nothing else
+    with django_assert_num_queries(2):  # the ledger row and its usage row (billing), nothing else
         gateway.chat(caller=caller, model="test-large", request=HELLO, bypass_cache=True)

@@ -1,0 +1,21 @@
+"""The plan catalogue at launch: seeded by a migration (and again after a test flushes the database), then
+edited by operators in the admin, where Stripe prices are linked."""
+
+from decimal import Decimal
+from typing import Any
+
+PLANS: list[dict[str, Any]] = [
+    {"slug": "free", "name": "Free", "monthly_price_usd": Decimal(0), "included_requests": 200, "hard_cap": True,
+     "members_limit": 3, "storage_limit_mb": 100, "is_default": True, "position": 0},
+    {"slug": "pro", "name": "Pro", "monthly_price_usd": Decimal(10), "included_requests": 1000, "hard_cap": False,
+     "price_per_extra_request": Decimal("0.01"), "members_limit": 10, "storage_limit_mb": 2000, "position": 1},
+    {"slug": "team", "name": "Team", "monthly_price_usd": Decimal(50), "included_requests": 10000,
+     "hard_cap": False, "price_per_extra_request": Decimal("0.008"), "members_limit": 50,
+     "storage_limit_mb": 20000, "position": 2},
+]  # fmt: skip
+
+
+def sync_plans(plan_model: Any) -> None:
+    """Create the catalogue's plans that are missing (never changes existing ones)."""
+    for plan in PLANS:
+        plan_model.objects.get_or_create(slug=plan["slug"], defaults=plan)

@@ -1,0 +1,119 @@
+"""Reads: which plan an org is on now, its billing period and limits, and its usage."""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from billing.catalogue import sync_plans
+from billing.models import OrgBilling, Plan
+from saas.core.memo import Memo, register
+
+MAX_ORGS = 10_000
+
+
+@dataclass
+class Catalogue:
+    plans: dict[str, Plan]
+    default: Plan
+    _orgs: dict[Any, OrgBilling | None] = field(default_factory=dict)
+
+    def org_billing(self, org: Any) -> OrgBilling | None:
+        if org.pk in self._orgs:
+            return self._orgs[org.pk]
+        billing = OrgBilling.objects.for_org(org).select_related("plan").first()
+        if len(self._orgs) < MAX_ORGS:
+            self._orgs[org.pk] = billing
+        return billing
+
+
+def _load() -> Catalogue:
+    plans = {plan.slug: plan for plan in Plan.objects.all()}
+    default = next((plan for plan in plans.values() if plan.is_default), None)
+    if default is None:  # a database without the seeded catalogue (a flushed test database)
+        sync_plans(Plan)
+        return _load()
+    return Catalogue(plans, default)
+
+
+memo = register(Memo("billing", _load, max_age=lambda: settings.LLM_CONFIG_CACHE_SECONDS))
+
+
+@dataclass(frozen=True)
+class BillingState:
+    plan: Plan
+    billing: OrgBilling | None
+    period_start: datetime
+    period_end: datetime
+
+    @property
+    def status(self) -> str:
+        return self.billing.status if self.billing else OrgBilling.Status.FREE
+
+    @property
+    def request_limit(self) -> int:
+        """AI requests allowed this period; -1: no limit (overage without a spend cap)."""
+        plan = self.plan
+        if plan.hard_cap:
+            return plan.included_requests
+        cap = self.billing.spend_cap_usd if self.billing else None
+        if cap is None or plan.price_per_extra_request <= 0:
+            return -1
+        return plan.included_requests + int(cap / plan.price_per_extra_request)
+
+
+def _calendar_month(now: datetime) -> tuple[datetime, datetime]:
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start, end
+
+
+def billing_state(*, org: Any, now: datetime | None = None) -> BillingState:
+    now = now or timezone.now()
+    catalogue = memo.current()
+    billing = catalogue.org_billing(org)
+    canceled = billing is not None and billing.status == OrgBilling.Status.CANCELED
+    plan = catalogue.default if billing is None or canceled else billing.plan
+    if billing and billing.current_period_start and billing.current_period_end and (
+        billing.current_period_start <= now < billing.current_period_end
+    ):  # fmt: skip
+        start, end = billing.current_period_start, billing.current_period_end
+    else:
+        start, end = _calendar_month(now)
+    return BillingState(plan, billing, start, end)
+
+
+def usage_summary(*, org: Any) -> dict[str, Any]:
+    """This period's usage against the plan: what `GET /api/v1/usage` and the billing page show."""
+    from django.db.models import Count, Sum
+
+    from billing.models import UsageEvent
+
+    state = billing_state(org=org)
+    plan = state.plan
+    events = UsageEvent.objects.for_org(org).filter(period_start=state.period_start)
+    requests = events.filter(kind=UsageEvent.Kind.REQUEST)
+    used = requests.count()
+    cache_hits = events.filter(kind=UsageEvent.Kind.CACHE_HIT).count()
+    model_cost = events.aggregate(total=Sum("cost_usd"))["total"] or Decimal(0)
+    overage = 0 if plan.hard_cap else max(0, used - plan.included_requests)
+    projected = (plan.monthly_price_usd + overage * plan.price_per_extra_request
+                 + cache_hits * plan.price_per_cache_hit)  # fmt: skip
+    limit = state.request_limit
+
+    def breakdown(field: str) -> list[dict[str, Any]]:
+        rows = requests.values(field).annotate(count=Count("id"), cost=Sum("cost_usd")).order_by("-count", field)
+        return [{field: row[field], "ai_requests": row["count"], "cost_usd": f"{row['cost'] or 0:f}"} for row in rows]
+
+    return {
+        "period": {"start": state.period_start.isoformat(), "end": state.period_end.isoformat()},
+        "plan": {"slug": plan.slug, "name": plan.name, "hard_cap": plan.hard_cap}, "status": state.status,
+        "ai_requests": {"used": used, "included": plan.included_requests, "limit": None if limit < 0 else limit,
+                        "remaining": None if limit < 0 else max(0, limit - used)},
+        "cache_hits": cache_hits, "cost_usd": f"{model_cost:f}", "overage_requests": overage,
+        "projected_bill_usd": f"{projected:.2f}",
+        "by_feature": breakdown("feature"), "by_model": breakdown("model"),
+    }  # fmt: skip

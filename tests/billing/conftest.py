@@ -1,0 +1,1 @@
+from tests.llm.conftest import fake, models  # noqa: F401  (fixtures)

@@ -1,0 +1,119 @@
+"""AI-request quotas through the gateway: the Free plan stops at its allowance with a 402 naming the limit,
+cache hits and failures do not use it, paid plans run into overage up to the spend cap, and Redis is only a
+fast copy of the usage ledger."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from billing import quota
+from billing.catalogue import sync_plans
+from billing.models import OrgBilling, Plan, UsageEvent
+from saas.core.redis import get_redis
+from saas.llm import gateway
+from saas.llm.models import LLMCall
+from saas.llm.providers import BadRequest, ChatRequest, QuotaExceeded
+from tests.accounts.conftest import issue_key, key_client
+from tests.accounts.factories import OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+HELLO = ChatRequest([{"role": "user", "content": "Hello"}])
+
+
+@pytest.fixture
+def free(db):
+    sync_plans(Plan)  # a flushed test database has lost the seeded catalogue
+    Plan.objects.filter(slug="free").update(included_requests=3)
+    for key in get_redis().scan_iter("crewdesk:quota:*"):
+        get_redis().delete(key)
+    return OrganizationFactory()
+
+
+def _ask(org, n=1, model="local", **kwargs):
+    caller = gateway.Caller(org=org, feature="chat")
+    return [gateway.chat(caller=caller, model=model, request=HELLO, **kwargs) for _ in range(n)]
+
+
+def test_the_free_plan_stops_at_its_allowance_with_a_402_naming_the_limit(free):
+    client = key_client(issue_key(free, scopes=["read", "ask"]).secret)
+    for n in range(3):
+        answered = client.post("/api/v1/generate", {"model": "local", "prompt": f"Hello {n}"}, format="json")
+        assert answered.status_code == 200
+    refused = client.post("/api/v1/generate", {"model": "local", "prompt": "Hello 3"}, format="json")
+    assert refused.status_code == 402
+    error = refused.json()["error"]
+    assert error["code"] == "quota_exceeded" and "3 AI requests of its Free plan" in error["message"]
+    assert error["details"] == {"limit": "ai_requests", "plan": "free", "used": 3, "allowed": 3,
+                                "upgrade_url": f"/o/{free.slug}/billing/"}  # fmt: skip
+    assert UsageEvent.all_orgs.filter(organization=free, kind="request").count() == 3
+    refusal = LLMCall.all_orgs.filter(organization=free).latest("created_at")
+    assert refusal.status == "error" and refusal.error_class == "quota_exceeded"  # refusals are in the ledger too
+    usage = client.get("/api/v1/usage").json()
+    assert usage["ai_requests"] == {"used": 3, "included": 3, "limit": 3, "remaining": 0}
+    assert usage["plan"]["slug"] == "free" and [row["ai_requests"] for row in usage["by_feature"]] == [3]
+    assert usage["by_model"] == [{"model": "local", "ai_requests": 3, "cost_usd": "0.000000"}]
+
+
+def test_cache_hits_and_failures_do_not_use_the_allowance(free, fake, models):
+    _ask(free, 1, model="test-small")
+    _ask(free, 2, model="test-small")  # the same question again: exact-cache hits
+    fake.script("fake-small", {"status": 400, "message": "bad"})
+    with pytest.raises(BadRequest):
+        _ask(free, 1, model="test-small", bypass_cache=True)
+    events = list(UsageEvent.all_orgs.filter(organization=free).values_list("kind", flat=True))
+    assert sorted(events) == ["cache_hit", "cache_hit", "request"]
+    _ask(free, 2, model="test-small", bypass_cache=True)  # two more: the allowance (3) is used, not exceeded
+    with pytest.raises(QuotaExceeded):
+        _ask(free, 1, model="test-small", bypass_cache=True)
+
+
+def test_a_paid_plan_runs_into_overage_up_to_the_spend_cap(free):
+    pro = Plan.objects.get(slug="pro")
+    Plan.objects.filter(pk=pro.pk).update(included_requests=2, price_per_extra_request=Decimal("0.01"))
+    OrgBilling.objects.for_org(free).create(organization=free, plan=pro, status="active", spend_cap_usd=Decimal("0.02"))
+    _ask(free, 4, bypass_cache=True)  # 2 included + 2 of overage ($0.02)
+    with pytest.raises(QuotaExceeded, match="spend cap"):
+        _ask(free, 1, bypass_cache=True)
+    usage = key_client(issue_key(free).secret).get("/api/v1/usage").json()
+    assert usage["overage_requests"] == 2 and usage["projected_bill_usd"] == "10.02"
+
+
+def test_redis_is_reseeded_from_the_usage_ledger_and_stale_reservations_expire(free):
+    _ask(free, 2, bypass_cache=True)
+    used_key, held_key = quota._keys(free.pk, quota.selectors.billing_state(org=free).period_start)
+    get_redis().delete(used_key)  # Redis lost its copy
+    get_redis().zadd(held_key, {"a-dead-worker": 1.0})  # a reservation whose process died long ago
+    _ask(free, 1, bypass_cache=True)  # seeded from the ledger (2), the dead reservation ignored
+    assert int(get_redis().get(used_key)) == 3
+    with pytest.raises(QuotaExceeded):
+        _ask(free, 1, bypass_cache=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_parallel_requests_one_below_the_allowance_get_exactly_one_answer(free):
+    """The acceptance test: 50 requests at once when one is left; one is answered, 49 are refused."""
+    from saas.llm.models import ModelConfig
+    from saas.llm.registry import sync_registry
+
+    sync_registry(ModelConfig)  # a flushed test database has lost the seeded registry
+    Plan.objects.filter(slug="free").update(included_requests=10)
+    _ask(free, 9, bypass_cache=True)
+    start = threading.Barrier(50)
+
+    def one(_: int) -> str:
+        try:
+            start.wait()
+            _ask(free, 1, bypass_cache=True)
+            return "answered"
+        except QuotaExceeded:
+            return "refused"
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(50) as pool:
+        outcomes = list(pool.map(one, range(50)))
+    assert outcomes.count("answered") == 1 and outcomes.count("refused") == 49
+    assert UsageEvent.all_orgs.filter(organization=free, kind="request").count() == 10
