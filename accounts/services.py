@@ -612,9 +612,18 @@ def demo_bootstrap() -> DemoLogin:
 # --- Notifications -----------------------------------------------------------------------------------------
 
 
-def notify_members(*, org: Organization, title: str, url: str = "") -> list[Notification]:
-    """A notification for every member of the org, shown in the app, and pushed to their open tabs."""
-    members = Membership.objects.for_org(org).values_list("user_id", flat=True)
+def notify_members(
+    *, org: Organization, title: str, url: str = "", roles: list[str] | None = None, email: str = ""
+) -> list[Notification]:
+    """A notification for every member of the org (or those with one of `roles`), shown in the app and pushed
+    to their open tabs; with `email`, also sent to them by email with that text."""
+    memberships = Membership.objects.for_org(org)
+    if roles is not None:
+        memberships = memberships.filter(role__in=roles)
+    members = list(memberships.values_list("user_id", flat=True))
+    if email:
+        addresses = list(User.objects.filter(pk__in=members).values_list("email", flat=True))
+        transaction.on_commit(lambda: send_mail(title, email, None, addresses, fail_silently=True))
     created = Notification.objects.for_org(org).bulk_create(
         [Notification(organization=org, user_id=user_id, title=title[:200], url=url[:300]) for user_id in members]
     )

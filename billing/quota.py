@@ -17,11 +17,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any
+
+from django.db import transaction
 
 from billing import selectors
 from billing.models import UsageEvent
+from billing.services import usage_thresholds_crossed
+from billing.tasks import warn_usage
 from saas.core.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -41,8 +45,8 @@ return {1, taken + 1}
 """
 _SETTLE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCR', KEYS[1]) end
-return 1
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+return -1
 """
 
 
@@ -71,6 +75,7 @@ class Reservation:
     org: Any
     period_start: datetime
     token: str
+    included: int  # the plan's allowance, for the 80% and 100% warnings
 
     @property
     def keys(self) -> list[str]:
@@ -87,7 +92,7 @@ def reserve(*, org: Any) -> Reservation:
     state = selectors.billing_state(org=org)
     period_start = state.period_start
     limit = state.request_limit
-    reservation = Reservation(org, period_start, uuid.uuid4().hex)
+    reservation = Reservation(org, period_start, uuid.uuid4().hex, state.plan.included_requests)
     redis = get_redis()
     now = time.time()
     for _ in range(2):
@@ -111,9 +116,19 @@ def settle(reservation: Reservation, *, call: Any, billable: bool, cache_hit: bo
             feature=call.feature, model=call.model_used, cost_usd=call.cost_usd, period_start=reservation.period_start,
         )  # fmt: skip
     try:
-        _script("settle")(keys=reservation.keys, args=[reservation.token, "1" if billable else "0"])
+        used = int(_script("settle")(keys=reservation.keys, args=[reservation.token, "1" if billable else "0"]))
     except Exception:  # the reservation expires on its own; the row is counted at the next seeding
         logger.warning("Could not settle a quota reservation of org %s", reservation.org.pk)
+        return
+    for threshold in usage_thresholds_crossed(included=reservation.included, before=used - 1, after=used):
+        transaction.on_commit(partial(_warn_later, str(reservation.org.pk), threshold))
+
+
+def _warn_later(org_id: str, threshold: int) -> None:
+    try:
+        warn_usage.delay(org_id, threshold)
+    except Exception:  # a broker outage must not fail the answer; the next threshold warns again
+        logger.warning("Could not queue the %s%% usage warning of org %s", threshold, org_id)
 
 
 def period_used(*, org: Any, period_start: datetime | None = None) -> int:

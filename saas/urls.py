@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include(billing_urls.api_urlpatterns)),
     path("o/<slug:org_slug>/", include(agents_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(documents_urls.org_patterns)),
+    path("o/<slug:org_slug>/", include(billing_urls.org_patterns)),
     path("v1/", include(llm_urls.openai_urlpatterns)),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),

@@ -289,6 +289,10 @@ DOCUMENTS_MIN_SIMILARITY = env.float("DOCUMENTS_MIN_SIMILARITY", default=0.3)
 DOCUMENTS_DUPLICATE_SIMILARITY = env.float("DOCUMENTS_DUPLICATE_SIMILARITY", default=0.97)
 DOCUMENTS_SUPPORTED = env.float("DOCUMENTS_SUPPORTED", default=0.5)
 
+# --- Billing -----------------------------------------------------------------------------------------------
+# Stripe is switched on by its secret key; without it every org stays on the plan set here (Free by default).
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+
 # --- Crews -------------------------------------------------------------------------------------------------
 # A run's worker writes a heartbeat at every step; a running run without one for AGENTS_RUN_STALLED_AFTER
 # seconds lost its worker: the watchdog (beat, every minute) queues it again to resume after its last finished

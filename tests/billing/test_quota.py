@@ -117,3 +117,39 @@ def test_fifty_parallel_requests_one_below_the_allowance_get_exactly_one_answer(
         outcomes = list(pool.map(one, range(50)))
     assert outcomes.count("answered") == 1 and outcomes.count("refused") == 49
     assert UsageEvent.all_orgs.filter(organization=free, kind="request").count() == 10
+
+
+def test_warnings_at_80_and_100_percent_go_to_owners_and_admins_once(
+    free, mailoutbox, django_capture_on_commit_callbacks
+):
+    from accounts.models import Notification
+    from billing import services
+    from tests.accounts.factories import MembershipFactory
+
+    Plan.objects.filter(slug="free").update(included_requests=5)
+    owner = MembershipFactory(organization=free, role="owner")
+    MembershipFactory(organization=free, role="member")
+    crossings = []
+    for _ in range(5):
+        with django_capture_on_commit_callbacks() as callbacks:
+            _ask(free, 1, bypass_cache=True)
+        crossings.append(len(callbacks))
+    assert crossings == [0, 0, 0, 1, 1]  # the 4th request crosses 80%, the 5th 100%
+
+    with django_capture_on_commit_callbacks(execute=True):  # the email leaves once the rows are committed
+        assert services.usage_warn(org_id=free.pk, threshold=80) is True
+    assert services.usage_warn(org_id=free.pk, threshold=80) is False  # once per period
+    (note,) = Notification.all_orgs.filter(organization=free)
+    assert note.user_id == owner.user_id and "used 80% of the 5 AI requests" in note.title
+    assert note.url == f"/o/{free.slug}/billing/"
+    (mail,) = mailoutbox
+    assert mail.to == [owner.user.email] and "/billing/" in mail.body
+
+
+def test_thresholds_are_crossed_once():
+    from billing.services import usage_thresholds_crossed
+
+    assert usage_thresholds_crossed(included=1000, before=799, after=800) == [80]
+    assert usage_thresholds_crossed(included=1000, before=800, after=801) == []
+    assert usage_thresholds_crossed(included=1, before=0, after=1) == [80, 100]
+    assert usage_thresholds_crossed(included=0, before=0, after=1) == []
