@@ -14,6 +14,23 @@ from saas.core.memo import Memo, register
 
 MAX_ORGS = 10_000
 
+# The bytes an org stores, counted by the layer that stores them (documents registers at startup: billing sits
+# below it and cannot import it).
+_storage_counters: list[Any] = []
+
+
+def register_storage_counter(count: Any) -> None:
+    _storage_counters.append(count)
+
+
+def storage_used(*, org: Any) -> int:
+    return sum(count(org) for count in _storage_counters)
+
+
+def storage_limit_bytes(*, org: Any) -> int | None:
+    limit_mb = billing_state(org=org).plan.storage_limit_mb
+    return limit_mb * 1024 * 1024 if limit_mb is not None else None
+
 
 @dataclass
 class Catalogue:
@@ -116,4 +133,5 @@ def usage_summary(*, org: Any) -> dict[str, Any]:
         "cache_hits": cache_hits, "cost_usd": f"{model_cost:f}", "overage_requests": overage,
         "projected_bill_usd": f"{projected:.2f}",
         "by_feature": breakdown("feature"), "by_model": breakdown("model"),
+        "storage": {"used_bytes": storage_used(org=org), "limit_bytes": storage_limit_bytes(org=org)},
     }  # fmt: skip

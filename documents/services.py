@@ -15,6 +15,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.models import Organization
+from billing import selectors as billing_selectors
 from documents.extraction import ExtractionRefused, chunk_sections, detect_kind, extract_sections
 from documents.models import Chunk, Collection, Document
 from saas.core import events
@@ -104,6 +106,7 @@ def document_upload(
         )
     name = (filename or "document").replace("\\", "/").rsplit("/", 1)[-1][:255] or "document"
     with transaction.atomic():
+        _check_storage(org, len(data))
         document = Document(
             organization=org, collection=collection, title=(title or name)[:300], filename=name, kind=kind,
             size_bytes=len(data), sha256=digest, uploaded_by=user, api_key=api_key,
@@ -112,6 +115,24 @@ def document_upload(
         document.save()
         transaction.on_commit(lambda: _enqueue_ingestion(document))
     return document
+
+
+def _check_storage(org: Any, size: int) -> None:
+    """The plan's storage limit, under a lock on the org so that parallel uploads cannot pass it together."""
+    limit = billing_selectors.storage_limit_bytes(org=org)
+    if limit is None:
+        return
+    Organization.objects.select_for_update().filter(pk=org.pk).first()  # serialises this org's uploads
+    used = billing_selectors.storage_used(org=org)
+    if used + size > limit:
+        plan = billing_selectors.billing_state(org=org).plan
+        raise ApplicationError(
+            f"This file ({size / 1e6:.1f} MB) does not fit in the {plan.name} plan's storage: "
+            f"{used / 1e6:.1f} MB of {limit / 1e6:.0f} MB used. Delete documents or upgrade the plan.",
+            code="storage_limit", status=402,
+            details={"limit": "storage", "plan": plan.slug, "used_bytes": used, "allowed_bytes": limit,
+                     "upgrade_url": f"/o/{org.slug}/billing/"},
+        )  # fmt: skip
 
 
 def too_large(size: int) -> ExtractionRefused:
