@@ -11,13 +11,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from accounts import selectors as account_selectors
 from accounts.permissions import ASK, READ, principal_for_member
 from agents import run_events, selectors, services
+from agents.models import Run
 from saas.core.consumers import next_in_org_scope, read_frame
 from saas.core.errors import ApplicationError
 from saas.core.tenancy import org_scope
 from saas.llm import gateway
 
 MAX_FRAME_BYTES = 64 * 1024
-FINISHED = {"succeeded", "failed", "cancelled"}
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -131,7 +131,6 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         self.task = asyncio.create_task(self._follow())
 
     def _load(self, user: Any, run_id: str) -> Any:
-        from agents.models import Run
 
         run = Run.all_orgs.filter(pk=run_id).first()
         if run is None:
@@ -155,21 +154,21 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
             for step in steps:
                 await self.send_json({"type": "step", "step": step})
             last_seq = steps[-1]["seq"] if steps else 0
-            if run["status"] in FINISHED:
+            if run["status"] in Run.FINISHED:
                 await self.send_json({"type": "status", "status": run["status"], "error": run["error"]})
                 return
             while True:
                 event = await subscription.next_event(idle_timeout=5.0)
                 if event is None:
                     run = await database_sync_to_async(self._current)()
-                    if run["status"] in FINISHED:  # its last event was missed: say it anyway
+                    if run["status"] in Run.FINISHED:  # its last event was missed: say it anyway
                         await self.send_json({"type": "status", "status": run["status"], "error": run["error"]})
                         return
                     continue
                 if event["type"] == "step" and event["step"]["seq"] <= last_seq:
                     continue
                 await self.send_json(event)
-                if event["type"] == "status" and event["status"] in FINISHED:
+                if event["type"] == "status" and event["status"] in Run.FINISHED:
                     return
         finally:
             await subscription.close()

@@ -9,27 +9,22 @@ then skip live steps they already replayed (by `seq`): nothing is missed in betw
 import json
 from collections.abc import Iterator
 from contextlib import suppress
-from functools import cache
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from saas.core.redis import get_redis
+
 
 def channel(run_id: Any) -> str:
     return f"crewdesk:run-events:{run_id}"
 
 
-@cache
-def _client() -> redis.Redis:
-    # One client (and pool) per process: a worker publishes every token.
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-
-
 def publish(run_id: Any, event: dict[str, Any]) -> None:
     with suppress(redis.RedisError):  # a lost live event must not fail the run: the steps are in the database
-        _client().publish(channel(run_id), json.dumps(event, default=str))
+        get_redis().publish(channel(run_id), json.dumps(event, default=str))  # the process's shared client
 
 
 class Subscription:

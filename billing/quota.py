@@ -129,8 +129,3 @@ def _warn_later(org_id: str, threshold: int) -> None:
         warn_usage.delay(org_id, threshold)
     except Exception:  # a broker outage must not fail the answer; the next threshold warns again
         logger.warning("Could not queue the %s%% usage warning of org %s", threshold, org_id)
-
-
-def period_used(*, org: Any, period_start: datetime | None = None) -> int:
-    period_start = period_start or selectors.billing_state(org=org).period_start
-    return UsageEvent.objects.for_org(org).filter(period_start=period_start, kind="request").count()
