@@ -131,7 +131,6 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         self.task = asyncio.create_task(self._follow())
 
     def _load(self, user: Any, run_id: str) -> Any:
-
         run = Run.all_orgs.filter(pk=run_id).first()
         if run is None:
             return None
