@@ -163,7 +163,10 @@ def _progress(document: Document, status: str, progress: int, reason: str = "") 
         status=status, progress=progress, failure_reason=reason, updated_at=timezone.now()
     )
     document.status, document.progress, document.failure_reason = status, progress, reason
-    data = {"id": str(document.pk), "status": status, "progress": progress, "reason": reason}
+    data = {
+        "id": str(document.pk), "status": status, "progress": progress, "reason": reason,
+        "chunk_count": document.chunk_count,
+    }  # fmt: skip
     try:
         events.push_to_org(document.organization_id, "document.progress", data)
     except Exception:  # a missed progress event must not fail the ingestion

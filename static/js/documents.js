@@ -46,6 +46,30 @@
     });
     table.prepend(row);
     setStatus(row, doc.status, doc.progress, doc.failure_reason);
+    watch(row);  // its events may have come before this row existed
+  }
+
+  function show(row, doc) {
+    const late = doc.status === "queued" || doc.status === "processing";
+    if (late && !unfinished(row)) return;  // an answer that left before the document finished
+    setStatus(row, doc.status, doc.progress, doc.failure_reason !== undefined ? doc.failure_reason : doc.reason);
+    if (doc.chunk_count !== undefined) row.querySelector(".chunks").textContent = String(doc.chunk_count);
+  }
+
+  function unfinished(row) {
+    const status = row.querySelector(".status").dataset.status;
+    return status === "queued" || status === "processing";
+  }
+
+  // Events sent before this page's socket opened (or before a row was added) are not replayed: ask the API
+  // about a row still in flight until it is finished.
+  function watch(row) {
+    if (!unfinished(row)) return;
+    const timer = setInterval(function () {
+      if (!unfinished(row)) { clearInterval(timer); return; }
+      refresh(row.dataset.document);
+    }, 3000);
+    refresh(row.dataset.document);
   }
 
   function refresh(id) {
@@ -53,9 +77,7 @@
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (doc) {
         const row = doc && table.querySelector('tr[data-document="' + doc.id + '"]');
-        if (!row) return;
-        setStatus(row, doc.status, doc.progress, doc.failure_reason);
-        row.querySelector(".chunks").textContent = String(doc.chunk_count);
+        if (row) show(row, doc);
       });
   }
 
@@ -111,14 +133,7 @@
     const event = e.detail;
     if (!event || event.type !== "document.progress") return;
     const row = table.querySelector('tr[data-document="' + event.data.id + '"]');
-    if (!row) return;
-    setStatus(row, event.data.status, event.data.progress, event.data.reason);
-    if (event.data.status === "ready") refresh(event.data.id);
+    if (row) show(row, event.data);
   });
-  // Events sent before this page's socket opened are not replayed: catch up on anything still in flight.
-  table.querySelectorAll(".status").forEach(function (cell) {
-    if (cell.dataset.status === "queued" || cell.dataset.status === "processing") {
-      setInterval(function () { refresh(cell.closest("tr").dataset.document); }, 5000);
-    }
-  });
+  table.querySelectorAll("tr[data-document]").forEach(watch);
 })();
