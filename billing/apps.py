@@ -9,3 +9,6 @@ class BillingConfig(AppConfig):
         from billing.selectors import memo
 
         memo.watch(Plan, OrgBilling)
+        from billing import payments  # connects the Stripe webhook handlers
+
+        payments.use_api_base()

@@ -83,3 +83,21 @@ class UsageEvent(OrgOwnedModel):
         indexes: ClassVar = [
             models.Index(fields=["organization", "period_start", "kind"], name="billing_usage_period"),
         ]
+
+
+class UsageReport(OrgOwnedModel):
+    """Overage reported to Stripe's billing meter for one org and period: what Stripe has counted, and the one
+    report in flight. The report is written here before it is sent, so a retry after a crash resends the same
+    identifier and Stripe counts it once."""
+
+    period_start = models.DateTimeField()
+    reported_requests = models.PositiveIntegerField(default=0)
+    pending_requests = models.PositiveIntegerField(default=0)
+    pending_identifier = models.CharField(max_length=120, blank=True)
+    pending_at = models.DateTimeField(null=True, blank=True, help_text="The last request the pending report counts.")
+    last_reported_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(OrgOwnedModel.Meta):
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["organization", "period_start"], name="billing_one_report_per_period"),
+        ]

@@ -70,6 +70,15 @@ class QuotaExceeded(Exception):
                         "upgrade_url": f"/o/{org.slug}/billing/"}  # fmt: skip
 
 
+class PaymentOverdue(Exception):
+    def __init__(self, *, org: Any, since: datetime) -> None:
+        self.message = (f"This org's payment has been overdue since {since:%Y-%m-%d}: AI requests are paused until "
+                        "the invoice is paid. An owner can update the card in the billing portal.")  # fmt: skip
+        super().__init__(self.message)
+        self.details = {"limit": "payment_overdue", "past_due_since": since.isoformat(),
+                        "billing_url": f"/o/{org.slug}/billing/"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Reservation:
     org: Any
@@ -90,6 +99,8 @@ def _keys(org_id: Any, period_start: datetime) -> list[str]:
 def reserve(*, org: Any) -> Reservation:
     """A place for one AI request in this period, or QuotaExceeded naming the limit."""
     state = selectors.billing_state(org=org)
+    if state.restricted and state.billing and state.billing.past_due_since:
+        raise PaymentOverdue(org=org, since=state.billing.past_due_since)
     period_start = state.period_start
     limit = state.request_limit
     reservation = Reservation(org, period_start, uuid.uuid4().hex, state.plan.included_requests)

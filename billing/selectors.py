@@ -1,7 +1,7 @@
 """Reads: which plan an org is on now, its billing period and limits, and its usage."""
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -65,6 +65,7 @@ class BillingState:
     billing: OrgBilling | None
     period_start: datetime
     period_end: datetime
+    restricted: bool = False  # past due for longer than the grace period: AI requests are refused
 
     @property
     def status(self) -> str:
@@ -100,7 +101,10 @@ def billing_state(*, org: Any, now: datetime | None = None) -> BillingState:
         start, end = billing.current_period_start, billing.current_period_end
     else:
         start, end = _calendar_month(now)
-    return BillingState(plan, billing, start, end)
+    grace = timedelta(days=settings.BILLING_PAST_DUE_GRACE_DAYS)
+    restricted = bool(billing and billing.status == OrgBilling.Status.PAST_DUE and billing.past_due_since
+                      and billing.past_due_since + grace <= now)  # fmt: skip
+    return BillingState(plan, billing, start, end, restricted)
 
 
 def usage_summary(*, org: Any) -> dict[str, Any]:
@@ -135,3 +139,13 @@ def usage_summary(*, org: Any) -> dict[str, Any]:
         "by_feature": breakdown("feature"), "by_model": breakdown("model"),
         "storage": {"used_bytes": storage_used(org=org), "limit_bytes": storage_limit_bytes(org=org)},
     }  # fmt: skip
+
+
+def invoice_list(*, org: Any, limit: int = 12) -> list[Any]:
+    """The org's latest Stripe invoices, as dj-stripe has stored them from the webhooks."""
+    from djstripe.models import Invoice
+
+    billing = billing_state(org=org).billing
+    if billing is None or not billing.stripe_customer_id:
+        return []
+    return list(Invoice.objects.filter(customer_id=billing.stripe_customer_id).order_by("-created")[:limit])

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from billing import services
+from billing import payments, services
 from saas.core.tenancy import org_scope
 
 
@@ -10,3 +10,9 @@ from saas.core.tenancy import org_scope
 def warn_usage(org_id: str, threshold: int) -> None:
     with org_scope(org_id):
         services.usage_warn(org_id=org_id, threshold=threshold)
+
+
+@shared_task(name="billing.report_overage", ignore_result=True, acks_late=True, soft_time_limit=240, time_limit=300)
+def report_overage() -> dict[str, int]:
+    """Overage of subscribed orgs to Stripe's meter; idempotent (see billing.payments)."""
+    return payments.overage_report()

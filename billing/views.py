@@ -1,12 +1,15 @@
-"""The billing page: the plan, this period's usage against the allowance, the projected bill, the plans."""
+"""The billing page (the plan, this period's usage against the allowance, the projected bill, invoices, the
+plans), and the owners' buttons to Stripe Checkout and the customer portal."""
 
 from django.conf import settings
 from django.http import HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
-from accounts.permissions import ADMIN
-from accounts.views import OrgHttpRequest, org_page
-from billing import selectors
+from accounts.permissions import ADMIN, OWNER
+from accounts.views import OrgHttpRequest, org_page, run_service
+from billing import payments, selectors
 from billing.models import Plan
 
 
@@ -15,7 +18,31 @@ def billing_page(request: OrgHttpRequest) -> HttpResponse:
     usage = selectors.usage_summary(org=request.org)
     requests = usage["ai_requests"]
     percent = min(100, round(100 * requests["used"] / requests["included"])) if requests["included"] else 100
+    state = selectors.billing_state(org=request.org)
     return render(request, "billing/billing.html", {
-        "usage": usage, "percent": percent, "plans": Plan.objects.all(),
-        "stripe_configured": bool(settings.STRIPE_SECRET_KEY), "is_owner": request.principal.has("owner"),
+        "usage": usage, "percent": percent, "plans": Plan.objects.all(), "state": state,
+        "subscribed": payments.subscribed(state),
+        "invoices": selectors.invoice_list(org=request.org), "checkout": request.GET.get("checkout", ""),
+        "stripe_configured": payments.stripe_configured(), "is_owner": request.principal.has(OWNER),
+        "grace_days": settings.BILLING_PAST_DUE_GRACE_DAYS,
     })  # fmt: skip
+
+
+def _return_url(request: OrgHttpRequest) -> str:
+    return request.build_absolute_uri(reverse("billing", kwargs={"org_slug": request.org.slug}))
+
+
+@require_POST
+@org_page(OWNER)
+def checkout(request: OrgHttpRequest) -> HttpResponse:
+    url = run_service(request, lambda: payments.checkout_start(
+        org=request.org, plan_slug=request.POST.get("plan", ""), email=request.user.email,
+        return_url=_return_url(request)))  # fmt: skip
+    return redirect(url or _return_url(request))
+
+
+@require_POST
+@org_page(OWNER)
+def portal(request: OrgHttpRequest) -> HttpResponse:
+    url = run_service(request, lambda: payments.portal_start(org=request.org, return_url=_return_url(request)))
+    return redirect(url or _return_url(request))

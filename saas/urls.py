@@ -23,6 +23,7 @@ urlpatterns = [
     path("o/<slug:org_slug>/", include(documents_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(billing_urls.org_patterns)),
     path("v1/", include(llm_urls.openai_urlpatterns)),
+    path("stripe/", include(billing_urls.webhook_urlpatterns)),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),

@@ -47,6 +47,7 @@ from saas.llm.providers import (
     ContextTooLong,
     LLMError,
     OpenAIProvider,
+    PaymentOverdue,
     QuotaExceeded,
     StreamEnd,
     Upstream,
@@ -547,6 +548,8 @@ def _prepare(
             ledger.reservation = quota.reserve(org=ledger.caller.org)
         except quota.QuotaExceeded as exceeded:
             raise QuotaExceeded(exceeded.message, details=exceeded.details) from None
+        except quota.PaymentOverdue as overdue:
+            raise PaymentOverdue(overdue.message, details=overdue.details) from None
     except LLMError as error:
         ledger.write(status="error", error=error)
         raise

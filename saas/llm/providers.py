@@ -68,6 +68,12 @@ class QuotaExceeded(LLMError):
     kind, retryable, http_status = "quota_exceeded", False, 402
 
 
+class PaymentOverdue(LLMError):
+    """The org's subscription is past due beyond its grace period (billing.quota)."""
+
+    kind, retryable, http_status = "payment_overdue", False, 402
+
+
 class Cancelled(LLMError):
     kind, retryable, http_status = "cancelled", False, 499
 

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "saas.core",
     "saas.llm",
     "accounts",
+    "djstripe",
     "billing",
     "documents",
     "agents",
@@ -151,6 +152,7 @@ CELERY_BEAT_SCHEDULE = {
     "documents-recover-stalled": {"task": "documents.recover_stalled", "schedule": 60.0},
     "agents-recover-stalled-runs": {"task": "agents.recover_stalled_runs", "schedule": 60.0},
     "agents-start-scheduled-runs": {"task": "agents.start_scheduled_runs", "schedule": 30.0},
+    "billing-report-overage": {"task": "billing.report_overage", "schedule": 3600.0},
 }
 
 # --- Auth --------------------------------------------------------------------------------------------------
@@ -290,8 +292,24 @@ DOCUMENTS_DUPLICATE_SIMILARITY = env.float("DOCUMENTS_DUPLICATE_SIMILARITY", def
 DOCUMENTS_SUPPORTED = env.float("DOCUMENTS_SUPPORTED", default=0.5)
 
 # --- Billing -----------------------------------------------------------------------------------------------
-# Stripe is switched on by its secret key; without it every org stays on the plan set here (Free by default).
+# Stripe is switched on by its secret key; without it every org stays on the default plan (Free) and limits
+# are enforced locally. dj-stripe keeps its copy of customers, subscriptions, invoices and events.
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_LIVE_MODE = STRIPE_SECRET_KEY.startswith("sk_live_")
+STRIPE_LIVE_SECRET_KEY = STRIPE_SECRET_KEY if STRIPE_LIVE_MODE else ""
+STRIPE_TEST_SECRET_KEY = "" if STRIPE_LIVE_MODE else STRIPE_SECRET_KEY
+# The signing secret of the webhook endpoint (Stripe's dashboard or `stripe listen` shows it):
+# `manage.py stripe_setup` records it with dj-stripe and prints the endpoint's URL.
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Another Stripe-compatible server (the tests' local one); empty: Stripe itself.
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+# Overage is reported to this Stripe billing meter (its events carry the customer and the request count).
+STRIPE_METER_EVENT_NAME = env.str("STRIPE_METER_EVENT_NAME", default="crewdesk_ai_requests")
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+# A subscription whose payment failed keeps working this long (past_due), then AI requests are refused until
+# the invoice is paid.
+BILLING_PAST_DUE_GRACE_DAYS = env.int("BILLING_PAST_DUE_GRACE_DAYS", default=7)
 
 # --- Crews -------------------------------------------------------------------------------------------------
 # A run's worker writes a heartbeat at every step; a running run without one for AGENTS_RUN_STALLED_AFTER

