@@ -24,7 +24,7 @@ from djstripe import models as djstripe_models
 from djstripe.signals import WEBHOOK_SIGNALS
 
 from accounts.models import Organization
-from billing import selectors
+from billing import selectors, services
 from billing.models import OrgBilling, Plan, UsageEvent, UsageReport
 from saas.core.errors import ApplicationError, Conflict, ServiceUnavailable
 
@@ -83,9 +83,7 @@ def _stripe_error(error: stripe.StripeError) -> ApplicationError:
 
 
 def _org_billing_locked(org: Organization) -> OrgBilling:
-    rows = OrgBilling.objects.for_org(org)
-    rows.get_or_create(organization=org, defaults={"plan": selectors.memo.current().default})
-    return rows.select_for_update().get()
+    return services.org_billing_locked(org=org)
 
 
 # --- Checkout and portal -----------------------------------------------------------------------------------

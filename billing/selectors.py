@@ -135,17 +135,29 @@ def usage_summary(*, org: Any) -> dict[str, Any]:
         "ai_requests": {"used": used, "included": plan.included_requests, "limit": None if limit < 0 else limit,
                         "remaining": None if limit < 0 else max(0, limit - used)},
         "cache_hits": cache_hits, "cost_usd": f"{model_cost:f}", "overage_requests": overage,
+        "spend_cap_usd": None if state.billing is None or state.billing.spend_cap_usd is None
+        else f"{state.billing.spend_cap_usd:.2f}",
         "projected_bill_usd": f"{projected:.2f}",
         "by_feature": breakdown("feature"), "by_model": breakdown("model"),
         "storage": {"used_bytes": storage_used(org=org), "limit_bytes": storage_limit_bytes(org=org)},
     }  # fmt: skip
 
 
-def invoice_list(*, org: Any, limit: int = 12) -> list[Any]:
-    """The org's latest Stripe invoices, as dj-stripe has stored them from the webhooks."""
+def invoice_list(*, org: Any, limit: int = 12) -> list[dict[str, Any]]:
+    """The org's latest Stripe invoices, as dj-stripe stored them from the webhooks (read defensively: fields
+    Stripe leaves out of an invoice are shown as missing, not as an error page)."""
     from djstripe.models import Invoice
 
     billing = billing_state(org=org).billing
     if billing is None or not billing.stripe_customer_id:
         return []
-    return list(Invoice.objects.filter(customer_id=billing.stripe_customer_id).order_by("-created")[:limit])
+    rows = Invoice.objects.filter(customer_id=billing.stripe_customer_id).order_by("-created")[:limit]
+    invoices = []
+    for row in rows:
+        data = row.stripe_data or {}
+        invoices.append({
+            "id": row.id, "number": data.get("number") or row.id, "created": row.created,
+            "total": Decimal(data.get("total") or 0) / 100, "currency": str(data.get("currency") or "usd").upper(),
+            "status": data.get("status") or "", "url": data.get("hosted_invoice_url") or "",
+        })  # fmt: skip
+    return invoices

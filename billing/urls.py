@@ -10,6 +10,7 @@ org_patterns = [
     path("billing/", views.billing_page, name="billing"),
     path("billing/checkout", views.checkout, name="billing-checkout"),
     path("billing/portal", views.portal, name="billing-portal"),
+    path("billing/spend-cap", views.spend_cap, name="billing-spend-cap"),
 ]
 
 # dj-stripe's endpoint (one per WebhookEndpoint row, by its uuid), answering refusals in our error shape.

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.permissions import ADMIN, OWNER
 from accounts.views import OrgHttpRequest, org_page, run_service
-from billing import payments, selectors
+from billing import payments, selectors, services
 from billing.models import Plan
 
 
@@ -46,3 +46,12 @@ def checkout(request: OrgHttpRequest) -> HttpResponse:
 def portal(request: OrgHttpRequest) -> HttpResponse:
     url = run_service(request, lambda: payments.portal_start(org=request.org, return_url=_return_url(request)))
     return redirect(url or _return_url(request))
+
+
+@require_POST
+@org_page(OWNER)
+def spend_cap(request: OrgHttpRequest) -> HttpResponse:
+    run_service(request, lambda: services.spend_cap_set(
+        org=request.org, principal=request.principal, value=request.POST.get("spend_cap_usd", "")),
+        success="Spend cap saved.")  # fmt: skip
+    return redirect("billing", org_slug=request.org.slug)

@@ -8,9 +8,10 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -151,11 +152,10 @@ def fake_server():
     server.shutdown()
 
 
-@pytest.fixture(scope="session")
-def daphne_server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
-    """A real daphne serving saas.asgi (HTTP and websockets) on a free loopback port."""
+@contextmanager
+def running_daphne(work_dir: Path, fake_server: Any, **env: str) -> Iterator[LiveServer]:
+    """A real daphne serving saas.asgi (HTTP and websockets) on a free loopback port, with extra settings."""
     port = free_port()
-    work_dir = tmp_path_factory.mktemp("daphne")
     mail_dir = work_dir / "mail"
     mail_dir.mkdir()
     server = start_process(
@@ -169,6 +169,7 @@ def daphne_server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[Li
             LLM_OPENAI_API_KEY="sk-upstream-secret",
             LLM_BACKOFF_BASE="0.01",
             LLM_BACKOFF_MAX="0.05",
+            **env,
         ),
     )
     url = f"http://127.0.0.1:{port}"
@@ -182,6 +183,12 @@ def daphne_server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[Li
         yield LiveServer(url=url, host="127.0.0.1", port=port, process=server, mail_dir=mail_dir)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def daphne_server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
+    with running_daphne(tmp_path_factory.mktemp("daphne"), fake_server) as server:
+        yield server
 
 
 def run_python(code: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -56,8 +56,9 @@ def fake_stripe_server():
 
 
 @pytest.fixture
-def local_stripe(fake_stripe_server, settings, db) -> LocalStripe:
-    """Stripe switched on against the local server, the plans linked, the webhook endpoint recorded."""
+def local_stripe(fake_stripe_server, settings) -> LocalStripe:
+    """Stripe switched on against the local server, the plans linked, the webhook endpoint recorded (the test
+    says which database access it needs)."""
     fake_stripe_server.reset()
     settings.STRIPE_SECRET_KEY = settings.STRIPE_TEST_SECRET_KEY = SECRET_KEY
     settings.STRIPE_API_BASE = fake_stripe_server.base_url
@@ -66,3 +67,12 @@ def local_stripe(fake_stripe_server, settings, db) -> LocalStripe:
     Plan.objects.update(stripe_price_id="", stripe_metered_price_id="")
     call_command("stripe_setup", site_url="http://testserver", stdout=io.StringIO())
     return LocalStripe(fake_stripe_server, WebhookEndpoint.objects.get(id="we_crewdesk"))
+
+
+def stripe_env(server: FakeStripeServer) -> dict[str, str]:
+    """The same switches for a server process."""
+    return {
+        "STRIPE_SECRET_KEY": SECRET_KEY,
+        "STRIPE_API_BASE": server.base_url,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }

@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from aiohttp import web
-from localstripe import resources, server
+from localstripe import resources, server, webhooks
 
 resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]  # in memory: no shared pickle
 
@@ -175,6 +175,14 @@ async def portal_create(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
+async def portal_page(request: web.Request) -> web.Response:
+    return web.Response(
+        content_type="text/html",
+        text="<!doctype html><title>Billing portal</title>"
+        "<h1>Local Stripe customer portal</h1><p>Cards, invoices and cancelling live here.</p>",
+    )
+
+
 async def meter_create(request: web.Request) -> web.Response:
     data = await _form(request)
     if not data.get("event_name") or not data.get("display_name"):
@@ -245,6 +253,7 @@ def _build_app() -> web.Application:
     app.router.add_post("/v1/prices", price_create)
     app.router.add_post("/v1/billing/meter_events", meter_event_create)
     app.router.add_get("/_config/checkout/{id}", checkout_page)
+    app.router.add_get("/_config/portal/{id}", portal_page)
     app.router.add_post("/_config/checkout/{id}/pay", checkout_pay)
     app.router.add_post("/_config/checkout/{id}/complete", checkout_complete)
     app.router.add_post("/_config/subscriptions/{id}", subscription_set_status)
@@ -283,6 +292,7 @@ class FakeStripeServer:
 
     def reset(self) -> None:
         resources.store.clear()
+        webhooks._webhooks.clear()
         with state.lock:
             state.checkout_sessions.clear()
             state.meter_events.clear()

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.billing.conftest import fake_stripe_server, local_stripe  # noqa: F401  (fixtures)
+
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -1,17 +1,22 @@
-"""The billing page in headless Chromium, as an admin sees it after a few AI requests."""
+"""The billing page in headless Chromium: usage as an admin sees it, and an owner subscribing through (the local)
+Stripe Checkout, then opening the customer portal."""
 
 import re
+import time
 from typing import Any
 
 import pytest
+import requests
 
 from billing.catalogue import sync_plans
-from billing.models import Plan
+from billing.models import OrgBilling, Plan
 from saas.llm import gateway
 from saas.llm.models import ModelConfig
 from saas.llm.providers import ChatRequest
 from saas.llm.registry import sync_registry
 from tests.accounts.factories import MembershipFactory
+from tests.billing.conftest import WEBHOOK_SECRET, stripe_env
+from tests.conftest import running_daphne
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -35,3 +40,47 @@ def test_the_billing_page_shows_usage_and_plans(browser, daphne_server, screensh
     assert page.locator(".meter span.high").count() == 1  # past 80%: the meter turns amber
     assert page.locator("#stripe-missing").is_visible()
     screenshot(page, "40-billing")
+
+
+@pytest.fixture(scope="module")
+def daphne_with_stripe(django_db_setup, tmp_path_factory, fake_server, fake_stripe_server):
+    with running_daphne(tmp_path_factory.mktemp("daphne-stripe"), fake_server, **stripe_env(fake_stripe_server)) as s:
+        yield s
+
+
+def test_an_owner_upgrades_through_checkout_then_manages_billing(browser, daphne_with_stripe, local_stripe,
+                                                                 screenshot):  # fmt: skip
+    sync_registry(ModelConfig)
+    owner: Any = MembershipFactory(role="owner")
+    org = owner.organization
+    # Stripe posts its events (subscription, invoices) to the app's webhook, signed with the endpoint's secret.
+    requests.post(f"{local_stripe.server.base_url}/_config/webhooks/crewdesk", timeout=10, data={
+        "url": daphne_with_stripe.url + local_stripe.webhook_path, "secret": WEBHOOK_SECRET})  # fmt: skip
+    page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    page.goto(f"{daphne_with_stripe.url}/accounts/login/")
+    page.fill("input[name=login]", owner.user.email)
+    page.fill("input[name=password]", "correct horse battery staple")
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(r"/o/"))
+    page.goto(f"{daphne_with_stripe.url}/o/{org.slug}/billing/")
+    assert not page.locator("#stripe-missing").is_visible()
+    screenshot(page, "41-billing-upgrade")
+
+    page.locator("#plans tr", has_text="Pro").locator("button", has_text="Upgrade").click()
+    page.wait_for_url(re.compile(r"/_config/checkout/cs_test_"))  # Stripe Checkout (the local one)
+    page.click("#pay")
+    page.wait_for_url(re.compile(r"/billing/\?checkout=done"))
+    assert page.locator("#checkout-done").is_visible()
+    for _ in range(30):  # the subscription arrives by webhook, a second or so after the payment
+        if OrgBilling.objects.for_org(org).filter(status="active", plan__slug="pro").exists():
+            break
+        time.sleep(0.5)
+    page.reload()
+    screenshot(page, "42-billing-subscribed")
+    assert "Pro plan · Active" in page.locator("#billing .badge").first.inner_text()
+    page.locator("#invoices tbody tr").first.wait_for(timeout=10000)  # the first invoice, from its webhook
+    screenshot(page, "42-billing-subscribed")
+
+    page.click("#manage-billing")
+    page.wait_for_url(re.compile(r"/_config/portal/bps_"))
+    assert "customer portal" in page.content()
