@@ -262,6 +262,37 @@ class IssuedInvitation:
         return f"/invitations/{self.token}/"
 
 
+# The plan's members limit, asked of billing (which sits above accounts and registers at startup): a callable
+# org -> int | None (None: no limit).
+_members_limits: list[Any] = []
+
+
+def register_members_limit(limit: Any) -> None:
+    _members_limits.append(limit)
+
+
+def _check_members_limit(org: Organization, *, adding_invitation: bool) -> None:
+    """Members plus open invitations may not pass the plan's limit. The caller holds the org row lock, so two
+    invitations or acceptances at once cannot both take the last seat."""
+    limits = [limit for limit in (fn(org) for fn in _members_limits) if limit is not None]
+    if not limits:
+        return
+    limit = min(limits)
+    members = Membership.objects.for_org(org).count()
+    seats = members
+    if adding_invitation:
+        seats += Invitation.objects.for_org(org).filter(accepted_at__isnull=True, revoked_at__isnull=True,
+                                                         expires_at__gt=timezone.now()).count()  # fmt: skip
+    if seats >= limit:
+        raise ApplicationError(
+            f"This org's plan allows {limit} members ({members} now"
+            + (f", {seats - members} invited" if seats > members else "") + "). Upgrade the plan to add more.",
+            code="members_limit", status=402,
+            details={"limit": "members", "allowed": limit, "members": members, "invited": seats - members,
+                     "upgrade_url": f"/o/{org.slug}/billing/"},
+        )  # fmt: skip
+
+
 @transaction.atomic
 def invitation_create(*, principal: Principal, email: str, role: str, origin: Origin | None = None) -> IssuedInvitation:
     principal.require(ADMIN)
@@ -277,13 +308,15 @@ def invitation_create(*, principal: Principal, email: str, role: str, origin: Or
     org = principal.organization
     if Membership.objects.for_org(org).filter(user__email__iexact=email).exists():
         raise Conflict(f"{email} is already a member of this org.", code="already_member")
-    # Re-inviting replaces the open invitation (and its token) rather than piling up a second one.
-    Invitation.objects.for_org(org).filter(
-        email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True
-    ).update(revoked_at=timezone.now())
     token = secrets.token_urlsafe(32)
     try:
         with transaction.atomic():
+            Organization.objects.select_for_update().filter(pk=org.pk).first()
+            # Re-inviting replaces the open invitation (and its token) rather than piling up a second one.
+            Invitation.objects.for_org(org).filter(
+                email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True
+            ).update(revoked_at=timezone.now())
+            _check_members_limit(org, adding_invitation=True)
             invitation = Invitation.objects.for_org(org).create(
                 organization=org,
                 email=email,
@@ -374,6 +407,8 @@ def invitation_accept(*, token: str, user: User, origin: Origin | None = None) -
     with org_scope(org):
         membership = Membership.objects.filter(user=user).first()
         if membership is None:
+            Organization.objects.select_for_update().filter(pk=org.pk).first()
+            _check_members_limit(org, adding_invitation=False)
             membership = Membership.objects.create(organization=org, user=user, role=invitation.role)
         invitation.accepted_at = timezone.now()
         invitation.accepted_by = user

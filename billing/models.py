@@ -22,7 +22,7 @@ class Plan(BaseModel):
     members_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
     storage_limit_mb = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
     allowed_models = ArrayField(models.SlugField(max_length=64), default=list, blank=True,
-                                help_text="Empty: every model the org allows.")  # fmt: skip
+                                help_text="Chat models of this plan; empty: every model the org allows.")  # fmt: skip
     stripe_price_id = models.CharField(max_length=100, blank=True)
     stripe_metered_price_id = models.CharField(max_length=100, blank=True)
     is_default = models.BooleanField(default=False, help_text="The plan of an org without a subscription.")

@@ -27,6 +27,16 @@ def storage_used(*, org: Any) -> int:
     return sum(count(org) for count in _storage_counters)
 
 
+def plan_allows_model(*, org_id: Any, alias: str) -> bool:
+    """Whether the org's plan includes this model (a plan without a list includes every model)."""
+    allowed = memo.current().plan(org_id).allowed_models
+    return not allowed or alias in allowed
+
+
+def members_limit(org: Any) -> int | None:
+    return billing_state(org=org).plan.members_limit
+
+
 def storage_limit_bytes(*, org: Any) -> int | None:
     limit_mb = billing_state(org=org).plan.storage_limit_mb
     return limit_mb * 1024 * 1024 if limit_mb is not None else None
@@ -38,13 +48,18 @@ class Catalogue:
     default: Plan
     _orgs: dict[Any, OrgBilling | None] = field(default_factory=dict)
 
-    def org_billing(self, org: Any) -> OrgBilling | None:
-        if org.pk in self._orgs:
-            return self._orgs[org.pk]
-        billing = OrgBilling.objects.for_org(org).select_related("plan").first()
+    def org_billing(self, org_id: Any) -> OrgBilling | None:
+        if org_id in self._orgs:
+            return self._orgs[org_id]
+        billing = OrgBilling.objects.for_org(org_id).select_related("plan").first()
         if len(self._orgs) < MAX_ORGS:
-            self._orgs[org.pk] = billing
+            self._orgs[org_id] = billing
         return billing
+
+    def plan(self, org_id: Any) -> Plan:
+        """The plan in force: a canceled subscription falls back to the default plan."""
+        billing = self.org_billing(org_id)
+        return self.default if billing is None or billing.status == OrgBilling.Status.CANCELED else billing.plan
 
 
 def _load() -> Catalogue:
@@ -92,9 +107,8 @@ def _calendar_month(now: datetime) -> tuple[datetime, datetime]:
 def billing_state(*, org: Any, now: datetime | None = None) -> BillingState:
     now = now or timezone.now()
     catalogue = memo.current()
-    billing = catalogue.org_billing(org)
-    canceled = billing is not None and billing.status == OrgBilling.Status.CANCELED
-    plan = catalogue.default if billing is None or canceled else billing.plan
+    billing = catalogue.org_billing(org.pk)
+    plan = catalogue.plan(org.pk)
     if billing and billing.current_period_start and billing.current_period_end and (
         billing.current_period_start <= now < billing.current_period_end
     ):  # fmt: skip

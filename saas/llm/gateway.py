@@ -31,6 +31,7 @@ from django_guid import get_guid
 from pgvector.django import CosineDistance
 
 from billing import quota
+from billing import selectors as billing_selectors
 from saas.core.redis import get_redis
 from saas.llm import breaker, crypto, metrics, tool_protocol
 from saas.llm import config as gateway_config
@@ -221,7 +222,10 @@ def org_settings(org: Any) -> OrgLLMSettings:
 
 
 def _allowed(model: ModelConfig, policy: OrgLLMSettings) -> bool:
-    return model.enabled and (not policy.allowed_models or model.alias in policy.allowed_models)
+    """Enabled, allowed by the org's admins, and (a chat model) included in the org's plan."""
+    return (model.enabled and (not policy.allowed_models or model.alias in policy.allowed_models)
+            and (model.kind != ModelConfig.Kind.CHAT
+                 or billing_selectors.plan_allows_model(org_id=policy.organization_id, alias=model.alias)))  # fmt: skip
 
 
 def available(model: ModelConfig) -> bool:
@@ -265,7 +269,12 @@ def _named_model(alias: str, policy: OrgLLMSettings, kind: str, conf: gateway_co
     if model.kind != kind:
         raise BadRequest(f"{alias!r} is a {model.kind} model; this endpoint needs a {kind} model.")
     if not _allowed(model, policy):
-        raise ModelNotAllowed(f"The model {alias!r} is not allowed for this org.")
+        in_plan = billing_selectors.plan_allows_model(org_id=policy.organization_id, alias=alias)
+        raise ModelNotAllowed(
+            f"The model {alias!r} is not allowed for this org."
+            if in_plan
+            else f"The model {alias!r} is not included in this org's plan: upgrade the plan to use it."
+        )
     return model
 
 

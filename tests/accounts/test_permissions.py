@@ -5,6 +5,8 @@ import pytest
 from django.core import mail
 
 from accounts.models import ApiKey, AuditEvent, Invitation, Membership
+from billing.catalogue import sync_plans
+from billing.models import OrgBilling, Plan
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import InvitationFactory
 
@@ -16,7 +18,10 @@ ROLES = [OWNER, ADMIN, MEMBER, VIEWER]
 
 @pytest.fixture
 def world(org, make_member):
-    """An org with one member of each role, a target member, an invitation and a key to act on."""
+    """An org with one member of each role, a target member, an invitation and a key to act on, on a plan with
+    room for them all (the members limit has its own tests in tests/billing)."""
+    sync_plans(Plan)
+    OrgBilling.objects.for_org(org).create(organization=org, plan=Plan.objects.get(slug="team"), status="active")
     people = {role: make_member(org, role=role) for role in ROLES}
     people["second_owner"] = make_member(org, role=OWNER)
     target = make_member(org, role=MEMBER)
