@@ -11,11 +11,13 @@ PLANS: list[dict[str, Any]] = [
      "price_per_extra_request": Decimal("0.01"), "members_limit": 10, "storage_limit_mb": 2000, "position": 1},
     {"slug": "team", "name": "Team", "monthly_price_usd": Decimal(50), "included_requests": 10000,
      "hard_cap": False, "price_per_extra_request": Decimal("0.008"), "members_limit": 50,
-     "storage_limit_mb": 20000, "position": 2},
+     "storage_limit_mb": 20000, "api_rate_limit": "10000/minute", "position": 2},
 ]  # fmt: skip
 
 
 def sync_plans(plan_model: Any) -> None:
-    """Create the catalogue's plans that are missing (never changes existing ones)."""
+    """Create the catalogue's plans that are missing (never changes existing ones). Only the fields the model
+    has: an early migration seeds through its historical model, which lacks the fields added later."""
+    fields = {field.name for field in plan_model._meta.get_fields()}
     for plan in PLANS:
-        plan_model.objects.get_or_create(slug=plan["slug"], defaults=plan)
+        plan_model.objects.get_or_create(slug=plan["slug"], defaults={k: v for k, v in plan.items() if k in fields})

@@ -2,10 +2,20 @@ from decimal import Decimal
 from typing import ClassVar
 
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from saas.core.models import BaseModel
 from saas.core.tenancy import OrgOwnedModel
+
+
+def validate_rate_limit(value: str) -> None:
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError as error:
+        raise ValidationError(f"Not a rate limit: {value!r} (write it as 600/minute or 10 per second).") from error
 
 
 class Plan(BaseModel):
@@ -23,6 +33,9 @@ class Plan(BaseModel):
     storage_limit_mb = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
     allowed_models = ArrayField(models.SlugField(max_length=64), default=list, blank=True,
                                 help_text="Chat models of this plan; empty: every model the org allows.")  # fmt: skip
+    api_rate_limit = models.CharField(max_length=40, blank=True, validators=[validate_rate_limit],
+                                      help_text="API requests per org, e.g. 10000/minute; empty: the server's "
+                                                "RATE_LIMIT_ORG.")  # fmt: skip
     stripe_price_id = models.CharField(max_length=100, blank=True)
     stripe_metered_price_id = models.CharField(max_length=100, blank=True)
     is_default = models.BooleanField(default=False, help_text="The plan of an org without a subscription.")

@@ -33,6 +33,10 @@ def plan_allows_model(*, org_id: Any, alias: str) -> bool:
     return not allowed or alias in allowed
 
 
+def api_rate_limit(org: Any) -> str | None:
+    return billing_state(org=org).plan.api_rate_limit or None
+
+
 def members_limit(org: Any) -> int | None:
     return billing_state(org=org).plan.members_limit
 

@@ -26,7 +26,9 @@ def usage_thresholds_crossed(*, included: int, before: int, after: int) -> list[
 @transaction.atomic
 def usage_warn(*, org_id: Any, threshold: int) -> bool:
     """Tell the org's owners and admins (in the app and by email), once per period and threshold."""
-    org = Organization.objects.get(pk=org_id)
+    org = Organization.objects.filter(pk=org_id).first()
+    if org is None:  # deleted since the request that queued this
+        return False
     state = selectors.billing_state(org=org)
     once = f"crewdesk:quota:{org.pk}:{state.period_start:%Y%m%d%H%M}:warned:{threshold}"
     if not get_redis().set(once, 1, nx=True, ex=40 * 24 * 3600):

@@ -41,6 +41,14 @@ def register_principal_resolver(resolver: Callable[[Request], PrincipalLike]) ->
     _resolve_principal = resolver
 
 
+# An org's own API rate limit (its plan's, from billing, which sits above this layer): org -> limit or None.
+_org_rate_limits: list[Callable[[Any], str | None]] = []
+
+
+def register_org_rate_limit(limit: Callable[[Any], str | None]) -> None:
+    _org_rate_limits.append(limit)
+
+
 class OrgScopedMixin:
     """Resolve the principal and its org once, enter the org scope, apply rate limits, check the scope.
 
@@ -73,7 +81,9 @@ class OrgScopedMixin:
 
     def rate_limit_buckets(self, principal: PrincipalLike) -> list[Bucket]:
         limits = settings.RATE_LIMITS
-        buckets = [Bucket("api:org", str(principal.organization.pk), limits["org"])]
+        org = principal.organization
+        org_limit = next((limit for limit in (fn(org) for fn in _org_rate_limits) if limit), limits["org"])
+        buckets = [Bucket("api:org", str(org.pk), org_limit)]
         if principal.api_key is not None:
             buckets.append(Bucket("api:key", str(principal.api_key.pk), limits["api_key"]))
         elif principal.user is not None:

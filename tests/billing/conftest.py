@@ -52,7 +52,7 @@ class LocalStripe:
 
 @pytest.fixture(scope="session")
 def fake_stripe_server():
-    return FakeStripeServer().start_in_thread()
+    return FakeStripeServer.shared()
 
 
 @pytest.fixture

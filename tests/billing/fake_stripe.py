@@ -262,7 +262,17 @@ def _build_app() -> web.Application:
 
 
 class FakeStripeServer:
-    """One per process (localstripe keeps its objects in module globals): started in a thread."""
+    """One per process (localstripe keeps its objects and its app in module globals): started in a thread."""
+
+    _shared: FakeStripeServer | None = None
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> FakeStripeServer:
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls().start_in_thread()
+            return cls._shared
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()

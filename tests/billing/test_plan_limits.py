@@ -69,3 +69,28 @@ def test_a_plan_limits_the_chat_models_an_org_may_use(fake, models):
     assert gateway.chat(caller=caller, model="auto", request=ask).model == "test-small"  # auto stays in the plan
     OrgBilling.objects.for_org(org).create(organization=org, plan=Plan.objects.get(slug="pro"), status="active")
     assert gateway.chat(caller=caller, model="test-large", request=ask).text
+
+
+def test_a_plan_with_its_own_rate_limit_replaces_the_servers_org_limit(settings):
+    from tests.accounts.conftest import issue_key, key_client
+
+    sync_plans(Plan)
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "org": "4/minute"}
+    free_org = MembershipFactory().organization  # Free: the server's limit
+    team_org = MembershipFactory().organization
+    OrgBilling.objects.for_org(team_org).create(organization=team_org, plan=Plan.objects.get(slug="team"),
+                                                status="active")  # fmt: skip
+    assert Plan.objects.get(slug="team").api_rate_limit == "10000/minute"
+    free, team = key_client(issue_key(free_org).secret), key_client(issue_key(team_org).secret)
+    assert [free.get("/api/v1/me").status_code for _ in range(5)] == [200] * 4 + [429]
+    assert [team.get("/api/v1/me").status_code for _ in range(5)] == [200] * 5
+
+
+def test_a_plans_rate_limit_must_be_a_rate_limit():
+    from django.core.exceptions import ValidationError
+
+    sync_plans(Plan)
+    plan = Plan.objects.get(slug="pro")
+    plan.api_rate_limit = "lots"
+    with pytest.raises(ValidationError, match="Not a rate limit"):
+        plan.full_clean()
