@@ -24,6 +24,7 @@ from djstripe import models as djstripe_models
 from djstripe.signals import WEBHOOK_SIGNALS
 
 from accounts.models import Organization
+from accounts.services import audit_record
 from billing import selectors, services
 from billing.models import OrgBilling, Plan, UsageEvent, UsageReport
 from saas.core.errors import ApplicationError, Conflict, ServiceUnavailable
@@ -82,10 +83,6 @@ def _stripe_error(error: stripe.StripeError) -> ApplicationError:
                               code="stripe_error")  # fmt: skip
 
 
-def _org_billing_locked(org: Organization) -> OrgBilling:
-    return services.org_billing_locked(org=org)
-
-
 # --- Checkout and portal -----------------------------------------------------------------------------------
 
 
@@ -102,7 +99,7 @@ def _customer_id(org: Organization, billing: OrgBilling, email: str) -> str:
 
 
 @transaction.atomic
-def checkout_start(*, org: Organization, plan_slug: str, email: str, return_url: str) -> str:
+def checkout_start(*, org: Organization, plan_slug: str, user: Any, return_url: str) -> str:
     """The Stripe Checkout page that subscribes the org to a paid plan (its URL)."""
     _api()
     plan = Plan.objects.filter(slug=plan_slug).first()
@@ -111,15 +108,16 @@ def checkout_start(*, org: Organization, plan_slug: str, email: str, return_url:
     if not plan.stripe_price_id:
         raise ApplicationError(f"The {plan.name} plan is not linked to a Stripe price yet (run stripe_setup).",
                                code="plan_not_linked", details={"plan": plan_slug})  # fmt: skip
-    billing = _org_billing_locked(org)
+    billing = services.org_billing_locked(org=org)
     if billing.status in LIVE_STATUSES and billing.stripe_subscription_id:  # the row, locked: not the memo
         raise Conflict("This org already has a subscription: change or cancel it in the billing portal.",
                        code="already_subscribed")  # fmt: skip
     line_items: list[Any] = [{"price": plan.stripe_price_id, "quantity": 1}]
     if plan.stripe_metered_price_id:
         line_items.append({"price": plan.stripe_metered_price_id})
+    audit_record(org=org, action="billing.checkout_started", user=user, target=org, metadata={"plan": plan.slug})
     try:
-        customer = _customer_id(org, billing, email)
+        customer = _customer_id(org, billing, user.email)
         session = stripe.checkout.Session.create(
             mode="subscription", customer=customer, line_items=line_items, client_reference_id=str(org.pk),
             metadata={"org_id": str(org.pk), "plan": plan.slug},
@@ -192,7 +190,7 @@ def subscription_apply(*, data: dict[str, Any], now: datetime | None = None) -> 
     if org is None:
         logger.warning("A Stripe subscription %s of customer %s belongs to no org", data.get("id"), customer_id)
         return None
-    billing = _org_billing_locked(org)
+    billing = services.org_billing_locked(org=org)
     if status is None:  # incomplete: nothing has been paid yet
         return billing
     # Another subscription's news: a live one replaces the current one; an ended one changes nothing (an old
@@ -204,6 +202,7 @@ def subscription_apply(*, data: dict[str, Any], now: datetime | None = None) -> 
     if plan is None and status in LIVE_STATUSES:
         logger.error("Stripe subscription %s has no price linked to a plan: %s", data["id"], _price_ids(data))
         return billing
+    before = (billing.plan_id, billing.status)
     billing.stripe_subscription_id = data["id"]
     billing.stripe_customer_id = str(customer_id)
     billing.status = status
@@ -216,7 +215,13 @@ def subscription_apply(*, data: dict[str, Any], now: datetime | None = None) -> 
         billing.past_due_since = billing.past_due_since or now
     else:
         billing.past_due_since = None
-    billing.save()
+    billing.save(update_fields=[
+        "stripe_subscription_id", "stripe_customer_id", "status", "plan", "current_period_start",
+        "current_period_end", "past_due_since", "updated_at",
+    ])  # fmt: skip
+    if (billing.plan_id, billing.status) != before:
+        audit_record(org=org, action="billing.subscription_changed", target=org, metadata={
+            "plan": billing.plan.slug, "status": billing.status, "subscription": data["id"]})  # fmt: skip
     return billing
 
 

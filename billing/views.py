@@ -36,7 +36,7 @@ def _return_url(request: OrgHttpRequest) -> str:
 @org_page(OWNER)
 def checkout(request: OrgHttpRequest) -> HttpResponse:
     url = run_service(request, lambda: payments.checkout_start(
-        org=request.org, plan_slug=request.POST.get("plan", ""), email=request.user.email,
+        org=request.org, plan_slug=request.POST.get("plan", ""), user=request.user,
         return_url=_return_url(request)))  # fmt: skip
     return redirect(url or _return_url(request))
 

@@ -10,6 +10,7 @@ import requests
 from django.utils import timezone
 from djstripe.models import Event, WebhookEventTrigger
 
+from accounts.models import AuditEvent
 from billing import payments, selectors
 from billing.models import OrgBilling, Plan, UsageEvent, UsageReport
 from saas.llm import gateway
@@ -58,6 +59,8 @@ def test_checkout_puts_the_org_on_the_plan_it_paid_for(client, local_stripe):
     assert [item["price"] for item in stored["line_items"]] == [pro.stripe_price_id, pro.stripe_metered_price_id]
     page = client.get(f"/o/{org.slug}/billing/").content.decode()
     assert "Manage billing" in page and "Pro plan · Active" in page
+    actions = list(AuditEvent.objects.for_org(org).order_by("created_at").values_list("action", flat=True))
+    assert actions[-2:] == ["billing.checkout_started", "billing.subscription_changed"]
 
 
 def test_only_owners_manage_billing(client, local_stripe):
