@@ -1,23 +1,59 @@
-"""Encryption at rest for prompts and answers in the ledger: Fernet keys from LLM_ENCRYPTION_KEYS (comma-
-separated, newest first). MultiFernet decrypts with any listed key and encrypts with the first, so adding a
-new key in front rotates without downtime; old rows are re-encrypted in batches later."""
+"""Encryption at rest for prompts, answers and extracted document text: Fernet keys from LLM_ENCRYPTION_KEYS
+(comma-separated, newest first). MultiFernet decrypts with any listed key and encrypts with the first, so adding
+a new key in front rotates without downtime; `manage.py rotate_encryption_keys` then re-encrypts the old rows in
+batches, after which the old key can be removed.
+
+Every encrypted column is a text field whose name ends in `_encrypted` (the rotation command finds them all by
+that name)."""
 
 import base64
 import hashlib
 from functools import cache
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 
 @cache
-def _fernet() -> MultiFernet:
+def _keys() -> list[Fernet]:
     keys = [k.strip() for k in settings.LLM_ENCRYPTION_KEYS if k.strip()]
     if not keys:
         # Local and test runs only (production requires the setting): a key derived from SECRET_KEY.
         derived = base64.urlsafe_b64encode(hashlib.sha256(b"crewdesk-llm:" + settings.SECRET_KEY.encode()).digest())
         keys = [derived.decode()]
-    return MultiFernet([Fernet(k) for k in keys])
+    return [Fernet(k) for k in keys]
+
+
+@cache
+def _fernet() -> MultiFernet:
+    return MultiFernet(_keys())
+
+
+@receiver(setting_changed)
+def _keys_changed(setting: str, **kwargs: Any) -> None:
+    if setting in ("LLM_ENCRYPTION_KEYS", "SECRET_KEY"):
+        _keys.cache_clear()
+        _fernet.cache_clear()
+
+
+def is_current(token: str) -> bool:
+    """Whether the newest key encrypted this token (nothing to rotate)."""
+    try:
+        _keys()[0].decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
+def rotate(token: str) -> str:
+    """The same plaintext under the newest key (ValueError when no listed key opens it)."""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise ValueError("cannot decrypt: none of LLM_ENCRYPTION_KEYS matches this row") from exc
 
 
 def encrypt(text: str) -> str:

@@ -1,0 +1,92 @@
+"""Rotating the encryption key: every `*_encrypted` column of every store is re-encrypted under the new key in
+batches, a second run has nothing to do, and once it is done the old key can be removed."""
+
+import io
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from saas.llm import crypto
+from saas.llm.management.commands.rotate_encryption_keys import encrypted_columns
+from saas.llm.models import SemanticCacheEntry
+from tests.agents.factories import MessageFactory, RunFactory, RunStepFactory
+from tests.documents.factories import ChunkFactory, DocumentFactory
+from tests.llm.factories import LLMCallFactory
+
+pytestmark = pytest.mark.django_db
+
+OLD, NEW = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+
+
+def _one_row_in_every_encrypted_column(marker: str) -> dict[tuple[type, str], Any]:
+    """A row per encrypted column, each holding a ciphertext of `marker` under the key in force."""
+    call = LLMCallFactory()
+    org = call.organization
+    rows = [
+        call, RunFactory(organization=org), RunStepFactory(organization=org), MessageFactory(organization=org),
+        DocumentFactory(organization=org), ChunkFactory(organization=org),
+        SemanticCacheEntry.all_orgs.create(
+            organization=org, model_alias="local", prompt_version="v1", scope="s", embedding=[0.1] * 384,
+            answer_encrypted="x", expires_at=timezone.now() + timedelta(days=1)),
+    ]  # fmt: skip
+    found: dict[tuple[type, str], Any] = {}
+    for model, column in encrypted_columns():
+        row = next((row for row in rows if isinstance(row, model)), None)
+        assert row is not None, f"teach this test to make a {model.__name__} ({column} is encrypted)"
+        model._base_manager.filter(pk=row.pk).update(**{column: crypto.encrypt(f"{marker} {column}")})
+        found[(model, column)] = row
+    return found
+
+
+def _tokens(rows):
+    return {key: type(row)._base_manager.values_list(key[1], flat=True).get(pk=row.pk) for key, row in rows.items()}
+
+
+def test_rotation_re_encrypts_every_column_and_the_old_key_can_go(settings):
+    settings.LLM_ENCRYPTION_KEYS = [OLD]
+    rows = _one_row_in_every_encrypted_column("secret-marker")
+    before = _tokens(rows)
+    assert len(rows) >= 8  # ledger input and output, cache, run output, steps, messages, documents, chunks
+
+    settings.LLM_ENCRYPTION_KEYS = [NEW, OLD]
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="not under the newest key"):
+        call_command("rotate_encryption_keys", "--check", stdout=out)
+    out = io.StringIO()
+    call_command("rotate_encryption_keys", "--batch-size", "2", stdout=out)
+    assert "llm.LLMCall.input_encrypted: 1 re-encrypted, 0 already under the newest key" in out.getvalue()
+    after = _tokens(rows)
+    assert all(after[key] != before[key] for key in rows)  # every ciphertext was rewritten
+    again = io.StringIO()
+    call_command("rotate_encryption_keys", stdout=again)
+    assert " 0 re-encrypted" in again.getvalue() and all(
+        line.split(": ")[1].startswith("0 re-encrypted") for line in again.getvalue().splitlines())  # fmt: skip
+    call_command("rotate_encryption_keys", "--check", stdout=io.StringIO())  # nothing left: no error
+
+    settings.LLM_ENCRYPTION_KEYS = [NEW]  # the old key removed
+    for (model, column), token in _tokens(rows).items():
+        assert crypto.decrypt(token) == f"secret-marker {column}", (model, column)
+
+
+def test_a_row_rewritten_during_the_rotation_is_not_clobbered(settings, monkeypatch):
+    settings.LLM_ENCRYPTION_KEYS = [OLD]
+    call = LLMCallFactory()
+    calls = type(call).all_orgs
+    calls.filter(pk=call.pk).update(input_encrypted=crypto.encrypt("old text"))
+    settings.LLM_ENCRYPTION_KEYS = [NEW, OLD]
+    real_rotate = crypto.rotate
+
+    def rotate_while_the_app_writes(token: str) -> str:
+        calls.filter(pk=call.pk).update(input_encrypted=crypto.encrypt("new text"))  # the application, meanwhile
+        return real_rotate(token)
+
+    monkeypatch.setattr(crypto, "rotate", rotate_while_the_app_writes)
+    out = io.StringIO()
+    call_command("rotate_encryption_keys", stdout=out)
+    assert "llm.LLMCall.input_encrypted: 0 re-encrypted" in out.getvalue()
+    assert crypto.decrypt(calls.values_list("input_encrypted", flat=True).get(pk=call.pk)) == "new text"
