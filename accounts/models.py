@@ -57,6 +57,11 @@ class Organization(BaseModel):
 
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=60, unique=True)
+    # Retention (saas/core/retention.py): days to keep; empty: until deleted.
+    retain_conversations_days = models.PositiveIntegerField(null=True, blank=True)
+    retain_ledger_content_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Prompts and answers in the AI ledger; the rows (cost, tokens) stay."
+    )
 
     def __str__(self) -> str:
         return self.slug

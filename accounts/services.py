@@ -7,6 +7,7 @@ AuditEvent. Emails and websocket events go out only after the transaction commit
 import copy
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Model
+from django.db.models import Model, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
@@ -29,7 +30,10 @@ from saas.core import events
 from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
 from saas.core.memo import Memo
 from saas.core.memo import register as register_memo
+from saas.core.retention import purge_batches, purgers
 from saas.core.tenancy import org_scope
+
+logger = logging.getLogger(__name__)
 
 INVITATION_TTL = timedelta(hours=72)
 API_KEY_PREFIX = "cdk_live_"
@@ -152,6 +156,61 @@ def organization_update(*, principal: Principal, name: str, origin: Origin | Non
             metadata={"name": {"from": old, "to": name}},
         )  # fmt: skip
     return org
+
+
+MAX_RETENTION_DAYS = 36500
+RETENTION_FIELDS = {"conversations": "retain_conversations_days", "ledger_content": "retain_ledger_content_days"}
+
+
+@transaction.atomic
+def organization_retention_set(
+    *, principal: Principal, days: dict[str, str], origin: Origin | None = None
+) -> Organization:
+    """How long the org keeps conversations and the ledger's prompts and answers (empty: until deleted)."""
+    principal.require(ADMIN)
+    values: dict[str, int | None] = {}
+    errors: dict[str, list[str]] = {}
+    for name, field in RETENTION_FIELDS.items():
+        raw = (days.get(name) or "").strip()
+        if not raw:
+            values[field] = None
+        elif raw.isdigit() and 1 <= int(raw) <= MAX_RETENTION_DAYS:
+            values[field] = int(raw)
+        else:
+            errors[name] = [f"A number of days from 1 to {MAX_RETENTION_DAYS}, or empty to keep until deleted."]
+    if errors:
+        message = f"Retention is a number of days from 1 to {MAX_RETENTION_DAYS}, or empty to keep until deleted"
+        raise ApplicationError(f"{message} (check: {', '.join(errors)}).", code="invalid", details={"fields": errors})
+    org = Organization.objects.select_for_update().get(pk=principal.organization.pk)
+    changes = {field: {"from": getattr(org, field), "to": value} for field, value in values.items()
+               if getattr(org, field) != value}  # fmt: skip
+    if changes:
+        for field, value in values.items():
+            setattr(org, field, value)
+        org.save(update_fields=[*values, "updated_at"])
+        audit_record(org=org, action="org.retention_changed", principal=principal, target=org, origin=origin,
+                     metadata=changes)  # fmt: skip
+    return org
+
+
+def retention_purge(*, now: datetime | None = None, batch_size: int = 500) -> dict[str, int]:
+    """The beat task's work: every org's content past its retention, store by store, in batches."""
+    now = now or timezone.now()
+    totals: dict[str, int] = {purger.store: 0 for purger in purgers}
+    settings_in_use = Q()
+    for purger in purgers:
+        settings_in_use |= Q(**{f"{purger.setting}__isnull": False})
+    for org in Organization.objects.filter(settings_in_use).iterator() if purgers else []:
+        for purger in purgers:
+            days = getattr(org, purger.setting)
+            if days is None:
+                continue
+            with org_scope(org):
+                totals[purger.store] += purge_batches(purger, org_id=org.pk, older_than=now - timedelta(days=days),
+                                                      batch_size=batch_size)  # fmt: skip
+    if any(totals.values()):
+        logger.info("Retention purged %s", totals)
+    return totals
 
 
 # --- Memberships -------------------------------------------------------------------------------------------

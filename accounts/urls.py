@@ -6,6 +6,7 @@ org_patterns = [
     path("", views.dashboard, name="org-dashboard"),
     path("settings/", views.org_settings, name="org-settings"),
     path("settings/transfer/", views.transfer_ownership, name="org-transfer"),
+    path("settings/retention/", views.org_retention, name="org-retention"),
     path("settings/leave/", views.leave_org, name="org-leave"),
     path("members/", views.members, name="org-members"),
     path("members/invite/", views.invite, name="org-invite"),

@@ -202,6 +202,15 @@ def org_settings(request: OrgHttpRequest) -> HttpResponse:
     return render(request, "accounts/settings.html", {"form": form, "others": others})
 
 
+@org_page(ADMIN)
+@require_POST
+def org_retention(request: OrgHttpRequest) -> HttpResponse:
+    days = {name: request.POST.get(name, "") for name in services.RETENTION_FIELDS}
+    run_service(request, lambda: services.organization_retention_set(
+        principal=request.principal, days=days, origin=_origin(request)), "Retention saved.")  # fmt: skip
+    return _back(request, "org-settings")
+
+
 @org_page(OWNER)
 @require_POST
 def transfer_ownership(request: OrgHttpRequest) -> HttpResponse:

@@ -5,8 +5,11 @@ class AgentsConfig(AppConfig):
     name = "agents"
 
     def ready(self) -> None:
+        from agents.services import conversations_purge
         from agents.tools import local_tool_policy
+        from saas.core.retention import register_purger
         from saas.llm import local_engine
 
         # The offline engine cannot choose tools by reasoning; it follows the policy of the tools' owner.
         local_engine.register_tool_policy(local_tool_policy)
+        register_purger(store="conversations", setting="retain_conversations_days", purge=conversations_purge)

@@ -573,3 +573,13 @@ def runs_start_scheduled(*, now: datetime | None = None) -> int:
             crew.next_run_at = _next_slot(crew.schedule_cron, now)
             crew.save(update_fields=["next_run_at", "updated_at"])
     return started
+
+
+@transaction.atomic
+def conversations_purge(*, org_id: Any, older_than: datetime, batch_size: int) -> int:
+    """Retention: conversations without activity since the cutoff go, with their messages and the feedback on
+    them (the ledger rows of their calls stay, see saas.llm.retention)."""
+    stale = Conversation.objects.for_org(org_id).filter(updated_at__lt=older_than).order_by("updated_at")
+    batch = list(stale.values_list("pk", flat=True)[:batch_size])
+    Conversation.objects.for_org(org_id).filter(pk__in=batch).delete()
+    return len(batch)

@@ -7,7 +7,10 @@ class LLMConfig(AppConfig):
     verbose_name = "LLM gateway"
 
     def ready(self) -> None:
+        from saas.core.retention import register_purger
         from saas.llm import config
         from saas.llm.models import ModelConfig, OrgLLMSettings
+        from saas.llm.retention import ledger_content_purge
 
         config.memo.watch(ModelConfig, OrgLLMSettings)
+        register_purger(store="ledger_content", setting="retain_ledger_content_days", purge=ledger_content_purge)

@@ -153,6 +153,7 @@ CELERY_BEAT_SCHEDULE = {
     "agents-recover-stalled-runs": {"task": "agents.recover_stalled_runs", "schedule": 60.0},
     "agents-start-scheduled-runs": {"task": "agents.start_scheduled_runs", "schedule": 30.0},
     "billing-report-overage": {"task": "billing.report_overage", "schedule": 3600.0},
+    "accounts-purge-retention": {"task": "accounts.purge_retention", "schedule": 3600.0},
 }
 
 # --- Auth --------------------------------------------------------------------------------------------------
