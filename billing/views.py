@@ -1,6 +1,8 @@
 """The billing page (the plan, this period's usage against the allowance, the projected bill, invoices, the
 plans), and the owners' buttons to Stripe Checkout and the customer portal."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
@@ -24,12 +26,14 @@ def billing_page(request: OrgHttpRequest) -> HttpResponse:
         "subscribed": payments.subscribed(state),
         "invoices": selectors.invoice_list(org=request.org), "checkout": request.GET.get("checkout", ""),
         "stripe_configured": payments.stripe_configured(), "is_owner": request.principal.has(OWNER),
-        "grace_days": settings.BILLING_PAST_DUE_GRACE_DAYS,
+        "paused_from": state.billing.past_due_since + timedelta(days=settings.BILLING_PAST_DUE_GRACE_DAYS)
+        if state.billing and state.billing.past_due_since else None,
     })  # fmt: skip
 
 
 def _return_url(request: OrgHttpRequest) -> str:
-    return request.build_absolute_uri(reverse("billing", kwargs={"org_slug": request.org.slug}))
+    # The configured public address, not the request's Host header: Stripe sends the customer back here.
+    return f"{settings.SITE_URL}{reverse('billing', kwargs={'org_slug': request.org.slug})}"
 
 
 @require_POST

@@ -154,6 +154,8 @@ def test_a_failed_payment_is_past_due_then_restricted_after_the_grace_period(cli
     billing = _billing(org)
     assert billing.status == "past_due" and billing.past_due_since is not None
     assert gateway.chat(caller=caller, model="local", request=ask).text  # within the grace period: still served
+    paused_from = (billing.past_due_since + timedelta(days=settings.BILLING_PAST_DUE_GRACE_DAYS)).strftime("%Y-%m-%d")
+    assert f"before {paused_from}, or AI requests will pause" in client.get(f"/o/{org.slug}/billing/").content.decode()
 
     billing.past_due_since = timezone.now() - timedelta(days=settings.BILLING_PAST_DUE_GRACE_DAYS, minutes=1)
     billing.save()

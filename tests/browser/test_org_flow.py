@@ -101,5 +101,12 @@ def test_sign_up_invite_accept_create_key_and_call_the_api(browser, daphne_serve
     for action in ("org.created", "invitation.created", "invitation.accepted", "api_key.created"):
         assert action in log
     screenshot(page, "06-audit-log")
+
+    page.click("nav.orgnav >> text=Settings")
+    page.fill("#retain-conversations", "30")
+    page.click("#retention button[type=submit]")
+    page.locator(".messages li", has_text="Retention saved.").wait_for(timeout=10000)
+    assert page.input_value("#retain-conversations") == "30" and page.input_value("#retain-ledger") == ""
+    screenshot(page, "07-settings-retention")
     admin.close()
     teammate.close()
