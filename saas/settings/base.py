@@ -211,7 +211,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Requests per window. Per API key, per signed-in user and per org on the API; per IP on the sign-in,
-# sign-up and password-reset forms. Plans will raise these per org (billing issue).
+# sign-up and password-reset forms. A plan may set its own org limit (billing.Plan.api_rate_limit).
 # How long a process may keep an API key it has seen in memory; revoking or rotating a key, or changing its
 # org, reaches every process at once anyway (saas/core/memo.py). 0 reads the key on every request.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
