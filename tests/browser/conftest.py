@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,15 @@ def screenshot(tmp_path):
         return path
 
     return take
+
+
+PASSWORD = "correct horse battery staple"  # the factories' password
+
+
+def sign_in(page, base_url: str, email: str) -> None:
+    """Sign in through the login form and wait for the org's dashboard."""
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("input[name=login]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(r"/o/"))

@@ -16,6 +16,7 @@ from saas.llm.providers import ChatRequest
 from saas.llm.registry import sync_registry
 from tests.accounts.factories import MembershipFactory
 from tests.billing.conftest import WEBHOOK_SECRET, stripe_env
+from tests.browser.conftest import sign_in
 from tests.conftest import running_daphne
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -29,11 +30,7 @@ def test_the_billing_page_shows_usage_and_plans(browser, daphne_server, screensh
     for n in range(170):  # 85% of the Free plan's 200
         gateway.chat(caller=caller, model="local", request=ChatRequest([{"role": "user", "content": f"Hi {n}"}]))
     page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
-    page.goto(f"{daphne_server.url}/accounts/login/")
-    page.fill("input[name=login]", admin.user.email)
-    page.fill("input[name=password]", "correct horse battery staple")
-    page.click("form button[type=submit]")
-    page.wait_for_url(re.compile(r"/o/"))
+    sign_in(page, daphne_server.url, admin.user.email)
     page.click("nav.orgnav >> text=Billing")
     page.wait_for_url(re.compile(r"/billing/$"))
     assert "170 of 200 included" in page.locator("#usage-line").inner_text()
@@ -57,11 +54,7 @@ def test_an_owner_upgrades_through_checkout_then_manages_billing(browser, daphne
     requests.post(f"{local_stripe.server.base_url}/_config/webhooks/crewdesk", timeout=10, data={
         "url": daphne_with_stripe.url + local_stripe.webhook_path, "secret": WEBHOOK_SECRET})  # fmt: skip
     page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
-    page.goto(f"{daphne_with_stripe.url}/accounts/login/")
-    page.fill("input[name=login]", owner.user.email)
-    page.fill("input[name=password]", "correct horse battery staple")
-    page.click("form button[type=submit]")
-    page.wait_for_url(re.compile(r"/o/"))
+    sign_in(page, daphne_with_stripe.url, owner.user.email)
     page.goto(f"{daphne_with_stripe.url}/o/{org.slug}/billing/")
     assert not page.locator("#stripe-missing").is_visible()
     screenshot(page, "41-billing-upgrade")

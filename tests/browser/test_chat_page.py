@@ -6,21 +6,17 @@ import pytest
 
 from agents.models import Feedback, Message
 from tests.accounts.factories import MembershipFactory
+from tests.browser.conftest import sign_in
 from tests.llm.conftest import fake, models  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-PASSWORD = "correct horse battery staple"
 
 
 def test_chat_streams_stops_and_takes_feedback(browser, daphne_server, fake, models, screenshot):  # noqa: F811
     member = MembershipFactory(role="member")
     context = browser.new_context(viewport={"width": 1100, "height": 800})
     page = context.new_page()
-    page.goto(f"{daphne_server.url}/accounts/login/")
-    page.fill("input[name=login]", member.user.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form button[type=submit]")
-    page.wait_for_url(re.compile(r"/o/"))
+    sign_in(page, daphne_server.url, member.user.email)
     page.click("nav.orgnav >> text=Chat")
     page.click("text=New conversation")
     page.wait_for_url(re.compile(r"/chat/[0-9a-f-]+/$"))

@@ -13,9 +13,9 @@ from documents.models import Document
 from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.registry import sync_registry
 from tests.accounts.factories import MembershipFactory
+from tests.browser.conftest import sign_in
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-PASSWORD = "correct horse battery staple"
 POLICY = "# Refunds\n\nRefunds take 30 days from the purchase date.\n\n# Travel\n\nTrains are booked in second class.\n"
 
 
@@ -31,11 +31,7 @@ def test_build_a_crew_and_follow_its_run_live(browser, daphne_server, celery_wor
         time.sleep(0.2)
 
     page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
-    page.goto(f"{daphne_server.url}/accounts/login/")
-    page.fill("input[name=login]", member.user.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form button[type=submit]")
-    page.wait_for_url(re.compile(r"/o/"))
+    sign_in(page, daphne_server.url, member.user.email)
     page.click("nav.orgnav >> text=Crews")
     page.wait_for_url(re.compile(r"/crews/$"))
     screenshot(page, "30-crews-empty")

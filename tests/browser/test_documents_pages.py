@@ -11,11 +11,11 @@ from documents.models import Document
 from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.registry import sync_registry
 from tests.accounts.factories import MembershipFactory
+from tests.browser.conftest import sign_in
 from tests.documents import files
 from tests.documents.test_search_and_ask import HANDBOOK
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-PASSWORD = "correct horse battery staple"
 
 
 def test_upload_watch_ask_and_open_the_citation(browser, daphne_server, celery_worker_process, screenshot, tmp_path):
@@ -27,11 +27,7 @@ def test_upload_watch_ask_and_open_the_citation(browser, daphne_server, celery_w
 
     context = browser.new_context(viewport={"width": 1100, "height": 800})
     page = context.new_page()
-    page.goto(f"{daphne_server.url}/accounts/login/")
-    page.fill("input[name=login]", member.user.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form button[type=submit]")
-    page.wait_for_url(re.compile(r"/o/"))
+    sign_in(page, daphne_server.url, member.user.email)
     page.click("nav.orgnav >> text=Documents")
     page.wait_for_url(re.compile(r"/documents/$"))
     page.wait_for_function("() => document.querySelector('#live-status').dataset.state === 'open'")
