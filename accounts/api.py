@@ -4,17 +4,20 @@ service or selector, render."""
 from datetime import timedelta
 from typing import Any
 
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import selectors, services
+from accounts import privacy, selectors, services
 from accounts.authentication import client_ip
-from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization
+from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, Membership, Organization
 from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
+from saas.core.errors import NotFound, PermissionDenied
 
 
 class OrgRequest(Request):
@@ -104,6 +107,38 @@ class TransferIn(StrictSerializer):
     member_id = serializers.UUIDField()
 
 
+class PasswordIn(StrictSerializer):
+    password = serializers.CharField(
+        max_length=4096, trim_whitespace=False, help_text="Your password again: deleting needs a fresh proof of you."
+    )
+
+
+class OrgDeleteIn(PasswordIn):
+    confirm = serializers.CharField(max_length=100, help_text="The org's slug, typed to confirm.")
+
+
+class DataExportOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    org = serializers.CharField(source="organization.slug", allow_null=True, default=None)
+    status = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    download_url = serializers.SerializerMethodField()
+
+    def get_download_url(self, export: DataExport) -> str | None:
+        ready = export.status == DataExport.Status.READY
+        return f"/api/v1/me/exports/{export.pk}/download" if ready else None
+
+
+class ErasureOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+
+
 class RoleIn(StrictSerializer):
     role = serializers.ChoiceField(choices=Membership.Role.choices)
 
@@ -161,6 +196,100 @@ class MeView(OrgScopedAPIView):
                 "scopes": sorted(principal.scopes),
             }
         )
+
+
+def export_file_response(export: DataExport) -> FileResponse:
+    """The zip, as an attachment named after what it holds and when it was made (browser page and API)."""
+    subject = export.organization.slug if export.organization else "personal"
+    name = f"crewdesk-{subject}-export-{export.created_at:%Y-%m-%d}.zip"
+    return FileResponse(export.file.open("rb"), as_attachment=True, filename=name, content_type="application/zip")
+
+
+def _person(request: OrgRequest) -> Any:
+    """The signed-in person behind a request: personal data is theirs, never an API key's (keys are the org's)."""
+    if request.principal.user is None:
+        raise PermissionDenied("Personal data is reached signed in as yourself, not with an org's API key.",
+                               code="user_required")  # fmt: skip
+    return request.principal.user
+
+
+class MeDeleteView(OrgScopedAPIView):
+    required_scopes = {"post": READ}
+
+    @extend_schema(request=PasswordIn, responses={202: ErasureOut}, summary="Delete my account (GDPR Art. 17)")
+    def post(self, request: OrgRequest) -> Response:
+        data = _valid(PasswordIn, request)
+        record = privacy.account_erase_request(user=_person(request), password=data["password"],
+                                               origin=_origin(request))  # fmt: skip
+        request.session.flush()
+        return Response(ErasureOut(record).data, status=status.HTTP_202_ACCEPTED)
+
+
+class MeExportView(OrgScopedAPIView):
+    """Ask for an export of your personal data (every org of yours): built in the background, announced in the
+    app and by email; `GET /api/v1/me/exports` lists yours."""
+
+    required_scopes = {"post": READ}
+
+    @extend_schema(request=None, responses={202: DataExportOut}, summary="Export my data (GDPR Art. 15 and 20)")
+    def post(self, request: OrgRequest) -> Response:
+        export = privacy.export_request(user=_person(request), origin=_origin(request))
+        response = Response(DataExportOut(export).data, status=status.HTTP_202_ACCEPTED)
+        response["Location"] = f"/api/v1/me/exports/{export.pk}"
+        return response
+
+
+class MeExportsView(OrgScopedAPIView):
+    required_scopes = {"get": READ}
+
+    @extend_schema(responses=DataExportOut(many=True))
+    def get(self, request: OrgRequest) -> Response:
+        return Response(DataExportOut(privacy.export_list(user=_person(request)), many=True).data)
+
+
+class MeExportDetailView(OrgScopedAPIView):
+    model = DataExport  # not org-owned: it is the person's; anyone else's is a 404
+    required_scopes = {"get": READ}
+
+    @extend_schema(responses=DataExportOut)
+    def get(self, request: OrgRequest, pk: str) -> Response:
+        if request.principal.user is None:
+            raise NotFound("No such export.")
+        return Response(DataExportOut(privacy.export_get(user=request.principal.user, export_id=pk)).data)
+
+
+class MeExportDownloadView(OrgScopedAPIView):
+    model = DataExport
+    required_scopes = {"get": READ}
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    def get(self, request: OrgRequest, pk: str) -> Any:
+        if request.principal.user is None:
+            raise NotFound("No such export.")
+        export = privacy.export_download(user=request.principal.user, export_id=pk, origin=_origin(request))
+        return export_file_response(export)
+
+
+class OrgExportView(OrgScopedAPIView):
+    required_scopes = {"post": OWNER}
+
+    @extend_schema(request=None, responses={202: DataExportOut}, summary="Export everything of the org")
+    def post(self, request: OrgRequest) -> Response:
+        export = privacy.organization_export_request(principal=request.principal, origin=_origin(request))
+        response = Response(DataExportOut(export).data, status=status.HTTP_202_ACCEPTED)
+        response["Location"] = f"/api/v1/me/exports/{export.pk}"
+        return response
+
+
+class OrgDeleteView(OrgScopedAPIView):
+    required_scopes = {"post": OWNER}
+
+    @extend_schema(request=OrgDeleteIn, responses={202: ErasureOut}, summary="Delete the org and all its data")
+    def post(self, request: OrgRequest) -> Response:
+        data = _valid(OrgDeleteIn, request)
+        record = privacy.organization_erase_request(principal=request.principal, confirm=data["confirm"],
+                                                    password=data["password"], origin=_origin(request))  # fmt: skip
+        return Response(ErasureOut(record).data, status=status.HTTP_202_ACCEPTED)
 
 
 class OrgView(OrgScopedAPIView):

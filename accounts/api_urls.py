@@ -11,6 +11,13 @@ router.register("audit-events", api.AuditEventViewSet, basename="audit-event")
 
 urlpatterns = [
     path("me", api.MeView.as_view(), name="me"),
+    path("me/delete", api.MeDeleteView.as_view(), name="me-delete"),
+    path("me/export", api.MeExportView.as_view(), name="me-export"),
+    path("me/exports", api.MeExportsView.as_view(), name="me-exports"),
+    path("me/exports/<uuid:pk>", api.MeExportDetailView.as_view(), name="me-export-detail"),
+    path("me/exports/<uuid:pk>/download", api.MeExportDownloadView.as_view(), name="me-export-download"),
+    path("org/export", api.OrgExportView.as_view(), name="org-export"),
+    path("org/delete", api.OrgDeleteView.as_view(), name="org-delete"),
     path("org", api.OrgView.as_view(), name="org"),
     path("org/transfer-ownership", api.TransferOwnershipView.as_view(), name="org-transfer-ownership"),
     *router.urls,

@@ -16,3 +16,7 @@ class AccountsConfig(AppConfig):
         from accounts.services import key_memo
 
         key_memo.watch(ApiKey, Organization)
+
+        from accounts import privacy
+
+        privacy.register()

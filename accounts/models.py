@@ -52,6 +52,11 @@ class User(AbstractUser):
         return self.email
 
 
+class MemberContent(models.TextChoices):
+    DELETE = "delete", "Deleted with their account"
+    TRANSFER = "transfer", "Kept by the team"
+
+
 class Organization(BaseModel):
     """A team: the owner of every row of customer data."""
 
@@ -62,6 +67,15 @@ class Organization(BaseModel):
     retain_ledger_content_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Prompts and answers in the AI ledger; the rows (cost, tokens) stay."
     )
+    retain_exports_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Data exports; empty: settings.DATA_EXPORT_KEEP_DAYS."
+    )
+    # What happens to a member's documents and crews when they erase their account (accounts/privacy.py).
+    member_content_on_erasure = models.CharField(
+        max_length=10, choices=MemberContent.choices, default=MemberContent.DELETE
+    )
+    # Set when an owner deletes the org: from then on it is gone for everyone, while the erasure job runs.
+    deletion_requested_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.slug
@@ -196,3 +210,60 @@ class Notification(OrgOwnedModel):
 
     class Meta(OrgOwnedModel.Meta):
         indexes: ClassVar = [models.Index(fields=["organization", "user", "-created_at"], name="accounts_notif_user")]
+
+
+def _export_path(export: "DataExport", filename: str) -> str:
+    return f"exports/{export.pk}.zip"
+
+
+class DataExport(BaseModel):
+    """A zip of someone's data (`personal`, across their orgs) or of a whole org (`organization`, for owners).
+    Only the person who asked may download it, until it expires; then the file is deleted."""
+
+    class Kind(models.TextChoices):
+        PERSONAL = "personal", "Personal data"
+        ORGANIZATION = "organization", "Whole team"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="data_exports")
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    file = models.FileField(upload_to=_export_path, max_length=200, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    download_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes: ClassVar = [models.Index(fields=["user", "-created_at"], name="accounts_export_user")]
+
+
+class ErasureRecord(BaseModel):
+    """What an erasure removed, store by store (counts only, never content), and where a killed job resumes.
+    `plan` is fixed when the erasure is asked for: the orgs concerned and, for a person, each org's policy for
+    their content, as shown to them before they confirmed."""
+
+    class Kind(models.TextChoices):
+        USER = "user", "Account"
+        ORGANIZATION = "organization", "Team"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    subject_id = models.CharField(max_length=64, db_index=True)  # the user's or the org's id: no name, no email
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    plan = models.JSONField(default=list)  # [{"org": id, "transfer": bool}]
+    counts = models.JSONField(default=dict)  # {"documents": 3, "documents/files": 3, ...}
+    runs = models.PositiveSmallIntegerField(default=0)  # job runs started (a rerun after a kill adds one)
+    finished_at = models.DateTimeField(null=True, blank=True)

@@ -8,18 +8,23 @@ from django.db.models import QuerySet
 from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Notification, Organization, User
 
 
+def _memberships(user: User) -> QuerySet[Membership]:
+    # An org being deleted is gone for everyone from the moment its owner asked (accounts/privacy.py).
+    return Membership.all_orgs.filter(user=user, organization__deletion_requested_at__isnull=True)
+
+
 def membership_org_ids(*, user: User) -> list[UUID]:
-    return list(Membership.all_orgs.filter(user=user).values_list("organization_id", flat=True))
+    return list(_memberships(user).values_list("organization_id", flat=True))
 
 
 def membership_list_for_user(*, user: User) -> list[Membership]:
-    return list(Membership.all_orgs.filter(user=user).select_related("organization").order_by("organization__name"))
+    return list(_memberships(user).select_related("organization").order_by("organization__name"))
 
 
 def membership_get_for_user(
     *, user: User, org_slug: str | None = None, org_id: UUID | str | None = None
 ) -> Membership | None:
-    queryset = Membership.all_orgs.select_related("organization", "user").filter(user=user)
+    queryset = _memberships(user).select_related("organization", "user")
     if org_slug is not None:
         return queryset.filter(organization__slug=org_slug).first()
     if org_id is not None:

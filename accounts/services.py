@@ -652,7 +652,7 @@ def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey:
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, secret_hash):
         raise KeyRejected("Unknown API key.", code="unknown_key")
     now = timezone.now()
-    if api_key.revoked_at is not None:
+    if api_key.revoked_at is not None or api_key.organization.deletion_requested_at is not None:
         raise KeyRejected("This API key was revoked.", code="key_revoked")
     if api_key.expires_at is not None and api_key.expires_at <= now:
         raise KeyRejected("This API key has expired.", code="key_expired")

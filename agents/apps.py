@@ -13,3 +13,8 @@ class AgentsConfig(AppConfig):
         # The offline engine cannot choose tools by reasoning; it follows the policy of the tools' owner.
         local_engine.register_tool_policy(local_tool_policy)
         register_purger(store="conversations", setting="retain_conversations_days", purge=conversations_purge)
+
+        from agents.privacy import STORE
+        from saas.core.privacy import register_store
+
+        register_store(STORE)

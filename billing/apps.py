@@ -15,3 +15,8 @@ class BillingConfig(AppConfig):
         payments.use_api_base()
         register_members_limit(members_limit)  # the layers below ask billing for the plan's limits
         register_org_rate_limit(api_rate_limit)
+
+        from billing.privacy import STORE
+        from saas.core.privacy import register_store
+
+        register_store(STORE)

@@ -145,6 +145,23 @@ def portal_start(*, org: Organization, return_url: str) -> str:
 # --- Webhooks: Stripe's state to the org -------------------------------------------------------------------
 
 
+def customer_forget(billing: OrgBilling) -> None:
+    """Cancel the subscription and delete the customer in Stripe; both are no-ops the second time."""
+    if not stripe_configured():
+        return
+    try:
+        if billing.stripe_subscription_id:
+            subscription = stripe.Subscription.retrieve(billing.stripe_subscription_id, **_api())
+            if subscription["status"] not in ("canceled", "incomplete_expired"):
+                stripe.Subscription.cancel(billing.stripe_subscription_id, **_api())
+        stripe.Customer.delete(billing.stripe_customer_id, **_api())
+    except stripe.InvalidRequestError as error:
+        if getattr(error, "code", "") != "resource_missing":
+            raise _stripe_error(error) from error
+    except stripe.StripeError as error:
+        raise _stripe_error(error) from error
+
+
 def _timestamp(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(value), tz=UTC) if value else None
 

@@ -11,6 +11,11 @@ class DocumentsConfig(AppConfig):
 
         register_storage_counter(_stored_bytes)
 
+        from documents.privacy import STORE
+        from saas.core.privacy import register_store
+
+        register_store(STORE)
+
 
 def _stored_bytes(org: Any) -> int:
     from django.db.models import Sum

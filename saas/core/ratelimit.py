@@ -65,3 +65,12 @@ def enforce_rate_limits(request: HttpRequest, buckets: list[Bucket]) -> None:
                 retry_after=retry_after,
                 limit=f"{bucket.group} {bucket.rate}",
             )
+
+
+def counters_forget(value: str) -> int:
+    """Deletes the counters kept for a value (an org's or a person's id) in every group: an erasure leaves none."""
+    prefix = f"{settings.CACHES['default'].get('KEY_PREFIX', 'crewdesk')}:ratelimit"
+    client = get_redis()
+    # limits names a counter "<prefix>:LIMITER/<group>/<value>/<amount>/<multiples>/<granularity>".
+    keys = list(client.scan_iter(match=f"{prefix}:LIMITER/*/{value}/*", count=1000))
+    return int(client.delete(*keys)) if keys else 0

@@ -22,6 +22,8 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Days a data export (accounts/privacy.py) can be downloaded before its file is deleted; an org may keep less.
+DATA_EXPORT_KEEP_DAYS = env.int("DATA_EXPORT_KEEP_DAYS", default=7)
 
 INSTALLED_APPS = [
     "daphne",
@@ -154,6 +156,7 @@ CELERY_BEAT_SCHEDULE = {
     "agents-start-scheduled-runs": {"task": "agents.start_scheduled_runs", "schedule": 30.0},
     "billing-report-overage": {"task": "billing.report_overage", "schedule": 3600.0},
     "accounts-purge-retention": {"task": "accounts.purge_retention", "schedule": 3600.0},
+    "accounts-resume-erasures": {"task": "accounts.resume_erasures", "schedule": 300.0},
 }
 
 # --- Auth --------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from datetime import timedelta
 import factory
 from django.utils import timezone
 
-from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
+from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, Membership, Organization, User
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -77,3 +77,15 @@ class AuditEventFactory(OrgOwnedFactory):
 
     action = "test.event"
     actor_label = "system"
+
+
+class DataExportFactory(factory.django.DjangoModelFactory):
+    """An org's export, ready to download (a person's exports have no org)."""
+
+    class Meta:
+        model = DataExport
+
+    user = factory.SubFactory(UserFactory)
+    kind = DataExport.Kind.ORGANIZATION
+    status = DataExport.Status.READY
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=7))

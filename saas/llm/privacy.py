@@ -1,0 +1,114 @@
+"""The gateway's share of exports and erasure (saas/core/privacy.py): the ledger (one row per AI request, with the
+masked prompt and answer encrypted), the caches (exact answers in Redis, semantic answers in pgvector) and the
+org's AI settings.
+
+A person's ledger rows stay for billing and security, pseudonymised: no user, no prompt, no answer. Cache
+entries are shared by an org and cannot be traced to who asked, so erasing a member clears their orgs' caches
+(it costs a few repeated calls, never an answer)."""
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from saas.core.privacy import ExportSink, Store, Subject
+from saas.core.redis import get_redis
+from saas.llm import crypto
+from saas.llm.models import LLMCall, OrgLLMSettings, SemanticCacheEntry
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 3600} hours" if seconds % 3600 == 0 and seconds >= 7200 else f"{seconds // 60} minutes"
+
+
+def _call_json(call: LLMCall) -> dict[str, Any]:
+    return {
+        "id": str(call.pk), "created_at": call.created_at.isoformat(), "feature": call.feature,
+        "model_requested": call.model_requested, "model_used": call.model_used, "status": call.status,
+        "cache": call.cache, "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
+        "cost_usd": f"{call.cost_usd:f}", "latency_ms": call.latency_ms, "pii_masked": call.pii_masked,
+        "input": crypto.decrypt(call.input_encrypted), "output": crypto.decrypt(call.output_encrypted),
+    }  # fmt: skip
+
+
+def export_user(*, sink: ExportSink, user_id: Any, org_id: Any, folder: str) -> None:
+    calls = LLMCall.objects.for_org(org_id).filter(user_id=user_id).order_by("created_at")
+    sink.json(f"{folder}/ai_requests.json", [_call_json(call) for call in calls.iterator(chunk_size=500)])
+
+
+def export_org(*, sink: ExportSink, org_id: Any, folder: str) -> None:
+    calls = LLMCall.objects.for_org(org_id).order_by("created_at")
+    sink.json(f"{folder}/ai_requests.json", [_call_json(call) for call in calls.iterator(chunk_size=500)])
+    settings_row = OrgLLMSettings.objects.for_org(org_id).first()
+    if settings_row is not None:
+        sink.json(f"{folder}/ai_settings.json", {
+            "allowed_models": settings_row.allowed_models, "default_model": settings_row.default_model,
+            "pii_policy": settings_row.pii_policy,
+        })  # fmt: skip
+
+
+def ledger_erase_user(*, subject: Subject, batch_size: int) -> int:
+    with transaction.atomic():
+        theirs = LLMCall.objects.for_org(subject.org_id).filter(user_id=subject.user_id)
+        batch = list(theirs.values_list("pk", flat=True)[:batch_size])
+        return (
+            LLMCall.objects.for_org(subject.org_id)
+            .filter(pk__in=batch)
+            .update(user=None, input_encrypted="", output_encrypted="")
+        )
+
+
+def ledger_erase_org(*, org_id: Any, batch_size: int) -> int:
+    with transaction.atomic():
+        settings_rows = OrgLLMSettings.objects.for_org(org_id).delete()[0]
+        batch = list(LLMCall.objects.for_org(org_id).values_list("pk", flat=True)[:batch_size])
+        return settings_rows + LLMCall.objects.for_org(org_id).filter(pk__in=batch).delete()[0]
+
+
+def exact_cache_pattern(org_id: Any) -> str:
+    return f"crewdesk:llm:exact:{org_id}:*"  # saas.llm.gateway._cache_key puts the org first
+
+
+def cache_erase_org(*, org_id: Any, batch_size: int) -> int:
+    batch = list(SemanticCacheEntry.objects.for_org(org_id).values_list("pk", flat=True)[:batch_size])
+    if batch:
+        return SemanticCacheEntry.objects.for_org(org_id).filter(pk__in=batch).delete()[0]
+    client = get_redis()
+    keys = [
+        key
+        for _, key in zip(
+            range(batch_size), client.scan_iter(match=exact_cache_pattern(org_id), count=500), strict=False
+        )
+    ]
+    return client.delete(*keys) if keys else 0
+
+
+def cache_erase_user(*, subject: Subject, batch_size: int) -> int:
+    return cache_erase_org(org_id=subject.org_id, batch_size=batch_size)
+
+
+LEDGER = Store(
+    name="ledger",
+    what="One row per AI request: who asked (member or API key), model, tokens, cost, latency, and the prompt "
+    "and answer with personal data masked as the team's policy says",
+    where="PostgreSQL (prompt and answer encrypted at rest)",
+    kept="Rows for as long as the team exists (they are the bill); prompts and answers as long as the team's "
+    "ledger retention says",
+    retention_setting="retain_ledger_content_days",
+    export_user=export_user,
+    export_org=export_org,
+    erase_user=ledger_erase_user,
+    erase_org=ledger_erase_org,
+)
+
+CACHE = Store(
+    name="cache",
+    what="Answers kept to serve the same question again: exact (by the request's hash) and semantic (by meaning, "
+    "single-turn questions without personal data)",
+    where="Redis (exact) and PostgreSQL with pgvector (semantic, answers encrypted at rest)",
+    kept=lambda: (
+        f"{_duration(settings.LLM_CACHE_TTL)} from the answer; cleared at once when a member or the team is erased"
+    ),
+    erase_user=cache_erase_user,
+    erase_org=cache_erase_org,
+)
