@@ -240,6 +240,13 @@ def export_list(*, user: User) -> list[DataExport]:
     return list(DataExport.objects.filter(user=user).select_related("organization").order_by("-created_at")[:20])
 
 
+def org_export_list(*, principal: Principal) -> list[DataExport]:
+    """The org's recent exports, for its owners' settings page (each downloads only its own)."""
+    principal.require(OWNER)
+    exports = DataExport.objects.filter(organization=principal.organization).select_related("user")
+    return list(exports.order_by("-created_at")[:10])
+
+
 def export_download(*, user: User, export_id: Any, origin: Origin | None = None) -> DataExport:
     """Checks and audits a download; the caller streams `export.file`."""
     with transaction.atomic():

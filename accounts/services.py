@@ -24,7 +24,16 @@ from django.utils.text import slugify
 from django_guid import get_guid
 
 from accounts import permissions
-from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Notification, Organization, User
+from accounts.models import (
+    ApiKey,
+    AuditEvent,
+    Invitation,
+    MemberContent,
+    Membership,
+    Notification,
+    Organization,
+    User,
+)
 from accounts.permissions import ADMIN, OWNER, Principal
 from saas.core import events
 from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
@@ -159,7 +168,11 @@ def organization_update(*, principal: Principal, name: str, origin: Origin | Non
 
 
 MAX_RETENTION_DAYS = 36500
-RETENTION_FIELDS = {"conversations": "retain_conversations_days", "ledger_content": "retain_ledger_content_days"}
+RETENTION_FIELDS = {
+    "conversations": "retain_conversations_days",
+    "ledger_content": "retain_ledger_content_days",
+    "exports": "retain_exports_days",
+}
 
 
 @transaction.atomic
@@ -190,6 +203,23 @@ def organization_retention_set(
         org.save(update_fields=[*values, "updated_at"])
         audit_record(org=org, action="org.retention_changed", principal=principal, target=org, origin=origin,
                      metadata=changes)  # fmt: skip
+    return org
+
+
+@transaction.atomic
+def organization_member_content_set(*, principal: Principal, policy: str, origin: Origin | None = None) -> Organization:
+    """What happens to a member's documents and crews when they erase their account (accounts/privacy.py)."""
+    principal.require(ADMIN)
+    if policy not in MemberContent.values:
+        raise ApplicationError(f"The policy is one of: {', '.join(MemberContent.values)}.", code="invalid",
+                               details={"fields": {"member_content": ["Choose delete or transfer."]}})  # fmt: skip
+    org = Organization.objects.select_for_update().get(pk=principal.organization.pk)
+    if org.member_content_on_erasure != policy:
+        change = {"from": org.member_content_on_erasure, "to": policy}
+        org.member_content_on_erasure = policy
+        org.save(update_fields=["member_content_on_erasure", "updated_at"])
+        audit_record(org=org, action="org.member_content_policy_changed", principal=principal, target=org,
+                     origin=origin, metadata=change)  # fmt: skip
     return org
 
 

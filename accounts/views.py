@@ -11,19 +11,24 @@ from functools import wraps
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import selectors, services
+from accounts import privacy, selectors, services
+from accounts.api import export_file_response
 from accounts.authentication import CURRENT_ORG_SESSION_KEY, client_ip
-from accounts.models import ApiKey, Membership, Organization, User
+from accounts.models import ApiKey, MemberContent, Membership, Organization, User
 from accounts.permissions import ADMIN, OWNER, READ, Principal
+from saas.core import privacy as privacy_registry
 from saas.core.errors import ApplicationError, NotFound
 
 ViewFunc = Callable[..., HttpResponse]
@@ -199,7 +204,11 @@ def org_settings(request: OrgHttpRequest) -> HttpResponse:
             )
             return _back(request, "org-settings")
     others = [m for m in selectors.member_list(org=request.org) if m.user_id != request.user.pk]
-    return render(request, "accounts/settings.html", {"form": form, "others": others})
+    exports = privacy.org_export_list(principal=principal) if principal.has(OWNER) else []
+    return render(request, "accounts/settings.html", {
+        "form": form, "others": others, "exports": exports, "member_content_choices": MemberContent.choices,
+        "export_keep_days": settings.DATA_EXPORT_KEEP_DAYS,
+    })  # fmt: skip
 
 
 @org_page(ADMIN)
@@ -435,3 +444,96 @@ def invitation_accept(request: OrgHttpRequest, token: str) -> HttpResponse:
         messages.success(request, f"Welcome to {membership.organization.name}.")
         return redirect("org-dashboard", org_slug=membership.organization.slug)
     return render(request, "accounts/invitation.html", {"invitation": invitation, "next": request.path})
+
+
+# --- Privacy: your data, exports and erasure ----------------------------------------------------------------
+
+
+def _person_origin(request: HttpRequest) -> services.Origin:
+    return services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
+
+
+@login_required
+def account_privacy(request: OrgHttpRequest) -> HttpResponse:
+    """Your data: ask for a copy, download it, or delete your account (with what happens in each team)."""
+    return render(request, "accounts/privacy.html", {
+        "exports": privacy.export_list(user=request.user), "preview": privacy.erasure_preview(user=request.user),
+        "keep_days": settings.DATA_EXPORT_KEEP_DAYS,
+    })  # fmt: skip
+
+
+@login_required
+@require_POST
+def account_export(request: OrgHttpRequest) -> HttpResponse:
+    privacy.export_request(user=request.user, origin=_person_origin(request))
+    messages.success(request, "Your export is being prepared. We will tell you here and by email when it is ready.")
+    return redirect("account-privacy")
+
+
+@login_required
+def export_download(request: OrgHttpRequest, export_id: str) -> HttpResponseBase:
+    try:
+        export = privacy.export_download(user=request.user, export_id=export_id, origin=_person_origin(request))
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("account-privacy")
+    return export_file_response(export)
+
+
+@login_required
+@require_POST
+def account_delete(request: OrgHttpRequest) -> HttpResponse:
+    try:
+        privacy.account_erase_request(user=request.user, password=request.POST.get("password", ""),
+                                      origin=_person_origin(request))  # fmt: skip
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("account-privacy")
+    logout(request)
+    return redirect("account-deleted")
+
+
+def account_deleted(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/deleted.html")
+
+
+def privacy_notice(request: HttpRequest) -> HttpResponse:
+    """What is stored, where and for how long: generated from the stores the code registered and its settings."""
+    return render(request, "accounts/privacy_notice.html", {
+        "stores": [{"name": s.name, "what": s.what, "where": s.where, "kept": s.kept_text(),
+                    "setting": s.retention_setting} for s in privacy_registry.stores()],
+        "notices": privacy_registry.notices(), "keep_days": settings.DATA_EXPORT_KEEP_DAYS,
+    })  # fmt: skip
+
+
+@org_page(ADMIN)
+@require_POST
+def org_member_content(request: OrgHttpRequest) -> HttpResponse:
+    policy = request.POST.get("member_content", "")
+    run_service(request, lambda: services.organization_member_content_set(
+        principal=request.principal, policy=policy, origin=_origin(request)), "Saved.")  # fmt: skip
+    return _back(request, "org-settings")
+
+
+@org_page(OWNER)
+@require_POST
+def org_export(request: OrgHttpRequest) -> HttpResponse:
+    run_service(request, lambda: privacy.organization_export_request(principal=request.principal,
+                                                                     origin=_origin(request)),
+                "The team's export is being prepared; you will be notified when it is ready.")  # fmt: skip
+    return _back(request, "org-settings")
+
+
+@org_page(OWNER)
+@require_POST
+def org_delete(request: OrgHttpRequest) -> HttpResponse:
+    done = run_service(request, lambda: privacy.organization_erase_request(
+        principal=request.principal, confirm=request.POST.get("confirm", ""),
+        password=request.POST.get("password", ""), origin=_origin(request)))  # fmt: skip
+    if not done:
+        return _back(request, "org-settings")
+    request.session.pop(CURRENT_ORG_SESSION_KEY, None)
+    messages.success(request, f"{request.org.name} is deleted: its data is being erased.")
+    return redirect("home")

@@ -16,7 +16,8 @@ class BillingConfig(AppConfig):
         register_members_limit(members_limit)  # the layers below ask billing for the plan's limits
         register_org_rate_limit(api_rate_limit)
 
-        from billing.privacy import STORE
-        from saas.core.privacy import register_store
+        from billing.privacy import STORE, payments_notice
+        from saas.core.privacy import register_notice, register_store
 
         register_store(STORE)
+        register_notice("Payments", payments_notice)

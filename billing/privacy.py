@@ -106,3 +106,12 @@ STORE = Store(
     export_org=export_org,
     erase_org=erase_org,
 )
+
+
+def payments_notice() -> str:
+    if not payments.stripe_configured():
+        return "Payments are not switched on on this server: every team is on the Free plan."
+    return (
+        "Stripe processes payments: card details go to Stripe directly and never reach Crewdesk. Crewdesk sends "
+        "Stripe the team's name, the owner's email address and the amount of AI requests over the plan."
+    )

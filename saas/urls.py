@@ -22,6 +22,7 @@ urlpatterns = [
     path("o/<slug:org_slug>/", include(agents_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(documents_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(billing_urls.org_patterns)),
+    path("o/<slug:org_slug>/", include(llm_urls.org_patterns)),
     path("v1/", include(llm_urls.openai_urlpatterns)),
     path("stripe/", include(billing_urls.webhook_urlpatterns)),
     path("accounts/", include("allauth.urls")),

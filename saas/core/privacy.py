@@ -68,3 +68,23 @@ def stores() -> list[Store]:
 def erasure_order() -> Iterator[Store]:
     """Higher layers first (the reverse of registration): what points at a row goes before the row."""
     return reversed(_stores)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A paragraph of the privacy page that a layer owns: who else receives data, what a policy does. `text`
+    reads the settings the code runs with, so the page says what the server actually does."""
+
+    title: str
+    text: Callable[[], str]
+
+
+_notices: list[Notice] = []
+
+
+def register_notice(title: str, text: Callable[[], str]) -> None:
+    _notices.append(Notice(title, text))
+
+
+def notices() -> list[dict[str, str]]:
+    return [{"title": notice.title, "text": notice.text()} for notice in _notices]

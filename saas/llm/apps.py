@@ -15,8 +15,9 @@ class LLMConfig(AppConfig):
         config.memo.watch(ModelConfig, OrgLLMSettings)
         register_purger(store="ledger_content", setting="retain_ledger_content_days", purge=ledger_content_purge)
 
-        from saas.core.privacy import register_store
+        from saas.core.privacy import register_notice, register_store
         from saas.llm import privacy
 
         register_store(privacy.LEDGER)
         register_store(privacy.CACHE)
+        register_notice("AI models and personal data", privacy.models_notice)

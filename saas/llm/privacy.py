@@ -112,3 +112,19 @@ CACHE = Store(
     erase_user=cache_erase_user,
     erase_org=cache_erase_org,
 )
+
+
+def models_notice() -> str:
+    from urllib.parse import urlsplit
+
+    upstreams = [f"{name} ({urlsplit(u['base_url']).hostname})" for name, u in settings.LLM_UPSTREAMS.items()
+                 if u.get("base_url")]  # fmt: skip
+    if not upstreams:
+        where = "No outside AI provider is configured: every answer comes from the local engine on this server."
+    else:
+        where = f"Prompts go to the AI providers this server is configured with: {', '.join(upstreams)}."
+    return (
+        f"{where} Before a prompt leaves, email addresses, phone numbers, card numbers, IBANs and IP addresses are "
+        'replaced by placeholders and put back in the answer you see (policy "Mask", the default). A team admin '
+        'can choose "Block" (such requests are refused) or "Off" on the team\'s settings page.'
+    )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from saas.llm import api
+from saas.llm import api, views
 
 # Mounted at /v1/: the OpenAI-compatible surface.
 openai_urlpatterns = [
@@ -12,4 +12,9 @@ openai_urlpatterns = [
 # Mounted at /api/v1/ with the rest of Crewdesk's API.
 api_urlpatterns = [
     path("generate", api.GenerateView.as_view(), name="generate"),
+]
+
+# Mounted at /o/<org_slug>/ with the team's pages.
+org_patterns = [
+    path("settings/pii/", views.org_pii_policy, name="org-pii-policy"),
 ]

@@ -1,0 +1,17 @@
+"""The gateway's settings on the team's settings page (the section is templates/llm/pii_settings.html)."""
+
+from django.http import HttpResponse
+from django.views.decorators.http import require_POST
+
+from accounts.permissions import ADMIN
+from accounts.views import OrgHttpRequest, _back, _origin, org_page, run_service
+from saas.llm import services
+
+
+@org_page(ADMIN)
+@require_POST
+def org_pii_policy(request: OrgHttpRequest) -> HttpResponse:
+    policy = request.POST.get("pii_policy", "")
+    run_service(request, lambda: services.pii_policy_set(principal=request.principal, policy=policy,
+                                                         origin=_origin(request)), "Saved.")  # fmt: skip
+    return _back(request, "org-settings")

@@ -1,0 +1,126 @@
+"""The privacy pages and settings: your data (export, delete), the team's privacy settings, the team's export
+and deletion, the public privacy page generated from the configuration, expiry and resumption."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django.utils.html import escape
+
+from accounts import privacy
+from accounts.models import AuditEvent, DataExport, ErasureRecord, Membership, Organization, User
+from saas.core.privacy import stores
+from saas.llm import config
+from tests.accounts.factories import MembershipFactory
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "correct horse battery staple"
+
+
+def test_the_privacy_page_lists_every_store_and_says_what_this_server_is_configured_to_do(client, settings):
+    settings.DATA_EXPORT_KEEP_DAYS = 3
+    settings.LLM_CACHE_TTL = 7200
+    settings.LLM_UPSTREAMS = {"openai": {"base_url": "https://llm.example.net/v1", "api_key": "sk-x"}}
+    page = client.get("/privacy/").content.decode()
+    for store in stores():
+        assert f'id="store-{store.name}"' in page and escape(store.what) in page
+    assert "2 hours from the answer" in page and "for 3 days" in page
+    assert "openai (llm.example.net)" in page and "Payments are not switched on" in page
+    settings.LLM_UPSTREAMS = {"openai": {"base_url": "", "api_key": ""}}
+    assert "No outside AI provider is configured" in client.get("/privacy/").content.decode()
+
+
+def test_your_data_page_exports_and_downloads(client):
+    member = MembershipFactory()
+    client.force_login(member.user)
+    page = client.get("/account/privacy/").content.decode()
+    assert "Export my data" in page and member.organization.name in page and "Deleted with your account" in page
+    client.post("/account/privacy/export/")
+    export = DataExport.objects.get(user=member.user)
+    privacy.export_build(export_id=export.pk)
+    page = client.get("/account/privacy/").content.decode()
+    assert f"/account/exports/{export.pk}/download/" in page
+    download = client.get(f"/account/exports/{export.pk}/download/")
+    assert download.status_code == 200 and download["Content-Disposition"].startswith("attachment;")
+    other = MembershipFactory(organization=member.organization)
+    client.force_login(other.user)
+    assert client.get(f"/account/exports/{export.pk}/download/").status_code == 404
+
+
+def test_an_expired_export_loses_its_file_and_says_so(client):
+    member = MembershipFactory()
+    export = privacy.export_request(user=member.user)
+    export = privacy.export_build(export_id=export.pk)
+    path = export.file.path
+    DataExport.objects.filter(pk=export.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    assert privacy.exports_expire() == 1
+    export.refresh_from_db()
+    assert export.status == "expired" and not export.file and not __import__("os").path.exists(path)
+    client.force_login(member.user)
+    response = client.get(f"/api/v1/me/exports/{export.pk}/download")
+    assert response.status_code == 410 and response.json()["error"]["code"] == "export_expired"
+    assert privacy.exports_expire() == 0
+
+
+def test_deleting_your_account_from_the_page_needs_your_password_and_signs_you_out(client):
+    member = MembershipFactory()
+    client.force_login(member.user)
+    refused = client.post("/account/delete/", {"password": "nope"}, follow=True)
+    assert "this one is not it" in refused.content.decode()
+    assert User.objects.get(pk=member.user.pk).is_active
+    response = client.post("/account/delete/", {"password": PASSWORD}, follow=True)
+    assert response.redirect_chain[-1][0] == "/account/deleted/"
+    assert "Your account is deleted" in response.content.decode()
+    assert client.get("/account/privacy/").status_code == 302  # signed out
+    record = ErasureRecord.objects.get(subject_id=str(member.user.pk))
+    privacy.erasure_run(record_id=record.pk)
+    assert not User.objects.filter(pk=member.user.pk).exists()
+
+
+def test_admins_set_the_member_content_and_pii_policies_members_cannot(client):
+    admin = MembershipFactory(role=Membership.Role.ADMIN)
+    org = admin.organization
+    member = MembershipFactory(organization=org)
+    client.force_login(member.user)
+    assert client.post(f"/o/{org.slug}/settings/member-content/", {"member_content": "transfer"}).status_code == 403
+    assert client.post(f"/o/{org.slug}/settings/pii/", {"pii_policy": "off"}).status_code == 403
+    client.force_login(admin.user)
+    page = client.get(f"/o/{org.slug}/settings/").content.decode()
+    assert 'id="pii-policy"' in page and 'id="member-content"' in page and 'id="team-delete"' not in page
+    refused = client.post(f"/o/{org.slug}/settings/pii/", {"pii_policy": "everything"}, follow=True)
+    assert "The policy is one of: off, mask, block." in refused.content.decode()
+    client.post(f"/o/{org.slug}/settings/member-content/", {"member_content": "transfer"})
+    client.post(f"/o/{org.slug}/settings/pii/", {"pii_policy": "block"})
+    assert Organization.objects.get(pk=org.pk).member_content_on_erasure == "transfer"
+    assert config.current().policy(org).pii_policy == "block"  # what the gateway applies from now on
+    assert set(AuditEvent.objects.for_org(org).values_list("action", flat=True)) >= {
+        "org.member_content_policy_changed", "org.pii_policy_changed"}  # fmt: skip
+
+
+def test_an_owner_exports_and_deletes_the_team_from_its_settings(client):
+    owner = MembershipFactory(role=Membership.Role.OWNER)
+    org = owner.organization
+    client.force_login(owner.user)
+    client.post(f"/o/{org.slug}/settings/export/")
+    export = DataExport.objects.get(organization=org)
+    privacy.export_build(export_id=export.pk)
+    assert f"/account/exports/{export.pk}/download/" in client.get(f"/o/{org.slug}/settings/").content.decode()
+    refused = client.post(f"/o/{org.slug}/settings/delete/", {"confirm": "nope", "password": PASSWORD}, follow=True)
+    assert f"Type the team&#x27;s short name, {org.slug}, to confirm." in refused.content.decode()
+    response = client.post(f"/o/{org.slug}/settings/delete/", {"confirm": org.slug, "password": PASSWORD},
+                           follow=True)  # fmt: skip
+    assert "is deleted: its data is being erased" in response.content.decode()
+    assert client.get(f"/o/{org.slug}/").status_code == 404
+    privacy.erasure_run(record_id=ErasureRecord.objects.get(subject_id=str(org.pk)).pk)
+    assert not Organization.objects.filter(pk=org.pk).exists() and not DataExport.objects.filter(pk=export.pk).exists()
+
+
+def test_an_erasure_whose_job_died_is_started_again(django_capture_on_commit_callbacks):
+    member = MembershipFactory()
+    record = privacy.account_erase_request(user=member.user, password=PASSWORD)
+    assert privacy.erasures_resume() == []  # not stale yet
+    ErasureRecord.objects.filter(pk=record.pk).update(updated_at=timezone.now() - timedelta(minutes=11))
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert privacy.erasures_resume() == [str(record.pk)]
+    assert len(callbacks) == 1
