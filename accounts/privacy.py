@@ -652,6 +652,7 @@ def accounts_erase_org(*, org_id: Any, batch_size: int) -> int:
 
 STORE = Store(
     name="accounts",
+    title="Accounts, teams and the audit log",
     what="Your email address, name and password hash; your teams and roles; invitations; API keys (only a hash "
     "of the secret); notifications; the audit log of who did what, with IP address and browser",
     where="PostgreSQL; sessions in PostgreSQL and Redis",

@@ -502,7 +502,7 @@ def account_deleted(request: HttpRequest) -> HttpResponse:
 def privacy_notice(request: HttpRequest) -> HttpResponse:
     """What is stored, where and for how long: generated from the stores the code registered and its settings."""
     return render(request, "accounts/privacy_notice.html", {
-        "stores": [{"name": s.name, "what": s.what, "where": s.where, "kept": s.kept_text(),
+        "stores": [{"name": s.name, "title": s.title, "what": s.what, "where": s.where, "kept": s.kept_text(),
                     "setting": s.retention_setting} for s in privacy_registry.stores()],
         "notices": privacy_registry.notices(), "keep_days": settings.DATA_EXPORT_KEEP_DAYS,
     })  # fmt: skip

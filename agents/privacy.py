@@ -140,6 +140,7 @@ def erase_org(*, org_id: Any, batch_size: int) -> int:
 
 STORE = Store(
     name="agents",
+    title="Chats and crews",
     what="Chat conversations and their messages; thumbs up/down with comments; crews (agents, tasks, schedules), "
     "their runs, inputs, steps and outputs",
     where="PostgreSQL (messages, run outputs and steps encrypted at rest)",

@@ -95,6 +95,7 @@ def erase_org(*, org_id: Any, batch_size: int) -> int:
 
 STORE = Store(
     name="billing",
+    title="Billing",
     what="The team's plan, subscription state and spend cap; its usage ledger (requests and cost per period, no "
     "content); the Stripe customer and invoices as Stripe sent them; quota counters",
     where="PostgreSQL; Redis (counters of the current period); Stripe (card details never reach Crewdesk)",

@@ -82,6 +82,7 @@ def erase_org(*, org_id: Any, batch_size: int) -> int:
 
 STORE = Store(
     name="documents",
+    title="Documents",
     what="Uploaded files, their extracted text, the passages cut from them with their embeddings (vectors), "
     "and who uploaded each",
     where="PostgreSQL with pgvector (text encrypted at rest); original files in the file storage",

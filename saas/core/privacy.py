@@ -37,7 +37,8 @@ class Subject:
 
 @dataclass(frozen=True)
 class Store:
-    name: str  # "documents", "conversations", ... (a key of the erasure record's counts)
+    name: str  # "documents", "agents", ... (a key of the erasure record's counts)
+    title: str  # what the privacy page calls it
     what: str  # for the privacy page: what is kept, in a person's words
     where: str  # "PostgreSQL (text encrypted)", "file storage", "Redis"
     kept: str | Callable[[], str]  # how long, in words (a callable reads the settings the code uses)

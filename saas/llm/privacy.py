@@ -89,6 +89,7 @@ def cache_erase_user(*, subject: Subject, batch_size: int) -> int:
 
 LEDGER = Store(
     name="ledger",
+    title="AI request ledger",
     what="One row per AI request: who asked (member or API key), model, tokens, cost, latency, and the prompt "
     "and answer with personal data masked as the team's policy says",
     where="PostgreSQL (prompt and answer encrypted at rest)",
@@ -103,6 +104,7 @@ LEDGER = Store(
 
 CACHE = Store(
     name="cache",
+    title="Answer caches",
     what="Answers kept to serve the same question again: exact (by the request's hash) and semantic (by meaning, "
     "single-turn questions without personal data)",
     where="Redis (exact) and PostgreSQL with pgvector (semantic, answers encrypted at rest)",

@@ -1,7 +1,9 @@
 """The privacy pages and settings: your data (export, delete), the team's privacy settings, the team's export
 and deletion, the public privacy page generated from the configuration, expiry and resumption."""
 
+import os
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -32,7 +34,7 @@ def test_the_privacy_page_lists_every_store_and_says_what_this_server_is_configu
 
 
 def test_your_data_page_exports_and_downloads(client):
-    member = MembershipFactory()
+    member: Any = MembershipFactory()
     client.force_login(member.user)
     page = client.get("/account/privacy/").content.decode()
     assert "Export my data" in page and member.organization.name in page and "Deleted with your account" in page
@@ -50,13 +52,13 @@ def test_your_data_page_exports_and_downloads(client):
 
 def test_an_expired_export_loses_its_file_and_says_so(client):
     member = MembershipFactory()
-    export = privacy.export_request(user=member.user)
-    export = privacy.export_build(export_id=export.pk)
-    path = export.file.path
+    built = privacy.export_build(export_id=privacy.export_request(user=member.user).pk)
+    assert built is not None
+    export, path = built, built.file.path
     DataExport.objects.filter(pk=export.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     assert privacy.exports_expire() == 1
     export.refresh_from_db()
-    assert export.status == "expired" and not export.file and not __import__("os").path.exists(path)
+    assert export.status == "expired" and not export.file and not os.path.exists(path)
     client.force_login(member.user)
     response = client.get(f"/api/v1/me/exports/{export.pk}/download")
     assert response.status_code == 410 and response.json()["error"]["code"] == "export_expired"
@@ -99,7 +101,7 @@ def test_admins_set_the_member_content_and_pii_policies_members_cannot(client):
 
 
 def test_an_owner_exports_and_deletes_the_team_from_its_settings(client):
-    owner = MembershipFactory(role=Membership.Role.OWNER)
+    owner: Any = MembershipFactory(role=Membership.Role.OWNER)
     org = owner.organization
     client.force_login(owner.user)
     client.post(f"/o/{org.slug}/settings/export/")
