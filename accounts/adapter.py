@@ -1,10 +1,12 @@
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.mfa.adapter import DefaultMFAAdapter
 from django.db import transaction
 
 from accounts import services
 from accounts.authentication import client_ip
+from saas.core import crypto
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -16,3 +18,14 @@ class AccountAdapter(DefaultAccountAdapter):
                 origin = services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
                 services.organization_create_personal(user=user, origin=origin)
         return user
+
+
+class MFAAdapter(DefaultMFAAdapter):
+    """Two-factor secrets (the TOTP key, the recovery codes' seed) are stored encrypted like prompts are, under
+    LLM_ENCRYPTION_KEYS, and rotated with them (manage.py rotate_encryption_keys)."""
+
+    def encrypt(self, text: str) -> str:
+        return crypto.encrypt(text)
+
+    def decrypt(self, encrypted_text: str) -> str:
+        return crypto.decrypt(encrypted_text)

@@ -30,8 +30,9 @@ from django.utils import timezone
 from agents import definitions, run_events
 from agents.models import Run, RunStep
 from agents.tools import TOOLS, call_tool
+from saas.core import crypto
 from saas.core.redis import get_redis
-from saas.llm import crypto, gateway
+from saas.llm import gateway
 from saas.llm.models import LLMCall
 from saas.llm.providers import ChatRequest, LLMError
 from saas.llm.tool_protocol import ToolCall

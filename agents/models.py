@@ -21,7 +21,7 @@ class Conversation(OrgOwnedModel):
 
 
 class Message(OrgOwnedModel):
-    """One turn. The text is encrypted at rest (saas.llm.crypto), like the ledger's."""
+    """One turn. The text is encrypted at rest (saas.core.crypto), like the ledger's."""
 
     class Role(models.TextChoices):
         USER = "user", "User"

@@ -13,9 +13,9 @@ from agents import engine
 from agents.models import Conversation, Crew, Feedback, Message, Run
 from agents.selectors import run_json
 from agents.services import crew_spec
+from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
 from saas.core.redis import get_redis
-from saas.llm import crypto
 from saas.llm.models import LLMCall
 
 

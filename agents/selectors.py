@@ -7,7 +7,7 @@ from django.db.models import Count, Sum
 
 from agents.engine import step_json
 from agents.models import Run, RunStep
-from saas.llm import crypto
+from saas.core import crypto
 
 
 def run_steps(run: Run) -> list[dict[str, Any]]:

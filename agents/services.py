@@ -24,9 +24,10 @@ from redis.exceptions import RedisError
 from accounts.services import audit_record, notify_members
 from agents import definitions, engine, run_events, starters
 from agents.models import Agent, Conversation, Crew, Feedback, Message, Run, Task
+from saas.core import crypto
 from saas.core.errors import ApplicationError, Conflict, NotFound
 from saas.core.redis import get_redis
-from saas.llm import crypto, gateway
+from saas.llm import gateway
 from saas.llm.providers import ChatRequest, LLMError
 
 logger = logging.getLogger(__name__)

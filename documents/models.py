@@ -63,7 +63,7 @@ class Document(OrgOwnedModel):
     attempts = models.PositiveSmallIntegerField(default=0)  # ingestion runs started (a lost worker leaves one)
     pages = models.PositiveIntegerField(null=True, blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
-    text_encrypted = models.TextField(blank=True)  # the extracted text (saas.llm.crypto)
+    text_encrypted = models.TextField(blank=True)  # the extracted text (saas.core.crypto)
     uploaded_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     processed_at = models.DateTimeField(null=True, blank=True)

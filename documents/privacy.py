@@ -7,8 +7,8 @@ from django.db import transaction
 
 from documents.models import Collection, Document
 from documents.services import _collection_changed
+from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
-from saas.llm import crypto
 
 
 def _document_json(document: Document) -> dict[str, Any]:

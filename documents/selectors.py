@@ -16,7 +16,8 @@ from django.db.models import F
 from pgvector.django import CosineDistance
 
 from documents.models import Chunk, Collection, Document
-from saas.llm import crypto, gateway
+from saas.core import crypto
+from saas.llm import gateway
 
 RRF_K = 60  # the usual constant of reciprocal rank fusion: damps the weight of the very first ranks
 

@@ -19,9 +19,9 @@ from accounts.models import Organization
 from billing import selectors as billing_selectors
 from documents.extraction import ExtractionRefused, chunk_sections, detect_kind, extract_sections
 from documents.models import Chunk, Collection, Document
-from saas.core import events
+from saas.core import crypto, events
 from saas.core.errors import ApplicationError, Conflict, NotFound
-from saas.llm import crypto, gateway
+from saas.llm import gateway
 from saas.llm.models import SemanticCacheEntry
 from saas.llm.providers import ChatRequest
 

@@ -32,8 +32,9 @@ from pgvector.django import CosineDistance
 
 from billing import quota
 from billing import selectors as billing_selectors
+from saas.core import crypto
 from saas.core.redis import get_redis
-from saas.llm import breaker, crypto, metrics, tool_protocol
+from saas.llm import breaker, metrics, tool_protocol
 from saas.llm import config as gateway_config
 from saas.llm.embeddings import embed_local
 from saas.llm.local_engine import ENGINE_LABEL, LocalProvider

@@ -62,7 +62,7 @@ class OrgLLMSettings(OrgOwnedModel):
 class LLMCall(OrgOwnedModel):
     """The ledger: one row per gateway request, cache hits and failures included. Every attempt (retries,
     fallbacks) is listed in `attempts` with its own status. Prompts and answers are stored masked and
-    encrypted (saas.llm.crypto)."""
+    encrypted (saas.core.crypto)."""
 
     class Status(models.TextChoices):
         OK = "ok", "OK"

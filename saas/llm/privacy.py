@@ -11,9 +11,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
 from saas.core.redis import get_redis
-from saas.llm import crypto
 from saas.llm.models import LLMCall, OrgLLMSettings, SemanticCacheEntry
 
 

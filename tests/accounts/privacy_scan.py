@@ -11,7 +11,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db import connection, models
 
-from saas.llm import crypto
+from saas.core import crypto
 
 
 def _hits(text: str, needles: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import AuditEvent, Organization
 from agents.models import Conversation, Message
-from saas.llm import crypto
+from saas.core import crypto
 from saas.llm.models import LLMCall
 from tests.accounts.factories import MembershipFactory
 from tests.agents.factories import ConversationFactory, MessageFactory

@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from agents import services
 from agents.models import Crew, Run, RunStep
 from documents import services as documents
-from saas.llm import crypto
+from saas.core import crypto
 from saas.llm.models import LLMCall
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory

@@ -7,7 +7,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from agents import run_events
-from saas.llm import crypto
+from saas.core import crypto
 from tests.accounts.factories import MembershipFactory
 from tests.agents.factories import RunFactory, RunStepFactory
 from tests.agents.test_chat import _cookie

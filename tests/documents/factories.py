@@ -4,7 +4,7 @@ import factory
 from django.core.files.base import ContentFile
 
 from documents.models import Chunk, Collection, Document
-from saas.llm import crypto
+from saas.core import crypto
 from tests.accounts.factories import OrgOwnedFactory
 
 

@@ -5,8 +5,9 @@ from decimal import Decimal
 
 import pytest
 
+from saas.core import crypto
 from saas.core.redis import get_redis
-from saas.llm import breaker, crypto, gateway
+from saas.llm import breaker, gateway
 from saas.llm.models import LLMCall, OrgLLMSettings
 from saas.llm.providers import (
     BadRequest,

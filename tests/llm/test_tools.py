@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from saas.llm import crypto, gateway, local_engine, tool_protocol
+from saas.core import crypto
+from saas.llm import gateway, local_engine, tool_protocol
 from saas.llm.models import LLMCall
 from saas.llm.providers import BadRequest, ChatRequest
 

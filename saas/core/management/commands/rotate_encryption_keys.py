@@ -6,8 +6,9 @@ application keeps running. Safe to stop and run again: rows already under the ne
     3. manage.py rotate_encryption_keys --check                   (0 left everywhere: the old key can go)
     4. LLM_ENCRYPTION_KEYS=<new>
 
-The columns are every text field named `*_encrypted` of every installed model. Each row is swapped only if it
-still holds the ciphertext that was read (compare and swap), so a row rewritten meanwhile is not clobbered.
+The columns are every text field named `*_encrypted` of every installed model, and the two-factor secrets in
+allauth's JSON column (saas.core.crypto.JSON_SECRETS). Each row is swapped only if it still holds the value that
+was read (compare and swap), so a row rewritten meanwhile is not clobbered.
 """
 
 from typing import Any
@@ -16,7 +17,7 @@ from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 from django.db import models, transaction
 
-from saas.llm import crypto
+from saas.core import crypto
 
 
 def encrypted_columns() -> list[tuple[type[models.Model], str]]:
@@ -26,6 +27,12 @@ def encrypted_columns() -> list[tuple[type[models.Model], str]]:
         for field in model._meta.get_fields()
         if isinstance(field, models.TextField) and field.name.endswith("_encrypted")
     ]
+
+
+def json_secrets() -> list[tuple[type[models.Model], str, tuple[str, ...]]]:
+    installed = {config.label for config in apps.get_app_configs()}
+    return [(apps.get_model(app, model), field, keys) for app, model, field, keys in crypto.JSON_SECRETS
+            if app in installed]  # fmt: skip
 
 
 class Command(BaseCommand):
@@ -47,6 +54,12 @@ class Command(BaseCommand):
                 self.stdout.write(f"{label}: {left} not under the newest key, {current} under it")
             else:
                 self.stdout.write(f"{label}: {rotated} re-encrypted, {current} already under the newest key")
+        for model, column, keys in json_secrets():
+            rotated, current, left = self._json_column(model, column, keys, batch_size, check)
+            left_in_all += left
+            label = f"{model._meta.label}.{column}[{'/'.join(keys)}]"
+            self.stdout.write(f"{label}: {left if check else rotated} {'left' if check else 're-encrypted'}, "
+                              f"{current} already under the newest key")  # fmt: skip
         if check and left_in_all:
             raise CommandError(f"{left_in_all} rows are not under the newest key yet: keep the old key(s).")
 
@@ -71,3 +84,18 @@ class Command(BaseCommand):
                         **{column: crypto.rotate(token)}
                     )
                     rotated += swapped
+
+    def _json_column(
+        self, model: type[models.Model], column: str, keys: tuple[str, ...], batch_size: int, check: bool
+    ) -> tuple[int, int, int]:
+        rotated = current = left = 0
+        for pk, data in model._base_manager.order_by("pk").values_list("pk", column).iterator(chunk_size=batch_size):
+            tokens = {key: data[key] for key in keys if isinstance(data, dict) and data.get(key)}
+            stale = {key: token for key, token in tokens.items() if not crypto.is_current(token)}
+            current += len(tokens) - len(stale)
+            if check or not stale:
+                left += len(stale)
+                continue
+            new = {**data, **{key: crypto.rotate(token) for key, token in stale.items()}}
+            rotated += len(stale) * model._base_manager.filter(pk=pk, **{column: data}).update(**{column: new})
+        return rotated, current, left

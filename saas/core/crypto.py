@@ -1,10 +1,11 @@
-"""Encryption at rest for prompts, answers and extracted document text: Fernet keys from LLM_ENCRYPTION_KEYS
+"""Encryption at rest for prompts, answers, extracted document text and two-factor secrets (allauth's TOTP keys
+and recovery-code seeds, through accounts.adapter.MFAAdapter): Fernet keys from LLM_ENCRYPTION_KEYS
 (comma-separated, newest first). MultiFernet decrypts with any listed key and encrypts with the first, so adding
 a new key in front rotates without downtime; `manage.py rotate_encryption_keys` then re-encrypts the old rows in
 batches, after which the old key can be removed.
 
 Every encrypted column is a text field whose name ends in `_encrypted` (the rotation command finds them all by
-that name)."""
+that name), or a key of a JSON column listed in `JSON_SECRETS`."""
 
 import base64
 import hashlib
@@ -15,6 +16,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+# JSON columns holding encrypted values under some keys: (app label, model, field, keys).
+JSON_SECRETS = [("mfa", "Authenticator", "data", ("secret", "seed"))]
 
 
 @cache
@@ -67,3 +71,12 @@ def decrypt(token: str) -> str:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken as exc:
         raise ValueError("cannot decrypt: none of LLM_ENCRYPTION_KEYS matches this row") from exc
+
+
+def is_encrypted(value: str) -> bool:
+    """Whether a listed key opens this value (a migration tells old plaintext from our tokens this way)."""
+    try:
+        _fernet().decrypt(value.encode())
+    except (InvalidToken, ValueError):
+        return False
+    return True

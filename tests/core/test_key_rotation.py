@@ -1,19 +1,26 @@
-"""Rotating the encryption key: every `*_encrypted` column of every store is re-encrypted under the new key in
-batches, a second run has nothing to do, and once it is done the old key can be removed."""
+"""Rotating the encryption key: every `*_encrypted` column of every store, and the two-factor secrets, are
+re-encrypted under the new key in batches, a second run has nothing to do, and once it is done the old key can be
+removed."""
 
 import io
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from allauth.mfa.models import Authenticator
+from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
+from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, hotp_value
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.utils import timezone
 
-from saas.llm import crypto
-from saas.llm.management.commands.rotate_encryption_keys import encrypted_columns
+from saas.core import crypto
+from saas.core.management.commands.rotate_encryption_keys import encrypted_columns
 from saas.llm.models import SemanticCacheEntry
+from tests.accounts.factories import UserFactory
 from tests.agents.factories import MessageFactory, RunFactory, RunStepFactory
 from tests.documents.factories import ChunkFactory, DocumentFactory
 from tests.llm.factories import LLMCallFactory
@@ -90,3 +97,24 @@ def test_a_row_rewritten_during_the_rotation_is_not_clobbered(settings, monkeypa
     call_command("rotate_encryption_keys", stdout=out)
     assert "llm.LLMCall.input_encrypted: 0 re-encrypted" in out.getvalue()
     assert crypto.decrypt(calls.values_list("input_encrypted", flat=True).get(pk=call.pk)) == "new text"
+
+
+def test_two_factor_secrets_are_stored_encrypted_and_rotated_with_the_rest(settings):
+    settings.LLM_ENCRYPTION_KEYS = [OLD]
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    user = UserFactory()
+    authenticator = TOTP.activate(user, secret).instance
+    RecoveryCodes.activate(user)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT data::text FROM mfa_authenticator WHERE user_id = %s", [user.pk])
+        stored = " ".join(row[0] for row in cursor.fetchall())
+    assert secret not in stored and '"seed": "gAAAAA' in stored  # Fernet tokens, not the secret or the seed
+
+    settings.LLM_ENCRYPTION_KEYS = [NEW, OLD]
+    out = io.StringIO()
+    call_command("rotate_encryption_keys", stdout=out)
+    assert "mfa.Authenticator.data[secret/seed]: 2 re-encrypted" in out.getvalue()
+    settings.LLM_ENCRYPTION_KEYS = [NEW]  # the old key is gone: the secret still opens, and codes still work
+    call_command("rotate_encryption_keys", "--check", stdout=io.StringIO())
+    code = format_hotp_value(hotp_value(secret, int(time.time()) // 30))
+    assert TOTP(Authenticator.objects.get(pk=authenticator.pk)).validate_code(code)
