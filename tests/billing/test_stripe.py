@@ -8,9 +8,11 @@ from datetime import timedelta
 import pytest
 import requests
 from django.utils import timezone
-from djstripe.models import Event, WebhookEventTrigger
+from djstripe.models import Customer, Event, Invoice, WebhookEventTrigger
 
-from accounts.models import AuditEvent
+from accounts import privacy
+from accounts.models import AuditEvent, Membership
+from accounts.permissions import principal_for_member
 from billing import payments, selectors
 from billing.models import OrgBilling, Plan, UsageEvent, UsageReport
 from saas.llm import gateway
@@ -223,3 +225,35 @@ def test_without_stripe_the_buttons_say_so(client, settings):
     response = client.post(f"/o/{owner.organization.slug}/billing/checkout", {"plan": "pro"}, follow=True)
     assert "Stripe is not configured" in response.content.decode()
     assert payments.overage_report() == {"orgs": 0, "requests": 0}
+
+
+def test_deleting_an_org_cancels_its_subscription_and_keeps_invoices_without_personal_data(client, local_stripe):
+    org, session = _subscribe(client, local_stripe, "pro")
+    billing = _billing(org)
+    owner = Membership.all_orgs.get(organization=org)
+    customer_id, email = billing.stripe_customer_id, owner.user.email
+    # The invoice as Stripe sent it (dj-stripe keeps a copy, fed by the webhooks).
+    invoice = requests.get(f"{local_stripe.server.base_url}/v1/invoices", params={"customer": customer_id},
+                           auth=(local_stripe_key(), ""), timeout=10).json()["data"][0]  # fmt: skip
+    local_stripe.deliver(client, local_stripe.event("invoice.paid", dict(invoice, customer_email=email,
+                                                                           customer_name=org.name)))  # fmt: skip
+    assert Invoice.objects.filter(customer_id=customer_id).exists()
+    assert email in json.dumps(Customer.objects.get(id=customer_id).stripe_data)  # before: the owner's address
+    assert Event.objects.filter(stripe_data__data__object__customer=customer_id).exists()
+
+    record = privacy.organization_erase_request(principal=principal_for_member(owner), confirm=org.slug,
+                                                password="correct horse battery staple")  # fmt: skip
+    privacy.erasure_run(record_id=record.pk)
+
+    stripe_subscription = requests.get(f"{local_stripe.server.base_url}/v1/subscriptions/{session['subscription']}",
+                                       auth=(local_stripe_key(), ""), timeout=10).json()  # fmt: skip
+    assert stripe_subscription["status"] == "canceled"
+    gone = requests.get(f"{local_stripe.server.base_url}/v1/customers/{customer_id}", auth=(local_stripe_key(), ""),
+                        timeout=10)  # fmt: skip
+    assert gone.status_code == 404 or gone.json().get("deleted") is True
+    kept = Invoice.objects.get(customer_id=customer_id)  # the amounts the law wants kept
+    assert kept.stripe_data["total"] == invoice["total"]
+    for row in (kept.stripe_data, Customer.objects.get(id=customer_id).stripe_data):
+        assert email not in json.dumps(row) and org.slug not in json.dumps(row) and org.name not in json.dumps(row)
+    assert not Event.objects.filter(stripe_data__data__object__customer=customer_id).exists()
+    assert not OrgBilling.all_orgs.filter(organization_id=org.pk).exists()
