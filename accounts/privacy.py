@@ -48,7 +48,7 @@ from accounts.services import Origin, audit_record, key_memo
 from saas.core import events
 from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
 from saas.core.privacy import ExportSink, Store, Subject, erasure_order, register_store, stores
-from saas.core.ratelimit import counters_forget
+from saas.core.ratelimit import Bucket, counters_forget, enforce_rate_limits
 from saas.core.redis import get_redis
 from saas.core.tenancy import org_scope
 
@@ -325,20 +325,26 @@ def _revoke_sessions(user_id: Any) -> int:
     from django.contrib.sessions.backends.cached_db import SessionStore
 
     revoked = 0
-    for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
+    for session in Session.objects.iterator():  # expired ones too: they still name the user
         if str(session.get_decoded().get("_auth_user_id")) == str(user_id):
             SessionStore(session_key=session.session_key).delete()  # the database row and its cached copy
             revoked += 1
     return revoked
 
 
+def _check_password(user: User, password: str, what: str) -> None:
+    """Re-authentication before erasing, limited like sign-in is (a stolen session must not guess passwords)."""
+    enforce_rate_limits(None, [Bucket("auth:reauthenticate", str(user.pk), settings.RATE_LIMITS["auth_ip"])])
+    if not password or not user.check_password(password):
+        raise PermissionDenied(f"Your password is needed to {what}, and this one is not it.",
+                               code="reauthentication_failed")  # fmt: skip
+
+
 @transaction.atomic
 def account_erase_request(*, user: User, password: str, origin: Origin | None = None) -> ErasureRecord:
     """The person is signed out everywhere and their keys stop at once; the job erases the rest."""
+    _check_password(user, password, "delete your account")
     user = User.objects.select_for_update().get(pk=user.pk)
-    if not password or not user.check_password(password):
-        raise PermissionDenied("Your password is needed to delete your account, and this one is not it.",
-                               code="reauthentication_failed")  # fmt: skip
     preview = erasure_preview(user=user)
     sole = [row["org"].name for row in preview if row["sole_owner"]]
     if sole:
@@ -378,9 +384,7 @@ def organization_erase_request(
     if confirm.strip() != org.slug:
         raise ApplicationError(f"Type the team's short name, {org.slug}, to confirm.", code="invalid",
                                details={"fields": {"confirm": [f"Type {org.slug} to confirm."]}})  # fmt: skip
-    if not password or not user.check_password(password):
-        raise PermissionDenied("Your password is needed to delete the team, and this one is not it.",
-                               code="reauthentication_failed")  # fmt: skip
+    _check_password(user, password, "delete the team")
     if org.deletion_requested_at is None:
         org.deletion_requested_at = timezone.now()
         org.save(update_fields=["deletion_requested_at", "updated_at"])

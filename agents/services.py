@@ -553,7 +553,10 @@ def runs_start_scheduled(*, now: datetime | None = None) -> int:
     was down gives one run, not a backlog), idempotent per crew and slot."""
     now = now or timezone.now()
     started = 0
-    due = Crew.all_orgs.filter(schedule_enabled=True, next_run_at__lte=now).values_list("organization_id", "pk")
+    due = Crew.all_orgs.filter(
+        schedule_enabled=True, next_run_at__lte=now, organization__deletion_requested_at__isnull=True
+    )  # a team being erased runs nothing
+    due = due.values_list("organization_id", "pk")
     for org_id, crew_id in due[:200]:
         with transaction.atomic():
             crews = Crew.objects.for_org(org_id).select_for_update(skip_locked=True, of=("self",))

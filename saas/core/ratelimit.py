@@ -52,8 +52,8 @@ def _limiter() -> FixedWindowRateLimiter:
     return FixedWindowRateLimiter(storage)
 
 
-def enforce_rate_limits(request: HttpRequest, buckets: list[Bucket]) -> None:
-    """Count this request in every bucket; raise RateLimited for the first one over its rate."""
+def enforce_rate_limits(request: HttpRequest | None, buckets: list[Bucket]) -> None:
+    """Count this request (or attempt) in every bucket; raise RateLimited for the first one over its rate."""
     limiter = _limiter()
     for bucket in buckets:
         item = parse_rate(bucket.rate)

@@ -126,3 +126,14 @@ def test_an_erasure_whose_job_died_is_started_again(django_capture_on_commit_cal
     with django_capture_on_commit_callbacks() as callbacks:
         assert privacy.erasures_resume() == [str(record.pk)]
     assert len(callbacks) == 1
+
+
+def test_password_guesses_before_deleting_are_limited(client, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "auth_ip": "2/minute"}
+    member: Any = MembershipFactory()
+    client.force_login(member.user)
+    for _ in range(2):
+        assert client.post("/api/v1/me/delete", {"password": "guess"}).status_code == 403
+    refused = client.post("/api/v1/me/delete", {"password": PASSWORD})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert User.objects.get(pk=member.user.pk).is_active
