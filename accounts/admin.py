@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.http import HttpRequest
 
-from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
+from accounts.models import ApiKey, AuditEvent, DataExport, ErasureRecord, Invitation, Membership, Organization, User
 
 
 class AllOrgsAdmin(admin.ModelAdmin):
@@ -66,4 +66,33 @@ class AuditEventAdmin(AllOrgsAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ErasureRecord)
+class ErasureRecordAdmin(admin.ModelAdmin):
+    """What each erasure removed, store by store (counts only). Read-only: the job writes it."""
+
+    list_display = ("created_at", "kind", "subject_id", "status", "runs", "finished_at")
+    list_filter = ("kind", "status")
+    readonly_fields = ("kind", "subject_id", "status", "plan", "counts", "runs", "finished_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(DataExport)
+class DataExportAdmin(admin.ModelAdmin):
+    """Who asked for which export and when; the file itself is only ever served to the person who asked."""
+
+    list_display = ("created_at", "user", "kind", "organization", "status", "size_bytes", "expires_at")
+    list_filter = ("kind", "status")
+    exclude = ("file",)
+    readonly_fields = ("user", "organization", "kind", "status", "size_bytes", "error", "finished_at",
+                       "expires_at", "download_count")  # fmt: skip
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -4,6 +4,7 @@ service or selector, render."""
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -14,10 +15,10 @@ from rest_framework.response import Response
 
 from accounts import privacy, selectors, services
 from accounts.authentication import client_ip
-from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, Membership, Organization
+from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, MemberContent, Membership, Organization
 from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
-from saas.core.errors import NotFound, PermissionDenied
+from saas.core.errors import ApplicationError, NotFound, PermissionDenied
 
 
 class OrgRequest(Request):
@@ -304,6 +305,60 @@ class OrgView(OrgScopedAPIView):
         data = _valid(OrgUpdateIn, request)
         org = services.organization_update(principal=request.principal, name=data["name"], origin=_origin(request))
         return Response(OrganizationOut(org).data)
+
+
+class RetentionDays(serializers.Serializer):
+    conversations = serializers.IntegerField(allow_null=True, source="retain_conversations_days")
+    ledger_content = serializers.IntegerField(allow_null=True, source="retain_ledger_content_days")
+    exports = serializers.IntegerField(allow_null=True, source="retain_exports_days")
+
+
+class OrgPrivacyOut(serializers.Serializer):
+    member_content_on_erasure = serializers.CharField()
+    retention_days = RetentionDays(source="*")
+
+
+class OrgPrivacyIn(StrictSerializer):
+    member_content_on_erasure = serializers.ChoiceField(choices=MemberContent.values, required=False)
+    retention_days = serializers.DictField(
+        child=serializers.IntegerField(allow_null=True),
+        required=False,
+        help_text="Any of conversations, ledger_content, exports: days to keep, or null to keep until deleted.",
+    )
+
+
+class OrgPrivacyView(OrgScopedAPIView):
+    """What the team keeps and for how long, and what happens to a member's content when they erase their
+    account. Admins change it; every change is audited."""
+
+    required_scopes = {"get": READ, "patch": ADMIN}
+
+    @extend_schema(responses=OrgPrivacyOut)
+    def get(self, request: OrgRequest) -> Response:
+        return Response(OrgPrivacyOut(request.org).data)
+
+    @extend_schema(request=OrgPrivacyIn, responses=OrgPrivacyOut)
+    def patch(self, request: OrgRequest) -> Response:
+        data = _valid(OrgPrivacyIn, request)
+        with transaction.atomic():  # both changes or neither
+            org = self._apply(request, data)
+        return Response(OrgPrivacyOut(org).data)
+
+    def _apply(self, request: OrgRequest, data: dict[str, Any]) -> Organization:
+        org = request.org
+        if "retention_days" in data:
+            unknown = set(data["retention_days"]) - set(services.RETENTION_FIELDS)
+            if unknown:
+                raise ApplicationError(f"Unknown retention: {', '.join(sorted(unknown))}.", code="invalid")
+            current = {name: getattr(org, field) for name, field in services.RETENTION_FIELDS.items()}
+            days = {name: "" if value is None else str(value)
+                    for name, value in {**current, **data["retention_days"]}.items()}  # fmt: skip
+            org = services.organization_retention_set(principal=request.principal, days=days, origin=_origin(request))
+        if "member_content_on_erasure" in data:
+            org = services.organization_member_content_set(principal=request.principal,
+                                                           policy=data["member_content_on_erasure"],
+                                                           origin=_origin(request))  # fmt: skip
+        return org
 
 
 class TransferOwnershipView(OrgScopedAPIView):

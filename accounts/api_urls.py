@@ -17,6 +17,7 @@ urlpatterns = [
     path("me/exports/<uuid:pk>", api.MeExportDetailView.as_view(), name="me-export-detail"),
     path("me/exports/<uuid:pk>/download", api.MeExportDownloadView.as_view(), name="me-export-download"),
     path("org/export", api.OrgExportView.as_view(), name="org-export"),
+    path("org/privacy", api.OrgPrivacyView.as_view(), name="org-privacy"),
     path("org/delete", api.OrgDeleteView.as_view(), name="org-delete"),
     path("org", api.OrgView.as_view(), name="org"),
     path("org/transfer-ownership", api.TransferOwnershipView.as_view(), name="org-transfer-ownership"),

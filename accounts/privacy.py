@@ -20,7 +20,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
-from uuid import UUID
 
 from django.conf import settings
 from django.contrib.sessions.models import Session
@@ -98,9 +97,9 @@ def _memberships(user: User) -> list[Membership]:
 
 
 def _audit_everywhere(user: User, action: str, export: DataExport, origin: Origin | None) -> None:
-    """A personal export holds data of each of the person's orgs: each org's log shows it."""
-    for membership in _memberships(user):
-        audit_record(org=membership.organization, action=action, user=user, target=export,
+    """A personal export holds data of each org that has something of theirs: each org's log shows it."""
+    for org in _orgs_with_traces(user):
+        audit_record(org=org, action=action, user=user, target=export,
                      target_label="personal data export", origin=origin)  # fmt: skip
 
 
@@ -153,10 +152,18 @@ def _profile_json(user: User) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _orgs_with_traces(user: User) -> list[Organization]:
+    """The orgs they are in, then those they left that still hold something of theirs (their audit trail says
+    which: joining, signing in, acting all leave an event)."""
+    current = [m.organization for m in _memberships(user)]
+    traces = AuditEvent.all_orgs.filter(Q(actor_user=user) | Q(target_type="accounts.user", target_id=str(user.pk)))
+    former = Organization.objects.filter(pk__in=traces.values("organization_id"), deletion_requested_at__isnull=True)
+    return current + list(former.exclude(pk__in=[org.pk for org in current]).order_by("created_at"))
+
+
 def _write_personal(sink: ExportSink, user: User) -> None:
     sink.json("profile.json", _profile_json(user))
-    for membership in _memberships(user):
-        org = membership.organization
+    for org in _orgs_with_traces(user):
         with org_scope(org):
             for store in stores():
                 if store.export_user is not None:
@@ -311,14 +318,10 @@ def erasure_preview(*, user: User) -> list[dict[str, Any]]:
     return preview
 
 
-def _erasure_plan(user: User, preview: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The orgs they are in, and those they left (their audit trail says so), each with its own policy."""
-    plan = {str(row["org"].pk): row["transfer"] for row in preview}
-    traces = AuditEvent.all_orgs.filter(Q(actor_user=user) | Q(target_type="accounts.user", target_id=str(user.pk)))
-    former = Organization.objects.filter(pk__in=traces.values("organization_id"), deletion_requested_at__isnull=True)
-    for org in former.exclude(pk__in=[UUID(pk) for pk in plan]):
-        plan[str(org.pk)] = org.member_content_on_erasure == MemberContent.TRANSFER
-    return [{"org": org_id, "transfer": transfer} for org_id, transfer in plan.items()]
+def _erasure_plan(user: User) -> list[dict[str, Any]]:
+    """Every org holding something of theirs, each with its own policy for their content."""
+    return [{"org": str(org.pk), "transfer": org.member_content_on_erasure == MemberContent.TRANSFER}
+            for org in _orgs_with_traces(user)]  # fmt: skip
 
 
 def _revoke_sessions(user_id: Any) -> int:
@@ -357,7 +360,7 @@ def account_erase_request(*, user: User, password: str, origin: Origin | None = 
         audit_record(org=row["org"], action="user.erasure_requested", user=user, target=user,
                      target_label=pseudonym(user.pk), origin=origin)  # fmt: skip
     record = ErasureRecord.objects.create(kind=ErasureRecord.Kind.USER, subject_id=str(user.pk),
-                                          plan=_erasure_plan(user, preview))  # fmt: skip
+                                          plan=_erasure_plan(user))  # fmt: skip
     user.is_active = False
     user.set_unusable_password()
     user.save(update_fields=["is_active", "password"])
@@ -422,15 +425,23 @@ def _batches(record: ErasureRecord, name: str, erase: Callable[[], int]) -> None
                 locked = ErasureRecord.objects.select_for_update().get(pk=record.pk)
                 locked.counts[name] = locked.counts.get(name, 0) + erased
                 locked.save(update_fields=["counts", "updated_at"])
+        get_redis().expire(_lease_key(record.pk), LEASE_SECONDS)  # still working: keep the lease
         if not erased:
             return
+
+
+LEASE_SECONDS = 600
+
+
+def _lease_key(record_id: Any) -> str:
+    return f"crewdesk:erasure:{record_id}"
 
 
 class _Lease:
     """One job per record at a time (a rerun while the first still works waits for the next beat)."""
 
     def __init__(self, record_id: Any) -> None:
-        self.lock = get_redis().lock(f"crewdesk:erasure:{record_id}", timeout=600, blocking=False)
+        self.lock = get_redis().lock(_lease_key(record_id), timeout=LEASE_SECONDS, blocking=False)
 
     def __enter__(self) -> bool:
         return bool(self.lock.acquire())

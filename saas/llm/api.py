@@ -20,13 +20,14 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication
-from accounts.permissions import ASK, READ
+from accounts.permissions import ADMIN, ASK, READ
+from accounts.services import Origin
 from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response, error_body
 from saas.core.responses import after_send
 from saas.core.streaming import sse, sse_response
-from saas.llm import gateway
-from saas.llm.models import ModelConfig
+from saas.llm import config, gateway, services
+from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.providers import ChatRequest, LLMError, RateLimited
 
 BYPASS_HEADER = "X-Crewdesk-Cache"
@@ -382,3 +383,36 @@ def _generate_events(first: Any, stream: Generator[Any, None, None]) -> Iterator
         yield sse({"type": "error", "error": {"code": error.kind, "message": error.message}})
     finally:
         stream.close()
+
+
+class AISettingsOut(serializers.Serializer):
+    pii_policy = serializers.CharField(help_text="mask (default), block or off")
+
+
+class AISettingsIn(StrictSerializer):
+    pii_policy = serializers.ChoiceField(choices=OrgLLMSettings.PiiPolicy.values)
+
+
+class AISettingsView(OrgScopedAPIView):
+    """How the gateway treats personal data in the org's prompts (admins change it; audited)."""
+
+    required_scopes = {"get": READ, "patch": ADMIN}
+
+    @extend_schema(responses=AISettingsOut)
+    def get(self, request: Request) -> Response:
+        return Response({"pii_policy": config.current().policy(request.org).pii_policy})  # type: ignore[attr-defined]
+
+    @extend_schema(request=AISettingsIn, responses=AISettingsOut)
+    def patch(self, request: Request) -> Response:
+        serializer = AISettingsIn(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        policy = serializer.validated_data["pii_policy"]
+        principal = request.principal  # type: ignore[attr-defined]
+        row = services.pii_policy_set(principal=principal, policy=policy, origin=_origin(request))
+        return Response({"pii_policy": row.pii_policy})
+
+
+def _origin(request: Request) -> Origin:
+    from accounts.authentication import client_ip
+
+    return Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))

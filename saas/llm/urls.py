@@ -12,6 +12,7 @@ openai_urlpatterns = [
 # Mounted at /api/v1/ with the rest of Crewdesk's API.
 api_urlpatterns = [
     path("generate", api.GenerateView.as_view(), name="generate"),
+    path("ai-settings", api.AISettingsView.as_view(), name="ai-settings"),
 ]
 
 # Mounted at /o/<org_slug>/ with the team's pages.

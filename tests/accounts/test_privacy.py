@@ -151,9 +151,16 @@ def _org_rows(org_ids: list[Any]) -> dict[str, int]:
     return counts
 
 
+def _leave(person: Person, org: Organization) -> None:
+    """They leave the org; what they made there stays there, and is still theirs to export and erase."""
+    membership = Membership.all_orgs.get(organization=org, user=person.user)
+    services.membership_remove(principal=principal_for_member(membership), membership_id=membership.pk)
+
+
 def test_a_person_exports_their_data_and_nothing_of_anyone_else():
     world = build_world("ex")
     alice, bob = world.alice, world.bob
+    _leave(alice, world.org_b)
     asked = alice.client.post("/api/v1/me/export")
     assert asked.status_code == 202, asked.content
     assert alice.client.post("/api/v1/me/export").json()["id"] == asked.json()["id"]  # one at a time
@@ -167,7 +174,7 @@ def test_a_person_exports_their_data_and_nothing_of_anyone_else():
 
     profile = json.loads(files["profile.json"])
     assert profile["email"] == alice.user.email
-    assert {m["slug"] for m in profile["memberships"]} == {world.org_a.slug, world.org_b.slug}
+    assert {m["slug"] for m in profile["memberships"]} == {world.org_a.slug}  # and B, which she left:
     for org in (world.org_a, world.org_b):
         folder = f"orgs/{org.slug}"
         (document,) = json.loads(files[f"{folder}/documents.json"])
@@ -212,6 +219,7 @@ def test_an_api_key_cannot_reach_personal_data():
 def test_erasing_a_person_leaves_no_trace_of_them_anywhere():
     world = build_world("er")
     alice, bob = world.alice, world.bob
+    _leave(alice, world.org_b)  # what she left behind there is erased too
     assert scan_everywhere([alice.mark]), "the scan must see the content before erasure"
     # Alice also asked for an export, still on the storage when she leaves.
     privacy.export_build(export_id=alice.client.post("/api/v1/me/export").json()["id"])

@@ -137,3 +137,36 @@ def test_password_guesses_before_deleting_are_limited(client, settings):
     refused = client.post("/api/v1/me/delete", {"password": PASSWORD})
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
     assert User.objects.get(pk=member.user.pk).is_active
+
+
+def test_operators_read_erasure_records_in_the_admin_and_cannot_change_them(admin_client):
+    member: Any = MembershipFactory()
+    record = privacy.account_erase_request(user=member.user, password=PASSWORD)
+    privacy.erasure_run(record_id=record.pk)
+    listing = admin_client.get("/admin/accounts/erasurerecord/")
+    assert listing.status_code == 200 and str(record.subject_id) in listing.content.decode()
+    page = admin_client.get(f"/admin/accounts/erasurerecord/{record.pk}/change/").content.decode()
+    assert "rate limit counters" in page and 'name="counts"' not in page  # shown, not editable
+
+
+def test_the_privacy_settings_through_the_api(make_member, session_client):
+    admin = make_member(MembershipFactory().organization, role=Membership.Role.ADMIN)
+    org = admin.organization
+    client = session_client(admin.user)
+    assert client.get("/api/v1/org/privacy").json() == {
+        "member_content_on_erasure": "delete",
+        "retention_days": {"conversations": None, "ledger_content": None, "exports": None}}  # fmt: skip
+    refused = client.patch("/api/v1/org/privacy", {"member_content_on_erasure": "transfer",
+                                                   "retention_days": {"exports": -1}}, format="json")  # fmt: skip
+    assert refused.status_code == 400
+    assert Organization.objects.get(pk=org.pk).member_content_on_erasure == "delete"  # nothing half-written
+    changed = client.patch("/api/v1/org/privacy", {"member_content_on_erasure": "transfer",
+                                                   "retention_days": {"exports": 3}}, format="json").json()  # fmt: skip
+    assert changed["member_content_on_erasure"] == "transfer" and changed["retention_days"]["exports"] == 3
+    assert client.patch("/api/v1/ai-settings", {"pii_policy": "nope"}, format="json").status_code == 400
+    assert client.patch("/api/v1/ai-settings", {"pii_policy": "off"}, format="json").json() == {"pii_policy": "off"}
+    assert client.get("/api/v1/ai-settings").json() == {"pii_policy": "off"}
+    viewer = session_client(make_member(org, role=Membership.Role.VIEWER).user)
+    assert viewer.patch("/api/v1/ai-settings", {"pii_policy": "mask"}, format="json").status_code == 403
+    assert viewer.patch("/api/v1/org/privacy", {"member_content_on_erasure": "delete"},
+                        format="json").status_code == 403  # fmt: skip
