@@ -399,7 +399,7 @@ def organization_erase_request(
     ApiKey.all_orgs.filter(organization=org, revoked_at__isnull=True).update(revoked_at=now, updated_at=now)
     key_memo.changed()
     members = list(Membership.objects.for_org(org).values_list("user_id", flat=True))
-    _push_on_commit(org.pk, "org_deleted", {"message": "This team was deleted."})
+    _push_on_commit(org.pk, "org_deleted", {"message": f"{org.name} was deleted.", "org": org.slug})
     for member_id in members:  # their open tabs leave the org's websocket group
         _unsubscribe_on_commit(member_id, org.pk)
     _on_commit_task("accounts.run_erasure", str(record.pk))

@@ -4,6 +4,8 @@
   const status = document.getElementById("live-status");
   const feed = document.getElementById("live-feed");
   let attempt = 0;
+  let submitting = false;  // a form on its way (the owner's own "Delete" click) is left to finish
+  document.addEventListener("submit", function () { submitting = true; });
 
   function setState(state, label) {
     if (!status) return;
@@ -30,6 +32,11 @@
       try { event = JSON.parse(message.data); } catch (e) { return; }
       document.dispatchEvent(new CustomEvent("crewdesk:event", { detail: event }));
       if (event.type !== "hello" && event.type !== "pong") show(event);
+      // A team deleted by its owner is gone for everyone: a tab still on one of its pages leaves it.
+      const here = event.data && location.pathname.indexOf("/o/" + event.data.org + "/") === 0;
+      if (event.type === "org_deleted" && here && !submitting) {
+        location.assign("/");
+      }
     };
     socket.onclose = function () {
       setState("closed", "reconnecting…");

@@ -3,6 +3,7 @@ it, then delete the account and watch the worker erase it. Also the team's priva
 
 import io
 import json
+import re
 import time
 import zipfile
 from typing import Any
@@ -59,7 +60,9 @@ def test_a_member_exports_their_data_then_deletes_their_account(browser, daphne_
     assert ErasureRecord.objects.get(subject_id=str(member.user.pk)).status == "done"
 
 
-def test_an_owner_sees_the_teams_privacy_settings_and_the_privacy_page(browser, daphne_server, screenshot):
+def test_an_owner_sets_the_teams_privacy_reads_the_privacy_page_and_deletes_the_team(
+    browser, daphne_server, screenshot
+):
     owner: Any = MembershipFactory(role=Membership.Role.OWNER, organization__name="Northwind")
     page = browser.new_context(viewport={"width": 1100, "height": 1000}).new_page()
     sign_in(page, daphne_server.url, owner.user.email)
@@ -75,3 +78,18 @@ def test_an_owner_sees_the_teams_privacy_settings_and_the_privacy_page(browser, 
     page.goto(f"{daphne_server.url}/privacy/")
     assert page.locator("[data-testid=stores] tbody tr").count() >= 6
     screenshot(page, "53-privacy-page")
+
+    # The owner deletes the team while a member has one of its pages open: the member's tab leaves it.
+    org = owner.organization
+    member: Any = MembershipFactory(organization=org, role=Membership.Role.MEMBER)
+    other = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
+    sign_in(other, daphne_server.url, member.user.email)
+    other.goto(f"{daphne_server.url}/o/{org.slug}/documents/")
+    other.wait_for_selector("#live-status[data-state=open]")
+    page.goto(f"{daphne_server.url}/o/{org.slug}/settings/")
+    page.fill("#delete-confirm", org.slug)
+    page.fill("#delete-team-password", PASSWORD)
+    page.click("text=Delete Northwind and all its data")
+    assert "Northwind is deleted" in page.locator(".messages").inner_text()
+    other.wait_for_url(re.compile(r"/orgs/new/$"), timeout=15000)  # home, and no team left: make one
+    assert other.goto(f"{daphne_server.url}/o/{org.slug}/documents/").status == 404
