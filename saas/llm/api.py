@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication
+from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication, client_ip
 from accounts.permissions import ADMIN, ASK, READ
 from accounts.services import Origin
 from saas.core.api import OrgScopedAPIView, StrictSerializer
@@ -413,6 +413,4 @@ class AISettingsView(OrgScopedAPIView):
 
 
 def _origin(request: Request) -> Origin:
-    from accounts.authentication import client_ip
-
     return Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))

@@ -1,10 +1,13 @@
 """The gateway's settings on the team's settings page (the section is templates/llm/pii_settings.html)."""
 
 from django.http import HttpResponse
+from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
+from accounts.authentication import client_ip
 from accounts.permissions import ADMIN
-from accounts.views import OrgHttpRequest, _back, _origin, org_page, run_service
+from accounts.services import Origin
+from accounts.views import OrgHttpRequest, org_page, run_service
 from saas.llm import services
 
 
@@ -12,6 +15,7 @@ from saas.llm import services
 @require_POST
 def org_pii_policy(request: OrgHttpRequest) -> HttpResponse:
     policy = request.POST.get("pii_policy", "")
-    run_service(request, lambda: services.pii_policy_set(principal=request.principal, policy=policy,
-                                                         origin=_origin(request)), "Saved.")  # fmt: skip
-    return _back(request, "org-settings")
+    origin = Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
+    run_service(request, lambda: services.pii_policy_set(principal=request.principal, policy=policy, origin=origin),
+                "Saved.")  # fmt: skip
+    return redirect("org-settings", org_slug=request.org.slug)
