@@ -280,10 +280,15 @@ def export_download(*, user: User, export_id: Any, origin: Origin | None = None)
 def exports_expire(*, now: datetime | None = None) -> int:
     """Beat: expired exports lose their file (the row stays, saying it expired)."""
     now = now or timezone.now()
+    return _expire_exports(DataExport.objects.filter(status=DataExport.Status.READY, expires_at__lte=now))
+
+
+def _expire_exports(exports: Any) -> int:
     expired = 0
-    for export in DataExport.objects.filter(status=DataExport.Status.READY, expires_at__lte=now).iterator():
+    for export in exports.iterator():
         _delete_export_file(export)
-        DataExport.objects.filter(pk=export.pk).update(status=DataExport.Status.EXPIRED, file="", updated_at=now)
+        DataExport.objects.filter(pk=export.pk).update(status=DataExport.Status.EXPIRED, file="",
+                                                      updated_at=timezone.now())  # fmt: skip
         expired += 1
     return expired
 
@@ -502,6 +507,10 @@ def _erase_user(record: ErasureRecord, batch_size: int) -> None:
 def _erase_org(record: ErasureRecord, batch_size: int) -> None:
     org_id = record.subject_id
     if Organization.objects.filter(pk=org_id).exists():
+        # Members' personal exports hold a folder of this org: they expire now (the members can ask again).
+        _batches(record, "personal exports", lambda: _expire_exports(DataExport.objects.filter(
+            kind=DataExport.Kind.PERSONAL, status=DataExport.Status.READY,
+            user__memberships__organization_id=org_id)))  # fmt: skip
         with org_scope(org_id):
             for store in erasure_order():
                 if store.erase_org is not None:

@@ -302,6 +302,8 @@ def test_deleting_an_org_erases_it_everywhere_and_nothing_else():
     org = world.org_a
     privacy.export_build(export_id=owner.client.post("/api/v1/org/export", HTTP_X_CREWDESK_ORG=str(org.pk))
                          .json()["id"])  # fmt: skip
+    # A member's personal export holds a folder of the org too.
+    privacy.export_build(export_id=world.alice.client.post("/api/v1/me/export").json()["id"])
     get_redis().set(f"crewdesk:quota:{org.pk}:202611010000:used", 5)
     assert list(get_redis().scan_iter(match=exact_cache_pattern(org.pk)))
     assert SemanticCacheEntry.all_orgs.filter(organization=org).exists()
