@@ -5,7 +5,7 @@ from allauth.mfa.adapter import DefaultMFAAdapter
 from django.db import transaction
 
 from accounts import services
-from accounts.authentication import client_ip
+from accounts.authentication import request_origin
 from saas.core import crypto
 
 
@@ -15,8 +15,7 @@ class AccountAdapter(DefaultAccountAdapter):
         with transaction.atomic():
             user = super().save_user(request, user, form, commit=commit)
             if commit:
-                origin = services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
-                services.organization_create_personal(user=user, origin=origin)
+                services.organization_create_personal(user=user, origin=request_origin(request))
         return user
 
 

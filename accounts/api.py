@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import privacy, selectors, services
-from accounts.authentication import client_ip
+from accounts.authentication import request_origin
 from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, MemberContent, Membership, Organization
 from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
@@ -29,7 +29,7 @@ class OrgRequest(Request):
 
 
 def _origin(request: Request) -> services.Origin:
-    return services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
+    return request_origin(request)
 
 
 # --- Output ------------------------------------------------------------------------------------------------

@@ -37,6 +37,11 @@ def client_ip(request: Any) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def request_origin(request: Any) -> services.Origin:
+    """Where a request came from, for the audit log (pages, the API and allauth's hooks alike)."""
+    return services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKeyUser, ApiKey] | None:
         header = request.headers.get("Authorization", "")

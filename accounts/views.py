@@ -25,7 +25,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import privacy, selectors, services
 from accounts.api import export_file_response
-from accounts.authentication import CURRENT_ORG_SESSION_KEY, client_ip
+from accounts.authentication import CURRENT_ORG_SESSION_KEY, request_origin
 from accounts.models import ApiKey, MemberContent, Membership, Organization, User
 from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core import privacy as privacy_registry
@@ -43,8 +43,8 @@ class OrgHttpRequest(HttpRequest):
     principal: Principal
 
 
-def _origin(request: OrgHttpRequest) -> services.Origin:
-    return services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
+def _origin(request: HttpRequest) -> services.Origin:
+    return request_origin(request)
 
 
 def org_page(scope: str) -> Callable[[ViewFunc], ViewFunc]:
@@ -449,10 +449,6 @@ def invitation_accept(request: OrgHttpRequest, token: str) -> HttpResponse:
 # --- Privacy: your data, exports and erasure ----------------------------------------------------------------
 
 
-def _person_origin(request: HttpRequest) -> services.Origin:
-    return services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
-
-
 @login_required
 def account_privacy(request: OrgHttpRequest) -> HttpResponse:
     """Your data: ask for a copy, download it, or delete your account (with what happens in each team)."""
@@ -465,7 +461,7 @@ def account_privacy(request: OrgHttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def account_export(request: OrgHttpRequest) -> HttpResponse:
-    privacy.export_request(user=request.user, origin=_person_origin(request))
+    privacy.export_request(user=request.user, origin=_origin(request))
     messages.success(request, "Your export is being prepared. We will tell you here and by email when it is ready.")
     return redirect("account-privacy")
 
@@ -473,7 +469,7 @@ def account_export(request: OrgHttpRequest) -> HttpResponse:
 @login_required
 def export_download(request: OrgHttpRequest, export_id: str) -> HttpResponseBase:
     try:
-        export = privacy.export_download(user=request.user, export_id=export_id, origin=_person_origin(request))
+        export = privacy.export_download(user=request.user, export_id=export_id, origin=_origin(request))
     except NotFound as exc:
         raise Http404(exc.message) from exc
     except ApplicationError as exc:
@@ -487,7 +483,7 @@ def export_download(request: OrgHttpRequest, export_id: str) -> HttpResponseBase
 def account_delete(request: OrgHttpRequest) -> HttpResponse:
     try:
         privacy.account_erase_request(user=request.user, password=request.POST.get("password", ""),
-                                      origin=_person_origin(request))  # fmt: skip
+                                      origin=_origin(request))  # fmt: skip
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("account-privacy")

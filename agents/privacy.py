@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 from django.db import transaction
+from django.db.models import Q
 
 from agents import engine
 from agents.models import Conversation, Crew, Feedback, Message, Run
@@ -98,12 +99,9 @@ def _delete_conversations(org_id: Any, conversations: Any, batch_size: int) -> i
 
 
 def _delete_crews(org_id: Any, crews: Any, batch_size: int) -> int:
-    with transaction.atomic():
-        ids = list(crews.values_list("pk", flat=True)[:batch_size])
-        for crew_id in ids:  # their runs first, with the ledger's copies of what they said
-            while _delete_runs(org_id, Run.objects.for_org(org_id).filter(crew_id=crew_id), 500):
-                pass
-        Crew.objects.for_org(org_id).filter(pk__in=ids).delete()  # agents, tasks and the schedule with them
+    """Callers delete the crews' runs first (`_delete_runs`: the ledger's copies go with them)."""
+    ids = list(crews.values_list("pk", flat=True)[:batch_size])
+    Crew.objects.for_org(org_id).filter(pk__in=ids).delete()  # agents, tasks and the schedule with them
     return len(ids)
 
 
@@ -124,7 +122,8 @@ def erase_user(*, subject: Subject, batch_size: int) -> int:
         if erased:
             return erased
         return runs.filter(pk__in=list(runs.values_list("pk", flat=True)[:batch_size])).update(started_by=None)
-    return _delete_crews(org_id, crews, batch_size) or _delete_runs(org_id, runs, batch_size)
+    runs_to_go = Run.objects.for_org(org_id).filter(Q(started_by_id=user_id) | Q(crew__created_by_id=user_id))
+    return _delete_runs(org_id, runs_to_go, batch_size) or _delete_crews(org_id, crews, batch_size)
 
 
 def erase_org(*, org_id: Any, batch_size: int) -> int:

@@ -12,10 +12,10 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 from djstripe import models as djstripe_models
 
-from billing import payments
+from billing import payments, quota
 from billing.models import OrgBilling, UsageEvent, UsageReport
 from saas.core.privacy import ExportSink, Store
-from saas.core.redis import get_redis
+from saas.core.redis import delete_matching
 
 PERSONAL_CUSTOMER_FIELDS = ("email", "name", "description", "phone", "address", "shipping")
 PERSONAL_INVOICE_FIELDS = ("customer_email", "customer_name", "customer_phone", "customer_address",
@@ -87,10 +87,7 @@ def erase_org(*, org_id: Any, batch_size: int) -> int:
         batch = list(model.objects.for_org(org_id).values_list("pk", flat=True)[:batch_size])
         if batch:
             return int(model.objects.for_org(org_id).filter(pk__in=batch).delete()[0])
-    client = get_redis()
-    pattern = f"crewdesk:quota:{org_id}:*"  # billing.quota and billing.services name them so
-    keys = [key for _, key in zip(range(batch_size), client.scan_iter(match=pattern, count=500), strict=False)]
-    return client.delete(*keys) if keys else 0
+    return delete_matching(quota.key_prefix(org_id) + "*", limit=batch_size)
 
 
 STORE = Store(

@@ -91,9 +91,14 @@ class Reservation:
         return _keys(self.org.pk, self.period_start)
 
 
+def key_prefix(org_id: Any) -> str:
+    """Every quota key of an org starts so (erasure deletes them by it)."""
+    return f"crewdesk:quota:{org_id}:"
+
+
 def _keys(org_id: Any, period_start: datetime) -> list[str]:
     stamp = period_start.strftime("%Y%m%d%H%M")
-    return [f"crewdesk:quota:{org_id}:{stamp}:used", f"crewdesk:quota:{org_id}:{stamp}:held"]
+    return [f"{key_prefix(org_id)}{stamp}:used", f"{key_prefix(org_id)}{stamp}:held"]
 
 
 def reserve(*, org: Any) -> Reservation:

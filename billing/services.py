@@ -8,7 +8,7 @@ from django.db import transaction
 
 from accounts.models import Membership, Organization
 from accounts.services import audit_record, notify_members
-from billing import selectors
+from billing import quota, selectors
 from billing.models import OrgBilling
 from saas.core.errors import ApplicationError
 from saas.core.redis import get_redis
@@ -30,7 +30,7 @@ def usage_warn(*, org_id: Any, threshold: int) -> bool:
     if org is None:  # deleted since the request that queued this
         return False
     state = selectors.billing_state(org=org)
-    once = f"crewdesk:quota:{org.pk}:{state.period_start:%Y%m%d%H%M}:warned:{threshold}"
+    once = f"{quota.key_prefix(org.pk)}{state.period_start:%Y%m%d%H%M}:warned:{threshold}"
     if not get_redis().set(once, 1, nx=True, ex=40 * 24 * 3600):
         return False
     plan = state.plan

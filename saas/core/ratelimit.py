@@ -18,7 +18,7 @@ from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from saas.core.errors import ApplicationError
-from saas.core.redis import get_redis
+from saas.core.redis import delete_matching, get_redis
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,13 @@ def parse_rate(rate: str) -> RateLimitItem:
         raise ImproperlyConfigured(f"Invalid rate limit {rate!r}: use e.g. '600/minute' or '10 per hour'.") from exc
 
 
+def _prefix() -> str:
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', 'crewdesk')}:ratelimit"
+
+
 @cache
 def _limiter() -> FixedWindowRateLimiter:
-    prefix = f"{settings.CACHES['default'].get('KEY_PREFIX', 'crewdesk')}:ratelimit"
-    storage = RedisStorage(settings.REDIS_URL, connection_pool=get_redis().connection_pool, key_prefix=prefix)
+    storage = RedisStorage(settings.REDIS_URL, connection_pool=get_redis().connection_pool, key_prefix=_prefix())
     return FixedWindowRateLimiter(storage)
 
 
@@ -69,8 +72,5 @@ def enforce_rate_limits(request: HttpRequest | None, buckets: list[Bucket]) -> N
 
 def counters_forget(value: str) -> int:
     """Deletes the counters kept for a value (an org's or a person's id) in every group: an erasure leaves none."""
-    prefix = f"{settings.CACHES['default'].get('KEY_PREFIX', 'crewdesk')}:ratelimit"
-    client = get_redis()
     # limits names a counter "<prefix>:LIMITER/<group>/<value>/<amount>/<multiples>/<granularity>".
-    keys = list(client.scan_iter(match=f"{prefix}:LIMITER/*/{value}/*", count=1000))
-    return int(client.delete(*keys)) if keys else 0
+    return delete_matching(f"{_prefix()}:LIMITER/*/{value}/*", limit=10_000)

@@ -6,6 +6,13 @@ import redis
 from django.conf import settings
 
 
+def delete_matching(pattern: str, *, limit: int) -> int:
+    """Deletes up to `limit` keys matching a glob pattern (SCAN, never KEYS): an erasure calls it until 0."""
+    client = get_redis()
+    keys = [key for _, key in zip(range(limit), client.scan_iter(match=pattern, count=1000), strict=False)]
+    return int(client.delete(*keys)) if keys else 0
+
+
 @cache
 def get_redis() -> redis.Redis:
     return redis.Redis.from_url(

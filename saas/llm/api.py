@@ -19,9 +19,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication, client_ip
+from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication, request_origin
 from accounts.permissions import ADMIN, ASK, READ
-from accounts.services import Origin
 from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response, error_body
 from saas.core.responses import after_send
@@ -408,9 +407,5 @@ class AISettingsView(OrgScopedAPIView):
         serializer.is_valid(raise_exception=True)
         policy = serializer.validated_data["pii_policy"]
         principal = request.principal  # type: ignore[attr-defined]
-        row = services.pii_policy_set(principal=principal, policy=policy, origin=_origin(request))
+        row = services.pii_policy_set(principal=principal, policy=policy, origin=request_origin(request))
         return Response({"pii_policy": row.pii_policy})
-
-
-def _origin(request: Request) -> Origin:
-    return Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))

@@ -360,8 +360,12 @@ def _cache_key(org: Any, model: ModelConfig, request: ChatRequest, scope: str | 
         },
         sort_keys=True,
     )
-    # The org in the key's prefix lets org erasure find (SCAN) and delete all of an org's entries.
-    return f"crewdesk:llm:exact:{org.pk}:" + hashlib.sha256(material.encode()).hexdigest()
+    return exact_cache_prefix(org.pk) + hashlib.sha256(material.encode()).hexdigest()
+
+
+def exact_cache_prefix(org_id: Any) -> str:
+    """The org first: erasure finds (SCAN) and deletes all of an org's entries (saas/llm/privacy.py)."""
+    return f"crewdesk:llm:exact:{org_id}:"
 
 
 def _cache_get(key: str) -> dict[str, Any] | None:

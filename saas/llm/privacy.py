@@ -13,7 +13,8 @@ from django.db import transaction
 
 from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
-from saas.core.redis import get_redis
+from saas.core.redis import delete_matching
+from saas.llm.gateway import exact_cache_prefix
 from saas.llm.models import LLMCall, OrgLLMSettings, SemanticCacheEntry
 
 
@@ -65,22 +66,11 @@ def ledger_erase_org(*, org_id: Any, batch_size: int) -> int:
         return settings_rows + LLMCall.objects.for_org(org_id).filter(pk__in=batch).delete()[0]
 
 
-def exact_cache_pattern(org_id: Any) -> str:
-    return f"crewdesk:llm:exact:{org_id}:*"  # saas.llm.gateway._cache_key puts the org first
-
-
 def cache_erase_org(*, org_id: Any, batch_size: int) -> int:
     batch = list(SemanticCacheEntry.objects.for_org(org_id).values_list("pk", flat=True)[:batch_size])
     if batch:
         return SemanticCacheEntry.objects.for_org(org_id).filter(pk__in=batch).delete()[0]
-    client = get_redis()
-    keys = [
-        key
-        for _, key in zip(
-            range(batch_size), client.scan_iter(match=exact_cache_pattern(org_id), count=500), strict=False
-        )
-    ]
-    return client.delete(*keys) if keys else 0
+    return delete_matching(exact_cache_prefix(org_id) + "*", limit=batch_size)
 
 
 def cache_erase_user(*, subject: Subject, batch_size: int) -> int:

@@ -4,9 +4,8 @@ from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
-from accounts.authentication import client_ip
+from accounts.authentication import request_origin
 from accounts.permissions import ADMIN
-from accounts.services import Origin
 from accounts.views import OrgHttpRequest, org_page, run_service
 from saas.llm import services
 
@@ -15,7 +14,7 @@ from saas.llm import services
 @require_POST
 def org_pii_policy(request: OrgHttpRequest) -> HttpResponse:
     policy = request.POST.get("pii_policy", "")
-    origin = Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
+    origin = request_origin(request)
     run_service(request, lambda: services.pii_policy_set(principal=request.principal, policy=policy, origin=origin),
                 "Saved.")  # fmt: skip
     return redirect("org-settings", org_slug=request.org.slug)

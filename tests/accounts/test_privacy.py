@@ -25,8 +25,8 @@ from documents.models import Chunk, Document
 from saas.core import privacy as registry
 from saas.core.redis import get_redis
 from saas.llm import gateway
+from saas.llm.gateway import exact_cache_prefix
 from saas.llm.models import LLMCall, SemanticCacheEntry
-from saas.llm.privacy import exact_cache_pattern
 from tests.accounts.factories import MembershipFactory, UserFactory
 from tests.accounts.privacy_scan import scan_everywhere
 
@@ -305,7 +305,7 @@ def test_deleting_an_org_erases_it_everywhere_and_nothing_else():
     # A member's personal export holds a folder of the org too.
     privacy.export_build(export_id=world.alice.client.post("/api/v1/me/export").json()["id"])
     get_redis().set(f"crewdesk:quota:{org.pk}:202611010000:used", 5)
-    assert list(get_redis().scan_iter(match=exact_cache_pattern(org.pk)))
+    assert list(get_redis().scan_iter(match=exact_cache_prefix(org.pk) + "*"))
     assert SemanticCacheEntry.all_orgs.filter(organization=org).exists()
     untouched_ids = [world.org_b.pk, other.org_a.pk, other.org_b.pk]
     before = _org_rows(untouched_ids)
