@@ -30,6 +30,7 @@ from django.db.models import F, Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from accounts import selectors
 from accounts.models import (
     ApiKey,
     AuditEvent,
@@ -91,11 +92,6 @@ def _keep_days(org: Organization | None) -> int:
     return settings.DATA_EXPORT_KEEP_DAYS
 
 
-def _memberships(user: User) -> list[Membership]:
-    return list(Membership.all_orgs.filter(user=user).select_related("organization")
-                .filter(organization__deletion_requested_at__isnull=True).order_by("created_at"))  # fmt: skip
-
-
 def _audit_everywhere(user: User, action: str, export: DataExport, origin: Origin | None) -> None:
     """A personal export holds data of each org that has something of theirs: each org's log shows it."""
     for org in _orgs_with_traces(user):
@@ -148,14 +144,14 @@ def _profile_json(user: User) -> dict[str, Any]:
                             for e in EmailAddress.objects.filter(user=user)],
         "two_factor": sorted(Authenticator.objects.filter(user=user).values_list("type", flat=True)),
         "memberships": [{"org": m.organization.name, "slug": m.organization.slug, "role": m.role,
-                         "since": m.created_at.isoformat()} for m in _memberships(user)],
+                         "since": m.created_at.isoformat()} for m in selectors.membership_list_for_user(user=user)],
     }  # fmt: skip
 
 
 def _orgs_with_traces(user: User) -> list[Organization]:
     """The orgs they are in, then those they left that still hold something of theirs (their audit trail says
     which: joining, signing in, acting all leave an event)."""
-    current = [m.organization for m in _memberships(user)]
+    current = [m.organization for m in selectors.membership_list_for_user(user=user)]
     traces = AuditEvent.all_orgs.filter(Q(actor_user=user) | Q(target_type="accounts.user", target_id=str(user.pk)))
     former = Organization.objects.filter(pk__in=traces.values("organization_id"), deletion_requested_at__isnull=True)
     return current + list(former.exclude(pk__in=[org.pk for org in current]).order_by("created_at"))
@@ -218,7 +214,7 @@ def export_build(*, export_id: Any) -> DataExport | None:
 def _notify_ready(export: DataExport) -> None:
     if export.organization is None:
         title, url = "Your data export is ready", "/account/privacy/"
-        orgs = [m.organization for m in _memberships(export.user)]
+        orgs = [m.organization for m in selectors.membership_list_for_user(user=export.user)]
     else:
         title, url = "The team's data export is ready", f"/o/{export.organization.slug}/settings/"
         orgs = [export.organization]
@@ -311,7 +307,7 @@ def erasure_preview(*, user: User) -> list[dict[str, Any]]:
     """What the person is shown before confirming: per org, their role, what happens to what they made, and
     whether they must first hand the org on (sole owner)."""
     preview = []
-    for membership in _memberships(user):
+    for membership in selectors.membership_list_for_user(user=user):
         org = membership.organization
         sole_owner = membership.role == Membership.Role.OWNER and not Membership.all_orgs.filter(organization=org,
             role=Membership.Role.OWNER).exclude(user=user).exists()  # fmt: skip
@@ -401,7 +397,7 @@ def organization_erase_request(
         record = ErasureRecord.objects.create(kind=ErasureRecord.Kind.ORGANIZATION, subject_id=str(org.pk),
                                               plan=[{"org": str(org.pk)}])  # fmt: skip
     now = timezone.now()
-    ApiKey.all_orgs.filter(organization=org, revoked_at__isnull=True).update(revoked_at=now, updated_at=now)
+    ApiKey.objects.for_org(org).filter(revoked_at__isnull=True).update(revoked_at=now, updated_at=now)
     key_memo.changed()
     members = list(Membership.objects.for_org(org).values_list("user_id", flat=True))
     _push_on_commit(org.pk, "org_deleted", {"message": f"{org.name} was deleted.", "org": org.slug})
