@@ -404,7 +404,8 @@ class AISettingsIn(StrictSerializer):
 
 
 def _ai_settings(row: OrgLLMSettings) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in AISettingsOut().fields}
+    names = ("pii_policy", "injection_guard", "moderation_guard", "denied_keywords", "denied_topics")
+    return {name: getattr(row, name) for name in names}
 
 
 class AISettingsView(OrgScopedAPIView):

@@ -140,13 +140,13 @@ class _Ledger:
     permit: breaker.Permit | None = None  # the circuit breaker's leave for the attempt in flight
     reservation: quota.Reservation | None = None  # the org's quota place for this request, settled in write()
     guard: guardrails.Policy = field(default_factory=guardrails.Policy)
-    guardrails: list[dict[str, Any]] = field(default_factory=list)  # the guardrails' findings, for the row
+    findings: list[dict[str, Any]] = field(default_factory=list)  # the guardrails' findings, for the row
 
     def note(self, findings: Any) -> guardrails.Finding | None:
         """Keep the findings (each once) for the row; the first that blocks, if any."""
         for finding in findings:
-            if (entry := finding.as_json()) not in self.guardrails:
-                self.guardrails.append(entry)
+            if (entry := finding.as_json()) not in self.findings:
+                self.findings.append(entry)
         return guardrails.blocking(findings)
 
     def attempt(self, model: ModelConfig, status: str, started: float, error: LLMError | None = None) -> None:
@@ -203,7 +203,7 @@ class _Ledger:
             status=status,
             error_class=error.kind if error else "",
             pii_masked=self.pii_masked,
-            guardrails=self.guardrails,
+            guardrails=self.findings,
             input_encrypted=crypto.encrypt(input_text),
             output_encrypted=crypto.encrypt(output_text),
         )

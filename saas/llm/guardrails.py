@@ -102,9 +102,9 @@ def _deleet(text: str) -> str:
 # --- Prompt injection: rules ---------------------------------------------------------------------------------
 
 _PRIOR = r"(?:all |any |the |your |my |these |those |of |every |such )*"
-_WHICH = r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|safety|former|old|given|following|existing|default)"  # noqa: E501
-_RULES_OF = r"(?:instructions?|prompts?|rules|directions|guidelines|directives|commands|context|constraints|restrictions|policies|programming|guardrails|orders|messages?|text)"  # noqa: E501
-_WHO_AI = r"(?:ai|a\.i\.|assistant|llm|language model|chat ?bot|model|gpt|chatgpt|claude|copilot|agent|automated (?:\w+ )?(?:software|systems?|tools?|screen(?:ing|er)s?|review(?:er)?s?))"  # noqa: E501
+_WHICH = r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|safety|former|old|given|following|existing|default)"
+_RULES_OF = r"(?:instructions?|prompts?|rules|directions|guidelines|directives|commands|context|constraints|restrictions|policies|programming|guardrails|orders|messages?|text)"
+_WHO_AI = r"(?:ai|a\.i\.|assistant|llm|language model|chat ?bot|model|gpt|chatgpt|claude|copilot|agent|automated (?:\w+ )?(?:software|systems?|tools?|screen(?:ing|er)s?|review(?:er)?s?))"
 
 INJECTION_RULES: list[tuple[str, float, re.Pattern[str]]] = [
     # "Ignore all previous instructions", "disregard the above", "forget your rules", "ignore instructions"
@@ -129,50 +129,50 @@ INJECTION_RULES: list[tuple[str, float, re.Pattern[str]]] = [
         re.compile(
             r"\b(?:ignore|disregard|forget) (?:everything|all|anything) (?:above|before|else|prior|previously|you(?:'ve| have) been told)\b|\b(?:disregard|ignore) (?:all |any )?(?:info|information|content|text|data|documents?|snippets?)\b[^.\n]{0,40}\b(?:except|but|other than|instead)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "new_instructions",
         0.8,
         re.compile(
             r"\b(?:new|updated|real|actual|true|secret|hidden|revised|override|admin|priority) (?:instructions?|task|objective|directive|system prompt|orders|mission)\s*[:\-]"
         ),
-    ),  # noqa: E501
+    ),
     (
         "new_instructions",
         0.6,
         re.compile(
             r"\binstead,? (?:you (?:must|should|will) )?(?:just )?(?:say|print|output|respond|reply|write|repeat)\b|\bfocus (?:only|exclusively|solely) on (?:the following|the information|this|positive)\b|\bignore (?:all |any )?(?:negative|other|previous|remaining) \w+ in (?:the|this) (?:text|document|page|file)\b"
         ),
-    ),  # noqa: E501
+    ),
     # Exfiltration of the system prompt
     (
         "prompt_leak",
         1.0,
         re.compile(
-            r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|write (?:out|down)|leak|dump|share|list|spell out|recite|what (?:is|are|were)|translate|summari[sz]e|encode|paraphrase|spell ?check|rewrite|copy|see)\b"  # noqa: E501
-            r"[^.\n]{0,40}?\b(?:your (?:(?:full|entire|complete|exact|original|initial|hidden|secret|first|system|developer|starting|confidential) )*(?:system prompt|system message|prompt|instructions|developer message|configuration|rules)"  # noqa: E501
+            r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|write (?:out|down)|leak|dump|share|list|spell out|recite|what (?:is|are|were)|translate|summari[sz]e|encode|paraphrase|spell ?check|rewrite|copy|see)\b"
+            r"[^.\n]{0,40}?\b(?:your (?:(?:full|entire|complete|exact|original|initial|hidden|secret|first|system|developer|starting|confidential) )*(?:system prompt|system message|prompt|instructions|developer message|configuration|rules)"
             r"|(?:the|this|these) (?:(?:full|entire|complete|exact) )?(?:(?:original|initial|hidden|secret|system|starting|confidential|above|preceding) )+(?:prompt|instructions|message|text))\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "prompt_leak",
         1.0,
         re.compile(
             r"\bwhat (?:were|are) you (?:told|instructed|programmed|asked)\b|\b(?:everything|all text|the text) (?:above|before) (?:this|here)\b|\bbeginning of (?:this|the) conversation\b|\brepeat (?:this|the) (?:entire|whole) conversation\b|\binstructions you (?:were|have been) given\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "prompt_leak",
         0.8,
         re.compile(r"\bi was (?:instructed|told|programmed) to\b|\bthe system prompt is\b|\bsystem_?prompt\b"),
-    ),  # noqa: E501
+    ),
     (
         "prompt_leak",
         0.6,
         re.compile(
             r"\b(?:repeat|print|output|rewrite|copy) the (?:above|preceding) (?:text|content|words|lines)\b|\b(?:see|show me|need) the system prompt\b"
         ),
-    ),  # noqa: E501
+    ),
     # Role hijacking and jailbreak personas
     (
         "role_hijack",
@@ -180,50 +180,50 @@ INJECTION_RULES: list[tuple[str, float, re.Pattern[str]]] = [
         re.compile(
             r"\byou are (?:now|no longer|free|going to (?:act|pretend)|about to|from now on)\b|\bfrom now on,? (?:you|your|act|respond)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "role_hijack",
         1.0,
         re.compile(
-            r"\b(?:act|behave|respond|pretend|roleplay|role-play|answer|operate)(?: as| like| to be| that you are)?\b[^.\n]{0,80}?"  # noqa: E501
+            r"\b(?:act|behave|respond|pretend|roleplay|role-play|answer|operate)(?: as| like| to be| that you are)?\b[^.\n]{0,80}?"
             r"\b(?:no|without|any|free of|free from|not bound by|ignores?|bypass(?:es)?) (?:\w+ ){0,2}(?:restrictions|filters?|limits|limitations|rules|censorship|guidelines|morals|ethics|boundaries|policies|constraints)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "jailbreak_persona",
         0.8,
         re.compile(
             r"\b(?:dan|do anything now|developer mode|dev mode|jailbreak(?:ed|en)?|god mode|unfiltered|uncensored|unrestricted mode|evil (?:bot|assistant|confidant)|stay in character|anti-?dan|stan|dude mode|aim:)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "jailbreak_persona",
         0.5,
         re.compile(
             r"\b(?:opposite mode|no longer bound|broken free|freed from|hypothetical(?:ly)? (?:scenario|story) where|simulate (?:a|an) (?:ai|chatbot)|break(?:ing)? character)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "amoral",
         0.6,
         re.compile(
             r"\b(?:amoral|unethical|immoral|illegal)\b[^.\n]{0,60}\b(?:requests?|content|answers?|responses?|anything)\b|\bregardless of (?:any )?(?:ethic|moral|legal|law)|\bwithout (?:any )?(?:warnings?|disclaimers?|moral|ethical)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "never_refuse",
         0.6,
         re.compile(
             r"\bnever (?:refuses?|declines?|says? no|denies)\b|\b(?:can ?not|can't|must not|will never|won't) refuse\b|\bdon'?t (?:ever )?refuse\b|\bany (?:kind of )?(?:request|content|question)s?,? (?:no matter|regardless|even if)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "policy_evasion",
         0.5,
         re.compile(
             r"\b(?:openai|anthropic)(?:'s)? (?:content )?(?:policy|policies|guidelines|rules)\b|\bcontent polic(?:y|ies)\b|\bno (?:limitations|restrictions|filters|censorship|boundaries)\b"
         ),
-    ),  # noqa: E501
+    ),
     # Fake conversation structure and delimiters
     (
         "fake_delimiter",
@@ -231,14 +231,14 @@ INJECTION_RULES: list[tuple[str, float, re.Pattern[str]]] = [
         re.compile(
             r"(?:^|\s|\])(?:#{2,}|\[|<\|?|<<|\$)\s*(?:system|assistant|developer|admin|instruction|inst)\s*(?:\]|\|?>|>>|#{2,})|<\|im_(?:start|end)\|>|\[/?inst\]|</?(?:system|instructions?)>"
         ),
-    ),  # noqa: E501
+    ),
     (
         "fake_delimiter",
         0.8,
         re.compile(
             r"(?:^|\s)(?:#{2,}|-{3,})\s*(?:system|assistant|developer|admin|instruction)\b|\b(?:end|begin) (?:of )?(?:system|admin|document|context|user input|prompt|session)\b"
         ),
-    ),  # noqa: E501
+    ),
     ("fake_turn", 0.6, re.compile(r"(?m)^\s*(?:>\s*)?(?:system|assistant|user|human|ai)\s*:")),
     # Instructions addressed to the model inside content (indirect injection)
     (
@@ -247,35 +247,35 @@ INJECTION_RULES: list[tuple[str, float, re.Pattern[str]]] = [
         re.compile(
             rf"\b(?:note|message|instructions?|attention|important|hey|dear)s?,? (?:to|for) (?:the |any |all )?{_WHO_AI}s?\b|\bif you are (?:an? )?{_WHO_AI}\b|\b{_WHO_AI}s? (?:reading|processing|summari[sz]ing|parsing) this\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "conceal",
         0.8,
         re.compile(
             r"\bdo(?: not|n't) (?:tell|inform|mention|alert|reveal to|let) (?:the )?(?:user|human|reader|operator)\b|\bwithout (?:telling|informing|alerting) (?:the )?(?:user|human)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "exfiltration",
         0.8,
         re.compile(
             r"!\[[^\]]*\]\(https?://[^)\s]*(?:\?|\{|%7b)[^)]*\)|\b(?:send|post|forward|exfiltrate|upload) (?:the |all |this )?(?:conversation|chat history|user'?s? data|credentials|api keys?|password)s? to\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "priority_claim",
         0.5,
         re.compile(
             r"\b(?:highest|top|maximum|absolute) priority\b|\bthis (?:overrides|supersedes|takes precedence over)\b|\bauthori[sz]ed (?:by|from) (?:the )?(?:developers?|openai|anthropic|admin(?:istrator)?s?)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "output_hijack",
         0.6,
         re.compile(
             r"\b(?:just|only) (?:say|print|output|respond with|reply with|write)\b[^.\n]{0,20}[\"'“«<]|\b(?:respond|reply|answer) (?:only )?with (?:only )?(?:the following|[\"'“«])|\band (?:absolutely )?nothing else\b|\b(?:please )?repeat the following (?:sentence|text|words|phrase)\b"
         ),
-    ),  # noqa: E501
+    ),
 ]
 INJECTION_THRESHOLD = 1.0
 
@@ -377,25 +377,25 @@ MODERATION_RULES: list[tuple[str, re.Pattern[str]]] = [
         re.compile(
             r"\bi(?:'m| am)? (?:going to|gonna|will|want to) (?:kill|murder|shoot|stab|bomb|hurt) (?:you|him|her|them|everyone|my \w+)\b|\b(?:kill|murder) (?:them|him|her|you) all\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "self-harm/intent",
         re.compile(
             r"\bi (?:want|plan|am going|'m going) to (?:kill myself|end my life|commit suicide|hurt myself)\b|\bhow (?:can|do|should) i (?:kill myself|commit suicide|end my life)\b"
         ),
-    ),  # noqa: E501
+    ),
     (
         "sexual/minors",
         re.compile(
             r"\b(?:sexual|sexy|nude|naked|explicit|erotic)\b[^.\n]{0,40}\b(?:child|children|minor|minors|kid|kids|underage|\d{1,2}[- ]year[- ]old)\b|\b(?:child|underage|minor)s? (?:porn|sexual|nude)"
         ),
-    ),  # noqa: E501
+    ),
     (
         "weapons/mass-harm",
         re.compile(
             r"\bhow (?:to|do i|can i|would i) (?:make|build|synthes[iz]e|produce|weaponi[sz]e|make a) [^.\n]{0,30}\b(?:nerve agent|sarin|vx gas|anthrax|bioweapon|chemical weapon|dirty bomb|nuclear (?:bomb|weapon)|pipe bomb)s?\b"
         ),
-    ),  # noqa: E501
+    ),
 ]
 
 
