@@ -206,6 +206,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Authenticate with `Authorization: Bearer cdk_live_...` (an org API key). "
     'Every error has the shape {"error": {code, message, details, request_id}}.',
     # Swagger UI from the drf-spectacular-sidecar package: served by us, never from a CDN.
+    # One name for a choice set several fields share.
+    "ENUM_NAME_OVERRIDES": {"GuardrailModeEnum": ["off", "flag", "block"]},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
