@@ -4,7 +4,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -21,7 +21,7 @@ from documents.extraction import ExtractionRefused, chunk_sections, detect_kind,
 from documents.models import Chunk, Collection, Document
 from saas.core import crypto, events
 from saas.core.errors import ApplicationError, Conflict, NotFound
-from saas.llm import gateway
+from saas.llm import gateway, guardrails
 from saas.llm.models import SemanticCacheEntry
 from saas.llm.providers import ChatRequest
 
@@ -342,6 +342,11 @@ class AskPlan:
     hits: list[Any]
     request: ChatRequest
     scope: str
+    screened: list[Any] = field(default_factory=list)  # the guardrails' findings on the passages
+
+    @property
+    def flagged(self) -> set[int]:
+        return {finding.index for finding in self.screened}
 
 
 @dataclass
@@ -373,8 +378,14 @@ def ask_plan(*, caller: gateway.Caller, question: str, collection: Collection | 
     if not question or len(question) > MAX_QUESTION_CHARS:
         raise ApplicationError(f"A question is 1 to {MAX_QUESTION_CHARS} characters.", code="invalid")
     hits = chunk_search(org=caller.org, query=question, collection=collection, top_k=top_k, caller=caller)
+    screened = gateway.screen_passages(caller=caller, texts=[hit.text for hit in hits])
+    flagged = {finding.index for finding in screened}
     # One line per source, its number first: models cite by number, and the offline engine reads the label.
-    sources = "\n".join(f"[{n}] {' '.join(hit.text.split())}" for n, hit in enumerate(hits, start=1))
+    # A passage the guardrails flagged goes in quoted as data, with a warning (never as instructions).
+    sources = "\n".join(
+        f"[{n}] {guardrails.quote_as_data(' '.join(hit.text.split()), label=f'Source {n}') if n in flagged else ' '.join(hit.text.split())}"  # noqa: E501
+        for n, hit in enumerate(hits, start=1)
+    )
     request = ChatRequest(
         messages=[
             {"role": "system", "content": f"{ANSWER_RULES}\n\nSources:\n{sources}"},
@@ -386,7 +397,7 @@ def ask_plan(*, caller: gateway.Caller, question: str, collection: Collection | 
         versions = versions.filter(pk=collection.pk)
     # The knowledge-base version: any change to the documents makes earlier cached answers stale.
     scope = "ask:" + ",".join(f"{c.pk}.{c.version}" for c in versions.order_by("pk"))
-    return AskPlan(question, hits, request, scope)
+    return AskPlan(question, hits, request, scope, screened)
 
 
 def ask(
@@ -396,7 +407,8 @@ def ask(
     plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k)
     if not plan.hits:
         return Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
-    result = gateway.chat(caller=caller, model=model, request=plan.request, semantic_scope=plan.scope)
+    result = gateway.chat(caller=caller, model=model, request=plan.request, semantic_scope=plan.scope,
+                          screened=plan.screened)  # fmt: skip
     return answer_finish(caller=caller, plan=plan, text=result.text, call_id=result.call_id, model=result.model,
                          engine=result.engine, usage=result.usage, cached=result.cached)  # fmt: skip
 
@@ -416,7 +428,7 @@ def answer_finish(
     sentences = [s.strip() for s in SENTENCE.findall(text) if s.strip()]
     citations = [
         {"marker": n, "chunk_id": hit.chunk_id, "document_id": hit.document_id, "title": hit.title,
-         "page": hit.page, "heading": hit.heading,
+         "page": hit.page, "heading": hit.heading, "flagged": n in plan.flagged,
          "quote": _quote(hit.text, [MARKER.sub("", s) for s in sentences if f"[{n}]" in s])}
         for n, hit in sorted(cited.items())
     ]  # fmt: skip
@@ -481,7 +493,8 @@ def ask_stream(
         yield {"type": "delta", "text": nothing.text}
         yield {"type": "done", **nothing.as_json()}
         return
-    stream = gateway.chat_stream(caller=caller, model=model, request=plan.request, semantic_scope=plan.scope)
+    stream = gateway.chat_stream(caller=caller, model=model, request=plan.request, semantic_scope=plan.scope,
+                                 screened=plan.screened)  # fmt: skip
     parts: list[str] = []
     try:
         for item in stream:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from pydantic import BaseModel, ConfigDict, Field
@@ -386,26 +387,46 @@ def _generate_events(first: Any, stream: Generator[Any, None, None]) -> Iterator
 
 class AISettingsOut(serializers.Serializer):
     pii_policy = serializers.CharField(help_text="mask (default), block or off")
+    injection_guard = serializers.ChoiceField(choices=OrgLLMSettings.Guard.values, help_text="off, flag or block")
+    moderation_guard = serializers.ChoiceField(choices=OrgLLMSettings.Guard.values, help_text="off, flag or block")
+    denied_keywords = serializers.ListField(child=serializers.CharField())
+    denied_topics = serializers.ListField(child=serializers.CharField())
 
 
 class AISettingsIn(StrictSerializer):
-    pii_policy = serializers.ChoiceField(choices=OrgLLMSettings.PiiPolicy.values)
+    pii_policy = serializers.ChoiceField(choices=OrgLLMSettings.PiiPolicy.values, required=False)
+    injection_guard = serializers.ChoiceField(choices=OrgLLMSettings.Guard.values, required=False)
+    moderation_guard = serializers.ChoiceField(choices=OrgLLMSettings.Guard.values, required=False)
+    denied_keywords = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
+                                            max_length=services.MAX_DENIED_KEYWORDS)  # fmt: skip
+    denied_topics = serializers.ListField(child=serializers.CharField(max_length=200), required=False,
+                                          max_length=services.MAX_DENIED_TOPICS)  # fmt: skip
+
+
+def _ai_settings(row: OrgLLMSettings) -> dict[str, Any]:
+    names = ("pii_policy", "injection_guard", "moderation_guard", "denied_keywords", "denied_topics")
+    return {name: getattr(row, name) for name in names}
 
 
 class AISettingsView(OrgScopedAPIView):
-    """How the gateway treats personal data in the org's prompts (admins change it; audited)."""
+    """How the gateway treats the org's AI requests: personal data (PII policy) and the guardrails (admins
+    change them; audited). PATCH changes only the fields it is given."""
 
     required_scopes = {"get": READ, "patch": ADMIN}
 
     @extend_schema(responses=AISettingsOut)
     def get(self, request: Request) -> Response:
-        return Response({"pii_policy": config.current().policy(request.org).pii_policy})  # type: ignore[attr-defined]
+        return Response(_ai_settings(config.current().policy(request.org)))  # type: ignore[attr-defined]
 
     @extend_schema(request=AISettingsIn, responses=AISettingsOut)
     def patch(self, request: Request) -> Response:
         serializer = AISettingsIn(data=request.data)
         serializer.is_valid(raise_exception=True)
-        policy = serializer.validated_data["pii_policy"]
+        data = dict(serializer.validated_data)
         principal = request.principal  # type: ignore[attr-defined]
-        row = services.pii_policy_set(principal=principal, policy=policy, origin=request_origin(request))
-        return Response({"pii_policy": row.pii_policy})
+        origin = request_origin(request)
+        with transaction.atomic():
+            if "pii_policy" in data:
+                services.pii_policy_set(principal=principal, policy=data.pop("pii_policy"), origin=origin)
+            row = services.guardrails_set(principal=principal, changes=data, origin=origin)
+        return Response(_ai_settings(row))

@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible upstream on loopback, for tests, benchmarks and offline development.
 
 It speaks the real protocol over a real socket (`POST /v1/chat/completions` with and without SSE streaming,
-`POST /v1/embeddings`, `GET /v1/models`), so the gateway's real OpenAI provider talks to it unchanged.
+`POST /v1/embeddings`, `POST /v1/moderations`, `GET /v1/models`), so the gateway's real OpenAI provider talks
+to it unchanged. Its moderation flags any input that contains a word of MODERATION_WORDS, under that category.
 
 Faults are scripted per upstream model name: `POST /_script {"model": "m", "steps": [...]}` queues one
 behaviour per request for that model; when the queue is empty, requests succeed. A step is a dict:
@@ -29,11 +30,15 @@ import argparse
 import json
 import threading
 import time
+import uuid
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
+
+
+MODERATION_WORDS = {"fakeviolence": "violence", "fakeharassment": "harassment"}
 
 
 class FakeUpstreamState:
@@ -144,6 +149,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._chat(body)
         if self.path == "/v1/embeddings":
             return self._embeddings(body)
+        if self.path == "/v1/moderations":
+            return self._moderations(body)
         return self._error(404, "not found")
 
     def _chat(self, body: dict[str, Any]) -> None:
@@ -267,6 +274,16 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
         )
+
+    def _moderations(self, body: dict[str, Any]) -> None:
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        results = []
+        for text in texts:
+            categories = {name: word in str(text).lower() for word, name in MODERATION_WORDS.items()}
+            scores = {name: 0.99 if hit else 0.01 for name, hit in categories.items()}
+            results.append({"flagged": any(categories.values()), "categories": categories, "category_scores": scores})
+        self._json(200, {"id": f"modr-{uuid.uuid4().hex[:12]}", "model": body.get("model"), "results": results})
 
 
 class FakeUpstreamServer(ThreadingHTTPServer):

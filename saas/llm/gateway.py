@@ -34,7 +34,7 @@ from billing import quota
 from billing import selectors as billing_selectors
 from saas.core import crypto
 from saas.core.redis import get_redis
-from saas.llm import breaker, metrics, tool_protocol
+from saas.llm import breaker, guardrails, metrics, tool_protocol
 from saas.llm import config as gateway_config
 from saas.llm.embeddings import embed_local
 from saas.llm.local_engine import ENGINE_LABEL, LocalProvider
@@ -64,6 +64,7 @@ ROLES = {"system", "user", "assistant", "tool", "developer"}
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 Provider = OpenAIProvider | LocalProvider
 MAX_MESSAGES = 500
+OUTPUT_WINDOW = 600  # characters of a streamed answer the output guardrails look at after each delta
 
 
 class ModelNotFound(BadRequest):
@@ -138,6 +139,15 @@ class _Ledger:
     pii_masked: int = 0
     permit: breaker.Permit | None = None  # the circuit breaker's leave for the attempt in flight
     reservation: quota.Reservation | None = None  # the org's quota place for this request, settled in write()
+    guard: guardrails.Policy = field(default_factory=guardrails.Policy)
+    findings: list[dict[str, Any]] = field(default_factory=list)  # the guardrails' findings, for the row
+
+    def note(self, findings: Any) -> guardrails.Finding | None:
+        """Keep the findings (each once) for the row; the first that blocks, if any."""
+        for finding in findings:
+            if (entry := finding.as_json()) not in self.findings:
+                self.findings.append(entry)
+        return guardrails.blocking(findings)
 
     def attempt(self, model: ModelConfig, status: str, started: float, error: LLMError | None = None) -> None:
         self.attempts.append(
@@ -193,6 +203,7 @@ class _Ledger:
             status=status,
             error_class=error.kind if error else "",
             pii_masked=self.pii_masked,
+            guardrails=self.findings,
             input_encrypted=crypto.encrypt(input_text),
             output_encrypted=crypto.encrypt(output_text),
         )
@@ -547,8 +558,8 @@ def _final_error(ledger: _Ledger) -> LLMError:
 def _prepare(
     ledger: _Ledger, masker: Masker, *, model: str, request: ChatRequest, complexity: str | None
 ) -> tuple[ModelConfig, list[ModelConfig], ChatRequest]:
-    """Resolve (the model and its fallback chain), validate and mask; a refusal is recorded in the ledger
-    before it is raised."""
+    """Resolve (the model and its fallback chain), validate, screen and mask; a refusal is recorded in the
+    ledger before it is raised."""
     conf = gateway_config.current()
     try:
         config, policy = resolve_model(
@@ -556,7 +567,8 @@ def _prepare(
         )
         ledger.model = config
         validate(request, config)
-        outbound = _mask(request, policy, masker)
+        ledger.guard = guardrails.Policy.of(policy)
+        outbound = _mask(_screen(ledger, request), policy, masker)
         ledger.pii_masked = masker.found
         try:
             ledger.reservation = quota.reserve(org=ledger.caller.org)
@@ -565,9 +577,56 @@ def _prepare(
         except quota.PaymentOverdue as overdue:
             raise PaymentOverdue(overdue.message, details=overdue.details) from None
     except LLMError as error:
-        ledger.write(status="error", error=error)
+        ledger.write(status=_failed(error), error=error)
         raise
     return config, _chain(config, policy, conf), outbound
+
+
+def screen_passages(*, caller: Caller, texts: list[str]) -> list[guardrails.Finding]:
+    """The org's injection guardrail on retrieved passages, before the caller puts them into a prompt (flagged
+    ones go in quoted as data; pass the findings to chat / chat_stream as `screened` for the ledger row)."""
+    guard = guardrails.Policy.of(gateway_config.current().policy(caller.org))
+    return guardrails.screen_untrusted(guard, texts, target=guardrails.PASSAGE)
+
+
+def _failed(error: LLMError) -> str:
+    return LLMCall.Status.BLOCKED if isinstance(error, guardrails.GuardrailBlocked) else LLMCall.Status.ERROR
+
+
+def _screen(ledger: _Ledger, request: ChatRequest) -> ChatRequest:
+    """The guardrails on what enters the prompt: the latest user message (refused when the org blocks what
+    was found), and the tool results after it, quoted as data when they look like instructions."""
+    if not ledger.guard.active:
+        return request
+    messages = request.messages
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    question = messages[last_user].get("content") if last_user >= 0 else None
+    if blocked := ledger.note(guardrails.screen_input(ledger.guard, question) if isinstance(question, str) else []):
+        raise guardrails.refusal(blocked)
+    tools = [i for i in range(last_user + 1, len(messages))
+             if messages[i]["role"] == "tool" and isinstance(messages[i].get("content"), str)]  # fmt: skip
+    flagged = guardrails.screen_untrusted(ledger.guard, [messages[i]["content"] for i in tools],
+                                          target=guardrails.TOOL_RESULT)  # fmt: skip
+    if not flagged:
+        return request
+    ledger.note(flagged)
+    quoted = {tools[f.index - 1] for f in flagged if f.index}
+    screened = [
+        {**m, "content": guardrails.quote_as_data(m["content"], label="This tool result")} if i in quoted else m
+        for i, m in enumerate(messages)
+    ]
+    return ChatRequest(screened, request.max_tokens, request.temperature, request.response_format, request.tools)
+
+
+def _withhold(ledger: _Ledger, text: str, **record: Any) -> None:
+    """Output guardrails on an answer (or a streamed answer's latest part): a blocking finding is recorded
+    (the answer was paid for: the row keeps its usage) and raised instead of the answer."""
+    if not ledger.guard.active:
+        return
+    if blocked := ledger.note(guardrails.screen_output(ledger.guard, text)):
+        _clean_attempts(ledger)
+        ledger.write(status=LLMCall.Status.BLOCKED, **record)
+        raise guardrails.refusal(blocked)
 
 
 @dataclass
@@ -598,6 +657,7 @@ def _from_caches(
     if found is None:
         return _CacheOutcome(None, vector)
     text, usage = found
+    _withhold(ledger, text, usage=usage, input_text=input_text, output_text=text)
     if ledger.stream:
         ledger.first_token_at = time.perf_counter()
     call = ledger.write(
@@ -619,12 +679,16 @@ def chat(
     semantic_scope: str | None = None,
     defer_records: bool = False,
     call_id: uuid.UUID | None = None,
+    screened: list[guardrails.Finding] | None = None,
 ) -> GatewayResult:
     """`semantic_scope` (a knowledge-base version) turns on the semantic cache for single-turn questions.
     `defer_records`: on success, leave the ledger row and cache entries to `result.record()` (failures and
     cache hits are always recorded before returning). `call_id`: the ledger row's id, when the caller needs
-    it in advance. Requests with tools are never cached (a cached answer cannot replay tool calls)."""
+    it in advance. `screened`: the guardrails' findings on what the caller put into the prompt (retrieved
+    passages), for the ledger row. Requests with tools are never cached (a cached answer cannot replay tool
+    calls)."""
     ledger = _Ledger(caller=caller, model_requested=model or "default", stream=False, call_id=call_id or uuid.uuid4())
+    ledger.note(screened or [])
     masker = Masker()
     config, chain, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
     input_text = json.dumps(outbound.messages)
@@ -652,6 +716,8 @@ def chat(
         _settle(ledger, candidate, started, None)
         ledger.model = candidate
         _clean_attempts(ledger)
+        output = _output_text(result.text, result.tool_calls)
+        _withhold(ledger, result.text, usage=result.usage, input_text=input_text, output_text=output)
 
         def record(answered: ModelConfig = candidate, result: ChatResult = result) -> None:
             output = _output_text(result.text, result.tool_calls)
@@ -689,10 +755,13 @@ def chat_stream(
     complexity: str | None = None,
     semantic_scope: str | None = None,
     call_id: uuid.UUID | None = None,
+    screened: list[guardrails.Finding] | None = None,
 ) -> Generator[str | GatewayStreamEnd, None, None]:
     """Deltas of the answer, then one GatewayStreamEnd. Validation errors raise before the first item;
-    closing the iterator cancels the upstream call (and records the call as cancelled)."""
+    closing the iterator cancels the upstream call (and records the call as cancelled). An answer the output
+    guardrails block ends with GuardrailBlocked before the delta that tripped them."""
     ledger = _Ledger(caller=caller, model_requested=model or "default", stream=True, call_id=call_id or uuid.uuid4())
+    ledger.note(screened or [])
     masker = Masker()
     config, chain, outbound = _prepare(ledger, masker, model=model, request=request, complexity=complexity)
     return _stream(ledger, config, chain, outbound, masker, bypass_cache or bool(request.tools), semantic_scope)
@@ -719,6 +788,7 @@ def _stream(
 
     unmasker = StreamUnmasker(masker)
     parts: list[str] = []
+    tail = ""  # the answer's latest characters, for the output guardrails
     recorded = False
     for candidate, provider, started in _attempts(chain, ledger):
         yielded = False
@@ -754,6 +824,19 @@ def _stream(
                     return
                 if ledger.first_token_at is None:
                     ledger.first_token_at = time.perf_counter()
+                tail = (tail + item)[-OUTPUT_WINDOW:]
+                if ledger.guard.active and ledger.note(guardrails.screen_output(ledger.guard, tail)):
+                    # Stopped before this delta reaches the client; the upstream was fine, the answer was not.
+                    upstream.close()
+                    _settle(ledger, candidate, started, None)
+                    ledger.model, recorded = candidate, True
+                    _withhold(
+                        ledger,
+                        tail,
+                        input_text=input_text,
+                        output_text="".join(parts),
+                        usage=Usage(estimate_prompt_tokens(outbound.messages), len(parts), estimated=True),
+                    )
                 parts.append(item)
                 visible = unmasker.feed(item)
                 yielded = True
@@ -776,6 +859,8 @@ def _stream(
                 output_text="".join(parts),
             )
             raise
+        except guardrails.GuardrailBlocked:
+            raise  # recorded already
         except Exception as exc:  # whatever a provider raises is normalised, recorded and decided on
             error = as_llm_error(exc)
             _settle(ledger, candidate, started, error)

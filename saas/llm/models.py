@@ -55,6 +55,19 @@ class OrgLLMSettings(OrgOwnedModel):
     default_model = models.SlugField(max_length=64, default="auto")
     pii_policy = models.CharField(max_length=8, choices=PiiPolicy.choices, default=PiiPolicy.MASK)
 
+    class Guard(models.TextChoices):
+        OFF = "off", "Off"
+        FLAG = "flag", "Flag in the request log"
+        BLOCK = "block", "Refuse"
+
+    # Guardrails (saas/llm/guardrails.py). Flagged retrieved passages and tool results are always quoted as data.
+    injection_guard = models.CharField(max_length=8, choices=Guard.choices, default=Guard.FLAG)
+    moderation_guard = models.CharField(max_length=8, choices=Guard.choices, default=Guard.FLAG)
+    denied_keywords = ArrayField(models.CharField(max_length=100), default=list, blank=True,
+                                 help_text="Requests and answers with one of these words are refused.")  # fmt: skip
+    denied_topics = ArrayField(models.CharField(max_length=200), default=list, blank=True,
+                               help_text="Requests about one of these topics (by meaning) are refused.")  # fmt: skip
+
     class Meta(OrgOwnedModel.Meta):
         constraints: ClassVar = [models.UniqueConstraint(fields=["organization"], name="llm_orgsettings_one_per_org")]
 
@@ -68,6 +81,7 @@ class LLMCall(OrgOwnedModel):
         OK = "ok", "OK"
         ERROR = "error", "Error"
         CANCELLED = "cancelled", "Cancelled"
+        BLOCKED = "blocked", "Blocked by guardrails"
 
     class Cache(models.TextChoices):
         MISS = "miss", "Miss"
@@ -97,6 +111,7 @@ class LLMCall(OrgOwnedModel):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
     error_class = models.CharField(max_length=32, blank=True)
     pii_masked = models.PositiveSmallIntegerField(default=0)
+    guardrails = models.JSONField(default=list, blank=True, help_text="The guardrails' findings (flagged or blocked).")
     input_encrypted = models.TextField(blank=True)
     output_encrypted = models.TextField(blank=True)
 

@@ -18,4 +18,6 @@ api_urlpatterns = [
 # Mounted at /o/<org_slug>/ with the team's pages.
 org_patterns = [
     path("settings/pii/", views.org_pii_policy, name="org-pii-policy"),
+    path("settings/guardrails/", views.org_guardrails, name="org-guardrails"),
+    path("requests/", views.request_log, name="request-log"),
 ]

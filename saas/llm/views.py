@@ -1,13 +1,16 @@
-"""The gateway's settings on the team's settings page (the section is templates/llm/pii_settings.html)."""
+"""The gateway's pages: its sections of the team's settings page (templates/llm/pii_settings.html and
+guardrails_settings.html) and the request log."""
 
 from django.http import HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.authentication import request_origin
 from accounts.permissions import ADMIN
 from accounts.views import OrgHttpRequest, org_page, run_service
-from saas.llm import services
+from saas.llm import selectors, services
+from saas.llm.models import LLMCall
 
 
 @org_page(ADMIN)
@@ -18,3 +21,32 @@ def org_pii_policy(request: OrgHttpRequest) -> HttpResponse:
     run_service(request, lambda: services.pii_policy_set(principal=request.principal, policy=policy, origin=origin),
                 "Saved.")  # fmt: skip
     return redirect("org-settings", org_slug=request.org.slug)
+
+
+@org_page(ADMIN)
+@require_POST
+def org_guardrails(request: OrgHttpRequest) -> HttpResponse:
+    def lines(name: str) -> list[str]:
+        return request.POST.get(name, "").splitlines()
+
+    changes = {
+        "injection_guard": request.POST.get("injection_guard", ""),
+        "moderation_guard": request.POST.get("moderation_guard", ""),
+        "denied_keywords": lines("denied_keywords"),
+        "denied_topics": lines("denied_topics"),
+    }
+    origin = request_origin(request)
+    run_service(request, lambda: services.guardrails_set(principal=request.principal, changes=changes, origin=origin),
+                "Saved.")  # fmt: skip
+    return redirect(f"{reverse('org-settings', args=[request.org.slug])}#guardrails")
+
+
+@org_page(ADMIN)
+def request_log(request: OrgHttpRequest) -> HttpResponse:
+    """The team's recent AI requests from the ledger: what was asked of which model, what it cost, how long it
+    took, and what the guardrails found."""
+    status = request.GET.get("status", "")
+    calls = selectors.llm_call_list(org=request.org, status=status or None, guarded=request.GET.get("guarded") == "1")
+    return render(request, "llm/request_log.html", {"calls": calls, "status": status,
+                                                    "statuses": LLMCall.Status.choices,
+                                                    "guarded": request.GET.get("guarded") == "1"})  # fmt: skip

@@ -206,6 +206,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Authenticate with `Authorization: Bearer cdk_live_...` (an org API key). "
     'Every error has the shape {"error": {code, message, details, request_id}}.',
     # Swagger UI from the drf-spectacular-sidecar package: served by us, never from a CDN.
+    # One name for a choice set several fields share.
+    "ENUM_NAME_OVERRIDES": {"GuardrailModeEnum": ["off", "flag", "block"]},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -265,6 +267,20 @@ LLM_CONFIG_CACHE_SECONDS = env.int("LLM_CONFIG_CACHE_SECONDS", default=60)
 # Cosine similarity above which a single-turn question counts as already answered (conservative on purpose).
 LLM_SEMANTIC_THRESHOLD = env.float("LLM_SEMANTIC_THRESHOLD", default=0.95)
 LLM_PROMPT_VERSION = env.str("LLM_PROMPT_VERSION", default="1")
+# Guardrails (saas/llm/guardrails.py). Similarity thresholds are cosine similarities with the local embedding
+# model; the similarity detector runs on passages and tool results, and on members' messages only when asked
+# (it costs an embedding per message). Moderation asks the named upstream's /v1/moderations when set.
+GUARDRAILS = {
+    "injection_similarity": env.float("GUARDRAILS_INJECTION_SIMILARITY", default=0.62),
+    "topic_similarity": env.float("GUARDRAILS_TOPIC_SIMILARITY", default=0.45),
+    "semantic_on_input": env.bool("GUARDRAILS_SEMANTIC_ON_INPUT", default=False),
+    "semantic_on_untrusted": env.bool("GUARDRAILS_SEMANTIC_ON_UNTRUSTED", default=True),
+}
+LLM_MODERATION = {
+    "upstream": env.str("LLM_MODERATION_UPSTREAM", default=""),
+    "model": env.str("LLM_MODERATION_MODEL", default="omni-moderation-latest"),
+    "timeout": env.float("LLM_MODERATION_TIMEOUT", default=5.0),
+}
 
 # --- Static files ------------------------------------------------------------------------------------------
 STATIC_URL = "static/"

@@ -62,7 +62,16 @@
       link.textContent = c.title + (c.page ? ", page " + c.page : "") + (c.heading ? " · " + c.heading : "");
       const quote = document.createElement("blockquote");
       quote.textContent = c.quote;
-      item.append(link, quote);
+      item.append(link);
+      if (c.flagged) {
+        // The guardrails found instruction-like text in this passage: the model saw it quoted as data only.
+        const flag = document.createElement("span");
+        flag.className = "badge badge-warn";
+        flag.title = "This passage contains text that looks like instructions to an AI. It was given to the model as quoted data, not as instructions.";
+        flag.textContent = "Flagged";
+        item.append(" ", flag);
+      }
+      item.append(quote);
       citations.appendChild(item);
     });
     const parts = [];

@@ -12,3 +12,13 @@ register = template.Library()
 def pii_policy(org: Any) -> dict[str, Any]:
     """The org's PII policy and its choices, for the settings page."""
     return {"value": config.current().policy(org).pii_policy, "choices": OrgLLMSettings.PiiPolicy.choices}
+
+
+@register.simple_tag
+def guardrails_policy(org: Any) -> dict[str, Any]:
+    """The org's guardrails and the modes to choose from, for the settings page."""
+    policy = config.current().policy(org)
+    return {"injection": policy.injection_guard, "moderation": policy.moderation_guard,
+            "denied_keywords_text": "\n".join(policy.denied_keywords),
+            "denied_topics_text": "\n".join(policy.denied_topics),
+            "choices": OrgLLMSettings.Guard.choices}  # fmt: skip

