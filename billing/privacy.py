@@ -108,7 +108,7 @@ def _stripe_customers_of(subject: Subject) -> set[str]:
     local = djstripe_models.Customer.objects.filter(
         reduce(
             or_, [Q(email__iexact=text) | Q(stripe_data__icontains=text) for text in _identifying(subject)], Q(pk=None)
-        )  # fmt: skip
+        )
     ).values_list("id", flat=True)
     org = OrgBilling.all_orgs.filter(organization_id=subject.org_id).exclude(stripe_customer_id="")
     return {*payments.customers_by_email(email), *local, *org.values_list("stripe_customer_id", flat=True)}
