@@ -162,6 +162,43 @@ def customer_forget(billing: OrgBilling) -> None:
         raise _stripe_error(error) from error
 
 
+def customers_by_email(email: str) -> list[str]:
+    """The ids of Stripe's customers with this email address (Stripe compares it exactly)."""
+    if not stripe_configured() or not email:
+        return []
+    try:
+        found = stripe.Customer.list(email=email, limit=100, **_api())
+    except stripe.StripeError as error:
+        raise _stripe_error(error) from error
+    return [customer["id"] for customer in found.auto_paging_iter()]
+
+
+def customer_contact_replace(*, customer_id: str, texts: tuple[str, ...], email: str, name: str) -> bool:
+    """Where Stripe's customer carries a person's email or name (`texts`), put the team's billing contact
+    (`email`, `name`; empty removes them) in its place. True if Stripe's copy was changed."""
+    if not stripe_configured():
+        return False
+    lowered = {text.lower() for text in texts}
+    try:
+        customer = stripe.Customer.retrieve(customer_id, **_api())
+        if getattr(customer, "deleted", False):
+            return False
+        change: dict[str, Any] = {}
+        if (getattr(customer, "email", None) or "").lower() in lowered:
+            change["email"] = email
+        if (getattr(customer, "name", None) or "").lower() in lowered:
+            change["name"] = name
+        if change:
+            stripe.Customer.modify(customer_id, **change, **_api())
+        return bool(change)
+    except stripe.InvalidRequestError as error:
+        if getattr(error, "code", "") == "resource_missing":
+            return False
+        raise _stripe_error(error) from error
+    except stripe.StripeError as error:
+        raise _stripe_error(error) from error
+
+
 def _timestamp(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(value), tz=UTC) if value else None
 

@@ -8,6 +8,7 @@ upload time into 400/413/415, ingestion turns them into a failed document with t
 import io
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -76,25 +77,111 @@ def detect_kind(data: bytes) -> str:
     return Document.Kind.TEXT
 
 
-def _check_docx_archive(data: bytes) -> None:
-    """A DOCX is a zip: refuse other zips, and archives that would unpack to far more than they weigh."""
+# --- How much a document may unpack to --------------------------------------------------------------------
+#
+# Parsing, not the upload, is what takes a worker's memory. Measured on python-docx 1.2 / lxml 6 (peak RSS of a
+# fresh process around `_docx_sections`, minus its RSS before; DOCX files whose word/document.xml was inflated
+# with paragraphs, 5 and 20 MiB of XML): plain paragraphs 18.2 and 18.3 bytes per byte of XML, Word-style
+# formatted runs 16.3 and 15.8, runs of one letter each (many tiny elements) 18.9 and 18.3. The audit's 190 MB
+# of XML taking about 4 GB is the same ~21x. BeautifulSoup (html.parser) takes 42.8 bytes per byte of HTML
+# (5 MiB of paragraphs). Each format's limit is the memory one extraction may take, divided by its factor,
+# rounded up to 20 and 45. Chunking the extracted text adds little on top (87 MiB instead of 81 for 5 MiB of
+# Word XML, 1.27 M characters), and PDFs are read a stream at a time (pypdf's limits, set below).
+MEMORY_PER_UNPACKED_BYTE = 20  # python-docx, for every member of the archive (a part can be declared XML)
+MEMORY_PER_HTML_BYTE = 45
+DEFAULT_EXTRACTION_MEMORY = 512 * 1024 * 1024  # settings.DOCUMENTS_EXTRACTION_MEMORY_BYTES
+MAX_ARCHIVE_MEMBERS = 2000  # a Word document has tens of parts, a few hundred with many images
+READ_BLOCK = 1024 * 1024
+
+
+def extraction_memory() -> int:
+    """The memory one extraction may take above the worker's own (a worker runs one per process)."""
+    return int(getattr(settings, "DOCUMENTS_EXTRACTION_MEMORY_BYTES", DEFAULT_EXTRACTION_MEMORY))
+
+
+def max_unpacked_bytes() -> int:
+    """What a DOCX may unpack to, per member and in total: 24 MiB for the default 512 MiB of memory."""
+    return min(settings.DOCUMENTS_MAX_UNPACKED_BYTES, extraction_memory() // MEMORY_PER_UNPACKED_BYTE)
+
+
+def max_html_bytes() -> int:
+    return extraction_memory() // MEMORY_PER_HTML_BYTE
+
+
+def max_pdf_stream_bytes() -> int:
+    """What one PDF stream may decompress to (pypdf's own default is 75 MB)."""
+    return max_unpacked_bytes()
+
+
+def _size(size: float) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.0f} KiB"
+
+
+def _too_large_unpacked(what: str, size: int) -> ExtractionRefused:
+    return ExtractionRefused(
+        f"This Word file {what} {_size(size)} when unpacked; the limit is {_size(max_unpacked_bytes())}, so it "
+        "was not opened.",
+        status=413,
+        code="archive_too_large",
+    )
+
+
+def _check_docx_archive(data: bytes) -> zipfile.ZipFile:
+    """A DOCX is a zip: refuse other zips, and archives whose directory says they would unpack to more than a
+    worker can parse (per member and in total) or to far more than they weigh. Reads the directory only."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise ExtractionRefused("This archive is damaged and cannot be read.", code="corrupt_file") from exc
     names = {m.filename for m in members}
     if "word/document.xml" not in names:
         raise ExtractionRefused(
             "Unsupported file type: a zip archive that is not a Word document.", status=415, code="unsupported_type"
         )
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise ExtractionRefused(
+            f"This Word file holds {len(members)} parts; the limit is {MAX_ARCHIVE_MEMBERS}.",
+            status=413,
+            code="archive_too_large",
+        )
+    limit = max_unpacked_bytes()
+    for member in members:
+        if member.file_size > limit:
+            raise _too_large_unpacked(f"has a part ({member.filename[:100]}) of", member.file_size)
     unpacked = sum(m.file_size for m in members)
-    if unpacked > settings.DOCUMENTS_MAX_UNPACKED_BYTES or unpacked > 100 * max(1, len(data)):
+    if unpacked > limit:
+        raise _too_large_unpacked("would take", unpacked)
+    if unpacked > 100 * max(1, len(data)):
         raise ExtractionRefused(
             "This Word file would unpack to far more than its size (a zip bomb?); it was not opened.",
             status=413,
             code="archive_too_large",
         )
+    return archive
+
+
+def _check_unpacked_sizes(archive: zipfile.ZipFile) -> None:
+    """Unpack every member a block at a time, counting what comes out, before anything parses it: the sizes
+    in a zip's directory are the sender's word. zipfile stops a member at its declared size and then finds the
+    checksum wrong (a lying size is a damaged file); the count here holds whatever a member turns out to be."""
+    limit, total = max_unpacked_bytes(), 0
+    try:
+        for member in archive.infolist():
+            size = 0
+            with archive.open(member) as stream:
+                while block := stream.read(READ_BLOCK):
+                    size += len(block)
+                    if size > limit or total + size > limit:
+                        raise _too_large_unpacked("unpacks to more than", max(size, total + size))
+            if size != member.file_size:
+                raise zipfile.BadZipFile(f"{member.filename}: {size} bytes, the directory says {member.file_size}")
+            total += size
+    except ExtractionRefused:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, EOFError, NotImplementedError,
+            OSError) as exc:  # fmt: skip
+        raise ExtractionRefused("This Word file is damaged and cannot be read.", code="corrupt_file") from exc
 
 
 # --- Sections ----------------------------------------------------------------------------------------------
@@ -103,11 +190,34 @@ def _check_docx_archive(data: bytes) -> None:
 def extract_sections(kind: str, data: bytes) -> tuple[list[Section], int | None]:
     """The document's text as sections, and its page count (PDF only)."""
     if kind == Document.Kind.PDF:
-        return _pdf_sections(data)
+        import pypdf
+        from pypdf.errors import LimitReachedError
+
+        cap = max_pdf_stream_bytes()
+        try:
+            with pypdf.apply_configuration(
+                zlib_maximum_output_length=cap, lzw_maximum_output_length=cap, run_length_maximum_output_length=cap,
+                jbig2_maximum_output_length=cap, brotli_maximum_output_length=cap, image_maximum_buffer_size=cap,
+                array_based_stream_maximum_output_length=cap, maximum_declared_stream_length=cap,
+            ):  # fmt: skip
+                return _pdf_sections(data)
+        except LimitReachedError as exc:
+            raise ExtractionRefused(
+                f"This PDF holds a stream that unpacks to more than {_size(cap)}; it was not read.",
+                status=413,
+                code="archive_too_large",
+            ) from exc
     if kind == Document.Kind.DOCX:
         return _docx_sections(data), None
     text = data.decode("utf-8-sig")
     if kind == Document.Kind.HTML:
+        if len(data) > max_html_bytes():
+            raise ExtractionRefused(
+                f"This HTML file is {_size(len(data))}; HTML is read up to {_size(max_html_bytes())}. Save it as "
+                "plain text or split it.",
+                status=413,
+                code="file_too_large",
+            )
         return _html_sections(text), None
     if kind == Document.Kind.MARKDOWN:
         return _markdown_sections(text), None
@@ -124,7 +234,7 @@ def _clean(text: str) -> str:
 
 def _pdf_sections(data: bytes) -> tuple[list[Section], int]:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -143,6 +253,8 @@ def _pdf_sections(data: bytes) -> tuple[list[Section], int]:
     for number, page in enumerate(reader.pages, start=1):
         try:
             text = _clean(page.extract_text() or "")
+        except LimitReachedError:
+            raise  # a stream over the limit: said so by extract_sections
         except Exception as exc:  # pypdf raises many types on broken content streams
             raise ExtractionRefused(f"Page {number} of this PDF is damaged.", code="corrupt_file") from exc
         if text:
@@ -157,6 +269,7 @@ def _pdf_sections(data: bytes) -> tuple[list[Section], int]:
 def _docx_sections(data: bytes) -> list[Section]:
     import docx
 
+    _check_unpacked_sizes(_check_docx_archive(data))  # the directory again: limits may have changed since upload
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors on broken files

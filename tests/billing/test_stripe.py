@@ -3,6 +3,8 @@ Checkout and the portal for owners only, signed webhooks (refused when the signa
 safe out of order), payment failure to past_due and then restriction, and the metered overage report."""
 
 import json
+import logging
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -18,6 +20,7 @@ from billing.models import OrgBilling, Plan, UsageEvent, UsageReport
 from saas.llm import gateway
 from saas.llm.providers import ChatRequest, PaymentOverdue
 from tests.accounts.factories import MembershipFactory
+from tests.billing.conftest import sign
 
 pytestmark = pytest.mark.django_db
 
@@ -81,16 +84,30 @@ def test_the_portal_opens_for_a_subscribed_org(client, local_stripe):
     assert response.status_code == 302 and "/_config/portal/bps_" in response["Location"]
 
 
-def test_a_webhook_with_a_wrong_or_stale_signature_is_refused(client, local_stripe):
+def test_a_webhook_with_a_wrong_or_stale_signature_is_refused_and_nothing_of_it_is_kept(client, local_stripe, caplog):
     owner = MembershipFactory(role="owner")
-    event = local_stripe.event("customer.subscription.updated", {"id": "sub_x", "object": "subscription"})
+    marker = "body-marker-4242"
+    event = local_stripe.event("customer.subscription.updated", {"id": "sub_x", "object": "subscription",
+                                                                 "metadata": {"note": marker}})  # fmt: skip
+    caplog.set_level(logging.DEBUG)
     wrong = local_stripe.deliver(client, event, secret="whsec_somebody_else")
     assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "invalid_signature"
     stale = local_stripe.deliver(client, event, at=int(timezone.now().timestamp()) - 3600)
-    assert stale.status_code == 400
+    assert stale.status_code == 400 and stale.json()["error"]["code"] == "invalid_signature"
+    forged = client.post(local_stripe.webhook_path, json.dumps(event), content_type="application/json",
+                         HTTP_STRIPE_SIGNATURE="t=1,v1=" + "0" * 64)  # fmt: skip
+    assert forged.status_code == 400 and forged.json()["error"]["code"] == "invalid_signature"
+    garbage = client.post(local_stripe.webhook_path, b"\xff\xfe not json", content_type="application/json",
+                          HTTP_STRIPE_SIGNATURE="nonsense")  # fmt: skip
+    assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "invalid_signature"
     unsigned = client.post(local_stripe.webhook_path, json.dumps(event), content_type="application/json")
     assert unsigned.status_code == 400 and unsigned.json()["error"]["code"] == "invalid_signature"
-    assert not Event.objects.exists()
+    elsewhere = client.post(f"/stripe/webhook/{uuid.uuid4()}/", json.dumps(event), content_type="application/json",
+                            HTTP_STRIPE_SIGNATURE=sign(json.dumps(event).encode()))  # fmt: skip
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "not_found"
+    # Nothing written anywhere: no trigger row (dj-stripe stored every body before), no event, no log of it.
+    assert not WebhookEventTrigger.objects.exists() and not Event.objects.exists()
+    assert marker not in caplog.text
     assert not OrgBilling.objects.for_org(owner.organization).exists()
 
 
