@@ -3,25 +3,30 @@ from typing import ClassVar
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
+from saas.core.crypto import encrypted_json, encrypted_text
 from saas.core.tenancy import OrgOwnedModel
 
 
 class Conversation(OrgOwnedModel):
-    """A chat of one member with the gateway, private to them within the org."""
+    """A chat of one member with the gateway, private to them within the org. Its title (the start of the first
+    question) is encrypted at rest like the messages."""
 
     user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="+")
-    title = models.CharField(max_length=200, blank=True)
+    title_encrypted = models.TextField(blank=True)
     model = models.CharField(max_length=64, default="auto")
 
     class Meta(OrgOwnedModel.Meta):
         indexes: ClassVar = [models.Index(fields=["organization", "user", "-updated_at"], name="agents_conv_user")]
+
+    title = encrypted_text("title_encrypted")
 
     def __str__(self) -> str:
         return self.title or "New conversation"
 
 
 class Message(OrgOwnedModel):
-    """One turn. The text is encrypted at rest (saas.core.crypto), like the ledger's."""
+    """One turn. The text is encrypted at rest (saas.core.crypto), like the ledger's, and so is the error (a
+    provider's refusal can quote the request)."""
 
     class Role(models.TextChoices):
         USER = "user", "User"
@@ -39,16 +44,19 @@ class Message(OrgOwnedModel):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.COMPLETE)
     model = models.CharField(max_length=64, blank=True)
     engine = models.CharField(max_length=32, blank=True)
-    error = models.CharField(max_length=500, blank=True)
+    error_encrypted = models.TextField(blank=True)  # at most 500 characters of plaintext
     llm_call = models.ForeignKey("llm.LLMCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta(OrgOwnedModel.Meta):
         ordering: ClassVar = ["created_at"]
 
+    error = encrypted_text("error_encrypted")
+
 
 class Feedback(OrgOwnedModel):
     """Thumbs up or down, with an optional comment, on an assistant message of a chat or on any other answer
-    of the gateway (an ask response, by its ledger row); one per person and answer."""
+    of the gateway (an ask response, by its ledger row); one per person and answer. The comment is the person's
+    words: encrypted at rest."""
 
     class Rating(models.IntegerChoices):
         DOWN = -1, "Thumbs down"
@@ -59,7 +67,7 @@ class Feedback(OrgOwnedModel):
     user = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     rating = models.SmallIntegerField(choices=Rating.choices)
-    comment = models.TextField(blank=True, max_length=2000)
+    comment_encrypted = models.TextField(blank=True)  # at most 2,000 characters of plaintext (agents.services)
 
     class Meta(OrgOwnedModel.Meta):
         constraints: ClassVar = [
@@ -74,12 +82,16 @@ class Feedback(OrgOwnedModel):
             ),
         ]  # fmt: skip
 
+    comment = encrypted_text("comment_encrypted")
+
 
 # --- Crews -------------------------------------------------------------------------------------------------
 
 
 class Crew(OrgOwnedModel):
-    """A team of agents and the tasks they work through, run as a background job (agents/engine.py)."""
+    """A team of agents and the tasks they work through, run as a background job (agents/engine.py). Its
+    definition is configuration an admin types and stays readable; the inputs of its scheduled runs are the same
+    kind of content as a run's inputs and are encrypted at rest."""
 
     class Process(models.TextChoices):
         SEQUENTIAL = "sequential", "Sequential"
@@ -99,7 +111,7 @@ class Crew(OrgOwnedModel):
     template = models.SlugField(max_length=40, blank=True, help_text="The ready-made crew it was made from.")
     created_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     schedule_cron = models.CharField(max_length=120, blank=True, help_text="Five-field cron, in UTC.")
-    schedule_inputs = models.JSONField(default=dict, blank=True)
+    schedule_inputs_encrypted = models.TextField(blank=True)  # a JSON object (saas.core.crypto)
     schedule_enabled = models.BooleanField(default=False)
     next_run_at = models.DateTimeField(null=True, blank=True)
 
@@ -107,6 +119,8 @@ class Crew(OrgOwnedModel):
         indexes: ClassVar = [
             models.Index(fields=["next_run_at"], name="agents_crew_due", condition=models.Q(schedule_enabled=True)),
         ]
+
+    schedule_inputs = encrypted_json("schedule_inputs_encrypted")
 
     def __str__(self) -> str:
         return self.name
@@ -161,7 +175,8 @@ class Task(OrgOwnedModel):
 
 class Run(OrgOwnedModel):
     """One execution of a crew. `definition` is the crew as it was when the run was started: editing the crew
-    changes later runs, never one in flight."""
+    changes later runs, never one in flight (it leaves out the schedule). The inputs, the output and the error
+    (which can quote a model's output or an upstream message) are encrypted at rest."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -180,10 +195,10 @@ class Run(OrgOwnedModel):
     definition = models.JSONField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
-    inputs = models.JSONField(default=dict, blank=True)
+    inputs_encrypted = models.TextField(blank=True)  # a JSON object of strings (saas.core.crypto)
     output_encrypted = models.TextField(blank=True)
     error_code = models.CharField(max_length=40, blank=True)
-    error = models.CharField(max_length=1000, blank=True)
+    error_encrypted = models.TextField(blank=True)  # at most 1,000 characters of plaintext
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
@@ -209,10 +224,14 @@ class Run(OrgOwnedModel):
                                     condition=~models.Q(idempotency_key="")),
         ]  # fmt: skip
 
+    inputs = encrypted_json("inputs_encrypted")
+    error = encrypted_text("error_encrypted")
+
 
 class RunStep(OrgOwnedModel):
     """One thing that happened in a run, in order: a plan or review of the manager, a model's message, a tool
-    call and its result, a task's output. A step that cost something points at its ledger row."""
+    call and its result, a task's output. A step that cost something points at its ledger row. Its content and
+    its data (citations quote documents' titles and headings, errors quote a model's output) are encrypted."""
 
     class Kind(models.TextChoices):
         PLAN = "plan", "Plan"
@@ -228,7 +247,7 @@ class RunStep(OrgOwnedModel):
     task_name = models.CharField(max_length=64, blank=True)
     kind = models.CharField(max_length=12, choices=Kind.choices)
     content_encrypted = models.TextField(blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    data_encrypted = models.TextField(blank=True)  # a JSON object (saas.core.crypto)
     llm_call = models.ForeignKey("llm.LLMCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
@@ -238,3 +257,5 @@ class RunStep(OrgOwnedModel):
     class Meta(OrgOwnedModel.Meta):
         ordering: ClassVar = ["seq"]
         constraints: ClassVar = [models.UniqueConstraint(fields=["run", "seq"], name="agents_step_seq_unique")]
+
+    data = encrypted_json("data_encrypted")

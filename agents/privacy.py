@@ -114,7 +114,7 @@ def erase_user(*, subject: Subject, batch_size: int) -> int:
     # Feedback stays, without the person: the rating counts, their comment is their words.
     theirs = list(Feedback.objects.for_org(org_id).filter(user_id=user_id).values_list("pk", flat=True)[:batch_size])
     if theirs:
-        return Feedback.objects.for_org(org_id).filter(pk__in=theirs).update(user=None, comment="")
+        return Feedback.objects.for_org(org_id).filter(pk__in=theirs).update(user=None, comment_encrypted="")
     crews = Crew.objects.for_org(org_id).filter(created_by_id=user_id)
     runs = Run.objects.for_org(org_id).filter(started_by_id=user_id)
     if subject.transfer_content:
@@ -142,7 +142,8 @@ STORE = Store(
     title="Chats and crews",
     what="Chat conversations and their messages; thumbs up/down with comments; crews (agents, tasks, schedules), "
     "their runs, inputs, steps and outputs",
-    where="PostgreSQL (messages, run outputs and steps encrypted at rest)",
+    where="PostgreSQL (conversation titles, messages, feedback comments, schedule and run inputs, run outputs, "
+    "errors and steps encrypted at rest)",
     kept="Until deleted; conversations as long as the team's conversation retention says",
     retention_setting="retain_conversations_days",
     export_user=export_user,

@@ -1,7 +1,6 @@
 """Chat (conversations, their messages, the streamed answer, feedback) and crews (their definitions, runs,
 cancellation, the watchdog and schedules; the run itself is agents/engine.py)."""
 
-import hashlib
 import json
 import logging
 import threading
@@ -19,6 +18,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from redis.exceptions import RedisError
 
 from accounts.services import audit_record, notify_members
@@ -70,7 +70,7 @@ def chat_turn_start(*, conversation: Conversation, question: str, model: str) ->
     conversation.model = model[:64] or "auto"
     if not conversation.title:
         conversation.title = question[:80]
-        fields.append("title")
+        fields.append("title_encrypted")
     conversation.save(update_fields=fields)
     return asked, answer
 
@@ -123,7 +123,7 @@ def _finish(answer: Message, text: str, status: str, *, model: str = "", engine:
     answer.content_encrypted = crypto.encrypt(text)
     answer.status = status
     answer.error = error[:500]
-    fields = ["content_encrypted", "status", "error", "updated_at"]
+    fields = ["content_encrypted", "status", "error_encrypted", "updated_at"]
     if model:
         answer.model, answer.engine, answer.llm_call_id = model, engine, call_id or None
         fields += ["model", "engine", "llm_call"]
@@ -344,7 +344,7 @@ def run_start(
     """(the run, whether it was created now). An idempotency key already used with the same crew and inputs
     gives back the first run; with anything else it is a conflict."""
     org = crew.organization
-    request_hash = hashlib.sha256(json.dumps([str(crew.pk), inputs], sort_keys=True, default=str).encode()).hexdigest()
+    request_hash = run_request_hash(crew.pk, inputs)
     if idempotency_key:
         existing = _run_for_key(org, idempotency_key, request_hash)
         if existing is not None:
@@ -354,7 +354,7 @@ def run_start(
     try:
         with transaction.atomic():
             run = Run.objects.for_org(org).create(
-                organization=org, crew=crew, definition={**definition, "crew_id": str(crew.pk)}, inputs=checked,
+                organization=org, crew=crew, definition=run_definition(definition, crew.pk), inputs=checked,
                 trigger=trigger, started_by=user, api_key=api_key, idempotency_key=idempotency_key,
                 request_hash=request_hash,
             )  # fmt: skip
@@ -365,6 +365,19 @@ def run_start(
             raise
         return existing, False
     return run, True
+
+
+def run_definition(definition: dict[str, Any], crew_id: Any) -> dict[str, Any]:
+    """What a run keeps of its crew: the definition without the schedule (whose inputs are encrypted on the
+    crew, and which a run does not use)."""
+    return {**{k: v for k, v in definition.items() if k != "schedule"}, "crew_id": str(crew_id)}
+
+
+def run_request_hash(crew_id: Any, inputs: Any) -> str:
+    """Tells a retried start from a different one under the same Idempotency-Key. Keyed (an HMAC with the
+    SECRET_KEY), so that it cannot confirm a guess of the inputs, which are encrypted."""
+    payload = json.dumps([str(crew_id), inputs], sort_keys=True, default=str)
+    return salted_hmac("crewdesk.agents.run_request", payload, algorithm="sha256").hexdigest()
 
 
 def _run_for_key(org: Any, key: str, request_hash: str) -> Run | None:
@@ -402,7 +415,8 @@ def _run_finish(run: Run, status: str, *, output: str = "", code: str = "", erro
     run.output_encrypted = crypto.encrypt(output)
     run.finished_at = timezone.now()
     run.lease = None
-    run.save(update_fields=["status", "error_code", "error", "output_encrypted", "finished_at", "lease", "updated_at"])
+    run.save(update_fields=["status", "error_code", "error_encrypted", "output_encrypted", "finished_at", "lease",
+                            "updated_at"])  # fmt: skip
     event = {"type": "status", "status": status, "error": {"code": code, "message": error} if code else None}
     transaction.on_commit(lambda: run_events.publish(run.pk, event))
     if run.trigger == Run.Trigger.SCHEDULE:

@@ -5,10 +5,14 @@ a new key in front rotates without downtime; `manage.py rotate_encryption_keys` 
 batches, after which the old key can be removed.
 
 Every encrypted column is a text field whose name ends in `_encrypted` (the rotation command finds them all by
-that name), or a key of a JSON column listed in `JSON_SECRETS`."""
+that name), or a key of a JSON column listed in `JSON_SECRETS`. A model reads and writes such a column as plain
+text, or as JSON, through `encrypted_text` / `encrypted_json`: `conversation.title` decrypts `title_encrypted`.
+Nothing can filter, order or search on what they hold in SQL; that is the point."""
 
 import base64
 import hashlib
+import json
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -80,3 +84,40 @@ def is_encrypted(value: str) -> bool:
     except (InvalidToken, ValueError):
         return False
     return True
+
+
+def encrypt_json(value: Any) -> str:
+    """A JSON value encrypted (an empty value, such as `{}`, is the empty string)."""
+    return encrypt(json.dumps(value, ensure_ascii=False, sort_keys=True)) if value else ""
+
+
+def decrypt_json(token: str, empty: Callable[[], Any] = dict) -> Any:
+    return json.loads(decrypt(token)) if token else empty()
+
+
+def encrypted_text(column: str) -> property:
+    """A model attribute that is the plaintext of the `*_encrypted` text column `column`: reading decrypts,
+    assigning encrypts (an empty value stays an empty column). Django's model constructor accepts properties, so
+    `Model(title=...)` and `objects.create(title=...)` work; `filter()`, `values()` and `update_fields` name the
+    column itself."""
+
+    def read(instance: Any) -> str:
+        return decrypt(getattr(instance, column))
+
+    def write(instance: Any, value: str | None) -> None:
+        setattr(instance, column, encrypt(value or ""))
+
+    return property(read, write, doc=f"The plaintext of `{column}` (saas.core.crypto).")
+
+
+def encrypted_json(column: str, empty: Callable[[], Any] = dict) -> property:
+    """Like `encrypted_text`, for a JSON value (`empty()` when the column is empty). Reading gives a fresh
+    object each time: assign the changed value back to store it."""
+
+    def read(instance: Any) -> Any:
+        return decrypt_json(getattr(instance, column), empty)
+
+    def write(instance: Any, value: Any) -> None:
+        setattr(instance, column, encrypt_json(value))
+
+    return property(read, write, doc=f"The JSON value of `{column}`, decrypted (saas.core.crypto).")

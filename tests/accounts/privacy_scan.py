@@ -19,7 +19,8 @@ def _hits(text: str, needles: list[str]) -> list[str]:
     return [needle for needle in needles if needle.lower() in lowered]
 
 
-def scan_database(needles: list[str]) -> list[str]:
+def scan_tables(needles: list[str]) -> list[str]:
+    """Rows of every table that hold one of `needles` as stored (in clear), each as `table: hits in row`."""
     found = []
     with connection.cursor() as cursor:
         cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")
@@ -28,6 +29,11 @@ def scan_database(needles: list[str]) -> list[str]:
         for table in tables:
             cursor.execute(f'SELECT t::text FROM "{table}" t WHERE t::text ILIKE ANY(%s)', [patterns])  # noqa: S608
             found += [f"{table}: {_hits(row[0], needles)} in {row[0][:300]}" for row in cursor.fetchall()]
+    return found
+
+
+def scan_database(needles: list[str]) -> list[str]:
+    found = scan_tables(needles)
     for model in apps.get_models():
         encrypted = [f.name for f in model._meta.fields
                      if isinstance(f, models.TextField) and f.name.endswith("_encrypted")]  # fmt: skip

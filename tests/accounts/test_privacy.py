@@ -28,7 +28,7 @@ from saas.llm import gateway
 from saas.llm.gateway import exact_cache_prefix
 from saas.llm.models import LLMCall, SemanticCacheEntry
 from tests.accounts.factories import MembershipFactory, UserFactory
-from tests.accounts.privacy_scan import scan_everywhere
+from tests.accounts.privacy_scan import scan_everywhere, scan_tables
 
 pytestmark = pytest.mark.django_db
 
@@ -221,6 +221,8 @@ def test_erasing_a_person_leaves_no_trace_of_them_anywhere():
     alice, bob = world.alice, world.bob
     _leave(alice, world.org_b)  # what she left behind there is erased too
     assert scan_everywhere([alice.mark]), "the scan must see the content before erasure"
+    # Her words in chats and crews (titles, comments, inputs, outputs) are there only encrypted.
+    assert [hit for hit in scan_tables([alice.mark]) if hit.startswith("agents_")] == []
     # Alice also asked for an export, still on the storage when she leaves.
     privacy.export_build(export_id=alice.client.post("/api/v1/me/export").json()["id"])
     bob_before = {
@@ -228,7 +230,7 @@ def test_erasing_a_person_leaves_no_trace_of_them_anywhere():
         "documents": Document.all_orgs.filter(uploaded_by=bob.user).count(),
         "runs": Run.all_orgs.filter(started_by=bob.user).count(),
         "calls": LLMCall.all_orgs.filter(user=bob.user).exclude(input_encrypted="").count(),
-        "feedback": Feedback.all_orgs.filter(user=bob.user).exclude(comment="").count(),
+        "feedback": Feedback.all_orgs.filter(user=bob.user).exclude(comment_encrypted="").count(),
     }
     usage_before = UsageEvent.all_orgs.count()
 
@@ -254,7 +256,7 @@ def test_erasing_a_person_leaves_no_trace_of_them_anywhere():
     pseudonym = privacy.pseudonym(alice.user.pk)
     assert AuditEvent.all_orgs.filter(actor_label=pseudonym, actor_user__isnull=True, ip__isnull=True).exists()
     assert AuditEvent.all_orgs.filter(target_id=str(alice.user.pk), target_label=pseudonym).exists()
-    assert Feedback.all_orgs.filter(user__isnull=True, comment="", llm_call__isnull=False).count() == 2
+    assert Feedback.all_orgs.filter(user__isnull=True, comment_encrypted="", llm_call__isnull=False).count() == 2
     assert LLMCall.all_orgs.filter(user__isnull=True, input_encrypted="", output_encrypted="").exists()
     assert UsageEvent.all_orgs.count() == usage_before
     # Bob's things are all there.
@@ -263,7 +265,7 @@ def test_erasing_a_person_leaves_no_trace_of_them_anywhere():
         "documents": Document.all_orgs.filter(uploaded_by=bob.user).count(),
         "runs": Run.all_orgs.filter(started_by=bob.user).count(),
         "calls": LLMCall.all_orgs.filter(user=bob.user).exclude(input_encrypted="").count(),
-        "feedback": Feedback.all_orgs.filter(user=bob.user).exclude(comment="").count(),
+        "feedback": Feedback.all_orgs.filter(user=bob.user).exclude(comment_encrypted="").count(),
     }
     assert scan_everywhere([bob.mark]), "bob's content is still there"
     assert privacy.erasure_run(record_id=record.pk) is None  # done is done

@@ -1,6 +1,6 @@
 import factory
 
-from agents.models import Conversation, Crew, Message, Run, RunStep
+from agents.models import Conversation, Crew, Feedback, Message, Run, RunStep
 from tests.accounts.factories import OrgOwnedFactory, UserFactory
 
 
@@ -41,3 +41,11 @@ class RunStepFactory(OrgOwnedFactory):
     run = factory.SubFactory(RunFactory, organization=factory.SelfAttribute("..organization"))
     seq = factory.Sequence(lambda n: n + 1)
     kind = RunStep.Kind.MESSAGE
+
+
+class FeedbackFactory(OrgOwnedFactory):
+    class Meta:
+        model = Feedback
+
+    message = factory.SubFactory(MessageFactory, organization=factory.SelfAttribute("..organization"))
+    rating = Feedback.Rating.UP

@@ -21,7 +21,14 @@ from saas.core import crypto
 from saas.core.management.commands.rotate_encryption_keys import encrypted_columns
 from saas.llm.models import SemanticCacheEntry
 from tests.accounts.factories import UserFactory
-from tests.agents.factories import MessageFactory, RunFactory, RunStepFactory
+from tests.agents.factories import (
+    ConversationFactory,
+    CrewFactory,
+    FeedbackFactory,
+    MessageFactory,
+    RunFactory,
+    RunStepFactory,
+)
 from tests.documents.factories import ChunkFactory, DocumentFactory
 from tests.llm.factories import LLMCallFactory
 
@@ -36,7 +43,8 @@ def _one_row_in_every_encrypted_column(marker: str) -> dict[tuple[type, str], An
     org = call.organization
     rows = [
         call, RunFactory(organization=org), RunStepFactory(organization=org), MessageFactory(organization=org),
-        DocumentFactory(organization=org), ChunkFactory(organization=org),
+        DocumentFactory(organization=org), ChunkFactory(organization=org), ConversationFactory(organization=org),
+        FeedbackFactory(organization=org), CrewFactory(organization=org),
         SemanticCacheEntry.all_orgs.create(
             organization=org, model_alias="local", prompt_version="v1", scope="s", embedding=[0.1] * 384,
             answer_encrypted="x", expires_at=timezone.now() + timedelta(days=1)),
@@ -58,7 +66,13 @@ def test_rotation_re_encrypts_every_column_and_the_old_key_can_go(settings):
     settings.LLM_ENCRYPTION_KEYS = [OLD]
     rows = _one_row_in_every_encrypted_column("secret-marker")
     before = _tokens(rows)
-    assert len(rows) >= 8  # ledger input and output, cache, run output, steps, messages, documents, chunks
+    # ledger input and output, cache, run inputs, output and error, steps, messages, documents, chunks, and the
+    # personal text of chats and crews: conversation titles, feedback comments, schedule inputs
+    assert len(rows) >= 13
+    assert {(m._meta.label, c) for m, c in rows} >= {
+        ("agents.Conversation", "title_encrypted"), ("agents.Feedback", "comment_encrypted"),
+        ("agents.Crew", "schedule_inputs_encrypted"), ("agents.Run", "inputs_encrypted"),
+        ("agents.Run", "error_encrypted")}  # fmt: skip
 
     settings.LLM_ENCRYPTION_KEYS = [NEW, OLD]
     out = io.StringIO()
@@ -67,6 +81,8 @@ def test_rotation_re_encrypts_every_column_and_the_old_key_can_go(settings):
     out = io.StringIO()
     call_command("rotate_encryption_keys", "--batch-size", "2", stdout=out)
     assert "llm.LLMCall.input_encrypted: 1 re-encrypted, 0 already under the newest key" in out.getvalue()
+    assert "agents.Conversation.title_encrypted: 1 re-encrypted" in out.getvalue()
+    assert "agents.Run.inputs_encrypted: 1 re-encrypted" in out.getvalue()
     after = _tokens(rows)
     assert all(after[key] != before[key] for key in rows)  # every ciphertext was rewritten
     again = io.StringIO()
