@@ -265,6 +265,9 @@ LLM_CONFIG_CACHE_SECONDS = env.int("LLM_CONFIG_CACHE_SECONDS", default=60)
 # Cosine similarity above which a single-turn question counts as already answered (conservative on purpose).
 LLM_SEMANTIC_THRESHOLD = env.float("LLM_SEMANTIC_THRESHOLD", default=0.95)
 LLM_PROMPT_VERSION = env.str("LLM_PROMPT_VERSION", default="1")
+# Regions (ISO 3166 codes) in which national phone numbers such as "020 7946 0958" are recognised, tried in order,
+# for orgs that have not chosen their own; numbers written with +CC are recognised whatever the regions.
+LLM_PII_PHONE_REGIONS = env.list("LLM_PII_PHONE_REGIONS", default=["US", "GB", "DE", "FR"])
 
 # --- Static files ------------------------------------------------------------------------------------------
 STATIC_URL = "static/"
