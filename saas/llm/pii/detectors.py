@@ -25,32 +25,36 @@ class Hit(NamedTuple):
 
 # --- Emails: dot-atom or quoted local part, Unicode (IDN) or punycode domains ------------------------------
 _ATOM = r"[\w!#$%&'*+/=?^`{|}~-]+"
-EMAIL = re.compile(
-    rf"""(?<![\w.!#$%&'*+/=?^`{{|}}~-])
-    (?:"(?:[^"\\\r\n]|\\.){{1,64}}"|{_ATOM}(?:\.{_ATOM})*)
-    @(?P<domain>(?:[^\W_](?:[\w-]{{0,61}}[^\W_])?\.)+(?:xn--[a-z0-9-]{{2,59}}|[^\W\d_]{{2,63}}))(?![\w-])""",
-    re.VERBOSE | re.IGNORECASE,
+# Found from each "@" outwards (a pattern scanned over the whole text would retry every word as a local part).
+EMAIL_LOCAL = re.compile(rf"""(?:"(?:[^"\\\r\n]|\\.){{1,64}}"|(?<![\w.!#$%&'*+/=?^`{{|}}~-]){_ATOM}(?:\.{_ATOM})*)$""")
+EMAIL_DOMAIN = re.compile(
+    r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:xn--[a-z0-9-]{2,59}|[^\W\d_]{2,63})(?![\w-])", re.IGNORECASE
 )
 _RETINA = re.compile(r"\d+(?:\.\d+)?x\.", re.IGNORECASE)  # icon@2x.png is a file name, not an address
 
 
 def emails(text: str) -> Iterator[Hit]:
-    if "@" not in text:
-        return
-    for match in EMAIL.finditer(text):
-        if _RETINA.match(match.group("domain")):
-            continue
-        yield Hit(match.start(), match.end(), "EMAIL", match.group().casefold())
+    at = text.find("@")
+    while at != -1:
+        domain = EMAIL_DOMAIN.match(text, at + 1)
+        if domain is not None and not _RETINA.match(domain.group()):
+            local = EMAIL_LOCAL.search(text, max(0, at - 130), at)
+            if local is not None:
+                yield Hit(local.start(), domain.end(), "EMAIL", text[local.start() : domain.end()].casefold())
+        at = text.find("@", at + 1)
 
 
 # --- IBANs: any case, compact or in groups separated by spaces or dashes ------------------------------------
-IBAN = re.compile(r"(?<![\w-])[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{1,4}){3,9}(?![\w])")
+# Matched from the check digits (digits are rare in prose, letters are everywhere); the country code is checked
+# behind them, and the hit starts two characters before the match.
+IBAN = re.compile(r"\d(?<=(?<![\w-])[A-Za-z]{2}\d)\d(?:[ -]?[A-Za-z0-9]{1,4}){3,9}(?!\w)")
 _SEPARATORS = re.compile(r"[ -]")
 
 
 def ibans(text: str) -> Iterator[Hit]:
     for match in IBAN.finditer(text):
-        candidate = match.group()
+        start = match.start() - 2
+        candidate = text[start : match.end()]
         # The pattern may have run into the next word ("... 3000 is mine"): try shorter prefixes, group by group.
         cuts = [m.start() for m in _SEPARATORS.finditer(candidate)] + [len(candidate)]
         for cut in reversed(cuts):
@@ -58,12 +62,12 @@ def ibans(text: str) -> Iterator[Hit]:
             if len(compact) < 15:
                 break
             if len(compact) <= 34 and iban.is_valid(compact):
-                yield Hit(match.start(), match.start() + cut, "IBAN", compact)
+                yield Hit(start, start + cut, "IBAN", compact)
                 break
 
 
 # --- Card numbers: 13 to 19 digits, any single separator between digits, Luhn-valid, a card's first digit ---
-CARD = re.compile(r"(?<![\w.,/-])[2-6](?:[ .\-/_]?\d){12,18}(?![\w]|[.,/-]\d)")
+CARD = re.compile(r"[2-6](?<![\w.,/-].)(?:[ .\-/_]?\d){12,18}(?![\w]|[.,/-]\d)")
 _NOT_DIGIT = re.compile(r"\D")
 
 
@@ -77,7 +81,7 @@ def cards(text: str) -> Iterator[Hit]:
 
 
 # --- IP addresses: IPv4, IPv6 in every form (compressed, with an embedded IPv4, with a zone) ---------------
-IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+IPV4 = re.compile(r"\d(?<![\w.].)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w]|\.\d)")
 IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*(?:%[\w.-]+)?")
 _VERSION_BEFORE = re.compile(r"(?:\bv|version|release|build)\s*$", re.IGNORECASE)
 
@@ -108,7 +112,9 @@ def ips(text: str) -> Iterator[Hit]:
 
 
 # --- Phone numbers: phonenumbers' matcher (leniency VALID), region by region, on candidate windows only ----
-PHONE_CANDIDATE = re.compile(r"(?<![\w+-])(?:\+|\(\+?)?\d[\d \-./()]{5,40}\d(?!\w)")
+PHONE_CANDIDATE = re.compile(
+    r"[+(\d](?<![\w+-].)(?<!\d[:.,].)(?:(?<=\()\+?)?(?:(?<=[+(])\d|(?<=\d))[\d \-./()]{5,40}\d(?!\w)"
+)
 _DATE = re.compile(
     r"(?<!\d)(?:(?P<y>(?:19|20)\d\d)([-/.])(?P<m>\d{1,2})\2(?P<d>\d{1,2})"
     r"|(?P<a>\d{1,2})([-/.])(?P<b>\d{1,2})\6(?:19|20)?\d\d)(?!\d)"
@@ -130,25 +136,40 @@ def _has_date(window: str) -> bool:
     return False
 
 
-def _phone_matches(window: str, regions: Sequence[str]) -> list[phonenumbers.PhoneNumberMatch]:
-    for region in regions:
-        found = list(PhoneNumberMatcher(window, region, leniency=Leniency.VALID))
+def _parse(window: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        number = phonenumbers.parse(window, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return number if phonenumbers.is_valid_number(number) else None
+
+
+def _phone_spans(window: str, regions: Sequence[str]) -> list[tuple[int, int, phonenumbers.PhoneNumber]]:
+    """Valid numbers in a candidate window: the window as one number (parse, region by region: cheap, also
+    when it fails), or, for a window long enough to hold several, phonenumbers' matcher."""
+    international = window.lstrip("(").startswith("+")
+    for region in [None] if international else regions:
+        number = _parse(window, region)
+        if number is not None:
+            return [(0, len(window), number)]
+    if sum(c.isdigit() for c in window) <= 15:
+        return []
+    for region in [None] if international else regions:
+        found = [(m.start, m.end, m.number) for m in PhoneNumberMatcher(window, region, leniency=Leniency.VALID)]
         if found:
             return found
-    # International numbers (+CC or 00CC) are found whatever the regions.
-    return list(PhoneNumberMatcher(window, None, leniency=Leniency.VALID)) if window.lstrip("(").startswith("+") else []
+    return []
 
 
 def phones(text: str, regions: Sequence[str]) -> Iterator[Hit]:
     for candidate in PHONE_CANDIDATE.finditer(text):
         window = candidate.group()
-        if sum(c.isdigit() for c in window) < 7 or _has_date(window):
-            continue  # a date, or a timestamp that starts with one
-        for match in _phone_matches(window, regions):
-            raw = match.raw_string
-            start = candidate.start() + match.start
-            bare = raw.isdigit() and not raw.startswith("0")
-            if bare and not _PHONE_CUE.search(text, max(0, start - 40), start):
+        if sum(c.isdigit() for c in window) < 7 or _has_date(window) or IPV4.fullmatch(window):
+            continue  # too short, a date (or a timestamp that starts with one), an IP address
+        if window.isdigit() and not window.startswith("0"):
+            start = candidate.start()
+            if not _PHONE_CUE.search(text, max(0, start - 40), start):
                 continue  # a bare run of digits is an order or ticket number unless the text calls it a phone
-            key = phonenumbers.format_number(match.number, PhoneNumberFormat.E164)
-            yield Hit(start, candidate.start() + match.end, "PHONE", key)
+        for start, end, number in _phone_spans(window, regions):
+            key = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+            yield Hit(candidate.start() + start, candidate.start() + end, "PHONE", key)

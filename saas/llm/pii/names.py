@@ -38,13 +38,66 @@ NAME = re.compile(
 _NOT_NAMES = frozenset(
     """sir sirs madam madame all team everyone everybody there customer customers colleague colleagues friend
     friends folks guys client clients user users support sales hiring manager valued member members the a an and
-    or mr mrs ms dr prof herr frau monsieur messieurs damen herren kollegen señor señora i you we it this that""".split()  # noqa: SIM905
+    or mr mrs ms dr prof herr frau monsieur messieurs damen herren kollegen señor señora i you we it this
+    that""".split()  # noqa: SIM905
 )
 _LOWER_PARTICLES = frozenset("van von der den de du da di del la le y bin al".split())  # noqa: SIM905
 
 
+def _trie(words: list[str]) -> str:
+    """One pattern for many literals, as a trie ("m(?:r|s|me)"): the engine rejects most positions at one
+    character instead of trying every alternative."""
+    tree: dict[str, dict] = {}
+    for word in words:
+        node = tree
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def emit(node: dict[str, dict]) -> str:
+        branches = [re.escape(char) + emit(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 and "" not in node else "(?:" + "|".join(branches) + ")"
+        return body + ("?" if "" in node else "")
+
+    return emit(tree)
+
+
+# Where a cue may start, in the lower-cased text: a cheap scan, after which NAME is tried only there.
+_CUE_WORDS = (
+    "mr|mrs|ms|mx|miss|dr|prof|herr|frau|mme|mlle|sr|sra|srta|sig|dott|m.|my name|my full name|i'm called|"
+    "i am called|call me|contact person|je m|mon nom|ich hei|mein name|me llamo|mi nombre|mi chiamo|il mio nome|"
+    "mijn naam|ik heet|dear|liebe|sehr geehrte|estimad|regards|kind regards|best regards|warm regards|best|thanks|"
+    "thank you|cheers|sincerely|yours|mit freundlichen|viele gr|cordialement|bien à vous|saludos|un saluto|"
+    "cordiali|met vriendelijke|name|full name"
+)
+CUES = re.compile(r"\b" + _trie(_CUE_WORDS.split("|")))
+
+
+def _cue_starts(text: str) -> list[int]:
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few letters lower-case to two characters ("İ"): scan the text itself
+        return [match.start() for match in NAME.finditer(text)]
+    starts: list[int] = []
+    for cue in CUES.finditer(lowered):
+        if cue.group().endswith("name"):  # "Name:" fields start their line, maybe after spaces
+            line = text.rfind("\n", 0, cue.start()) + 1
+            if not text[line : cue.start()].strip(" \t"):
+                starts.append(line)
+        starts.append(cue.start())
+    return starts
+
+
 def names(text: str) -> Iterator[Hit]:
-    for match in NAME.finditer(text):
+    last = 0
+    for position in _cue_starts(text):
+        if position < last:
+            continue
+        match = NAME.match(text, position)
+        if match is None:
+            continue
+        last = match.end()
         start = match.start("name")
         words = match.group("name").split()
         kept: list[str] = []
@@ -59,9 +112,7 @@ def names(text: str) -> Iterator[Hit]:
             kept.pop()
         if not kept:
             continue
-        end = start + len(" ".join(kept)) if " ".join(kept) == text[start : start + len(" ".join(kept))] else None
-        if end is None:  # words were separated by tabs or several spaces: find the end of the last kept word
-            end = start
-            for word in kept:
-                end = text.index(word, end) + len(word)
+        end = start
+        for word in kept:  # the words may be separated by tabs or several spaces
+            end = text.index(word, end) + len(word)
         yield Hit(start, end, "NAME", " ".join(kept).casefold())
