@@ -10,6 +10,7 @@ import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from pydantic import BaseModel, ConfigDict, Field
@@ -386,10 +387,30 @@ def _generate_events(first: Any, stream: Generator[Any, None, None]) -> Iterator
 
 class AISettingsOut(serializers.Serializer):
     pii_policy = serializers.CharField(help_text="mask (default), block or off")
+    pii_phone_regions = serializers.ListField(
+        child=serializers.CharField(), help_text="Regions whose national phone numbers are recognised, in order."
+    )
+    pii_phone_regions_default = serializers.ListField(
+        child=serializers.CharField(), help_text="The server's regions, used while pii_phone_regions is empty."
+    )
+    pii_mask_names = serializers.BooleanField(help_text="Person names announced by a cue are masked too.")
 
 
 class AISettingsIn(StrictSerializer):
-    pii_policy = serializers.ChoiceField(choices=OrgLLMSettings.PiiPolicy.values)
+    pii_policy = serializers.ChoiceField(choices=OrgLLMSettings.PiiPolicy.values, required=False)
+    pii_phone_regions = serializers.ListField(
+        child=serializers.CharField(max_length=3),
+        max_length=services.MAX_PHONE_REGIONS,
+        required=False,
+        help_text="ISO 3166 region codes such as US, GB, DE, tried in order; [] for the server's default.",
+    )
+    pii_mask_names = serializers.BooleanField(required=False)
+
+
+def _ai_settings(row: OrgLLMSettings) -> dict[str, Any]:
+    return {"pii_policy": row.pii_policy, "pii_phone_regions": list(row.pii_phone_regions),
+            "pii_phone_regions_default": list(settings.LLM_PII_PHONE_REGIONS),
+            "pii_mask_names": row.pii_mask_names}  # fmt: skip
 
 
 class AISettingsView(OrgScopedAPIView):
@@ -399,13 +420,18 @@ class AISettingsView(OrgScopedAPIView):
 
     @extend_schema(responses=AISettingsOut)
     def get(self, request: Request) -> Response:
-        return Response({"pii_policy": config.current().policy(request.org).pii_policy})  # type: ignore[attr-defined]
+        return Response(_ai_settings(config.current().policy(request.org)))  # type: ignore[attr-defined]
 
     @extend_schema(request=AISettingsIn, responses=AISettingsOut)
     def patch(self, request: Request) -> Response:
         serializer = AISettingsIn(data=request.data)
         serializer.is_valid(raise_exception=True)
-        policy = serializer.validated_data["pii_policy"]
-        principal = request.principal  # type: ignore[attr-defined]
-        row = services.pii_policy_set(principal=principal, policy=policy, origin=request_origin(request))
-        return Response({"pii_policy": row.pii_policy})
+        data = serializer.validated_data
+        row = services.pii_policy_set(
+            principal=request.principal,  # type: ignore[attr-defined]
+            policy=data.get("pii_policy"),
+            phone_regions=data.get("pii_phone_regions"),
+            mask_names=data.get("pii_mask_names"),
+            origin=request_origin(request),
+        )
+        return Response(_ai_settings(row))
