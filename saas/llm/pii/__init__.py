@@ -12,9 +12,7 @@ characters outside the masked spans, and unmasking restores each value exactly a
 """
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
 
 from django.conf import settings
 
@@ -28,11 +26,6 @@ PLACEHOLDER = re.compile(r"\[(?:EMAIL|PHONE|CARD|IBAN|IP|NAME)_\d+\]")
 _DIGIT = re.compile(r"\d")
 
 
-@cache
-def _default_regions() -> tuple[str, ...]:
-    return tuple(settings.LLM_PII_PHONE_REGIONS)
-
-
 @dataclass(frozen=True)
 class Options:
     """What an org's policy asks for: the regions national phone numbers are read in (tried in order; empty:
@@ -43,7 +36,7 @@ class Options:
 
     @property
     def regions(self) -> tuple[str, ...]:
-        return self.phone_regions or _default_regions()
+        return self.phone_regions or tuple(settings.LLM_PII_PHONE_REGIONS)
 
     @classmethod
     def for_policy(cls, policy: object) -> "Options":
@@ -116,9 +109,6 @@ class Masker:
             last = end
         out.append(text[last:])
         return "".join(out)
-
-    def mask_all(self, texts: Iterable[str]) -> list[str]:
-        return [self.mask(text) for text in texts]
 
     @property
     def found(self) -> int:
