@@ -10,6 +10,7 @@ import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -391,6 +392,13 @@ class AISettingsOut(serializers.Serializer):
     moderation_guard = serializers.ChoiceField(choices=OrgLLMSettings.Guard.values, help_text="off, flag or block")
     denied_keywords = serializers.ListField(child=serializers.CharField())
     denied_topics = serializers.ListField(child=serializers.CharField())
+    pii_phone_regions = serializers.ListField(
+        child=serializers.CharField(), help_text="Regions whose national phone numbers are recognised, in order."
+    )
+    pii_phone_regions_default = serializers.ListField(
+        child=serializers.CharField(), help_text="The server's regions, used while pii_phone_regions is empty."
+    )
+    pii_mask_names = serializers.BooleanField(help_text="Person names announced by a cue are masked too.")
 
 
 class AISettingsIn(StrictSerializer):
@@ -402,10 +410,21 @@ class AISettingsIn(StrictSerializer):
     denied_topics = serializers.ListField(child=serializers.CharField(max_length=200), required=False,
                                           max_length=services.MAX_DENIED_TOPICS)  # fmt: skip
 
+    pii_phone_regions = serializers.ListField(
+        child=serializers.CharField(max_length=3),
+        max_length=services.MAX_PHONE_REGIONS,
+        required=False,
+        help_text="ISO 3166 region codes such as US, GB, DE, tried in order; [] for the server's default.",
+    )
+    pii_mask_names = serializers.BooleanField(required=False)
+
 
 def _ai_settings(row: OrgLLMSettings) -> dict[str, Any]:
-    names = ("pii_policy", "injection_guard", "moderation_guard", "denied_keywords", "denied_topics")
-    return {name: getattr(row, name) for name in names}
+    names = ("pii_policy", "pii_phone_regions", "pii_mask_names", "injection_guard", "moderation_guard",
+             "denied_keywords", "denied_topics")  # fmt: skip
+    return {name: getattr(row, name) for name in names} | {
+        "pii_phone_regions_default": list(settings.LLM_PII_PHONE_REGIONS)
+    }
 
 
 class AISettingsView(OrgScopedAPIView):
@@ -426,7 +445,8 @@ class AISettingsView(OrgScopedAPIView):
         principal = request.principal  # type: ignore[attr-defined]
         origin = request_origin(request)
         with transaction.atomic():
-            if "pii_policy" in data:
-                services.pii_policy_set(principal=principal, policy=data.pop("pii_policy"), origin=origin)
+            services.pii_policy_set(principal=principal, policy=data.pop("pii_policy", None),
+                                    phone_regions=data.pop("pii_phone_regions", None),
+                                    mask_names=data.pop("pii_mask_names", None), origin=origin)  # fmt: skip
             row = services.guardrails_set(principal=principal, changes=data, origin=origin)
         return Response(_ai_settings(row))

@@ -40,6 +40,7 @@ from saas.llm.embeddings import embed_local
 from saas.llm.local_engine import ENGINE_LABEL, LocalProvider
 from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings, SemanticCacheEntry
 from saas.llm.pii import Masker, StreamUnmasker
+from saas.llm.pii import Options as PiiOptions
 from saas.llm.providers import (
     BadRequest,
     Cancelled,
@@ -331,10 +332,26 @@ def validate(request: ChatRequest, model: ModelConfig) -> None:
         )
 
 
+def _mask_message(message: dict[str, Any], masker: Masker) -> dict[str, Any]:
+    """The message with its text and its tool calls' arguments masked (a caller sends back the calls it got,
+    unmasked, with the values they carried)."""
+    masked = {**message}
+    if message.get("content"):
+        masked["content"] = masker.mask(message["content"])
+    if message.get("tool_calls"):
+        masked["tool_calls"] = [
+            {**call, "function": {**call["function"], "arguments": masker.mask(call["function"]["arguments"])}}
+            if isinstance(call["function"].get("arguments"), str) else call
+            for call in message["tool_calls"]
+        ]  # fmt: skip
+    return masked
+
+
 def _mask(request: ChatRequest, policy: OrgLLMSettings, masker: Masker) -> ChatRequest:
     if policy.pii_policy == OrgLLMSettings.PiiPolicy.OFF:
         return request
-    masked = [{**m, "content": masker.mask(m["content"])} if m.get("content") else m for m in request.messages]
+    masker.options = PiiOptions.for_policy(policy)  # the org's phone regions; names if it masks them
+    masked = [_mask_message(m, masker) for m in request.messages]
     if masker.found and policy.pii_policy == OrgLLMSettings.PiiPolicy.BLOCK:
         raise PersonalDataBlocked("This org does not send personal data (emails, phone numbers, ...) to models.")
     return ChatRequest(masked, request.max_tokens, request.temperature, request.response_format, request.tools)

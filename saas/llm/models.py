@@ -54,6 +54,14 @@ class OrgLLMSettings(OrgOwnedModel):
                                 help_text="Empty: every enabled model.")  # fmt: skip
     default_model = models.SlugField(max_length=64, default="auto")
     pii_policy = models.CharField(max_length=8, choices=PiiPolicy.choices, default=PiiPolicy.MASK)
+    pii_phone_regions = ArrayField(
+        models.CharField(max_length=3), default=list, blank=True,
+        help_text="Regions (ISO 3166 codes, tried in order) whose national phone formats are recognised; empty: "
+        "the server's LLM_PII_PHONE_REGIONS.",
+    )  # fmt: skip
+    pii_mask_names = models.BooleanField(
+        default=False, help_text="Also mask person names that a cue announces (Mr, Dr, my name is, Dear, ...)."
+    )
 
     class Guard(models.TextChoices):
         OFF = "off", "Off"

@@ -1,7 +1,9 @@
 """Writes for the gateway's per-org settings."""
 
+from collections.abc import Sequence
 from typing import Any
 
+import phonenumbers
 from django.db import transaction
 
 from accounts.permissions import ADMIN
@@ -9,20 +11,57 @@ from accounts.services import Origin, audit_record
 from saas.core.errors import ApplicationError
 from saas.llm.models import OrgLLMSettings
 
+MAX_PHONE_REGIONS = 8  # each region is one more matcher pass over every phone-like candidate of every prompt
+
+
+def _invalid(field: str, message: str) -> ApplicationError:
+    return ApplicationError(message, code="invalid", details={"fields": {field: [message]}})
+
+
+def phone_regions_clean(regions: Sequence[Any]) -> list[str]:
+    """Region codes upper-cased, in order, without repeats; an unknown code is refused by name."""
+    cleaned: list[str] = []
+    for region in regions:
+        code = str(region).strip().upper() if isinstance(region, str) else ""
+        if code not in phonenumbers.SUPPORTED_REGIONS:
+            raise _invalid("pii_phone_regions", f"Unknown region code: {str(region)[:20]} (codes such as US, GB, DE).")
+        if code not in cleaned:
+            cleaned.append(code)
+    if len(cleaned) > MAX_PHONE_REGIONS:
+        raise _invalid("pii_phone_regions", f"Choose at most {MAX_PHONE_REGIONS} regions.")
+    return cleaned
+
 
 @transaction.atomic
-def pii_policy_set(*, principal: Any, policy: str, origin: Origin | None = None) -> OrgLLMSettings:
-    """How the gateway treats personal data in the org's prompts: mask it, refuse the request, or send as is."""
+def pii_policy_set(
+    *,
+    principal: Any,
+    policy: str | None = None,
+    phone_regions: Sequence[Any] | None = None,
+    mask_names: bool | None = None,
+    origin: Origin | None = None,
+) -> OrgLLMSettings:
+    """How the gateway treats personal data in the org's prompts: mask it, refuse the request, or send as is;
+    the regions whose national phone numbers it recognises; whether it masks person names. None: unchanged."""
     principal.require(ADMIN)
-    if policy not in OrgLLMSettings.PiiPolicy.values:
+    if policy is not None and policy not in OrgLLMSettings.PiiPolicy.values:
         raise ApplicationError(f"The policy is one of: {', '.join(OrgLLMSettings.PiiPolicy.values)}.", code="invalid",
                                details={"fields": {"pii_policy": ["Choose mask, block or off."]}})  # fmt: skip
+    wanted: dict[str, Any] = {}
+    if policy is not None:
+        wanted["pii_policy"] = policy
+    if phone_regions is not None:
+        wanted["pii_phone_regions"] = phone_regions_clean(phone_regions)
+    if mask_names is not None:
+        wanted["pii_mask_names"] = bool(mask_names)
     org = principal.organization
     row, _ = OrgLLMSettings.objects.for_org(org).select_for_update().get_or_create(organization=org)
-    if row.pii_policy != policy:
-        change = {"from": row.pii_policy, "to": policy}
-        row.pii_policy = policy
-        row.save(update_fields=["pii_policy", "updated_at"])  # the config memo reloads in every process
+    change = {name: {"from": getattr(row, name), "to": value} for name, value in wanted.items()
+              if getattr(row, name) != value}  # fmt: skip
+    if change:
+        for name, value in wanted.items():
+            setattr(row, name, value)
+        row.save(update_fields=[*change, "updated_at"])  # the config memo reloads in every process
         audit_record(org=org, action="org.pii_policy_changed", principal=principal, target=org, origin=origin,
                      metadata=change)  # fmt: skip
     return row

@@ -281,6 +281,9 @@ LLM_MODERATION = {
     "model": env.str("LLM_MODERATION_MODEL", default="omni-moderation-latest"),
     "timeout": env.float("LLM_MODERATION_TIMEOUT", default=5.0),
 }
+# Regions (ISO 3166 codes) in which national phone numbers such as "020 7946 0958" are recognised, tried in order,
+# for orgs that have not chosen their own; numbers written with +CC are recognised whatever the regions.
+LLM_PII_PHONE_REGIONS = env.list("LLM_PII_PHONE_REGIONS", default=["US", "GB", "DE", "FR"])
 
 # --- Static files ------------------------------------------------------------------------------------------
 STATIC_URL = "static/"

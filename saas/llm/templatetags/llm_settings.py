@@ -1,6 +1,7 @@
 from typing import Any
 
 from django import template
+from django.conf import settings
 
 from saas.llm import config
 from saas.llm.models import OrgLLMSettings
@@ -10,8 +11,15 @@ register = template.Library()
 
 @register.simple_tag
 def pii_policy(org: Any) -> dict[str, Any]:
-    """The org's PII policy and its choices, for the settings page."""
-    return {"value": config.current().policy(org).pii_policy, "choices": OrgLLMSettings.PiiPolicy.choices}
+    """The org's PII policy, its choices and options, for the settings page."""
+    row = config.current().policy(org)
+    return {
+        "value": row.pii_policy,
+        "choices": OrgLLMSettings.PiiPolicy.choices,
+        "regions": ", ".join(row.pii_phone_regions),
+        "default_regions": ", ".join(settings.LLM_PII_PHONE_REGIONS),
+        "mask_names": row.pii_mask_names,
+    }
 
 
 @register.simple_tag
