@@ -288,17 +288,19 @@ class AccessConsumer(AsyncWebsocketConsumer):
     # --- Frames -------------------------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
-        if self.closed or not await self.recheck():
-            return
-        if self.frame_schema is None:
-            await self.send_error(ApplicationError("This channel only sends.", code="read_only"))
-            return
         try:
+            if self.closed or not await self.recheck():
+                return
+            if self.frame_schema is None:
+                raise ApplicationError("This channel only sends.", code="read_only")
             frame = parse_frame(text_data, bytes_data, schema=self.frame_schema, types=self.frame_types,
                                 max_bytes=self.max_frame_bytes)  # fmt: skip
             await self.handle(frame)
         except ApplicationError as exc:
             await self.send_error(exc)
+        except Exception:  # a bug or an outage (the access check cannot run): this frame fails, the socket stays
+            logger.exception("websocket frame failed")
+            await self.send_error(ApplicationError("Something went wrong; try again.", code="internal_error"))
 
     async def send_event(self, event: dict[str, Any]) -> None:
         if not self.closed:
