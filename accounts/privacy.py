@@ -63,7 +63,7 @@ def _push_on_commit(org_id: Any, event_type: str, data: dict[str, Any]) -> None:
 
 def _access_changed_on_commit(*, user_id: Any = None, org_id: Any = None) -> None:
     """Their open websockets re-check their rights once this commits (saas/core/consumers.py), and close."""
-    transaction.on_commit(lambda: events.access_changed(user_id=user_id, org_id=org_id))
+    transaction.on_commit(lambda: events.access_changed(user_id=user_id, org_id=org_id), robust=True)
 
 
 def _on_commit_task(name: str, *args: Any) -> None:

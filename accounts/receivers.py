@@ -37,7 +37,7 @@ def audit_failed_sign_in(sender: Any, credentials: dict[str, Any], request: Any 
 def close_sockets_of_session(sender: Any, request: Any, user: Any = None, **kwargs: Any) -> None:
     """The websockets this session opened close at once (4401), the person's other sessions keep theirs."""
     session_key = getattr(getattr(request, "session", None), "session_key", None)
-    transaction.on_commit(lambda: events.session_ended(session_key))
+    transaction.on_commit(lambda: events.session_ended(session_key), robust=True)
 
 
 @receiver(password_changed)
@@ -46,4 +46,4 @@ def close_sockets_of_session(sender: Any, request: Any, user: Any = None, **kwar
 def recheck_sockets_of_user(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
     """Sessions signed in with the old password end (Django's session hash): so do their websockets."""
     if user is not None:
-        transaction.on_commit(lambda: events.access_changed(user_id=user.pk))
+        transaction.on_commit(lambda: events.access_changed(user_id=user.pk), robust=True)

@@ -140,7 +140,7 @@ def test_every_consumer_answers_any_frame_and_stays_usable(daphne_server):
         probes = {"notifications": "ping", "ask": "ask", "chat": "ask", "runs": "ping"}
         counter = iter(range(10**6))
 
-        @hypothesis_settings(max_examples=60, deadline=None, database=None,
+        @hypothesis_settings(max_examples=120, deadline=None, database=None,
                              suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
         @given(frame=frames, which=st.sampled_from(sorted(sockets)))
         def check(frame, which):
