@@ -61,8 +61,9 @@ def _push_on_commit(org_id: Any, event_type: str, data: dict[str, Any]) -> None:
     transaction.on_commit(lambda: events.push_to_org(org_id, event_type, data))
 
 
-def _unsubscribe_on_commit(user_id: Any, org_id: Any) -> None:
-    transaction.on_commit(lambda: events.unsubscribe_user_from_org(user_id, org_id))
+def _access_changed_on_commit(*, user_id: Any = None, org_id: Any = None) -> None:
+    """Their open websockets re-check their rights once this commits (saas/core/consumers.py), and close."""
+    transaction.on_commit(lambda: events.access_changed(user_id=user_id, org_id=org_id), robust=True)
 
 
 def _on_commit_task(name: str, *args: Any) -> None:
@@ -369,8 +370,7 @@ def account_erase_request(*, user: User, password: str, origin: Origin | None = 
     ApiKey.all_orgs.filter(created_by=user, revoked_at__isnull=True).update(revoked_at=now, updated_at=now)
     key_memo.changed()
     transaction.on_commit(lambda: _revoke_sessions(user.pk))
-    for row in preview:
-        _unsubscribe_on_commit(user.pk, row["org"].pk)
+    _access_changed_on_commit(user_id=user.pk)
     _on_commit_task("accounts.run_erasure", str(record.pk))
     return record
 
@@ -399,10 +399,8 @@ def organization_erase_request(
     now = timezone.now()
     ApiKey.objects.for_org(org).filter(revoked_at__isnull=True).update(revoked_at=now, updated_at=now)
     key_memo.changed()
-    members = list(Membership.objects.for_org(org).values_list("user_id", flat=True))
     _push_on_commit(org.pk, "org_deleted", {"message": f"{org.name} was deleted.", "org": org.slug})
-    for member_id in members:  # their open tabs leave the org's websocket group
-        _unsubscribe_on_commit(member_id, org.pk)
+    _access_changed_on_commit(org_id=org.pk)  # every member's open sockets of the org close, their tabs leave it
     _on_commit_task("accounts.run_erasure", str(record.pk))
     return record
 

@@ -287,6 +287,7 @@ def membership_change_role(
         raise Conflict("An org always keeps at least one owner: make someone else owner first.", code="last_owner")
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
+    transaction.on_commit(lambda: events.access_changed(user_id=membership.user_id), robust=True)
     audit_record(
         org=principal.organization, action="member.role_changed", principal=principal, target=membership,
         target_label=membership.user.email, origin=origin, metadata={"from": old, "to": role},
@@ -309,9 +310,9 @@ def membership_remove(*, principal: Principal, membership_id: Any, origin: Origi
         org=principal.organization, action="member.left" if leaving else "member.removed", principal=principal,
         target=membership, target_label=membership.user.email, origin=origin, metadata={"role": membership.role},
     )  # fmt: skip
-    user_id, org_id = membership.user_id, membership.organization_id
+    user_id = membership.user_id
     membership.delete()
-    transaction.on_commit(lambda: events.unsubscribe_user_from_org(user_id, org_id))
+    transaction.on_commit(lambda: events.access_changed(user_id=user_id), robust=True)  # their sockets re-check
 
 
 @transaction.atomic
@@ -327,6 +328,7 @@ def ownership_transfer(*, principal: Principal, membership_id: Any, origin: Orig
     me = Membership.objects.for_org(principal.organization).select_for_update().get(pk=principal.membership.pk)
     me.role = Membership.Role.ADMIN
     me.save(update_fields=["role", "updated_at"])
+    transaction.on_commit(lambda: events.access_changed(user_id=me.user_id), robust=True)
     audit_record(
         org=principal.organization, action="org.ownership_transferred", principal=principal, target=target,
         target_label=target.user.email, origin=origin,

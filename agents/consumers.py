@@ -1,180 +1,179 @@
-"""The chat's live channel: /ws/chat/<conversation id>/. The browser sends {"type": "ask", "content", "model"}
-or {"type": "stop"}; the answer comes back as "delta" events and one "done" (or "error")."""
+"""The live channels of agents (access checks, close codes and frame parsing: saas/core/consumers.py).
+
+- /ws/chat/<conversation id>/: the browser sends {"type": "ask", "content", "model"?} or {"type": "stop"}; the
+  answer comes back as "started", "delta" events and one "done" (or "error"). Only the conversation's owner,
+  still a member of its team, may open it; asking needs ASK, checked on every frame.
+- /ws/runs/<run id>/: the recorded steps of a run, then its live events until it ends; read-only.
+"""
 
 import asyncio
-import threading
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from pydantic import Field, TypeAdapter
 
 from accounts import selectors as account_selectors
-from accounts.permissions import ASK, READ, principal_for_member
+from accounts.permissions import ASK, READ, Principal, principal_for_member
 from agents import run_events, selectors, services
-from agents.models import Run
-from saas.core.consumers import next_in_org_scope, read_frame
-from saas.core.errors import ApplicationError
+from agents.models import Conversation, Run
+from saas.core.consumers import (
+    CLOSE_FORBIDDEN,
+    CLOSE_NOT_FOUND,
+    AccessConsumer,
+    AccessLost,
+    Frame,
+    Stop,
+    Text,
+    next_in_org_scope,
+)
+from saas.core.errors import ApplicationError, PermissionDenied
+from saas.core.events import access_org_group
 from saas.core.tenancy import org_scope
 from saas.llm import gateway
 
-MAX_FRAME_BYTES = 64 * 1024
+MODEL_CHARS = 64
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
-    conversation: Any = None
-    principal: Any = None
-    task: asyncio.Task[None] | None = None
+class Ask(Frame):
+    type: Literal["ask"]
+    content: Text
+    model: Annotated[Text, Field(max_length=MODEL_CHARS)] = "auto"
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
-        found = await database_sync_to_async(self._load)(user, self.scope["url_route"]["kwargs"]["conversation_id"])
-        if not found:
-            await self.close(code=4404)  # another org's or another person's conversation does not exist here
-            return
-        self.stop_flag = threading.Event()
-        await self.accept()
 
-    def _load(self, user: Any, conversation_id: str) -> bool:
-        from agents.models import Conversation
+FRAMES: TypeAdapter[Ask | Stop] = TypeAdapter(Annotated[Ask | Stop, Field(discriminator="type")])
 
+
+class ChatConsumer(AccessConsumer):
+    frame_schema = FRAMES
+    frame_types = '{"type": "ask", "content": ...} or {"type": "stop"}'
+    max_frame_bytes = 64 * 1024
+    access: tuple[Conversation, Principal]
+
+    def authorize(self, user: Any) -> tuple[Conversation, Principal]:
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
         conversation = (
             Conversation.all_orgs.select_related("organization").filter(pk=conversation_id, user=user).first()
         )
         if conversation is None:
-            return False
+            raise AccessLost(CLOSE_NOT_FOUND)  # another org's or another person's conversation is not here
         membership = account_selectors.membership_get_for_user(user=user, org_id=conversation.organization_id)
         if membership is None:
-            return False  # they left the org: its conversations went with it
-        self.conversation, self.principal = conversation, principal_for_member(membership)
-        return True
+            raise AccessLost(CLOSE_NOT_FOUND)  # they left the org: its conversations went with it
+        return conversation, principal_for_member(membership)
 
-    async def disconnect(self, code: int) -> None:
-        if getattr(self, "stop_flag", None) is not None:
-            self.stop_flag.set()  # a closed tab stops its answer, and with it the upstream call
+    def access_groups(self, access: tuple[Conversation, Principal]) -> list[str]:
+        return [access_org_group(access[0].organization_id)]
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
-        try:
-            content = read_frame(text_data, max_bytes=MAX_FRAME_BYTES)
-        except ApplicationError as exc:
-            await self._error(exc.code, exc.message)
-            return
-        if content.get("type") == "stop":
-            self.stop_flag.set()
-            return
-        if content.get("type") != "ask":
-            await self._error("unsupported", 'Send {"type": "ask", "content": ...} or {"type": "stop"}.')
-            return
-        if self.task is not None and not self.task.done():
-            await self._error("busy", "Wait for the current answer, or stop it first.")
-            return
-        if not self.principal.has(ASK):
-            await self._error("insufficient_role", "Your role in this team cannot ask questions.")
-            return
-        self.stop_flag.clear()
-        self.task = asyncio.create_task(
-            self._answer(str(content.get("content") or ""), str(content.get("model") or "auto"))
-        )
+    async def access_updated(self, access: tuple[Conversation, Principal]) -> None:
+        if self.busy and not access[1].has(ASK) and not self.stop_flag.is_set():
+            await self.stop_work()
+            await self.send_error(PermissionDenied("Your role in this team no longer allows asking questions.",
+                                                   code="insufficient_role"))  # fmt: skip
 
-    async def _answer(self, question: str, model: str) -> None:
-        try:
-            asked, answer = await database_sync_to_async(self._start)(question, model)
-        except ApplicationError as exc:
-            await self._error(exc.code, exc.message)
+    async def handle(self, frame: Ask | Stop) -> None:
+        if isinstance(frame, Stop):
+            await self.stop_work()
             return
-        await self.send_json({"type": "started", "question": str(asked.pk), "message": str(answer.pk)})
+        if self.busy:
+            raise ApplicationError("Wait for the current answer, or stop it first.", code="busy")
+        conversation, principal = self.access
+        if not principal.has(ASK):
+            raise PermissionDenied("Your role in this team cannot ask questions.", code="insufficient_role")
+        self.start_work(lambda: self._answer(conversation, principal, frame))
+
+    async def _answer(self, conversation: Conversation, principal: Principal, frame: Ask) -> None:
+        org = principal.organization
+        asked, answer = await self.in_thread(_start, conversation, frame.content, frame.model or "auto")
+        await self.send_event({"type": "started", "question": str(asked.pk), "message": str(answer.pk)})
         events = services.chat_answer_stream(
-            conversation=self.conversation,
+            conversation=conversation,
             answer=answer,
-            caller=gateway.Caller(org=self.principal.organization, feature="chat", user=self.principal.user),
+            caller=gateway.Caller(org=org, feature="chat", user=principal.user),
             should_stop=self.stop_flag.is_set,
         )
         loop = asyncio.get_running_loop()
-        while True:
-            # Each step runs in a worker thread (the gateway is synchronous); other frames, such as a stop,
-            # are handled meanwhile.
-            event = await loop.run_in_executor(None, next_in_org_scope, events, self.principal.organization)
-            if event is None:
-                break
-            try:
-                await self.send_json(event)
-            except Exception:
-                self.stop_flag.set()
-
-    def _start(self, question: str, model: str) -> Any:
-        with org_scope(self.principal.organization):
-            return services.chat_turn_start(conversation=self.conversation, question=question, model=model)
-
-    async def _error(self, code: str, message: str) -> None:
-        await self.send_json({"type": "error", "error": {"code": code, "message": message}})
+        try:
+            while True:
+                # Each step runs in a worker thread (the gateway is synchronous); other frames, such as a stop
+                # or a revoked right, are handled meanwhile.
+                event = await loop.run_in_executor(None, next_in_org_scope, events, org)
+                if event is None:
+                    break
+                await self.send_event(event)
+        finally:
+            await loop.run_in_executor(None, events.close)
 
 
-class RunConsumer(AsyncJsonWebsocketConsumer):
+def _start(conversation: Conversation, question: str, model: str) -> Any:
+    with org_scope(conversation.organization):
+        return services.chat_turn_start(conversation=conversation, question=question, model=model)
+
+
+class RunConsumer(AccessConsumer):
     """A run's live page: /ws/runs/<run id>/. Sends the recorded steps, then the run's live events (tokens,
-    steps, status) until it ends; read-only (cancelling is the API's)."""
+    steps, status) until it ends; read-only (cancelling is the API's). Reading needs READ in the run's team."""
 
-    task: asyncio.Task[None] | None = None
+    access: Run
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
-        run_id = self.scope["url_route"]["kwargs"]["run_id"]
-        self.run = await database_sync_to_async(self._load)(user, run_id)
-        if self.run is None:
-            await self.close(code=4404)  # another org's run does not exist here
-            return
-        await self.accept()
-        self.task = asyncio.create_task(self._follow())
-
-    def _load(self, user: Any, run_id: str) -> Any:
-        run = Run.all_orgs.filter(pk=run_id).first()
+    def authorize(self, user: Any) -> Run:
+        run = Run.all_orgs.filter(pk=self.scope["url_route"]["kwargs"]["run_id"]).first()
         if run is None:
-            return None
+            raise AccessLost(CLOSE_NOT_FOUND)
         membership = account_selectors.membership_get_for_user(user=user, org_id=run.organization_id)
-        return run if membership is not None and principal_for_member(membership).has(READ) else None
+        if membership is None:
+            raise AccessLost(CLOSE_NOT_FOUND)  # another org's run does not exist here
+        if not principal_for_member(membership).has(READ):
+            raise AccessLost(CLOSE_FORBIDDEN)
+        return run
 
-    async def disconnect(self, code: int) -> None:
-        if self.task is not None:
-            self.task.cancel()
+    def access_groups(self, access: Run) -> list[str]:
+        return [access_org_group(access.organization_id)]
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
-        await self.send_json({"type": "error", "error": {"code": "read_only", "message": "This channel only sends."}})
+    async def opened(self) -> None:
+        self.start_work(self._follow)
+
+    async def stop_work(self) -> None:
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()  # following is only reading: nothing to finish
 
     async def _follow(self) -> None:
-        subscription = run_events.AsyncSubscription(self.run.pk)
+        run = self.access
+        subscription = run_events.AsyncSubscription(run.pk)
         await subscription.start()  # before the replay: nothing falls in between
         try:
-            run, steps = await database_sync_to_async(self._replay)()
-            await self.send_json({"type": "run", "run": run})
+            current, steps = await self.in_thread(_replay, run)
+            await self.send_event({"type": "run", "run": current})
             for step in steps:
-                await self.send_json({"type": "step", "step": step})
+                await self.send_event({"type": "step", "step": step})
             last_seq = steps[-1]["seq"] if steps else 0
-            if run["status"] in Run.FINISHED:
-                await self.send_json({"type": "status", "status": run["status"], "error": run["error"]})
+            if current["status"] in Run.FINISHED:
+                await self.send_event({"type": "status", "status": current["status"], "error": current["error"]})
                 return
             while True:
                 event = await subscription.next_event(idle_timeout=5.0)
                 if event is None:
-                    run = await database_sync_to_async(self._current)()
-                    if run["status"] in Run.FINISHED:  # its last event was missed: say it anyway
-                        await self.send_json({"type": "status", "status": run["status"], "error": run["error"]})
+                    # Quiet for a while: the rights are re-checked (a revoke message may have been missed),
+                    # and a run whose last event was missed says it anyway.
+                    if not await self.recheck():
+                        return
+                    current = await self.in_thread(_current, run)
+                    if current["status"] in Run.FINISHED:
+                        await self.send_event({"type": "status", "status": current["status"],
+                                               "error": current["error"]})  # fmt: skip
                         return
                     continue
                 if event["type"] == "step" and event["step"]["seq"] <= last_seq:
                     continue
-                await self.send_json(event)
+                await self.send_event(event)
                 if event["type"] == "status" and event["status"] in Run.FINISHED:
                     return
         finally:
             await subscription.close()
 
-    def _current(self) -> dict[str, Any]:
-        self.run.refresh_from_db()
-        return selectors.run_json(self.run)
 
-    def _replay(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return self._current(), selectors.run_steps(self.run)
+def _current(run: Run) -> dict[str, Any]:
+    run.refresh_from_db()
+    return selectors.run_json(run)
+
+
+def _replay(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    return _current(run), selectors.run_steps(run)

@@ -1,106 +1,98 @@
 """The ask page's live channel: /ws/ask/<org id>/. The browser sends {"type": "ask", "question",
 "collection"?} or {"type": "stop"}; the answer comes back as "delta" events and one "done", "stopped" or
-"error" (the same events as the API's SSE stream)."""
+"error" (the same events as the API's SSE stream). Any member may open it; asking needs ASK, checked on every
+frame, and a running answer stops as soon as the asker loses it (saas/core/consumers.py)."""
 
 import asyncio
-import threading
-from typing import Any
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.db import close_old_connections
+from pydantic import Field, TypeAdapter
 
 from accounts import selectors as account_selectors
-from accounts.permissions import ASK, principal_for_member
+from accounts.permissions import ASK, Principal, principal_for_member
 from documents import services
-from saas.core.consumers import next_in_org_scope, read_frame
-from saas.core.errors import ApplicationError
+from saas.core.consumers import CLOSE_NOT_FOUND, AccessConsumer, AccessLost, Frame, Stop, Text, next_in_org_scope
+from saas.core.errors import ApplicationError, PermissionDenied
 from saas.core.tenancy import org_scope
 from saas.llm import gateway
 from saas.llm.providers import LLMError
 
-MAX_FRAME_BYTES = 16 * 1024
+
+class Ask(Frame):
+    type: Literal["ask"]
+    question: Text
+    collection: Text | None = None
 
 
-class AskConsumer(AsyncJsonWebsocketConsumer):
-    principal: Any = None
-    task: asyncio.Task[None] | None = None
+FRAMES: TypeAdapter[Ask | Stop] = TypeAdapter(Annotated[Ask | Stop, Field(discriminator="type")])
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
-        org_id = str(self.scope["url_route"]["kwargs"]["org_id"])
-        membership = await database_sync_to_async(account_selectors.membership_get_for_user)(user=user, org_id=org_id)
+ROLE_LOWERED = "Your role in this team no longer allows asking questions."
+
+
+class AskConsumer(AccessConsumer):
+    frame_schema = FRAMES
+    frame_types = '{"type": "ask", "question": ...} or {"type": "stop"}'
+    access: Principal
+
+    def authorize(self, user: Any) -> Principal:
+        org_id = self.scope["url_route"]["kwargs"]["org_id"]
+        membership = account_selectors.membership_get_for_user(user=user, org_id=org_id)
         if membership is None:
-            await self.close(code=4404)  # another org does not exist here
-            return
-        self.principal = principal_for_member(membership)
-        self.stop_flag = threading.Event()
-        await self.accept()
+            raise AccessLost(CLOSE_NOT_FOUND)  # another org (or one no longer theirs) does not exist here
+        return principal_for_member(membership)
 
-    async def disconnect(self, code: int) -> None:
-        if getattr(self, "stop_flag", None) is not None:
-            self.stop_flag.set()  # a closed tab stops its answer, and with it the model call
+    def access_groups(self, access: Principal) -> list[str]:
+        from saas.core.events import access_org_group
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
-        try:
-            content = read_frame(text_data, max_bytes=MAX_FRAME_BYTES)
-        except ApplicationError as exc:
-            await self._error(exc.code, exc.message)
-            return
-        if content.get("type") not in ("ask", "stop"):
-            await self._error("unsupported", 'Send {"type": "ask", "question": ...} or {"type": "stop"}.')
-            return
-        if content["type"] == "stop":
-            self.stop_flag.set()
-            return
-        if self.task is not None and not self.task.done():
-            await self._error("busy", "Wait for the current answer, or stop it first.")
-            return
-        if not self.principal.has(ASK):
-            await self._error("insufficient_role", "Your role in this team cannot ask questions.")
-            return
-        self.stop_flag.clear()
-        self.task = asyncio.create_task(self._answer(str(content.get("question") or ""), content.get("collection")))
+        return [access_org_group(access.organization.pk)]
 
-    async def _answer(self, question: str, collection_id: Any) -> None:
-        org = self.principal.organization
-        caller = gateway.Caller(org=org, feature="ask", user=self.principal.user)
+    async def access_updated(self, access: Principal) -> None:
+        if self.busy and not access.has(ASK) and not self.stop_flag.is_set():
+            await self.stop_work()
+            await self.send_error(PermissionDenied(ROLE_LOWERED, code="insufficient_role"))
+
+    async def handle(self, frame: Ask | Stop) -> None:
+        if isinstance(frame, Stop):
+            await self.stop_work()
+            return
+        if self.busy:
+            raise ApplicationError("Wait for the current answer, or stop it first.", code="busy")
+        if not self.access.has(ASK):
+            raise PermissionDenied("Your role in this team cannot ask questions.", code="insufficient_role")
+        principal = self.access
+        self.start_work(lambda: self._answer(principal, frame))
+
+    async def _answer(self, principal: Principal, frame: Ask) -> None:
+        org = principal.organization
+        caller = gateway.Caller(org=org, feature="ask", user=principal.user)
         loop = asyncio.get_running_loop()
         events: Any = None
         try:
-            collection = await loop.run_in_executor(None, _collection, org, collection_id)
+            collection = await self.in_thread(_collection, org, frame.collection)
             events = services.ask_stream(
-                caller=caller, question=question, collection=collection, should_stop=self.stop_flag.is_set
+                caller=caller, question=frame.question, collection=collection, should_stop=self.stop_flag.is_set
             )
             while True:
                 # Each step runs in a worker thread (retrieval and the gateway are synchronous); a stop frame
-                # is handled meanwhile.
+                # or a revoked right is handled meanwhile.
                 event = await loop.run_in_executor(None, next_in_org_scope, events, org)
                 if event is None:
                     break
-                await self.send_json(event)
-        except ApplicationError as exc:
-            await self._error(exc.code, exc.message)
+                await self.send_event(event)
         except LLMError as exc:
-            await self._error(exc.kind, exc.message)
+            raise ApplicationError(exc.message, code=exc.kind) from None
         finally:
             if events is not None:
                 await loop.run_in_executor(None, events.close)
 
-    async def _error(self, code: str, message: str) -> None:
-        await self.send_json({"type": "error", "error": {"code": code, "message": message}})
 
-
-def _collection(org: Any, collection_id: Any) -> Any:
-    if not collection_id:
+def _collection(org: Any, collection_id: str | None) -> Any:
+    if collection_id is None or collection_id == "":
         return None
+    try:
+        UUID(collection_id)
+    except ValueError:
+        raise ApplicationError("No such collection.", code="collection_not_found") from None
     with org_scope(org):
-        try:
-            return services.collection_get(org=org, collection_id=collection_id)
-        except (ValueError, TypeError, ApplicationError):
-            raise ApplicationError("No such collection.", code="collection_not_found") from None
-        finally:
-            close_old_connections()
+        return services.collection_get(org=org, collection_id=collection_id)

@@ -1,27 +1,145 @@
-"""What the websocket consumers share: reading one JSON frame, and pulling a synchronous event stream one item
-at a time in a worker thread, inside the org's scope."""
+"""What every websocket consumer shares: one access check, one frame parser, one error shape, one answer task.
 
+Websockets are sessions too. A socket keeps a right only as long as the session and the membership behind it:
+
+- On connect, and again before every frame it handles, `AccessConsumer` checks that the session that opened
+  the socket still exists and still signs in the same active user with an unchanged password (Django's session
+  hash, exactly as an HTTP request is checked), then asks the consumer's `authorize()` for the rights the socket
+  needs, read from the database (a membership, a role's scopes, the object the socket is about).
+- Every event that removes a right sends one message through the channel layer (saas/core/events.py) to the
+  sockets that may have held it: `access.changed` to a user's or an org's sockets (member removed or left, role
+  changed, password changed, account erased, team deleted), which re-run the same check at once, and
+  `access.revoked` to one session's sockets (signed out), which close without a check. A socket that lost its
+  right stops its answer mid-stream (and with it the upstream model call), sends one error frame and closes.
+  A socket that only lost a right for some frames (a role without ASK) stays open: its running answer stops
+  with an error frame, and later asks are refused.
+
+Close codes (the browser stops reconnecting on these and says why):
+
+    4401  signed out: the session ended (sign-out, a password change elsewhere, the account deleted or disabled)
+    4403  lost access: still a member of the team, but the role no longer allows this channel
+    4404  not found: not (or no longer) a member of the team, the team deleted, or the object is gone
+
+Before the handshake is accepted any of them refuses it (the browser sees HTTP 403).
+
+Frames: the client sends text frames, each one JSON object whose "type" picks a small pydantic schema the
+consumer declares (`frame_schema`); anything else (binary frames, bad JSON, another JSON value, an unknown
+type, wrong or extra fields, NUL bytes or lone surrogates in a string) gets one error frame and the socket stays
+usable. Every error is sent in the one error shape (saas.core.errors.error_body):
+
+    {"type": "error", "error": {"code": "...", "message": "...", "details": {...}, "request_id": ...}}
+"""
+
+import asyncio
 import json
-from collections.abc import Iterator
-from typing import Any
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from importlib import import_module
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal
 
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import get_user
 from django.db import close_old_connections
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
-from saas.core.errors import ApplicationError
+from saas.core.errors import ApplicationError, error_body
+from saas.core.events import access_session_group, access_user_group
 from saas.core.tenancy import org_scope
 
+logger = logging.getLogger(__name__)
 
-def read_frame(text_data: str | None, *, max_bytes: int) -> dict[str, Any]:
-    """The frame as a JSON object, or an ApplicationError whose code and message go back to the browser."""
-    if text_data is None or len(text_data.encode()) > max_bytes:
-        raise ApplicationError(f"Send JSON text frames of at most {max_bytes} bytes.", code="invalid")
+CLOSE_SIGNED_OUT = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+_LOST_MESSAGES = {
+    CLOSE_SIGNED_OUT: ("signed_out", "You were signed out."),
+    CLOSE_FORBIDDEN: ("access_revoked", "Your role no longer allows this."),
+    CLOSE_NOT_FOUND: ("access_revoked", "You no longer have access to this."),
+}
+
+
+class AccessLost(Exception):
+    """The socket may not stay open: `code` is its close code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+# --- Frames ------------------------------------------------------------------------------------------------
+
+
+def _clean_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("Text may not contain NUL characters.")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("Text must be valid Unicode (no lone surrogates).") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_clean_text)]
+
+
+class Frame(BaseModel):
+    """A client frame's schema: strict types, no fields beyond those declared."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Stop(Frame):
+    type: Literal["stop"]
+
+
+class Ping(Frame):
+    type: Literal["ping"]
+
+
+def _field_errors(exc: PydanticValidationError, tag: str) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        location = [str(part) for part in error["loc"]]
+        if len(location) > 1 and location[0] == tag:
+            location = location[1:]  # a tagged union names the tag first ("ask.question"): the field follows
+        fields.setdefault(".".join(location) or "frame", []).append(error["msg"])
+    return fields
+
+
+def _unknown_type(exc: PydanticValidationError) -> bool:
+    return any(e["type"] == "union_tag_invalid" or tuple(e["loc"]) == ("type",) for e in exc.errors())
+
+
+def parse_frame(
+    text_data: str | None, bytes_data: bytes | None, *, schema: TypeAdapter[Any], types: str, max_bytes: int
+) -> Any:
+    """The frame as an instance of `schema`, or an ApplicationError whose code and message go to the client."""
+    if text_data is None:
+        raise ApplicationError("Only JSON text frames are accepted.", code="unsupported")
+    if len(text_data) > max_bytes or len(text_data.encode(errors="replace")) > max_bytes:
+        raise ApplicationError(f"Messages are limited to {max_bytes} bytes.", code="too_large")
     try:
         content = json.loads(text_data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApplicationError("The message is not valid JSON.", code="malformed") from None
-    if not isinstance(content, dict):
-        raise ApplicationError("Send a JSON object.", code="invalid")
-    return content
+    if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+        raise ApplicationError(f"Send a JSON object with a type: {types}.", code="unsupported")
+    try:
+        return schema.validate_python(content)
+    except PydanticValidationError as exc:
+        if _unknown_type(exc):
+            raise ApplicationError(f"Unknown message type; send {types}.", code="unsupported") from None
+        details = {"fields": _field_errors(exc, content["type"])}
+        raise ApplicationError(
+            "The message does not have the expected fields.", code="invalid", details=details
+        ) from None
 
 
 def next_in_org_scope(events: Iterator[dict[str, Any]], org: Any) -> dict[str, Any] | None:
@@ -33,3 +151,210 @@ def next_in_org_scope(events: Iterator[dict[str, Any]], org: Any) -> dict[str, A
             return None
         finally:
             close_old_connections()
+
+
+# --- The session behind a socket ---------------------------------------------------------------------------
+
+
+def session_user(session_key: str | None) -> Any:
+    """The active user the session still signs in (None if it ended, or their password changed since)."""
+    if not session_key:
+        return None
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]  # it only reads .session
+    return user if user.is_authenticated and user.is_active else None
+
+
+# Work running outside a closed consumer (an answer draining after its socket closed) is kept referenced here
+# until it ends, so the event loop does not drop it half-way.
+_draining: set[asyncio.Task[None]] = set()
+
+
+class AccessConsumer(AsyncWebsocketConsumer):
+    """The base of every consumer. Subclasses declare:
+
+    - `authorize(user)` (synchronous, in a worker thread): the socket's rights, or AccessLost;
+    - `access_groups(access)`: the channel-layer groups the socket belongs to while it holds them;
+    - `frame_schema` and `frame_types`: the frames the client may send (None: the socket only sends);
+    - `handle(frame)`: what a valid frame does; `opened()` and `access_updated(access)` where needed.
+    """
+
+    frame_schema: TypeAdapter[Any] | None = None
+    frame_types = "nothing: this channel only sends"
+    max_frame_bytes = 16 * 1024
+
+    user: Any = None
+    access: Any = None
+    session_key: str | None = None
+    task: asyncio.Task[None] | None = None
+    closed = False
+
+    # --- Hooks --------------------------------------------------------------------------------------------
+
+    def authorize(self, user: Any) -> Any:
+        raise NotImplementedError
+
+    def access_groups(self, access: Any) -> list[str]:
+        return []
+
+    async def opened(self) -> None:
+        """After the handshake was accepted."""
+
+    async def handle(self, frame: Any) -> None:
+        raise NotImplementedError
+
+    async def access_updated(self, access: Any) -> None:
+        """After a re-check that kept the socket open (its rights may have narrowed)."""
+
+    # --- Lifecycle ----------------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.joined: set[str] = set()
+        self.stop_flag = threading.Event()
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        if user is None or not user.is_authenticated or session is None:
+            await self.close(code=CLOSE_SIGNED_OUT)  # before accept: the handshake is refused with HTTP 403
+            return
+        self.user, self.session_key = user, session.session_key
+        try:
+            self.access = await database_sync_to_async(self._check)()
+        except AccessLost as lost:
+            self.closed = True
+            await self.close(code=lost.code)
+            return
+        await self._join(self.access)
+        await self.accept()
+        await self.opened()
+
+    async def disconnect(self, code: int) -> None:
+        self.closed = True
+        await self._leave(set(getattr(self, "joined", ())))
+        await self.stop_work()
+
+    def _check(self) -> Any:
+        try:
+            user = session_user(self.session_key)
+            if user is None or user.pk != self.user.pk:
+                raise AccessLost(CLOSE_SIGNED_OUT)
+            self.user = user
+            return self.authorize(user)
+        finally:
+            close_old_connections()
+
+    async def recheck(self) -> bool:
+        """Re-run the connect check; a socket that lost its right is closed (False)."""
+        try:
+            access = await database_sync_to_async(self._check)()
+        except AccessLost as lost:
+            await self.revoke(lost.code)
+            return False
+        self.access = access
+        await self._join(access)
+        await self.access_updated(access)
+        return True
+
+    async def revoke(self, code: int) -> None:
+        if self.closed:
+            return
+        self.closed = True  # nothing more reaches the client: the answer still draining is not theirs any more
+        await self.stop_work()
+        error_code, message = _LOST_MESSAGES[code]
+        await self._send({"type": "error", **error_body(error_code, message)})
+        await self.close(code=code)
+
+    async def _join(self, access: Any) -> None:
+        wanted = {access_user_group(self.user.pk), access_session_group(self.session_key or ""),
+                  *self.access_groups(access)}  # fmt: skip
+        await self._leave(self.joined - wanted)
+        for group in wanted - self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.add(group)
+
+    async def _leave(self, groups: set[str]) -> None:
+        for group in groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.joined.discard(group)
+
+    # --- Channel-layer messages (saas/core/events.py) ------------------------------------------------------
+
+    async def access_changed(self, message: dict[str, Any]) -> None:
+        if not self.closed:
+            await self.recheck()
+
+    async def access_revoked(self, message: dict[str, Any]) -> None:
+        await self.revoke(int(message["code"]))
+
+    # --- Frames -------------------------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        try:
+            if self.closed or not await self.recheck():
+                return
+            if self.frame_schema is None:
+                raise ApplicationError("This channel only sends.", code="read_only")
+            frame = parse_frame(text_data, bytes_data, schema=self.frame_schema, types=self.frame_types,
+                                max_bytes=self.max_frame_bytes)  # fmt: skip
+            await self.handle(frame)
+        except ApplicationError as exc:
+            await self.send_error(exc)
+        except Exception:  # a bug or an outage (the access check cannot run): this frame fails, the socket stays
+            logger.exception("websocket frame failed")
+            await self.send_error(ApplicationError("Something went wrong; try again.", code="internal_error"))
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        if not self.closed:
+            await self._send(event)
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        try:
+            await self.send(text_data=json.dumps(event))
+        except Exception:  # the client went away meanwhile: its disconnect stops the work
+            logger.debug("websocket send failed", exc_info=True)
+
+    async def send_error(self, exc: ApplicationError) -> None:
+        await self.send_event({"type": "error", **error_body(exc.code, exc.message, exc.details)})
+
+    # --- The one piece of work a socket runs at a time (an answer, a run being followed) --------------------
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def start_work(self, work: Callable[[], Awaitable[None]]) -> None:
+        if self.busy:
+            raise ApplicationError("Wait for the current answer, or stop it first.", code="busy")
+        self.stop_flag.clear()
+        self.task = asyncio.create_task(self._run_work(work))
+        _draining.add(self.task)
+        self.task.add_done_callback(_draining.discard)
+
+    async def _run_work(self, work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except ApplicationError as exc:
+            await self.send_error(exc)
+        except Exception:  # never a silent dead task: the client hears that it failed
+            logger.exception("websocket work failed")
+            await self.send_error(ApplicationError("Something went wrong; try again.", code="internal_error"))
+
+    async def stop_work(self) -> None:
+        """Ask the running work to stop (it closes its upstream call and records what it has)."""
+        if getattr(self, "stop_flag", None) is not None:
+            self.stop_flag.set()
+
+    async def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        """A blocking step (the database, the gateway) in a worker thread, with its connections closed after."""
+        return await sync_to_async(_closing(function), thread_sensitive=False)(*args)
+
+
+def _closing(function: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*args: Any) -> Any:
+        try:
+            return function(*args)
+        finally:
+            close_old_connections()
+
+    return run

@@ -87,6 +87,7 @@
   // The answer travels over a websocket of this page (/ws/ask/<org>/): deltas, then "done" with citations.
   let socket = null;
   let pending = null;
+  let lost = 0;  // the close code that ended access (live.js knows what it means)
 
   function finish() {
     submit.disabled = false;
@@ -103,11 +104,20 @@
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     socket = new WebSocket(scheme + "://" + location.host + "/ws/ask/" + page.dataset.org + "/");
-    socket.onopen = function () { if (pending) { socket.send(pending); pending = null; } };
+    let opened = false;
+    socket.onopen = function () { opened = true; lost = 0; if (pending) { socket.send(pending); pending = null; } };
     socket.onmessage = function (message) {
       try { onEvent(JSON.parse(message.data)); } catch (e) { /* not ours */ }
     };
-    socket.onclose = function () {
+    socket.onclose = function (event) {
+      const message = window.crewdeskAccessLost ? window.crewdeskAccessLost(event.code) : "";
+      if (message) lost = event.code;
+      if (message || (lost && !opened)) {  // the next ask tries once more (a renewed session), then says why
+        pending = null;
+        showError(window.crewdeskAccessLost(lost));
+        finish();
+        return;
+      }
       if (!submit.disabled) return;
       showError("The connection was lost before the answer finished.");
       finish();

@@ -13,6 +13,7 @@
   const csrf = root.querySelector("input[name=csrfmiddlewaretoken]").value;
   let socket = null;
   let current = null;
+  let lost = 0;  // the close code that ended access (live.js knows what it means), while one retry is under way
 
   function turn(role, text, id) {
     const empty = document.getElementById("no-turns");
@@ -50,6 +51,8 @@
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     socket = new WebSocket(scheme + "://" + location.host + root.dataset.socket);
+    let opened = false;
+    socket.onopen = function () { opened = true; lost = 0; };
     socket.onmessage = function (message) {
       const event = JSON.parse(message.data);
       if (event.type === "started") {
@@ -73,8 +76,15 @@
         busy(false);
       }
     };
-    socket.onclose = function () {
+    socket.onclose = function (event) {
       busy(false);
+      const message = window.crewdeskAccessLost ? window.crewdeskAccessLost(event.code) : "";
+      if (message) lost = event.code;
+      else if (lost && !opened) {  // the retry was refused too: no more reconnecting, say why
+        showError(window.crewdeskAccessLost(lost));
+        send.disabled = true;
+        return;
+      }
       setTimeout(connect, 1500);
     };
   }
