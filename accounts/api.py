@@ -19,6 +19,7 @@ from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, MemberCo
 from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
 from saas.core.errors import ApplicationError, NotFound, PermissionDenied
+from saas.core.validators import validate_single_line
 
 
 class OrgRequest(Request):
@@ -101,7 +102,7 @@ def _issued_key(issued: services.IssuedKey) -> dict[str, Any]:
 
 
 class OrgUpdateIn(StrictSerializer):
-    name = serializers.CharField(max_length=120)
+    name = serializers.CharField(max_length=120, validators=[validate_single_line])
 
 
 class TransferIn(StrictSerializer):
@@ -150,7 +151,7 @@ class InvitationIn(StrictSerializer):
 
 
 class ApiKeyIn(StrictSerializer):
-    name = serializers.CharField(max_length=100)
+    name = serializers.CharField(max_length=100, validators=[validate_single_line])
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=ApiKey.Scope.choices), allow_empty=False, max_length=10
     )

@@ -85,11 +85,11 @@ class AuthRateLimitMiddleware:
                         ],
                     )
                 except RateLimited as exc:
-                    return _rate_limited_response(request, exc)
+                    return rate_limited_response(request, exc)
         return self.get_response(request)
 
 
-def _rate_limited_response(request: HttpRequest, exc: RateLimited) -> HttpResponse:
+def rate_limited_response(request: HttpRequest, exc: RateLimited) -> HttpResponse:
     if "text/html" in request.headers.get("Accept", ""):
         response = render(request, "429.html", {"retry_after": exc.retry_after}, status=429)
         response["Retry-After"] = str(exc.retry_after)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import send_mail
+from django.core.mail import BadHeaderError, EmailMessage, send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Model, Q
 from django.template.loader import render_to_string
@@ -106,7 +106,9 @@ def user_create(*, email: str, password: str | None) -> User:
     email = User.objects.normalize_email(email).lower()
     if User.objects.filter(email__iexact=email).exists():
         raise Conflict("A user with this email address already exists.", code="email_taken")
-    return User.objects.create_user(email=email, password=password)
+    user = User.objects.create_user(email=email, password=password)
+    _mark_email_verified(user)  # an operator's command names the address: it needs no confirmation email
+    return user
 
 
 def _free_slug(base: str) -> str:
@@ -423,12 +425,15 @@ def invitation_create(*, principal: Principal, email: str, role: str, origin: Or
         org=org, action="invitation.created", principal=principal, target=invitation, target_label=email,
         origin=origin, metadata={"role": role},
     )  # fmt: skip
-    inviter = principal.label
-    transaction.on_commit(lambda: _send_invitation_email(issued, org_name=org.name, inviter=inviter))
+    # The email is built (and its headers checked) before anything is committed: a name that cannot go into a
+    # subject line fails the whole invitation instead of leaving one that was never sent. Only the sending waits
+    # for the commit, and a mail server that is down is logged, not turned into a 500 after the commit.
+    message = _invitation_email(issued, org_name=org.name, inviter=principal.label)
+    transaction.on_commit(lambda: _send_invitation_email(message))
     return issued
 
 
-def _send_invitation_email(issued: IssuedInvitation, *, org_name: str, inviter: str) -> None:
+def _invitation_email(issued: IssuedInvitation, *, org_name: str, inviter: str) -> EmailMessage:
     context = {
         "org_name": org_name,
         "inviter": inviter,
@@ -436,12 +441,23 @@ def _send_invitation_email(issued: IssuedInvitation, *, org_name: str, inviter: 
         "accept_url": settings.SITE_URL.rstrip("/") + issued.accept_path,
         "expires_at": issued.invitation.expires_at,
     }
-    send_mail(
+    message = EmailMessage(
         subject=f"{inviter} invited you to {org_name} on Crewdesk",
-        message=render_to_string("accounts/email/invitation.txt", context),
-        from_email=None,
-        recipient_list=[issued.invitation.email],
+        body=render_to_string("accounts/email/invitation.txt", context),
+        to=[issued.invitation.email],
     )
+    try:
+        message.message()  # raises BadHeaderError for a line break in a header
+    except BadHeaderError as exc:
+        raise ApplicationError("The invitation email cannot be built from this org's name.", code="invalid") from exc
+    return message
+
+
+def _send_invitation_email(message: EmailMessage) -> None:
+    try:
+        message.send()
+    except Exception:  # the invitation stands (listed, revocable, re-sendable by inviting again)
+        logger.exception("invitation email not sent", extra={"invitation_to_domain": message.to[0].rpartition("@")[2]})
 
 
 @transaction.atomic

@@ -16,6 +16,7 @@ from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -30,6 +31,7 @@ from accounts.models import ApiKey, MemberContent, Membership, Organization, Use
 from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core import privacy as privacy_registry
 from saas.core.errors import ApplicationError, NotFound
+from saas.core.validators import validate_single_line
 
 ViewFunc = Callable[..., HttpResponse]
 
@@ -78,6 +80,9 @@ def run_service(request: OrgHttpRequest, action: Callable[[], Any], success: str
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return None
+    except ValidationError as exc:  # a shared validator (saas.core.validators) refused the input
+        messages.error(request, " ".join(exc.messages))
+        return None
     if success:
         messages.success(request, success)
     return result if result is not None else True
@@ -87,7 +92,7 @@ def run_service(request: OrgHttpRequest, action: Callable[[], Any], success: str
 
 
 class OrgForm(forms.Form):
-    name = forms.CharField(max_length=120)
+    name = forms.CharField(max_length=120, validators=[validate_single_line])
 
 
 class NewOrgForm(OrgForm):
@@ -118,7 +123,7 @@ class OnceForm(forms.Form):
 
 
 class ApiKeyForm(OnceForm):
-    name = forms.CharField(max_length=100)
+    name = forms.CharField(max_length=100, validators=[validate_single_line])
     scopes = forms.MultipleChoiceField(
         choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[ApiKey.Scope.READ]
     )

@@ -18,6 +18,7 @@ from agents.models import Crew, Feedback, Message, Run
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
 from saas.core.errors import ApplicationError
 from saas.core.streaming import sse, sse_response
+from saas.core.validators import validate_single_line
 from saas.llm.models import LLMCall
 
 
@@ -74,7 +75,7 @@ class ResponseFeedbackView(OrgScopedAPIView):
 
 
 class AgentIn(StrictSerializer):
-    role = serializers.CharField(max_length=64)
+    role = serializers.CharField(max_length=64, validators=[validate_single_line])
     goal = serializers.CharField(max_length=2000)
     instructions = serializers.CharField(required=False, allow_blank=True, max_length=8000, default="")
     model = serializers.CharField(required=False, allow_blank=True, max_length=64, default="")
@@ -87,7 +88,9 @@ class TaskIn(StrictSerializer):
     name = serializers.SlugField(max_length=64)
     description = serializers.CharField(max_length=8000)
     expected_output = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
-    agent = serializers.CharField(required=False, allow_blank=True, max_length=64, default="")
+    agent = serializers.CharField(
+        required=False, allow_blank=True, max_length=64, default="", validators=[validate_single_line]
+    )
     output_format = serializers.ChoiceField(choices=["text", "json"], default="text")
     output_schema = serializers.JSONField(required=False, allow_null=True, default=None)
 
@@ -107,7 +110,7 @@ class ScheduleIn(StrictSerializer):
 
 
 class CrewIn(StrictSerializer):
-    name = serializers.CharField(max_length=120)
+    name = serializers.CharField(max_length=120, validators=[validate_single_line])
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
     process = serializers.ChoiceField(choices=Crew.Process.values, default=Crew.Process.SEQUENTIAL)
     default_model = serializers.CharField(required=False, max_length=64, default="auto")

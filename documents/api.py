@@ -20,6 +20,7 @@ from documents.models import Collection, Document
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
 from saas.core.errors import error_body
 from saas.core.streaming import sse, sse_response
+from saas.core.validators import validate_single_line
 from saas.llm import gateway
 from saas.llm.providers import LLMError
 
@@ -31,7 +32,7 @@ class CollectionOut(serializers.ModelSerializer):
 
 
 class CollectionIn(StrictSerializer):
-    name = serializers.CharField(max_length=100)
+    name = serializers.CharField(max_length=100, validators=[validate_single_line])
     description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
@@ -39,7 +40,9 @@ class UploadIn(StrictSerializer):
     # Size (413) and type (by content, 415) are checked by documents.services.document_upload.
     file = serializers.FileField(allow_empty_file=True, max_length=255)
     collection = serializers.UUIDField(required=False)
-    title = serializers.CharField(required=False, allow_blank=True, max_length=300, default="")
+    title = serializers.CharField(
+        required=False, allow_blank=True, max_length=300, default="", validators=[validate_single_line]
+    )
 
 
 class DocumentOut(serializers.ModelSerializer):

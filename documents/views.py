@@ -9,6 +9,7 @@ from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
 from documents import selectors, services
 from documents.models import Chunk
+from saas.core.validators import validate_single_line
 
 
 @org_page(READ)
@@ -29,9 +30,12 @@ def documents_index(request: OrgHttpRequest) -> HttpResponse:
 @require_POST
 def collection_new(request: OrgHttpRequest) -> HttpResponse:
     name = request.POST.get("name", "")[:100]
-    run_service(
-        request, lambda: services.collection_create(org=request.org, name=name), f"Collection {name!r} created."
-    )
+
+    def create() -> object:
+        validate_single_line(name)
+        return services.collection_create(org=request.org, name=name)
+
+    run_service(request, create, f"Collection {name!r} created.")
     return redirect("documents-index", org_slug=request.org.slug)
 
 

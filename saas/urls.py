@@ -1,3 +1,4 @@
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -7,6 +8,11 @@ from billing import urls as billing_urls
 from documents import urls as documents_urls
 from saas.core import views as core_views
 from saas.llm import urls as llm_urls
+
+# The admin signs in through allauth, as allauth recommends (docs: "Admin"): its own login view would skip the
+# two-factor step and the sign-in rate limits. Unauthenticated visitors are sent to /accounts/login/?next=...,
+# a signed-in non-staff account gets 403.
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),

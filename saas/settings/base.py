@@ -175,8 +175,28 @@ LOGIN_REDIRECT_URL = "/"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
-ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="optional")
+# Sign-up never says whether an address has an account: a new and a known address get the same "check your
+# email" page; the known address's owner gets an "you already have an account" email instead of a new account.
+# That needs verification to be mandatory (allauth's enumeration prevention rests on it): an account is signed
+# in once its address is confirmed (the link signs it in, in the same browser).
+ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="mandatory")
+ACCOUNT_PREVENT_ENUMERATION = True
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = True  # a reset for an unknown address: a note to that address, same page
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+ACCOUNT_FORMS = {"signup": "accounts.forms.SignupForm"}
+# allauth's own limits. login_failed: "/ip" counts failed sign-ins per client address across accounts
+# (credential stuffing); "/key" counts them per account *and* client address (accounts/adapter.py), so a
+# stranger's wrong passwords lock out only the stranger, never the owner signing in from elsewhere.
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": env.str("ACCOUNT_RATE_LIMIT_LOGIN_FAILED", default="10/m/ip,5/5m/key"),
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+}
+# Addresses at disposable-mail services (the disposable-email-domains list, updated with the package) are
+# refused at sign-up and when an address is added; domains listed here are let through anyway.
+SIGNUP_REFUSE_DISPOSABLE_EMAIL = env.bool("SIGNUP_REFUSE_DISPOSABLE_EMAIL", default=True)
+SIGNUP_ALLOWED_DISPOSABLE_DOMAINS = env.list("SIGNUP_ALLOWED_DISPOSABLE_DOMAINS", default=[])
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Crewdesk] "
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
@@ -227,6 +247,9 @@ RATE_LIMITS = {
     "user": env.str("RATE_LIMIT_USER", default="300/minute"),
     "org": env.str("RATE_LIMIT_ORG", default="3000/minute"),
     "auth_ip": env.str("RATE_LIMIT_AUTH_IP", default="10/minute"),
+    # Sign-ups that would go ahead, per client address and across the site (a burst of fake accounts).
+    "signup_ip": env.str("RATE_LIMIT_SIGNUP_IP", default="10/hour"),
+    "signup_global": env.str("RATE_LIMIT_SIGNUP_GLOBAL", default="100/minute"),
 }
 # JSON bodies above this size are refused with 413 before anything parses them.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)

@@ -20,6 +20,10 @@ class UserFactory(factory.django.DjangoModelFactory):
     def _save(obj, create, extracted, **kwargs):
         if create:
             obj.save()
+            # Sign-in needs a confirmed address (ACCOUNT_EMAIL_VERIFICATION = "mandatory").
+            from allauth.account.models import EmailAddress
+
+            EmailAddress.objects.create(user=obj, email=obj.email, verified=True, primary=True)
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):

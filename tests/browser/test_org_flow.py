@@ -21,6 +21,21 @@ def _sign_up(page, server, email, next_path=""):
     page.click("form button[type=submit]")
 
 
+def _confirm_address(page, server, email, timeout=10.0):
+    """Sign-up ends on "check your email" (it never says whether the address had an account); the link in the
+    email confirms the address and signs the new account in, on to where it was going."""
+    page.wait_for_url(re.compile(r"/accounts/confirm-email/$"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in server.sent_mail():
+            if f"To: {email}" in message and "/accounts/confirm-email/" in message:
+                page.goto(re.search(r"(http://\S+/accounts/confirm-email/\S+/)", message).group(1))
+                page.click("form button[type=submit]")
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"no confirmation email to {email}")
+
+
 def _invitation_link(server, email, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -37,6 +52,7 @@ def test_sign_up_invite_accept_create_key_and_call_the_api(browser, daphne_serve
     page = admin.new_page()
 
     _sign_up(page, server, "founder@example.com")
+    _confirm_address(page, server, "founder@example.com")
     page.wait_for_url(re.compile(r"/o/[\w-]+/$"))
     org_slug = page.url.rstrip("/").split("/")[-1]
     assert "founder's team" in page.inner_text("header")
@@ -62,6 +78,7 @@ def test_sign_up_invite_accept_create_key_and_call_the_api(browser, daphne_serve
     mate.fill("input[name=password1]", PASSWORD)
     mate.fill("input[name=password2]", PASSWORD)
     mate.click("form button[type=submit]")
+    _confirm_address(mate, server, "teammate@example.com")
     mate.wait_for_url(re.compile(r"/invitations/"))
     mate.click("text=Accept invitation")
     mate.wait_for_url(f"{server.url}/o/{org_slug}/")
