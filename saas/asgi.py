@@ -9,8 +9,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings.local")
 django.setup(set_prefix=False)
 
 from saas.core.asgi import OneHopASGIHandler  # noqa: E402
+from saas.core.http_limits import BodyLimitMiddleware  # noqa: E402
 
-django_asgi_app = OneHopASGIHandler()
+# Body limits are enforced by our daphne entry point (saas.core.http_server) before the body is read; the
+# middleware enforces them under any other ASGI server.
+django_asgi_app = BodyLimitMiddleware(OneHopASGIHandler())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

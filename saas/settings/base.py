@@ -1,11 +1,13 @@
 """Settings shared by every environment. Everything that differs between machines comes from the environment
 (12-factor, through django-environ); `.env.example` documents each variable."""
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from django_guid.integrations import CeleryIntegration
 
 from saas.settings import logging as logging_settings
@@ -226,8 +228,23 @@ RATE_LIMITS = {
     "org": env.str("RATE_LIMIT_ORG", default="3000/minute"),
     "auth_ip": env.str("RATE_LIMIT_AUTH_IP", default="10/minute"),
 }
-# JSON bodies above this size are refused with 413 before anything parses them.
+# Request bodies are limited where their bytes arrive (saas/core/http_limits.py, saas/core/http_server.py): a
+# declared length over the route's limit is refused with 413 before any of the body is read, and a chunked body
+# is cut off at the limit. The API and the OpenAI-compatible routes take API_MAX_BODY_BYTES, the document upload
+# DOCUMENTS_MAX_BYTES (plus the multipart envelope), browser forms DATA_UPLOAD_MAX_MEMORY_SIZE.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)  # Django's default
+# Proxies whose X-Forwarded-For is believed (saas/core/client_ip.py), as networks: "10.0.0.0/8,2001:db8::/32".
+# Empty (the default): the header is ignored and the peer's address is the client's.
+try:
+    TRUSTED_PROXIES = [
+        str(ipaddress.ip_network(cidr, strict=False)) for cidr in env.list("TRUSTED_PROXIES", default=[])
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc} (use networks such as 10.0.0.0/8)") from exc
+# Seconds a client has from the first byte of a request to the last byte of its body (request line, headers,
+# body): a body declared but never sent, or sent a byte at a time, gets 408 and its connection is closed.
+HTTP_REQUEST_TIMEOUT = env.float("HTTP_REQUEST_TIMEOUT", default=120.0)
 
 # --- LLM gateway -------------------------------------------------------------------------------------------
 # Upstreams are OpenAI-compatible servers (OpenAI, vLLM, Ollama, LM Studio, llama.cpp, OpenRouter, ...); the
