@@ -2,11 +2,13 @@ from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.mfa.adapter import DefaultMFAAdapter
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import transaction
 
 from accounts import services
 from accounts.authentication import request_origin
 from saas.core import crypto
+from saas.core.client_ip import client_ip
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -17,6 +19,13 @@ class AccountAdapter(DefaultAccountAdapter):
             if commit:
                 services.organization_create_personal(user=user, origin=request_origin(request))
         return user
+
+    def get_client_ip(self, request: Any) -> str:
+        """allauth's own rate limits count per client address: the same one as ours (TRUSTED_PROXIES)."""
+        ip = client_ip(request)
+        if not ip:
+            raise DjangoPermissionDenied("Unable to determine client IP address")
+        return ip
 
 
 class MFAAdapter(DefaultMFAAdapter):

@@ -3,11 +3,11 @@
 
 import ipaddress
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
 from django_guid.integrations import CeleryIntegration
 
 from saas.settings import logging as logging_settings
@@ -240,8 +240,8 @@ try:
     TRUSTED_PROXIES = [
         str(ipaddress.ip_network(cidr, strict=False)) for cidr in env.list("TRUSTED_PROXIES", default=[])
     ]
-except ValueError as exc:
-    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc} (use networks such as 10.0.0.0/8)") from exc
+except ValueError as exc:  # one line, no traceback, from manage.py, daphne and celery alike
+    sys.exit(f"TRUSTED_PROXIES: {exc} (use networks such as 10.0.0.0/8,fd00::/8)")
 # Seconds a client has from the first byte of a request to the last byte of its body (request line, headers,
 # body): a body declared but never sent, or sent a byte at a time, gets 408 and its connection is closed.
 HTTP_REQUEST_TIMEOUT = env.float("HTTP_REQUEST_TIMEOUT", default=120.0)
@@ -363,6 +363,8 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = logging_settings.build(log_format=LOG_FORMAT, level=LOG_LEVEL)
 
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Without a token, /metrics is open only where this is true: locally by default, never by default in production.
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=True)
 PROMETHEUS_METRIC_NAMESPACE = "crewdesk"
 
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
