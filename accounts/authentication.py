@@ -6,7 +6,7 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 
-from accounts import selectors, services
+from accounts import key_guard, selectors, services
 from accounts.models import ApiKey
 from accounts.permissions import Principal, principal_for_key, principal_for_member
 from saas.core.client_ip import client_ip  # behind trusted proxies, the client's address (TRUSTED_PROXIES)
@@ -47,6 +47,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None  # not ours: the session may authenticate the request
         ip = client_ip(request)
         api_key = services.api_key_authenticate(secret=credentials.strip(), ip=ip)
+        key_guard.check_key_origin(api_key=api_key, ip=ip)  # its allowed networks (403), and its spread
         return ApiKeyUser(api_key), api_key
 
     def authenticate_header(self, request: Request) -> str:

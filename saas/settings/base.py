@@ -221,6 +221,9 @@ SPECTACULAR_SETTINGS = {
 # How long a process may keep an API key it has seen in memory; revoking or rotating a key, or changing its
 # org, reaches every process at once anyway (saas/core/memo.py). 0 reads the key on every request.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
+# An API key used from more networks (/24 IPv4, /48 IPv6) than this in one hour alerts the org's owners, once an
+# hour (accounts/key_guard.py). 0 turns the alert off.
+API_KEY_NETWORKS_ALERT = env.int("API_KEY_NETWORKS_ALERT", default=20)
 
 RATE_LIMITS = {
     "api_key": env.str("RATE_LIMIT_API_KEY", default="600/minute"),
