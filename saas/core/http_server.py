@@ -56,6 +56,10 @@ class LimitedHTTPChannel(http.HTTPChannel):
             self._drain.cancel()
         super().connectionLost(reason)
 
+    def _send100Continue(self) -> None:
+        if not self.refused:  # Twisted asks for the body after gotLength, which may have refused it
+            super()._send100Continue()
+
     def _too_slow(self) -> None:
         self._deadline = None
         self.refuse(408, "request_timeout", http_limits.timeout_message())

@@ -74,6 +74,14 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(ser
     assert body["error"]["request_id"] == headers["x-request-id"]
 
 
+def test_a_client_that_asks_before_sending_is_told_no_and_not_to_go_ahead(server):
+    """curl sends `Expect: 100-continue` before a large body: it gets the 413 and never a 100 Continue."""
+    with _connect(server) as sock:
+        sock.sendall(_head("POST", "/api/v1/ask", "Expect: 100-continue", f"Content-Length: {30 * 1024 * 1024}"))
+        raw = _read_all(sock)
+    assert raw.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in raw
+
+
 def test_a_chunked_body_over_the_limit_is_cut_off_at_the_limit(server):
     with _connect(server) as sock:
         sock.sendall(_head("POST", "/api/v1/ask", "Content-Type: application/json", "Transfer-Encoding: chunked"))
