@@ -32,4 +32,4 @@ USER crewdesk
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "saas.asgi:application"]
+CMD ["python", "-m", "saas.core.http_server", "-b", "0.0.0.0", "-p", "8000", "saas.asgi:application"]

@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import privacy, selectors, services
+from accounts import key_guard, privacy, selectors, services
 from accounts.authentication import request_origin
 from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, MemberContent, Membership, Organization
 from accounts.permissions import ADMIN, OWNER, READ, Principal
@@ -70,6 +70,9 @@ class ApiKeyOut(serializers.Serializer):
     last_used_ip = serializers.IPAddressField(allow_null=True)
     created_at = serializers.DateTimeField()
     replaced_by = serializers.UUIDField(source="replaced_by_id", allow_null=True)
+    allowed_networks = serializers.ListField(
+        child=serializers.CharField(), help_text="Networks (CIDR) the key may be used from; empty: anywhere."
+    )
 
 
 class IssuedKeyOut(ApiKeyOut):
@@ -156,6 +159,12 @@ class ApiKeyIn(StrictSerializer):
         child=serializers.ChoiceField(choices=ApiKey.Scope.choices), allow_empty=False, max_length=10
     )
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class NetworksIn(StrictSerializer):
+    allowed_networks = serializers.ListField(
+        child=serializers.CharField(max_length=64), max_length=key_guard.MAX_NETWORKS, allow_empty=True
+    )
 
 
 class RotateIn(StrictSerializer):
@@ -437,6 +446,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
     ordering = "-created_at"
     required_scopes = {
         "list": ADMIN, "retrieve": ADMIN, "create": ADMIN, "destroy": ADMIN, "rotate": ADMIN, "revoke": ADMIN,
+        "networks": ADMIN,
     }  # fmt: skip
 
     @extend_schema(request=ApiKeyIn, responses={201: IssuedKeyOut})
@@ -470,6 +480,16 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
         api_key = services.api_key_revoke(
             principal=request.principal, key_id=self.get_object().pk, origin=_origin(request)
         )
+        return Response(ApiKeyOut(api_key).data)
+
+    @extend_schema(request=NetworksIn, responses=ApiKeyOut, summary="Set the networks a key may be used from")
+    @action(detail=True, methods=["post"])
+    def networks(self, request: OrgRequest, pk: str) -> Response:
+        data = _valid(NetworksIn, request)
+        api_key = key_guard.api_key_networks_set(
+            principal=request.principal, key_id=self.get_object().pk, networks=data["allowed_networks"],
+            origin=_origin(request),
+        )  # fmt: skip
         return Response(ApiKeyOut(api_key).data)
 
     def destroy(self, request: OrgRequest, pk: str) -> Response:

@@ -6,9 +6,10 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 
-from accounts import selectors, services
+from accounts import key_guard, selectors, services
 from accounts.models import ApiKey
 from accounts.permissions import Principal, principal_for_key, principal_for_member
+from saas.core.client_ip import client_ip  # behind trusted proxies, the client's address (TRUSTED_PROXIES)
 from saas.core.errors import NotFound, PermissionDenied
 
 CURRENT_ORG_SESSION_KEY = "current_org_id"
@@ -33,10 +34,6 @@ class ApiKeyUser:
         return f"API key {self.api_key.prefix}"
 
 
-def client_ip(request: Any) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
-
-
 def request_origin(request: Any) -> services.Origin:
     """Where a request came from, for the audit log (pages, the API and allauth's hooks alike)."""
     return services.Origin(ip=client_ip(request), user_agent=request.headers.get("User-Agent", ""))
@@ -48,7 +45,9 @@ class ApiKeyAuthentication(BaseAuthentication):
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer":
             return None  # not ours: the session may authenticate the request
-        api_key = services.api_key_authenticate(secret=credentials.strip(), ip=client_ip(request))
+        ip = client_ip(request)
+        api_key = services.api_key_authenticate(secret=credentials.strip(), ip=ip)
+        key_guard.check_key_origin(api_key=api_key, ip=ip)  # its allowed networks (403), and its spread
         return ApiKeyUser(api_key), api_key
 
     def authenticate_header(self, request: Request) -> str:

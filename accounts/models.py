@@ -155,6 +155,8 @@ class ApiKey(OrgOwnedModel):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    # Networks (CIDR) the key may be used from; empty: from anywhere. Checked at every authentication.
+    allowed_networks = ArrayField(models.CharField(max_length=43), default=list, blank=True)
     replaced_by = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
     )

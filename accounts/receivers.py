@@ -10,14 +10,13 @@ from django.dispatch import receiver
 from accounts import services
 from accounts.models import User
 from saas.core import events
+from saas.core.client_ip import client_ip
 
 
 def _origin(request: Any) -> services.Origin:
     if request is None:
         return services.Origin()
-    return services.Origin(
-        ip=request.META.get("REMOTE_ADDR") or None, user_agent=request.META.get("HTTP_USER_AGENT", "")
-    )
+    return services.Origin(ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT", ""))
 
 
 @receiver(user_logged_in)

@@ -19,6 +19,7 @@ org_patterns = [
     path("keys/", views.api_keys, name="org-api-keys"),
     path("keys/<uuid:key_id>/revoke/", views.api_key_revoke, name="org-api-key-revoke"),
     path("keys/<uuid:key_id>/rotate/", views.api_key_rotate, name="org-api-key-rotate"),
+    path("keys/<uuid:key_id>/networks/", views.api_key_networks, name="org-api-key-networks"),
     path("audit/", views.audit_log, name="org-audit"),
 ]
 

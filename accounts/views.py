@@ -24,7 +24,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import privacy, selectors, services
+from accounts import key_guard, privacy, selectors, services
 from accounts.api import export_file_response
 from accounts.authentication import CURRENT_ORG_SESSION_KEY, request_origin
 from accounts.models import ApiKey, MemberContent, Membership, Organization, User
@@ -400,6 +400,21 @@ def api_key_rotate(request: OrgHttpRequest, key_id: str) -> HttpResponse:
     if not issued:
         return _back(request, "org-api-keys")
     return _keys_page(request, ApiKeyForm(), issued)
+
+
+@org_page(ADMIN)
+@require_POST
+def api_key_networks(request: OrgHttpRequest, key_id: str) -> HttpResponse:
+    """The networks a key may be used from: CIDRs separated by commas, spaces or lines; empty for anywhere."""
+    networks = request.POST.get("allowed_networks", "").replace(",", " ").split()
+    run_service(
+        request,
+        lambda: key_guard.api_key_networks_set(
+            principal=request.principal, key_id=key_id, networks=networks, origin=_origin(request)
+        ),
+        "Allowed networks saved.",
+    )
+    return _back(request, "org-api-keys")
 
 
 @org_page(ADMIN)

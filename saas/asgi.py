@@ -9,8 +9,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings.local")
 django.setup(set_prefix=False)
 
 from saas.core.asgi import OneHopASGIHandler  # noqa: E402
+from saas.core.client_ip import ClientAddressMiddleware  # noqa: E402
+from saas.core.http_limits import BodyLimitMiddleware  # noqa: E402
 
-django_asgi_app = OneHopASGIHandler()
+# Body limits are enforced by our daphne entry point (saas.core.http_server) before the body is read; the
+# middleware enforces them under any other ASGI server.
+django_asgi_app = BodyLimitMiddleware(OneHopASGIHandler())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -18,9 +22,13 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from saas.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+# Behind trusted proxies (TRUSTED_PROXIES) the scope's client is the client's address, not the proxy's: REMOTE_ADDR
+# and the websocket consumers see what saas.core.client_ip.client_ip() sees.
+application = ClientAddressMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

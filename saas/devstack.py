@@ -195,7 +195,9 @@ def run() -> int:
         _manage(env, "bootstrap_demo")
         bin_dir = Path(sys.executable).parent
         manager = Manager(Printer(sys.stdout))
-        manager.add_process("web", f"exec {bin_dir}/daphne -b {host} -p {port} saas.asgi:application", env=env)
+        manager.add_process(
+            "web", f"exec {sys.executable} -m saas.core.http_server -b {host} -p {port} saas.asgi:application", env=env
+        )
         manager.add_process("worker", f"exec {bin_dir}/celery -A saas worker --loglevel INFO --concurrency 2", env=env)
         manager.add_process(
             "beat",

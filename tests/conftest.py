@@ -159,7 +159,7 @@ def running_daphne(work_dir: Path, fake_server: Any, **env: str) -> Iterator[Liv
     mail_dir = work_dir / "mail"
     mail_dir.mkdir()
     server = start_process(
-        [str(BIN_DIR / "daphne"), "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"],
+        [sys.executable, "-m", "saas.core.http_server", "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"],
         work_dir / "daphne.log",
         subprocess_env(
             EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",

@@ -1,30 +1,25 @@
 from collections.abc import Callable
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from saas.core import http_limits
 from saas.core.errors import error_response
 
 
 class BodySizeLimitMiddleware:
-    """DRF reads JSON bodies without Django's DATA_UPLOAD_MAX_MEMORY_SIZE check: refuse oversized API bodies
-    (by their declared length) before anything reads them. File uploads set their own limits."""
+    """Under WSGI, where the body is read only when a view asks for it: a declared length over the route's limit
+    (saas.core.http_limits.body_limit) is refused with 413 before anything reads the body. Under ASGI the
+    server entry point and the ASGI middleware have refused it already, before it was received."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/") and not (request.content_type or "").startswith("multipart/"):
-            try:
-                length = int(request.META.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                return error_response("malformed_request", "Invalid Content-Length header.", 400)
-            limit = settings.API_MAX_BODY_BYTES
-            if length > limit:
-                return error_response(
-                    "too_large",
-                    f"The request body is {length} bytes; the limit is {limit}.",
-                    413,
-                    {"limit": limit},
-                )
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return error_response("malformed_request", "Invalid Content-Length header.", 400)
+        limit = http_limits.body_limit(request.method or "GET", request.path)
+        if length > limit:
+            return error_response("too_large", http_limits.too_large_message(limit, length), 413, {"limit": limit})
         return self.get_response(request)

@@ -44,7 +44,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @require_safe
 @never_cache
 def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics: behind METRICS_TOKEN when one is set; else open only with METRICS_PUBLIC (the default
+    locally, not in production), otherwise not there at all."""
     token = settings.METRICS_TOKEN
+    if not token and not settings.METRICS_PUBLIC:
+        return error_response("not_found", "Not found.", 404)
     if token:
         supplied = request.headers.get("Authorization", "")
         if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):

@@ -1,7 +1,9 @@
 """Settings shared by every environment. Everything that differs between machines comes from the environment
 (12-factor, through django-environ); `.env.example` documents each variable."""
 
+import ipaddress
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +243,9 @@ SPECTACULAR_SETTINGS = {
 # How long a process may keep an API key it has seen in memory; revoking or rotating a key, or changing its
 # org, reaches every process at once anyway (saas/core/memo.py). 0 reads the key on every request.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
+# An API key used from more networks (/24 IPv4, /48 IPv6) than this in one hour alerts the org's owners, once an
+# hour (accounts/key_guard.py). 0 turns the alert off.
+API_KEY_NETWORKS_ALERT = env.int("API_KEY_NETWORKS_ALERT", default=20)
 
 RATE_LIMITS = {
     "api_key": env.str("RATE_LIMIT_API_KEY", default="600/minute"),
@@ -251,8 +256,23 @@ RATE_LIMITS = {
     "signup_ip": env.str("RATE_LIMIT_SIGNUP_IP", default="10/hour"),
     "signup_global": env.str("RATE_LIMIT_SIGNUP_GLOBAL", default="100/minute"),
 }
-# JSON bodies above this size are refused with 413 before anything parses them.
+# Request bodies are limited where their bytes arrive (saas/core/http_limits.py, saas/core/http_server.py): a
+# declared length over the route's limit is refused with 413 before any of the body is read, and a chunked body
+# is cut off at the limit. The API and the OpenAI-compatible routes take API_MAX_BODY_BYTES, the document upload
+# DOCUMENTS_MAX_BYTES (plus the multipart envelope), browser forms DATA_UPLOAD_MAX_MEMORY_SIZE.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)  # Django's default
+# Proxies whose X-Forwarded-For is believed (saas/core/client_ip.py), as networks: "10.0.0.0/8,2001:db8::/32".
+# Empty (the default): the header is ignored and the peer's address is the client's.
+try:
+    TRUSTED_PROXIES = [
+        str(ipaddress.ip_network(cidr, strict=False)) for cidr in env.list("TRUSTED_PROXIES", default=[])
+    ]
+except ValueError as exc:  # one line, no traceback, from manage.py, daphne and celery alike
+    sys.exit(f"TRUSTED_PROXIES: {exc} (use networks such as 10.0.0.0/8,fd00::/8)")
+# Seconds a client has from the first byte of a request to the last byte of its body (request line, headers,
+# body): a body declared but never sent, or sent a byte at a time, gets 408 and its connection is closed.
+HTTP_REQUEST_TIMEOUT = env.float("HTTP_REQUEST_TIMEOUT", default=120.0)
 
 # --- LLM gateway -------------------------------------------------------------------------------------------
 # Upstreams are OpenAI-compatible servers (OpenAI, vLLM, Ollama, LM Studio, llama.cpp, OpenRouter, ...); the
@@ -388,6 +408,8 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = logging_settings.build(log_format=LOG_FORMAT, level=LOG_LEVEL)
 
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Without a token, /metrics is open only where this is true: locally by default, never by default in production.
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=True)
 PROMETHEUS_METRIC_NAMESPACE = "crewdesk"
 
 SENTRY_DSN = env.str("SENTRY_DSN", default="")

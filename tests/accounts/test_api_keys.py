@@ -161,3 +161,87 @@ def test_revoking_a_key_stops_it_at_once_on_a_live_server(daphne_server):
     )
     response = httpx2.get(f"{daphne_server.url}/api/v1/me", headers=headers)
     assert response.status_code == 401 and response.json()["error"]["code"] == "key_revoked"
+
+
+# --- Allowed networks and keys used from many networks (accounts/key_guard.py) ------------------------------
+
+
+def _networks(client, key_id, networks):
+    return client.post(f"/api/v1/keys/{key_id}/networks", {"allowed_networks": networks}, format="json")
+
+
+def test_a_key_pinned_to_networks_works_inside_them_and_is_refused_outside(org, admin_key):
+    admin = key_client(admin_key.secret)
+    pinned = issue_key(org, scopes=["read"])
+    response = _networks(admin, pinned.api_key.pk, ["203.0.113.0/24", "2001:db8::1/48"])
+    assert response.status_code == 200, response.content
+    assert response.json()["allowed_networks"] == ["203.0.113.0/24", "2001:db8::/48"]
+    changed = AuditEvent.all_orgs.get(organization=org, action="api_key.networks_changed")
+    assert changed.metadata == {"before": [], "after": ["203.0.113.0/24", "2001:db8::/48"]}
+
+    client = key_client(pinned.secret)
+    assert client.get("/api/v1/me", REMOTE_ADDR="203.0.113.9").status_code == 200
+    assert client.get("/api/v1/me", REMOTE_ADDR="2001:db8:0:7::5").status_code == 200
+    for _ in range(2):
+        denied = client.get("/api/v1/me", REMOTE_ADDR="198.51.100.4")
+        assert denied.status_code == 403
+        error = denied.json()["error"]
+        assert error["code"] == "ip_not_allowed" and error["details"] == {"ip": "198.51.100.4"} and error["request_id"]
+    audited = AuditEvent.all_orgs.filter(organization=org, action="api_key.ip_denied")
+    assert [(e.ip, e.target_id) for e in audited] == [("198.51.100.4", str(pinned.api_key.pk))]  # once an hour
+
+    assert _networks(admin, pinned.api_key.pk, []).status_code == 200  # anywhere again
+    assert client.get("/api/v1/me", REMOTE_ADDR="198.51.100.4").status_code == 200
+
+
+def test_bad_networks_are_refused_and_change_nothing(org, admin_key):
+    admin = key_client(admin_key.secret)
+    key = issue_key(org)
+    response = _networks(admin, key.api_key.pk, ["10.0.0.0/8", "10.0.0.0/33", "everywhere"])
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid" and "10.0.0.0/33, everywhere" in error["details"]["fields"]["allowed_networks"][0]
+    assert ApiKey.all_orgs.get(pk=key.api_key.pk).allowed_networks == []
+    assert not AuditEvent.all_orgs.filter(action="api_key.networks_changed").exists()
+
+
+def test_only_admins_of_the_keys_org_set_networks(org, admin_key):
+    other = issue_key(OrganizationFactory())
+    assert _networks(key_client(admin_key.secret), other.api_key.pk, ["10.0.0.0/8"]).status_code == 404
+    reader = issue_key(org, scopes=["read"])
+    assert _networks(key_client(reader.secret), reader.api_key.pk, ["10.0.0.0/8"]).status_code == 403
+    assert ApiKey.all_orgs.get(pk=other.api_key.pk).allowed_networks == []
+
+
+def test_the_keys_page_sets_networks(client, org, make_member):
+    owner = make_member(org, role="owner").user
+    client.force_login(owner)
+    key = issue_key(org)
+    response = client.post(
+        f"/o/{org.slug}/keys/{key.api_key.pk}/networks/", {"allowed_networks": "192.0.2.0/24\n10.1.0.0/16"}
+    )
+    assert response.status_code == 302
+    assert ApiKey.all_orgs.get(pk=key.api_key.pk).allowed_networks == ["192.0.2.0/24", "10.1.0.0/16"]
+    page = client.get(f"/o/{org.slug}/keys/")
+    assert b"192.0.2.0/24, 10.1.0.0/16" in page.content
+
+
+def test_a_key_used_from_many_networks_alerts_the_owners_once(org, make_member, settings):
+    from accounts.models import Notification
+
+    settings.API_KEY_NETWORKS_ALERT = 3
+    owners = [make_member(org, role="owner").user for _ in range(2)]
+    make_member(org, role="member")
+    key = issue_key(org)
+    client = key_client(key.secret)
+    for i in range(3):  # three networks, each twice (another host of the same /24): not yet an alert
+        assert client.get("/api/v1/me", REMOTE_ADDR=f"198.51.{i}.1").status_code == 200
+        assert client.get("/api/v1/me", REMOTE_ADDR=f"198.51.{i}.200").status_code == 200
+    assert not Notification.objects.for_org(org).exists()
+    for i in range(3, 8):  # the fourth network crosses the line; more do not alert again
+        assert client.get("/api/v1/me", REMOTE_ADDR=f"198.51.{i}.1").status_code == 200
+    notes = Notification.objects.for_org(org)
+    assert sorted(n.user_id for n in notes) == sorted(u.pk for u in owners)  # owners only, once each
+    assert key.api_key.prefix in notes[0].title and "4 networks" in notes[0].title
+    alert = AuditEvent.all_orgs.get(organization=org, action="api_key.many_networks")
+    assert alert.metadata["networks"] == 4 and alert.target_id == str(key.api_key.pk)

@@ -26,6 +26,8 @@ def _referenced_modules(command: list[str]) -> list[str]:
         return [app, f"{app}.celery"]
     if program == "python" and command[1] == "manage.py":
         return ["manage"]
+    if program == "python" and command[1] == "-m":
+        return [command[2], command[-1].split(":")[0]]  # our daphne entry point, and the ASGI app it serves
     raise AssertionError(f"unknown command {command!r}: teach this test how to check it")
 
 

@@ -81,7 +81,7 @@ def test_readyz_reports_pending_migrations(client, monkeypatch):
 
 
 def test_metrics_are_exported(client, settings):
-    settings.METRICS_TOKEN = ""
+    settings.METRICS_TOKEN, settings.METRICS_PUBLIC = "", True  # the local default
     client.get("/healthz")
     response = client.get("/metrics")
     assert response.status_code == 200
@@ -95,3 +95,16 @@ def test_metrics_require_the_bearer_token_when_one_is_set(client, settings):
     denied = client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong")
     assert denied.json()["error"]["code"] == "not_authenticated"
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token").status_code == 200
+
+
+def test_metrics_are_closed_without_a_token_unless_opened_explicitly(client, settings):
+    """Production's default (METRICS_PUBLIC=false): no token, no metrics; a token opens them to its holder."""
+    settings.METRICS_TOKEN, settings.METRICS_PUBLIC = "", False
+    response = client.get("/metrics")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert b"django_http" not in response.content
+    settings.METRICS_TOKEN = "s3cret-token"
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token").status_code == 200
+    settings.METRICS_TOKEN, settings.METRICS_PUBLIC = "", True  # the explicit opt-out
+    assert client.get("/metrics").status_code == 200

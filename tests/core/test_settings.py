@@ -72,3 +72,17 @@ def test_a_malformed_rate_limit_stops_the_check_with_its_name():
     assert result.returncode != 0
     assert "Invalid rate limit '600 a minute'" in result.stderr and "RATE_LIMITS['api_key']" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_production_closes_metrics_and_trusts_no_proxy_by_default():
+    shown = "from django.conf import settings as s; print(s.METRICS_PUBLIC, s.TRUSTED_PROXIES, s.HTTP_REQUEST_TIMEOUT)"
+    result = _manage("shell", "-c", shown, SECRET_KEY=STRONG_KEY, METRICS_PUBLIC="<unset>", TRUSTED_PROXIES="<unset>")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == ["False", "[]", "120.0"]  # after shell's banner
+
+
+def test_a_malformed_trusted_proxy_stops_the_boot_with_its_name():
+    result = _manage("check", SECRET_KEY=STRONG_KEY, TRUSTED_PROXIES="10.0.0.0/8,not-a-network")
+    assert result.returncode != 0
+    assert "TRUSTED_PROXIES" in result.stderr and "not-a-network" in result.stderr
+    assert "Traceback" not in result.stderr

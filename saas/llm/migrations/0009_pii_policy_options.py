@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('llm', '0007_call_trace_id'),
+        ('llm', '0008_guardrails'),
     ]
 
     operations = [

@@ -1,0 +1,155 @@
+"""Request bodies are limited where their bytes arrive: a real daphne (our entry point), spoken to over raw
+sockets, refuses an oversized body before reading it and drops a request that does not arrive in time."""
+
+import json
+import select
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from documents.models import Document
+from tests.accounts.conftest import issue_key
+from tests.accounts.factories import OrganizationFactory
+from tests.conftest import LiveServer, running_daphne
+
+pytestmark = [pytest.mark.live]
+
+REQUEST_TIMEOUT = 2  # seconds, for this server only: the time a client has to send a whole request
+WAIT = 30  # how long the tests wait for an answer before calling it a hang
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
+    with running_daphne(
+        tmp_path_factory.mktemp("limits"), fake_server, HTTP_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT)
+    ) as live:
+        yield live
+
+
+def _connect(server: LiveServer) -> socket.socket:
+    sock = socket.create_connection((server.host, server.port), timeout=WAIT)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a hang fails on the socket's timeout)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def _parse(raw: bytes) -> tuple[int, dict[str, str], dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    return status, headers, json.loads(body) if body else {}
+
+
+def _head(method: str, path: str, *headers: str) -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "limit"),
+    [
+        ("/api/v1/documents", "multipart/form-data; boundary=x", 20 * 1024 * 1024 + 64 * 1024),  # the upload
+        ("/api/v1/ask", "application/json", 1024 * 1024),  # the API
+        ("/v1/chat/completions", "application/json", 1024 * 1024),  # the OpenAI-compatible API
+        ("/accounts/login/", "application/x-www-form-urlencoded", 2_621_440),  # an anonymous browser form
+    ],
+)
+def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(server, path, content_type, limit):
+    with _connect(server) as sock:
+        sock.sendall(_head("POST", path, f"Content-Type: {content_type}", f"Content-Length: {200 * 1024 * 1024}"))
+        status, headers, body = _parse(_read_all(sock))  # not one byte of the body was sent
+    assert status == 413
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    assert body["error"]["code"] == "too_large"
+    assert body["error"]["details"] == {"limit": limit}
+    assert body["error"]["request_id"] == headers["x-request-id"]
+
+
+def test_a_client_that_asks_before_sending_is_told_no_and_not_to_go_ahead(server):
+    """curl sends `Expect: 100-continue` before a large body: it gets the 413 and never a 100 Continue."""
+    with _connect(server) as sock:
+        sock.sendall(_head("POST", "/api/v1/ask", "Expect: 100-continue", f"Content-Length: {30 * 1024 * 1024}"))
+        raw = _read_all(sock)
+    assert raw.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in raw
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_at_the_limit(server):
+    with _connect(server) as sock:
+        sock.sendall(_head("POST", "/api/v1/ask", "Content-Type: application/json", "Transfer-Encoding: chunked"))
+        chunk = b"x" * 65536
+        sent = 0
+        try:
+            for _ in range(64):  # 4 MiB, four times the API's limit
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+            sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped listening: what it answered is still there to read
+        status, _, body = _parse(_read_all(sock))
+    assert status == 413
+    assert body["error"]["code"] == "too_large" and body["error"]["details"] == {"limit": 1024 * 1024}
+
+
+def test_a_declared_body_that_never_arrives_times_out_and_frees_the_connection(server):
+    with _connect(server) as sock:
+        sock.sendall(_head("POST", "/api/v1/ask", "Content-Type: application/json", "Content-Length: 500000"))
+        sock.sendall(b'{"question": ')  # and then nothing
+        status, headers, body = _parse(_read_all(sock))  # the server answers, then closes
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert body["error"]["code"] == "request_timeout"
+
+
+def test_a_request_sent_a_byte_at_a_time_times_out(server):
+    """Slowloris: each byte resets an idle timer, but not the deadline for the whole request."""
+    with _connect(server) as sock:
+        request = _head("GET", "/healthz", *(f"X-Slow-{i}: {'y' * 20}" for i in range(200)))
+        answered = False
+        for byte in request:  # far more bytes than fit in the deadline at this pace
+            sock.sendall(bytes([byte]))
+            if select.select([sock], [], [], 0.05)[0]:
+                answered = True
+                break
+        assert answered, "the server took the whole request however slowly it came"
+        status, _, body = _parse(_read_all(sock))
+    assert status == 408 and body["error"]["code"] == "request_timeout"
+
+
+def test_a_connection_answers_again_after_a_request_that_took_its_time_to_be_answered(server):
+    """The deadline covers receiving a request only: a slow answer (here, waiting longer than the deadline
+    before the next request on a kept-alive connection is fine too) is not cut off."""
+    with _connect(server) as sock:
+        sock.sendall(_head("GET", "/healthz"))
+        first = sock.recv(65536)
+        time.sleep(REQUEST_TIMEOUT + 1)  # idle between requests: not a request being received
+        sock.sendall(_head("GET", "/healthz", "Connection: close"))
+        second = _read_all(sock)
+    assert _parse(first)[0] == 200 and _parse(second)[0] == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_uploads_and_json_bodies_under_their_limits_still_work(server):
+    org = OrganizationFactory()
+    secret = issue_key(org, scopes=["read", "documents:write"]).secret
+    auth = {"Authorization": f"Bearer {secret}"}
+    text = ("Refunds take 30 days from the purchase date.\n" * 40_000).encode()  # 1.8 MB: over the JSON limit
+    response = requests.post(
+        server.url + "/api/v1/documents",
+        headers=auth,
+        files={"file": ("refunds.txt", text, "text/plain")},
+        timeout=WAIT,
+    )
+    assert response.status_code == 202, response.text
+
+    response = requests.post(server.url + "/api/v1/collections", headers=auth, json={"name": "Policies"}, timeout=WAIT)
+    assert response.status_code == 201, response.text
+    assert Document.all_orgs.filter(organization=org, size_bytes=len(text)).count() == 1
