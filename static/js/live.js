@@ -5,7 +5,7 @@
   const feed = document.getElementById("live-feed");
   let attempt = 0;
   let submitting = false;  // a form on its way (the owner's own "Delete" click) is left to finish
-  document.addEventListener("submit", function () { submitting = true; });
+  document.addEventListener("submit", function (event) { if (!event.defaultPrevented) submitting = true; });
 
   function setState(state, label) {
     if (!status) return;
