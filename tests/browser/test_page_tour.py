@@ -50,7 +50,6 @@ def test_the_main_pages_keep_their_style_and_behaviour_under_the_csp(browser, da
         "audit": f"{o}/audit/",
         "billing": f"{o}/billing/",
         "settings": f"{o}/settings/",
-        "pii": f"{o}/settings/pii/",
         "your-data": "/account/privacy/",
         "privacy-notice": "/privacy/",
         "two-factor": "/accounts/2fa/",
