@@ -82,7 +82,12 @@ def test_the_main_pages_keep_their_style_and_behaviour_under_the_csp(browser, da
     sign_in(page, daphne_server.url, owner.user.email)
     page.goto(f"{daphne_server.url}{o}/documents/{document.id}/")
     asked: list[str] = []
-    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+
+    def cancel(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", cancel)
     page.click("form[data-confirm] button")
     page.wait_for_timeout(500)
     assert asked == ["Delete this document, its chunks and its file?"]

@@ -7,6 +7,7 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from bs4 import BeautifulSoup
@@ -61,7 +62,7 @@ def page_paths(params: dict[str, str]) -> list[str]:
 
 
 def _a_team_with_one_of_everything() -> tuple[Membership, dict[str, str]]:
-    owner = MembershipFactory(role=Membership.Role.OWNER)
+    owner: Any = MembershipFactory(role=Membership.Role.OWNER)
     org = owner.organization
     other = MembershipFactory(organization=org)
     conversation = ConversationFactory(organization=org, user=owner.user)
