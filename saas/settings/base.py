@@ -6,8 +6,10 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import environ
+from csp.constants import NONCE, NONE, SELF
 from django_guid.integrations import CeleryIntegration
 
 from saas.settings import logging as logging_settings
@@ -42,6 +44,7 @@ INSTALLED_APPS = [
     "channels",
     "django_prometheus",
     "django_guid",
+    "csp",
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -59,6 +62,8 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django_guid.middleware.guid_middleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # before anything renders: it gives each request its nonce
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -377,6 +382,54 @@ DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 # A subscription whose payment failed keeps working this long (past_due), then AI requests are refused until
 # the invoice is paid.
 BILLING_PAST_DUE_GRACE_DAYS = env.int("BILLING_PAST_DUE_GRACE_DAYS", default=7)
+
+# --- Browser security headers ------------------------------------------------------------------------------
+# A strict Content-Security-Policy (django-csp) on every response: scripts and styles come from our own origin
+# (static/, the Swagger UI sidecar, the admin's files), and an inline <script> or <style> runs only with the
+# response's nonce, `nonce="{{ request.csp_nonce }}"`; inline event handlers, `javascript:` URLs and style
+# attributes are refused. 'self' in connect-src covers ws:/wss: to the same host (CSP Level 3). Forms post to
+# us, and a form answered by a redirect to Stripe's hosted Checkout or customer portal needs those origins in
+# form-action (browsers check form-action on the redirect too).
+_csp_report_uri = env.str("CSP_REPORT_URI", default="")  # where browsers POST violation reports; empty: none
+_csp_report_only = env.bool("CSP_REPORT_ONLY", default=False)  # true: report violations, enforce nothing
+_stripe_form_targets: list[str] = []
+if STRIPE_SECRET_KEY and STRIPE_API_BASE:  # a Stripe-compatible server (the tests' local one) hosts both pages
+    _stripe_form_targets = ["{0.scheme}://{0.netloc}".format(urlsplit(STRIPE_API_BASE))]
+elif STRIPE_SECRET_KEY:
+    _stripe_form_targets = ["https://checkout.stripe.com", "https://billing.stripe.com"]
+_csp_policy: dict[str, Any] = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF, *_stripe_form_targets],
+        "frame-ancestors": [NONE],
+        **({"report-uri": [_csp_report_uri]} if _csp_report_uri else {}),
+    }
+}
+CONTENT_SECURITY_POLICY = None if _csp_report_only else _csp_policy
+CONTENT_SECURITY_POLICY_REPORT_ONLY = _csp_policy if _csp_report_only else None
+# Powerful browser features no page of ours uses are switched off for us and for anything we might embed.
+# fmt: off
+_DENIED_FEATURES = [
+    "accelerometer", "ambient-light-sensor", "autoplay", "bluetooth", "browsing-topics", "camera", "display-capture",
+    "encrypted-media", "fullscreen", "geolocation", "gyroscope", "hid", "idle-detection", "magnetometer",
+    "microphone", "midi", "payment", "picture-in-picture", "screen-wake-lock", "serial", "usb", "xr-spatial-tracking",
+]
+# fmt: on
+PERMISSIONS_POLICY: dict[str, list[str]] = {feature: [] for feature in _DENIED_FEATURES}
+# Django's SecurityMiddleware (these are its defaults, written down): no MIME sniffing, the path and query of
+# our pages never leave the site in a Referer, no framing (X-Frame-Options for browsers without
+# frame-ancestors), and a window opened from elsewhere cannot script ours.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 # --- Crews -------------------------------------------------------------------------------------------------
 # A run's worker writes a heartbeat at every step; a running run without one for AGENTS_RUN_STALLED_AFTER

@@ -16,7 +16,7 @@
   let attempt = 0;
   let lost = 0;  // the close code that ended the last socket's access, while one retry is under way
   let submitting = false;  // a form on its way (the owner's own "Delete" click) is left to finish
-  document.addEventListener("submit", function () { submitting = true; });
+  document.addEventListener("submit", function (event) { if (!event.defaultPrevented) submitting = true; });
 
   function setState(state, label) {
     if (!status) return;

@@ -13,6 +13,55 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 
 
+# Every page of every browser test reports what the Content-Security-Policy refused (a script, a style, a
+# websocket, a form target...), and the test fails on any: the policy and the pages must agree.
+CSP_WATCH = """
+document.addEventListener("securitypolicyviolation", function (e) {
+  console.error("CSP violation: " + e.effectiveDirective + " refused " + (e.blockedURI || "inline code")
+    + " in " + e.sourceFile + ":" + e.lineNumber + " (" + document.location.pathname + ")");
+});
+"""
+CSP_VIOLATIONS: list[str] = []
+
+
+def _refused(text: str) -> bool:
+    return text.startswith(("CSP violation", "Refused to")) or "Content Security Policy" in text
+
+
+def _watch(page) -> None:
+    """Chromium's own "Refused to ..." console lines, the watcher's reports, and errors a refusal raised."""
+
+    def on_console(message) -> None:
+        if _refused(message.text):
+            CSP_VIOLATIONS.append(f"{page.url}: {message.text}")
+
+    def on_error(error) -> None:
+        if _refused(str(error)):
+            CSP_VIOLATIONS.append(f"{page.url}: {error}")
+
+    page.on("console", on_console)
+    page.on("pageerror", on_error)
+
+
+class WatchedBrowser:
+    """The session's browser, whose every context watches its pages for CSP violations."""
+
+    def __init__(self, browser) -> None:
+        self._browser = browser
+
+    def new_context(self, **kwargs):
+        context = self._browser.new_context(**kwargs)
+        context.add_init_script(CSP_WATCH)
+        context.on("page", _watch)
+        return context
+
+    def new_page(self, **kwargs):
+        return self.new_context(**kwargs).new_page()
+
+    def __getattr__(self, name: str):
+        return getattr(self._browser, name)
+
+
 @pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
@@ -23,9 +72,17 @@ def browser():
     assert Path(CHROMIUM).exists(), f"Debian's chromium is needed at {CHROMIUM} (make test installs it)"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
+        yield WatchedBrowser(browser)
         browser.close()
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture(autouse=True)
+def no_csp_violations():
+    CSP_VIOLATIONS.clear()
+    yield
+    found, CSP_VIOLATIONS[:] = list(CSP_VIOLATIONS), []
+    assert not found, "the Content-Security-Policy refused something:\n" + "\n".join(found)
 
 
 @pytest.fixture
