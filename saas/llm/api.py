@@ -160,6 +160,7 @@ def _usage(usage: Any) -> dict[str, int]:
 
 class OpenAICompatibleView(OrgScopedAPIView):
     authentication_classes = [ApiKeyAuthentication]
+    check_body_text = False  # the gateway refuses NUL and unpaired surrogates, with a ledger row
 
     def get_exception_handler(self) -> Any:
         return openai_exception_handler
