@@ -15,7 +15,7 @@ from django.db import models
 from django.http import QueryDict
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
-from rest_framework.metadata import SimpleMetadata
+from rest_framework.metadata import BaseMetadata, SimpleMetadata
 from rest_framework.parsers import BaseParser, DataAndFiles
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -107,7 +107,7 @@ class OrgScopedMixin:
     """
 
     required_scopes: ClassVar[dict[str, str]] = {}
-    metadata_class = ApiMetadata
+    metadata_class: str | type[BaseMetadata] | None = ApiMetadata
     # Strings PostgreSQL cannot store are refused in the body, the query and the headers. The gateway's
     # endpoints leave the body to the gateway, which refuses them itself and records the refusal.
     check_body_text: ClassVar[bool] = True

@@ -98,3 +98,22 @@ def test_every_operation_keeps_to_the_schema(fuzz_server, tmp_path):
     assert key.revoked_at is None
     response = requests.get(f"{fuzz_server.url}/api/v1/me", headers={"Authorization": auth}, timeout=30)
     assert response.status_code == 200
+
+
+def test_a_malformed_multipart_body_gets_the_error_shape_from_django_not_an_empty_400(fuzz_server):
+    """Twisted (under daphne) used to parse multipart bodies itself and answer a malformed one with an empty
+    400 before Django saw it (schemathesis found it on POST /api/v1/documents)."""
+    org = OrganizationFactory()
+    issued = issue_key(org, scopes=["read", "documents:write"], name="uploader")
+    response = requests.post(
+        f"{fuzz_server.url}/api/v1/documents",
+        data=b"--c637e12e2b1a998d80d1b087531af51c--\r\n",
+        headers={
+            "Authorization": f"Bearer {issued.secret}",
+            "Content-Type": "multipart/form-data; boundary=c637e12e2b1a998d80d1b087531af51c",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] in ("invalid", "malformed_request")
