@@ -5,6 +5,10 @@
   a bad cursor), 409, 413 (body limit), 429 (rate limits), and 415 where a body is sent. The OpenAI-compatible
   endpoints under /v1/ answer in OpenAI's error shape instead. A view adds its own rarer statuses (402 for a
   plan limit) in its `extend_schema(responses=...)` with `ERROR`.
+- Requests are described as our serializers validate them: a StrictSerializer refuses unknown fields
+  (`additionalProperties: false`), a CharField that must not be blank needs a character other than space
+  (and none may hold NUL), a list that must not be empty has `minItems: 1`, and a PATCH body requires what
+  the view requires (no "Patched" components: our PATCH views are not partial updates).
 - Request bodies are documented as JSON (an upload declares its multipart body itself): DRF also parses forms,
   but a form cannot say what a nested JSON body says, so the schema promises the one that means the same.
 """
@@ -12,8 +16,14 @@
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import force_instance
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
+
+from saas.core.api import StrictSerializer
+
+# What DRF's CharField accepts (allow_blank=False, trim_whitespace=True): something besides whitespace, no NUL.
+NON_BLANK_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
 ERROR_BODY = inline_serializer(
     "Error",
@@ -66,6 +76,22 @@ def _openai_path(path: str) -> bool:
 class ApiAutoSchema(AutoSchema):
     def map_parsers(self) -> list[Any]:
         return ["application/json"]
+
+    def _map_basic_serializer(self, serializer: Any, direction: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and isinstance(force_instance(serializer), StrictSerializer):
+            schema["additionalProperties"] = False
+        return schema
+
+    def _map_serializer_field(self, field: Any, direction: Any, bypass_extensions: bool = False) -> Any:
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if direction != "request" or not isinstance(schema, dict) or "$ref" in schema:
+            return schema
+        if isinstance(field, serializers.CharField) and not field.allow_blank and field.trim_whitespace:
+            schema.setdefault("pattern", NON_BLANK_TEXT)
+        if isinstance(field, serializers.ListField) and not field.allow_empty:
+            schema.setdefault("minItems", 1)
+        return schema
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)

@@ -212,6 +212,8 @@ SPECTACULAR_SETTINGS = {
     # 3.1 is JSON Schema proper: the OpenAI-compatible request is a pydantic model, whose optional fields are
     # `null`-able, which OpenAPI 3.0 cannot say.
     "OAS_VERSION": "3.1.0",
+    # Our PATCH views validate whole bodies (not partial updates): one component per serializer, as it is.
+    "COMPONENT_SPLIT_PATCH": False,
 }
 
 # Requests per window. Per API key, per signed-in user and per org on the API; per IP on the sign-in,
