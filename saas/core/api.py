@@ -153,11 +153,22 @@ class OrgScopedMixin:
             buckets.append(Bucket("api:user", str(principal.user.pk), limits["user"]))
         return buckets
 
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+    def _leave_org_scope(self) -> None:
         if self._org_scope_token is not None:
             exit_org_scope(self._org_scope_token)
             self._org_scope_token = None
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        self._leave_org_scope()
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # An unexpected error skips finalize_response: the org scope must not outlive the request anyway
+        # (the next request on this thread and context would find it; seen when a view raised a 500).
+        try:
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._leave_org_scope()
 
 
 class OrgScopedAPIView(OrgScopedMixin, APIView):

@@ -52,3 +52,25 @@ def test_options_needs_a_key_like_everything_else(client):
     response = client.options("/api/v1/crews")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "not_authenticated"
+
+
+class _Broken(dict):
+    def items(self):
+        raise RuntimeError("a bug in a view")
+
+
+def test_a_view_that_fails_unexpectedly_leaves_no_org_scope_behind(monkeypatch):
+    """A 500 skips DRF's finalize_response; the org scope entered for the request must end with it anyway,
+    or the next request in the same context finds another org in scope."""
+    from agents import starters
+    from saas.core.tenancy import current_org_id
+
+    org = OrganizationFactory()
+    client = key_client(issue_key(org, scopes=["read"]).secret)
+    client.raise_request_exception = False
+    monkeypatch.setattr(starters, "STARTERS", _Broken())
+    assert client.get("/api/v1/crew-starters").status_code == 500
+    assert current_org_id() is None
+    monkeypatch.undo()
+    other = key_client(issue_key(OrganizationFactory(), scopes=["read"]).secret)
+    assert other.get("/api/v1/crew-starters").status_code == 200
