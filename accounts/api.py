@@ -20,6 +20,7 @@ from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
 from saas.core.errors import ApplicationError, NotFound, PermissionDenied
 from saas.core.validators import validate_single_line
+from saas.core.schema import PLAN_LIMIT
 
 
 class OrgRequest(Request):
@@ -188,9 +189,11 @@ class MeView(OrgScopedAPIView):
             "Me",
             {
                 "org": OrganizationOut(),
-                "key": inline_serializer("MeKey", {"name": serializers.CharField(), "prefix": serializers.CharField()}),
-                "user": inline_serializer("MeUser", {"email": serializers.EmailField()}),
-                "role": serializers.CharField(),
+                "key": inline_serializer(
+                    "MeKey", {"name": serializers.CharField(), "prefix": serializers.CharField()}, allow_null=True
+                ),
+                "user": inline_serializer("MeUser", {"email": serializers.EmailField()}, allow_null=True),
+                "role": serializers.CharField(allow_null=True, help_text="The member's role; null for an API key."),
                 "scopes": serializers.ListField(child=serializers.CharField()),
             },
         )
@@ -422,7 +425,7 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
     def safely_get_queryset(self, queryset: Any) -> Any:
         return queryset.select_related("invited_by")
 
-    @extend_schema(request=InvitationIn, responses={201: InvitationOut})
+    @extend_schema(request=InvitationIn, responses={201: InvitationOut, 402: PLAN_LIMIT})
     def create(self, request: OrgRequest) -> Response:
         data = _valid(InvitationIn, request)
         issued = services.invitation_create(

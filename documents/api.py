@@ -19,6 +19,7 @@ from documents import selectors, services
 from documents.models import Collection, Document
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
 from saas.core.errors import error_body
+from saas.core.schema import PLAN_LIMIT
 from saas.core.streaming import sse, sse_response
 from saas.core.validators import validate_single_line
 from saas.llm import gateway
@@ -94,7 +95,7 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScope
         request={"multipart/form-data": {"type": "object", "properties": {
             "file": {"type": "string", "format": "binary"}, "collection": {"type": "string", "format": "uuid"},
             "title": {"type": "string"}}, "required": ["file"]}},
-        responses={202: DocumentOut},
+        responses={202: DocumentOut, 402: PLAN_LIMIT},
         summary="Upload a document (PDF, DOCX, Markdown, text, HTML); ingestion runs in the background",
     )  # fmt: skip
     def create(self, request: Request) -> Response:

@@ -12,7 +12,11 @@ from typing import Any, ClassVar, Protocol
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.http import QueryDict
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.metadata import BaseMetadata, SimpleMetadata
+from rest_framework.parsers import BaseParser, DataAndFiles
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,6 +24,34 @@ from rest_framework.viewsets import GenericViewSet
 
 from saas.core.ratelimit import Bucket, enforce_rate_limits
 from saas.core.tenancy import enter_org_scope, exit_org_scope
+from saas.core.text import unstorable
+
+
+def _refuse(where: str) -> ParseError:
+    return ParseError(f"{where} holds a NUL character or an unpaired surrogate, which is not text.")
+
+
+class TextCheckedParser:
+    """A parser whose result is refused (400) when a string in it, a form field or a file name holds what
+    PostgreSQL cannot store (saas/core/text.py): JSON may say `\\u0000`, and DictField, JSONField and the
+    file name of an upload do not check it as CharField does."""
+
+    def __init__(self, parser: BaseParser) -> None:
+        self.parser = parser
+        self.media_type = parser.media_type
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.parser, name)
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        parsed = self.parser.parse(stream, media_type, parser_context)
+        data, files = (parsed.data, parsed.files) if isinstance(parsed, DataAndFiles) else (parsed, None)
+        where = unstorable(dict(data.lists()) if isinstance(data, QueryDict) else data)
+        if where is None and files:
+            where = unstorable({name: [f.name for f in files.getlist(name)] for name in files})
+        if where is not None:
+            raise _refuse(f"The request body ({where})")
+        return parsed
 
 
 class PrincipalLike(Protocol):
@@ -49,6 +81,24 @@ def register_org_rate_limit(limit: Callable[[Any], str | None]) -> None:
     _org_rate_limits.append(limit)
 
 
+class ApiMetadata(SimpleMetadata):
+    """What OPTIONS answers: the view's name, description and media types, and where the schema is.
+
+    DRF's default also describes each writable action from `get_serializer()`, after `get_object()` for PUT:
+    a 500 on views without an output serializer, and wrong elsewhere (our input serializers are not the
+    output ones). The OpenAPI schema is the one description of requests and responses.
+    """
+
+    def determine_metadata(self, request: Request, view: Any) -> dict[str, Any]:
+        return {
+            "name": view.get_view_name(),
+            "description": view.get_view_description(),
+            "renders": [renderer.media_type for renderer in view.renderer_classes],
+            "parses": [parser.media_type for parser in view.parser_classes],
+            "schema": "/api/schema/",
+        }
+
+
 class OrgScopedMixin:
     """Resolve the principal and its org once, enter the org scope, apply rate limits, check the scope.
 
@@ -57,6 +107,10 @@ class OrgScopedMixin:
     """
 
     required_scopes: ClassVar[dict[str, str]] = {}
+    metadata_class: str | type[BaseMetadata] | None = ApiMetadata
+    # Strings PostgreSQL cannot store are refused in the body, the query and the headers. The gateway's
+    # endpoints leave the body to the gateway, which refuses them itself and records the refusal.
+    check_body_text: ClassVar[bool] = True
     _org_scope_token: Any = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -69,6 +123,15 @@ class OrgScopedMixin:
         self._org_scope_token = enter_org_scope(principal.organization)
         enforce_rate_limits(request, self.rate_limit_buckets(principal))
         principal.require(self.required_scope(request))
+        where = unstorable(dict(request.query_params.lists()), "query") or unstorable(
+            {name: value for name, value in request.headers.items()}, "header"
+        )
+        if where is not None:
+            raise _refuse(where)
+
+    def get_parsers(self) -> list[Any]:
+        parsers = super().get_parsers()  # type: ignore[misc]
+        return [TextCheckedParser(parser) for parser in parsers] if self.check_body_text else parsers
 
     def required_scope(self, request: Request) -> str:
         method = (request.method or "").lower()
@@ -90,11 +153,22 @@ class OrgScopedMixin:
             buckets.append(Bucket("api:user", str(principal.user.pk), limits["user"]))
         return buckets
 
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+    def _leave_org_scope(self) -> None:
         if self._org_scope_token is not None:
             exit_org_scope(self._org_scope_token)
             self._org_scope_token = None
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        self._leave_org_scope()
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # An unexpected error skips finalize_response: the org scope must not outlive the request anyway
+        # (the next request on this thread and context would find it; seen when a view raised a 500).
+        try:
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._leave_org_scope()
 
 
 class OrgScopedAPIView(OrgScopedMixin, APIView):
@@ -123,12 +197,26 @@ class OrgScopedViewSet(OrgScopedMixin, GenericViewSet):
         return queryset
 
 
+def _not_text(field: serializers.Field, value: Any) -> bool:
+    """A CharField (DRF's turns numbers into text) given something that is not a string, as the schema says."""
+    if isinstance(field, serializers.CharField):
+        return value is not None and not isinstance(value, str)
+    if isinstance(field, serializers.ListField) and isinstance(field.child, serializers.CharField):
+        return isinstance(value, list) and any(not isinstance(item, str) for item in value)
+    return False
+
+
 class StrictSerializer(serializers.Serializer):
-    """Input serializers refuse fields they do not know: a typo must not be silently ignored."""
+    """Input serializers refuse fields they do not know (a typo must not be silently ignored), and a number
+    or a boolean where the schema says string."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            if not isinstance(data, QueryDict):
+                wrong = [name for name, field in self.fields.items() if name in data and _not_text(field, data[name])]
+                if wrong:
+                    raise serializers.ValidationError({name: ["Not a valid string."] for name in wrong})
         return super().to_internal_value(data)

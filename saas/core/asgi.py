@@ -47,3 +47,26 @@ def _close_abandoned(work: "asyncio.Task[Any]") -> None:
     closing = asyncio.ensure_future(sync_to_async(work.result().close, thread_sensitive=False)())
     _abandoned.add(closing)
     closing.add_done_callback(_abandoned.discard)
+
+
+def _leave_form_bodies_to_django() -> None:
+    """daphne's Twisted request parses every multipart POST body into `request.args`, which daphne never
+    reads: a second in-memory copy of each upload, and a malformed body answered with an empty 400 (no JSON,
+    no request id) before Django sees it. Django parses the body, with our limits and errors."""
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:  # another ASGI server
+        return
+    original = WebRequest.__init__
+    if getattr(original, "leaves_forms_to_django", False):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._parsePOSTFormSubmission = False
+
+    __init__.leaves_forms_to_django = True  # type: ignore[attr-defined]
+    WebRequest.__init__ = __init__  # type: ignore[method-assign]
+
+
+_leave_form_bodies_to_django()

@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from rest_framework import serializers
@@ -162,6 +162,7 @@ def _usage(usage: Any) -> dict[str, int]:
 
 class OpenAICompatibleView(OrgScopedAPIView):
     authentication_classes = [ApiKeyAuthentication]
+    check_body_text = False  # the gateway refuses NUL and unpaired surrogates, with a ledger row
 
     def get_exception_handler(self) -> Any:
         return openai_exception_handler
@@ -272,9 +273,22 @@ class ModelsView(OpenAICompatibleView):
         return Response({"object": "list", "data": data})
 
 
+@extend_schema_field(
+    {
+        # The gateway's count and length limits apply too (400), within the API's body limit (413).
+        "oneOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+        ]
+    }
+)
+class TextOrTexts(serializers.JSONField):
+    pass
+
+
 class EmbeddingsIn(StrictSerializer):
     model = serializers.CharField(max_length=64, default=gateway.DEFAULT_EMBEDDING_MODEL)
-    input = serializers.JSONField()
+    input = TextOrTexts()
     dimensions = serializers.IntegerField(required=False, min_value=1, max_value=4096, default=384)
     encoding_format = serializers.ChoiceField(choices=["float"], default="float")
     user = serializers.CharField(required=False, max_length=256)

@@ -34,6 +34,7 @@ from billing import quota
 from billing import selectors as billing_selectors
 from saas.core import crypto
 from saas.core.redis import get_redis
+from saas.core.text import storable, unstorable
 from saas.llm import breaker, guardrails, metrics, tool_protocol
 from saas.llm import config as gateway_config
 from saas.llm.embeddings import embed_local
@@ -187,7 +188,7 @@ class _Ledger:
             request_id=get_guid() or "",
             trace_id=self.caller.trace_id,
             feature=self.caller.feature,
-            model_requested=self.model_requested,
+            model_requested=storable(self.model_requested),  # a refused alias may hold what text columns cannot
             model_used=model.alias if model else "",
             upstream=model.upstream if model else "",
             stream=self.stream,
@@ -300,6 +301,17 @@ def check_chat_model(*, org: Any, alias: str) -> None:
     model = _named_model(alias, conf.policy(org), ModelConfig.Kind.CHAT, conf)
     if not available(model):
         raise UpstreamUnavailable(f"The model {alias!r} has no provider configured here.")
+
+
+def refuse_unstorable(**fields: Any) -> None:
+    """Refuse a NUL or a lone surrogate anywhere in the request before it is looked up, sent or recorded."""
+    for name, value in fields.items():
+        where = unstorable(value, name)
+        if where is not None:
+            raise BadRequest(
+                f"`{where}` holds a NUL character or an unpaired surrogate, which is not text.",
+                details={"param": where.split(".")[0].split("[")[0]},
+            )
 
 
 def validate(request: ChatRequest, model: ModelConfig) -> None:
@@ -579,6 +591,7 @@ def _prepare(
     ledger before it is raised."""
     conf = gateway_config.current()
     try:
+        refuse_unstorable(model=model, messages=request.messages, tools=request.tools or [])
         config, policy = resolve_model(
             caller=ledger.caller, alias=model, request=request, complexity=complexity, conf=conf
         )
@@ -913,6 +926,7 @@ def embed(*, caller: Caller, model: str, texts: list[str], dimensions: int = 384
     """Vectors for texts, through the same registry, policy, retries, breaker and ledger as chat."""
     ledger = _Ledger(caller=caller, model_requested=model or DEFAULT_EMBEDDING_MODEL, stream=False)
     try:
+        refuse_unstorable(model=model, input=texts)
         conf = gateway_config.current()
         policy = conf.policy(caller.org)
         config = _named_model(model or DEFAULT_EMBEDDING_MODEL, policy, ModelConfig.Kind.EMBEDDING, conf)

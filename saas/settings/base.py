@@ -222,7 +222,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "saas.core.pagination.StableCursorPagination",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "saas.core.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "saas.core.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
@@ -241,6 +241,8 @@ SPECTACULAR_SETTINGS = {
     # 3.1 is JSON Schema proper: the OpenAI-compatible request is a pydantic model, whose optional fields are
     # `null`-able, which OpenAPI 3.0 cannot say.
     "OAS_VERSION": "3.1.0",
+    # Our PATCH views validate whole bodies (not partial updates): one component per serializer, as it is.
+    "COMPONENT_SPLIT_PATCH": False,
 }
 
 # Requests per window. Per API key, per signed-in user and per org on the API; per IP on the sign-in,
