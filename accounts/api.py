@@ -19,8 +19,8 @@ from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, MemberCo
 from accounts.permissions import ADMIN, OWNER, READ, Principal
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
 from saas.core.errors import ApplicationError, NotFound, PermissionDenied
-from saas.core.validators import validate_single_line
 from saas.core.schema import PLAN_LIMIT
+from saas.core.validators import validate_single_line
 
 
 class OrgRequest(Request):

@@ -347,6 +347,9 @@ MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(DEVDATA_DIR / "media"))
 DOCUMENTS_MAX_BYTES = env.int("DOCUMENTS_MAX_BYTES", default=20 * 1024 * 1024)
 DOCUMENTS_MAX_PAGES = env.int("DOCUMENTS_MAX_PAGES", default=500)
 DOCUMENTS_MAX_UNPACKED_BYTES = env.int("DOCUMENTS_MAX_UNPACKED_BYTES", default=200 * 1024 * 1024)  # DOCX zips
+# Memory one extraction may use above the worker's own; each format's unpacked-size limit follows from it
+# (documents/extraction.py has the measured bytes of memory per byte of input).
+DOCUMENTS_EXTRACTION_MEMORY_BYTES = env.int("DOCUMENTS_EXTRACTION_MEMORY_BYTES", default=512 * 1024 * 1024)
 DOCUMENTS_CHUNK_TOKENS = (
     env.int("DOCUMENTS_CHUNK_MIN_TOKENS", default=300),
     env.int("DOCUMENTS_CHUNK_MAX_TOKENS", default=450),
