@@ -3,6 +3,7 @@ reaches the upstream is masked as the org chose, the caller gets the values back
 and bad options are refused in the one error shape with nothing written."""
 
 import json
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -76,7 +77,7 @@ def test_tool_call_arguments_sent_back_by_the_caller_are_masked_again(fake, mode
     assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"to": "[EMAIL_1]"}
 
 
-def _admin_client() -> tuple[APIClient, Membership]:
+def _admin_client() -> tuple[APIClient, Any]:
     admin = MembershipFactory(role=Membership.Role.ADMIN)
     client = APIClient()
     client.force_login(admin.user)
