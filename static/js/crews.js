@@ -187,8 +187,10 @@
         if (finished.includes(status)) { done = true; showOutput(); }
       }
     };
-    socket.onclose = function () {
+    socket.onclose = function (event) {
       if (done) return;
+      const lost = window.crewdeskAccessLost ? window.crewdeskAccessLost(event.code) : "";
+      if (lost) { document.getElementById("live-note").textContent = lost; return; }  // say why; stop reconnecting
       attempt += 1;
       setTimeout(connect, Math.min(15000, 500 * 2 ** attempt));
     };
