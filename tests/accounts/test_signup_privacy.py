@@ -30,8 +30,8 @@ def _sign_up(email, ip="192.0.2.1"):
 
 
 def _page(response, typed: str) -> str:
-    """The page, less its CSRF token and the address the visitor typed (shown back to them)."""
-    page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+    """The page, less its CSRF token, its CSP nonces and the address the visitor typed (shown back to them)."""
+    page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"|nonce="[^"]+"', "", response.content.decode())
     return page.replace(typed, "<typed>")
 
 
