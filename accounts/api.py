@@ -488,9 +488,10 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
     @extend_schema(request=NetworksIn, responses=ApiKeyOut, summary="Set the networks a key may be used from")
     @action(detail=True, methods=["post"])
     def networks(self, request: OrgRequest, pk: str) -> Response:
+        key_id = self.get_object().pk  # another org's key is a 404 before its body is read
         data = _valid(NetworksIn, request)
         api_key = key_guard.api_key_networks_set(
-            principal=request.principal, key_id=self.get_object().pk, networks=data["allowed_networks"],
+            principal=request.principal, key_id=key_id, networks=data["allowed_networks"],
             origin=_origin(request),
         )  # fmt: skip
         return Response(ApiKeyOut(api_key).data)

@@ -294,7 +294,7 @@ def run_event_stream(run: Run, *, keepalive_seconds: float = 15.0) -> Iterator[b
         for event in subscription.events(idle_timeout=1.0):
             if event is None:
                 quiet += 1.0
-                run.refresh_from_db(fields=["status", "error_code", "error"])
+                run.refresh_from_db(fields=["status", "error_code", "error_encrypted"])
                 if run.status in Run.FINISHED:  # its last event was missed (Redis blinked): say it anyway
                     yield sse({"type": "status", "status": run.status, "error": selectors.run_json(run)["error"]})
                     return

@@ -415,6 +415,15 @@ class AISettingsOut(serializers.Serializer):
     pii_mask_names = serializers.BooleanField(help_text="Person names announced by a cue are masked too.")
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """true or false, not DRF's "yes", 1 or "on" (the schema says boolean)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class AISettingsIn(StrictSerializer):
     pii_policy = serializers.ChoiceField(choices=OrgLLMSettings.PiiPolicy.values, required=False)
     injection_guard = serializers.ChoiceField(choices=OrgLLMSettings.Guard.values, required=False)
@@ -430,7 +439,7 @@ class AISettingsIn(StrictSerializer):
         required=False,
         help_text="ISO 3166 region codes such as US, GB, DE, tried in order; [] for the server's default.",
     )
-    pii_mask_names = serializers.BooleanField(required=False)
+    pii_mask_names = StrictBooleanField(required=False)
 
 
 def _ai_settings(row: OrgLLMSettings) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 same address in per-IP rate limits, the audit log, API keys' last use and the ASGI scope."""
 
 import asyncio
+import concurrent.futures
 import secrets
 
 import pytest
@@ -114,7 +115,13 @@ def test_the_asgi_scope_carries_the_resolved_client(behind_proxy):
     middleware = ClientAddressMiddleware(app)
     for kind in ("http", "websocket"):
         scope = {"type": kind, "client": [LB, 40000], "headers": [(b"x-forwarded-for", b"203.0.113.7")]}
-        asyncio.run(middleware(scope, None, None))
+        _run_apart(middleware(scope, None, None))
     spoofed = {"type": "websocket", "client": ["198.51.100.9", 40000], "headers": [(b"x-forwarded-for", b"1.2.3.4")]}
-    asyncio.run(middleware(spoofed, None, None))
+    _run_apart(middleware(spoofed, None, None))
     assert seen == [["203.0.113.7", 0], ["203.0.113.7", 0], ["198.51.100.9", 40000]]
+
+
+def _run_apart(coroutine):
+    """In a thread of its own: the session's browser (Playwright) may keep an event loop in the main thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -2,6 +2,7 @@
 stop, nothing), and the consumer stays usable; an exception inside an answer ends in an error frame, never in
 a silent dead task. Property tests throw arbitrary text, binary frames and JSON values at every consumer."""
 
+import concurrent.futures
 import json
 import uuid
 
@@ -96,7 +97,8 @@ def test_an_exception_inside_the_answer_ends_with_an_error_frame():
     async def boom() -> None:
         raise RuntimeError("a bug in the answer")
 
-    async_to_sync(consumer._run_work)(boom)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the session's browser may hold this thread's loop
+        pool.submit(async_to_sync(consumer._run_work), boom).result()
     assert sent == [{"type": "error", "error": {"code": "internal_error", "message": "Something went wrong; try again.",
                                                 "details": {}, "request_id": None}}]  # fmt: skip
 

@@ -87,10 +87,15 @@ def _admin_client() -> tuple[APIClient, Any]:
 def test_the_api_reads_and_changes_the_options_partially_and_audits_them(settings):
     settings.LLM_PII_PHONE_REGIONS = ["US", "GB", "DE", "FR"]
     client, admin = _admin_client()
-    assert client.get("/api/v1/ai-settings").json() == {
-        "pii_policy": "mask", "pii_phone_regions": [], "pii_phone_regions_default": ["US", "GB", "DE", "FR"],
-        "pii_mask_names": False,
-    }  # fmt: skip
+    assert (
+        client.get("/api/v1/ai-settings").json().items()
+        >= {
+            "pii_policy": "mask",
+            "pii_phone_regions": [],
+            "pii_phone_regions_default": ["US", "GB", "DE", "FR"],
+            "pii_mask_names": False,
+        }.items()
+    )  # fmt: skip (the guardrails' settings come with them)
     changed = client.patch("/api/v1/ai-settings", {"pii_phone_regions": ["gb", " de", "GB"], "pii_mask_names": True},
                            format="json")  # fmt: skip
     assert changed.status_code == 200
