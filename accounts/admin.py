@@ -2,9 +2,17 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db import transaction
 from django.http import HttpRequest
 
 from accounts.models import ApiKey, AuditEvent, DataExport, ErasureRecord, Invitation, Membership, Organization, User
+from saas.core import events
+
+
+def _sockets_recheck(*user_ids: Any) -> None:
+    """An operator's change to someone's rights reaches their open websockets too, like a member's change."""
+    for user_id in set(user_ids):
+        transaction.on_commit(lambda user_id=user_id: events.access_changed(user_id=user_id), robust=True)
 
 
 class AllOrgsAdmin(admin.ModelAdmin):
@@ -26,6 +34,11 @@ class UserAdmin(DjangoUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change:
+            _sockets_recheck(obj.pk)  # deactivated, or a new password: open sockets re-check their session
+
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
@@ -37,6 +50,20 @@ class OrganizationAdmin(admin.ModelAdmin):
 class MembershipAdmin(AllOrgsAdmin):
     list_display = ("user", "organization", "role")
     list_filter = ("role",)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        previous = Membership.all_orgs.filter(pk=obj.pk).values_list("user_id", flat=True).first() if change else None
+        super().save_model(request, obj, form, change)
+        _sockets_recheck(obj.user_id, *([previous] if previous else []))
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)
+        _sockets_recheck(obj.user_id)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        user_ids = list(queryset.values_list("user_id", flat=True))
+        super().delete_queryset(request, queryset)
+        _sockets_recheck(*user_ids)
 
 
 @admin.register(Invitation)

@@ -525,6 +525,7 @@ def invitation_accept(*, token: str, user: User, origin: Origin | None = None) -
             origin=origin, metadata={"role": membership.role},
         )  # fmt: skip
     _mark_email_verified(user)  # the token arrived at this address: it is proven
+    transaction.on_commit(lambda: events.access_changed(user_id=user.pk), robust=True)  # open tabs join the team
     return membership
 
 

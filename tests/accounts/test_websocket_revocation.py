@@ -254,3 +254,37 @@ def test_deleting_the_team_closes_its_sockets_and_the_tab_leaves_it(daphne_serve
         push_to_org(member.organization_id, "secret", {})
         push_to_user(member.user_id, "marker", {})
         assert _recv(notifications)["type"] == "marker"  # the person's own socket stays, without the team
+
+
+def test_an_operator_removing_a_membership_in_the_admin_closes_the_members_sockets(daphne_server, team):
+    _, member = team
+    operator = User.objects.create_superuser(email="operator@example.com", password=PASSWORD)
+    admin_client, _ = _signed_in(operator)
+    _, cookie = _signed_in(member.user)
+    with _open(daphne_server, f"/ws/ask/{member.organization_id}/", cookie) as ask:
+        _answers(ask)
+        response = admin_client.post(f"/admin/accounts/membership/{member.pk}/delete/", {"post": "yes"})
+        assert response.status_code == 302, response.content[:500]
+        assert not Membership.all_orgs.filter(pk=member.pk).exists()
+        assert _until_closed(ask)[1] == 4404
+
+
+def test_accepting_an_invitation_brings_the_open_tab_into_the_team(daphne_server, team):
+    owner, _ = team
+    newcomer = User.objects.create_user(email="newcomer@example.com", password=PASSWORD)
+    issued = services.invitation_create(principal=principal_for_member(owner), email=newcomer.email, role="member")
+    _, cookie = _signed_in(newcomer)
+    with _open(daphne_server, "/ws/notifications/", cookie) as notifications:
+        assert _recv(notifications)["data"]["orgs"] == []
+        services.invitation_accept(token=issued.token, user=newcomer)
+        # Once the socket has re-checked, the team's events reach it without a reload.
+        marker = {"n": 0}
+
+        def delivered() -> bool:
+            marker["n"] += 1
+            push_to_org(owner.organization_id, "team_news", {"n": marker["n"]})
+            with contextlib.suppress(TimeoutError):
+                return json.loads(notifications.recv(timeout=0.5))["type"] == "team_news"
+            return False
+
+        _eventually(delivered)
