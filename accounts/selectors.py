@@ -13,8 +13,9 @@ def _memberships(user: User) -> QuerySet[Membership]:
     return Membership.all_orgs.filter(user=user, organization__deletion_requested_at__isnull=True)
 
 
-def membership_org_ids(*, user: User) -> list[UUID]:
-    return list(_memberships(user).values_list("organization_id", flat=True))
+def membership_org_slugs(*, user: User) -> dict[UUID, str]:
+    """The person's teams: id -> short name (the name their pages' URLs carry)."""
+    return dict(_memberships(user).values_list("organization_id", "organization__slug"))
 
 
 def membership_list_for_user(*, user: User) -> list[Membership]:

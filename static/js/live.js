@@ -44,9 +44,10 @@
       try { event = JSON.parse(message.data); } catch (e) { return; }
       document.dispatchEvent(new CustomEvent("crewdesk:event", { detail: event }));
       if (event.type !== "hello" && event.type !== "pong") show(event);
-      // A team deleted by its owner is gone for everyone: a tab still on one of its pages leaves it.
+      // A team deleted by its owner, or one the person was removed from, is gone for them: a tab still on one
+      // of its pages leaves it (the owner's own "Delete" form is left to land on its result).
       const here = event.data && location.pathname.indexOf("/o/" + event.data.org + "/") === 0;
-      if (event.type === "org_deleted" && here && !submitting) {
+      if ((event.type === "org_deleted" || event.type === "org_left") && here && !submitting) {
         location.assign("/");
       }
     };

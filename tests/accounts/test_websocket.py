@@ -109,6 +109,8 @@ def test_a_removed_member_stops_receiving_the_orgs_events_at_once(daphne_server)
         push_to_org(owner.organization_id, "before", {})
         assert _recv(ws)["type"] == "before"
         services.membership_remove(principal=principal_for_member(owner), membership_id=member.pk)
+        left = _recv(ws)  # the tab is told which team it left (a tab on its pages leaves them)
+        assert (left["type"], left["data"]) == ("org_left", {"org": owner.organization.slug})
         push_to_org(owner.organization_id, "secret", {})
         push_to_user(member.user_id, "marker", {})
         assert _recv(ws)["type"] == "marker"

@@ -251,6 +251,8 @@ def test_deleting_the_team_closes_its_sockets_and_the_tab_leaves_it(daphne_serve
         assert _until_closed(ask)[1] == 4404
         assert _until_closed(follow)[1] == 4404
         assert _recv(notifications)["type"] == "org_deleted"
+        left = _recv(notifications)
+        assert (left["type"], left["data"]) == ("org_left", {"org": member.organization.slug})
         push_to_org(member.organization_id, "secret", {})
         push_to_user(member.user_id, "marker", {})
         assert _recv(notifications)["type"] == "marker"  # the person's own socket stays, without the team

@@ -60,10 +60,6 @@ def test_a_member_exports_their_data_then_deletes_their_account(browser, daphne_
     assert ErasureRecord.objects.get(subject_id=str(member.user.pk)).status == "done"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="#14 follow-up: fails in the full suite only (the member tab leaving a deleted team)",
-)
 def test_an_owner_sets_the_teams_privacy_reads_the_privacy_page_and_deletes_the_team(
     browser, daphne_server, screenshot
 ):
