@@ -1,3 +1,4 @@
+from functools import partial
 from typing import Any
 
 from django.contrib import admin
@@ -12,7 +13,7 @@ from saas.core import events
 def _sockets_recheck(*user_ids: Any) -> None:
     """An operator's change to someone's rights reaches their open websockets too, like a member's change."""
     for user_id in set(user_ids):
-        transaction.on_commit(lambda user_id=user_id: events.access_changed(user_id=user_id), robust=True)
+        transaction.on_commit(partial(events.access_changed, user_id=user_id), robust=True)
 
 
 class AllOrgsAdmin(admin.ModelAdmin):
