@@ -28,7 +28,9 @@ import psutil
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LITELLM_VENV = Path(os.environ.get("BENCH_LITELLM_VENV") or BASE_DIR / "bench" / ".venv-litellm")
-LITELLM_REQUIREMENT = os.environ.get("BENCH_LITELLM_REQUIREMENT", "litellm[proxy]")
+# The newest version whose `proxy` extra installs from PyPI here: 1.108.8 and later require `litellm-proxy==<same
+# version>`, a package the registry does not have. A pinned version keeps runs comparable.
+LITELLM_REQUIREMENT = os.environ.get("BENCH_LITELLM_REQUIREMENT", "litellm[proxy]==1.108.7")
 
 
 def free_port() -> int:
