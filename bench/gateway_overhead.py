@@ -1,168 +1,261 @@
-"""What the gateway adds to an LLM call, measured side by side in one run.
+"""What the gateway adds to an LLM call, and what it costs under concurrency, side by side in one run.
 
-The same chat requests go (a) straight to the fake OpenAI-compatible upstream and (b) through Crewdesk's
-`/v1/chat/completions` on a real daphne (API-key auth, rate limits, model resolution, PII masking, circuit
-breaker, ledger row with encrypted input and output, written just after the answer for whole calls), both
-with the official `openai` SDK over keep-alive
-connections, interleaved so that machine noise hits both equally. The cache is bypassed: every gateway call
-goes upstream. Prints p50/p95 of each and of the difference, for whole non-streaming calls and for the time to
-the first token of streams.
+Three sides get the same non-streaming chat request, pointed at the same fake OpenAI-compatible upstream:
 
-    python bench/gateway_overhead.py [--requests 1000]
+- **direct**: the fake upstream itself (saas.llm.fake_upstream, bounded state);
+- **crewdesk**: `/v1/chat/completions` on a real daphne (`python -m saas.core.http_server`, as `make run`), on the
+  bench stack's real PostgreSQL and Valkey, DEBUG off: API-key auth, rate limits, routing, PII masking, breaker,
+  quota, ledger row. The cache is bypassed (`X-Crewdesk-Cache: bypass`): every call goes upstream;
+- **litellm**: LiteLLM proxy (`litellm[proxy]` from PyPI, installed on first use into bench/.venv-litellm, never the
+  project's venv), one worker, no database, its master key as the only key.
+
+At 1, 8, 32 and 64 concurrent clients (asyncio tasks sharing one keep-alive `httpx.AsyncClient` per side), each
+side runs for a few seconds in turn, the order rotating every round, for several rounds: machine noise (other
+processes on the same cores) hits every side alike. Printed per side: latency p50/p95 and the latency added to
+direct at one client, requests/s, server CPU per call (user + system CPU time of the server's processes, read
+from /proc before and after each slice, divided by the calls answered in it), and errors by kind. For Crewdesk,
+the LLMCall ledger rows of the bench's API key are counted before and after: every call must have its row.
+
+    python bench/gateway_overhead.py [--rounds 3] [--seconds 3] [--clients 1,8,32,64] [--no-litellm]
+                                     [--profile 20]     # then py-spy on Crewdesk at 8 clients for 20 s
+
+The first run installs LiteLLM (a few minutes); BENCH_LITELLM_REQUIREMENT picks another version. Run it at nice 0
+on a quiet machine; the load of other processes during the run is printed with the tables.
 """
 
+from __future__ import annotations
+
 import argparse
+import asyncio
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
-import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stack import BASE_DIR, bench_stack
+import httpx
+import psutil
+from servers import (
+    LITELLM_KEY,
+    LiteLLMUnavailable,
+    Server,
+    crewdesk_fixture,
+    ledger_rows,
+    litellm_version,
+    percentile,
+    start_crewdesk,
+    start_fake_upstream,
+    start_litellm,
+)
+from stack import bench_stack
+
+MESSAGES = [{"role": "user", "content": "Summarise the quarterly report for the team, please."}]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass
+class Side:
+    name: str
+    server: Server
+    url: str
+    model: str
+    headers: dict[str, str]
+    client: httpx.AsyncClient | None = None
+    attempts: int = 0
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+@dataclass
+class Measure:
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        return len(self.latencies)
+
+
+async def _one_call(side: Side) -> str | None:
+    """None when the call answered a chat completion; else the kind of error."""
+    assert side.client is not None
+    side.attempts += 1
+    try:
+        response = await side.client.post(side.url, json={"model": side.model, "messages": MESSAGES})
+    except httpx.HTTPError as error:
+        return type(error).__name__
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}"
+    try:
+        if not response.json()["choices"][0]["message"]["content"]:
+            return "empty answer"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "not a chat completion"
+    return None
+
+
+async def run_slice(side: Side, clients: int, seconds: float, measure: Measure) -> None:
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            error = await _one_call(side)
+            if error is None:
+                measure.latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                measure.errors[error] += 1
+                await asyncio.sleep(0.01)  # an error is fast: do not spin
+
+    cpu_before, started = side.server.cpu_seconds(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    measure.seconds += time.perf_counter() - started
+    measure.cpu += side.server.cpu_seconds() - cpu_before
+
+
+def _machine_busy() -> float:
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + times.irq + times.softirq + getattr(times, "steal", 0.0)
+
+
+def _own_cpu() -> float:
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
         try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+async def measure_all(
+    sides: list[Side], levels: list[int], rounds: int, seconds: float
+) -> dict[str, dict[int, Measure]]:
+    results = {side.name: {n: Measure() for n in levels} for side in sides}
+    for side in sides:  # warm up: connections, imports, caches of every side
+        await run_slice(side, 8, 2.0, Measure())
+    for round_index in range(rounds):
+        for n in levels:
+            order = sides[round_index % len(sides) :] + sides[: round_index % len(sides)]
+            for side in order:
+                await run_slice(side, n, seconds, results[side.name][n])
+        print(f"  round {round_index + 1}/{rounds} done", flush=True)
+    return results
+
+
+def print_tables(sides: list[Side], results: dict[str, dict[int, Measure]], levels: list[int]) -> None:
+    names = [s.name for s in sides]
+    width = 14
+    head = f"{'':<34}" + "".join(f"{n:>{width}}" for n in names)
+
+    def row(label: str, values: list[str]) -> None:
+        print(f"{label:<34}" + "".join(f"{v:>{width}}" for v in values))
+
+    print("\n" + head)
+    one = levels[0]
+    direct = results["direct"][one].latencies
+    for q, label in ((0.5, "p50"), (0.95, "p95")):
+        row(f"latency {label} at {one} client (ms)", [f"{percentile(results[n][one].latencies, q):.2f}" for n in names])
+    for q, label in ((0.5, "p50"), (0.95, "p95")):
+        base = percentile(direct, q)
+        row(f"added {label} at {one} client (ms)",
+            ["-" if n == "direct" else f"+{percentile(results[n][one].latencies, q) - base:.2f}" for n in names])  # fmt: skip
+    for n_clients in levels:
+        row(f"requests/s at {n_clients} clients",
+            [f"{results[n][n_clients].calls / max(results[n][n_clients].seconds, 1e-9):,.0f}" for n in names])  # fmt: skip
+    for n_clients in levels:
+        row(f"server CPU ms/call at {n_clients}",
+            [f"{1000 * results[n][n_clients].cpu / max(results[n][n_clients].calls, 1):.2f}" for n in names])  # fmt: skip
+    for n_clients in levels[1:]:
+        row(f"latency p50 / p95 at {n_clients} (ms)",
+            [f"{statistics.median(results[n][n_clients].latencies or [0]):.0f} / "
+             f"{percentile(results[n][n_clients].latencies, 0.95):.0f}" for n in names])  # fmt: skip
+    for n_clients in levels:
+        row(f"errors at {n_clients} clients", [str(sum(results[n][n_clients].errors.values())) for n in names])
+    kinds = {f"{n}: {kind} x{count}" for n in names for m in results[n].values() for kind, count in m.errors.items()}
+    if kinds:
+        print("errors by kind: " + "; ".join(sorted(kinds)))
+
+
+async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str, Any]) -> None:
+    upstream = start_fake_upstream(workdir)
+    servers: list[Server] = [upstream]
+    try:
+        crewdesk = start_crewdesk(workdir, upstream)
+        servers.append(crewdesk)
+        sides = [
+            Side("direct", upstream, upstream.url + "/v1/chat/completions", "fake-small",
+                 {"Authorization": "Bearer sk-bench"}),
+            Side("crewdesk", crewdesk, crewdesk.url + "/v1/chat/completions", fixture["model"],
+                 {"Authorization": f"Bearer {fixture['key'].secret}", "X-Crewdesk-Cache": "bypass"}),
+        ]  # fmt: skip
+        litellm_note = ""
+        if not args.no_litellm:
+            try:
+                litellm = start_litellm(workdir, upstream)
+                servers.append(litellm)
+                sides.append(Side("litellm", litellm, litellm.url + "/v1/chat/completions", "fake-small",
+                                  {"Authorization": f"Bearer {LITELLM_KEY}"}))  # fmt: skip
+                litellm_note = f"LiteLLM {litellm_version()} (one worker, no database)"
+            except LiteLLMUnavailable as error:
+                litellm_note = f"LiteLLM left out: {error}"
+                print(litellm_note, flush=True)
+        top = max(args.clients)
+        limits = httpx.Limits(max_connections=top, max_keepalive_connections=top, keepalive_expiry=60)
+        for side in sides:
+            side.client = httpx.AsyncClient(headers=side.headers, limits=limits, timeout=60)
+        rows_before = await asyncio.to_thread(ledger_rows, fixture["key"].api_key)
+
+        load_before = os.getloadavg()
+        busy_before, own_before, wall_before = _machine_busy(), _own_cpu(), time.monotonic()
+        results = await measure_all(sides, args.clients, args.rounds, args.seconds)
+        wall = time.monotonic() - wall_before
+        others = max(0.0, (_machine_busy() - busy_before) - (_own_cpu() - own_before))
+        load_after = os.getloadavg()
+
+        crewdesk_side = next(s for s in sides if s.name == "crewdesk")
+        expected, rows = crewdesk_side.attempts, 0
+        for _ in range(60):  # rows written after the answer (or by a background writer) land within seconds
+            rows = await asyncio.to_thread(ledger_rows, fixture["key"].api_key) - rows_before
+            if rows >= expected:
+                break
+            await asyncio.sleep(0.5)
+
+        print(f"\nGateway overhead: {args.rounds} rounds x {args.seconds:g} s per side and concurrency, interleaved; "
+              f"non-streaming chat, same fake upstream; {litellm_note or 'LiteLLM not run (--no-litellm)'}")  # fmt: skip
+        print(f"machine: {psutil.cpu_count()} cores; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
+              f"after; other processes used {others / wall:.2f} cores on average during the run")  # fmt: skip
+        print_tables(sides, results, args.clients)
+        print(f"\ncrewdesk ledger: {rows} LLMCall rows for {expected} calls sent (warm-up included)"
+              + ("" if rows == expected else f"  <-- {expected - rows:+d} MISSING" if rows < expected else ""))  # fmt: skip
+        for side in sides:
+            if side.client is not None:
+                await side.client.aclose()
+
+        if args.profile:
+            from profile_crewdesk import profile_at
+
+            await profile_at(crewdesk_side, clients=8, seconds=args.profile, workdir=workdir, run_slice=run_slice,
+                             measure_cls=Measure)  # fmt: skip
+    finally:
+        for server in reversed(servers):
+            server.stop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=1000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per side, concurrency and round")
+    parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64])
+    parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--profile", type=float, default=0, help="seconds of py-spy on Crewdesk at 8 clients")
     args = parser.parse_args()
-
-    upstream_port, web_port = free_port(), free_port()
-    processes: list[subprocess.Popen[bytes]] = []
-    with bench_stack(LLM_OPENAI_BASE_URL=f"http://127.0.0.1:{upstream_port}/v1", LLM_OPENAI_API_KEY="sk-bench"):
-        try:
-            run(args.requests, upstream_port, web_port, processes)
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(10)
-
-
-def run(requests: int, upstream_port: int, web_port: int, processes: list[subprocess.Popen[bytes]]) -> None:
-    from accounts.models import Organization
-    from accounts.permissions import ROLE_SCOPES, Principal
-    from accounts.services import api_key_create
-    from billing.models import OrgBilling, Plan
-    from saas.llm.models import ModelConfig
-
-    org, _ = Organization.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
-    # A plan with overage and no spend cap: thousands of requests without a quota refusal (quotas still apply).
-    OrgBilling.objects.for_org(org).update_or_create(
-        organization=org, defaults={"plan": Plan.objects.get(slug="team"), "status": "active", "spend_cap_usd": None}
-    )
-    ModelConfig.objects.update_or_create(
-        alias="bench-small", defaults={"upstream": "openai", "upstream_model": "fake-small", "context_window": 8192}
-    )
-    key = api_key_create(
-        principal=Principal(organization=org, scopes=ROLE_SCOPES["owner"]), name="bench", scopes=["ask"]
-    )
-    env = {
-        **os.environ,
-        "RATE_LIMIT_API_KEY": "1000000/minute",
-        "RATE_LIMIT_ORG": "1000000/minute",
-        **({"PGOPTIONS": os.environ["BENCH_PGOPTIONS"]} if os.environ.get("BENCH_PGOPTIONS") else {}),
-    }
-    processes.append(subprocess.Popen([sys.executable, "-m", "saas.llm.fake_upstream", "--port", str(upstream_port)],
-                                      cwd=BASE_DIR, stdout=subprocess.DEVNULL))  # fmt: skip
-    processes.append(subprocess.Popen([shutil.which("daphne") or str(Path(sys.executable).parent / "daphne"),
-                                       "-b", "127.0.0.1", "-p", str(web_port), "saas.asgi:application"],
-                                      cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-    wait_http(f"http://127.0.0.1:{upstream_port}/v1/models")
-    wait_http(f"http://127.0.0.1:{web_port}/healthz")
-
-    import openai
-
-    direct = openai.OpenAI(base_url=f"http://127.0.0.1:{upstream_port}/v1", api_key="sk-bench", max_retries=0)
-    gateway = openai.OpenAI(base_url=f"http://127.0.0.1:{web_port}/v1", api_key=key.secret, max_retries=0,
-                            default_headers={"X-Crewdesk-Cache": "bypass"})  # fmt: skip
-    messages: Any = [{"role": "user", "content": "Summarise the quarterly report for the team, please."}]
-
-    def call(client: openai.OpenAI, model: str) -> float:
-        started = time.perf_counter()
-        client.chat.completions.create(model=model, messages=messages)
-        return (time.perf_counter() - started) * 1000
-
-    def ttft(client: openai.OpenAI, model: str) -> float:
-        started = time.perf_counter()
-        stream: Any = client.chat.completions.create(model=model, messages=messages, stream=True)
-        first = None
-        for chunk in stream:
-            if first is None and chunk.choices and chunk.choices[0].delta.content:
-                first = (time.perf_counter() - started) * 1000
-        assert first is not None
-        return first
-
-    import httpx2
-
-    web = httpx2.Client(base_url=f"http://127.0.0.1:{web_port}")
-
-    def healthz() -> float:
-        started = time.perf_counter()
-        web.get("/healthz").raise_for_status()
-        return (time.perf_counter() - started) * 1000
-
-    for _ in range(20):  # warm up both paths (connections, caches, JIT-less imports)
-        call(direct, "fake-small")
-        call(gateway, "bench-small")
-        ttft(direct, "fake-small")
-        ttft(gateway, "bench-small")
-
-    results: dict[str, dict[str, list[float]]] = {
-        "call": {"direct": [], "gateway": []},
-        "ttft": {"direct": [], "gateway": []},
-    }
-    floor: list[float] = []
-    for _ in range(requests):
-        floor.append(healthz())
-        results["call"]["direct"].append(call(direct, "fake-small"))
-        results["call"]["gateway"].append(call(gateway, "bench-small"))
-        results["ttft"]["direct"].append(ttft(direct, "fake-small"))
-        results["ttft"]["gateway"].append(ttft(gateway, "bench-small"))
-
-    print(f"\nGateway overhead, {requests} requests per path, interleaved (ms)\n")
-    print(
-        f"{'measure':<26}{'direct p50':>11}{'gateway p50':>13}{'added p50':>11}{'direct p95':>12}{'gateway p95':>13}{'added p95':>11}"
-    )
-    for name, label in (("call", "non-streaming call"), ("ttft", "time to first token")):
-        d, g = results[name]["direct"], results[name]["gateway"]
-        added = [b - a for a, b in zip(d, g, strict=True)]
-        print(f"{label:<26}{statistics.median(d):>11.2f}{statistics.median(g):>13.2f}{statistics.median(added):>11.2f}"
-              f"{percentile(d, 0.95):>12.2f}{percentile(g, 0.95):>13.2f}{percentile(added, 0.95):>11.2f}")  # fmt: skip
-    print(
-        f"{'(daphne+Django floor: /healthz)':<26}{'':>11}{statistics.median(floor):>13.2f}{'':>11}{'':>12}{percentile(floor, 0.95):>13.2f}"
-    )
-    from saas.llm.models import LLMCall
-
-    # Non-streaming rows are written just after each answer: every call must still have one.
-    time.sleep(0.5)
-    written = LLMCall.all_orgs.filter(api_key=key.api_key, status="ok").count()
-    print(f"\nledger rows of this run: {written} of {2 * (20 + requests)} gateway calls")
+    with bench_stack(), tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        asyncio.run(main_async(args, Path(tmp), crewdesk_fixture()))
 
 
 if __name__ == "__main__":

@@ -19,15 +19,18 @@ behaviour per request for that model; when the queue is empty, requests succeed.
                                             call tools (function calling; `arguments` may be a raw string)
 
 Knobs for every request: `latency` (seconds before the first byte) and `token_rate` (tokens per second
-when streaming), set with `POST /_config`. `GET /_requests` lists what was received (for assertions).
+when streaming), set with `POST /_config`. `GET /_requests` lists the last requests received (for assertions):
+at most `max_requests` of them (FAKE_UPSTREAM_MAX_REQUESTS, default 1,000), so that a benchmark sending millions
+of requests keeps a bounded memory; `GET /_stats` counts every request received since the last `POST /_reset`.
 
-    python -m saas.llm.fake_upstream --port 9100
+    python -m saas.llm.fake_upstream --port 9100 [--max-requests 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 import uuid
@@ -40,12 +43,25 @@ DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
 
 MODERATION_WORDS = {"fakeviolence": "violence", "fakeharassment": "harassment"}
 
+# How many received requests are kept for `GET /_requests` (the oldest are dropped first). Tests read the last
+# few; a benchmark's hundreds of thousands of requests would otherwise grow the process without end (841 MB
+# after 100k chat calls, and garbage-collection pauses that showed up in every path's p95).
+DEFAULT_MAX_REQUESTS = 1000
+
+
+def _max_requests_default() -> int:
+    return int(os.environ.get("FAKE_UPSTREAM_MAX_REQUESTS") or DEFAULT_MAX_REQUESTS)
+
 
 class FakeUpstreamState:
-    def __init__(self) -> None:
+    def __init__(self, max_requests: int | None = None) -> None:
         self.lock = threading.Lock()
         self.scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
-        self.requests: list[dict[str, Any]] = []
+        limit = _max_requests_default() if max_requests is None else max_requests
+        if limit < 1:
+            raise ValueError("max_requests must be at least 1")
+        self.requests: deque[dict[str, Any]] = deque(maxlen=limit)
+        self.requests_seen = 0  # every request received since the last reset, kept or not
         self.latency = 0.0
         self.token_rate = 0.0  # 0: as fast as possible
         self.reply = DEFAULT_REPLY
@@ -116,7 +132,13 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"object": "list", "data": [{"id": "fake-small", "object": "model", "owned_by": "fake"}]})
         elif self.path == "/_requests":
             with state.lock:
-                self._json(200, state.requests)
+                kept = list(state.requests)
+            self._json(200, kept)
+        elif self.path == "/_stats":
+            with state.lock:
+                stats = {"requests_seen": state.requests_seen, "requests_kept": len(state.requests),
+                         "max_requests": state.requests.maxlen}  # fmt: skip
+            self._json(200, stats)
         else:
             self._error(404, "not found")
 
@@ -141,10 +163,12 @@ class Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.scripts.clear()
                 state.requests.clear()
+                state.requests_seen = 0
                 state.latency, state.token_rate, state.reply = 0.0, 0.0, DEFAULT_REPLY
             return self._json(200, {"ok": True})
         with state.lock:
             state.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+            state.requests_seen += 1
         if self.path == "/v1/chat/completions":
             return self._chat(body)
         if self.path == "/v1/embeddings":
@@ -288,10 +312,13 @@ class Handler(BaseHTTPRequestHandler):
 
 class FakeUpstreamServer(ThreadingHTTPServer):
     daemon_threads = True
+    # A listen backlog for bursts (socketserver's default is 5): a benchmark opening 1,000 streams at once
+    # would otherwise see SYN retries of 1 s and more, and measure them as the upstream's time to first token.
+    request_queue_size = 1024
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_requests: int | None = None) -> None:
         super().__init__((host, port), Handler)
-        self.state = FakeUpstreamState()
+        self.state = FakeUpstreamState(max_requests)
 
     @property
     def base_url(self) -> str:
@@ -305,8 +332,12 @@ class FakeUpstreamServer(ThreadingHTTPServer):
 def main() -> None:
     parser = argparse.ArgumentParser(description="A fake OpenAI-compatible upstream")
     parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument(
+        "--max-requests", type=int, default=None,
+        help=f"requests kept for GET /_requests (default: FAKE_UPSTREAM_MAX_REQUESTS, else {DEFAULT_MAX_REQUESTS})",
+    )  # fmt: skip
     args = parser.parse_args()
-    server = FakeUpstreamServer(port=args.port)
+    server = FakeUpstreamServer(port=args.port, max_requests=args.max_requests)
     print(f"fake upstream on {server.base_url}", flush=True)
     server.serve_forever()
 

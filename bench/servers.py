@@ -1,0 +1,273 @@
+"""The servers a benchmark compares, started the way an operator would start them, and measured from outside.
+
+- the fake OpenAI-compatible upstream (saas.llm.fake_upstream, bounded state), one process;
+- Crewdesk: `python -m saas.core.http_server` (daphne, as `make run` starts it) on the bench stack's real
+  PostgreSQL and Valkey, with DEBUG off as in production, one process;
+- LiteLLM proxy (`litellm[proxy]` from PyPI), installed on first use into its own venv (bench/.venv-litellm,
+  never the project's), no database, one worker, pointed at the same fake upstream.
+
+Each server is a `Server`: its processes' CPU time (user + system, children included), threads and RSS are read
+from /proc through psutil, so a benchmark can divide CPU by calls.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+LITELLM_VENV = Path(os.environ.get("BENCH_LITELLM_VENV") or BASE_DIR / "bench" / ".venv-litellm")
+# The newest version whose `proxy` extra installs from PyPI here: 1.108.8 and later require `litellm-proxy==<same
+# version>`, a package the registry does not have. A pinned version keeps runs comparable.
+LITELLM_REQUIREMENT = os.environ.get("BENCH_LITELLM_REQUIREMENT", "litellm[proxy]==1.108.7")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 90, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=2):
+                return
+        except Exception:
+            time.sleep(0.3)
+    raise SystemExit(f"{url} did not come up within {timeout:.0f} s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's open-file limit (inherited by the servers it starts) to at least `needed`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard == resource.RLIM_INFINITY else max(soft, min(hard, max(needed, soft)))
+    if needed > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, needed), hard))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def _processes(self) -> list[psutil.Process]:
+        found: list[psutil.Process] = []
+        for popen in (self.process, *self.extra):
+            try:
+                root = psutil.Process(popen.pid)
+                found += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server's processes (and their children) so far."""
+        total = 0.0
+        for proc in self._processes():
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def threads(self) -> int:
+        return sum(p.num_threads() for p in self._processes() if p.is_running())
+
+    def rss_mb(self) -> float:
+        return sum(p.memory_info().rss for p in self._processes() if p.is_running()) / 1e6
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes()]
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        for popen in (*self.extra, self.process):
+            if popen.poll() is None:
+                popen.terminate()
+        for popen in (*self.extra, self.process):
+            try:
+                popen.wait(15)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+
+
+def _start(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = BASE_DIR
+) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def start_fake_upstream(workdir: Path, *, max_requests: int = 1000) -> Server:
+    port = free_port()
+    log = workdir / "fake_upstream.log"
+    process = _start([sys.executable, "-m", "saas.llm.fake_upstream", "--port", str(port),
+                      "--max-requests", str(max_requests)], log)  # fmt: skip
+    server = Server("upstream", f"http://127.0.0.1:{port}", process, log)
+    wait_http(server.url + "/v1/models")
+    return server
+
+
+def start_crewdesk(workdir: Path, upstream: Server, **env: str) -> Server:
+    """daphne through our entry point (as `make run`), in the bench stack's environment, DEBUG off."""
+    port = free_port()
+    log = workdir / "crewdesk.log"
+    process_env = {
+        **os.environ,
+        "DEBUG": "false",
+        "LLM_OPENAI_BASE_URL": upstream.url + "/v1",
+        "LLM_OPENAI_API_KEY": "sk-bench",
+        "RATE_LIMIT_API_KEY": "100000000/minute",
+        "RATE_LIMIT_ORG": "100000000/minute",
+        "RATE_LIMIT_USER": "100000000/minute",
+        **({"PGOPTIONS": os.environ["BENCH_PGOPTIONS"]} if os.environ.get("BENCH_PGOPTIONS") else {}),
+        **env,
+    }
+    cmd = [sys.executable, "-m", "saas.core.http_server", "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"]
+    server = Server("crewdesk", f"http://127.0.0.1:{port}", _start(cmd, log, process_env), log)
+    wait_http(server.url + "/healthz")
+    return server
+
+
+class LiteLLMUnavailable(Exception):
+    pass
+
+
+def litellm_binary(install: bool = True) -> Path:
+    """The `litellm` CLI of the bench's own venv, installed there from PyPI on first use."""
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if binary.exists():
+        return binary
+    if not install:
+        raise LiteLLMUnavailable(f"not installed in {LITELLM_VENV} (--no-litellm-install)")
+    print(f"Installing {LITELLM_REQUIREMENT} into {LITELLM_VENV} (first use; a few minutes) ...", flush=True)
+    base_python = Path(getattr(sys, "_base_executable", sys.executable))
+    try:
+        if not (LITELLM_VENV / "bin" / "pip").exists():
+            subprocess.run([str(base_python), "-m", "venv", str(LITELLM_VENV)], check=True)
+        result = subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", LITELLM_REQUIREMENT],
+                                capture_output=True, text=True, timeout=1800)  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as error:
+        raise LiteLLMUnavailable(f"could not create its venv or run pip: {error}") from error
+    if result.returncode != 0 or not binary.exists():
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        raise LiteLLMUnavailable(f"`pip install {LITELLM_REQUIREMENT}` failed: {' | '.join(tail)}")
+    return binary
+
+
+def litellm_version() -> str:
+    python = LITELLM_VENV / "bin" / "python"
+    result = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                            capture_output=True, text=True)  # fmt: skip
+    return result.stdout.strip() or "?"
+
+
+LITELLM_KEY = "sk-litellm-bench"
+
+
+def start_litellm(workdir: Path, upstream: Server, *, install: bool = True) -> Server:
+    """LiteLLM proxy: one worker, no database (its master key is the only key), the fake upstream as model."""
+    binary = litellm_binary(install)
+    config = workdir / "litellm.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        model_list:
+          - model_name: fake-small
+            litellm_params:
+              model: openai/fake-small
+              api_base: {upstream.url}/v1
+              api_key: sk-bench
+        litellm_settings:
+          telemetry: false
+          drop_params: true
+        general_settings:
+          master_key: {LITELLM_KEY}
+        """))  # fmt: skip
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "DJANGO_", "REDIS_"))}
+    env.update(LITELLM_LOG="ERROR", LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False",
+               DISABLE_SCHEMA_UPDATE="True", NO_DOCS="True")  # fmt: skip
+    cmd = [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    server = Server("litellm", f"http://127.0.0.1:{port}", _start(cmd, workdir / "litellm.log", env, cwd=workdir),
+                    workdir / "litellm.log")  # fmt: skip
+    try:
+        wait_http(server.url + "/health/liveliness", timeout=180)
+    except SystemExit as error:
+        server.stop()
+        tail = server.log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise LiteLLMUnavailable(f"the proxy did not start: {' | '.join(tail)}") from error
+    return server
+
+
+def crewdesk_fixture(*, model_alias: str = "bench-small") -> dict[str, Any]:
+    """An org on a plan with overage and no spend cap, a model alias routed to the fake upstream, an API key, and a
+    member with a session (for websockets). Needs Django set up (bench.stack.bench_stack)."""
+    from django.conf import settings
+    from django.test import Client
+
+    from accounts.models import Membership, Organization, User
+    from accounts.permissions import ROLE_SCOPES, Principal
+    from accounts.services import api_key_create
+    from billing.models import OrgBilling, Plan
+    from saas.llm.models import ModelConfig
+
+    org, _ = Organization.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
+    OrgBilling.objects.for_org(org).update_or_create(
+        organization=org, defaults={"plan": Plan.objects.get(slug="team"), "status": "active", "spend_cap_usd": None}
+    )
+    ModelConfig.objects.update_or_create(
+        alias=model_alias, defaults={"upstream": "openai", "upstream_model": "fake-small", "context_window": 8192}
+    )
+    key = api_key_create(
+        principal=Principal(organization=org, scopes=ROLE_SCOPES["owner"]), name="bench", scopes=["ask"]
+    )
+    user, created = User.objects.get_or_create(email="bench@example.com")
+    if created:
+        user.set_password(os.urandom(16).hex())
+        user.save(update_fields=["password"])
+    Membership.objects.for_org(org).get_or_create(organization=org, user=user, defaults={"role": "member"})
+    browser = Client()
+    browser.force_login(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+    return {"org": org, "key": key, "user": user, "cookie": cookie, "model": model_alias}
+
+
+def ledger_rows(api_key: Any = None, user: Any = None) -> int:
+    from saas.llm.models import LLMCall
+
+    rows = LLMCall.all_orgs.all()
+    if api_key is not None:
+        rows = rows.filter(api_key=api_key)
+    if user is not None:
+        rows = rows.filter(user=user)
+    return rows.count()
