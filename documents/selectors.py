@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from pgvector.django import CosineDistance
 
 from documents.models import Chunk, Collection, Document
@@ -61,20 +61,8 @@ def chunk_search(
         query_vector or gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=[query]).vectors[0]
     )
     pool = max(top_k * 4, 20)
-    chunks = Chunk.objects.for_org(org).filter(document__status=Document.Status.READY)
-    if collection is not None:
-        chunks = chunks.filter(collection=collection)
-
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(40, pool)])
-        by_vector = list(
-            chunks.annotate(distance=CosineDistance("embedding", vector))
-            .order_by("distance")
-            .values_list("id", "distance")[:pool]
-        )
-    by_vector.sort(key=lambda pair: pair[1])  # relaxed order: the index may return near-ties out of order
+    chunks = _searchable(org=org, collection=collection)
+    by_vector = chunk_nearest(org=org, collection=collection, vector=vector, limit=pool)
     search = SearchQuery(query, search_type="websearch", config="english")
     by_text = list(
         chunks.filter(search_vector=search)
@@ -114,6 +102,57 @@ def chunk_search(
         if len(hits) == top_k:
             break
     return hits
+
+
+def _searchable(*, org: Any, collection: Collection | None) -> Any:
+    chunks = Chunk.objects.for_org(org).filter(document__status=Document.Status.READY)
+    return chunks.filter(collection=collection) if collection is not None else chunks
+
+
+@dataclass(frozen=True)
+class VectorPlan:
+    """How one nearest-neighbour query runs: an exact scan of the scope through its btree, or the HNSW index
+    with pgvector's iterative scan (`ef_search` candidates per round, at most `max_scan_tuples` visited)."""
+
+    exact: bool
+    ef_search: int = 40
+    iterative_scan: str = "relaxed_order"
+    max_scan_tuples: int = 20_000
+
+
+def vector_plan(*, org: Any, limit: int, collection: Collection | None = None) -> VectorPlan:
+    rows = _scope_rows(org=org, collection=collection)
+    if rows <= settings.DOCUMENTS_EXACT_SEARCH_ROWS:
+        return VectorPlan(exact=True)
+    return VectorPlan(exact=False, ef_search=max(settings.DOCUMENTS_HNSW_EF_SEARCH, limit))
+
+
+def _scope_rows(*, org: Any, collection: Collection | None) -> int:
+    documents = Document.objects.for_org(org).filter(status=Document.Status.READY)
+    if collection is not None:
+        documents = documents.filter(collection=collection)
+    return int(documents.aggregate(rows=Sum("chunk_count"))["rows"] or 0)
+
+
+def chunk_nearest(
+    *, org: Any, vector: list[float], limit: int, collection: Collection | None = None, plan: VectorPlan | None = None
+) -> list[tuple[Any, float]]:
+    """The `limit` chunks of the scope nearest to `vector`: [(id, cosine distance)], nearest first."""
+    plan = plan or vector_plan(org=org, collection=collection, limit=limit)
+    chunks = _searchable(org=org, collection=collection).annotate(distance=CosineDistance("embedding", vector))
+    with transaction.atomic():
+        if plan.exact:
+            # An ORDER BY the HNSW index cannot serve: the planner reads the scope through its btree.
+            ordered = chunks.order_by(F("distance") + 0.0)
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('hnsw.iterative_scan', %s, true),"
+                               " set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true)",
+                               [plan.iterative_scan, str(plan.ef_search), str(plan.max_scan_tuples)])  # fmt: skip
+            ordered = chunks.order_by("distance")
+        found = list(ordered.values_list("id", "distance")[:limit])
+    found.sort(key=lambda pair: pair[1])  # relaxed order: the index may return near-ties out of order
+    return found
 
 
 def _cosine(a: list[float], b: list[float]) -> float:

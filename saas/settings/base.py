@@ -367,6 +367,8 @@ DOCUMENTS_SEARCH_TOP_K = env.int("DOCUMENTS_SEARCH_TOP_K", default=5)
 DOCUMENTS_MIN_SIMILARITY = env.float("DOCUMENTS_MIN_SIMILARITY", default=0.3)
 DOCUMENTS_DUPLICATE_SIMILARITY = env.float("DOCUMENTS_DUPLICATE_SIMILARITY", default=0.97)
 DOCUMENTS_SUPPORTED = env.float("DOCUMENTS_SUPPORTED", default=0.5)
+DOCUMENTS_EXACT_SEARCH_ROWS = env.int("DOCUMENTS_EXACT_SEARCH_ROWS", default=20_000)
+DOCUMENTS_HNSW_EF_SEARCH = env.int("DOCUMENTS_HNSW_EF_SEARCH", default=40)
 
 # --- Billing -----------------------------------------------------------------------------------------------
 # Stripe is switched on by its secret key; without it every org stays on the default plan (Free) and limits
