@@ -100,6 +100,7 @@ def main() -> None:
 
 
 def load(chunks: int, corpus: Corpus, rng: np.random.Generator) -> list[Scope]:
+    from django.conf import settings
     from django.db import connection
     from pgvector.psycopg import register_vector
 
@@ -159,7 +160,9 @@ def load(chunks: int, corpus: Corpus, rng: np.random.Generator) -> list[Scope]:
         raw.commit()
         print(f"  copied in {time.perf_counter() - started:.0f} s", flush=True)
         index = next(i for i in Chunk._meta.indexes if i.name == "documents_chunk_embedding")
-        build = build_settings(rows=chunks, dimensions=DIMENSIONS, m=index.m)
+        build = build_settings(
+            rows=chunks, dimensions=DIMENSIONS, m=index.m, memory_override=settings.DOCUMENTS_INDEX_BUILD_MEMORY
+        )
         print(f"  building the HNSW index: graph about {build.graph_bytes / 2**20:.0f} MB, "
               f"maintenance_work_mem {build.maintenance_work_mem_mb} MB, "
               f"{build.max_parallel_maintenance_workers} parallel workers", flush=True)  # fmt: skip

@@ -111,8 +111,9 @@ def _searchable(*, org: Any, collection: Collection | None) -> Any:
 
 @dataclass(frozen=True)
 class VectorPlan:
-    """How one nearest-neighbour query runs: an exact scan of the scope through its btree, or the HNSW index
-    with pgvector's iterative scan (`ef_search` candidates per round, at most `max_scan_tuples` visited)."""
+    """How one nearest-neighbour query runs: an exact scan of the scope through its (org, collection) btree,
+    or the HNSW index with pgvector's iterative scan (`ef_search` candidates, at most `max_scan_tuples`
+    visited), forced so that the planner cannot swap one for the other on its estimates."""
 
     exact: bool
     ef_search: int = 40
@@ -121,17 +122,32 @@ class VectorPlan:
 
 
 def vector_plan(*, org: Any, limit: int, collection: Collection | None = None) -> VectorPlan:
-    rows = _scope_rows(org=org, collection=collection)
+    """Exact below DOCUMENTS_EXACT_SEARCH_ROWS chunks in scope (a small scope is read faster than the index
+    can be filtered down to it, and with perfect recall); above, HNSW with a candidate list that grows as the
+    scope's share of all chunks shrinks: a filter keeping 10% of the rows needs about ten times the candidates
+    to find the same neighbours."""
+    rows, total = _scope_rows(org=org, collection=collection)
     if rows <= settings.DOCUMENTS_EXACT_SEARCH_ROWS:
         return VectorPlan(exact=True)
-    return VectorPlan(exact=False, ef_search=max(settings.DOCUMENTS_HNSW_EF_SEARCH, limit))
+    share = min(1.0, rows / max(total, rows, 1))
+    wanted = settings.DOCUMENTS_HNSW_CANDIDATES * limit / share
+    return VectorPlan(
+        exact=False,
+        ef_search=int(min(1000, max(settings.DOCUMENTS_HNSW_EF_SEARCH, limit, wanted))),  # 1000: pgvector's cap
+        max_scan_tuples=int(max(20_000, 4 * wanted)),
+    )
 
 
-def _scope_rows(*, org: Any, collection: Collection | None) -> int:
+def _scope_rows(*, org: Any, collection: Collection | None) -> tuple[int, int]:
+    """The ready chunks in scope (from their documents' counts) and the planner's count of all chunks."""
     documents = Document.objects.for_org(org).filter(status=Document.Status.READY)
     if collection is not None:
         documents = documents.filter(collection=collection)
-    return int(documents.aggregate(rows=Sum("chunk_count"))["rows"] or 0)
+    rows = int(documents.aggregate(rows=Sum("chunk_count"))["rows"] or 0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'documents_chunk'::regclass")
+        total = int(cursor.fetchone()[0])  # -1 before the first ANALYZE
+    return rows, total
 
 
 def chunk_nearest(
@@ -146,9 +162,12 @@ def chunk_nearest(
             ordered = chunks.order_by(F("distance") + 0.0)
         else:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('hnsw.iterative_scan', %s, true),"
-                               " set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true)",
-                               [plan.iterative_scan, str(plan.ef_search), str(plan.max_scan_tuples)])  # fmt: skip
+                # No sort allowed: the only way left to order by distance is the HNSW index.
+                cursor.execute(
+                    "SELECT set_config('hnsw.iterative_scan', %s, true), set_config('hnsw.ef_search', %s, true),"
+                    " set_config('hnsw.max_scan_tuples', %s, true), set_config('enable_sort', 'off', true)",
+                    [plan.iterative_scan, str(plan.ef_search), str(plan.max_scan_tuples)],
+                )
             ordered = chunks.order_by("distance")
         found = list(ordered.values_list("id", "distance")[:limit])
     found.sort(key=lambda pair: pair[1])  # relaxed order: the index may return near-ties out of order
