@@ -44,6 +44,7 @@ WARMUP = 200
 # planner would scan the whole table there); index and bitmap scans stay on, and its ORDER BY (distance + 0)
 # is one the HNSW index cannot serve. `check_plans` proves both before anything is timed.
 BASELINE = "SET LOCAL enable_seqscan = off"
+SCOPE_INDEXES = ("documents_chunk_scope", "documents_chunk_collection_id", "documents_chunk_organization_id")
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -265,9 +266,10 @@ def check_plans(classes: dict[float, list[Scope]], vector: np.ndarray) -> None:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(BASELINE)
             plan = query.explain()
-        uses = {name for name in ("documents_chunk_scope", "documents_chunk_embedding") if name in plan}
-        if uses != {"documents_chunk_scope"}:
-            raise SystemExit(f"the exact baseline's plan at {share:.0%} does not use the btree alone:\n{plan}")
+        if "documents_chunk_embedding" in plan or not any(name in plan for name in SCOPE_INDEXES):
+            raise SystemExit(f"the exact baseline's plan at {share:.0%} does not read the scope by a btree:\n{plan}")
+        used = [name for name in SCOPE_INDEXES if name in plan]
+        print(f"  baseline at {share:.0%}: exact, through {', '.join(used)}", flush=True)
 
 
 def throughput(sides: dict, members: list[Scope], corpus: Corpus, clients: int, seconds: float) -> dict[str, float]:
