@@ -371,8 +371,8 @@ DOCUMENTS_SUPPORTED = env.float("DOCUMENTS_SUPPORTED", default=0.5)
 # read exactly; larger ones through the HNSW index with ef_search = DOCUMENTS_HNSW_CANDIDATES x results / the
 # scope's share of all chunks, at least DOCUMENTS_HNSW_EF_SEARCH (bench/retrieval.py measures the trade-off).
 DOCUMENTS_EXACT_SEARCH_ROWS = env.int("DOCUMENTS_EXACT_SEARCH_ROWS", default=20_000)
-DOCUMENTS_HNSW_EF_SEARCH = env.int("DOCUMENTS_HNSW_EF_SEARCH", default=100)
-DOCUMENTS_HNSW_CANDIDATES = env.float("DOCUMENTS_HNSW_CANDIDATES", default=2.0)
+DOCUMENTS_HNSW_EF_SEARCH = env.int("DOCUMENTS_HNSW_EF_SEARCH", default=400)
+DOCUMENTS_HNSW_CANDIDATES = env.float("DOCUMENTS_HNSW_CANDIDATES", default=4.0)
 # Building the HNSW index (bench/retrieval.py, REINDEX): memory in bytes, 0 = derived from this machine.
 DOCUMENTS_INDEX_BUILD_MEMORY = env.int("DOCUMENTS_INDEX_BUILD_MEMORY", default=0)
 
