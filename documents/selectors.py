@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from pgvector.django import CosineDistance
 
 from documents.models import Chunk, Collection, Document
@@ -61,20 +61,8 @@ def chunk_search(
         query_vector or gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=[query]).vectors[0]
     )
     pool = max(top_k * 4, 20)
-    chunks = Chunk.objects.for_org(org).filter(document__status=Document.Status.READY)
-    if collection is not None:
-        chunks = chunks.filter(collection=collection)
-
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(40, pool)])
-        by_vector = list(
-            chunks.annotate(distance=CosineDistance("embedding", vector))
-            .order_by("distance")
-            .values_list("id", "distance")[:pool]
-        )
-    by_vector.sort(key=lambda pair: pair[1])  # relaxed order: the index may return near-ties out of order
+    chunks = _searchable(org=org, collection=collection)
+    by_vector = chunk_nearest(org=org, collection=collection, vector=vector, limit=pool)
     search = SearchQuery(query, search_type="websearch", config="english")
     by_text = list(
         chunks.filter(search_vector=search)
@@ -114,6 +102,76 @@ def chunk_search(
         if len(hits) == top_k:
             break
     return hits
+
+
+def _searchable(*, org: Any, collection: Collection | None) -> Any:
+    chunks = Chunk.objects.for_org(org).filter(document__status=Document.Status.READY)
+    return chunks.filter(collection=collection) if collection is not None else chunks
+
+
+@dataclass(frozen=True)
+class VectorPlan:
+    """How one nearest-neighbour query runs: an exact scan of the scope through its (org, collection) btree,
+    or the HNSW index with pgvector's iterative scan (`ef_search` candidates, at most `max_scan_tuples`
+    visited), forced so that the planner cannot swap one for the other on its estimates."""
+
+    exact: bool
+    ef_search: int = 40
+    iterative_scan: str = "relaxed_order"
+    max_scan_tuples: int = 20_000
+
+
+def vector_plan(*, org: Any, limit: int, collection: Collection | None = None) -> VectorPlan:
+    """Exact below DOCUMENTS_EXACT_SEARCH_ROWS chunks in scope (a small scope is read faster than the index
+    can be filtered down to it, and with perfect recall); above, HNSW with a candidate list that grows as the
+    scope's share of all chunks shrinks: a filter keeping 10% of the rows needs about ten times the candidates
+    to find the same neighbours."""
+    rows, total = _scope_rows(org=org, collection=collection)
+    if rows <= settings.DOCUMENTS_EXACT_SEARCH_ROWS:
+        return VectorPlan(exact=True)
+    share = min(1.0, rows / max(total, rows, 1))
+    wanted = settings.DOCUMENTS_HNSW_CANDIDATES * limit / share
+    return VectorPlan(
+        exact=False,
+        ef_search=int(min(1000, max(settings.DOCUMENTS_HNSW_EF_SEARCH, limit, wanted))),  # 1000: pgvector's cap
+        max_scan_tuples=int(max(20_000, 4 * wanted)),
+    )
+
+
+def _scope_rows(*, org: Any, collection: Collection | None) -> tuple[int, int]:
+    """The ready chunks in scope (from their documents' counts) and the planner's count of all chunks."""
+    documents = Document.objects.for_org(org).filter(status=Document.Status.READY)
+    if collection is not None:
+        documents = documents.filter(collection=collection)
+    rows = int(documents.aggregate(rows=Sum("chunk_count"))["rows"] or 0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'documents_chunk'::regclass")
+        total = int(cursor.fetchone()[0])  # -1 before the first ANALYZE
+    return rows, total
+
+
+def chunk_nearest(
+    *, org: Any, vector: list[float], limit: int, collection: Collection | None = None, plan: VectorPlan | None = None
+) -> list[tuple[Any, float]]:
+    """The `limit` chunks of the scope nearest to `vector`: [(id, cosine distance)], nearest first."""
+    plan = plan or vector_plan(org=org, collection=collection, limit=limit)
+    chunks = _searchable(org=org, collection=collection).annotate(distance=CosineDistance("embedding", vector))
+    with transaction.atomic():
+        if plan.exact:
+            # An ORDER BY the HNSW index cannot serve: the planner reads the scope through its btree.
+            ordered = chunks.order_by(F("distance") + 0.0)
+        else:
+            with connection.cursor() as cursor:
+                # No sort allowed: the only way left to order by distance is the HNSW index.
+                cursor.execute(
+                    "SELECT set_config('hnsw.iterative_scan', %s, true), set_config('hnsw.ef_search', %s, true),"
+                    " set_config('hnsw.max_scan_tuples', %s, true), set_config('enable_sort', 'off', true)",
+                    [plan.iterative_scan, str(plan.ef_search), str(plan.max_scan_tuples)],
+                )
+            ordered = chunks.order_by("distance")
+        found = list(ordered.values_list("id", "distance")[:limit])
+    found.sort(key=lambda pair: pair[1])  # relaxed order: the index may return near-ties out of order
+    return found
 
 
 def _cosine(a: list[float], b: list[float]) -> float:

@@ -367,6 +367,14 @@ DOCUMENTS_SEARCH_TOP_K = env.int("DOCUMENTS_SEARCH_TOP_K", default=5)
 DOCUMENTS_MIN_SIMILARITY = env.float("DOCUMENTS_MIN_SIMILARITY", default=0.3)
 DOCUMENTS_DUPLICATE_SIMILARITY = env.float("DOCUMENTS_DUPLICATE_SIMILARITY", default=0.97)
 DOCUMENTS_SUPPORTED = env.float("DOCUMENTS_SUPPORTED", default=0.5)
+# Vector search: scopes (an org, or one of its collections) of up to DOCUMENTS_EXACT_SEARCH_ROWS chunks are
+# read exactly; larger ones through the HNSW index with ef_search = DOCUMENTS_HNSW_CANDIDATES x results / the
+# scope's share of all chunks, at least DOCUMENTS_HNSW_EF_SEARCH (bench/retrieval.py measures the trade-off).
+DOCUMENTS_EXACT_SEARCH_ROWS = env.int("DOCUMENTS_EXACT_SEARCH_ROWS", default=20_000)
+DOCUMENTS_HNSW_EF_SEARCH = env.int("DOCUMENTS_HNSW_EF_SEARCH", default=400)
+DOCUMENTS_HNSW_CANDIDATES = env.float("DOCUMENTS_HNSW_CANDIDATES", default=4.0)
+# Building the HNSW index (bench/retrieval.py, REINDEX): memory in bytes, 0 = derived from this machine.
+DOCUMENTS_INDEX_BUILD_MEMORY = env.int("DOCUMENTS_INDEX_BUILD_MEMORY", default=0)
 
 # --- Billing -----------------------------------------------------------------------------------------------
 # Stripe is switched on by its secret key; without it every org stays on the default plan (Free) and limits
