@@ -7,10 +7,11 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from websockets.sync.client import connect
 
 from agents.models import Conversation
 from tests.accounts.factories import MembershipFactory
-from tests.agents.test_chat import _socket
+from tests.agents.test_chat import _cookie
 from tests.conftest import running_daphne
 
 CHATS = 24
@@ -18,9 +19,10 @@ STREAM_THREADS = 4  # fewer than the chats: the pool is bounded, and the rest wa
 REPLY = "The quick brown fox jumps over the lazy dog."
 
 
-def _chat(server, member, conversation_id) -> tuple[str, str]:
+def _chat(server, cookie, conversation_id) -> tuple[str, str]:
     """(status of the answer, its text)."""
-    with _socket(server, member.user, conversation_id) as ws:
+    url = f"ws://{server.host}:{server.port}/ws/chat/{conversation_id}/"
+    with connect(url, additional_headers={"Cookie": cookie}, origin=server.url, open_timeout=60) as ws:
         ws.send(json.dumps({"type": "ask", "content": "Tell me a story", "model": "test-small"}))
         parts = []
         while True:
@@ -44,11 +46,12 @@ def _threads(server) -> dict[str, int]:
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_chats_all_answer_from_the_bounded_stream_pool(fake, models, tmp_path, fake_server):
     members = [MembershipFactory(role="member") for _ in range(CHATS)]
-    conversations = [Conversation.all_orgs.create(organization=m.organization, user=m.user) for m in members]
+    conversations = [Conversation.all_orgs.create(organization=m.organization, user=m.user).pk for m in members]
+    cookies = [_cookie(m.user) for m in members]  # signed in here: the clients' threads only connect
     fake.config(latency=0.5, token_rate=10)  # each answer takes a while: the chats overlap
     with running_daphne(tmp_path, fake_server, LLM_STREAM_THREADS=str(STREAM_THREADS)) as server:
         with ThreadPoolExecutor(CHATS) as clients:
-            outcomes = list(clients.map(lambda pair: _chat(server, *pair), zip(members, conversations, strict=True)))
+            outcomes = list(clients.map(lambda pair: _chat(server, *pair), zip(cookies, conversations, strict=True)))
         threads = _threads(server)
 
     assert outcomes == [("complete", REPLY)] * CHATS
