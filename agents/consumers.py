@@ -23,7 +23,8 @@ from saas.core.consumers import (
     Frame,
     Stop,
     Text,
-    next_in_org_scope,
+    stream_close,
+    stream_next,
 )
 from saas.core.errors import ApplicationError, PermissionDenied
 from saas.core.events import access_org_group
@@ -90,17 +91,16 @@ class ChatConsumer(AccessConsumer):
             caller=gateway.Caller(org=org, feature="chat", user=principal.user),
             should_stop=self.stop_flag.is_set,
         )
-        loop = asyncio.get_running_loop()
         try:
             while True:
-                # Each step runs in a worker thread (the gateway is synchronous); other frames, such as a stop
-                # or a revoked right, are handled meanwhile.
-                event = await loop.run_in_executor(None, next_in_org_scope, events, org)
+                # Each step runs in the stream pool (the gateway is synchronous); other frames, such as a stop or
+                # a revoked right, are handled meanwhile.
+                event = await stream_next(events, org)
                 if event is None:
                     break
                 await self.send_event(event)
         finally:
-            await loop.run_in_executor(None, events.close)
+            await stream_close(events)
 
 
 def _start(conversation: Conversation, question: str, model: str) -> Any:

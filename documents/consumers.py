@@ -3,7 +3,6 @@
 "error" (the same events as the API's SSE stream). Any member may open it; asking needs ASK, checked on every
 frame, and a running answer stops as soon as the asker loses it (saas/core/consumers.py)."""
 
-import asyncio
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -12,7 +11,16 @@ from pydantic import Field, TypeAdapter
 from accounts import selectors as account_selectors
 from accounts.permissions import ASK, Principal, principal_for_member
 from documents import services
-from saas.core.consumers import CLOSE_NOT_FOUND, AccessConsumer, AccessLost, Frame, Stop, Text, next_in_org_scope
+from saas.core.consumers import (
+    CLOSE_NOT_FOUND,
+    AccessConsumer,
+    AccessLost,
+    Frame,
+    Stop,
+    Text,
+    stream_close,
+    stream_next,
+)
 from saas.core.errors import ApplicationError, PermissionDenied
 from saas.core.tenancy import org_scope
 from saas.llm import gateway
@@ -66,7 +74,6 @@ class AskConsumer(AccessConsumer):
     async def _answer(self, principal: Principal, frame: Ask) -> None:
         org = principal.organization
         caller = gateway.Caller(org=org, feature="ask", user=principal.user)
-        loop = asyncio.get_running_loop()
         events: Any = None
         try:
             collection = await self.in_thread(_collection, org, frame.collection)
@@ -74,9 +81,9 @@ class AskConsumer(AccessConsumer):
                 caller=caller, question=frame.question, collection=collection, should_stop=self.stop_flag.is_set
             )
             while True:
-                # Each step runs in a worker thread (retrieval and the gateway are synchronous); a stop frame
+                # Each step runs in the stream pool's threads (retrieval and the gateway are synchronous); a stop frame
                 # or a revoked right is handled meanwhile.
-                event = await loop.run_in_executor(None, next_in_org_scope, events, org)
+                event = await stream_next(events, org)
                 if event is None:
                     break
                 await self.send_event(event)
@@ -84,7 +91,7 @@ class AskConsumer(AccessConsumer):
             raise ApplicationError(exc.message, code=exc.kind) from None
         finally:
             if events is not None:
-                await loop.run_in_executor(None, events.close)
+                await stream_close(events)
 
 
 def _collection(org: Any, collection_id: str | None) -> Any:

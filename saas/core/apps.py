@@ -8,6 +8,9 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from saas.core import checks  # noqa: F401  (registers the checks)
+        from saas.core.threads import register_metrics
+
+        register_metrics()
         from saas.core.privacy import register_notice
 
         register_notice("Error reports", _errors_notice)

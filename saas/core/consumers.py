@@ -39,8 +39,6 @@ from importlib import import_module
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
-from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user
@@ -48,6 +46,7 @@ from django.db import close_old_connections
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from saas.core import threads
 from saas.core.errors import ApplicationError, error_body
 from saas.core.events import access_session_group, access_user_group
 from saas.core.tenancy import org_scope
@@ -143,7 +142,7 @@ def parse_frame(
 
 
 def next_in_org_scope(events: Iterator[dict[str, Any]], org: Any) -> dict[str, Any] | None:
-    """The next event (None at the end), computed in the org's scope; run it in a worker thread."""
+    """The next event (None at the end), computed in the org's scope; run it with `stream_next`."""
     with org_scope(org):
         try:
             return next(events)
@@ -218,7 +217,7 @@ class AccessConsumer(AsyncWebsocketConsumer):
             return
         self.user, self.session_key = user, session.session_key
         try:
-            self.access = await database_sync_to_async(self._check)()
+            self.access = await threads.db_step(self._check)
         except AccessLost as lost:
             self.closed = True
             await self.close(code=lost.code)
@@ -245,7 +244,7 @@ class AccessConsumer(AsyncWebsocketConsumer):
     async def recheck(self) -> bool:
         """Re-run the connect check; a socket that lost its right is closed (False)."""
         try:
-            access = await database_sync_to_async(self._check)()
+            access = await threads.db_step(self._check)
         except AccessLost as lost:
             await self.revoke(lost.code)
             return False
@@ -346,15 +345,15 @@ class AccessConsumer(AsyncWebsocketConsumer):
             self.stop_flag.set()
 
     async def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
-        """A blocking step (the database, the gateway) in a worker thread, with its connections closed after."""
-        return await sync_to_async(_closing(function), thread_sensitive=False)(*args)
+        """A short blocking step (the database) in the websocket database pool, its connections closed after."""
+        return await threads.db_step(function, *args)
 
 
-def _closing(function: Callable[..., Any]) -> Callable[..., Any]:
-    def run(*args: Any) -> Any:
-        try:
-            return function(*args)
-        finally:
-            close_old_connections()
+async def stream_next(events: Iterator[dict[str, Any]], org: Any) -> dict[str, Any] | None:
+    """The next event of an answer (None at the end), computed in the stream pool (saas/core/threads.py)."""
+    return await threads.stream_step(next_in_org_scope, events, org)
 
-    return run
+
+async def stream_close(events: Any) -> None:
+    """Close an answer's iterator (its upstream call) in the stream pool."""
+    await threads.stream_step(events.close)

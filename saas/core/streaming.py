@@ -16,6 +16,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
 
+from saas.core.db import release_connections
+
 _END: Any = object()
 
 
@@ -29,7 +31,10 @@ class LiveStreamingHttpResponse(StreamingHttpResponse):
         assert isinstance(content, Iterator)  # not is_async
 
         def next_part() -> Any:
-            return next(content, _END)
+            try:
+                return next(content, _END)
+            finally:
+                release_connections()  # the next part may be seconds away (a model's tokens)
 
         pull = sync_to_async(next_part, thread_sensitive=True)
         while (part := await pull()) is not _END:

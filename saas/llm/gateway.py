@@ -33,6 +33,7 @@ from pgvector.django import CosineDistance
 from billing import quota
 from billing import selectors as billing_selectors
 from saas.core import crypto
+from saas.core.db import release_connections
 from saas.core.redis import get_redis
 from saas.core.text import storable, unstorable
 from saas.llm import breaker, guardrails, metrics, tool_protocol
@@ -510,6 +511,7 @@ def _attempts(chain: list[ModelConfig], ledger: _Ledger) -> Iterator[tuple[Model
             if ledger.permit is None:
                 ledger.attempt(model, "circuit_open", started, CircuitOpen("circuit open"))
                 break
+            release_connections()  # no pooled connection is held while the model works (saas/core/db.py)
             yield model, provider, started
             if ledger.attempts and ledger.attempts[-1]["status"] == "ok":
                 return

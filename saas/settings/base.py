@@ -111,12 +111,22 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 _db_options = DATABASES["default"].setdefault("OPTIONS", {})
 # An unreachable database must fail fast (readyz answers within seconds), not hang on TCP retries.
 _db_options["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=3)
+# The pool is per process (each daphne process, each Celery child): PostgreSQL's max_connections must cover
+# DATABASE_POOL_MAX times the number of processes. A request holds a connection only while its queries run,
+# never while it waits on a model (saas/core/db.py), so ten serve hundreds of concurrent model calls; a request
+# that finds none free waits DATABASE_POOL_TIMEOUT seconds, then fails with a 500.
+DATABASE_POOL_MAX = env.int("DATABASE_POOL_MAX", default=10)
 if env.bool("DATABASE_POOL", default=True):
     _db_options["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN", default=1),
-        "max_size": env.int("DATABASE_POOL_MAX", default=10),
+        "max_size": DATABASE_POOL_MAX,
         "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
     }
+# Websocket consumers run their blocking steps in two thread pools of their own (saas/core/threads.py), never
+# asyncio's default one (six threads on two cores). LLM_STREAM_THREADS: answers streamed at once per process
+# (more wait for a thread, none fails); WEBSOCKET_DB_THREADS: their short database steps (access checks).
+LLM_STREAM_THREADS = env.int("LLM_STREAM_THREADS", default=256)
+WEBSOCKET_DB_THREADS = env.int("WEBSOCKET_DB_THREADS", default=DATABASE_POOL_MAX)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
