@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from accounts.authentication import request_origin
 from accounts.permissions import ADMIN, OWNER
@@ -68,8 +69,8 @@ def org_prompt_visibility(request: OrgHttpRequest) -> HttpResponse:
     return redirect(f"{reverse('org-settings', args=[request.org.slug])}#request-log-policy")
 
 
-class _LogPage:
-    """What the API's cursor paginator reads from a view."""
+class _LogPage(APIView):
+    """What the API's cursor paginator reads from a view: the ordering."""
 
     ordering = "-created_at"
 

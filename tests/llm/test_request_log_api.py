@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent, Membership
 from saas.core import crypto
@@ -13,12 +14,34 @@ from saas.llm import gateway
 from saas.llm.models import LLMCall, OrgLLMSettings
 from saas.llm.providers import ChatRequest
 from tests.accounts.conftest import issue_key, key_client
-from tests.accounts.conftest import make_member, org, session_client  # noqa: F401  (fixtures)
-from tests.accounts.factories import OrganizationFactory
+from tests.accounts.factories import MembershipFactory, OrganizationFactory
 from tests.agents.factories import MessageFactory, RunFactory
 from tests.llm.factories import LLMCallFactory
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def org():
+    return OrganizationFactory()
+
+
+@pytest.fixture
+def make_member():
+    def make(org, role=Membership.Role.MEMBER):
+        return MembershipFactory(organization=org, role=role)
+
+    return make
+
+
+@pytest.fixture
+def session_client():
+    def make(user):
+        client = APIClient()
+        client.force_login(user)
+        return client
+
+    return make
 
 
 @pytest.fixture
