@@ -86,6 +86,7 @@ def run(requests: int, upstream_port: int, web_port: int, processes: list[subpro
         **os.environ,
         "RATE_LIMIT_API_KEY": "1000000/minute",
         "RATE_LIMIT_ORG": "1000000/minute",
+        **{f"RATE_LIMIT_{e}_{p}": "1000000/minute" for e in ("CHAT_COMPLETIONS", "EMBEDDINGS") for p in ("ORG", "KEY")},
         **({"PGOPTIONS": os.environ["BENCH_PGOPTIONS"]} if os.environ.get("BENCH_PGOPTIONS") else {}),
     }
     processes.append(subprocess.Popen([sys.executable, "-m", "saas.llm.fake_upstream", "--port", str(upstream_port)],
