@@ -12,6 +12,11 @@ class AgentsConfig(AppConfig):
 
         # The offline engine cannot choose tools by reasoning; it follows the policy of the tools' owner.
         local_engine.register_tool_policy(local_tool_policy)
+
+        from agents.selectors import llm_call_origins
+        from saas.llm.selectors import register_call_origins
+
+        register_call_origins(llm_call_origins)  # the request log links a call to its run or conversation
         register_purger(store="conversations", setting="retain_conversations_days", purge=conversations_purge)
 
         from agents.privacy import STORE

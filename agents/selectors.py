@@ -1,13 +1,16 @@
 """Reads for crews and runs."""
 
 import json
+import uuid
 from typing import Any
 
 from django.db.models import Count, Sum
+from django.urls import reverse
 
 from agents.engine import step_json
-from agents.models import Run, RunStep
+from agents.models import Message, Run, RunStep
 from saas.core import crypto
+from saas.llm.selectors import CallOrigin
 
 
 def run_steps(run: Run) -> list[dict[str, Any]]:
@@ -60,3 +63,35 @@ def run_json(run: Run, *, with_steps: bool = False) -> dict[str, Any]:
         body["steps"] = run_steps(run)
         body["breakdown"] = run_breakdown(run)
     return body
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def llm_call_origins(org: Any, calls: list[Any]) -> dict[Any, CallOrigin]:
+    """For the gateway's request log: the crew run (by the calls' trace id) or the chat conversation (by the
+    message the call answered) each call belongs to; two queries for a page of calls."""
+    origins: dict[Any, CallOrigin] = {}
+    traces = {call.trace_id for call in calls if _is_uuid(call.trace_id)}
+    if traces:
+        runs = {str(pk) for pk in Run.objects.for_org(org).filter(pk__in=traces).values_list("pk", flat=True)}
+        for call in calls:
+            if call.trace_id in runs:
+                origins[call.pk] = CallOrigin(
+                    "crew_run", call.trace_id, reverse("run-detail", args=[org.slug, call.trace_id])
+                )
+    chats = [call.pk for call in calls if call.feature == "chat" and call.pk not in origins]
+    if chats:
+        answered = (
+            Message.objects.for_org(org).filter(llm_call_id__in=chats).values_list("llm_call_id", "conversation_id")
+        )
+        for call_id, conversation_id in answered:
+            origins[call_id] = CallOrigin(
+                "conversation", str(conversation_id), reverse("chat-conversation", args=[org.slug, conversation_id])
+            )
+    return origins

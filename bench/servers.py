@@ -151,6 +151,7 @@ def start_crewdesk(workdir: Path, upstream: Server, **env: str) -> Server:
         "RATE_LIMIT_API_KEY": "100000000/minute",
         "RATE_LIMIT_ORG": "100000000/minute",
         "RATE_LIMIT_USER": "100000000/minute",
+        **{f"RATE_LIMIT_{e}_{p}": "100000000/minute" for e in ("CHAT_COMPLETIONS", "EMBEDDINGS") for p in ("ORG", "KEY")},
         **({"PGOPTIONS": os.environ["BENCH_PGOPTIONS"]} if os.environ.get("BENCH_PGOPTIONS") else {}),
         **env,
     }

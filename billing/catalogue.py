@@ -11,7 +11,13 @@ PLANS: list[dict[str, Any]] = [
      "price_per_extra_request": Decimal("0.01"), "members_limit": 10, "storage_limit_mb": 2000, "position": 1},
     {"slug": "team", "name": "Team", "monthly_price_usd": Decimal(50), "included_requests": 10000,
      "hard_cap": False, "price_per_extra_request": Decimal("0.008"), "members_limit": 50,
-     "storage_limit_mb": 20000, "api_rate_limit": "10000/minute", "position": 2},
+     "storage_limit_mb": 20000, "api_rate_limit": "10000/minute", "position": 2,
+     "endpoint_rate_limits": {
+         "ask": {"org": "3000/minute", "key": "600/minute"}, "generate": {"org": "3000/minute", "key": "600/minute"},
+         "chat_completions": {"org": "6000/minute", "key": "1500/minute"},
+         "embeddings": {"org": "15000/minute", "key": "3000/minute"},
+         "upload": {"org": "600/minute", "key": "150/minute"},
+     }},
 ]  # fmt: skip
 
 

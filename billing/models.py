@@ -1,5 +1,5 @@
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
@@ -16,6 +16,28 @@ def validate_rate_limit(value: str) -> None:
         parse(value)
     except ValueError as error:
         raise ValidationError(f"Not a rate limit: {value!r} (write it as 600/minute or 10 per second).") from error
+
+
+ENDPOINT_RATE_PER = ("org", "key")
+
+
+def validate_endpoint_rate_limits(value: Any) -> None:
+    """{"ask": {"org": "2000/minute", "key": "300/minute"}, ...}: endpoints of settings.ENDPOINT_RATE_LIMITS,
+    each with a rate per org and/or per key (or member); what a plan leaves out takes the server's rate."""
+    from django.conf import settings
+
+    endpoints = sorted(settings.ENDPOINT_RATE_LIMITS)
+    if not isinstance(value, dict):
+        raise ValidationError('Write it as {"ask": {"org": "2000/minute", "key": "300/minute"}}.')
+    for endpoint, rates in value.items():
+        if endpoint not in endpoints:
+            raise ValidationError(f"Unknown endpoint {endpoint!r}: one of {', '.join(endpoints)}.")
+        if not isinstance(rates, dict) or not set(rates) <= set(ENDPOINT_RATE_PER):
+            raise ValidationError(f'{endpoint}: give "org" and/or "key" rates, e.g. {{"org": "2000/minute"}}.')
+        for rate in rates.values():
+            if not isinstance(rate, str):
+                raise ValidationError(f"{endpoint}: a rate is text, e.g. 300/minute.")
+            validate_rate_limit(rate)
 
 
 class Plan(BaseModel):
@@ -36,6 +58,12 @@ class Plan(BaseModel):
     api_rate_limit = models.CharField(max_length=40, blank=True, validators=[validate_rate_limit],
                                       help_text="API requests per org, e.g. 10000/minute; empty: the server's "
                                                 "RATE_LIMIT_ORG.")  # fmt: skip
+    endpoint_rate_limits = models.JSONField(
+        default=dict, blank=True, validators=[validate_endpoint_rate_limits],
+        help_text='Rates of the endpoints with buckets of their own (ask, generate, chat_completions, embeddings, '
+        'upload), per org and per key, e.g. {"ask": {"org": "3000/minute", "key": "600/minute"}}; an endpoint or '
+        "rate left out takes the server's (ENDPOINT_RATE_LIMITS).",
+    )  # fmt: skip
     stripe_price_id = models.CharField(max_length=100, blank=True)
     stripe_metered_price_id = models.CharField(max_length=100, blank=True)
     is_default = models.BooleanField(default=False, help_text="The plan of an org without a subscription.")

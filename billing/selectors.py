@@ -37,6 +37,17 @@ def api_rate_limit(org: Any) -> str | None:
     return billing_state(org=org).plan.api_rate_limit or None
 
 
+def plan_rate_limits(org: Any) -> dict[str, str]:
+    """The rates the org's plan sets, by bucket: "org" (the API's general org limit) and "<endpoint>:org",
+    "<endpoint>:key" (saas/core/api.py); a bucket missing here takes the server's rate."""
+    plan = billing_state(org=org).plan
+    rates = {f"{endpoint}:{per}": rate for endpoint, by in (plan.endpoint_rate_limits or {}).items()
+             for per, rate in by.items() if rate}  # fmt: skip
+    if plan.api_rate_limit:
+        rates["org"] = plan.api_rate_limit
+    return rates
+
+
 def members_limit(org: Any) -> int | None:
     return billing_state(org=org).plan.members_limit
 

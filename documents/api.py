@@ -78,6 +78,7 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScope
         "list": READ, "retrieve": READ, "create": DOCUMENTS_WRITE, "destroy": DOCUMENTS_WRITE,
         "reindex": DOCUMENTS_WRITE,
     }  # fmt: skip
+    rate_limit_endpoints = {"create": "upload"}
 
     def safely_get_queryset(self, queryset: Any) -> Any:
         collection = self.request.query_params.get("collection")
@@ -168,6 +169,7 @@ class SearchView(OrgScopedAPIView):
 class AskView(OrgScopedAPIView):
     authentication_classes = [ApiKeyAuthentication, CsrfSessionAuthentication]
     required_scopes = {"post": ASK}
+    rate_limit_endpoints = {"post": "ask"}
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, LLMError):

@@ -6,7 +6,7 @@ Who the principal is (an API key or a member) is the accounts layer's business: 
 startup (see accounts/apps.py), keeping this layer free of imports from above.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from django.conf import settings
@@ -73,12 +73,21 @@ def register_principal_resolver(resolver: Callable[[Request], PrincipalLike]) ->
     _resolve_principal = resolver
 
 
-# An org's own API rate limit (its plan's, from billing, which sits above this layer): org -> limit or None.
-_org_rate_limits: list[Callable[[Any], str | None]] = []
+# An org's own rate limits (its plan's, from billing, which sits above this layer): org -> {bucket: rate} for
+# the buckets its plan sets: "org" (the API's general org limit), "<endpoint>:org" and "<endpoint>:key" (the
+# endpoints of settings.ENDPOINT_RATE_LIMITS); a bucket it leaves out takes the server's rate.
+_plan_rate_limits: list[Callable[[Any], Mapping[str, str]]] = []
 
 
-def register_org_rate_limit(limit: Callable[[Any], str | None]) -> None:
-    _org_rate_limits.append(limit)
+def register_plan_rate_limits(limits: Callable[[Any], Mapping[str, str]]) -> None:
+    _plan_rate_limits.append(limits)
+
+
+def _plan_rates(org: Any) -> dict[str, str]:
+    rates: dict[str, str] = {}
+    for limits in _plan_rate_limits:
+        rates.update({bucket: rate for bucket, rate in limits(org).items() if rate})
+    return rates
 
 
 class ApiMetadata(SimpleMetadata):
@@ -107,6 +116,11 @@ class OrgScopedMixin:
     """
 
     required_scopes: ClassVar[dict[str, str]] = {}
+    # Endpoints that do costly work (an answer from a model, an upload to ingest) name their own rate-limit
+    # bucket per action or method, as in required_scopes: {"post": "ask"}. Their requests count in that
+    # endpoint's buckets (per org, and per key or member; settings.ENDPOINT_RATE_LIMITS, a plan may set its own)
+    # instead of the API's general ones, so a burst of asks cannot use up what GET calls need, nor the reverse.
+    rate_limit_endpoints: ClassVar[dict[str, str]] = {}
     metadata_class: str | type[BaseMetadata] | None = ApiMetadata
     # Strings PostgreSQL cannot store are refused in the body, the query and the headers. The gateway's
     # endpoints leave the body to the gateway, which refuses them itself and records the refusal.
@@ -121,7 +135,7 @@ class OrgScopedMixin:
         request.principal = principal  # type: ignore[attr-defined]
         request.org = principal.organization  # type: ignore[attr-defined]
         self._org_scope_token = enter_org_scope(principal.organization)
-        enforce_rate_limits(request, self.rate_limit_buckets(principal))
+        enforce_rate_limits(request, self.rate_limit_buckets(principal, self.rate_limit_endpoint(request)))
         principal.require(self.required_scope(request))
         where = unstorable(dict(request.query_params.lists()), "query") or unstorable(
             {name: value for name, value in request.headers.items()}, "header"
@@ -142,16 +156,29 @@ class OrgScopedMixin:
             return "read"  # no handler: dispatch answers 405 (or OPTIONS metadata) after this check
         raise ImproperlyConfigured(f"{type(self).__name__}.required_scopes has no entry for {action!r}")
 
-    def rate_limit_buckets(self, principal: PrincipalLike) -> list[Bucket]:
-        limits = settings.RATE_LIMITS
+    def rate_limit_endpoint(self, request: Request) -> str | None:
+        method = (request.method or "").lower()
+        return self.rate_limit_endpoints.get(getattr(self, "action", None) or method)
+
+    def rate_limit_buckets(self, principal: PrincipalLike, endpoint: str | None = None) -> list[Bucket]:
         org = principal.organization
-        org_limit = next((limit for limit in (fn(org) for fn in _org_rate_limits) if limit), limits["org"])
-        buckets = [Bucket("api:org", str(org.pk), org_limit)]
+        plan = _plan_rates(org)
+        who = principal.api_key or principal.user
+        if endpoint is not None:
+            rates = {**settings.ENDPOINT_RATE_LIMITS[endpoint]}
+            rates = {per: plan.get(f"{endpoint}:{per}", rate) for per, rate in rates.items()}
+            buckets = []
+            if who is not None:  # a key and a member each have their own; the org's spans them all
+                buckets.append(Bucket(f"api:{endpoint}:key", str(who.pk), rates["key"]))
+            return [*buckets, Bucket(f"api:{endpoint}:org", str(org.pk), rates["org"])]
+        # The key's (or member's) bucket first: a request it refuses is not counted against the whole org.
+        limits = settings.RATE_LIMITS
+        buckets = []
         if principal.api_key is not None:
             buckets.append(Bucket("api:key", str(principal.api_key.pk), limits["api_key"]))
         elif principal.user is not None:
             buckets.append(Bucket("api:user", str(principal.user.pk), limits["user"]))
-        return buckets
+        return [*buckets, Bucket("api:org", str(org.pk), plan.get("org", limits["org"]))]
 
     def _leave_org_scope(self) -> None:
         if self._org_scope_token is not None:

@@ -17,6 +17,13 @@ def rate_limits_parse(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessa
             parse_rate(rate)
         except ImproperlyConfigured as exc:
             errors.append(checks.Error(str(exc), hint=f"RATE_LIMITS[{name!r}]", id="crewdesk.E001"))
+    for endpoint, rates in settings.ENDPOINT_RATE_LIMITS.items():
+        for per, rate in rates.items():
+            try:
+                parse_rate(rate)
+            except ImproperlyConfigured as exc:
+                errors.append(checks.Error(str(exc), hint=f"RATE_LIMIT_{endpoint.upper()}_{per.upper()}",
+                                           id="crewdesk.E001"))  # fmt: skip
     return errors
 
 

@@ -72,6 +72,8 @@ def application_error_response(exc: ApplicationError, response_class: Any = None
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
+    for name, value in getattr(exc, "headers", {}).items():
+        response[name] = value
     if exc.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response

@@ -29,12 +29,20 @@ class Bucket:
 
 
 class RateLimited(ApplicationError):
+    """A 429 with Retry-After and the RateLimit headers of the IETF draft (draft-ietf-httpapi-ratelimit-headers,
+    the -06 fields that clients read): the bucket's quota and window, nothing left, and when the window resets."""
+
     status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: int, limit: str, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, retry_after: int, limit: str, quota: int = 0, window: int = 0,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(message, details={"retry_after": retry_after, "limit": limit}, **kwargs)
         self.retry_after = retry_after
+        self.headers: dict[str, str] = {}
+        if quota:
+            self.headers = {"RateLimit-Limit": str(quota), "RateLimit-Remaining": "0",
+                            "RateLimit-Reset": str(retry_after), "RateLimit-Policy": f"{quota};w={window}"}  # fmt: skip
 
 
 @cache
@@ -64,9 +72,11 @@ def enforce_rate_limits(request: HttpRequest | None, buckets: list[Bucket]) -> N
             reset_at, _ = limiter.get_window_stats(item, bucket.group, bucket.value)
             retry_after = max(1, int(reset_at - time.time()) + 1)
             raise RateLimited(
-                f"Too many requests ({bucket.group.split(':')[-1]} limit {bucket.rate}); retry in {retry_after}s.",
+                f"Too many requests ({bucket.group.split(':', 1)[-1]} limit {bucket.rate}); retry in {retry_after}s.",
                 retry_after=retry_after,
                 limit=f"{bucket.group} {bucket.rate}",
+                quota=item.amount,
+                window=item.get_expiry(),
             )
 
 

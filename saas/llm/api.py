@@ -170,6 +170,7 @@ class OpenAICompatibleView(OrgScopedAPIView):
 
 class ChatCompletionsView(OpenAICompatibleView):
     required_scopes = {"post": ASK}
+    rate_limit_endpoints = {"post": "chat_completions"}
 
     @extend_schema(request=ChatCompletionIn, responses=OpenApiTypes.OBJECT, summary="OpenAI-compatible chat")
     def post(self, request: Request) -> Any:
@@ -302,6 +303,7 @@ class EmbeddingsIn(StrictSerializer):
 
 class EmbeddingsView(OpenAICompatibleView):
     required_scopes = {"post": ASK}
+    rate_limit_endpoints = {"post": "embeddings"}
 
     @extend_schema(request=EmbeddingsIn, responses=OpenApiTypes.OBJECT, summary="OpenAI-compatible embeddings")
     def post(self, request: Request) -> Response:
@@ -346,6 +348,7 @@ class GenerateIn(StrictSerializer):
 class GenerateView(OrgScopedAPIView):
     authentication_classes = [ApiKeyAuthentication, CsrfSessionAuthentication]
     required_scopes = {"post": ASK}
+    rate_limit_endpoints = {"post": "generate"}
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, LLMError):
@@ -413,6 +416,9 @@ class AISettingsOut(serializers.Serializer):
         child=serializers.CharField(), help_text="The server's regions, used while pii_phone_regions is empty."
     )
     pii_mask_names = serializers.BooleanField(help_text="Person names announced by a cue are masked too.")
+    prompt_visibility = serializers.ChoiceField(choices=OrgLLMSettings.PromptVisibility.values,
+                                                help_text="Who reads prompts and answers in the request log: "
+                                                "admins (default), owners or nobody; owners change it.")  # fmt: skip
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -440,11 +446,12 @@ class AISettingsIn(StrictSerializer):
         help_text="ISO 3166 region codes such as US, GB, DE, tried in order; [] for the server's default.",
     )
     pii_mask_names = StrictBooleanField(required=False)
+    prompt_visibility = serializers.ChoiceField(choices=OrgLLMSettings.PromptVisibility.values, required=False)
 
 
 def _ai_settings(row: OrgLLMSettings) -> dict[str, Any]:
     names = ("pii_policy", "pii_phone_regions", "pii_mask_names", "injection_guard", "moderation_guard",
-             "denied_keywords", "denied_topics")  # fmt: skip
+             "denied_keywords", "denied_topics", "prompt_visibility")  # fmt: skip
     return {name: getattr(row, name) for name in names} | {
         "pii_phone_regions_default": list(settings.LLM_PII_PHONE_REGIONS)
     }
@@ -471,5 +478,8 @@ class AISettingsView(OrgScopedAPIView):
             services.pii_policy_set(principal=principal, policy=data.pop("pii_policy", None),
                                     phone_regions=data.pop("pii_phone_regions", None),
                                     mask_names=data.pop("pii_mask_names", None), origin=origin)  # fmt: skip
+            if "prompt_visibility" in data:  # owners only (saas/llm/services.py)
+                services.prompt_visibility_set(principal=principal, visibility=data.pop("prompt_visibility"),
+                                               origin=origin)  # fmt: skip
             row = services.guardrails_set(principal=principal, changes=data, origin=origin)
         return Response(_ai_settings(row))

@@ -76,6 +76,18 @@ class OrgLLMSettings(OrgOwnedModel):
     denied_topics = ArrayField(models.CharField(max_length=200), default=list, blank=True,
                                help_text="Requests about one of these topics (by meaning) are refused.")  # fmt: skip
 
+    class PromptVisibility(models.TextChoices):
+        ADMINS = "admins", "Admins and owners"
+        OWNERS = "owners", "Owners only"
+        NOBODY = "nobody", "Nobody"
+
+    # Who may read the masked prompt and answer of a call in the request log (saas/llm/api_requests.py); only
+    # owners change it, so that an admin cannot widen it for themselves.
+    prompt_visibility = models.CharField(
+        max_length=8, choices=PromptVisibility.choices, default=PromptVisibility.ADMINS,
+        help_text="Who may read the stored (masked) prompts and answers in the request log.",
+    )  # fmt: skip
+
     class Meta(OrgOwnedModel.Meta):
         constraints: ClassVar = [models.UniqueConstraint(fields=["organization"], name="llm_orgsettings_one_per_org")]
 

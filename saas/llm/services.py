@@ -6,7 +6,7 @@ from typing import Any
 import phonenumbers
 from django.db import transaction
 
-from accounts.permissions import ADMIN
+from accounts.permissions import ADMIN, OWNER
 from accounts.services import Origin, audit_record
 from saas.core.errors import ApplicationError
 from saas.llm.models import OrgLLMSettings
@@ -117,4 +117,23 @@ def guardrails_set(*, principal: Any, changes: dict[str, Any], origin: Origin | 
         row.save(update_fields=[*changed, "updated_at"])  # the config memo reloads in every process
         audit_record(org=org, action="org.guardrails_changed", principal=principal, target=org, origin=origin,
                      metadata=changed)  # fmt: skip
+    return row
+
+
+@transaction.atomic
+def prompt_visibility_set(*, principal: Any, visibility: str, origin: Origin | None = None) -> OrgLLMSettings:
+    """Who may read the masked prompts and answers in the request log: admins and owners, owners only, or
+    nobody. Only owners change it: an admin could otherwise widen it for themselves. Audited."""
+    principal.require(OWNER)
+    choices = OrgLLMSettings.PromptVisibility.values
+    if visibility not in choices:
+        raise _invalid("prompt_visibility", f"Choose {', '.join(choices)}.")
+    org = principal.organization
+    row, _ = OrgLLMSettings.objects.for_org(org).select_for_update().get_or_create(organization=org)
+    if row.prompt_visibility != visibility:
+        change = {"prompt_visibility": {"from": row.prompt_visibility, "to": visibility}}
+        row.prompt_visibility = visibility
+        row.save(update_fields=["prompt_visibility", "updated_at"])  # the config memo reloads in every process
+        audit_record(org=org, action="org.prompt_visibility_changed", principal=principal, target=org, origin=origin,
+                     metadata=change)  # fmt: skip
     return row

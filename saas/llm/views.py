@@ -2,16 +2,23 @@
 guardrails_settings.html) and the request log."""
 
 import re
+from typing import Any
 
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from accounts.authentication import request_origin
-from accounts.permissions import ADMIN
+from accounts.permissions import ADMIN, OWNER
+from accounts.selectors import api_key_list, member_list
 from accounts.views import OrgHttpRequest, org_page, run_service
-from saas.llm import selectors, services
+from saas.core.pagination import StableCursorPagination
+from saas.llm import config, selectors, services
+from saas.llm.api_requests import RequestLogFilterIn, guardrail_outcome
 from saas.llm.models import LLMCall
 
 _LIST_SEPARATORS = re.compile(r"[\s,;]+")
@@ -52,12 +59,66 @@ def org_guardrails(request: OrgHttpRequest) -> HttpResponse:
     return redirect(f"{reverse('org-settings', args=[request.org.slug])}#guardrails")
 
 
+@org_page(OWNER)
+@require_POST
+def org_prompt_visibility(request: OrgHttpRequest) -> HttpResponse:
+    visibility = request.POST.get("prompt_visibility", "")
+    origin = request_origin(request)
+    run_service(request, lambda: services.prompt_visibility_set(principal=request.principal, visibility=visibility,
+                                                                origin=origin), "Saved.")  # fmt: skip
+    return redirect(f"{reverse('org-settings', args=[request.org.slug])}#request-log-policy")
+
+
+class _LogPage(APIView):
+    """What the API's cursor paginator reads from a view: the ordering."""
+
+    ordering = "-created_at"
+
+
 @org_page(ADMIN)
 def request_log(request: OrgHttpRequest) -> HttpResponse:
-    """The team's recent AI requests from the ledger: what was asked of which model, what it cost, how long it
-    took, and what the guardrails found."""
-    status = request.GET.get("status", "")
-    calls = selectors.llm_call_list(org=request.org, status=status or None, guarded=request.GET.get("guarded") == "1")
-    return render(request, "llm/request_log.html", {"calls": calls, "status": status,
-                                                    "statuses": LLMCall.Status.choices,
-                                                    "guarded": request.GET.get("guarded") == "1"})  # fmt: skip
+    """The team's AI requests from the ledger, filtered as in GET /api/v1/requests and in cursor pages: who
+    asked which model, with what outcome, tokens, cost, time, cache and guardrail findings. A row opens the
+    call (request_detail)."""
+    calls: list[LLMCall] = []
+    errors: dict[str, Any] = {}
+    links: dict[str, str | None] = {"next": None, "previous": None}
+    try:
+        filters = RequestLogFilterIn.from_query(request.GET)
+        paginator = StableCursorPagination()
+        page = paginator.paginate_queryset(selectors.llm_call_list(org=request.org, filters=filters),
+                                           Request(request), view=_LogPage())  # fmt: skip
+        calls = list(page or [])
+        links = {"next": paginator.get_next_link(), "previous": paginator.get_previous_link()}
+    except ValidationError as exc:
+        errors = {name: " ".join(str(m) for m in messages) for name, messages in _fields(exc.detail).items()}
+    except APIException as exc:  # a cursor that is not one of ours
+        errors = {"cursor": str(exc.detail)}
+    origins = selectors.call_origins(org=request.org, calls=calls)
+    rows = [{"call": call, "origin": origins.get(call.pk), "outcome": guardrail_outcome(call)} for call in calls]
+    return render(request, "llm/request_log.html", {
+        "rows": rows, "errors": errors, "query": request.GET, "links": links,
+        "filtered": any(value for name, value in request.GET.items() if name not in ("cursor", "page_size")),
+        "statuses": LLMCall.Status.choices, "caches": LLMCall.Cache.choices,
+        "choices": selectors.llm_call_filter_choices(org=request.org),
+        "members": member_list(org=request.org), "keys": api_key_list(org=request.org),
+        "visibility": config.current().policy(request.org).get_prompt_visibility_display(),
+    })  # fmt: skip
+
+
+def _fields(detail: Any) -> dict[str, Any]:
+    return detail if isinstance(detail, dict) else {"filters": detail}
+
+
+@org_page(ADMIN)
+def request_detail(request: OrgHttpRequest, call_id: Any) -> HttpResponse:
+    """One call: its figures, every attempt, the guardrails' findings, where it came from, and its masked prompt
+    and answer if the org's policy lets this member read them."""
+    call = selectors.llm_call_get(org=request.org, call_id=call_id)
+    visible = selectors.prompt_visible(principal=request.principal)
+    return render(request, "llm/request_detail.html", {
+        "call": call, "origin": selectors.call_origins(org=request.org, calls=[call]).get(call.pk),
+        "outcome": guardrail_outcome(call), "visible": visible,
+        "content": selectors.llm_call_content(call=call) if visible else None,
+        "visibility": config.current().policy(request.org).get_prompt_visibility_display(),
+    })  # fmt: skip

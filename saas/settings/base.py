@@ -273,6 +273,23 @@ RATE_LIMITS = {
     "signup_ip": env.str("RATE_LIMIT_SIGNUP_IP", default="10/hour"),
     "signup_global": env.str("RATE_LIMIT_SIGNUP_GLOBAL", default="100/minute"),
 }
+# Endpoints that make a model answer or ingest a file have buckets of their own, per org and per API key (or
+# signed-in member), counted instead of the general ones above: a burst of asks cannot starve GET calls. A plan
+# may set its own (billing.Plan.endpoint_rate_limits). RATE_LIMIT_<ENDPOINT>_ORG / _KEY, e.g. RATE_LIMIT_ASK_KEY.
+_ENDPOINT_RATES = {  # endpoint: (per org, per key or member)
+    "ask": ("600/minute", "120/minute"),  # POST /api/v1/ask
+    "generate": ("600/minute", "120/minute"),  # POST /api/v1/generate
+    "chat_completions": ("1200/minute", "300/minute"),  # POST /v1/chat/completions
+    "embeddings": ("3000/minute", "600/minute"),  # POST /v1/embeddings
+    "upload": ("120/minute", "30/minute"),  # POST /api/v1/documents
+}
+ENDPOINT_RATE_LIMITS = {
+    endpoint: {
+        "org": env.str(f"RATE_LIMIT_{endpoint.upper()}_ORG", default=per_org),
+        "key": env.str(f"RATE_LIMIT_{endpoint.upper()}_KEY", default=per_key),
+    }
+    for endpoint, (per_org, per_key) in _ENDPOINT_RATES.items()
+}
 # Request bodies are limited where their bytes arrive (saas/core/http_limits.py, saas/core/http_server.py): a
 # declared length over the route's limit is refused with 413 before any of the body is read, and a chunked body
 # is cut off at the limit. The API and the OpenAI-compatible routes take API_MAX_BODY_BYTES, the document upload

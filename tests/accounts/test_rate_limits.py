@@ -51,3 +51,11 @@ def test_auth_forms_are_limited_per_ip(client, settings, path):
     html = client.post(path, data, REMOTE_ADDR="192.0.2.10", HTTP_ACCEPT="text/html")
     assert html.status_code == 429 and b"Too many attempts" in html.content
     assert client.post(path, data, REMOTE_ADDR="192.0.2.11").status_code != 429  # another address
+
+
+def test_a_keys_refused_requests_do_not_use_up_its_orgs_budget(org, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "api_key": "2/minute", "org": "4/minute"}
+    noisy, quiet = key_client(issue_key(org).secret), key_client(issue_key(org).secret)
+    assert [noisy.get("/api/v1/me").status_code for _ in range(5)] == [200, 200, 429, 429, 429]
+    # Only the noisy key's two answered requests counted against the org (its bucket is checked first).
+    assert [quiet.get("/api/v1/me").status_code for _ in range(2)] == [200, 200]

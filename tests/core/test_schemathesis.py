@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from django.conf import settings
 
 from accounts import permissions
 from accounts.models import ApiKey, Membership
@@ -53,6 +54,11 @@ def fuzz_server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[Live
         RATE_LIMIT_API_KEY="1000000/minute",
         RATE_LIMIT_ORG="1000000/minute",
         RATE_LIMIT_USER="1000000/minute",
+        **{
+            f"RATE_LIMIT_{endpoint.upper()}_{per}": "1000000/minute"
+            for endpoint in settings.ENDPOINT_RATE_LIMITS
+            for per in ("ORG", "KEY")
+        },
     ) as server:
         yield server
 

@@ -74,6 +74,13 @@ def test_a_malformed_rate_limit_stops_the_check_with_its_name():
     assert "Traceback" not in result.stderr
 
 
+def test_a_malformed_endpoint_rate_limit_stops_the_check_with_its_variable():
+    result = _manage("check", SECRET_KEY=STRONG_KEY, RATE_LIMIT_ASK_KEY="lots")
+    assert result.returncode != 0
+    assert "Invalid rate limit 'lots'" in result.stderr and "RATE_LIMIT_ASK_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_production_closes_metrics_and_trusts_no_proxy_by_default():
     shown = "from django.conf import settings as s; print(s.METRICS_PUBLIC, s.TRUSTED_PROXIES, s.HTTP_REQUEST_TIMEOUT)"
     result = _manage("shell", "-c", shown, SECRET_KEY=STRONG_KEY, METRICS_PUBLIC="<unset>", TRUSTED_PROXIES="<unset>")

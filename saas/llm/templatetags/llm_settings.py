@@ -30,3 +30,9 @@ def guardrails_policy(org: Any) -> dict[str, Any]:
             "denied_keywords_text": "\n".join(policy.denied_keywords),
             "denied_topics_text": "\n".join(policy.denied_topics),
             "choices": OrgLLMSettings.Guard.choices}  # fmt: skip
+
+
+@register.simple_tag
+def request_log_policy(org: Any) -> dict[str, Any]:
+    """Who may read stored prompts and answers, and the choices, for the settings page."""
+    return {"value": config.current().policy(org).prompt_visibility, "choices": OrgLLMSettings.PromptVisibility.choices}
