@@ -16,7 +16,6 @@ from saas.core.consumers import CLOSE_NOT_FOUND, AccessConsumer, AccessLost, Fra
 from saas.core.errors import ApplicationError, PermissionDenied
 from saas.core.tenancy import org_scope
 from saas.llm import gateway
-from saas.llm.providers import LLMError
 
 
 class Ask(Frame):
@@ -80,8 +79,6 @@ class AskConsumer(AccessConsumer):
                 if event is None:
                     break
                 await self.send_event(event)
-        except LLMError as exc:
-            raise ApplicationError(exc.message, code=exc.kind) from None
         finally:
             if events is not None:
                 await loop.run_in_executor(None, events.close)
