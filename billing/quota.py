@@ -126,6 +126,7 @@ def reserve(*, org: Any) -> Reservation:
     reservation = Reservation(org, period_start, uuid.uuid4().hex, state.plan.included_requests)
     try:
         redis = get_redis()
+        _resync(redis)
         now = time.time()
         for _ in range(2):
             allowed, taken = _script("reserve")(keys=reservation.keys, args=[
@@ -146,10 +147,23 @@ def _settled(org: Any, period_start: datetime) -> int:
     return int(UsageEvent.objects.for_org(org).filter(period_start=period_start, kind="request").count())
 
 
+# Counters this process charged past while Redis was down: their Redis copies are stale, and are dropped (to be
+# seeded again from the usage ledger) as soon as Redis answers again.
+_unsynced: set[str] = set()
+
+
+def _resync(redis: Any) -> None:
+    if _unsynced:
+        stale = list(_unsynced)
+        redis.delete(*stale)
+        _unsynced.difference_update(stale)
+
+
 def _reserve_from_database(reservation: Reservation, *, limit: int, plan: Any) -> Reservation:
     """Redis is down: the period's settled requests, counted under a per-org lock so that concurrent checks
     of one org take turns."""
     org = reservation.org
+    _unsynced.add(reservation.keys[0])
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key_prefix(org.pk)])

@@ -110,7 +110,7 @@ def submit(entry: Entry, *, batched: bool) -> str:
             logger.warning("Ledger stream unavailable; writing call %s at once", entry.call_id, exc_info=True)
             metrics.store_error("redis", "ledger")
     try:
-        write([entry])
+        write([entry], checked=True)
         return "database"
     except DatabaseError:
         logger.warning("Ledger insert failed; queueing call %s for the writer", entry.call_id, exc_info=True)
@@ -147,14 +147,26 @@ def _insert_ignoring_conflicts(model: Any, objects: list[Any]) -> None:
         )
 
 
-def write(entries: list[Entry]) -> int:
-    """Insert the rows of these entries in one transaction; rows already there are left alone. Rows of an org
-    that no longer exists (erased meanwhile) are dropped; a member or key deleted meanwhile is left out."""
-    from accounts.models import ApiKey, Organization, User
+def write(entries: list[Entry], *, checked: bool = False) -> int:
+    """Insert the rows of these entries in one transaction (a savepoint within the caller's); rows already there
+    are left alone. Rows of an org that no longer exists (erased meanwhile) are dropped; a member or key deleted
+    meanwhile is left out. `checked`: the rows come straight from their call, whose org, member and key exist."""
     from billing.models import UsageEvent
 
     if not entries:
         return 0
+    if checked:
+        with transaction.atomic():
+            _insert_ignoring_conflicts(LLMCall, _objects(LLMCall, [e.call for e in entries]))
+            _insert_ignoring_conflicts(UsageEvent, _objects(UsageEvent, [e.usage for e in entries if e.usage]))
+        return len(entries)
+    return _write_checked(entries)
+
+
+def _write_checked(entries: list[Entry]) -> int:
+    from accounts.models import ApiKey, Organization, User
+    from billing.models import UsageEvent
+
     calls = [dict(e.call) for e in entries]
     orgs = {str(pk) for pk in Organization.objects.filter(pk__in={c["organization_id"] for c in calls})
             .values_list("pk", flat=True)}  # fmt: skip
