@@ -11,7 +11,6 @@ from saas.core.redis import get_redis
 from saas.llm import gateway, ledger, metrics
 from saas.llm.models import LLMCall
 from saas.llm.providers import ChatRequest, QuotaExceeded
-from tests.llm.conftest import restartable_redis  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.django_db
 
