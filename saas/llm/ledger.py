@@ -282,3 +282,13 @@ def pending() -> int:
         return int(get_redis().xlen(STREAM))
     except Exception:
         return 0
+
+
+def catch_up() -> int:
+    """For a reader that missed a row it expects (feedback on an API answer): write one batch of the stream
+    now. A store outage makes it a no-op (the reader then finds nothing, as before)."""
+    try:
+        return drain(batches=1)
+    except Exception:
+        logger.warning("Could not catch up with the ledger stream", exc_info=True)
+        return 0
