@@ -164,19 +164,20 @@ def test_search_answers_in_the_error_shape_when_embeddings_fail(acme, settings):
 
 def test_the_question_is_embedded_once_per_ask(acme, monkeypatch):
     """Regression: retrieval embedded the question, then the semantic cache embedded it again."""
-    from saas.llm import caches, embeddings, local_engine
+    from saas.llm import embeddings
 
     _, client = acme
     question = "How long do refunds take?"
     alone: list[list[str]] = []
+    model = embeddings._model()  # every local embedding goes through this one encoder
+    encode = model.encode
 
-    def counting(texts):
+    def counting(texts, *args, **kwargs):
         if list(texts) == [question]:
             alone.append(list(texts))
-        return embeddings.embed_local(texts)
+        return encode(texts, *args, **kwargs)
 
-    monkeypatch.setattr(caches, "embed_local", counting)
-    monkeypatch.setattr(local_engine, "embed_local", counting)
+    monkeypatch.setattr(model, "encode", counting)
     body = client.post("/api/v1/ask", {"question": question}, format="json").json()
     assert body["found"] is True and body["cached"] is False
     assert len(alone) == 1
