@@ -167,3 +167,14 @@ def test_a_stream_stopped_midway_is_recorded_once_and_charged_once(fake, models,
     (call,) = LLMCall.all_orgs.filter(organization=caller.org)
     assert call.status == "cancelled" and call.completion_tokens >= 1
     assert _rows(caller.org) == (1, 1)
+
+
+def test_an_api_call_whose_stream_redis_cannot_take_is_written_at_once(
+    fake, models, caller, allowance, restartable_redis, settings
+):
+    settings.LLM_LEDGER = {**settings.LLM_LEDGER, "batched": True}
+    restartable_redis.stop()
+    result = gateway.chat(caller=caller, model="test-small", request=HELLO, defer_records=True)
+    result.record()  # the cache entries: Redis is down, they are skipped without failing
+    call = LLMCall.all_orgs.get(pk=result.call_id)
+    assert call.status == "ok" and _rows(caller.org) == (1, 1)
