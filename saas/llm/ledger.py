@@ -150,7 +150,8 @@ def _insert_ignoring_conflicts(model: Any, objects: list[Any]) -> None:
 def write(entries: list[Entry], *, checked: bool = False) -> int:
     """Insert the rows of these entries in one transaction (a savepoint within the caller's); rows already there
     are left alone. Rows of an org that no longer exists (erased meanwhile) are dropped; a member or key deleted
-    meanwhile is left out. `checked`: the rows come straight from their call, whose org, member and key exist."""
+    meanwhile is left out (an erased member's prompt and answer with them). `checked`: the rows come straight
+    from their call, whose org, member and key exist."""
     from billing.models import UsageEvent
 
     if not entries:
@@ -180,7 +181,8 @@ def _write_checked(entries: list[Entry]) -> int:
             logger.info("Dropping the ledger row of call %s: its org is gone", call["id"])
             continue
         if call.get("user_id") and str(call["user_id"]) not in users:
-            call["user_id"] = None
+            # The member was erased meanwhile: the row keeps no trace of what they asked or were answered.
+            call.update(user_id=None, input_encrypted="", output_encrypted="")
         if call.get("api_key_id") and str(call["api_key_id"]) not in keys:
             call["api_key_id"] = None
         kept_calls.append(call)

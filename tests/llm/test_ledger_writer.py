@@ -138,3 +138,16 @@ def test_feedback_on_a_batched_answer_finds_its_row(fake, models, batched):
     assert answer.status_code == 200 and ledger.pending() == 1
     rated = client.post(f"/api/v1/responses/{answer.json()['id']}/feedback", {"rating": "up"}, format="json")
     assert rated.status_code in (200, 201), rated.content
+
+
+@pytest.mark.django_db
+def test_a_row_of_a_member_erased_meanwhile_keeps_no_prompt_or_answer(fake, models, batched):
+    from tests.accounts.factories import OrganizationFactory, UserFactory
+
+    member = UserFactory()
+    caller = gateway.Caller(org=OrganizationFactory(), feature="chat", user=member)
+    (call_id,) = _calls(caller, 1)
+    member.delete()
+    ledger.drain(claim_seconds=0)
+    call = LLMCall.all_orgs.get(pk=call_id)
+    assert call.user_id is None and call.input_encrypted == "" and call.output_encrypted == ""
