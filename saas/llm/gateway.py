@@ -205,11 +205,13 @@ def chat_stream(
     sources: Sources | None = None,
     call_id: uuid.UUID | None = None,
     screened: list[guardrails.Finding] | None = None,
+    defer_records: bool = False,
 ) -> Generator[str | GatewayStreamEnd, None, None]:
     """Deltas of the answer, then one GatewayStreamEnd. Validation errors raise before the first item;
     closing the iterator cancels the upstream call (and records the call as cancelled). An answer the output
-    guardrails block ends with GuardrailBlocked before the delta that tripped them."""
-    call = Call(caller, requested=model or "default", stream=True, call_id=call_id)
+    guardrails block ends with GuardrailBlocked before the delta that tripped them. `defer_records`: an API
+    hot path, whose ledger row may go through the ledger stream."""
+    call = Call(caller, requested=model or "default", stream=True, call_id=call_id, batched=defer_records)
     call.note(screened or [])
     with call.guard_exit():
         config, chain, outbound = call.prepare(model=model, request=request, complexity=complexity)

@@ -151,3 +151,13 @@ def test_a_row_of_a_member_erased_meanwhile_keeps_no_prompt_or_answer(fake, mode
     ledger.drain(claim_seconds=0)
     call = LLMCall.all_orgs.get(pk=call_id)
     assert call.user_id is None and call.input_encrypted == "" and call.output_encrypted == ""
+
+
+@pytest.mark.django_db
+def test_a_batched_stream_hands_its_row_to_the_stream(fake, models, caller, batched):
+    items = list(gateway.chat_stream(caller=caller, model="test-small", request=ChatRequest(
+        [{"role": "user", "content": "Stream it"}]), defer_records=True))  # fmt: skip
+    end = items[-1]
+    assert isinstance(end, gateway.GatewayStreamEnd) and ledger.pending() == 1 and not LLMCall.all_orgs.exists()
+    ledger.drain(claim_seconds=0)
+    assert _found(caller.org) == ({end.call_id}, 1)
