@@ -7,9 +7,14 @@ requests at the edge of an allowance get exactly the requests that are left. Set
 reservation and, for a billable call, writes the usage row first and then counts it; a process that dies
 between the two leaves a reservation that expires and a row that the next seeding counts.
 
-The gateway calls `reserve` once the request is valid, and `settle` when its ledger row is written: a call
-answered by a model is a billable request, a cache hit is recorded as one and does not use the allowance, a
-failure releases the reservation.
+The gateway calls `reserve` once the request is valid and missed the caches (a cached answer needs no place),
+and `release` when the call ends: a call answered by a model counts as a billable request, anything else only
+gives its place back. The usage row itself is written with the call's ledger row, in the same transaction
+(saas/llm/ledger.py), so a call is charged exactly when its row exists.
+
+When Redis is down, `reserve` falls back to PostgreSQL: the settled usage rows of the period are counted
+under a per-org advisory lock. Requests in flight are not counted then, so during an outage an org at the
+edge of its allowance can go past it by the requests it has in flight at that moment.
 """
 
 import logging
@@ -20,13 +25,16 @@ from datetime import datetime
 from functools import cache, partial
 from typing import Any
 
-from django.db import transaction
+import redis as redis_lib
+from django.db import connection, transaction
 
 from billing import selectors
 from billing.models import UsageEvent
 from billing.services import usage_thresholds_crossed
 from billing.tasks import warn_usage
 from saas.core.redis import get_redis
+
+redis_errors = (redis_lib.RedisError, OSError)
 
 logger = logging.getLogger(__name__)
 RESERVATION_SECONDS = 15 * 60  # longer than any call with its retries and fallbacks
@@ -85,6 +93,7 @@ class Reservation:
     period_start: datetime
     token: str
     included: int  # the plan's allowance, for the 80% and 100% warnings
+    in_redis: bool = True  # False: taken from PostgreSQL while Redis was down (nothing to give back there)
 
     @property
     def keys(self) -> list[str]:
@@ -101,39 +110,78 @@ def _keys(org_id: Any, period_start: datetime) -> list[str]:
     return [f"{key_prefix(org_id)}{stamp}:used", f"{key_prefix(org_id)}{stamp}:held"]
 
 
-def reserve(*, org: Any) -> Reservation:
-    """A place for one AI request in this period, or QuotaExceeded naming the limit."""
+def standing(*, org: Any) -> selectors.BillingState:
+    """The org's billing state, or PaymentOverdue when its AI requests are paused (even cached answers)."""
     state = selectors.billing_state(org=org)
     if state.restricted and state.billing and state.billing.past_due_since:
         raise PaymentOverdue(org=org, since=state.billing.past_due_since)
+    return state
+
+
+def reserve(*, org: Any) -> Reservation:
+    """A place for one AI request in this period, or QuotaExceeded naming the limit."""
+    state = standing(org=org)
     period_start = state.period_start
     limit = state.request_limit
     reservation = Reservation(org, period_start, uuid.uuid4().hex, state.plan.included_requests)
-    redis = get_redis()
-    now = time.time()
-    for _ in range(2):
-        allowed, taken = _script("reserve")(keys=reservation.keys, args=[
-            limit, now, now + RESERVATION_SECONDS, reservation.token, RESERVATION_SECONDS])  # fmt: skip
-        if allowed == -1:  # not in Redis (a new period, a restarted Redis): count the ledger
-            used = UsageEvent.objects.for_org(org).filter(period_start=period_start, kind="request").count()
-            redis.set(reservation.keys[0], used, nx=True, ex=PERIOD_KEY_SECONDS)
-            continue
-        if allowed == 0:
-            raise QuotaExceeded(plan=state.plan, used=int(taken), limit=limit, org=org)
-        return reservation
+    try:
+        redis = get_redis()
+        _resync(redis)
+        now = time.time()
+        for _ in range(2):
+            allowed, taken = _script("reserve")(keys=reservation.keys, args=[
+                limit, now, now + RESERVATION_SECONDS, reservation.token, RESERVATION_SECONDS])  # fmt: skip
+            if allowed == -1:  # not in Redis (a new period, a restarted Redis): count the ledger
+                redis.set(reservation.keys[0], _settled(org, period_start), nx=True, ex=PERIOD_KEY_SECONDS)
+                continue
+            if allowed == 0:
+                raise QuotaExceeded(plan=state.plan, used=int(taken), limit=limit, org=org)
+            return reservation
+    except redis_errors as exc:
+        logger.warning("Quota counter unavailable (%s); counting org %s's usage in PostgreSQL", exc, org.pk)
+        return _reserve_from_database(reservation, limit=limit, plan=state.plan)
     raise RuntimeError("the quota counter could not be seeded")  # pragma: no cover (SET NX then GET)
 
 
-def settle(reservation: Reservation, *, call: Any, billable: bool, cache_hit: bool) -> None:
-    """After the call's ledger row: the usage row (for a billable request or a cache hit), then Redis."""
-    if billable or cache_hit:
-        UsageEvent.objects.for_org(reservation.org).create(
-            organization=reservation.org, llm_call=call, kind="request" if billable else "cache_hit",
-            feature=call.feature, model=call.model_used, cost_usd=call.cost_usd, period_start=reservation.period_start,
-        )  # fmt: skip
+def _settled(org: Any, period_start: datetime) -> int:
+    return int(UsageEvent.objects.for_org(org).filter(period_start=period_start, kind="request").count())
+
+
+# Counters this process charged past while Redis was down: their Redis copies are stale, and are dropped (to be
+# seeded again from the usage ledger) as soon as Redis answers again.
+_unsynced: set[str] = set()
+
+
+def _resync(redis: Any) -> None:
+    if _unsynced:
+        stale = list(_unsynced)
+        redis.delete(*stale)
+        _unsynced.difference_update(stale)
+
+
+def _reserve_from_database(reservation: Reservation, *, limit: int, plan: Any) -> Reservation:
+    """Redis is down: the period's settled requests, counted under a per-org lock so that concurrent checks
+    of one org take turns."""
+    org = reservation.org
+    _unsynced.add(reservation.keys[0])
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key_prefix(org.pk)])
+        used = _settled(org, reservation.period_start)
+    if limit >= 0 and used >= limit:
+        raise QuotaExceeded(plan=plan, used=used, limit=limit, org=org)
+    return Reservation(org, reservation.period_start, reservation.token, reservation.included, in_redis=False)
+
+
+def release(reservation: Reservation, *, billable: bool) -> None:
+    """The call ended: give its place back, counting it as used when it was billable (its usage row is written
+    with its ledger row). A Redis outage here loses nothing: the place expires on its own and the row is
+    counted at the next seeding."""
+    if not reservation.in_redis:
+        return
     try:
         used = int(_script("settle")(keys=reservation.keys, args=[reservation.token, "1" if billable else "0"]))
-    except Exception:  # the reservation expires on its own; the row is counted at the next seeding
+    except Exception:
         logger.warning("Could not settle a quota reservation of org %s", reservation.org.pk)
         return
     for threshold in usage_thresholds_crossed(included=reservation.included, before=used - 1, after=used):

@@ -18,7 +18,6 @@ from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
 from documents import selectors, services
 from documents.models import Collection, Document
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
-from saas.core.errors import error_body
 from saas.core.schema import PLAN_LIMIT
 from saas.core.streaming import sse, sse_response
 from saas.core.validators import validate_single_line
@@ -170,12 +169,6 @@ class AskView(OrgScopedAPIView):
     authentication_classes = [ApiKeyAuthentication, CsrfSessionAuthentication]
     required_scopes = {"post": ASK}
     rate_limit_endpoints = {"post": "ask"}
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, LLMError):
-            response = Response(error_body(exc.kind, exc.message, exc.details), status=exc.http_status)
-            return response
-        return super().handle_exception(exc)
 
     @extend_schema(request=AskIn, responses=OpenApiTypes.OBJECT, summary="Answer from the documents, with citations")
     def post(self, request: Request) -> Any:

@@ -24,7 +24,6 @@ from saas.core.consumers import (
 from saas.core.errors import ApplicationError, PermissionDenied
 from saas.core.tenancy import org_scope
 from saas.llm import gateway
-from saas.llm.providers import LLMError
 
 
 class Ask(Frame):
@@ -87,8 +86,6 @@ class AskConsumer(AccessConsumer):
                 if event is None:
                     break
                 await self.send_event(event)
-        except LLMError as exc:
-            raise ApplicationError(exc.message, code=exc.kind) from None
         finally:
             if events is not None:
                 await stream_close(events)

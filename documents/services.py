@@ -343,10 +343,17 @@ class AskPlan:
     request: ChatRequest
     scope: str
     screened: list[Any] = field(default_factory=list)  # the guardrails' findings on the passages
+    vector: list[float] | None = None  # the question's embedding, when the semantic cache's model made it
 
     @property
     def flagged(self) -> set[int]:
         return {finding.index for finding in self.screened}
+
+    @property
+    def sources(self) -> gateway.Sources:
+        """What the answer rests on, for the semantic cache: the passages' ids in prompt order, and the
+        question's embedding made for retrieval (so the question is embedded once per ask)."""
+        return gateway.Sources(scope=self.scope, chunk_ids=tuple(hit.chunk_id for hit in self.hits), vector=self.vector)
 
 
 @dataclass
@@ -377,7 +384,9 @@ def ask_plan(*, caller: gateway.Caller, question: str, collection: Collection | 
     question = question.strip()
     if not question or len(question) > MAX_QUESTION_CHARS:
         raise ApplicationError(f"A question is 1 to {MAX_QUESTION_CHARS} characters.", code="invalid")
-    hits = chunk_search(org=caller.org, query=question, collection=collection, top_k=top_k, caller=caller)
+    embedded = gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=[question])
+    hits = chunk_search(org=caller.org, query=question, collection=collection, top_k=top_k, caller=caller,
+                        query_vector=embedded.vectors[0])  # fmt: skip
     screened = gateway.screen_passages(caller=caller, texts=[hit.text for hit in hits])
     flagged = {finding.index for finding in screened}
     # One line per source, its number first: models cite by number, and the offline engine reads the label.
@@ -397,7 +406,9 @@ def ask_plan(*, caller: gateway.Caller, question: str, collection: Collection | 
         versions = versions.filter(pk=collection.pk)
     # The knowledge-base version: any change to the documents makes earlier cached answers stale.
     scope = "ask:" + ",".join(f"{c.pk}.{c.version}" for c in versions.order_by("pk"))
-    return AskPlan(question, hits, request, scope, screened)
+    # The semantic cache embeds with the local model: the retrieval vector is reused when it is that model's.
+    vector = embedded.vectors[0] if embedded.model == gateway.DEFAULT_EMBEDDING_MODEL else None
+    return AskPlan(question, hits, request, scope, screened, vector)
 
 
 def ask(
@@ -407,19 +418,18 @@ def ask(
     plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k)
     if not plan.hits:
         return Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
-    result = gateway.chat(caller=caller, model=model, request=plan.request, semantic_scope=plan.scope,
+    result = gateway.chat(caller=caller, model=model, request=plan.request, sources=plan.sources,
                           screened=plan.screened)  # fmt: skip
     return answer_finish(caller=caller, plan=plan, text=result.text, call_id=result.call_id, model=result.model,
-                         engine=result.engine, usage=result.usage, cached=result.cached)  # fmt: skip
+                         engine=result.engine, usage=result.usage, cached=result.cached,
+                         cost_usd=result.cost_usd)  # fmt: skip
 
 
 def answer_finish(
     *, caller: gateway.Caller, plan: AskPlan, text: str, call_id: str, model: str, engine: str, usage: Any,
-    cached: bool,
+    cached: bool, cost_usd: Any,
 ) -> Answer:  # fmt: skip
     """Citations for the markers in the answer, and each sentence checked against what it cites."""
-    from saas.llm.models import LLMCall
-
     cited: dict[int, Any] = {}
     for marker in MARKER.findall(text):
         number = int(marker)
@@ -433,11 +443,10 @@ def answer_finish(
         for n, hit in sorted(cited.items())
     ]  # fmt: skip
     groundedness, unsupported = _groundedness(caller, text, plan.hits)
-    call = LLMCall.objects.for_org(caller.org).filter(pk=call_id).only("cost_usd").first()
     found = bool(cited) and not text.strip().startswith(("I could not find", NOT_FOUND_ANSWER))
     return Answer(
         text, found=found, citations=citations, groundedness=groundedness, unsupported=unsupported, call_id=call_id,
-        model=model, engine=engine, cached=cached, cost_usd=str(call.cost_usd) if call else "0",
+        model=model, engine=engine, cached=cached, cost_usd=str(cost_usd),
         usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
     )  # fmt: skip
 
@@ -493,7 +502,7 @@ def ask_stream(
         yield {"type": "delta", "text": nothing.text}
         yield {"type": "done", **nothing.as_json()}
         return
-    stream = gateway.chat_stream(caller=caller, model=model, request=plan.request, semantic_scope=plan.scope,
+    stream = gateway.chat_stream(caller=caller, model=model, request=plan.request, sources=plan.sources,
                                  screened=plan.screened)  # fmt: skip
     parts: list[str] = []
     try:
@@ -501,7 +510,7 @@ def ask_stream(
             if isinstance(item, gateway.GatewayStreamEnd):
                 answer = answer_finish(
                     caller=caller, plan=plan, text="".join(parts), call_id=item.call_id, model=item.model,
-                    engine=item.engine, usage=item.usage, cached=item.cached,
+                    engine=item.engine, usage=item.usage, cached=item.cached, cost_usd=item.cost_usd,
                 )  # fmt: skip
                 yield {"type": "done", **answer.as_json()}
                 return

@@ -6,6 +6,7 @@ Services raise ApplicationError (or a subclass); the DRF handler below and the D
 render it. Nothing else builds error bodies by hand.
 """
 
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -70,8 +71,8 @@ def application_error_response(exc: ApplicationError, response_class: Any = None
     body = error_body(exc.code, exc.message, exc.details)
     response = response_class(body, status=exc.status) if response_class else JsonResponse(body, status=exc.status)
     retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        response["Retry-After"] = str(retry_after)
+    if retry_after is not None:  # whole seconds, at least 1 (HTTP's delay-seconds)
+        response["Retry-After"] = str(max(1, math.ceil(float(retry_after))))
     for name, value in getattr(exc, "headers", {}).items():
         response[name] = value
     if exc.status == 401:

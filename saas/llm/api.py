@@ -24,12 +24,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication, request_origin
 from accounts.permissions import ADMIN, ASK, READ
 from saas.core.api import OrgScopedAPIView, StrictSerializer
-from saas.core.errors import ApplicationError, application_error_response, error_body
+from saas.core.errors import ApplicationError, application_error_response
 from saas.core.responses import after_send
 from saas.core.streaming import sse, sse_response
 from saas.llm import config, gateway, services
 from saas.llm.models import ModelConfig, OrgLLMSettings
-from saas.llm.providers import ChatRequest, LLMError, RateLimited
+from saas.llm.providers import ChatRequest, LLMError
 
 BYPASS_HEADER = "X-Crewdesk-Cache"
 
@@ -47,13 +47,6 @@ def _recorded_after_send(result: gateway.GatewayResult, response: Response) -> R
     return response
 
 
-def _llm_error_response(error: LLMError, body: dict[str, Any]) -> Response:
-    response = Response(body, status=error.http_status)
-    if isinstance(error, RateLimited) and error.retry_after is not None:
-        response["Retry-After"] = str(max(1, round(error.retry_after)))
-    return response
-
-
 # --- OpenAI-compatible -------------------------------------------------------------------------------------
 
 OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -66,9 +59,7 @@ def openai_error(message: str, status: int, code: str | None, param: str | None 
 
 def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Errors of the OpenAI-compatible endpoints, in the shape OpenAI's clients expect."""
-    if isinstance(exc, LLMError):
-        return _llm_error_response(exc, openai_error(exc.message, exc.http_status, exc.kind))
-    if isinstance(exc, ApplicationError):
+    if isinstance(exc, ApplicationError):  # LLMError is one
         response = application_error_response(exc, response_class=Response)
         response.data = openai_error(exc.message, exc.status, exc.code)
         return response  # type: ignore[no-any-return]
@@ -349,11 +340,6 @@ class GenerateView(OrgScopedAPIView):
     authentication_classes = [ApiKeyAuthentication, CsrfSessionAuthentication]
     required_scopes = {"post": ASK}
     rate_limit_endpoints = {"post": "generate"}
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, LLMError):
-            return _llm_error_response(exc, error_body(exc.kind, exc.message, exc.details))
-        return super().handle_exception(exc)
 
     @extend_schema(request=GenerateIn, responses=OpenApiTypes.OBJECT, summary="Generate (JSON, or SSE with stream)")
     def post(self, request: Request) -> Any:

@@ -25,3 +25,14 @@ def observe(call: Any, *, model_label: str) -> None:
     LATENCY.labels(model_label, call.status, call.cache).observe(call.latency_ms / 1000)
     if call.ttft_ms is not None:
         TTFT.labels(model_label, call.cache).observe(call.ttft_ms / 1000)
+
+
+# A store (Redis, PostgreSQL) failed under the gateway and the call went on without it (the breaker failed
+# open, the ledger row took the other path, ...): `store` is redis or database, `step` what was skipped.
+STORE_ERRORS = Counter("crewdesk_llm_store_errors_total", "Store failures the gateway worked around", ["store", "step"])
+# Ledger rows written by the background writer (saas/llm/ledger.py), and rows it found already written.
+LEDGER_WRITTEN = Counter("crewdesk_llm_ledger_rows_total", "Ledger rows written", ["path"])
+
+
+def store_error(store: str, step: str) -> None:
+    STORE_ERRORS.labels(store, step).inc()

@@ -145,13 +145,18 @@ class LLMCall(OrgOwnedModel):
 
 class SemanticCacheEntry(OrgOwnedModel):
     """A single-turn question and its answer, found again by meaning (pgvector, cosine), within one org, one
-    model, one prompt version and one knowledge-base version: a re-indexed collection never serves old answers."""
+    model, one prompt version and one knowledge-base version (a re-indexed collection never serves old
+    answers), over the passages it cites (saas/llm/caches.py)."""
 
     model_alias = models.CharField(max_length=64)
     prompt_version = models.CharField(max_length=32)
     scope = models.CharField(max_length=128, help_text="The knowledge-base version the answer was built on.")
     embedding = VectorField(dimensions=384)
     answer_encrypted = models.TextField()
+    # The passages the answer was written over (as numbered in its prompt: [1] is the first) and those it
+    # cites: an entry answers a new question only when the new retrieval returns every passage it cites.
+    source_chunk_ids = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    cited_chunk_ids = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     expires_at = models.DateTimeField(db_index=True)

@@ -13,12 +13,16 @@ from typing import Any
 
 import openai
 
+from saas.core.errors import ApplicationError
 from saas.llm.tool_protocol import ToolCall, new_call_id
 
 # --- Errors ------------------------------------------------------------------------------------------------
 
 
-class LLMError(Exception):
+class LLMError(ApplicationError):
+    """A gateway error: one of our ApplicationErrors (`code` is its kind, `status` its HTTP status), so the
+    one DRF handler maps it like every other error (saas.core.errors)."""
+
     kind = "upstream_error"
     retryable = False
     http_status = 502
@@ -26,10 +30,8 @@ class LLMError(Exception):
     def __init__(
         self, message: str, *, retry_after: float | None = None, details: dict[str, Any] | None = None
     ) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, code=self.kind, status=self.http_status, details=details)
         self.retry_after = retry_after
-        self.details = details or {}
 
 
 class RateLimited(LLMError):

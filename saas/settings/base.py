@@ -174,6 +174,7 @@ CELERY_BEAT_SCHEDULE = {
     "billing-report-overage": {"task": "billing.report_overage", "schedule": 3600.0},
     "accounts-purge-retention": {"task": "accounts.purge_retention", "schedule": 3600.0},
     "accounts-resume-erasures": {"task": "accounts.resume_erasures", "schedule": 300.0},
+    "llm-drain-ledger": {"task": "llm.drain_ledger", "schedule": env.float("LLM_LEDGER_DRAIN_SECONDS", default=2.0)},
 }
 
 # --- Auth --------------------------------------------------------------------------------------------------
@@ -344,6 +345,16 @@ LLM_CONFIG_CACHE_SECONDS = env.int("LLM_CONFIG_CACHE_SECONDS", default=60)
 # Cosine similarity above which a single-turn question counts as already answered (conservative on purpose).
 LLM_SEMANTIC_THRESHOLD = env.float("LLM_SEMANTIC_THRESHOLD", default=0.95)
 LLM_PROMPT_VERSION = env.str("LLM_PROMPT_VERSION", default="1")
+# The ledger (saas/llm/ledger.py). Batched: the API's hot paths (/v1, generate) hand each call's row to a
+# Redis stream that the `llm.drain_ledger` task writes in batches every LLM_LEDGER_DRAIN_SECONDS (the browser,
+# ask and crews always write at once). A row a writer took and never confirmed is taken over after
+# LLM_LEDGER_CLAIM_SECONDS.
+LLM_LEDGER = {
+    "batched": env.bool("LLM_LEDGER_BATCHED", default=True),
+    "drain_seconds": env.float("LLM_LEDGER_DRAIN_SECONDS", default=2.0),
+    "batch_size": env.int("LLM_LEDGER_BATCH_SIZE", default=500),
+    "claim_seconds": env.int("LLM_LEDGER_CLAIM_SECONDS", default=60),
+}
 # Guardrails (saas/llm/guardrails.py). Similarity thresholds are cosine similarities with the local embedding
 # model; the similarity detector runs on passages and tool results, and on members' messages only when asked
 # (it costs an embedding per message). Moderation asks the named upstream's /v1/moderations when set.

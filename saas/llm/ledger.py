@@ -1,0 +1,296 @@
+"""The ledger: one LLMCall row per gateway call, and with it (same transaction) the call's usage row.
+
+A call builds its row in memory (`Entry`, with the id it had from the start) and hands it here once, when it
+ends. The row reaches PostgreSQL by one of two paths, and every insert is idempotent (ON CONFLICT DO NOTHING on
+the call's id, and on the usage row's one-to-one link to it), so a row delivered twice is written once and
+charged once:
+
+- at once (`direct`): the browser, ask and crews, which read the row right after the call;
+- through a Redis stream (`batched`, LLM_LEDGER["batched"]): the API's hot paths (/v1, generate) XADD the row
+  and the `llm.drain_ledger` task writes the stream in batches (one transaction per batch). A writer that dies
+  mid-batch leaves its entries unacknowledged; the next writer claims them after LLM_LEDGER["claim_seconds"].
+
+Each path falls back on the other: a stream that Redis cannot take is written at once, and a row that the
+database refuses goes to the stream (the writer inserts it once the database is back). When both stores are
+down the call ends with LedgerUnavailable (503): no answer leaves without its row.
+
+Readers that need a batched row right away (feedback on a response id) call `drain()` on a miss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models.constants import OnConflict
+
+from saas.core.redis import get_redis
+from saas.llm import metrics
+from saas.llm.models import LLMCall, ModelConfig
+from saas.llm.providers import LLMError, Usage
+
+logger = logging.getLogger(__name__)
+STREAM = "crewdesk:llm:ledger"
+DEAD = "crewdesk:llm:ledger:dead"  # entries the database refused one by one (kept for an operator)
+GROUP = "writers"
+
+
+class LedgerUnavailable(LLMError):
+    """Neither PostgreSQL nor Redis took the call's ledger row: the answer is withheld, nothing is charged."""
+
+    kind, retryable, http_status = "service_unavailable", False, 503
+
+
+def cost(model: ModelConfig | None, usage: Usage) -> Decimal:
+    if model is None:
+        return Decimal(0)
+    million = Decimal(1_000_000)
+    return (
+        Decimal(usage.prompt_tokens) * model.input_price_per_mtok / million
+        + Decimal(usage.completion_tokens) * model.output_price_per_mtok / million
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A call's ledger row and its usage row (None: not billed), as JSON-ready dicts keyed by column."""
+
+    call: dict[str, Any]
+    usage: dict[str, Any] | None = None
+
+    @property
+    def call_id(self) -> str:
+        return str(self.call["id"])
+
+    def encode(self) -> str:
+        return json.dumps({"call": self.call, "usage": self.usage}, default=str)
+
+    @classmethod
+    def decode(cls, raw: str) -> Entry:
+        data = json.loads(raw)
+        return cls(data["call"], data.get("usage"))
+
+
+def usage_row(*, call: dict[str, Any], kind: str, period_start: Any) -> dict[str, Any]:
+    """The usage ledger's row for a call (billing.UsageEvent): its id follows from the call's."""
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"usage:{call['id']}")),
+        "organization_id": call["organization_id"],
+        "llm_call_id": call["id"],
+        "kind": kind,
+        "feature": call["feature"],
+        "model": call["model_used"],
+        "cost_usd": call["cost_usd"],
+        "period_start": period_start,
+        "created_at": call["created_at"],
+        "updated_at": call["created_at"],
+    }
+
+
+# --- Handing a row over --------------------------------------------------------------------------------------
+
+
+def submit(entry: Entry, *, batched: bool) -> str:
+    """Hand a finished call's rows over; returns the path taken ("stream" or "database"). Raises
+    LedgerUnavailable when neither store takes them."""
+    if batched and settings.LLM_LEDGER["batched"]:
+        try:
+            _enqueue(entry)
+            return "stream"
+        except Exception:
+            logger.warning("Ledger stream unavailable; writing call %s at once", entry.call_id, exc_info=True)
+            metrics.store_error("redis", "ledger")
+    try:
+        write([entry], checked=True)
+        return "database"
+    except DatabaseError:
+        logger.warning("Ledger insert failed; queueing call %s for the writer", entry.call_id, exc_info=True)
+        metrics.store_error("database", "ledger")
+    try:
+        _enqueue(entry)
+        return "stream"
+    except Exception as exc:
+        metrics.store_error("redis", "ledger")
+        logger.error("Neither the database nor Redis took the ledger row of call %s", entry.call_id)
+        raise LedgerUnavailable(
+            "We could not record this call, so its answer was withheld and nothing was charged. Try again shortly."
+        ) from exc
+
+
+def _enqueue(entry: Entry) -> None:
+    get_redis().xadd(STREAM, {"entry": entry.encode()})
+    metrics.LEDGER_WRITTEN.labels("stream").inc()
+
+
+# --- Writing rows --------------------------------------------------------------------------------------------
+
+
+def _objects(model: Any, rows: Iterable[dict[str, Any]]) -> list[Any]:
+    fields = {f.attname: f for f in model._meta.concrete_fields}
+    return [model(**{name: fields[name].to_python(value) for name, value in row.items()}) for row in rows]
+
+
+def _insert_ignoring_conflicts(model: Any, objects: list[Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, with every column as given (created_at is the call's, not now)."""
+    if objects:
+        model.all_orgs._insert(  # the one insert Django has that keeps given timestamps (raw) and ignores conflicts
+            objects, fields=model._meta.concrete_fields, raw=True, on_conflict=OnConflict.IGNORE
+        )
+
+
+def write(entries: list[Entry], *, checked: bool = False) -> int:
+    """Insert the rows of these entries in one transaction (a savepoint within the caller's); rows already there
+    are left alone. Rows of an org that no longer exists (erased meanwhile) are dropped; a member or key deleted
+    meanwhile is left out (an erased member's prompt and answer with them). `checked`: the rows come straight
+    from their call, whose org, member and key exist."""
+    from billing.models import UsageEvent
+
+    if not entries:
+        return 0
+    if checked:
+        with transaction.atomic():
+            _insert_ignoring_conflicts(LLMCall, _objects(LLMCall, [e.call for e in entries]))
+            _insert_ignoring_conflicts(UsageEvent, _objects(UsageEvent, [e.usage for e in entries if e.usage]))
+        return len(entries)
+    return _write_checked(entries)
+
+
+def _write_checked(entries: list[Entry]) -> int:
+    from accounts.models import ApiKey, Organization, User
+    from billing.models import UsageEvent
+
+    calls = [dict(e.call) for e in entries]
+    orgs = {str(pk) for pk in Organization.objects.filter(pk__in={c["organization_id"] for c in calls})
+            .values_list("pk", flat=True)}  # fmt: skip
+    users = {str(pk) for pk in User.objects.filter(pk__in={c["user_id"] for c in calls if c.get("user_id")})
+             .values_list("pk", flat=True)}  # fmt: skip
+    keys = {str(pk) for pk in ApiKey.all_orgs.filter(pk__in={c["api_key_id"] for c in calls if c.get("api_key_id")})
+            .values_list("pk", flat=True)}  # fmt: skip
+    kept_calls, kept_usage = [], []
+    for entry, call in zip(entries, calls, strict=True):
+        if str(call["organization_id"]) not in orgs:
+            logger.info("Dropping the ledger row of call %s: its org is gone", call["id"])
+            continue
+        if call.get("user_id") and str(call["user_id"]) not in users:
+            # The member was erased meanwhile: the row keeps no trace of what they asked or were answered.
+            call.update(user_id=None, input_encrypted="", output_encrypted="")
+        if call.get("api_key_id") and str(call["api_key_id"]) not in keys:
+            call["api_key_id"] = None
+        kept_calls.append(call)
+        if entry.usage is not None:
+            kept_usage.append(entry.usage)
+    with transaction.atomic():
+        _insert_ignoring_conflicts(LLMCall, _objects(LLMCall, kept_calls))
+        _insert_ignoring_conflicts(UsageEvent, _objects(UsageEvent, kept_usage))
+    return len(kept_calls)
+
+
+# --- The background writer -----------------------------------------------------------------------------------
+
+
+def _consumer() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _ensure_group(redis: Any) -> None:
+    try:
+        redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except Exception as exc:  # BUSYGROUP: it exists
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _take(redis: Any, consumer: str, count: int, claim_ms: int) -> list[tuple[str, dict[str, str] | None]]:
+    """Entries another writer took and never acknowledged (it died mid-batch) first, then new ones."""
+    claimed = redis.xautoclaim(STREAM, GROUP, consumer, min_idle_time=claim_ms, start_id="0-0", count=count)
+    messages = list(claimed[1]) if claimed and len(claimed) > 1 else []
+    if messages:
+        return messages
+    fresh = redis.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count)
+    return list(fresh[0][1]) if fresh else []
+
+
+def drain(*, batches: int = 20, batch_size: int | None = None, claim_seconds: float | None = None) -> int:
+    """Write what the stream holds, a batch per transaction, acknowledging a batch only once it is committed.
+    Returns the number of rows written (rows already there included). Safe to run in several processes."""
+    redis = get_redis()
+    _ensure_group(redis)
+    size = batch_size or settings.LLM_LEDGER["batch_size"]
+    claim_ms = int(1000 * (settings.LLM_LEDGER["claim_seconds"] if claim_seconds is None else claim_seconds))
+    consumer = _consumer()
+    written = 0
+    for _ in range(batches):
+        messages = _take(redis, consumer, size, claim_ms)
+        if not messages:
+            break
+        ids, entries, poisoned = [], [], []
+        for message_id, fields in messages:
+            ids.append(message_id)
+            try:
+                entries.append((message_id, Entry.decode((fields or {})["entry"])))
+            except Exception:
+                logger.error("Unreadable ledger stream entry %s; moved aside", message_id)
+                poisoned.append((message_id, fields))
+        try:
+            written += write([e for _, e in entries])
+        except DatabaseError:
+            if not _database_up():
+                raise  # the batch stays pending and is claimed again once the database is back
+            written += _write_one_by_one(redis, entries, poisoned)
+        for message_id, fields in poisoned:
+            redis.xadd(DEAD, {"id": message_id, "entry": json.dumps(fields or {})})
+        redis.xack(STREAM, GROUP, *ids)
+        redis.xdel(STREAM, *ids)
+        metrics.LEDGER_WRITTEN.labels("writer").inc(len(ids))
+    return written
+
+
+def _database_up() -> bool:
+    from django.db import connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except DatabaseError:
+        return False
+
+
+def _write_one_by_one(redis: Any, entries: list[tuple[str, Entry]], poisoned: list[Any]) -> int:
+    """A batch the database refused although it is up: write each entry alone, and set aside the ones it
+    refuses (an operator inspects crewdesk:llm:ledger:dead) so they cannot block the stream."""
+    written = 0
+    for message_id, entry in entries:
+        try:
+            written += write([entry])
+        except DatabaseError:
+            logger.exception("The database refused the ledger row of call %s; moved aside", entry.call_id)
+            poisoned.append((message_id, {"entry": entry.encode()}))
+    return written
+
+
+def pending() -> int:
+    """Entries in the stream not yet written (for /readyz and tests)."""
+    try:
+        return int(get_redis().xlen(STREAM))
+    except Exception:
+        return 0
+
+
+def catch_up() -> int:
+    """For a reader that missed a row it expects (feedback on an API answer): write one batch of the stream
+    now. A store outage makes it a no-op (the reader then finds nothing, as before)."""
+    try:
+        return drain(batches=1)
+    except Exception:
+        logger.warning("Could not catch up with the ledger stream", exc_info=True)
+        return 0
