@@ -11,7 +11,6 @@ from saas.llm.providers.base import (
     ContextTooLong,
     EmbeddingResult,
     LLMError,
-    OpenAIProvider,
     PaymentOverdue,
     QuotaExceeded,
     RateLimited,
@@ -23,6 +22,7 @@ from saas.llm.providers.base import (
     estimate_prompt_tokens,
     estimate_tokens,
 )
+from saas.llm.providers.openai import OpenAIProvider
 
 __all__ = [
     "BadRequest", "Cancelled", "ChatRequest", "ChatResult", "CircuitOpen", "ContentFiltered", "ContextTooLong",

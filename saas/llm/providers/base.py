@@ -1,4 +1,4 @@
-"""The provider interface and the OpenAI-compatible provider.
+"""The provider interface: its errors and data.
 
 A provider turns a ChatRequest into a ChatResult (or a stream of text deltas ending with a StreamEnd) and
 raises only LLMError subclasses, so the router can decide on retries and fallbacks without knowing the SDK.
@@ -6,14 +6,13 @@ raises only LLMError subclasses, so the router can decide on retries and fallbac
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Generator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import openai
-
-from saas.llm.tool_protocol import ToolCall, new_call_id
+from saas.llm.tool_protocol import ToolCall
 
 # --- Errors ------------------------------------------------------------------------------------------------
 
@@ -115,13 +114,32 @@ class StreamEnd:
     tool_calls: list[ToolCall] = field(default_factory=list)
 
 
+KINDS = ("openai", "anthropic", "azure_openai", "gemini", "openai_compatible", "local")
+
+
 @dataclass(frozen=True)
 class Upstream:
-    """Where a model lives: an OpenAI-compatible base URL and key."""
+    """Where a model lives and how to reach it: a provider's kind, base URL, key (never in a repr or a log),
+    extra headers, its own timeout (seconds; None: the router's) and, for Azure, the API version."""
 
     name: str
     base_url: str
     api_key: str = field(repr=False, default="")
+    kind: str = "openai_compatible"
+    headers: dict[str, str] = field(repr=False, default_factory=dict, hash=False, compare=False)
+    timeout: float | None = None
+    api_version: str = ""
+
+    def timeout_for(self, router_timeout: float) -> float:
+        return min(self.timeout, router_timeout) if self.timeout else router_timeout
+
+
+@dataclass(frozen=True)
+class UpstreamModel:
+    """A model an upstream lists (the "Test connection" answer)."""
+
+    id: str
+    kind: str = "chat"  # or "embedding"
 
 
 def estimate_tokens(text: str) -> int:
@@ -133,137 +151,45 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(estimate_tokens(str(m.get("content") or "") + str(m.get("tool_calls") or "")) + 4 for m in messages) + 2
 
 
-# --- The OpenAI-compatible provider ------------------------------------------------------------------------
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _normalise(exc: Exception) -> LLMError:
-    if isinstance(exc, LLMError):
-        return exc
-    if isinstance(exc, openai.APITimeoutError):
-        return Timeout("The model did not answer in time.")
-    if isinstance(exc, openai.APIConnectionError):
-        return UpstreamUnavailable(f"Could not reach the model provider: {exc}")
-    if isinstance(exc, openai.RateLimitError):
-        return RateLimited("The model provider is rate limiting us.", retry_after=_retry_after(exc))
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        code = str(body.get("code") or (body.get("error") or {}).get("code") or "")
-        if exc.status_code >= 500:
-            return UpstreamUnavailable(f"The model provider failed ({exc.status_code}).")
-        if code == "context_length_exceeded":
-            return ContextTooLong("The request is longer than the model's context window.")
-        if code == "content_filter":
-            return ContentFiltered("The model provider's content filter refused this request.")
-        return BadRequest(f"The model provider refused the request ({exc.status_code}): {exc.message}")
-    if isinstance(exc, ValueError):  # a garbled stream chunk
-        return UpstreamUnavailable(f"The model provider sent a malformed response: {exc}")
-    return UpstreamUnavailable(f"Unexpected provider failure: {type(exc).__name__}: {exc}")
-
-
 @dataclass
 class EmbeddingResult:
     vectors: list[list[float]]
     usage: Usage
 
 
-class OpenAIProvider:
-    """Any OpenAI-compatible server (OpenAI, vLLM, Ollama, LM Studio, llama.cpp, OpenRouter, ...)."""
+def json_arguments(arguments: str) -> dict[str, Any]:
+    """A tool call's arguments (an OpenAI JSON string) as the object other protocols want."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {"_raw": arguments}
+    return value if isinstance(value, dict) else {"_value": value}
 
-    label = "openai"
 
-    def __init__(self, upstream: Upstream) -> None:
-        self.upstream = upstream
-        # Retries, timeouts and fallbacks are the router's: the SDK makes exactly one attempt.
-        self.client = openai.OpenAI(base_url=upstream.base_url, api_key=upstream.api_key or "unused", max_retries=0)
+def system_text(messages: list[dict[str, Any]]) -> str:
+    """The system and developer messages of an OpenAI conversation, joined (other protocols take them apart)."""
+    return "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") in ("system", "developer"))
 
-    def _params(self, model: str, request: ChatRequest) -> dict[str, Any]:
-        params: dict[str, Any] = {"model": model, "messages": request.messages}
-        if request.max_tokens is not None:
-            params["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.response_format is not None:
-            params["response_format"] = request.response_format
-        if request.tools:
-            params["tools"] = request.tools
-        return params
 
-    def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
-        try:
-            response = self.client.chat.completions.create(**self._params(model, request), timeout=timeout)
-        except Exception as exc:
-            raise _normalise(exc) from exc
-        choice = response.choices[0]
-        text = choice.message.content or ""
-        calls = [
-            ToolCall(call.id or new_call_id(), call.function.name, call.function.arguments or "")
-            for call in choice.message.tool_calls or []
-            if call.type == "function"
-        ]
-        if response.usage is not None:
-            usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
-        else:
-            usage = Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True)
-        return ChatResult(text=text, usage=usage, finish_reason=choice.finish_reason or "stop", tool_calls=calls)
+def json_instruction(response_format: dict[str, Any] | None) -> str:
+    """For a protocol without OpenAI's `response_format`: the instruction that asks for the same."""
+    if not response_format or response_format.get("type") not in ("json_object", "json_schema"):
+        return ""
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if schema:
+        return "Answer with one JSON object only, valid against this JSON Schema: " + json.dumps(schema)
+    return "Answer with one JSON object only."
 
-    def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
-        try:
-            response = self.client.embeddings.create(model=model, input=texts, dimensions=dimensions, timeout=timeout)
-        except Exception as exc:
-            raise _normalise(exc) from exc
-        vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
-        tokens = response.usage.prompt_tokens if response.usage else sum(estimate_tokens(t) for t in texts)
-        return EmbeddingResult(vectors, Usage(tokens, 0, estimated=response.usage is None))
 
-    def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Generator[str | StreamEnd, None, None]:
-        """Text deltas, then one StreamEnd. Closing the generator closes the upstream connection."""
-        try:
-            stream = self.client.chat.completions.create(
-                **self._params(model, request), stream=True, stream_options={"include_usage": True}, timeout=timeout
-            )
-        except Exception as exc:
-            raise _normalise(exc) from exc
-        text_parts: list[str] = []
-        usage: Usage | None = None
-        finish: str | None = None
-        calls: dict[int, dict[str, str]] = {}  # tool calls arrive in pieces, keyed by their index
-        try:
-            for chunk in stream:
-                if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices:
-                    if choice.delta and choice.delta.content:
-                        text_parts.append(choice.delta.content)
-                        yield choice.delta.content
-                    for piece in (choice.delta.tool_calls if choice.delta else None) or []:
-                        call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
-                        call["id"] = piece.id or call["id"]
-                        if piece.function is not None:
-                            call["name"] += piece.function.name or ""
-                            call["arguments"] += piece.function.arguments or ""
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-        except GeneratorExit:
-            stream.close()
-            raise
-        except Exception as exc:
-            stream.close()
-            raise _normalise(exc) from exc
-        if finish is None:
-            raise UpstreamUnavailable("The model provider closed the stream before it finished.")
-        text = "".join(text_parts)
-        yield StreamEnd(
-            usage=usage or Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True),
-            finish_reason=finish,
-            tool_calls=[
-                ToolCall(c["id"] or new_call_id(), c["name"], c["arguments"]) for _, c in sorted(calls.items())
-            ],
-        )
+class ProviderClient(Protocol):
+    """What the router needs of a provider, whatever its protocol."""
+
+    upstream: Upstream
+
+    def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult: ...
+
+    def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Iterator[str | StreamEnd]: ...
+
+    def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult: ...
+
+    def list_models(self, *, timeout: float) -> list[UpstreamModel]: ...
