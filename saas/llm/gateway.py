@@ -21,7 +21,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -35,10 +34,9 @@ from billing import selectors as billing_selectors
 from saas.core import crypto
 from saas.core.redis import get_redis
 from saas.core.text import storable, unstorable
-from saas.llm import breaker, guardrails, metrics, tool_protocol
+from saas.llm import breaker, guardrails, metrics, provider_registry, tool_protocol
 from saas.llm import config as gateway_config
 from saas.llm.embeddings import embed_local
-from saas.llm.local_engine import ENGINE_LABEL, LocalProvider
 from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings, SemanticCacheEntry
 from saas.llm.pii import Masker, StreamUnmasker
 from saas.llm.pii import Options as PiiOptions
@@ -50,11 +48,9 @@ from saas.llm.providers import (
     CircuitOpen,
     ContextTooLong,
     LLMError,
-    OpenAIProvider,
     PaymentOverdue,
     QuotaExceeded,
     StreamEnd,
-    Upstream,
     UpstreamUnavailable,
     Usage,
     estimate_prompt_tokens,
@@ -64,7 +60,7 @@ from saas.llm.tool_protocol import ToolCall
 logger = logging.getLogger(__name__)
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-Provider = OpenAIProvider | LocalProvider
+Provider = provider_registry.Client
 MAX_MESSAGES = 500
 OUTPUT_WINDOW = 600  # characters of a streamed answer the output guardrails look at after each delta
 
@@ -237,18 +233,16 @@ def org_settings(org: Any) -> OrgLLMSettings:
 
 def _allowed(model: ModelConfig, policy: OrgLLMSettings) -> bool:
     """Enabled, allowed by the org's admins, and (a chat model) included in the org's plan."""
-    return (model.enabled and (not policy.allowed_models or model.alias in policy.allowed_models)
-            and (model.kind != ModelConfig.Kind.CHAT
-                 or billing_selectors.plan_allows_model(org_id=policy.organization_id, alias=model.alias)))  # fmt: skip
+    return provider_registry.allowed(model, policy)
 
 
-def available(model: ModelConfig) -> bool:
-    """Whether the model's upstream is configured here (the local engine always is)."""
-    return _provider(model.upstream) is not None
+def available(model: ModelConfig, org: Any = None) -> bool:
+    """Whether the model's provider is configured here (the local engine always is)."""
+    return provider_registry.provider_for(model, org) is not None
 
 
 def engine_label(model: ModelConfig) -> str:
-    return ENGINE_LABEL if model.upstream == "local" else "openai-compatible"
+    return provider_registry.engine_label(model)
 
 
 def choose_auto_tier(*, request: ChatRequest, feature: str, complexity: str | None) -> str:
@@ -268,7 +262,7 @@ def resolve_model(
         alias = policy.default_model
     if alias == "auto":
         tier = choose_auto_tier(request=request, feature=caller.feature, complexity=complexity)
-        candidates = [m for m in conf.chat_models() if _allowed(m, policy) and available(m)]
+        candidates = provider_registry.reachable_models(caller.org, conf=conf)
         chosen = next((m for m in candidates if m.tier == tier), None) or (candidates[0] if candidates else None)
         if chosen is None:
             raise ModelNotAllowed("No model is enabled for this org.")
@@ -277,7 +271,7 @@ def resolve_model(
 
 
 def _named_model(alias: str, policy: OrgLLMSettings, kind: str, conf: gateway_config.Snapshot) -> ModelConfig:
-    model = conf.model(alias)
+    model = conf.model(alias) or provider_registry.org_model(policy.organization_id, alias, conf)
     if model is None or not model.enabled:
         raise ModelNotFound(f"The model {alias!r} does not exist.")
     if model.kind != kind:
@@ -299,7 +293,7 @@ def check_chat_model(*, org: Any, alias: str) -> None:
         return
     conf = gateway_config.current()
     model = _named_model(alias, conf.policy(org), ModelConfig.Kind.CHAT, conf)
-    if not available(model):
+    if not available(model, org):
         raise UpstreamUnavailable(f"The model {alias!r} has no provider configured here.")
 
 
@@ -372,18 +366,8 @@ def _mask(request: ChatRequest, policy: OrgLLMSettings, masker: Masker) -> ChatR
 # --- Upstreams and the exact cache -------------------------------------------------------------------------
 
 
-@cache
-def _provider(upstream_name: str) -> Provider | None:
-    if upstream_name == "local":
-        return LocalProvider()
-    config = settings.LLM_UPSTREAMS.get(upstream_name)
-    if not config or not config.get("base_url"):
-        return None
-    return OpenAIProvider(Upstream(upstream_name, config["base_url"], config.get("api_key", "")))
-
-
 def reset_providers() -> None:
-    _provider.cache_clear()
+    provider_registry.reset()
 
 
 def _cache_key(org: Any, model: ModelConfig, request: ChatRequest, scope: str | None = None) -> str:
@@ -500,13 +484,13 @@ def _attempts(chain: list[ModelConfig], ledger: _Ledger) -> Iterator[tuple[Model
     """Yield (model, provider, attempt start) for each attempt the router allows; the caller reports the
     outcome by calling `_settle`. Stops when a model has used its retries, then moves down the chain."""
     for model in chain:
-        provider = _provider(model.upstream)
+        provider = provider_registry.provider_for(model, ledger.caller.org)
         if provider is None:
             ledger.attempt(model, "skipped", time.perf_counter(), UpstreamUnavailable("upstream not configured"))
             continue
         for attempt in range(settings.LLM_ROUTER["max_retries"] + 1):
             started = time.perf_counter()
-            ledger.permit = breaker.allow(model.upstream)
+            ledger.permit = breaker.allow(provider_registry.breaker_key(model, ledger.caller.org))
             if ledger.permit is None:
                 ledger.attempt(model, "circuit_open", started, CircuitOpen("circuit open"))
                 break
@@ -534,7 +518,7 @@ def _settle(ledger: _Ledger, model: ModelConfig, started: float, error: LLMError
         ledger.attempt(model, "ok", started)
         return
     if error.retryable:
-        breaker.record_failure(model.upstream)
+        breaker.record_failure(provider_registry.breaker_key(model, ledger.caller.org))
     ledger.attempt(model, "error", started, error)
     ledger.attempts[-1]["_error"] = error
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from saas.llm import api, views
+from saas.llm import api, provider_api, provider_views, views
 
 # Mounted at /v1/: the OpenAI-compatible surface.
 openai_urlpatterns = [
@@ -13,6 +13,9 @@ openai_urlpatterns = [
 api_urlpatterns = [
     path("generate", api.GenerateView.as_view(), name="generate"),
     path("ai-settings", api.AISettingsView.as_view(), name="ai-settings"),
+    path("providers", provider_api.ProviderListView.as_view(), name="providers"),
+    path("providers/<uuid:provider_id>", provider_api.ProviderDetailView.as_view(), name="provider"),
+    path("providers/<uuid:provider_id>/test", provider_api.ProviderTestView.as_view(), name="provider-test"),
 ]
 
 # Mounted at /o/<org_slug>/ with the team's pages.
@@ -20,4 +23,10 @@ org_patterns = [
     path("settings/pii/", views.org_pii_policy, name="org-pii-policy"),
     path("settings/guardrails/", views.org_guardrails, name="org-guardrails"),
     path("requests/", views.request_log, name="request-log"),
+    path("settings/providers/", provider_views.provider_list, name="org-providers"),
+    path("settings/providers/<uuid:provider_id>/", provider_views.provider_detail, name="org-provider"),
+    path("settings/providers/<uuid:provider_id>/edit/", provider_views.provider_edit, name="org-provider-edit"),
+    path("settings/providers/<uuid:provider_id>/test/", provider_views.provider_test, name="org-provider-test"),
+    path("settings/providers/<uuid:provider_id>/models/", provider_views.provider_models, name="org-provider-models"),
+    path("settings/providers/<uuid:provider_id>/delete/", provider_views.provider_delete, name="org-provider-delete"),
 ]
