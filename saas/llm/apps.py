@@ -22,3 +22,8 @@ class LLMConfig(AppConfig):
         register_store(privacy.CACHE)
         register_store(privacy.PROVIDERS)
         register_notice("AI models and personal data", privacy.models_notice)
+
+        from saas.core.health import register_informational_check
+        from saas.llm import provider_registry
+
+        register_informational_check("llm_providers", provider_registry.readiness_check)

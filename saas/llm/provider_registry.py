@@ -242,6 +242,18 @@ def provider_health(conf: gateway_config.Snapshot | None = None) -> dict[str, di
     return health
 
 
+def readiness_check() -> Any:
+    """/readyz: the operator's providers, informational (an upstream outage is the router's to route around,
+    not a reason to take this server out of rotation)."""
+    from saas.core.health import ComponentStatus
+
+    health = provider_health()
+    configured = {name: h for name, h in health.items() if h["configured"]}
+    failing = sorted(name for name, h in configured.items() if h["circuit"] not in ("closed", "unknown"))
+    detail = f"{len(configured)} configured" + (f"; failing: {', '.join(failing)}" if failing else "")
+    return ComponentStatus(not failing, detail, required=False, extra={"providers": health})
+
+
 def org_provider_circuit(row: OrgProvider) -> str:
     try:
         return breaker.state(f"{ORG_PREFIX}{row.organization_id}:{row.slug}")
