@@ -89,7 +89,8 @@ class FakeHandler(BaseHTTPRequestHandler):
             with state.lock:
                 return self.send_json(200, list(state.requests))
         with state.lock:
-            state.requests.append({"method": method, "path": self.path, "body": body, "headers": dict(self.headers)})
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            state.requests.append({"method": method, "path": self.path, "body": body, "headers": headers})
         try:
             self.route(method, self.path, body)
         except (BrokenPipeError, ConnectionResetError):

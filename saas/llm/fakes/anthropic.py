@@ -40,7 +40,9 @@ class AnthropicHandler(FakeHandler):
         self.send_json(status, {"type": "error", "error": {"type": kind, "message": message}}, headers)
 
     def route(self, method: str, path: str, body: dict[str, Any]) -> None:
-        if self.headers.get("x-api-key") == "sk-wrong":
+        # The SDK sends `x-api-key`, or (anthropic 2.x) `Authorization: Bearer`; the API takes either.
+        key = self.headers.get("x-api-key") or (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        if key == "sk-wrong":
             return self.error(401, "invalid x-api-key")
         if method == "GET" and path.split("?")[0] == "/v1/models":
             data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-10-01T00:00:00Z"} for m in MODELS]
