@@ -107,7 +107,7 @@ def _private(host: str) -> bool:
     except (socket.gaierror, UnicodeError, ValueError):
         raise _invalid("base_url", f"The host {host!r} cannot be resolved.") from None
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
+        ip = ipaddress.ip_address(str(address).split("%")[0])
         if not ip.is_global or ip.is_multicast:
             return True
     return False

@@ -60,7 +60,7 @@ class AnthropicHandler(FakeHandler):
             return self.error(step["status"], step.get("message", f"scripted {step['status']}"), headers)
         if not isinstance(body.get("max_tokens"), int):
             return self.error(400, "max_tokens: Field required")
-        last = next((m for m in reversed(body.get("messages") or []) if m.get("role") == "user"), {})
+        last: dict[str, Any] = next((m for m in reversed(body.get("messages") or []) if m.get("role") == "user"), {})
         text = step.get("reply", echo(_text(last.get("content"))))
         calls = [{"type": "tool_use", "id": f"toolu_fake{i}{time.monotonic_ns()}", "name": c["name"],
                   "input": c["arguments"] if isinstance(c["arguments"], dict) else json.loads(c["arguments"])}

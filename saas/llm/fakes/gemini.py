@@ -55,7 +55,7 @@ class GeminiHandler(FakeHandler):
         if "status" in step:
             return self.error(step["status"], step.get("message", f"scripted {step['status']}"))
         contents = body.get("contents") or []
-        last = next((c for c in reversed(contents) if c.get("role") == "user"), {})
+        last: dict[str, Any] = next((c for c in reversed(contents) if c.get("role") == "user"), {})
         text = step.get("reply", echo(_text(last)))
         calls = [{"functionCall": {"name": c["name"], "args": c["arguments"] if isinstance(c["arguments"], dict)
                                    else json.loads(c["arguments"])}} for c in step.get("tool_calls") or []]  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -188,7 +188,7 @@ class ProviderClient(Protocol):
 
     def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult: ...
 
-    def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Iterator[str | StreamEnd]: ...
+    def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Generator[str | StreamEnd, None, None]: ...
 
     def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult: ...
 

@@ -128,9 +128,9 @@ def _config(request: ChatRequest) -> types.GenerateContentConfig:
 
 def _parts(response: types.GenerateContentResponse) -> tuple[str, list[ToolCall], str | None]:
     """Text, function calls and finish reason of one response (or stream chunk)."""
-    candidate = (response.candidates or [None])[0]
-    if candidate is None:
+    if not response.candidates:
         return "", [], None
+    candidate = response.candidates[0]
     text, calls = "", []
     for part in (candidate.content.parts if candidate.content else None) or []:
         if part.text and not part.thought:
@@ -219,7 +219,9 @@ class GeminiProvider:
     def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
         try:
             response = self.client(timeout).models.embed_content(
-                model=model, contents=list(texts), config=types.EmbedContentConfig(output_dimensionality=dimensions)
+                model=model,
+                contents=list[Any](texts),
+                config=types.EmbedContentConfig(output_dimensionality=dimensions),
             )
         except Exception as exc:
             raise _normalise(exc) from exc
