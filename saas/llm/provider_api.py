@@ -41,7 +41,8 @@ def _out(row: OrgProvider) -> dict[str, Any]:
 class ProviderListView(OrgScopedAPIView):
     required_scopes = {"get": ADMIN, "post": ADMIN}
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, summary="The org's own providers (admins)")
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="The org's own providers (admins)",
+                   operation_id="api_v1_providers_list")  # fmt: skip
     def get(self, request: Request) -> Response:
         rows = org_providers.org_provider_list(org=request.org)  # type: ignore[attr-defined]
         return Response({"results": [_out(row) for row in rows]})
