@@ -19,7 +19,7 @@ class ProviderKind(models.TextChoices):
     ANTHROPIC = "anthropic", "Anthropic"
     AZURE_OPENAI = "azure_openai", "Azure OpenAI"
     GEMINI = "gemini", "Google Gemini"
-    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (Ollama, vLLM, LM Studio, llama.cpp, OpenRouter, ...)"
+    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (Ollama, vLLM, OpenRouter, ...)"
     LOCAL = "local", "Local engine"
 
 

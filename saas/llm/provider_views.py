@@ -12,10 +12,14 @@ from accounts.permissions import ADMIN
 from accounts.views import OrgHttpRequest, org_page, run_service
 from saas.llm import org_providers
 from saas.llm.models import ProviderKind
-from saas.llm.provider_registry import ENGINES, KEYLESS_KINDS, provider_health
+from saas.llm.provider_registry import KEYLESS_KINDS, provider_health
 
 KINDS = [(value, label) for value, label in ProviderKind.choices if value != ProviderKind.LOCAL]
 FORM_FIELDS = ("name", "kind", "base_url", "api_key", "api_version", "timeout_seconds")
+
+
+def _kind_label(kind: str) -> str:
+    return str(ProviderKind(kind).label) if kind in ProviderKind.values else kind
 
 
 def _form_data(request: OrgHttpRequest, fields: tuple[str, ...]) -> dict[str, str]:
@@ -35,7 +39,7 @@ def provider_list(request: OrgHttpRequest) -> HttpResponse:
     rows = [org_providers.org_provider_view(row) for row in org_providers.org_provider_list(org=request.org)]
     return render(request, "llm/providers.html", {
         "providers": rows, "kinds": KINDS, "keyless": sorted(KEYLESS_KINDS), "form": request.POST,
-        "operator": provider_health(), "engines": ENGINES,
+        "operator": [(name, {**h, "kind": _kind_label(h["kind"])}) for name, h in provider_health().items()],
     })  # fmt: skip
 
 
@@ -46,6 +50,7 @@ def provider_detail(request: OrgHttpRequest, provider_id: str) -> HttpResponse:
     listed = {m["id"] for m in view.discovered_models}
     return render(request, "llm/provider_detail.html", {
         "provider": view, "unlisted_models": [m for m in view.models if m["id"] not in listed],
+        "tested_at": row.tested_at,
     })  # fmt: skip
 
 

@@ -215,3 +215,18 @@ def test_readyz_reports_provider_health_without_failing(kinds, client, settings)
     assert providers["required"] is False and providers["ok"] is False and "anth" in providers["detail"]
     assert providers["providers"]["anth"]["circuit"] == "open"
     assert "llm_providers" not in body.get("failing", [])
+
+
+def test_gemini_embeddings_go_through_batch_embed_contents(kinds, caller):
+    _model("gem-embed", "gem", "gemini-embedding-001", kind=ModelConfig.Kind.EMBEDDING)
+    result = gateway.embed(caller=caller, model="gem-embed", texts=["one", "two"], dimensions=8)
+    assert [len(v) for v in result.vectors] == [8, 8] and result.vectors[0] != result.vectors[1]
+    received = kinds["gem"].requests()[-1]
+    assert received["path"].endswith("/models/gemini-embedding-001:batchEmbedContents")
+    assert [r["outputDimensionality"] for r in received["body"]["requests"]] == [8, 8]
+
+
+def test_anthropic_offers_no_embeddings_and_says_so(kinds, caller):
+    _model("claude-embed", "anth", "claude-haiku-4-5", kind=ModelConfig.Kind.EMBEDDING)
+    with pytest.raises(gateway.BadRequest, match="no embedding models"):
+        gateway.embed(caller=caller, model="claude-embed", texts=["one"])
