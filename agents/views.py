@@ -12,17 +12,14 @@ from accounts.views import OrgHttpRequest, org_page, run_service
 from agents import definitions, selectors, services, starters
 from agents.models import Conversation, Crew, Message, Run
 from agents.tools import TOOLS
-from saas.llm import gateway
-from saas.llm.models import ModelConfig
+from saas.llm import provider_registry
 
 
 def _model_choices(org: Any) -> list[tuple[str, str]]:
-    policy = gateway.org_settings(org)
     choices = [("auto", "Auto (picks for you)")]
-    for model in ModelConfig.objects.filter(enabled=True, kind=ModelConfig.Kind.CHAT).order_by("alias"):
-        if gateway._allowed(model, policy) and gateway.available(model):
-            label = f"{model.alias} · offline extractive, not generative" if model.upstream == "local" else model.alias
-            choices.append((model.alias, label))
+    for model in provider_registry.reachable_models(org):  # the team's own providers' models first
+        label = f"{model.alias} · offline extractive, not generative" if model.upstream == "local" else model.alias
+        choices.append((model.alias, label))
     return choices
 
 

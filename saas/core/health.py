@@ -2,6 +2,7 @@
 must answer within seconds and name what is broken, whatever is broken."""
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -106,6 +107,15 @@ def check_beat() -> ComponentStatus:
     return ComponentStatus(True, f"last heartbeat {age:.0f}s ago", required=False)
 
 
+# Informational checks of higher layers (the LLM gateway's providers): they show on /readyz and never make it
+# fail. A registry because saas/core cannot import the apps above it.
+_informational: dict[str, Callable[[], ComponentStatus]] = {}
+
+
+def register_informational_check(name: str, check: Callable[[], ComponentStatus]) -> None:
+    _informational[name] = check
+
+
 def readiness() -> dict[str, ComponentStatus]:
     results: dict[str, ComponentStatus] = {"database": check_database()}
     if results["database"].ok:
@@ -121,4 +131,10 @@ def readiness() -> dict[str, ComponentStatus]:
     else:
         results["celery"] = ComponentStatus(False, "skipped: the broker (redis) is unreachable")
         results["beat"] = ComponentStatus(False, "skipped: redis is unreachable", required=False)
+    for name, check in _informational.items():
+        try:
+            status = check()
+        except Exception as exc:
+            status = ComponentStatus(False, _failure(exc))
+        results[name] = ComponentStatus(status.ok, status.detail, required=False, extra=status.extra)
     return results

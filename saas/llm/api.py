@@ -27,7 +27,7 @@ from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response
 from saas.core.responses import after_send
 from saas.core.streaming import sse, sse_response
-from saas.llm import config, gateway, services
+from saas.llm import config, gateway, provider_registry, services
 from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.providers import ChatRequest, LLMError
 
@@ -251,13 +251,12 @@ class ModelsView(OpenAICompatibleView):
 
     @extend_schema(responses=OpenApiTypes.OBJECT, summary="Models this org may use (OpenAI-compatible)")
     def get(self, request: Request) -> Response:
-        policy = gateway.org_settings(request.principal.organization)  # type: ignore[attr-defined]
-        models = [
-            m for m in ModelConfig.objects.filter(enabled=True).order_by("alias")
-            if gateway._allowed(m, policy) and gateway.available(m)
-        ]  # fmt: skip
+        org = request.principal.organization  # type: ignore[attr-defined]
+        reachable = (m for kind in ModelConfig.Kind.values for m in provider_registry.reachable_models(org, kind=kind))
+        models = sorted(reachable, key=lambda m: m.alias)  # the org's own providers' models too
         data = [
-            {"id": m.alias, "object": "model", "created": int(m.created_at.timestamp()), "owned_by": m.upstream,
+            {"id": m.alias, "object": "model", "created": int(m.created_at.timestamp()) if m.created_at else 0,
+             "owned_by": m.upstream,
              "crewdesk": {"engine": gateway.engine_label(m), "tier": m.tier, "context_window": m.context_window}}
             for m in models
         ]  # fmt: skip

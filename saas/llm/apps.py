@@ -9,10 +9,10 @@ class LLMConfig(AppConfig):
     def ready(self) -> None:
         from saas.core.retention import register_purger
         from saas.llm import config
-        from saas.llm.models import ModelConfig, OrgLLMSettings
+        from saas.llm.models import ModelConfig, OrgLLMSettings, OrgProvider, Provider
         from saas.llm.retention import ledger_content_purge
 
-        config.memo.watch(ModelConfig, OrgLLMSettings)
+        config.memo.watch(ModelConfig, OrgLLMSettings, Provider, OrgProvider)
         register_purger(store="ledger_content", setting="retain_ledger_content_days", purge=ledger_content_purge)
 
         from saas.core.privacy import register_notice, register_store
@@ -20,4 +20,10 @@ class LLMConfig(AppConfig):
 
         register_store(privacy.LEDGER)
         register_store(privacy.CACHE)
+        register_store(privacy.PROVIDERS)
         register_notice("AI models and personal data", privacy.models_notice)
+
+        from saas.core.health import register_informational_check
+        from saas.llm import provider_registry
+
+        register_informational_check("llm_providers", provider_registry.readiness_check)

@@ -145,7 +145,7 @@ class Call:
         self.period_start = self.reservation.period_start
 
     def along(self, chain: list[ModelConfig]) -> routing.Route:
-        self.route = routing.Route(chain)
+        self.route = routing.Route(chain, self.caller.org)
         return self.route
 
     def token(self) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -166,8 +167,11 @@ class Handler(BaseHTTPRequestHandler):
                 state.requests_seen = 0
                 state.latency, state.token_rate, state.reply = 0.0, 0.0, DEFAULT_REPLY
             return self._json(200, {"ok": True})
+        if azure := re.match(r"/openai/deployments/([^/]+)/(chat/completions|embeddings)", self.path):
+            body["model"], self.path = azure[1], f"/v1/{azure[2]}"  # Azure OpenAI: the deployment is the model
         with state.lock:
-            state.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+            state.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")
+                                   or self.headers.get("api-key")})  # fmt: skip
             state.requests_seen += 1
         if self.path == "/v1/chat/completions":
             return self._chat(body)

@@ -7,6 +7,9 @@ from pgvector.django import HnswIndex, VectorField
 
 from saas.core.models import BaseModel
 from saas.core.tenancy import OrgOwnedModel
+from saas.llm.provider_models import OrgProvider, Provider, ProviderKind
+
+__all__ = ["LLMCall", "ModelConfig", "OrgLLMSettings", "OrgProvider", "Provider", "ProviderKind", "SemanticCacheEntry"]
 
 
 class ModelConfig(BaseModel):
@@ -22,7 +25,9 @@ class ModelConfig(BaseModel):
 
     alias = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHAT)
-    upstream = models.CharField(max_length=32, help_text="A configured upstream (LLM_UPSTREAMS), e.g. openai.")
+    upstream = models.CharField(
+        max_length=32, help_text="The provider (llm.Provider, or an upstream of LLM_UPSTREAMS), e.g. openai."
+    )
     upstream_model = models.CharField(max_length=128)
     input_price_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
     output_price_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
@@ -30,6 +35,8 @@ class ModelConfig(BaseModel):
     tier = models.CharField(max_length=8, choices=Tier.choices, default=Tier.SMALL)
     supports_tools = models.BooleanField(default=False)
     supports_json = models.BooleanField(default=False)
+    supports_vision = models.BooleanField(default=False)
+    streaming_usage = models.BooleanField(default=True, help_text="The provider reports usage at a stream's end.")
     fallbacks = ArrayField(
         models.SlugField(max_length=64),
         default=list,

@@ -15,7 +15,7 @@ from django.conf import settings
 from billing import selectors as billing_selectors
 from saas.core.text import unstorable
 from saas.llm import config as gateway_config
-from saas.llm import guardrails, routing, tokens
+from saas.llm import guardrails, provider_registry, routing, tokens
 from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.pii import Masker
 from saas.llm.pii import Options as PiiOptions
@@ -46,10 +46,9 @@ def org_settings(org: Any) -> OrgLLMSettings:
 
 
 def allowed(model: ModelConfig, policy: OrgLLMSettings) -> bool:
-    """Enabled, allowed by the org's admins, and (a chat model) included in the org's plan."""
-    return (model.enabled and (not policy.allowed_models or model.alias in policy.allowed_models)
-            and (model.kind != ModelConfig.Kind.CHAT
-                 or billing_selectors.plan_allows_model(org_id=policy.organization_id, alias=model.alias)))  # fmt: skip
+    """Enabled, allowed by the org's admins, and (a chat model) included in the org's plan; the org's own
+    models are its admins' choice already (saas/llm/provider_registry.py)."""
+    return provider_registry.allowed(model, policy)
 
 
 def choose_auto_tier(*, request: ChatRequest, feature: str, complexity: str | None, model: Any = None) -> str:
@@ -72,7 +71,7 @@ def resolve_model(
         alias = policy.default_model
     if alias == "auto":
         tier = choose_auto_tier(request=request, feature=feature, complexity=complexity)
-        candidates = [m for m in conf.chat_models() if allowed(m, policy) and routing.available(m)]
+        candidates = provider_registry.reachable_models(org, conf=conf)  # the org's own first, then the operator's
         chosen = next((m for m in candidates if m.tier == tier), None) or (candidates[0] if candidates else None)
         if chosen is None:
             raise ModelNotAllowed("No model is enabled for this org.")
@@ -81,7 +80,7 @@ def resolve_model(
 
 
 def named_model(alias: str, policy: OrgLLMSettings, kind: str, conf: gateway_config.Snapshot) -> ModelConfig:
-    model = conf.model(alias)
+    model = conf.model(alias) or provider_registry.org_model(policy.organization_id, alias, conf)
     if model is None or not model.enabled:
         raise ModelNotFound(f"The model {alias!r} does not exist.")
     if model.kind != kind:
@@ -113,7 +112,7 @@ def check_chat_model(*, org: Any, alias: str) -> None:
         return
     conf = gateway_config.current()
     model = named_model(alias, conf.policy(org), ModelConfig.Kind.CHAT, conf)
-    if not routing.available(model):
+    if not routing.available(model, org):
         raise UpstreamUnavailable(f"The model {alias!r} has no provider configured here.")
 
 

@@ -15,7 +15,7 @@ from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
 from saas.core.redis import delete_matching
 from saas.llm.gateway import exact_cache_prefix
-from saas.llm.models import LLMCall, OrgLLMSettings, SemanticCacheEntry
+from saas.llm.models import LLMCall, OrgLLMSettings, OrgProvider, SemanticCacheEntry
 
 
 def _duration(seconds: int) -> str:
@@ -106,17 +106,52 @@ CACHE = Store(
 )
 
 
+def providers_export_org(*, sink: ExportSink, org_id: Any, folder: str) -> None:
+    """The team's own providers as configured, without their keys or header values (credentials are never
+    exported: whoever holds the export could use them)."""
+    rows = OrgProvider.objects.for_org(org_id).order_by("created_at")
+    sink.json(f"{folder}/ai_providers.json", [{
+        "name": row.name, "slug": row.slug, "kind": row.kind, "base_url": row.base_url,
+        "api_version": row.api_version, "timeout_seconds": row.timeout_seconds, "enabled": row.enabled,
+        "header_names": sorted((row.headers or {}).keys()), "models": row.enabled_models,
+        "created_at": row.created_at.isoformat(),
+    } for row in rows])  # fmt: skip
+
+
+def providers_erase_org(*, org_id: Any, batch_size: int) -> int:
+    with transaction.atomic():
+        batch = list(OrgProvider.objects.for_org(org_id).values_list("pk", flat=True)[:batch_size])
+        return OrgProvider.objects.for_org(org_id).filter(pk__in=batch).delete()[0]
+
+
+PROVIDERS = Store(
+    name="ai_providers",
+    title="The team's own AI providers",
+    what="Providers a team admin connected (bring your own key): name, kind, address, the chosen models, and "
+    "the key and extra headers",
+    where="PostgreSQL (key and headers encrypted at rest; exports leave them out)",
+    kept="Until an admin deletes the provider, or the team is erased",
+    export_org=providers_export_org,
+    erase_org=providers_erase_org,
+)
+
+
 def models_notice() -> str:
     from urllib.parse import urlsplit
 
-    upstreams = [f"{name} ({urlsplit(u['base_url']).hostname})" for name, u in settings.LLM_UPSTREAMS.items()
-                 if u.get("base_url")]  # fmt: skip
+    from saas.llm import provider_registry
+
+    configured = [(name, provider_registry.operator_upstream(name)) for name in provider_registry.provider_health()]
+    upstreams = [f"{name} ({urlsplit(u.base_url).hostname})" for name, u in configured
+                 if u is not None and u.kind != "local"]  # fmt: skip
     if not upstreams:
         where = "No outside AI provider is configured: every answer comes from the local engine on this server."
     else:
         where = f"Prompts go to the AI providers this server is configured with: {', '.join(upstreams)}."
     return (
-        f"{where} Before a prompt leaves, email addresses, phone numbers, card numbers, IBANs and IP addresses are "
+        f"{where} A team's admins may also connect the team's own providers (with the team's own keys): "
+        "that team's prompts then go to the provider it chose. Before a prompt leaves, email addresses, phone "
+        "numbers, card numbers, IBANs and IP addresses are "
         'replaced by placeholders and put back in the answer you see (policy "Mask", the default). A team admin '
         'can choose "Block" (such requests are refused) or "Off" on the team\'s settings page.'
     )

@@ -12,55 +12,46 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 from django.conf import settings
 
 from saas.core.db import release_connections
-from saas.llm import breaker, metrics, tool_protocol
-from saas.llm.local_engine import ENGINE_LABEL, LocalProvider
+from saas.llm import breaker, metrics, provider_registry, tool_protocol
 from saas.llm.models import ModelConfig
 from saas.llm.pii import Masker
 from saas.llm.providers import (
     ChatRequest,
     CircuitOpen,
     LLMError,
-    OpenAIProvider,
-    Upstream,
     UpstreamUnavailable,
 )
 from saas.llm.tool_protocol import ToolCall
 
 logger = logging.getLogger(__name__)
-Provider = OpenAIProvider | LocalProvider
+Provider = provider_registry.Client
 
 
 # --- Providers -----------------------------------------------------------------------------------------------
 
 
-@cache
-def provider_for(upstream_name: str) -> Provider | None:
-    """The provider serving an upstream, or None when it is not configured here."""
-    if upstream_name == "local":
-        return LocalProvider()
-    config = settings.LLM_UPSTREAMS.get(upstream_name)
-    if not config or not config.get("base_url"):
-        return None
-    return OpenAIProvider(Upstream(upstream_name, config["base_url"], config.get("api_key", "")))
+def provider_for(model: ModelConfig, org: Any = None) -> Provider | None:
+    """The client serving this model for this org (its own providers, or the operator's), or None when it is
+    not configured here (saas/llm/provider_registry.py)."""
+    return provider_registry.provider_for(model, org)
 
 
 def reset_providers() -> None:
-    provider_for.cache_clear()
+    provider_registry.reset()
 
 
-def available(model: ModelConfig) -> bool:
-    """Whether the model's upstream is configured here (the local engine always is)."""
-    return provider_for(model.upstream) is not None
+def available(model: ModelConfig, org: Any = None) -> bool:
+    """Whether the model's provider is configured here (the local engine always is)."""
+    return provider_for(model, org) is not None
 
 
 def engine_label(model: ModelConfig) -> str:
-    return ENGINE_LABEL if model.upstream == "local" else "openai-compatible"
+    return provider_registry.engine_label(model)
 
 
 def as_llm_error(exc: BaseException) -> LLMError:
@@ -110,8 +101,9 @@ class Route:
     """The attempts of one call along its chain. Iterate it for (model, provider) pairs; report each
     attempt's outcome with `succeeded`, `failed` or `cancelled` before asking for the next."""
 
-    def __init__(self, chain: list[ModelConfig]) -> None:
+    def __init__(self, chain: list[ModelConfig], org: Any = None) -> None:
         self.chain = chain
+        self.org = org
         self.attempts: list[dict[str, Any]] = []  # as the ledger row lists them
         self.errors: list[LLMError | None] = []  # beside each attempt
         self.answered: ModelConfig | None = None
@@ -133,14 +125,14 @@ class Route:
     def __iter__(self) -> Iterator[tuple[ModelConfig, Provider]]:
         router = settings.LLM_ROUTER
         for model in self.chain:
-            provider = provider_for(model.upstream)
+            provider = provider_for(model, self.org)
             if provider is None:
                 self._started = time.perf_counter()
                 self._add(model, "skipped", UpstreamUnavailable("upstream not configured"))
                 continue
             for attempt in range(router["max_retries"] + 1):
                 self._started = time.perf_counter()
-                self._permit = _permit(model.upstream)
+                self._permit = _permit(provider_registry.breaker_key(model, self.org))
                 if self._permit is None:
                     self._add(model, "circuit_open", CircuitOpen("circuit open"))
                     break
@@ -157,13 +149,13 @@ class Route:
                 return  # a request the upstream refused: another model would refuse it too
 
     def succeeded(self, model: ModelConfig) -> None:
-        _breaker_note(self._permit, model.upstream, ok=True)
+        _breaker_note(self._permit, provider_registry.breaker_key(model, self.org), ok=True)
         self._add(model, "ok", None)
         self.answered = model
 
     def failed(self, model: ModelConfig, error: LLMError) -> None:
         if error.retryable:
-            _breaker_note(self._permit, model.upstream, ok=False)
+            _breaker_note(self._permit, provider_registry.breaker_key(model, self.org), ok=False)
         self._add(model, "error", error)
 
     def cancelled(self, model: ModelConfig, error: LLMError) -> None:

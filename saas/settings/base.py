@@ -319,6 +319,10 @@ LLM_UPSTREAMS = {
         "api_key": env.str("LLM_OPENAI_API_KEY", default=""),
     },
 }
+# Whether teams may point their own providers (bring your own key) at private or loopback addresses: off for a
+# shared SaaS (a team admin could otherwise make the server call its internal network), on for a self-hosted
+# install whose teams run Ollama or vLLM next to it.
+LLM_ORG_PROVIDERS_ALLOW_PRIVATE = env.bool("LLM_ORG_PROVIDERS_ALLOW_PRIVATE", default=False)
 LLM_ENCRYPTION_KEYS = env.list("LLM_ENCRYPTION_KEYS", default=[])
 LLM_ROUTER = {
     "attempt_timeout": env.float("LLM_ATTEMPT_TIMEOUT", default=60.0),  # seconds per attempt

@@ -21,3 +21,5 @@ from saas.settings.base import env  # noqa: E402
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="insecure-local-development-key-never-used-in-production")
+# `make run` is a developer's own machine: teams may point their providers at Ollama or vLLM on localhost.
+LLM_ORG_PROVIDERS_ALLOW_PRIVATE = env.bool("LLM_ORG_PROVIDERS_ALLOW_PRIVATE", default=True)

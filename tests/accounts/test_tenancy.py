@@ -13,7 +13,7 @@ from agents.models import Crew, Message, Run, RunStep
 from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
-from saas.llm.models import LLMCall
+from saas.llm.models import LLMCall, OrgProvider
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import (
     ApiKeyFactory,
@@ -25,7 +25,7 @@ from tests.accounts.factories import (
 )
 from tests.agents.factories import CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
-from tests.llm.factories import LLMCallFactory
+from tests.llm.factories import LLMCallFactory, OrgProviderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +40,7 @@ FACTORIES = {
     Document: DocumentFactory,
     Chunk: ChunkFactory,
     LLMCall: LLMCallFactory,
+    OrgProvider: OrgProviderFactory,
     Membership: MembershipFactory,
     Invitation: InvitationFactory,
     ApiKey: ApiKeyFactory,

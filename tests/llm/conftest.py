@@ -117,3 +117,43 @@ def restartable_redis(settings, tmp_path):
     get_redis.cache_clear()
     quota._script.cache_clear()
     quota._unsynced.clear()
+@pytest.fixture(scope="session")
+def fake_anthropic_server():
+    """A fake Anthropic Messages API on loopback (saas.llm.fakes.anthropic), shared by the session."""
+    from saas.llm.fakes.anthropic import FakeAnthropicServer
+
+    server = FakeAnthropicServer().start_in_thread()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def fake_gemini_server():
+    """A fake Gemini API on loopback (saas.llm.fakes.gemini), shared by the session."""
+    from saas.llm.fakes.gemini import FakeGeminiServer
+
+    server = FakeGeminiServer().start_in_thread()
+    yield server
+    server.shutdown()
+
+
+class FakeRootControl(FakeControl):
+    """The same scripting for the fakes whose SDKs take the root URL (Anthropic, Gemini)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.base_url = self.root = server.base_url
+
+
+@pytest.fixture
+def fake_anthropic(fake_anthropic_server, fake):
+    control = FakeRootControl(fake_anthropic_server)
+    control.reset()
+    return control
+
+
+@pytest.fixture
+def fake_gemini(fake_gemini_server, fake):
+    control = FakeRootControl(fake_gemini_server)
+    control.reset()
+    return control

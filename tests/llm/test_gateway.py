@@ -7,7 +7,7 @@ import pytest
 
 from saas.core import crypto
 from saas.core.redis import get_redis
-from saas.llm import breaker, gateway
+from saas.llm import breaker, gateway, providers
 from saas.llm.models import LLMCall, OrgLLMSettings
 from saas.llm.providers import (
     BadRequest,
@@ -273,7 +273,7 @@ def test_an_unexpected_provider_crash_is_recorded_and_reported_cleanly(fake, mod
     def explode(*args, **kwargs):
         raise RuntimeError("segfault-ish")
 
-    monkeypatch.setattr(gateway.OpenAIProvider, "complete", explode)
+    monkeypatch.setattr(providers.OpenAIProvider, "complete", explode)
     with pytest.raises(UpstreamUnavailable, match="unexpectedly"):
         gateway.chat(caller=caller, model="test-small", request=HELLO)
     (call,) = _calls()

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('llm', '0009_pii_policy_options'),
+        ('llm', '0010_request_log_visibility'),
     ]
 
     operations = [

@@ -1,139 +1,34 @@
-"""The provider interface and the OpenAI-compatible provider.
-
-A provider turns a ChatRequest into a ChatResult (or a stream of text deltas ending with a StreamEnd) and
-raises only LLMError subclasses, so the router can decide on retries and fallbacks without knowing the SDK.
-"""
+"""The OpenAI protocol, through the `openai` SDK: OpenAI itself, Azure OpenAI (its deployments and API
+versions) and every OpenAI-compatible server (Ollama, vLLM, LM Studio, llama.cpp, OpenRouter, Together, Groq)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 
-from saas.core.errors import ApplicationError
+from saas.llm.providers.base import (
+    BadRequest,
+    ChatRequest,
+    ChatResult,
+    ContentFiltered,
+    ContextTooLong,
+    EmbeddingResult,
+    LLMError,
+    RateLimited,
+    StreamEnd,
+    Timeout,
+    Upstream,
+    UpstreamModel,
+    UpstreamUnavailable,
+    Usage,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
 from saas.llm.tool_protocol import ToolCall, new_call_id
 
-# --- Errors ------------------------------------------------------------------------------------------------
-
-
-class LLMError(ApplicationError):
-    """A gateway error: one of our ApplicationErrors (`code` is its kind, `status` its HTTP status), so the
-    one DRF handler maps it like every other error (saas.core.errors)."""
-
-    kind = "upstream_error"
-    retryable = False
-    http_status = 502
-
-    def __init__(
-        self, message: str, *, retry_after: float | None = None, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message, code=self.kind, status=self.http_status, details=details)
-        self.retry_after = retry_after
-
-
-class RateLimited(LLMError):
-    kind, retryable, http_status = "rate_limited", True, 429
-
-
-class Timeout(LLMError):
-    kind, retryable, http_status = "timeout", True, 504
-
-
-class UpstreamUnavailable(LLMError):
-    """5xx, connection refused or reset, a stream cut off or garbled midway."""
-
-    kind, retryable, http_status = "upstream_unavailable", True, 502
-
-
-class CircuitOpen(LLMError):
-    kind, retryable, http_status = "circuit_open", True, 503
-
-
-class BadRequest(LLMError):
-    kind, retryable, http_status = "bad_request", False, 400
-
-
-class ContentFiltered(BadRequest):
-    kind, retryable, http_status = "content_filtered", False, 400
-
-
-class ContextTooLong(BadRequest):
-    kind, retryable, http_status = "context_too_long", False, 400
-
-
-class QuotaExceeded(LLMError):
-    """The org's plan allows no more AI requests this period (billing.quota)."""
-
-    kind, retryable, http_status = "quota_exceeded", False, 402
-
-
-class PaymentOverdue(LLMError):
-    """The org's subscription is past due beyond its grace period (billing.quota)."""
-
-    kind, retryable, http_status = "payment_overdue", False, 402
-
-
-class Cancelled(LLMError):
-    kind, retryable, http_status = "cancelled", False, 499
-
-
-# --- Data --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    messages: list[dict[str, Any]]
-    max_tokens: int | None = None
-    temperature: float | None = None
-    response_format: dict[str, Any] | None = None
-    # OpenAI function calling: the tools the model may call (`{"type": "function", "function": {...}}`).
-    tools: list[dict[str, Any]] | None = None
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    estimated: bool = False
-
-
-@dataclass
-class ChatResult:
-    text: str
-    usage: Usage
-    finish_reason: str = "stop"
-    tool_calls: list[ToolCall] = field(default_factory=list)
-
-
-@dataclass
-class StreamEnd:
-    """The last item of a stream: usage (from the provider, or estimated), why it stopped, the tool calls."""
-
-    usage: Usage
-    finish_reason: str = "stop"
-    tool_calls: list[ToolCall] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Where a model lives: an OpenAI-compatible base URL and key."""
-
-    name: str
-    base_url: str
-    api_key: str = field(repr=False, default="")
-
-
-def estimate_tokens(text: str) -> int:
-    # About four characters per token for English: used only when the provider does not report usage.
-    return max(1, math.ceil(len(text) / 4)) if text else 0
-
-
-def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    return sum(estimate_tokens(str(m.get("content") or "") + str(m.get("tool_calls") or "")) + 4 for m in messages) + 2
-
+EMBEDDING_HINTS = ("embed", "bge-", "e5-", "minilm", "nomic")
 
 # --- The OpenAI-compatible provider ------------------------------------------------------------------------
 
@@ -170,12 +65,6 @@ def _normalise(exc: Exception) -> LLMError:
     return UpstreamUnavailable(f"Unexpected provider failure: {type(exc).__name__}: {exc}")
 
 
-@dataclass
-class EmbeddingResult:
-    vectors: list[list[float]]
-    usage: Usage
-
-
 class OpenAIProvider:
     """Any OpenAI-compatible server (OpenAI, vLLM, Ollama, LM Studio, llama.cpp, OpenRouter, ...)."""
 
@@ -184,7 +73,27 @@ class OpenAIProvider:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         # Retries, timeouts and fallbacks are the router's: the SDK makes exactly one attempt.
-        self.client = openai.OpenAI(base_url=upstream.base_url, api_key=upstream.api_key or "unused", max_retries=0)
+        common: dict[str, Any] = {
+            "api_key": upstream.api_key or "unused",
+            "max_retries": 0,
+            "default_headers": upstream.headers or None,
+        }
+        if upstream.kind == "azure_openai":
+            # The model name is the Azure deployment's name.
+            self.client: openai.OpenAI = openai.AzureOpenAI(
+                azure_endpoint=upstream.base_url, api_version=upstream.api_version or "2024-10-21", **common
+            )
+        else:
+            self.client = openai.OpenAI(base_url=upstream.base_url, **common)
+
+    def list_models(self, *, timeout: float) -> list[UpstreamModel]:
+        """The models the upstream offers (`GET /models`), for "Test connection"."""
+        try:
+            page = self.client.models.list(timeout=self.upstream.timeout_for(timeout))
+            ids = sorted({model.id for model in page.data})
+        except Exception as exc:
+            raise _normalise(exc) from exc
+        return [UpstreamModel(i, "embedding" if any(h in i.lower() for h in EMBEDDING_HINTS) else "chat") for i in ids]
 
     def _params(self, model: str, request: ChatRequest) -> dict[str, Any]:
         params: dict[str, Any] = {"model": model, "messages": request.messages}
@@ -200,7 +109,9 @@ class OpenAIProvider:
 
     def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
         try:
-            response = self.client.chat.completions.create(**self._params(model, request), timeout=timeout)
+            response = self.client.chat.completions.create(
+                **self._params(model, request), timeout=self.upstream.timeout_for(timeout)
+            )
         except Exception as exc:
             raise _normalise(exc) from exc
         choice = response.choices[0]
@@ -218,7 +129,9 @@ class OpenAIProvider:
 
     def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
         try:
-            response = self.client.embeddings.create(model=model, input=texts, dimensions=dimensions, timeout=timeout)
+            response = self.client.embeddings.create(
+                model=model, input=texts, dimensions=dimensions, timeout=self.upstream.timeout_for(timeout)
+            )
         except Exception as exc:
             raise _normalise(exc) from exc
         vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
@@ -229,7 +142,10 @@ class OpenAIProvider:
         """Text deltas, then one StreamEnd. Closing the generator closes the upstream connection."""
         try:
             stream = self.client.chat.completions.create(
-                **self._params(model, request), stream=True, stream_options={"include_usage": True}, timeout=timeout
+                **self._params(model, request),
+                stream=True,
+                stream_options={"include_usage": True},
+                timeout=self.upstream.timeout_for(timeout),
             )
         except Exception as exc:
             raise _normalise(exc) from exc

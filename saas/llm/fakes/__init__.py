@@ -1,0 +1,127 @@
+"""Fake model providers on loopback that speak their real protocols over real sockets, for tests and offline
+development: anthropic.py (the Messages API) and gemini.py (generateContent). The OpenAI-compatible one is
+saas/llm/fake_upstream.py. They share its conventions: `POST /_script {"model": m, "steps": [...]}` queues one
+behaviour per request for a model (`{"status": 429, "retry_after": 1}`, `{"status": 500}`, `{"reply": "text"}`,
+`{"tool_calls": [{"name": ..., "arguments": {...}}]}`, `{"disconnect_after": n}`), a user message starting
+with `echo:` is answered with the rest of it, `GET /_requests` lists what was received, `POST /_reset`."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
+
+
+class FakeState:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self.requests: list[dict[str, Any]] = []
+
+    def next_step(self, model: str) -> dict[str, Any]:
+        with self.lock:
+            queue = self.scripts.get(model)
+            return queue.popleft() if queue else {}
+
+
+def words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(parts)]
+
+
+def echo(text: Any) -> str:
+    return text[len("echo:") :].strip() if isinstance(text, str) and text.startswith("echo:") else DEFAULT_REPLY
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """JSON and SSE plumbing and the scripting routes; subclasses answer `route(method, path, body)`."""
+
+    server: FakeServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def start_sse(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        return json.loads(raw or b"{}")
+
+    def _handle(self, method: str) -> None:
+        state = self.server.state
+        body = self._body() if method == "POST" else {}
+        if self.path == "/_script":
+            with state.lock:
+                state.scripts[body["model"]].extend(body["steps"])
+            return self.send_json(200, {"ok": True})
+        if self.path == "/_reset":
+            with state.lock:
+                state.scripts.clear()
+                state.requests.clear()
+            return self.send_json(200, {"ok": True})
+        if self.path == "/_requests":
+            with state.lock:
+                return self.send_json(200, list(state.requests))
+        with state.lock:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            state.requests.append({"method": method, "path": self.path, "body": body, "headers": headers})
+        try:
+            self.route(method, self.path, body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away (a cancelled stream)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def route(self, method: str, path: str, body: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class FakeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    prefix = ""  # what a client's base URL adds after host:port
+
+    def __init__(self, handler: type[FakeHandler], host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((host, port), handler)
+        self.state = FakeState()
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + self.prefix
+
+    def start_in_thread(self) -> FakeServer:
+        threading.Thread(target=self.serve_forever, daemon=True, name=type(self).__name__).start()
+        return self
