@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from functools import cache
@@ -35,7 +35,7 @@ from billing import selectors as billing_selectors
 from saas.core import crypto
 from saas.core.redis import get_redis
 from saas.core.text import storable, unstorable
-from saas.llm import breaker, guardrails, metrics, tool_protocol
+from saas.llm import breaker, guardrails, metrics, structured, tool_protocol
 from saas.llm import config as gateway_config
 from saas.llm.embeddings import embed_local
 from saas.llm.local_engine import ENGINE_LABEL, LocalProvider
@@ -105,6 +105,7 @@ class GatewayResult:
     cached: bool = False
     engine: str = "openai-compatible"
     tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: dict[str, Any] | None = None
     # With chat(defer_records=True): the ledger row and cache entries still to be written, for the caller to
     # run once the answer is on its way (an HTTP view runs it after sending the response).
     record: Callable[[], None] | None = None
@@ -366,7 +367,7 @@ def _mask(request: ChatRequest, policy: OrgLLMSettings, masker: Masker) -> ChatR
     masked = [_mask_message(m, masker) for m in request.messages]
     if masker.found and policy.pii_policy == OrgLLMSettings.PiiPolicy.BLOCK:
         raise PersonalDataBlocked("This org does not send personal data (emails, phone numbers, ...) to models.")
-    return ChatRequest(masked, request.max_tokens, request.temperature, request.response_format, request.tools)
+    return replace(request, messages=masked)
 
 
 # --- Upstreams and the exact cache -------------------------------------------------------------------------
@@ -397,6 +398,7 @@ def _cache_key(org: Any, model: ModelConfig, request: ChatRequest, scope: str | 
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "response_format": request.response_format,
+            "request": structured.cache_material(request),
         },
         sort_keys=True,
     )
@@ -544,7 +546,7 @@ def _for_model(request: ChatRequest, model: ModelConfig) -> ChatRequest:
     if not request.tools or model.supports_tools:
         return request
     messages = tool_protocol.to_text_messages(request.messages, request.tools)
-    return ChatRequest(messages, request.max_tokens, request.temperature, request.response_format)
+    return replace(request, messages=messages, tools=None)
 
 
 def _reply(
@@ -645,7 +647,7 @@ def _screen(ledger: _Ledger, request: ChatRequest) -> ChatRequest:
         {**m, "content": guardrails.quote_as_data(m["content"], label="This tool result")} if i in quoted else m
         for i, m in enumerate(messages)
     ]
-    return ChatRequest(screened, request.max_tokens, request.temperature, request.response_format, request.tools)
+    return replace(request, messages=screened)
 
 
 def _withhold(ledger: _Ledger, text: str, **record: Any) -> None:
@@ -732,7 +734,8 @@ def chat(
 
     for candidate, provider, started in _attempts(chain, ledger):
         try:
-            result = provider.complete(
+            result = structured.complete(
+                provider,
                 candidate.upstream_model,
                 _for_model(outbound, candidate),
                 timeout=settings.LLM_ROUTER["attempt_timeout"],
@@ -768,6 +771,7 @@ def chat(
             str(ledger.call_id),
             engine=engine_label(candidate),
             tool_calls=calls,
+            logprobs=result.logprobs,
             record=record if defer_records else None,
         )
     failure = _final_error(ledger)
@@ -824,7 +828,8 @@ def _stream(
         yielded = False
         upstream = None
         try:
-            upstream = provider.stream(
+            upstream = structured.stream(
+                provider,
                 candidate.upstream_model,
                 _for_model(outbound, candidate),
                 timeout=settings.LLM_ROUTER["attempt_timeout"],

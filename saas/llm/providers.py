@@ -89,6 +89,11 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     # OpenAI function calling: the tools the model may call (`{"type": "function", "function": {...}}`).
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None  # "auto", "none", "required" or {"type": "function", ...}
+    parallel_tool_calls: bool | None = None
+    # Further OpenAI parameters, sent to an OpenAI-compatible upstream as they are (saas/llm/structured.py
+    # lists them: stop, seed, logprobs, top_logprobs, user, top_p, penalties).
+    options: dict[str, Any] | None = None
 
 
 @dataclass
@@ -104,6 +109,7 @@ class ChatResult:
     usage: Usage
     finish_reason: str = "stop"
     tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: dict[str, Any] | None = None  # the upstream's, as it sent them (when asked for)
 
 
 @dataclass
@@ -194,7 +200,11 @@ class OpenAIProvider:
             params["response_format"] = request.response_format
         if request.tools:
             params["tools"] = request.tools
-        return params
+            if request.tool_choice is not None:
+                params["tool_choice"] = request.tool_choice
+            if request.parallel_tool_calls is not None:
+                params["parallel_tool_calls"] = request.parallel_tool_calls
+        return params | (request.options or {})
 
     def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
         try:
@@ -212,7 +222,8 @@ class OpenAIProvider:
             usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
         else:
             usage = Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True)
-        return ChatResult(text=text, usage=usage, finish_reason=choice.finish_reason or "stop", tool_calls=calls)
+        logprobs = choice.logprobs.model_dump(exclude_none=True) if choice.logprobs is not None else None
+        return ChatResult(text, usage, choice.finish_reason or "stop", calls, logprobs)
 
     def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
         try:
