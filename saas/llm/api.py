@@ -65,7 +65,7 @@ def openai_error(message: str, status: int, code: str | None, param: str | None 
 def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Errors of the OpenAI-compatible endpoints, in the shape OpenAI's clients expect."""
     if isinstance(exc, LLMError):
-        return _llm_error_response(exc, openai_error(exc.message, exc.http_status, exc.kind))
+        return _llm_error_response(exc, openai_error(exc.message, exc.http_status, exc.kind, exc.details.get("param")))
     if isinstance(exc, ApplicationError):
         response = application_error_response(exc, response_class=Response)
         response.data = openai_error(exc.message, exc.status, exc.code)
