@@ -78,15 +78,19 @@ def _post(client, **body):
 
 
 def test_parameters_openai_accepts_are_accepted_and_unknown_ones_refused_like_openai(client, fake, native):
-    ignored = {"metadata": {"team": "x"}, "store": False, "service_tier": "auto", "reasoning_effort": "low",
-               "modalities": ["text"], "prediction": None, "logit_bias": {"50256": -100}, "web_search_options": {}}  # fmt: skip
+    ignored = {
+        "metadata": {"team": "x"}, "store": False, "service_tier": "auto", "reasoning_effort": "low",
+        "modalities": ["text"], "prediction": None, "logit_bias": {"50256": -100}, "web_search_options": {},
+    }  # fmt: skip
     response = _post(client, **ignored)
     assert response.status_code == 200, response.content
     assert response.json()["choices"][0]["message"]["content"].startswith("The quick")
     refused = _post(client, temprature=0.5)
     assert refused.status_code == 400
-    assert refused.json()["error"] == {"message": "temprature: Unrecognized request argument supplied: temprature",
-                                       "type": "invalid_request_error", "param": "temprature", "code": "invalid"}  # fmt: skip
+    assert refused.json()["error"] == {
+        "message": "temprature: Unrecognized request argument supplied: temprature",
+        "type": "invalid_request_error", "param": "temprature", "code": "invalid",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -204,7 +208,7 @@ def test_an_invalid_answer_is_asked_for_once_more(client, fake, native, bad):
     response = _post(client, response_format=PERSON_FORMAT)
     assert response.status_code == 200, response.content
     assert json.loads(response.json()["choices"][0]["message"]["content"]) == good
-    first, second = fake.requests()
+    _, second = fake.requests()
     # The second request quotes the bad answer and what was wrong with it.
     assert second["body"]["messages"][-2] == {"role": "assistant", "content": bad}
     assert "Reply again with only the JSON" in second["body"]["messages"][-1]["content"]
@@ -302,8 +306,9 @@ def test_the_local_engine_fills_a_json_schema_from_the_passages_and_says_so(clie
 
 
 def test_the_local_engine_calls_the_tool_tool_choice_asks_for(client, local_models):
-    lookup = {"type": "function", "function": {"name": "lookup_staff", "description": "Find a staff member's record",
-              "parameters": {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}}}  # fmt: skip
+    parameters = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    function = {"name": "lookup_staff", "description": "Find a staff member's record", "parameters": parameters}
+    lookup = {"type": "function", "function": function}
     for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
         response = _post(client, model="local", messages=FACTS, tools=[lookup, WEATHER], tool_choice=choice)
         assert response.status_code == 200, response.content
