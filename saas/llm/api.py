@@ -14,8 +14,6 @@ from django.conf import settings
 from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic import ValidationError as PydanticValidationError
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -27,7 +25,7 @@ from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response
 from saas.core.responses import after_send
 from saas.core.streaming import sse, sse_response
-from saas.llm import config, gateway, provider_registry, services
+from saas.llm import config, gateway, openai_compat, provider_registry, services, structured
 from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.providers import ChatRequest, LLMError
 
@@ -61,7 +59,7 @@ def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
     """Errors of the OpenAI-compatible endpoints, in the shape OpenAI's clients expect."""
     if isinstance(exc, ApplicationError):  # LLMError is one
         response = application_error_response(exc, response_class=Response)
-        response.data = openai_error(exc.message, exc.status, exc.code)
+        response.data = openai_error(exc.message, exc.status, exc.code, (exc.details or {}).get("param"))
         return response  # type: ignore[no-any-return]
     response = drf_exception_handler(exc, context)
     if response is None:
@@ -82,73 +80,8 @@ class MessageIn(serializers.Serializer):
     name = serializers.CharField(required=False, max_length=64)
 
 
-# The OpenAI-compatible request is described with pydantic, as the openai SDK itself does: validating it costs
-# microseconds, where a DRF serializer deep-copies its fields on every request (a third of a millisecond here).
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # tool calls, names and other message fields pass unused
-
-    role: str = Field(max_length=32)
-    content: str = Field(max_length=2_000_000)
-    name: str | None = Field(default=None, max_length=64)
-
-
-class StreamOptionsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    include_usage: bool = False
-
-
-class ChatCompletionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a typo must not be silently ignored
-
-    model: str = Field(max_length=64)
-    messages: list[ChatMessageIn] = Field(min_length=1, max_length=gateway.MAX_MESSAGES)
-    stream: bool = False
-    stream_options: StreamOptionsIn | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    response_format: dict[str, Any] | None = None
-    n: int | None = Field(default=None, ge=1, le=1)
-    # Accepted and not used (standard parameters that change nothing here):
-    user: str | None = Field(default=None, max_length=256)
-    seed: int | None = None
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    stop: Any = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-
-
-def _validated_completion(data: Any) -> dict[str, Any]:
-    """The request as a dict, or a DRF ValidationError naming the first bad parameter (OpenAI's `param`)."""
-    try:
-        return ChatCompletionIn.model_validate(data).model_dump()
-    except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        where = [str(part) for part in first["loc"]]
-        param = where[0] if where else "body"
-        detail = ".".join(where[1:]) if len(where) > 1 else ""
-        message = first["msg"] if first["type"] != "extra_forbidden" else "Unknown field."
-        raise serializers.ValidationError({param: [f"{detail}: {message}" if detail else message]}) from None
-
-
-def _chat_request(data: dict[str, Any]) -> ChatRequest:
-    return ChatRequest(
-        messages=[{"role": m["role"], "content": m["content"]} for m in data["messages"]],
-        max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
-        temperature=data.get("temperature"),
-        response_format=data.get("response_format"),
-    )
-
-
 def _usage(usage: Any) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-    }
+    return openai_compat.usage_body(usage)
 
 
 class OpenAICompatibleView(OrgScopedAPIView):
@@ -163,103 +96,44 @@ class ChatCompletionsView(OpenAICompatibleView):
     required_scopes = {"post": ASK}
     rate_limit_endpoints = {"post": "chat_completions"}
 
-    @extend_schema(request=ChatCompletionIn, responses=OpenApiTypes.OBJECT, summary="OpenAI-compatible chat")
+    @extend_schema(
+        request=openai_compat.ChatCompletionIn, responses=OpenApiTypes.OBJECT, summary="OpenAI-compatible chat"
+    )
     def post(self, request: Request) -> Any:
-        data = _validated_completion(request.data)
-        chat = _chat_request(data)
-        caller = gateway.Caller.of(request.principal, "chat")  # type: ignore[attr-defined]
+        data = openai_compat.validated_completion(request.data)
+        structured.check_response_format(data["response_format"])
+        principal = request.principal  # type: ignore[attr-defined]
+        chat = openai_compat.chat_request(data, org_id=principal.organization.pk)
+        caller = gateway.Caller.of(principal, "chat")
         created = int(time.time())
+        bypass = _bypass_cache(request) or bool(data["logprobs"])  # a cached answer has no logprobs
         if not data["stream"]:
-            result = gateway.chat(
-                caller=caller,
-                model=data["model"],
-                request=chat,
-                bypass_cache=_bypass_cache(request),
-                defer_records=True,
-            )
-            return _recorded_after_send(
-                result,
-                Response(
-                    {
-                        "id": f"chatcmpl-{result.call_id}",
-                        "object": "chat.completion",
-                        "created": created,
-                        "model": result.model,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": result.text},
-                                "finish_reason": result.finish_reason,
-                            }
-                        ],
-                        "usage": _usage(result.usage),
-                        # The local engine says what it is in every response: extractive quotes, not generated text.
-                        "crewdesk": {"cached": result.cached, "call_id": result.call_id, "engine": result.engine},
-                    }
-                ),
-            )
-        stream = gateway.chat_stream(
-            caller=caller, model=data["model"], request=chat, bypass_cache=_bypass_cache(request)
-        )
+            result = gateway.chat(caller=caller, model=data["model"], request=chat, bypass_cache=bypass,
+                                  defer_records=True)  # fmt: skip
+            body = openai_compat.completion_body(result, created=created, data=data)
+            return _recorded_after_send(result, Response(body))
+        stream = gateway.chat_stream(caller=caller, model=data["model"], request=chat, bypass_cache=bypass,
+                                     defer_records=True)  # fmt: skip
         first = next(stream)  # upstream failures before the first token still get a proper HTTP status
         include_usage = (data.get("stream_options") or {}).get("include_usage", False)
-        return sse_response(_openai_chunks(first, stream, created=created, include_usage=include_usage))
-
-
-def _openai_chunks(
-    first: Any, stream: Generator[Any, None, None], *, created: int, include_usage: bool
-) -> Iterator[bytes]:
-    ident = f"chatcmpl-{time.monotonic_ns()}"
-    model = ""
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse(
-            {
-                "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
+        with_tools = bool(chat.tools) and chat.tool_choice != "none"
+        return sse_response(
+            openai_compat.openai_chunks(
+                first, stream, created=created, include_usage=include_usage, with_tools=with_tools,
+                on_error=lambda error: openai_error(error.message, error.http_status, error.kind),
+            )
         )  # fmt: skip
-
-    opening = chunk({"role": "assistant", "content": ""})
-    if isinstance(first, str):  # the first token is here already: one write, one hop, for both
-        yield opening + chunk({"content": first})
-        items: Iterator[Any] = stream
-    else:
-        yield opening
-        items = itertools.chain([first], stream)
-    try:
-        for item in items:
-            if isinstance(item, gateway.GatewayStreamEnd):
-                model = item.model
-                yield chunk({}, item.finish_reason)
-                if include_usage:
-                    yield sse(
-                        {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                         "choices": [], "usage": _usage(item.usage)}
-                    )  # fmt: skip
-                break
-            yield chunk({"content": item})
-    except LLMError as error:
-        yield sse(openai_error(error.message, error.http_status, error.kind))
-    finally:
-        stream.close()  # a client that went away cancels the upstream call
-    yield b"data: [DONE]\n\n"
 
 
 class ModelsView(OpenAICompatibleView):
     required_scopes = {"get": READ}
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Models this org may use (OpenAI-compatible)")
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Models this org may use, with their capabilities")
     def get(self, request: Request) -> Response:
         org = request.principal.organization  # type: ignore[attr-defined]
         reachable = (m for kind in ModelConfig.Kind.values for m in provider_registry.reachable_models(org, kind=kind))
         models = sorted(reachable, key=lambda m: m.alias)  # the org's own providers' models too
-        data = [
-            {"id": m.alias, "object": "model", "created": int(m.created_at.timestamp()) if m.created_at else 0,
-             "owned_by": m.upstream,
-             "crewdesk": {"engine": gateway.engine_label(m), "tier": m.tier, "context_window": m.context_window}}
-            for m in models
-        ]  # fmt: skip
+        data = [openai_compat.model_entry(m) for m in models]
         data.append({"id": "auto", "object": "model", "created": 0, "owned_by": "crewdesk"})
         return Response({"object": "list", "data": data})
 
@@ -281,7 +155,7 @@ class EmbeddingsIn(StrictSerializer):
     model = serializers.CharField(max_length=64, default=gateway.DEFAULT_EMBEDDING_MODEL)
     input = TextOrTexts()
     dimensions = serializers.IntegerField(required=False, min_value=1, max_value=4096, default=384)
-    encoding_format = serializers.ChoiceField(choices=["float"], default="float")
+    encoding_format = serializers.ChoiceField(choices=["float", "base64"], default="float")
     user = serializers.CharField(required=False, max_length=256)
 
     def validate_input(self, value: Any) -> list[str]:
@@ -309,7 +183,14 @@ class EmbeddingsView(OpenAICompatibleView):
         return Response(
             {
                 "object": "list",
-                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)],
+                "data": [
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": openai_compat.encode_embedding(v, data["encoding_format"]),
+                    }
+                    for i, v in enumerate(result.vectors)
+                ],
                 "model": result.model,
                 "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens},
                 "crewdesk": {"call_id": result.call_id, "engine": result.engine},
@@ -369,7 +250,7 @@ class GenerateView(OrgScopedAPIView):
                     }
                 ),
             )
-        stream = gateway.chat_stream(caller=caller, model=data["model"], request=chat, **options)
+        stream = gateway.chat_stream(caller=caller, model=data["model"], request=chat, defer_records=True, **options)
         first = next(stream)
         return sse_response(_generate_events(first, stream))
 

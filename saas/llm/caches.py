@@ -30,6 +30,7 @@ from pgvector.django import CosineDistance
 
 from saas.core import crypto
 from saas.core.redis import get_redis
+from saas.llm import structured
 from saas.llm.embeddings import embed_local
 from saas.llm.models import ModelConfig, SemanticCacheEntry
 from saas.llm.pii import Masker
@@ -75,6 +76,7 @@ def exact_key(org: Any, model: ModelConfig, request: ChatRequest, sources: Sourc
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "response_format": request.response_format,
+            "request": structured.cache_material(request),  # stop, seed, tool_choice, ...: another answer
         },
         sort_keys=True,
     )

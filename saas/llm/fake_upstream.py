@@ -18,6 +18,13 @@ behaviour per request for that model; when the queue is empty, requests succeed.
     {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}
                                             call tools (function calling; `arguments` may be a raw string)
 
+Unscripted, it answers like OpenAI: offered `tools` with `tool_choice` "required" or a named function, it calls
+that function (the first tool for "required"), and with "auto" it calls a tool whose name the last user
+message mentions; the arguments fill the function's parameters with placeholders (saas/llm/schema_fill.py).
+Asked for `response_format` json_object it answers `{"answer": <text>}`, for json_schema placeholders that
+validate against the schema. A scripted `reply` is sent verbatim whatever was asked (that is how a test gets
+invalid JSON). `stop` cuts the answer before a stop sequence; `logprobs` / `top_logprobs` come back per token.
+
 Knobs for every request: `latency` (seconds before the first byte) and `token_rate` (tokens per second
 when streaming), set with `POST /_config`. `GET /_requests` lists the last requests received (for assertions):
 at most `max_requests` of them (FAKE_UPSTREAM_MAX_REQUESTS, default 1,000), so that a benchmark sending millions
@@ -38,6 +45,8 @@ import uuid
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from saas.llm import schema_fill
 
 DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
 
@@ -80,6 +89,55 @@ def _reply_text(state: FakeUpstreamState, body: dict[str, Any]) -> str:
     if isinstance(content, str) and content.startswith("echo:"):
         return content[len("echo:") :].strip()
     return state.reply
+
+
+def _unscripted_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool call OpenAI's `tool_choice` asks for (or, with "auto", the tool the user mentions)."""
+    tools = [t["function"] for t in body.get("tools") or [] if t.get("type") == "function"]
+    choice = body.get("tool_choice") or "auto"
+    if not tools or choice == "none":
+        return []
+    if isinstance(choice, dict):
+        chosen = next((t for t in tools if t["name"] == (choice.get("function") or {}).get("name")), None)
+    elif choice == "required":
+        chosen = tools[0]
+    else:
+        last: dict[str, Any] = next(
+            (m for m in reversed(body.get("messages") or []) if m.get("role") in ("user", "tool")), {}
+        )
+        said = str(last.get("content") or "") if last.get("role") == "user" else ""
+        chosen = next((t for t in tools if t["name"] in said), None)
+    if chosen is None:
+        return []
+    parameters = chosen.get("parameters") or {"type": "object", "properties": {}}
+    return [{"name": chosen["name"], "arguments": schema_fill.fill(parameters, schema_fill.Placeholders())}]
+
+
+def _formatted(body: dict[str, Any], text: str) -> str:
+    """The answer in the `response_format` asked for, cut before the first `stop` sequence."""
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_object":
+        text = json.dumps({"answer": text})
+    elif response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        text = json.dumps(schema_fill.fill(schema, schema_fill.Placeholders()))
+    stop = body.get("stop")
+    cuts = [text.find(s) for s in ([stop] if isinstance(stop, str) else stop or []) if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+def _logprobs(body: dict[str, Any], pieces: list[str]) -> dict[str, Any] | None:
+    if not body.get("logprobs"):
+        return None
+    top = int(body.get("top_logprobs") or 0)
+    return {
+        "content": [
+            {"token": p, "logprob": -0.01 * (i + 1), "bytes": list(p.encode()),
+             "top_logprobs": [{"token": p, "logprob": -0.01 * (i + 1), "bytes": list(p.encode())}][:top]}
+            for i, p in enumerate(pieces)
+        ],
+        "refusal": None,
+    }  # fmt: skip
 
 
 def _tokens(text: str) -> list[str]:
@@ -193,12 +251,15 @@ class Handler(BaseHTTPRequestHandler):
             )
         if step.get("code") == "content_filter":
             return self._error(400, "The response was filtered.", "content_filter")
-        text = step["reply"] if "reply" in step else _reply_text(state, body)
+        if "tools" in body and body.get("tool_choice") not in (None, "none", "auto") and not body.get("tools"):
+            return self._error(400, "tool_choice is only allowed when tools are specified.")
+        text = step["reply"] if "reply" in step else _formatted(body, _reply_text(state, body))
+        wanted = step.get("tool_calls") or ([] if "reply" in step else _unscripted_calls(body))
         calls: list[dict[str, Any]] = [
             {"id": f"call_fake{i}{time.monotonic_ns()}", "type": "function",
              "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c["arguments"], str)
                           else json.dumps(c["arguments"])}}
-            for i, c in enumerate(step.get("tool_calls") or [])
+            for i, c in enumerate(wanted)
         ]  # fmt: skip
         if calls:
             text = ""
@@ -217,8 +278,10 @@ class Handler(BaseHTTPRequestHandler):
                     "id": ident, "object": "chat.completion", "created": created, "model": model,
                     "choices": [
                         {"index": 0, "finish_reason": "tool_calls" if calls else "stop", "message": {
-                            "role": "assistant", "content": text or None, **({"tool_calls": calls} if calls else {})}}
+                            "role": "assistant", "content": text or None, **({"tool_calls": calls} if calls else {})},
+                         "logprobs": _logprobs(body, pieces)}
                     ],
+                    "system_fingerprint": "fp_fake" if "seed" in body else None,
                     "usage": usage,
                 },
             )  # fmt: skip

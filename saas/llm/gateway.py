@@ -14,10 +14,11 @@ import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 
-from saas.llm import caches, guardrails, policy, routing, tokens
+from saas.llm import caches, guardrails, policy, routing, structured, tokens
 from saas.llm import config as gateway_config
 from saas.llm.caches import Sources, exact_cache_prefix
 from saas.llm.call import Call, Caller, CallStream, StoreUnavailable
@@ -56,6 +57,7 @@ class GatewayResult:
     cached: bool = False
     engine: str = "openai-compatible"
     tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: dict[str, Any] | None = None  # the upstream's, when asked for
     # With chat(defer_records=True): the cache entries still to be written, for the caller to run once the
     # answer is on its way (an HTTP view runs it after sending the response). The ledger row is handed over
     # before chat returns, always.
@@ -169,8 +171,9 @@ def chat(
         route = call.along(chain)
         for candidate, provider in route:
             try:
-                result = provider.complete(candidate.upstream_model, routing.for_model(outbound, candidate),
-                                           timeout=settings.LLM_ROUTER["attempt_timeout"])  # fmt: skip
+                result = structured.complete(provider, candidate.upstream_model,
+                                             routing.for_model(outbound, candidate),
+                                             timeout=settings.LLM_ROUTER["attempt_timeout"])  # fmt: skip
             except Exception as exc:  # whatever a provider raises is normalised, recorded and decided on
                 route.failed(candidate, as_llm_error(exc))
                 continue
@@ -189,7 +192,7 @@ def chat(
             return GatewayResult(
                 text, candidate.alias, result.usage, result.finish_reason, str(call.id),
                 engine=engine_label(candidate), tool_calls=calls, record=record if defer_records else None,
-                cost_usd=call.cost_usd,
+                cost_usd=call.cost_usd, logprobs=result.logprobs,
             )  # fmt: skip
         raise route.final_error()
 
@@ -242,8 +245,9 @@ def _stream(
             yielded = False
             upstream = None
             try:
-                upstream = provider.stream(candidate.upstream_model, routing.for_model(outbound, candidate),
-                                           timeout=settings.LLM_ROUTER["attempt_timeout"])  # fmt: skip
+                upstream = structured.stream(provider, candidate.upstream_model,
+                                             routing.for_model(outbound, candidate),
+                                             timeout=settings.LLM_ROUTER["attempt_timeout"])  # fmt: skip
                 for item in upstream:
                     if isinstance(item, StreamEnd):
                         route.succeeded(candidate)

@@ -11,16 +11,23 @@ tool results, and the system message is the agent's instructions).
 
 Offered tools (the gateway's text tool protocol, saas/llm/tool_protocol.py), it follows the protocol: it asks
 the tool policy registered by the layer that owns the tools (agents registers one for Crewdesk's built-in
-tools) which call to make next, and answers (`Final Answer:`) when the policy has none.
+tools) which call to make next, and answers (`Final Answer:`) when the policy has none. A `tool_choice` of
+`required` or a named function makes it call a tool even when the policy has none: the named one, or the one
+whose name and description are closest to the request, with arguments filled from the request's passages
+(saas/llm/schema_fill.py); `none` makes it answer.
+
+Asked for JSON (`response_format`), it answers `{"answer": ...}` for `json_object`, and for `json_schema` it
+fills the schema field by field from the passages that best match each field (see schema_fill): structured,
+valid, and still extractive.
 """
 
 import json
 import re
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from saas.llm import tool_protocol
+from saas.llm import schema_fill, tool_protocol
 from saas.llm.embeddings import DIMENSIONS, embed_local
 from saas.llm.providers import (
     BadRequest,
@@ -39,6 +46,7 @@ MAX_SENTENCES = 3
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 SOURCE_LABEL = re.compile(r"^\s*\[(\d{1,3})\]\s*")
 CITATION = re.compile(r"\s*\[(\d{1,3})\](?=\s|$)")
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)?(?![\w])")
 NOTHING_FOUND = "I could not find anything in the provided context that answers this."
 NO_CONTEXT = (
     "I am Crewdesk's offline extractive engine: I answer only by quoting the documents or conversation I am "
@@ -135,15 +143,104 @@ def answer(request: ChatRequest) -> str:
 def reply(request: ChatRequest) -> str:
     """The answer, or under the tool protocol the next call or the final answer."""
     tools = tool_protocol.offered_tools(request.messages)
-    if tools is None:
-        return answer(request)
+    request = _without_protocol(request)
+    if tools is None or request.tool_choice == "none":
+        return _answer_as_asked(request)
     called = [call.name for m in request.messages if _is_call(m) for call in tool_protocol.parse(str(m["content"]))[1]]
     task = next((m for m in reversed(request.messages) if m["role"] == "user" and not _is_observation(m)), None)
-    choice = _tool_policy(str(task["content"]) if task else "", tools, called) if _tool_policy else None
+    task_text = str(task["content"]) if task else ""
+    choice = _tool_policy(task_text, tools, called) if _tool_policy else None
+    forced = _forced_tool(request.tool_choice, tools, task_text)
+    if forced is not None and (choice is None or choice[0] != forced["name"]):
+        parameters = forced.get("parameters") or {"type": "object", "properties": {}}
+        choice = forced["name"], schema_fill.fill(parameters, Passages(request), hint="")
     if choice is not None:
         name, arguments = choice
-        return tool_protocol.render_call(name, json.dumps(arguments))
-    return "Final Answer: " + answer(request)
+        return tool_protocol.render_call(name, json.dumps(arguments, ensure_ascii=False))
+    return "Final Answer: " + _answer_as_asked(request)
+
+
+def _forced_tool(tool_choice: Any, tools: list[dict[str, Any]], task: str) -> dict[str, Any] | None:
+    """The tool a `tool_choice` forces: the named function, or for `required` the closest to the task."""
+    if isinstance(tool_choice, dict):
+        name = (tool_choice.get("function") or {}).get("name")
+        return next((t for t in tools if t["name"] == name), None)
+    if tool_choice != "required" or not tools:
+        return None
+    labels = [f"{schema_fill.words(t['name'])}: {t.get('description', '')}" for t in tools]
+    vectors = embed_local([task or "call a tool", *labels])
+    scores = [sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:]]
+    return tools[max(range(len(tools)), key=scores.__getitem__)]
+
+
+def _without_protocol(request: ChatRequest) -> ChatRequest:
+    """The request without the tool protocol's description (instructions, not a source to quote)."""
+    messages = [
+        {**m, "content": str(m.get("content") or "").split(tool_protocol.PROTOCOL_HEADER, 1)[0].rstrip()}
+        if m["role"] == "system" else m
+        for m in request.messages
+    ]  # fmt: skip
+    return replace(request, messages=[m for m in messages if m["role"] != "system" or m["content"]])
+
+
+def _answer_as_asked(request: ChatRequest) -> str:
+    """The answer as text, or as the JSON the request's `response_format` asks for."""
+    kind = (request.response_format or {}).get("type")
+    if kind == "json_schema":
+        spec = request.response_format.get("json_schema") or {}  # type: ignore[union-attr]
+        value = schema_fill.fill(spec.get("schema") or {"type": "object"}, Passages(request))
+        return json.dumps(value, ensure_ascii=False)
+    if kind == "json_object":
+        return json.dumps({"answer": answer(request)}, ensure_ascii=False)
+    return answer(request)
+
+
+class Passages:
+    """The request's passages as a schema_fill.Source: each field gets the passages closest to its name and
+    the question together; the prompt's own sentences are the passages when there is nothing else."""
+
+    def __init__(self, request: ChatRequest) -> None:
+        self.question, self.sentences = _sentences(request)
+        if not self.sentences:
+            pieces = SENTENCE_END.split(self.question.strip())
+            self.sentences = [Sentence(p.strip(), "1", i) for i, p in enumerate(pieces) if p.strip()]
+        self.vectors = embed_local([s.text for s in self.sentences])
+        self.ranked: dict[str, list[tuple[float, Sentence]]] = {}
+
+    def rank(self, hint: str) -> list[tuple[float, Sentence]]:
+        if hint not in self.ranked:
+            query = embed_local([f"{hint}: {self.question}" if hint else self.question])[0]
+            scored = [(sum(a * b for a, b in zip(query, v, strict=True)), s)
+                      for v, s in zip(self.vectors, self.sentences, strict=True)]  # fmt: skip
+            self.ranked[hint] = sorted(scored, key=lambda p: -p[0])
+        return self.ranked[hint]
+
+    def text(self, hint: str, index: int) -> str:
+        ranked = self.rank(hint)
+        return ranked[min(index, len(ranked) - 1)][1].text if ranked else ""
+
+    def number(self, hint: str) -> float | None:
+        for _, sentence in self.rank(hint):
+            if found := NUMBER.search(sentence.text):
+                return float(found.group(0).replace(",", "."))
+        return None
+
+    def flag(self, hint: str) -> bool:
+        ranked = self.rank(hint)
+        return bool(ranked) and ranked[0][0] >= MIN_SIMILARITY
+
+    def choose(self, hint: str, options: list[Any]) -> Any:
+        best = self.text(hint, 0) or self.question
+        vectors = embed_local([best, *(str(o) for o in options)])
+        scores = [sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:]]
+        return options[max(range(len(options)), key=scores.__getitem__)]
+
+
+def _stopped(text: str, request: ChatRequest) -> str:
+    """The text cut before the first of the request's `stop` sequences."""
+    stop = (request.options or {}).get("stop")
+    cuts = [text.find(s) for s in ([stop] if isinstance(stop, str) else stop or []) if s and s in text]
+    return text[: min(cuts)] if cuts else text
 
 
 class LocalProvider:
@@ -155,11 +252,11 @@ class LocalProvider:
         return EmbeddingResult(embed_local(texts), Usage(sum(estimate_tokens(t) for t in texts), 0, estimated=True))
 
     def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
-        text = reply(request)
+        text = _stopped(reply(request), request)
         return ChatResult(text, Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True))
 
     def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Generator[str | StreamEnd, None, None]:
-        text = reply(request)
+        text = _stopped(reply(request), request)
         words = text.split(" ")
         for i, word in enumerate(words):
             yield word if i == 0 else " " + word

@@ -8,6 +8,7 @@ every refusal raised here in its ledger row.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -189,7 +190,7 @@ def screen_input(guard: guardrails.Policy, request: ChatRequest, note: Any) -> C
         {**m, "content": guardrails.quote_as_data(m["content"], label="This tool result")} if i in quoted else m
         for i, m in enumerate(messages)
     ]
-    return ChatRequest(screened, request.max_tokens, request.temperature, request.response_format, request.tools)
+    return replace(request, messages=screened)
 
 
 def screen_passages(*, org: Any, texts: list[str]) -> list[guardrails.Finding]:
@@ -221,4 +222,4 @@ def mask(request: ChatRequest, policy: OrgLLMSettings, masker: Masker) -> ChatRe
     masked = [_mask_message(m, masker) for m in request.messages]
     if masker.found and policy.pii_policy == OrgLLMSettings.PiiPolicy.BLOCK:
         raise PersonalDataBlocked("This org does not send personal data (emails, phone numbers, ...) to models.")
-    return ChatRequest(masked, request.max_tokens, request.temperature, request.response_format, request.tools)
+    return replace(request, messages=masked)

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -182,7 +183,7 @@ def for_model(request: ChatRequest, model: ModelConfig) -> ChatRequest:
     if not request.tools or model.supports_tools:
         return request
     messages = tool_protocol.to_text_messages(request.messages, request.tools)
-    return ChatRequest(messages, request.max_tokens, request.temperature, request.response_format)
+    return replace(request, messages=messages, tools=None)
 
 
 def reply(

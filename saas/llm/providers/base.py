@@ -90,6 +90,11 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     # OpenAI function calling: the tools the model may call (`{"type": "function", "function": {...}}`).
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None  # "auto", "none", "required" or {"type": "function", ...}
+    parallel_tool_calls: bool | None = None
+    # Further OpenAI parameters, sent to an OpenAI-compatible upstream as they are (saas/llm/structured.py
+    # lists them: stop, seed, logprobs, top_logprobs, user, top_p, penalties).
+    options: dict[str, Any] | None = None
 
 
 @dataclass
@@ -105,6 +110,7 @@ class ChatResult:
     usage: Usage
     finish_reason: str = "stop"
     tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: dict[str, Any] | None = None  # the upstream's, as it sent them (when asked for)
 
 
 @dataclass

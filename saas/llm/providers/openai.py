@@ -105,7 +105,11 @@ class OpenAIProvider:
             params["response_format"] = request.response_format
         if request.tools:
             params["tools"] = request.tools
-        return params
+            if request.tool_choice is not None:
+                params["tool_choice"] = request.tool_choice
+            if request.parallel_tool_calls is not None:
+                params["parallel_tool_calls"] = request.parallel_tool_calls
+        return params | (request.options or {})
 
     def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
         try:
@@ -125,7 +129,8 @@ class OpenAIProvider:
             usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
         else:
             usage = Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True)
-        return ChatResult(text=text, usage=usage, finish_reason=choice.finish_reason or "stop", tool_calls=calls)
+        logprobs = choice.logprobs.model_dump(exclude_none=True) if choice.logprobs is not None else None
+        return ChatResult(text, usage, choice.finish_reason or "stop", calls, logprobs)
 
     def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
         try:
