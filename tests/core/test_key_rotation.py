@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from saas.core import crypto
 from saas.core.management.commands.rotate_encryption_keys import encrypted_columns
-from saas.llm.models import SemanticCacheEntry
+from saas.llm.models import Provider, SemanticCacheEntry
 from tests.accounts.factories import UserFactory
 from tests.agents.factories import (
     ConversationFactory,
@@ -30,7 +30,7 @@ from tests.agents.factories import (
     RunStepFactory,
 )
 from tests.documents.factories import ChunkFactory, DocumentFactory
-from tests.llm.factories import LLMCallFactory
+from tests.llm.factories import LLMCallFactory, OrgProviderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +48,8 @@ def _one_row_in_every_encrypted_column(marker: str) -> dict[tuple[type, str], An
         SemanticCacheEntry.all_orgs.create(
             organization=org, model_alias="local", prompt_version="v1", scope="s", embedding=[0.1] * 384,
             answer_encrypted="x", expires_at=timezone.now() + timedelta(days=1)),
+        OrgProviderFactory(organization=org),  # a team's own key and headers
+        Provider.objects.create(name="rotation-test", kind="openai", base_url="https://example.test/v1"),
     ]  # fmt: skip
     found: dict[tuple[type, str], Any] = {}
     for model, column in encrypted_columns():

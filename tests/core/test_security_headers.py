@@ -26,6 +26,7 @@ from tests.accounts.factories import (
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.conftest import run_python, subprocess_env
 from tests.documents.factories import ChunkFactory, DocumentFactory
+from tests.llm.factories import LLMCallFactory, OrgProviderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -81,6 +82,8 @@ def _a_team_with_one_of_everything() -> tuple[Membership, dict[str, str]]:
         "member_id": str(other.id),
         "invitation_id": str(invitation.id),
         "key_id": str(ApiKeyFactory(organization=org).id),
+        "call_id": str(LLMCallFactory(organization=org).id),
+        "provider_id": str(OrgProviderFactory(organization=org).id),
         "export_id": str(uuid.uuid4()),  # a download is a zip, not a page: its 404 is one
         "token": INVITATION_TOKEN,
         "key": "not-a-key",
