@@ -117,6 +117,8 @@ def restartable_redis(settings, tmp_path):
     get_redis.cache_clear()
     quota._script.cache_clear()
     quota._unsynced.clear()
+
+
 @pytest.fixture(scope="session")
 def fake_anthropic_server():
     """A fake Anthropic Messages API on loopback (saas.llm.fakes.anthropic), shared by the session."""

@@ -14,7 +14,7 @@ from accounts import privacy as account_privacy
 from accounts.models import AuditEvent, Membership
 from saas.llm import breaker, gateway, provider_registry
 from saas.llm.models import LLMCall, OrgProvider
-from saas.llm.providers import ChatRequest
+from saas.llm.providers import ChatRequest, UpstreamUnavailable
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory
 
@@ -203,7 +203,7 @@ def test_each_orgs_provider_has_its_own_circuit(team, fake, settings):
     other = OrganizationFactory()
     _add(key_client(issue_key(other, scopes=["admin"]).secret), fake.base_url, models=["fake-small"])
     fake.script("fake-small", {"status": 500})
-    with pytest.raises(gateway.UpstreamUnavailable):
+    with pytest.raises(UpstreamUnavailable):
         gateway.chat(caller=gateway.Caller(org=org), model="our-vllm/fake-small", request=ECHO, bypass_cache=True)
     assert breaker.state(f"org:{org.pk}:our-vllm") == "open"
     assert breaker.state(f"org:{other.pk}:our-vllm") == "closed"

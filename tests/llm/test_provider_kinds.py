@@ -9,7 +9,7 @@ import pytest
 
 from saas.llm import breaker, gateway, provider_registry
 from saas.llm.models import LLMCall, ModelConfig, Provider
-from saas.llm.providers import ChatRequest, StreamEnd
+from saas.llm.providers import ChatRequest, CircuitOpen, StreamEnd, UpstreamUnavailable
 from saas.llm.providers.base import Upstream
 
 KEY = "sk-provider-secret-0042"
@@ -112,7 +112,7 @@ def test_anthropic_sse_events_arrive_in_protocol_order(kinds):
     items = list(provider.stream("claude-haiku-4-5", ECHO, timeout=5))
     assert items[:-1] == ["hi", " there"] and isinstance(items[-1], StreamEnd)
     kinds["anth"].script("claude-haiku-4-5", {"disconnect_after": 1})
-    with pytest.raises(gateway.UpstreamUnavailable):
+    with pytest.raises(UpstreamUnavailable):
         list(provider.stream("claude-haiku-4-5", ECHO, timeout=5))
 
 
@@ -175,11 +175,11 @@ def test_each_provider_has_its_own_circuit(kinds, caller, settings):
     ModelConfig.objects.filter(alias="claude").update(fallbacks=[])
     kinds["anth"].script("claude-haiku-4-5", {"status": 500}, {"status": 500})
     for _ in range(2):
-        with pytest.raises(gateway.UpstreamUnavailable):
+        with pytest.raises(UpstreamUnavailable):
             gateway.chat(caller=caller, model="claude", request=ECHO, bypass_cache=True)
     assert breaker.state("anth") == "open"
     assert breaker.state("compat") == breaker.state("gem") == "closed"
-    with pytest.raises(gateway.CircuitOpen):
+    with pytest.raises(CircuitOpen):
         gateway.chat(caller=caller, model="claude", request=ECHO, bypass_cache=True)
     assert len(kinds["anth"].requests()) == 2  # the open circuit kept the third call from the provider
     assert gateway.chat(caller=caller, model="flash", request=ECHO, bypass_cache=True).text == "hi there"
@@ -193,7 +193,7 @@ def test_a_provider_without_a_key_is_not_configured_and_its_models_are_not_offer
     _model("claude-nokey", "nokey", "claude-haiku-4-5")
     reachable = {m.alias for m in provider_registry.reachable_models(caller.org)}
     assert "claude-nokey" not in reachable and {"claude", "flash", "compat-small", "local"} <= reachable
-    with pytest.raises(gateway.UpstreamUnavailable):
+    with pytest.raises(UpstreamUnavailable):
         gateway.check_chat_model(org=caller.org, alias="claude-nokey")
 
 
