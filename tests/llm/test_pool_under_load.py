@@ -11,6 +11,7 @@ got a 500.
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx2
@@ -112,7 +113,9 @@ def test_slow_model_calls_and_streams_on_fresh_keys_never_wait_for_a_database_co
     # Its own server process: nothing else shares its pool, and no key is in its memory yet. The pool is at
     # its default size (DATABASE_POOL_MAX is not set for it).
     with running_daphne(tmp_path, fake_server, LLM_MAX_RETRIES="0") as server:
-        calls, streams = asyncio.run(_load(server.url, secrets[:CALLS], secrets[CALLS:]))
+        # A thread of its own: in the full suite the browser tests' event loop may be running in this one.
+        with ThreadPoolExecutor(1) as pool:
+            calls, streams = pool.submit(asyncio.run, _load(server.url, secrets[:CALLS], secrets[CALLS:])).result()
         # A call's ledger row is written just after its answer was sent: wait for them (a deadline, not a timing).
         recorded = _wait_for(lambda: LLMCall.all_orgs.filter(status="ok").count() >= CALLS + STREAMS)
         log = server.process.log()
