@@ -82,4 +82,15 @@ def test_an_admin_connects_the_teams_provider_and_chats_with_its_model(browser, 
     assert sent and sent[-1]["auth"] == f"Bearer {TEAM_KEY}" and sent[-1]["body"]["model"] == "fake-small"
     call = LLMCall.all_orgs.filter(organization=org).latest("created_at")
     assert call.model_used == "team-vllm/fake-small" and call.upstream == "org:team-vllm"
+
+    # The admin finds the call in the team's request log, and opens it: the prompt and answer are there.
+    page.goto(f"{byok_server.url}/o/{org.slug}/requests/?provider=org:team-vllm")
+    row = page.locator("table.request-log tbody tr").first
+    assert "team-vllm/fake-small" in row.locator("td[data-label=Model]").inner_text()
+    assert "org:team-vllm" in row.locator("td[data-label=Model]").inner_text()
+    row.locator("td[data-label=When] a").click()
+    page.wait_for_url(re.compile(rf"/requests/{call.pk}/$"))
+    stored = page.locator("pre.stored").all_inner_texts()
+    assert any("answered through the team's own key" in text for text in stored)
+    screenshot(page, "providers-request-detail-1366")
     context.close()
