@@ -78,6 +78,17 @@ def browser():
 
 
 @pytest.fixture(autouse=True)
+def fresh_sign_in_limits():
+    """Every browser signs in from 127.0.0.1: allauth's per-address sign-in limit (30 a minute) would refuse the
+    later tests of a fast run, so each test starts with the address's count cleared."""
+    from saas.core.redis import get_redis
+
+    redis = get_redis()
+    for key in redis.scan_iter("*allauth:rl:*"):
+        redis.delete(key)
+
+
+@pytest.fixture(autouse=True)
 def no_csp_violations():
     CSP_VIOLATIONS.clear()
     yield
