@@ -18,15 +18,13 @@ def provider_entries(path: Path = REGISTRY_FILE) -> list[dict[str, Any]]:
     return list(yaml.safe_load(path.read_text()).get("providers") or [])
 
 
-def sync_providers(provider: Any, *, overwrite: bool = False) -> tuple[int, int]:
-    """Create the file's missing providers; with overwrite, also reset existing ones (never their saved
-    keys). Returns (created, updated)."""
+def _upsert(model: Any, key: str, rows: list[tuple[str, dict[str, Any]]], *, overwrite: bool) -> tuple[int, int]:
+    """Create the rows whose `key` value is missing; with overwrite, reset existing ones to `values`."""
     created = updated = 0
-    for entry in provider_entries():
-        values = {field: entry[field] for field in PROVIDER_FIELDS if field in entry}
-        existing = provider.objects.filter(name=entry["name"]).first()
+    for name, values in rows:
+        existing = model.objects.filter(**{key: name}).first()
         if existing is None:
-            provider.objects.create(name=entry["name"], **values)
+            model.objects.create(**{key: name}, **values)
             created += 1
         elif overwrite:
             for field, value in values.items():
@@ -34,6 +32,13 @@ def sync_providers(provider: Any, *, overwrite: bool = False) -> tuple[int, int]
             existing.save()
             updated += 1
     return created, updated
+
+
+def sync_providers(provider: Any, *, overwrite: bool = False) -> tuple[int, int]:
+    """Create the file's missing providers; with overwrite, also reset existing ones (never their saved
+    keys). Returns (created, updated)."""
+    rows = [(e["name"], {f: e[f] for f in PROVIDER_FIELDS if f in e}) for e in provider_entries()]
+    return _upsert(provider, "name", rows, overwrite=overwrite)
 
 
 def registry_entries(path: Path = REGISTRY_FILE) -> list[dict[str, Any]]:
@@ -47,19 +52,11 @@ def registry_entries(path: Path = REGISTRY_FILE) -> list[dict[str, Any]]:
 
 def sync_registry(model_config: Any, *, overwrite: bool = False) -> tuple[int, int]:
     """Create missing aliases; with overwrite, also reset existing ones to the file. Returns (created, updated)."""
-    created = updated = 0
     known = {f.name for f in model_config._meta.get_fields()}
-    for entry in registry_entries():
-        if "kind" not in known and entry.get("kind", "chat") != "chat":
-            continue  # an older schema (an early migration): later migrations add these entries
-        values = {field: entry[field] for field in FIELDS if field in entry and field in known}
-        existing = model_config.objects.filter(alias=entry["alias"]).first()
-        if existing is None:
-            model_config.objects.create(alias=entry["alias"], **values)
-            created += 1
-        elif overwrite:
-            for field, value in values.items():
-                setattr(existing, field, value)
-            existing.save()
-            updated += 1
-    return created, updated
+    rows = [
+        (entry["alias"], {field: entry[field] for field in FIELDS if field in entry and field in known})
+        for entry in registry_entries()
+        # an older schema (an early migration) has no `kind`: later migrations add the other entries
+        if "kind" in known or entry.get("kind", "chat") == "chat"
+    ]
+    return _upsert(model_config, "alias", rows, overwrite=overwrite)
