@@ -6,11 +6,14 @@ Services raise ApplicationError (or a subclass); the DRF handler below and the D
 render it. Nothing else builds error bodies by hand.
 """
 
+import logging
 import math
 from typing import Any
 
+import redis
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django_guid import get_guid
@@ -57,6 +60,24 @@ class ServiceUnavailable(ApplicationError):
     code = "unavailable"
 
 
+logger = logging.getLogger(__name__)
+
+# A store that cannot be reached for a moment (Redis down or out of free connections, the database's pool
+# exhausted or its connection lost) is an outage, not a bug: the caller is told to retry, in the one shape.
+STORE_OUTAGES = (redis.RedisError, OperationalError, InterfaceError)
+
+
+class StoreOutage(ServiceUnavailable):
+    retry_after = 1
+
+
+def as_store_outage(exc: BaseException) -> StoreOutage | None:
+    if not isinstance(exc, STORE_OUTAGES):
+        return None
+    logger.error("store unavailable: %s", type(exc).__name__, exc_info=exc)
+    return StoreOutage("A service we need is unavailable for a moment. Try again shortly.")
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}, "request_id": get_guid()}}
 
@@ -96,6 +117,7 @@ _DRF_CODES: list[tuple[type[drf_exceptions.APIException], str]] = [
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    exc = as_store_outage(exc) or exc
     if isinstance(exc, ApplicationError):
         return application_error_response(exc, response_class=Response)
     if isinstance(exc, DjangoValidationError):
@@ -121,7 +143,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 
 
 def _wants_json(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+    return request.path.startswith(("/api/", "/v1/")) or "application/json" in request.headers.get("Accept", "")
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

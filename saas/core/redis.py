@@ -15,10 +15,15 @@ def delete_matching(pattern: str, *, limit: int) -> int:
 
 @cache
 def get_redis() -> redis.Redis:
-    return redis.Redis.from_url(
+    # A blocking pool: with more threads than connections (hundreds of open streams in one process), a thread
+    # waits a moment for a free connection instead of failing with "Too many connections".
+    pool = redis.BlockingConnectionPool.from_url(
         settings.REDIS_URL,
+        max_connections=settings.REDIS_POOL_MAX,
+        timeout=settings.REDIS_POOL_TIMEOUT,
         socket_connect_timeout=2,
         socket_timeout=2,
         health_check_interval=30,
         decode_responses=True,
     )
+    return redis.Redis(connection_pool=pool)

@@ -114,7 +114,7 @@ _db_options["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=3)
 # The pool is per process (each daphne process, each Celery child): PostgreSQL's max_connections must cover
 # DATABASE_POOL_MAX times the number of processes. A request holds a connection only while its queries run,
 # never while it waits on a model (saas/core/db.py), so ten serve hundreds of concurrent model calls; a request
-# that finds none free waits DATABASE_POOL_TIMEOUT seconds, then fails with a 500.
+# that finds none free waits DATABASE_POOL_TIMEOUT seconds, then gets a 503 (saas.core.errors).
 DATABASE_POOL_MAX = env.int("DATABASE_POOL_MAX", default=10)
 if env.bool("DATABASE_POOL", default=True):
     _db_options["pool"] = {
@@ -130,13 +130,25 @@ WEBSOCKET_DB_THREADS = env.int("WEBSOCKET_DB_THREADS", default=DATABASE_POOL_MAX
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Per process, for our own keys and for the cache, each: a Redis command takes a connection for a millisecond,
+# so a few dozen serve hundreds of threads. A thread that finds none free waits up to REDIS_POOL_TIMEOUT seconds
+# (redis-py's plain pool would fail at once with "Too many connections"). Redis's maxclients (10,000 by default)
+# must cover 2 x REDIS_POOL_MAX x processes, plus Celery's and channels-redis's own connections.
+REDIS_POOL_MAX = env.int("REDIS_POOL_MAX", default=50)
+REDIS_POOL_TIMEOUT = env.float("REDIS_POOL_TIMEOUT", default=5.0)
 
 CACHES: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "saas.core.cache.SharedPoolRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "crewdesk",
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        "OPTIONS": {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 2,
+            "pool_class": "redis.BlockingConnectionPool",
+            "max_connections": REDIS_POOL_MAX,
+            "timeout": REDIS_POOL_TIMEOUT,
+        },
     }
 }
 

@@ -87,6 +87,12 @@ def _wait_for(probe, timeout: float = 30.0) -> bool:
     return False
 
 
+def _server_errors(log: str) -> str:
+    """The server's tracebacks, so a failure says why and not only that."""
+    start = log.find("Traceback")
+    return log[start : start + 6000] if start >= 0 else "no traceback in the server log"
+
+
 def _summary(outcomes: list[Outcome]) -> str:
     failed = [o for o in outcomes if o.error or o.text != REPLY]
     kinds: dict[str, int] = {}
@@ -123,7 +129,7 @@ def test_slow_model_calls_and_streams_on_fresh_keys_never_wait_for_a_database_co
     assert (_summary(calls), _summary(streams)) == (
         f"{CALLS} answered, 0 failed: {{}}",
         f"{STREAMS} answered, 0 failed: {{}}",
-    )
+    ), _server_errors(log)
     assert "PoolTimeout" not in log
     # Every answer has its ledger row, written after the wait (the connection taken again for it).
     assert recorded
