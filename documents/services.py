@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from billing import selectors as billing_selectors
+from documents import grounding
 from documents.extraction import ExtractionRefused, chunk_sections, detect_kind, extract_sections
 from documents.models import Chunk, Collection, Document
 from saas.core import crypto, events
@@ -484,7 +485,8 @@ def _groundedness(caller: gateway.Caller, text: str, hits: list[Any]) -> tuple[f
         numbers = [int(m) for m in MARKER.findall(sentence) if 1 <= int(m) <= len(hits)]
         best = max((sum(a * b for a, b in zip(vector, hits[n - 1].embedding, strict=True)) for n in numbers),
                    default=0.0)  # fmt: skip
-        if best < settings.DOCUMENTS_SUPPORTED:
+        # Close in meaning is not enough: a changed number, date, name or negation is not supported either.
+        if best < settings.DOCUMENTS_SUPPORTED or grounding.missing_facts(shown, [hits[n - 1].text for n in numbers]):
             unsupported.append(shown)
     return round(1 - len(unsupported) / len(sentences), 3), unsupported
 

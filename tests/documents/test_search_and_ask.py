@@ -7,6 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from agents.models import Feedback
 from documents import services
+from saas.llm import gateway
 from saas.llm.models import LLMCall, SemanticCacheEntry
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory
@@ -183,3 +184,13 @@ def test_the_question_is_embedded_once_per_ask(acme, monkeypatch):
     assert len(alone) == 1
     entry = SemanticCacheEntry.all_orgs.get()
     assert entry.source_chunk_ids and entry.cited_chunk_ids == [c["chunk_id"] for c in body["citations"]]
+
+
+def test_a_sentence_that_changes_the_cited_number_is_unsupported(acme):
+    org, _ = acme
+    caller = gateway.Caller(org=org, feature="ask")
+    plan = services.ask_plan(caller=caller, question="How long do refunds take?", collection=None, top_k=None)
+    marker = next(n for n, hit in enumerate(plan.hits, 1) if hit.text.startswith("Refunds take 30 days"))
+    wrong, right = "Refunds take 90 days from the purchase date.", "Refunds take 30 days from the purchase date."
+    assert services._groundedness(caller, f"{wrong} [{marker}]", plan.hits) == (0.0, [wrong])
+    assert services._groundedness(caller, f"{right} [{marker}]", plan.hits) == (1.0, [])
