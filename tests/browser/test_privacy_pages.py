@@ -93,3 +93,10 @@ def test_an_owner_sets_the_teams_privacy_reads_the_privacy_page_and_deletes_the_
     assert "Northwind is deleted" in page.locator(".messages").inner_text()
     other.wait_for_url(re.compile(r"/orgs/new/$"), timeout=15000)  # home, and no team left: make one
     assert other.goto(f"{daphne_server.url}/o/{org.slug}/documents/").status == 404
+    # The erasure runs on in the worker: the test ends when it is done (not while its deletes still hold locks
+    # the next test's database reset needs).
+    _until(
+        lambda: ErasureRecord.objects.filter(subject_id=str(org.pk), status=ErasureRecord.Status.DONE).exists(),
+        "the team's erasure finished",
+        timeout=300,
+    )
