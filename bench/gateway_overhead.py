@@ -40,6 +40,7 @@ import httpx
 import psutil
 from servers import (
     LITELLM_KEY,
+    LedgerWriter,
     LiteLLMUnavailable,
     Server,
     crewdesk_fixture,
@@ -209,6 +210,7 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
         for side in sides:
             side.client = httpx.AsyncClient(headers=side.headers, limits=limits, timeout=60)
         rows_before = await asyncio.to_thread(ledger_rows, fixture["key"].api_key)
+        writer = LedgerWriter().start()
 
         load_before = os.getloadavg()
         busy_before, own_before, wall_before = _machine_busy(), _own_cpu(), time.monotonic()
@@ -218,6 +220,7 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
         load_after = os.getloadavg()
 
         crewdesk_side = next(s for s in sides if s.name == "crewdesk")
+        await asyncio.to_thread(writer.stop)
         expected, rows = crewdesk_side.attempts, 0
         for _ in range(60):  # rows written after the answer (or by a background writer) land within seconds
             rows = await asyncio.to_thread(ledger_rows, fixture["key"].api_key) - rows_before
@@ -232,6 +235,8 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
         print_tables(sides, results, args.clients)
         print(f"\ncrewdesk ledger: {rows} LLMCall rows for {expected} calls sent (warm-up included)"
               + ("" if rows == expected else f"  <-- {expected - rows:+d} MISSING" if rows < expected else ""))  # fmt: skip
+        print(f"ledger writer (the llm.drain_ledger task, a worker's CPU, not the web server's): {writer.rows} rows, "
+              f"{1000 * writer.cpu / max(writer.rows, 1):.2f} ms CPU per row")  # fmt: skip
         for side in sides:
             if side.client is not None:
                 await side.client.aclose()

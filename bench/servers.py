@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -151,11 +152,21 @@ def start_crewdesk(workdir: Path, upstream: Server, **env: str) -> Server:
         "RATE_LIMIT_API_KEY": "100000000/minute",
         "RATE_LIMIT_ORG": "100000000/minute",
         "RATE_LIMIT_USER": "100000000/minute",
-        **{f"RATE_LIMIT_{e}_{p}": "100000000/minute" for e in ("CHAT_COMPLETIONS", "EMBEDDINGS") for p in ("ORG", "KEY")},
+        **{
+            f"RATE_LIMIT_{e}_{p}": "100000000/minute"
+            for e in ("CHAT_COMPLETIONS", "EMBEDDINGS")
+            for p in ("ORG", "KEY")
+        },
         **({"PGOPTIONS": os.environ["BENCH_PGOPTIONS"]} if os.environ.get("BENCH_PGOPTIONS") else {}),
         **env,
     }
-    cmd = [sys.executable, "-m", "saas.core.http_server", "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"]
+    # BENCH_STEP_FILE: the server with bench/step_cpu.py's per-step CPU clocks (quick_cpu.py --steps).
+    entry = (
+        [str(Path(__file__).resolve().parent / "step_server.py")]
+        if env.get("BENCH_STEP_FILE")
+        else ["-m", "saas.core.http_server"]
+    )
+    cmd = [sys.executable, *entry, "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"]
     server = Server("crewdesk", f"http://127.0.0.1:{port}", _start(cmd, log, process_env), log)
     wait_http(server.url + "/healthz")
     return server
@@ -261,6 +272,44 @@ def crewdesk_fixture(*, model_alias: str = "bench-small") -> dict[str, Any]:
     browser.force_login(user)
     cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
     return {"org": org, "key": key, "user": user, "cookie": cookie, "model": model_alias}
+
+
+class LedgerWriter:
+    """The ledger stream's background writer, as the `llm.drain_ledger` task runs it in a Celery worker (every
+    LLM_LEDGER_DRAIN_SECONDS), in a thread of the bench process: the API's rows reach PostgreSQL while the bench
+    runs, and the writer's CPU is counted apart from the web server's (a worker's, on any machine)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self.rows = 0
+        self.cpu = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+
+    def start(self) -> "LedgerWriter":
+        self._thread.start()
+        return self
+
+    def _drain(self) -> None:
+        from saas.llm import ledger
+
+        started = time.thread_time()
+        self.rows += ledger.drain(batches=1000)
+        self.cpu += time.thread_time() - started
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.every):
+                self._drain()
+            self._drain()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
 
 
 def ledger_rows(api_key: Any = None, user: Any = None) -> int:

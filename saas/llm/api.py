@@ -21,6 +21,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication, request_origin
 from accounts.permissions import ADMIN, ASK, READ
+from saas.core import memo
 from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response
 from saas.core.responses import after_send
@@ -87,6 +88,11 @@ def _usage(usage: Any) -> dict[str, int]:
 class OpenAICompatibleView(OrgScopedAPIView):
     authentication_classes = [ApiKeyAuthentication]
     check_body_text = False  # the gateway refuses NUL and unpaired surrogates, with a ledger row
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # The key, plan and model registry memos check their versions in Redis once per request, in one MGET.
+        with memo.versions_read_once():
+            return super().dispatch(request, *args, **kwargs)
 
     def get_exception_handler(self) -> Any:
         return openai_exception_handler

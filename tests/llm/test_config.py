@@ -71,3 +71,63 @@ def test_the_gateway_resolves_from_the_copy(fake, models, django_assert_num_quer
     # transaction), nothing else.
     with django_assert_num_queries(4):
         gateway.chat(caller=caller, model="test-large", request=HELLO, bypass_cache=True)
+
+
+class _CountingRedis:
+    """The real client, counting the version reads the memos send."""
+
+    def __init__(self) -> None:
+        self.client = get_redis()
+        self.sent: list[str] = []
+
+    def get(self, key: str) -> Any:
+        self.sent.append("GET")
+        return self.client.get(key)
+
+    def mget(self, keys: list[str]) -> Any:
+        self.sent.append("MGET")
+        return self.client.mget(keys)
+
+
+def test_within_a_request_every_memo_version_is_read_in_one_round_trip(models, monkeypatch):
+    from accounts.services import key_memo
+    from billing import selectors as billing_selectors
+
+    org = OrganizationFactory()
+    config.current(), key_memo.current(), billing_selectors.memo.current()  # the copies are in memory
+    counting = _CountingRedis()
+    monkeypatch.setattr(memo, "get_redis", lambda: counting)
+    with memo.versions_read_once():
+        for _ in range(3):  # a gateway call takes the configuration several times
+            assert config.current().policy(org).pii_policy == "mask"
+        key_memo.current()
+        billing_selectors.memo.current()
+    assert counting.sent == ["MGET"]
+    config.current()  # outside a request: one GET per take, as before
+    assert counting.sent == ["MGET", "GET"]
+
+
+def test_a_change_announced_during_a_request_is_seen_by_the_next_one(models):
+    org: Any = OrganizationFactory()
+    assert config.current().policy(org).allowed_models == []
+    OrgLLMSettings.objects.for_org(org).bulk_create([OrgLLMSettings(organization=org, allowed_models=["x"])])
+    with memo.versions_read_once():
+        assert config.current().policy(org).allowed_models == []
+        config.memo.publish_change()  # another process committed a change meanwhile
+        assert config.current().policy(org).allowed_models == []  # this request keeps the version it read
+    with memo.versions_read_once():
+        assert config.current().policy(org).allowed_models == ["x"]
+
+
+def test_within_a_request_without_redis_no_copy_is_trusted(models, monkeypatch):
+    first = config.current()
+
+    class Down:
+        def mget(self, keys: list[str]) -> Any:
+            raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(memo, "get_redis", Down)
+    ModelConfig.objects.filter(alias="test-small").update(context_window=999)
+    with memo.versions_read_once():
+        snapshot = config.current()
+    assert snapshot is not first and snapshot.model("test-small").context_window == 999

@@ -3,10 +3,13 @@ versions) and every OpenAI-compatible server (Ollama, vLLM, LM Studio, llama.cpp
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import http.cookiejar
+from collections.abc import Generator, Iterator
 from typing import Any
 
+import httpx2
 import openai
+import orjson
 
 from saas.llm.providers.base import (
     BadRequest,
@@ -30,6 +33,32 @@ from saas.llm.tool_protocol import ToolCall, new_call_id
 
 EMBEDDING_HINTS = ("embed", "bge-", "e5-", "minilm", "nomic")
 
+
+class NoCookies(http.cookiejar.CookieJar):
+    """A model API needs no cookies: none are kept or sent (and the per-request check of the jar is free)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _without_nulls(value: Any) -> Any:
+    """As the SDK's model_dump(exclude_none=True) gave it."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 # --- The OpenAI-compatible provider ------------------------------------------------------------------------
 
 
@@ -44,10 +73,12 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
 def _normalise(exc: Exception) -> LLMError:
     if isinstance(exc, LLMError):
         return exc
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
         return Timeout("The model did not answer in time.")
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamUnavailable(f"Could not reach the model provider: {exc}")
+    if isinstance(exc, httpx2.TransportError):  # what the SDK reports as APIConnectionError, on the direct path
+        return UpstreamUnavailable("Could not reach the model provider: Connection error.")
     if isinstance(exc, openai.RateLimitError):
         return RateLimited("The model provider is rate limiting us.", retry_after=_retry_after(exc))
     if isinstance(exc, openai.APIStatusError):
@@ -73,11 +104,14 @@ class OpenAIProvider:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         # Retries, timeouts and fallbacks are the router's: the SDK makes exactly one attempt.
+        self.http = openai.DefaultHttpxClient(cookies=NoCookies())  # the SDK's pool and defaults; no cookie jar
         common: dict[str, Any] = {
             "api_key": upstream.api_key or "unused",
             "max_retries": 0,
             "default_headers": upstream.headers or None,
+            "http_client": self.http,
         }
+        self.base_url: str | None = None  # set where chat and embeddings are posted without the SDK's layers
         if upstream.kind == "azure_openai":
             # The model name is the Azure deployment's name.
             self.client: openai.OpenAI = openai.AzureOpenAI(
@@ -85,6 +119,24 @@ class OpenAIProvider:
             )
         else:
             self.client = openai.OpenAI(base_url=upstream.base_url, **common)
+            self.base_url = str(self.client.base_url).rstrip("/")
+            sent = {name: value for name, value in self.client.default_headers.items() if isinstance(value, str)}
+            # The SDK's bearer key, then its headers (an upstream's own headers last, as the SDK merges them).
+            self.headers = {"Authorization": f"Bearer {upstream.api_key or 'unused'}", **sent}
+
+    def _post(self, path: str, body: dict[str, Any], *, timeout: float) -> Any:
+        """POST a JSON body, read a JSON answer. The SDK's per-call work (its parameter transform, request
+        options and response models) is most of a call's CPU, so the hot calls go straight to its connection
+        pool with its headers; an error status becomes the SDK's own exception (_normalise reads those). Azure,
+        with its deployment paths and API versions, goes through the SDK."""
+        if self.base_url is None:
+            raw = self.client.post(path, body=body, cast_to=httpx2.Response, options={"timeout": timeout})
+        else:
+            raw = self.http.post(self.base_url + path, content=orjson.dumps(body), headers=self.headers,
+                                 timeout=timeout)  # fmt: skip
+            if raw.status_code >= 400:
+                raise self.client._make_status_error_from_response(raw)
+        return orjson.loads(raw.content)
 
     def list_models(self, *, timeout: float) -> list[UpstreamModel]:
         """The models the upstream offers (`GET /models`), for "Test connection"."""
@@ -113,35 +165,35 @@ class OpenAIProvider:
 
     def complete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
         try:
-            response = self.client.chat.completions.create(
-                **self._params(model, request), timeout=self.upstream.timeout_for(timeout)
-            )
+            response = self._post("/chat/completions", self._params(model, request),
+                                  timeout=self.upstream.timeout_for(timeout))  # fmt: skip
+            choice = response["choices"][0]
+            message = choice.get("message") or {}
         except Exception as exc:
             raise _normalise(exc) from exc
-        choice = response.choices[0]
-        text = choice.message.content or ""
+        text = message.get("content") or ""
         calls = [
-            ToolCall(call.id or new_call_id(), call.function.name, call.function.arguments or "")
-            for call in choice.message.tool_calls or []
-            if call.type == "function"
+            ToolCall(call.get("id") or new_call_id(), call["function"]["name"], call["function"].get("arguments") or "")
+            for call in message.get("tool_calls") or []
+            if call.get("type", "function") == "function"
         ]
-        if response.usage is not None:
-            usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
+        if (used := response.get("usage")) is not None:
+            usage = Usage(used.get("prompt_tokens") or 0, used.get("completion_tokens") or 0)
         else:
             usage = Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True)
-        logprobs = choice.logprobs.model_dump(exclude_none=True) if choice.logprobs is not None else None
-        return ChatResult(text, usage, choice.finish_reason or "stop", calls, logprobs)
+        logprobs = _without_nulls(choice["logprobs"]) if choice.get("logprobs") is not None else None
+        return ChatResult(text, usage, choice.get("finish_reason") or "stop", calls, logprobs)
 
     def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
+        body = {"model": model, "input": texts, "dimensions": dimensions, "encoding_format": "float"}
         try:
-            response = self.client.embeddings.create(
-                model=model, input=texts, dimensions=dimensions, timeout=self.upstream.timeout_for(timeout)
-            )
+            response = self._post("/embeddings", body, timeout=self.upstream.timeout_for(timeout))
+            vectors = [item["embedding"] for item in sorted(response["data"], key=lambda d: d["index"])]
         except Exception as exc:
             raise _normalise(exc) from exc
-        vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
-        tokens = response.usage.prompt_tokens if response.usage else sum(estimate_tokens(t) for t in texts)
-        return EmbeddingResult(vectors, Usage(tokens, 0, estimated=response.usage is None))
+        used = response.get("usage")
+        tokens = used["prompt_tokens"] if used else sum(estimate_tokens(t) for t in texts)
+        return EmbeddingResult(vectors, Usage(tokens, 0, estimated=not used))
 
     def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Generator[str | StreamEnd, None, None]:
         """Text deltas, then one StreamEnd. Closing the generator closes the upstream connection."""

@@ -1,0 +1,153 @@
+"""A development loop for the gateway's CPU per call: the bench stack and fake upstream started once, Crewdesk
+restarted from the working tree for each measurement (so a change is measured in seconds, not minutes).
+
+    python bench/quick_cpu.py [--clients 8] [--seconds 5] [--rounds 2] [--kind chat|stream|embed] [--watch]
+
+Prints requests/s, server CPU per call, Redis commands per call and SQL statements per call (from the
+servers' own counters) for Crewdesk. With --watch it stays up and measures again each time the file
+/tmp/quick_cpu.go is created (and deleted by it). Not a benchmark to publish: gateway_overhead.py is that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import step_cpu
+from profile_crewdesk import print_summary, py_spy
+from servers import crewdesk_fixture, ledger_rows, start_crewdesk, start_fake_upstream
+from stack import bench_stack
+
+MESSAGES = [{"role": "user", "content": "Summarise the quarterly report for the team, please."}]
+TRIGGER = Path("/tmp/quick_cpu.go")  # noqa: S108  (a developer's loop on their own machine)
+RAW = "/tmp/quick_cpu.pyspy.raw"  # noqa: S108
+STEPS = "/tmp/quick_cpu.steps.json"  # noqa: S108
+
+
+def _redis_calls() -> Counter[str]:
+    from saas.core.redis import get_redis
+
+    stats = get_redis().info("commandstats")
+    return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if not k.endswith("info")})
+
+
+def _sql_statements() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(xact_commit + xact_rollback), 0) FROM pg_stat_database")
+        return int(cursor.fetchone()[0])
+
+
+async def _call(client: httpx.AsyncClient, url: str, kind: str, model: str) -> str | None:
+    try:
+        if kind == "embed":
+            response = await client.post(url + "/v1/embeddings", json={"model": "local-embed", "input": "hello"})
+        elif kind == "stream":
+            async with client.stream("POST", url + "/v1/chat/completions",
+                                     json={"model": model, "messages": MESSAGES, "stream": True}) as response:  # fmt: skip
+                body = b"".join([part async for part in response.aiter_bytes()])
+                return None if response.status_code == 200 and b"[DONE]" in body else f"HTTP {response.status_code}"
+        else:
+            response = await client.post(url + "/v1/chat/completions", json={"model": model, "messages": MESSAGES})
+    except httpx.HTTPError as error:
+        return type(error).__name__
+    return None if response.status_code == 200 else f"HTTP {response.status_code} {response.text[:200]}"
+
+
+async def measure(server: Any, headers: dict[str, str], model: str, args: argparse.Namespace) -> None:
+    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as client:
+        errors: Counter[str] = Counter()
+
+        async def slice_(seconds: float) -> int:
+            deadline, done = time.perf_counter() + seconds, 0
+
+            async def worker() -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    error = await _call(client, server.url, args.kind, model)
+                    if error:
+                        errors[error] += 1
+                        await asyncio.sleep(0.01)
+                    else:
+                        done += 1
+
+            await asyncio.gather(*(worker() for _ in range(args.clients)))
+            return done
+
+        await slice_(2.0)
+        for _ in range(args.rounds):
+            redis0, sql0 = _redis_calls(), await asyncio.to_thread(_sql_statements)
+            spy = None
+            if args.profile:
+                spy = await asyncio.create_subprocess_exec(
+                    str(py_spy()), "record", "--pid", str(server.process.pid), "--rate", "250", "--gil",
+                    "--nonblocking", "--format", "raw", "--duration", str(int(args.seconds)), "--output", RAW,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                await asyncio.sleep(0.3)
+            await asyncio.sleep(0.7)
+            steps0 = step_cpu.read(STEPS)
+            cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+            calls = await slice_(args.seconds)
+            wall, cpu = time.perf_counter() - t0, server.cpu_seconds() - cpu0
+            await asyncio.sleep(0.7)
+            steps1 = step_cpu.read(STEPS)
+            by_command, sql = _redis_calls() - redis0, await asyncio.to_thread(_sql_statements) - sql0
+            redis = sum(by_command.values())
+            n = max(calls, 1)
+            print(
+                f"{args.kind} x{args.clients}: {calls / wall:7.1f} req/s  {1000 * cpu / n:6.2f} ms CPU/call  "
+                f"redis {redis / n:5.1f}/call  sql xacts {sql / n:5.2f}/call  errors {dict(errors)}",
+                flush=True,
+            )
+            print("  redis per call: " + ", ".join(f"{k} {v / n:.1f}" for k, v in by_command.most_common(12)))
+            if args.steps:
+                print(step_cpu.table(steps0, steps1, calls=calls, process_cpu=cpu))
+            if spy is not None:
+                await spy.wait()
+                print_summary(Path(RAW).read_text(), 1000 * cpu / n, top=25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--kind", default="chat")
+    parser.add_argument("--watch", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="py-spy during each measured slice")
+    parser.add_argument("--steps", action="store_true", help="per-step CPU clocks in the server (step_cpu.py)")
+    args = parser.parse_args()
+    with bench_stack(), tempfile.TemporaryDirectory(prefix="quick-cpu-") as tmp:
+        workdir = Path(tmp)
+        fixture = crewdesk_fixture()
+        headers = {"Authorization": f"Bearer {fixture['key'].secret}", "X-Crewdesk-Cache": "bypass"}
+        upstream = start_fake_upstream(workdir)
+        try:
+            while True:
+                server = start_crewdesk(workdir, upstream, **({"BENCH_STEP_FILE": STEPS} if args.steps else {}))
+                try:
+                    before = ledger_rows(fixture["key"].api_key)
+                    asyncio.run(measure(server, headers, fixture["model"], args))
+                    print(f"(ledger rows so far {ledger_rows(fixture['key'].api_key) - before}; log {server.log})")
+                finally:
+                    server.stop()
+                if not args.watch:
+                    break
+                while not TRIGGER.exists():
+                    time.sleep(0.5)
+                TRIGGER.unlink()
+        finally:
+            upstream.stop()
+
+
+if __name__ == "__main__":
+    main()

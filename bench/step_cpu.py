@@ -1,0 +1,134 @@
+"""Where a gateway call's CPU goes, step by step, measured inside the server with per-thread CPU clocks.
+
+A sampling profiler (py-spy) on a machine whose cores are shared charges a thread for the time it waits to be
+scheduled while holding the GIL, which inflates whatever runs right after a thread switch. Here each step is
+wrapped (in the benchmark's server process only) and charged `time.thread_time()`, the CPU its thread used.
+Steps nest: each figure includes the steps listed under it. What no request thread used (HTTP parsing, the
+event loop, ASGI glue, thread switches) is the process's CPU minus the request threads'.
+
+    python bench/step_server.py <daphne arguments>     (quick_cpu.py --steps starts Crewdesk this way)
+
+The totals are written to $BENCH_STEP_FILE (JSON) twice a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+# (module, attribute path, label); nested steps follow their parent, indented by two spaces per level.
+STEPS = [
+    ("asgiref.sync", "SyncToAsync.thread_handler", "request thread, all hops"),
+    ("saas.llm.api", "OpenAICompatibleView.dispatch", "  DRF view (dispatch)"),
+    ("rest_framework.views", "APIView.perform_authentication", "    API key authentication"),
+    ("saas.core.api", "enforce_rate_limits", "    rate limits"),
+    ("saas.llm.openai_compat", "validated_completion", "    request validation (pydantic)"),
+    ("saas.llm.gateway", "chat", "    gateway.chat"),
+    ("saas.llm.call", "Call.prepare", "      prepare: model, policy, guardrails, PII, standing"),
+    ("saas.llm.gateway", "_look_up", "      cache key / lookup"),
+    ("saas.llm.call", "Call.reserve", "      quota reservation"),
+    ("saas.llm.routing", "_permit", "      breaker permit"),
+    ("saas.llm.structured", "complete", "      upstream call (openai SDK)"),
+    ("saas.llm.routing", "_breaker_note", "      breaker outcome"),
+    ("saas.llm.call", "Call.finish", "      finish: ledger entry, settle, metrics"),
+    ("saas.llm.ledger", "submit", "        ledger stream (XADD)"),
+    ("saas.core.crypto", "encrypt", "        Fernet (prompt and answer)"),
+    ("billing.quota", "release", "        quota settle"),
+    ("saas.llm.metrics", "observe", "        Prometheus"),
+    ("saas.llm.openai_compat", "completion_body", "    response body"),
+    ("rest_framework.renderers", "JSONRenderer.render", "  JSON rendering"),
+    ("django.http.response", "HttpResponseBase.close", "  response close (request_finished, after-send)"),
+]
+
+_totals: dict[str, float] = defaultdict(float)
+_counts: dict[str, int] = defaultdict(int)
+_lock = threading.Lock()
+_local = threading.local()
+_extra: list[str] = []
+
+
+def _timed(label: str, fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        active = getattr(_local, "active", None)
+        if active is None:
+            active = _local.active = set()
+        if label in active:  # recursion (a step calling itself): count the outer call only
+            return fn(*args, **kwargs)
+        active.add(label)
+        started = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent = time.thread_time() - started
+            active.discard(label)
+            with _lock:
+                _totals[label] += spent
+                _counts[label] += 1
+
+    return wrapper
+
+
+def install() -> None:
+    for module_name, path, label in STEPS:
+        module = importlib.import_module(module_name)
+        owner: Any = module
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        setattr(owner, name, _timed(label, getattr(owner, name)))
+    # Each middleware's own hooks (not what it calls next), listed after the steps.
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    for dotted in settings.MIDDLEWARE:
+        middleware = import_string(dotted)
+        if not isinstance(middleware, type):
+            continue
+        for hook in ("process_request", "process_view", "process_response"):
+            if hook in vars(middleware) or any(hook in vars(base) for base in middleware.__mro__[1:-1]):
+                label = f"  middleware {middleware.__name__}.{hook}"
+                setattr(middleware, hook, _timed(label, getattr(middleware, hook)))
+                _extra.append(label)
+    path = os.environ.get("BENCH_STEP_FILE")
+    if path:
+        threading.Thread(target=_dump, args=(path,), daemon=True).start()
+
+
+def _dump(path: str) -> None:
+    while True:
+        with _lock:
+            data = {"cpu": dict(_totals), "calls": dict(_counts), "labels": [label for _, _, label in STEPS] + _extra}
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+        time.sleep(0.5)
+
+
+def read(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            return json.load(f)  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {"cpu": {}, "calls": {}, "labels": []}
+
+
+def table(before: dict[str, Any], after: dict[str, Any], *, calls: int, process_cpu: float) -> str:
+    lines = [f"{'CPU per call by step (thread CPU clock)':<62}{'ms/call':>9}{'runs/call':>11}"]
+    n = max(calls, 1)
+    for label in after["labels"]:
+        spent = after["cpu"].get(label, 0.0) - before["cpu"].get(label, 0.0)
+        runs = after["calls"].get(label, 0) - before["calls"].get(label, 0)
+        lines.append(f"{label:<62}{1000 * spent / n:>9.2f}{runs / n:>11.1f}")
+    threads = after["cpu"].get(STEPS[0][2], 0.0) - before["cpu"].get(STEPS[0][2], 0.0)
+    lines.append(f"{'event loop, HTTP (Twisted/daphne), ASGI glue (process - threads)':<62}"
+                 f"{1000 * (process_cpu - threads) / n:>9.2f}")  # fmt: skip
+    lines.append(f"{'whole process':<62}{1000 * process_cpu / n:>9.2f}")
+    return "\n".join(lines)
