@@ -54,7 +54,7 @@ def audit_log(request: OrgHttpRequest) -> HttpResponse:
     })  # fmt: skip
 
 
-@org_page(ADMIN)
+@org_page(ADMIN)  # type: ignore[arg-type]  # a streamed response, not an HttpResponse
 def audit_export(request: OrgHttpRequest) -> HttpResponseBase:
     """The filtered audit log as CSV (every matching row, streamed), cells neutralised against formulas."""
     form = AuditFilterForm(request.GET or None)

@@ -35,8 +35,12 @@ def notification_list(request: OrgHttpRequest) -> HttpResponse:
 
 @org_page(READ)
 def bell(request: OrgHttpRequest) -> HttpResponse:
-    """The bell's inside (count and latest), for the live refresh."""
-    context = {"bell": notifications.notification_bell(org=request.org, user=request.user)}
+    """The bell's inside (count and latest), for the live refresh; `next` is the page it is shown on."""
+    shown_on = request.GET.get("next", "")
+    context = {
+        "bell": notifications.notification_bell(org=request.org, user=request.user),
+        "bell_next": shown_on if notifications.safe_target(shown_on) else "",
+    }
     response = render(request, "accounts/_bell_inner.html", context)
     response["Cache-Control"] = "no-store"
     return response

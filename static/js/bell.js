@@ -10,7 +10,8 @@
 
   function refresh() {
     if (pending) return pending;
-    pending = fetch(bell.dataset.refresh, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    const url = bell.dataset.refresh + "?next=" + encodeURIComponent(location.pathname + location.search);
+    pending = fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (html) {
         if (html === null) return;

@@ -127,8 +127,13 @@ def test_activity_is_written_in_words_newest_first():
     DocumentFactory(organization=org, title="handbook.pdf", chunk_count=14, processed_at=now - timedelta(minutes=5))
     DocumentFactory(organization=org, title="scan.pdf", status="failed", failure_reason="No text in this PDF.",
                     processed_at=now - timedelta(minutes=4))  # fmt: skip
-    RunFactory(organization=org, crew__name="Crew Weekly digest", status=Run.Status.SUCCEEDED,
-               started_at=now - timedelta(minutes=3), finished_at=now - timedelta(minutes=3) + timedelta(seconds=42))
+    RunFactory(
+        organization=org,
+        crew__name="Crew Weekly digest",
+        status=Run.Status.SUCCEEDED,
+        started_at=now - timedelta(minutes=3),
+        finished_at=now - timedelta(minutes=3) + timedelta(seconds=42),
+    )
     AuditEvent.all_orgs.create(organization=org, action="api_key.rotated", actor_label="ana@example.com",
                                target_label="CI key")  # fmt: skip
     texts = [item.text for item in overview.activity_list(org=org)]
