@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-WIDTH, HEIGHT = 600, 180
-LEFT, BOTTOM, TOP = 44, 22, 8
+WIDTH, HEIGHT = 600, 200
+LEFT, RIGHT, BOTTOM, TOP = 52, 18, 28, 10
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ def _nice_max(value: float) -> float:
 
 def _fmt(value: float, money: bool) -> str:
     if money:
-        return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:.4f}".rstrip("0")
+        if value >= 0.01 or value == 0:
+            return f"${value:,.2f}"
+        return "$" + f"{value:.6f}".rstrip("0")
     return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
 
 
@@ -73,7 +75,7 @@ def daily_chart(days: list[Any], *, metric: str, title: str) -> DailyChart:
     values = [float(getattr(day, metric)) for day in days]
     top = _nice_max(max(values, default=0))
     top = top if money else max(top, 2.0)  # whole requests on the axis
-    plot_w, plot_h = WIDTH - LEFT - 4, HEIGHT - BOTTOM - TOP
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - BOTTOM - TOP
     slot = plot_w / max(1, len(days))
     gap = min(4.0, slot * 0.2)
     bars = []
