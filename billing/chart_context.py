@@ -6,6 +6,8 @@ from typing import Any
 from billing import charts, usage_series
 from billing.selectors import billing_state
 
+TITLES = {"feature": "By feature", "model": "By model", "member": "By member", "key": "By API key"}
+
 
 def usage_charts(*, org: Any, breakdowns: tuple[str, ...] = ("feature", "model", "member", "key")) -> dict[str, Any]:
     state = billing_state(org=org)
@@ -16,7 +18,7 @@ def usage_charts(*, org: Any, breakdowns: tuple[str, ...] = ("feature", "model",
         "requests": charts.daily_chart(days, metric="requests", title="AI requests per day"),
         "cost": charts.daily_chart(days, metric="cost_usd", title="Model cost per day"),
         "breakdowns": [
-            {"id": by, "title": f"By {usage_series.BREAKDOWNS[by][1].lower()}", "head": usage_series.BREAKDOWNS[by][1],
+            {"id": by, "title": TITLES[by], "head": usage_series.BREAKDOWNS[by][1],
              "rows": charts.share_rows(usage_series.usage_breakdown(org=org, by=by, start=first, end=last))}
             for by in breakdowns
         ],
