@@ -91,6 +91,9 @@ class Membership(OrgOwnedModel):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    onboarding_dismissed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When this member hid the Overview's getting-started checklist."
+    )
 
     class Meta(OrgOwnedModel.Meta):
         constraints: ClassVar = [

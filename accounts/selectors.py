@@ -3,7 +3,7 @@
 from datetime import datetime
 from uuid import UUID
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Notification, Organization, User
 
@@ -36,8 +36,13 @@ def membership_get_for_user(
     return queryset.order_by("created_at").first()
 
 
-def member_list(*, org: Organization) -> QuerySet[Membership]:
-    return Membership.objects.for_org(org).select_related("user").order_by("created_at", "id")
+def member_list(*, org: Organization, search: str = "", role: str = "") -> QuerySet[Membership]:
+    queryset = Membership.objects.for_org(org).select_related("user").order_by("created_at", "id")
+    if search:
+        queryset = queryset.filter(user__email__icontains=search)
+    if role:
+        queryset = queryset.filter(role=role)
+    return queryset
 
 
 def invitation_list(*, org: Organization, open_only: bool = False) -> QuerySet[Invitation]:
@@ -47,8 +52,11 @@ def invitation_list(*, org: Organization, open_only: bool = False) -> QuerySet[I
     return queryset
 
 
-def api_key_list(*, org: Organization) -> QuerySet[ApiKey]:
-    return ApiKey.objects.for_org(org).select_related("created_by", "replaced_by").order_by("-created_at", "id")
+def api_key_list(*, org: Organization, search: str = "") -> QuerySet[ApiKey]:
+    queryset = ApiKey.objects.for_org(org).select_related("created_by", "replaced_by").order_by("-created_at", "id")
+    if search:
+        queryset = queryset.filter(Q(name__icontains=search) | Q(prefix__istartswith=search.rstrip(".…")))
+    return queryset
 
 
 def audit_event_list(

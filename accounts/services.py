@@ -774,5 +774,10 @@ def notify_members(
     return created
 
 
-def notifications_mark_read(*, org: Organization, user: User) -> int:
-    return Notification.objects.for_org(org).filter(user=user, read_at__isnull=True).update(read_at=timezone.now())
+# --- Onboarding ---------------------------------------------------------------------------------------------
+
+
+def onboarding_dismiss(*, membership: Membership, dismissed: bool = True) -> None:
+    """Hide (or show again) the Overview's getting-started checklist, for this member in this org only."""
+    membership.onboarding_dismissed_at = timezone.now() if dismissed else None
+    membership.save(update_fields=["onboarding_dismissed_at", "updated_at"])

@@ -1,9 +1,8 @@
 from django.urls import include, path
 
-from accounts import views
+from accounts import audit_views, bell_views, views
 
 org_patterns = [
-    path("", views.dashboard, name="org-dashboard"),
     path("settings/", views.org_settings, name="org-settings"),
     path("settings/transfer/", views.transfer_ownership, name="org-transfer"),
     path("settings/retention/", views.org_retention, name="org-retention"),
@@ -20,7 +19,13 @@ org_patterns = [
     path("keys/<uuid:key_id>/revoke/", views.api_key_revoke, name="org-api-key-revoke"),
     path("keys/<uuid:key_id>/rotate/", views.api_key_rotate, name="org-api-key-rotate"),
     path("keys/<uuid:key_id>/networks/", views.api_key_networks, name="org-api-key-networks"),
-    path("audit/", views.audit_log, name="org-audit"),
+    path("audit/", audit_views.audit_log, name="org-audit"),
+    path("audit/export.csv", audit_views.audit_export, name="org-audit-export"),
+    path("notifications/", bell_views.notification_list, name="notifications"),
+    path("notifications/bell/", bell_views.bell, name="notifications-bell"),
+    path("notifications/read-all/", bell_views.notifications_read_all, name="notifications-read-all"),
+    path("notifications/<uuid:notification_id>/open/", bell_views.notification_open, name="notification-open"),
+    path("notifications/<uuid:notification_id>/read/", bell_views.notification_read, name="notification-read"),
 ]
 
 urlpatterns = [

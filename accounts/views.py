@@ -140,9 +140,17 @@ class TransferForm(forms.Form):
     member_id = forms.UUIDField()
 
 
-class AuditFilterForm(forms.Form):
-    action = forms.CharField(required=False, max_length=64)
-    actor = forms.CharField(required=False, max_length=255)
+class SearchForm(forms.Form):
+    q = forms.CharField(required=False, max_length=100, strip=True)
+    role = forms.ChoiceField(required=False, choices=[("", "Any role"), *Membership.Role.choices])
+
+
+def paginate(request: HttpRequest, rows: Any, per_page: int) -> tuple[Any, str]:
+    """A page of `rows` (?page=N, out of range: the last page) and the query string the pager links keep."""
+    page = Paginator(rows, per_page).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return page, query.urlencode()
 
 
 # --- Pages -------------------------------------------------------------------------------------------------
@@ -177,19 +185,6 @@ def org_new(request: OrgHttpRequest) -> HttpResponse:
             request.session[CURRENT_ORG_SESSION_KEY] = str(org.pk)
             return redirect("org-dashboard", org_slug=org.slug)
     return render(request, "accounts/org_new.html", {"form": form})
-
-
-@org_page(READ)
-def dashboard(request: OrgHttpRequest) -> HttpResponse:
-    org = request.org
-    notifications = selectors.notification_list(org=org, user=request.user)
-    response = render(
-        request,
-        "accounts/dashboard.html",
-        {"member_count": selectors.member_list(org=org).count(), "notifications": notifications},
-    )
-    services.notifications_mark_read(org=org, user=request.user)  # shown (as new) once
-    return response
 
 
 @org_page(READ)
@@ -259,20 +254,23 @@ def leave_org(request: OrgHttpRequest) -> HttpResponse:
     return _back(request, "org-settings")
 
 
+MEMBERS_PER_PAGE = 25
+KEYS_PER_PAGE = 25
+
+
 @org_page(READ)
 def members(request: OrgHttpRequest) -> HttpResponse:
     org = request.org
     can_admin = request.principal.has(ADMIN)
-    return render(
-        request,
-        "accounts/members.html",
-        {
-            "members": selectors.member_list(org=org),
-            "invitations": selectors.invitation_list(org=org, open_only=True) if can_admin else [],
-            "invite_form": InviteForm(),
-            "roles": Membership.Role.choices,
-        },
-    )
+    search = SearchForm(request.GET)
+    found = search.cleaned_data if search.is_valid() else {}
+    rows = selectors.member_list(org=org, search=found.get("q", ""), role=found.get("role", ""))
+    page, query = paginate(request, rows, MEMBERS_PER_PAGE)
+    return render(request, "accounts/members.html", {
+        "page": page, "query": query, "search": search, "filtered": bool(found.get("q") or found.get("role")),
+        "invitations": selectors.invitation_list(org=org, open_only=True) if can_admin else [],
+        "invite_form": InviteForm(), "roles": Membership.Role.choices,
+    })  # fmt: skip
 
 
 @org_page(ADMIN)
@@ -365,8 +363,11 @@ def api_keys(request: OrgHttpRequest) -> HttpResponse:
 
 def _keys_page(request: OrgHttpRequest, form: ApiKeyForm, issued: Any) -> HttpResponse:
     # A new key is rendered in this response only: it is stored nowhere we could show it again.
-    keys = selectors.api_key_list(org=request.org)
-    context = {"form": form, "keys": keys, "issued": issued, "rotate_form": RotateForm()}
+    search = SearchForm(request.GET)
+    q = search.cleaned_data.get("q", "") if search.is_valid() else ""
+    page, query = paginate(request, selectors.api_key_list(org=request.org, search=q), KEYS_PER_PAGE)
+    context = {"form": form, "page": page, "query": query, "q": q, "issued": issued, "rotate_form": RotateForm(),
+               "has_keys": bool(q) or page.paginator.count > 0}  # fmt: skip
     return render(request, "accounts/api_keys.html", context)
 
 
@@ -415,30 +416,6 @@ def api_key_networks(request: OrgHttpRequest, key_id: str) -> HttpResponse:
         "Allowed networks saved.",
     )
     return _back(request, "org-api-keys")
-
-
-@org_page(ADMIN)
-def audit_log(request: OrgHttpRequest) -> HttpResponse:
-    form = AuditFilterForm(request.GET or None)
-    filters = form.cleaned_data if form.is_valid() else {}
-    events = selectors.audit_event_list(
-        org=request.org,
-        action=filters.get("action") or None,
-        actor=filters.get("actor") or None,
-    )
-    page = Paginator(events, 50).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    return render(
-        request,
-        "accounts/audit.html",
-        {
-            "form": form,
-            "page": page,
-            "actions": selectors.audit_action_names(org=request.org),
-            "query": query.urlencode(),
-        },
-    )
 
 
 @require_http_methods(["GET", "POST"])

@@ -4,6 +4,7 @@ from billing import api, views, webhooks
 
 api_urlpatterns = [
     path("usage", api.UsageView.as_view(), name="usage"),
+    path("usage/daily", api.UsageDailyView.as_view(), name="usage-daily"),
 ]
 
 org_patterns = [

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from accounts.permissions import ADMIN, OWNER
 from accounts.views import OrgHttpRequest, org_page, run_service
 from billing import payments, selectors, services
+from billing.chart_context import usage_charts
 from billing.models import Plan
 
 
@@ -23,6 +24,7 @@ def billing_page(request: OrgHttpRequest) -> HttpResponse:
     state = selectors.billing_state(org=request.org)
     return render(request, "billing/billing.html", {
         "usage": usage, "percent": percent, "plans": Plan.objects.all(), "state": state,
+        "usage_charts": usage_charts(org=request.org),
         "subscribed": payments.subscribed(state),
         "invoices": selectors.invoice_list(org=request.org), "checkout": request.GET.get("checkout", ""),
         "stripe_configured": payments.stripe_configured(), "is_owner": request.principal.has(OWNER),

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agents import urls as agents_urls
+from analytics import urls as analytics_urls
 from billing import urls as billing_urls
 from documents import urls as documents_urls
 from saas.core import views as core_views
@@ -25,6 +26,7 @@ urlpatterns = [
     path("api/v1/", include(agents_urls.api_urlpatterns)),
     path("api/v1/", include(documents_urls.api_urlpatterns)),
     path("api/v1/", include(billing_urls.api_urlpatterns)),
+    path("o/<slug:org_slug>/", include(analytics_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(agents_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(documents_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(billing_urls.org_patterns)),

@@ -96,12 +96,15 @@ def test_a_cancel_requested_while_the_worker_was_lost_ends_the_run_cancelled(sch
     assert run.status == "cancelled"
 
 
-def test_members_see_the_notification_on_their_dashboard_once_as_new(scheduled, client):
+def test_members_see_the_notification_in_their_bell_as_unread_until_they_open_it(scheduled, client):
     org, members, crew = scheduled
     services.runs_start_scheduled(now=crew.next_run_at + timedelta(minutes=1))
     services.run_execute(org_id=org.pk, run_id=Run.all_orgs.get(crew=crew).pk)
     client.force_login(members[1].user)
     page = client.get(f"/o/{org.slug}/").content.decode()
-    assert "Scheduled run of Digest finished" in page and '<span class="badge">new</span>' in page
+    assert "Scheduled run of Digest finished" in page and "Notifications: 1 unread</span>" in page
+    assert "Notifications: 1 unread</span>" in client.get(f"/o/{org.slug}/").content.decode()  # still
+    note = Notification.objects.for_org(org).get(user=members[1].user)
+    client.post(f"/o/{org.slug}/notifications/{note.pk}/open/")
     again = client.get(f"/o/{org.slug}/").content.decode()
-    assert "Scheduled run of Digest finished" in again and '<span class="badge">new</span>' not in again
+    assert "Scheduled run of Digest finished" in again and "Notifications: 0 unread</span>" in again

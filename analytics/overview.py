@@ -1,0 +1,148 @@
+"""What the Overview shows a member: the getting-started checklist (ticked from the team's real data), the
+team's recent activity in words, recent crew runs. Reads only; analytics sits above every other app."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.urls import reverse
+
+from accounts.audit import action_label
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership
+from accounts.permissions import ADMIN, ASK, DOCUMENTS_WRITE, Principal
+from agents.models import Run
+from documents.models import Document
+from saas.llm.models import LLMCall
+from saas.llm.provider_models import OrgProvider
+
+# The audit actions worth a line in the team's activity (the rest stay in the audit log).
+ACTIVITY_ACTIONS = ("invitation.accepted", "invitation.created", "api_key.created", "api_key.revoked",
+                    "api_key.rotated", "member.removed", "member.left", "llm.provider_created", "crew.create",
+                    "billing.subscription_changed")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    title: str
+    done: bool
+    url: str  # where it is done; empty when this member may not do it
+    hint: str
+
+
+def onboarding_steps(*, org: Any, principal: Principal) -> list[Step]:
+    """The five first steps, each ticked from what exists in the team (not from a stored flag)."""
+    slug = org.slug
+
+    def link(name: str, scope: str) -> str:
+        return reverse(name, kwargs={"org_slug": slug}) if principal.has(scope) else ""
+
+    uploaded = Document.objects.for_org(org).exists()
+    asked = LLMCall.objects.for_org(org).filter(feature="ask").exists()
+    connected = OrgProvider.objects.for_org(org).exists()
+    invited = Invitation.objects.for_org(org).exists() or Membership.objects.for_org(org).count() > 1
+    keyed = ApiKey.objects.for_org(org).exists()
+    return [
+        Step("upload", "Upload a document", uploaded, link("documents-index", DOCUMENTS_WRITE),
+             "PDF, Word, Markdown, HTML or text. Or load the samples."),
+        Step("ask", "Ask it a question", asked, link("ask", ASK),
+             "Answers cite the passages they come from."),
+        Step("model", "Connect a model", connected, link("org-providers", ADMIN),
+             "Bring your own OpenAI, Anthropic, Azure or compatible key; the built-in engine works offline."),
+        Step("invite", "Invite a teammate", invited, link("org-members", ADMIN),
+             "Members, admins or viewers; an invitation is valid for a week."),
+        Step("api_key", "Create an API key", keyed, link("org-api-keys", ADMIN),
+             "For scripts and integrations: the API speaks OpenAI's protocol too."),
+    ]  # fmt: skip
+
+
+def onboarding(*, org: Any, principal: Principal, membership: Membership) -> dict[str, Any] | None:
+    """The checklist to show, or None: dismissed by this member, or every step done."""
+    if membership.onboarding_dismissed_at is not None:
+        return None
+    steps = onboarding_steps(org=org, principal=principal)
+    done = sum(step.done for step in steps)
+    if done == len(steps):
+        return None
+    return {"steps": steps, "done": done, "total": len(steps), "percent": round(100 * done / len(steps))}
+
+
+@dataclass(frozen=True)
+class Activity:
+    when: datetime
+    kind: str  # document, run, team
+    text: str
+    url: str
+    state: str = ""  # ready, failed, running, ...
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def document_sentence(document: Document) -> str:
+    name = document.title or document.filename
+    if document.status == Document.Status.READY:
+        return f"{name} is ready: {_plural(document.chunk_count, 'passage')}"
+    if document.status == Document.Status.FAILED:
+        reason = document.failure_reason.strip().rstrip(".")
+        return f"{name} could not be read" + (f": {reason}" if reason else "")
+    if document.status == Document.Status.PROCESSING:
+        return f"{name} is being read ({document.progress}%)"
+    return f"{name} is waiting to be read"
+
+
+def run_sentence(run: Run) -> str:
+    name = run.crew.name
+    prefix = "Scheduled run of " if run.trigger == Run.Trigger.SCHEDULE else ""
+    took = _duration((run.finished_at - run.started_at).total_seconds()) if run.finished_at and run.started_at else ""
+    if run.status == Run.Status.SUCCEEDED:
+        return f"{prefix}{name} finished" + (f" in {took}" if took else "")
+    if run.status == Run.Status.FAILED:
+        return f"{prefix}{name} failed" + (f" after {took}" if took else "")
+    if run.status == Run.Status.CANCELLED:
+        return f"{prefix}{name} was cancelled"
+    if run.status == Run.Status.RUNNING:
+        return f"{prefix}{name} is running"
+    return f"{prefix}{name} is queued"
+
+
+def audit_sentence(event: AuditEvent) -> str:
+    target = f": {event.target_label}" if event.target_label else ""
+    return f"{action_label(event.action)}{target}, by {event.actor_label or 'the system'}"
+
+
+def activity_list(*, org: Any, limit: int = 12) -> list[Activity]:
+    """The team's latest documents, crew runs and membership/key changes, newest first, in words."""
+    slug = {"org_slug": org.slug}
+    documents = Document.objects.for_org(org).order_by("-updated_at")[:limit]
+    runs = Run.objects.for_org(org).select_related("crew").order_by("-created_at")[:limit]
+    events = AuditEvent.objects.for_org(org).filter(action__in=ACTIVITY_ACTIONS).order_by("-created_at")[:limit]
+    items = [
+        *(Activity(d.processed_at or d.updated_at, "document", document_sentence(d),
+                   reverse("document-detail", kwargs={**slug, "document_id": d.pk}), d.status) for d in documents),
+        *(Activity(r.finished_at or r.started_at or r.created_at, "run", run_sentence(r),
+                   reverse("run-detail", kwargs={**slug, "run_id": r.pk}), r.status) for r in runs),
+        *(Activity(e.created_at, "team", audit_sentence(e), "") for e in events),
+    ]  # fmt: skip
+    return sorted(items, key=lambda item: item.when, reverse=True)[:limit]
+
+
+def recent_runs(*, org: Any, limit: int = 5) -> list[dict[str, Any]]:
+    runs = Run.objects.for_org(org).select_related("crew").order_by("-created_at")[:limit]
+    return [{
+        "run": run, "sentence": run_sentence(run),
+        "duration": _duration((run.finished_at - run.started_at).total_seconds())
+        if run.finished_at and run.started_at else "",
+    } for run in runs]  # fmt: skip

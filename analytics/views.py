@@ -1,0 +1,63 @@
+"""The Overview (`/o/<org>/`): getting started, the team's activity in words, recent runs and this period's
+usage; loading the sample documents; hiding the checklist."""
+
+from django.contrib import messages
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts import services as account_services
+from accounts.models import Membership
+from accounts.permissions import ADMIN, DOCUMENTS_WRITE, READ
+from accounts.views import OrgHttpRequest, org_page, run_service
+from analytics import overview, samples
+from billing import selectors as billing_selectors
+from billing.chart_context import usage_charts
+
+
+@org_page(READ)
+def overview_page(request: OrgHttpRequest) -> HttpResponse:
+    org, principal = request.org, request.principal
+    usage = billing_selectors.usage_summary(org=org)
+    requests = usage["ai_requests"]
+    return render(request, "accounts/dashboard.html", {
+        "onboarding": overview.onboarding(org=org, principal=principal, membership=request.membership),
+        "activity": overview.activity_list(org=org),
+        "runs": overview.recent_runs(org=org),
+        "usage": usage,
+        "percent": min(100, round(100 * requests["used"] / requests["included"])) if requests["included"] else 100,
+        "usage_charts": usage_charts(org=org, breakdowns=("feature",)),
+        "member_count": Membership.objects.for_org(org).count(),
+        "can_load_samples": principal.has(DOCUMENTS_WRITE), "sees_billing": principal.has(ADMIN),
+        "sample_names": [path.name for path in samples.sample_files()],
+    })  # fmt: skip
+
+
+@org_page(READ)
+def activity_fragment(request: OrgHttpRequest) -> HttpResponse:
+    """The activity list alone, for the live refresh (static/js/overview.js)."""
+    response = render(request, "accounts/_activity.html", {"activity": overview.activity_list(org=request.org)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@org_page(DOCUMENTS_WRITE)
+@require_POST
+def samples_load(request: OrgHttpRequest) -> HttpResponse:
+    loaded = run_service(request, lambda: samples.samples_load(org=request.org, user=request.user))
+    if loaded is True or loaded == []:
+        messages.info(request, "The samples are already in the Samples collection.")
+    elif loaded:
+        names = ", ".join(document.title for document in loaded)
+        messages.success(request, f"Loaded {names} into Samples: they are being read now.")
+    return redirect("org-dashboard", org_slug=request.org.slug)
+
+
+@org_page(READ)
+@require_POST
+def onboarding_dismiss(request: OrgHttpRequest) -> HttpResponse:
+    show = request.POST.get("show") == "1"
+    account_services.onboarding_dismiss(membership=request.membership, dismissed=not show)
+    if not show:
+        messages.info(request, "Checklist hidden. Show it again from the bottom of the Overview.")
+    return redirect("org-dashboard", org_slug=request.org.slug)
