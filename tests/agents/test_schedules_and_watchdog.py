@@ -51,7 +51,7 @@ def test_a_schedule_missing_its_inputs_is_refused(db):
         "tasks": [{"name": "digest", "agent": "writer", "description": "Summarise {topic}."}],
     }, format="json")  # fmt: skip
     assert response.status_code == 400
-    assert "topic" in response.json()["error"]["details"]["schedule.inputs"][0]
+    assert "{topic}" in response.json()["error"]["details"]["schedule.inputs.topic"][0]
 
 
 def test_a_finished_scheduled_run_notifies_every_member(scheduled):
