@@ -178,7 +178,7 @@ def runs_compare(request: OrgHttpRequest) -> HttpResponse:
                       status=400)  # fmt: skip
     runs = [services.run_get(org=request.org, run_id=_uuid_or_404(value)) for value in ids]
     runs.sort(key=lambda r: r.created_at)
-    sides = []
+    sides: list[dict[str, Any]] = []
     for run in runs:
         body = selectors.run_json(run, with_steps=True)
         sides.append({"run": run, "body": body, "output": _output_markdown(body),

@@ -128,7 +128,8 @@ def test_the_run_page_renders_the_output_names_the_engine_and_charts_time_and_co
     run = _finished_run(_crew(member), output=output)
     page = client.get(f"/o/{org.slug}/runs/{run.pk}/").content.decode()
     assert '<div id="run-output" class="md"><p><strong>Refunds</strong> take 30 days.</p>' in page
-    assert "onerror" not in page.split('id="run-output"')[1].split("</div>")[0]
+    shown = page.split('id="run-output"')[1].split("</div>")[0]
+    assert "<img" not in shown and "&lt;img src=x onerror=alert(1)&gt;" in shown  # raw HTML stays text
     assert 'Answered by <strong class="engine">the offline extractive engine' in page
     by_agent = page.split('id="by-agent"')[1].split("</table>")[0]
     assert "<td>writer</td>" in by_agent and "1200 ms" in by_agent and "$0.00100000" in by_agent

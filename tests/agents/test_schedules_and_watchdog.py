@@ -22,7 +22,9 @@ def scheduled(db):
     response = client.post("/api/v1/crews", {
         "name": "Digest", "default_model": "local", "schedule": {"cron": "0 8 * * 1", "enabled": True,
                                                                   "inputs": {"topic": "refunds"}},
-        "agents": [{"role": "writer", "goal": "Write."}],
+        # something to answer from: a run that found nothing fails (agents.engine), and these runs should finish
+        "agents": [{"role": "writer", "goal": "Write.",
+                    "instructions": "Refunds take 30 days from the purchase date."}],
         "tasks": [{"name": "digest", "agent": "writer", "description": "Summarise {topic}."}],
     }, format="json")  # fmt: skip
     assert response.status_code == 201, response.content

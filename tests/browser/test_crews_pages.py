@@ -155,7 +155,7 @@ def test_a_scheduled_crew_with_inputs_run_from_the_list_retried_and_compared(
     run = Run.all_orgs.filter(crew=crew).order_by("created_at").last()
     compare = page.url.split(f"/o/{org.slug}/")[1]
     shown = [("crews/", "38-crews-390"), (f"crews/{crew.pk}/", "39-crew-390"), (f"runs/{run.pk}/", "40-run-390"),
-             (compare, "41-compare-390")]  # fmt: skip
+             (compare, "41-compare-390"), (f"crews/{crew.pk}/edit/", "42-builder-390")]  # fmt: skip
     for path, name in shown:
         phone.goto(f"{daphne_server.url}/o/{org.slug}/{path}")
         _fits(phone)

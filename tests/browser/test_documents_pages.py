@@ -68,7 +68,8 @@ def test_upload_watch_ask_and_open_the_citation(browser, daphne_server, celery_w
 
 
 def test_the_documents_table_is_searched_and_paged_and_fits_a_phone(browser, daphne_server, screenshot):
-    from tests.documents.factories import CollectionFactory, DocumentFactory
+    from saas.core import crypto
+    from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
 
     member: Any = MembershipFactory(role="member")
     org = member.organization
@@ -76,6 +77,10 @@ def test_the_documents_table_is_searched_and_paged_and_fits_a_phone(browser, dap
     for n in range(30):
         DocumentFactory(organization=org, collection=collection, title=f"Policy {n:02d}", chunk_count=3)
     DocumentFactory(organization=org, collection=collection, title="Travel guide with a rather long title, to wrap")
+    text = "## Refunds\n\nRefunds take **30 days**.\n\n| Plan | Days |\n|---|---|\n| Pro | 30 |\n\n"
+    text += "```python\nprint('hi')\n```"
+    chunk = ChunkFactory(organization=org, document__collection=collection, document__title="Refund rules",
+                         text_encrypted=crypto.encrypt(text))  # fmt: skip
 
     for width, height in [(1366, 900), (390, 844)]:
         page = browser.new_context(viewport={"width": width, "height": height}).new_page()
@@ -93,4 +98,8 @@ def test_the_documents_table_is_searched_and_paged_and_fits_a_phone(browser, dap
         assert page.locator("#document-table tbody tr[data-document]").count() == 5
         assert "Travel guide" not in page.locator("#document-table").inner_text()
         screenshot(page, f"15-documents-search-page2-{width}")
+        page.goto(f"{daphne_server.url}/o/{org.slug}/documents/{chunk.document_id}/")
+        page.locator(".chunk .md strong").wait_for()  # the passage's Markdown, rendered
+        assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+        screenshot(page, f"16-document-detail-{width}")
         page.context.close()
