@@ -105,8 +105,8 @@ def test_a_scheduled_crew_with_inputs_run_from_the_list_retried_and_compared(
     page.fill("#crew-name", "Refund digest")
     page.locator("#agents fieldset.agent .goal").fill("Find facts in the documents.")
     page.locator("#tasks fieldset.task .description").fill("Find what the documents say about {topic}.")
-    page.fill("#crew-cron", "0 8 * * 1")
     assert page.locator("#schedule-inputs").is_hidden()  # no schedule yet: nothing to ask
+    page.fill("#crew-cron", "0 8 * * 1")
     page.check("#crew-scheduled")
     page.locator("#schedule-input-topic").wait_for()  # the task's placeholder, asked for the schedule
     page.click("#save-crew")
