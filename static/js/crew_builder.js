@@ -239,7 +239,7 @@
       // "agents[2].role" reads as "Agent 3, role"
       const where = pair[0].replace(/(agents|tasks)\[(\d+)\]\.?/g, function (m, list, index) {
         return (list === "agents" ? "Agent " : "Task ") + (Number(index) + 1) + ", ";
-      }).replace(/, $/, "");
+      }).replace(/, $/, "").replace(/^schedule\.inputs\.(\w+)$/, "Schedule input {$1}");
       item.textContent = (where ? where + ": " : "") + pair[1];
       list.appendChild(item);
       if (pair[0]) mark(pair[0]);

@@ -55,7 +55,7 @@
   const seen = new Set();
   const totals = { tokens: 0, cost: 0 };
 
-  function money(value) { return "$" + Number(value).toFixed(6); }
+  function money(value) { return "$" + Number(value).toFixed(8); }  // as the server writes it
 
   // The header's tokens and cost follow the steps as they come (the tables by agent and task, the output and
   // the steps' Markdown are the server's, brought up to date when the run ends: see refresh()).
