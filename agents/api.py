@@ -254,7 +254,7 @@ class RunViewSet(OrgScopedViewSet):
 
     model = Run
     ordering = "-created_at"
-    required_scopes = {"list": READ, "retrieve": READ, "cancel": CREWS_RUN, "events": READ}
+    required_scopes = {"list": READ, "retrieve": READ, "cancel": CREWS_RUN, "retry": CREWS_RUN, "events": READ}
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, operation_id="runs_list")
     def list(self, request: Request) -> Response:
@@ -270,6 +270,22 @@ class RunViewSet(OrgScopedViewSet):
     def cancel(self, request: Request, pk: str) -> Response:
         run = services.run_cancel(org=request.org, run_id=self.get_object().pk)  # type: ignore[attr-defined]
         return Response(selectors.run_json(run), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None, responses={202: OpenApiTypes.OBJECT}, summary="Run it again with the same inputs",
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )  # fmt: skip
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        principal = request.principal  # type: ignore[attr-defined]
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 255:
+            raise ApplicationError("The Idempotency-Key header is at most 255 characters.", code="invalid")
+        run = services.run_retry(org=principal.organization, run_id=self.get_object().pk, user=principal.user,
+                                 api_key=principal.api_key, idempotency_key=key)  # fmt: skip
+        response = Response(selectors.run_json(run), status=status.HTTP_202_ACCEPTED)
+        response["Location"] = f"/api/v1/runs/{run.pk}"
+        return response
 
     @extend_schema(responses={(200, "text/event-stream"): OpenApiTypes.STR}, summary="The run's events (SSE)")
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, EventStreamRenderer])

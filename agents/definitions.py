@@ -22,6 +22,7 @@ from saas.llm.providers import LLMError
 MAX_AGENTS = 12
 MAX_TASKS = 20
 MAX_ITERATIONS = 20
+MAX_INPUT_CHARS = 10_000
 
 
 class InvalidCrew(ApplicationError):
@@ -141,11 +142,31 @@ def check(*, org: Any, spec: dict[str, Any]) -> dict[str, Any]:
         raise InvalidCrew(problems)
     normalised = {**spec, "default_model": spec.get("default_model") or "auto",
                   "budget_usd": str(budget) if budget is not None else None}  # fmt: skip
-    needed = inputs_needed(normalised)
-    missing = [n for n in needed if n not in (schedule.get("inputs") or {})]
-    if schedule.get("enabled") and missing:
-        raise InvalidCrew({"schedule.inputs": [f"A scheduled run needs these inputs: {', '.join(missing)}."]})
+    _check_schedule_inputs(schedule, inputs_needed(normalised), problem)
+    if problems:
+        raise InvalidCrew(problems)
     return normalised
+
+
+def _check_schedule_inputs(schedule: dict[str, Any], needed: list[str], problem: Any) -> None:
+    """The inputs a scheduled run will start with, held to the rules of a run's inputs now, when a person is
+    there to fix them, rather than failing at the scheduled time: only the tasks' placeholders, each a string
+    or a number, and every one filled when the schedule is on."""
+    inputs = schedule.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        problem("schedule.inputs", "The schedule's inputs are an object of names to values.")
+        return
+    for name, value in inputs.items():
+        if name not in needed:
+            used = ", ".join(needed) or "none"
+            problem(f"schedule.inputs.{name}", f"No task uses {{{name}}}; the tasks use: {used}.")
+        elif not isinstance(value, str | int | float) or isinstance(value, bool) or len(str(value)) > MAX_INPUT_CHARS:
+            problem(f"schedule.inputs.{name}", f"An input is a string or a number of at most {MAX_INPUT_CHARS} "
+                                               "characters.")  # fmt: skip
+    if schedule.get("enabled"):
+        for name in needed:
+            if not str(inputs.get(name, "")).strip():
+                problem(f"schedule.inputs.{name}", f"A scheduled run needs this input (a task uses {{{name}}}).")
 
 
 def _check_model(org: Any, alias: str, where: str, problem: Any) -> None:

@@ -32,13 +32,21 @@ from agents.models import Run, RunStep
 from agents.tools import TOOLS, call_tool
 from saas.core import crypto
 from saas.core.redis import get_redis
-from saas.llm import gateway
+from saas.llm import gateway, local_engine
 from saas.llm.models import LLMCall
 from saas.llm.providers import ChatRequest, LLMError
 from saas.llm.tool_protocol import ToolCall
 
 CANCEL_POLL_SECONDS = 0.25
 MANAGER = "manager"
+# How an answer says it has none: the offline engine's two replies, and the wording the agents are asked to use.
+NO_ANSWER_OPENINGS = (local_engine.NOTHING_FOUND, local_engine.NO_CONTEXT, "I could not find")
+
+
+def usable(text: str) -> bool:
+    """Whether a task's output answers anything: not empty, and not a reply that found nothing to answer with."""
+    stripped = text.strip()
+    return bool(stripped) and not stripped.startswith(NO_ANSWER_OPENINGS)
 
 
 def cancel_key(run_id: Any) -> str:
@@ -48,9 +56,9 @@ def cancel_key(run_id: Any) -> str:
 class RunStopped(Exception):
     """Ends a run early: failed with a code and a reason, or cancelled."""
 
-    def __init__(self, code: str, message: str, *, status: str = Run.Status.FAILED) -> None:
+    def __init__(self, code: str, message: str, *, status: str = Run.Status.FAILED, output: str = "") -> None:
         super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+        self.code, self.message, self.status, self.output = code, message, status, output
 
 
 class LeaseLost(Exception):
@@ -102,7 +110,24 @@ class Engine:
                 output = self._work(agents[task["agent"]], task, outputs)
             self._step(RunStep.Kind.OUTPUT, self._last_role, task["name"], output)
             outputs[task["name"]] = output
-        return outputs[self.definition["tasks"][-1]["name"]]
+        return self._delivered(outputs)
+
+    def _delivered(self, outputs: dict[str, str]) -> str:
+        """The last task's output is what the run delivers: when it answers nothing, the run fails and says
+        which tasks found nothing (a JSON output that matched its schema is an answer)."""
+        last = self.definition["tasks"][-1]
+        final = outputs[last["name"]]
+        if last.get("output_format") == "json" or usable(final):
+            return final
+        empty = [name for name, text in outputs.items() if not usable(text)]
+        if len(empty) == len(outputs):
+            reason = (f"No task produced a usable answer: {_listed(empty)} found nothing in the documents or "
+                      "context to answer with.")  # fmt: skip
+        else:
+            reason = (f"The final task {last['name']!r} produced no usable answer ({_listed(empty)} found nothing "
+                      "to answer with).")  # fmt: skip
+        hint = " Add documents that cover the inputs, or connect a model provider, and run it again."
+        raise RunStopped("no_answer", reason + hint, output=final)
 
     def _recorded_outputs(self) -> dict[str, str]:
         steps = RunStep.objects.for_org(self.run.organization).filter(run=self.run, kind=RunStep.Kind.OUTPUT)
@@ -384,6 +409,11 @@ def step_json(step: RunStep, content: str | None = None) -> dict[str, Any]:
         "completion_tokens": step.completion_tokens, "cost_usd": f"{step.cost_usd:f}", "latency_ms": step.latency_ms,
         "created_at": step.created_at.isoformat(),
     }  # fmt: skip
+
+
+def _listed(names: list[str]) -> str:
+    quoted = [repr(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

@@ -4,13 +4,74 @@ import json
 import uuid
 from typing import Any
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.urls import reverse
 
+from agents import definitions
 from agents.engine import step_json
-from agents.models import Message, Run, RunStep
+from agents.models import Crew, Message, Run, RunStep, Task
 from saas.core import crypto
+from saas.llm.local_engine import ENGINE_LABEL
 from saas.llm.selectors import CallOrigin
+
+
+def crew_list(*, org: Any, query: str = "") -> QuerySet[Crew]:
+    """The org's crews by name, with their agent count; `query` matches the name or the description."""
+    crews = Crew.objects.for_org(org).annotate(agent_count=Count("agents")).order_by("name", "pk")
+    query = query.strip()
+    if query:
+        crews = crews.filter(Q(name__icontains=query) | Q(description__icontains=query))
+    return crews
+
+
+def crew_last_runs(*, org: Any, crews: list[Crew]) -> dict[Any, Run]:
+    """Each crew's latest run, in one query."""
+    runs = Run.objects.for_org(org).filter(crew__in=crews).order_by("crew_id", "-created_at").distinct("crew_id")
+    return {run.crew_id: run for run in runs}
+
+
+def crew_inputs(*, org: Any, crews: list[Crew]) -> dict[Any, list[str]]:
+    """Each crew's inputs (its tasks' placeholders, in order), in one query."""
+    tasks = Task.objects.for_org(org).filter(crew__in=crews).order_by("crew_id", "position")
+    by_crew: dict[Any, list[dict[str, Any]]] = {}
+    for crew_id, description, expected in tasks.values_list("crew_id", "description", "expected_output"):
+        by_crew.setdefault(crew_id, []).append({"description": description, "expected_output": expected})
+    return {crew_id: definitions.inputs_needed({"tasks": listed}) for crew_id, listed in by_crew.items()}
+
+
+def run_list(*, org: Any, crew: Crew | None = None, status: str = "") -> QuerySet[Run]:
+    """Runs, newest first; of one crew, of one status (the inputs and outputs are encrypted: they are not
+    searchable in the database)."""
+    runs = Run.objects.for_org(org).order_by("-created_at", "-pk")
+    if crew is not None:
+        runs = runs.filter(crew=crew)
+    if status in Run.Status.values:
+        runs = runs.filter(status=status)
+    return runs
+
+
+def engine_text(engine: str, model: str) -> str:
+    """How a page names what answered: the offline engine is not a model, and says so."""
+    if engine == ENGINE_LABEL:
+        return "the offline extractive engine (it quotes your documents; not a generative model)"
+    return f"{model} ({engine})" if engine else model
+
+
+def run_engines(steps: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The models and engines that answered the run's calls, in the order they first did."""
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for step in steps:
+        data = step.get("data") or {}
+        if step["kind"] == "message" and data.get("engine"):
+            key = (str(data.get("model") or ""), str(data["engine"]))
+            seen.setdefault(key, {"model": key[0], "engine": key[1], "label": engine_text(key[1], key[0])})
+    return list(seen.values())
+
+
+def run_task_outputs(run: Run) -> dict[str, str]:
+    """Each task's recorded output, by task name (the last one recorded wins: a revised output)."""
+    steps = RunStep.objects.for_org(run.organization_id).filter(run=run, kind=RunStep.Kind.OUTPUT).order_by("seq")
+    return {step.task_name: crypto.decrypt(step.content_encrypted) for step in steps}
 
 
 def run_steps(run: Run) -> list[dict[str, Any]]:
@@ -19,7 +80,8 @@ def run_steps(run: Run) -> list[dict[str, Any]]:
 
 
 def run_breakdown(run: Run) -> dict[str, list[dict[str, Any]]]:
-    """Tokens and cost per agent and per task (the manager counts as an agent)."""
+    """Tokens, cost and time (the model calls' and tools' latency) per agent and per task (the manager counts
+    as an agent)."""
     steps = RunStep.objects.for_org(run.organization_id).filter(run=run)
 
     def by(field: str) -> list[dict[str, Any]]:
@@ -27,12 +89,12 @@ def run_breakdown(run: Run) -> dict[str, list[dict[str, Any]]]:
             steps.exclude(**{field: ""})
             .values(field)
             .annotate(prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost_usd"),
-                      calls=Count("llm_call"))
+                      calls=Count("llm_call"), duration=Sum("latency_ms"))
             .order_by(field)
         )  # fmt: skip
         return [
             {"name": row[field], "prompt_tokens": row["prompt"], "completion_tokens": row["completion"],
-             "cost_usd": f"{row['cost']:f}", "llm_calls": row["calls"]}
+             "cost_usd": f"{row['cost']:f}", "llm_calls": row["calls"], "duration_ms": row["duration"]}
             for row in rows
         ]  # fmt: skip
 
@@ -62,6 +124,7 @@ def run_json(run: Run, *, with_steps: bool = False) -> dict[str, Any]:
     if with_steps:
         body["steps"] = run_steps(run)
         body["breakdown"] = run_breakdown(run)
+        body["engines"] = run_engines(body["steps"])
     return body
 
 

@@ -306,7 +306,7 @@ def crew_from_starter(*, principal: Any, starter: str) -> Crew:
 # --- Runs --------------------------------------------------------------------------------------------------
 
 MAX_INPUTS = 50
-MAX_INPUT_CHARS = 10_000
+MAX_INPUT_CHARS = definitions.MAX_INPUT_CHARS
 
 
 def run_get(*, org: Any, run_id: Any) -> Run:
@@ -368,6 +368,17 @@ def run_start(
             raise
         return existing, False
     return run, True
+
+
+def run_retry(*, org: Any, run_id: Any, user: Any = None, api_key: Any = None, idempotency_key: str = "") -> Run:
+    """A new run of the same crew with the same inputs (the crew as it is now: an edit since is used). Only a
+    finished run is retried; one still queued or running is a conflict."""
+    previous = run_get(org=org, run_id=run_id)
+    if previous.status not in Run.FINISHED:
+        raise Conflict("This run has not finished yet: cancel it, or wait for it.", code="run_not_finished")
+    run, _ = run_start(crew=previous.crew, inputs=previous.inputs or {}, user=user, api_key=api_key,
+                       idempotency_key=idempotency_key)  # fmt: skip
+    return run
 
 
 def run_definition(definition: dict[str, Any], crew_id: Any) -> dict[str, Any]:
@@ -478,7 +489,7 @@ def run_execute(*, org_id: Any, run_id: Any) -> str | None:
     except engine.LeaseLost:
         return None
     except engine.RunStopped as stop:
-        return _finish_if_leased(run, lease, stop.status, code=stop.code, error=stop.message)
+        return _finish_if_leased(run, lease, stop.status, code=stop.code, error=stop.message, output=stop.output)
     except SoftTimeLimitExceeded:
         return _finish_if_leased(run, lease, Run.Status.FAILED, code="time_limit", error="The run took too long "
                                  f"and was stopped after {settings.AGENTS_RUN_SOFT_TIME_LIMIT} s.")  # fmt: skip

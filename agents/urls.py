@@ -16,7 +16,10 @@ org_patterns = [
     path("crews/<uuid:crew_id>/", views.crew_detail, name="crew-detail"),
     path("crews/<uuid:crew_id>/edit/", views.crew_edit, name="crew-edit"),
     path("crews/<uuid:crew_id>/delete/", views.crew_delete, name="crew-delete"),
+    path("crews/<uuid:crew_id>/run/", views.crew_run, name="crew-run"),
+    path("runs/compare/", views.runs_compare, name="runs-compare"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run-detail"),
+    path("runs/<uuid:run_id>/retry/", views.run_retry, name="run-retry"),
 ]
 
 api_urlpatterns = [

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from pgvector.django import CosineDistance
 
 from documents.models import Chunk, Collection, Document
@@ -45,9 +45,20 @@ def collection_list(*, org: Any) -> list[Collection]:
     return list(Collection.objects.for_org(org).order_by("name"))
 
 
-def document_list(*, org: Any, collection: Collection | None = None) -> list[Document]:
-    documents = Document.objects.for_org(org).select_related("collection").order_by("-created_at")
-    return list(documents.filter(collection=collection) if collection else documents)
+def document_list(
+    *, org: Any, collection: Collection | None = None, query: str = "", status: str = ""
+) -> QuerySet[Document]:
+    """The org's documents, newest first: of one collection, whose title or file name holds `query`, of one
+    status."""
+    documents = Document.objects.for_org(org).select_related("collection").order_by("-created_at", "-pk")
+    if collection is not None:
+        documents = documents.filter(collection=collection)
+    query = query.strip()
+    if query:
+        documents = documents.filter(Q(title__icontains=query) | Q(filename__icontains=query))
+    if status in Document.Status.values:
+        documents = documents.filter(status=status)
+    return documents
 
 
 def chunk_search(

@@ -8,8 +8,11 @@ from django.views.decorators.http import require_POST
 from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
 from documents import selectors, services
-from documents.models import Chunk
+from documents.models import Chunk, Document
+from saas.core.paging import table_page
 from saas.core.validators import validate_single_line
+
+DOCUMENTS_PER_PAGE = 25
 
 
 @org_page(READ)
@@ -17,13 +20,16 @@ def documents_index(request: OrgHttpRequest) -> HttpResponse:
     services.collection_default(org=request.org)
     collections = selectors.collection_list(org=request.org)
     shown = next((c for c in collections if str(c.pk) == request.GET.get("collection")), None)
-    documents = selectors.document_list(org=request.org, collection=shown)
+    query, status = request.GET.get("q", "")[:200], request.GET.get("status", "")
+    documents = selectors.document_list(org=request.org, collection=shown, query=query, status=status)
+    table = table_page(request, documents, per_page=DOCUMENTS_PER_PAGE)
     can_upload = request.principal.has(DOCUMENTS_WRITE)
-    return render(
-        request,
-        "documents/index.html",
-        {"collections": collections, "documents": documents, "can_upload": can_upload, "shown": shown},
-    )
+    return render(request, "documents/index.html", {
+        "collections": collections, "documents": table.rows, "table": table, "can_upload": can_upload,
+        "shown": shown, "query": query, "status": status, "statuses": Document.Status.choices,
+        # a row for a new upload belongs on the first page of an unfiltered list (of its collection)
+        "adds_rows": table.page.number == 1 and not query.strip() and not status,
+    })  # fmt: skip
 
 
 @org_page(DOCUMENTS_WRITE)
@@ -63,15 +69,11 @@ def document_delete(request: OrgHttpRequest, document_id: str) -> HttpResponse:
 @org_page(READ)
 def document_detail(request: OrgHttpRequest, document_id: str) -> HttpResponse:
     document = services.document_get(org=request.org, document_id=document_id)
-    chunks = [
-        {"chunk": chunk, "text": services.chunk_text(chunk)}
-        for chunk in Chunk.objects.for_org(request.org).filter(document=document).order_by("position")
-    ]
-    return render(
-        request,
-        "documents/detail.html",
-        {"document": document, "chunks": chunks, "text": services.document_text(document)},
-    )
+    chunks = Chunk.objects.for_org(request.org).filter(document=document).order_by("position")
+    return render(request, "documents/detail.html", {
+        "document": document, "chunks": [{"chunk": chunk, "text": services.chunk_text(chunk)} for chunk in chunks],
+        "text": services.document_text(document),
+    })  # fmt: skip
 
 
 @org_page(ASK)

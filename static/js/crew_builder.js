@@ -49,6 +49,8 @@
     item.dataset.agent = task.agent || "";
     item.dataset.context = JSON.stringify(task.context || []);
     item.querySelector(".name").addEventListener("input", refreshTasks);
+    item.querySelector(".description").addEventListener("input", refreshScheduleInputs);
+    item.querySelector(".expected-output").addEventListener("input", refreshScheduleInputs);
     item.querySelector(".output-format").addEventListener("change", refreshTasks);
     item.querySelector(".agent").addEventListener("change", function (e) { item.dataset.agent = e.target.value; });
     moveButtons(item, tasksBox, refreshAll);
@@ -98,6 +100,57 @@
       const name = item.querySelector(".name").value.trim();
       if (name) earlier.push(name);
     });
+    refreshScheduleInputs();
+  }
+
+  // The schedule's inputs: one field per placeholder of the tasks, in order, shown when there is a schedule;
+  // what was typed is kept while placeholders come and go.
+  const scheduleBox = document.getElementById("schedule-inputs");
+  const scheduleFields = document.getElementById("schedule-input-fields");
+  const scheduleValues = Object.assign({}, (spec.schedule && spec.schedule.inputs) || {});
+
+  function placeholders() {
+    const names = [];
+    tasksBox.querySelectorAll(".task").forEach(function (item) {
+      [".description", ".expected-output"].forEach(function (selector) {
+        const text = item.querySelector(selector).value.replace(/\{\{|\}\}/g, "");
+        const pattern = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+        let match;
+        while ((match = pattern.exec(text))) if (!names.includes(match[1])) names.push(match[1]);
+      });
+    });
+    return names;
+  }
+
+  function refreshScheduleInputs() {
+    const names = placeholders();
+    const scheduled = field("schedule.enabled").checked || field("schedule.cron").value.trim() !== "";
+    scheduleBox.hidden = !(scheduled && names.length);
+    const current = Array.from(scheduleFields.querySelectorAll("input")).map(function (i) { return i.dataset.input; });
+    if (current.join(",") === names.join(",")) return;
+    scheduleFields.innerHTML = "";
+    names.forEach(function (name) {
+      const wrap = document.createElement("p");
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "text";
+      input.id = "schedule-input-" + name;
+      input.dataset.input = name;
+      input.dataset.field = "schedule.inputs." + name;
+      input.maxLength = 10000;
+      input.value = scheduleValues[name] !== undefined ? String(scheduleValues[name]) : "";
+      input.addEventListener("input", function () { scheduleValues[name] = input.value; });
+      label.htmlFor = input.id;
+      label.textContent = name;
+      wrap.append(label, input);
+      scheduleFields.appendChild(wrap);
+    });
+  }
+
+  function scheduleInputs() {
+    const inputs = {};
+    scheduleFields.querySelectorAll("input").forEach(function (input) { inputs[input.dataset.input] = input.value; });
+    return inputs;
   }
 
   function refreshAll() {
@@ -116,7 +169,7 @@
       default_model: field("default_model").value,
       budget_usd: budget === "" ? null : budget,
       schedule: { cron: field("schedule.cron").value.trim(), enabled: field("schedule.enabled").checked,
-                  inputs: (spec.schedule && spec.schedule.inputs) || {} },
+                  inputs: scheduleInputs() },
       agents: Array.from(agentsBox.querySelectorAll(".agent")).map(function (item) {
         return {
           role: item.querySelector(".role").value.trim(),
@@ -186,7 +239,7 @@
       // "agents[2].role" reads as "Agent 3, role"
       const where = pair[0].replace(/(agents|tasks)\[(\d+)\]\.?/g, function (m, list, index) {
         return (list === "agents" ? "Agent " : "Task ") + (Number(index) + 1) + ", ";
-      }).replace(/, $/, "");
+      }).replace(/, $/, "").replace(/^schedule\.inputs\.(\w+)$/, "Schedule input {$1}");
       item.textContent = (where ? where + ": " : "") + pair[1];
       list.appendChild(item);
       if (pair[0]) mark(pair[0]);
@@ -225,6 +278,8 @@
   field("schedule.cron").value = (spec.schedule && spec.schedule.cron) || "";
   field("schedule.enabled").checked = !!(spec.schedule && spec.schedule.enabled);
   field("process").addEventListener("change", refreshTasks);
+  field("schedule.enabled").addEventListener("change", refreshScheduleInputs);
+  field("schedule.cron").addEventListener("input", refreshScheduleInputs);
   (spec.agents || []).forEach(addAgent);
   (spec.tasks || []).forEach(addTask);
   document.getElementById("add-agent").addEventListener("click", function () { addAgent({ tools: [] }); });

@@ -53,44 +53,25 @@
   const labels = { queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled" };
   const kindLabels = { plan: "plan", message: "model", tool_call: "tool call", tool_result: "tool result", output: "output" };
   const seen = new Set();
-  const totals = { agents: {}, tasks: {} };
+  const totals = { tokens: 0, cost: 0 };
 
-  function money(value) { return "$" + Number(value).toFixed(6); }
+  function money(value) { return "$" + Number(value).toFixed(8); }  // as the server writes it
 
-  function addToTotals(step) {
-    [["agents", step.agent], ["tasks", step.task]].forEach(function (pair) {
-      if (!pair[1]) return;
-      const row = totals[pair[0]][pair[1]] = totals[pair[0]][pair[1]] || { calls: 0, tokens: 0, cost: 0 };
-      if (step.llm_call_id) row.calls += 1;
-      row.tokens += step.prompt_tokens + step.completion_tokens;
-      row.cost += Number(step.cost_usd);
-    });
-    const sum = Object.values(totals.agents).reduce(function (a, r) { return [a[0] + r.tokens, a[1] + r.cost]; }, [0, 0]);
-    const unassigned = Object.values(totals.tasks).reduce(function (a, r) { return [a[0] + r.tokens, a[1] + r.cost]; }, [0, 0]);
-    document.getElementById("run-tokens").textContent = String(Math.max(sum[0], unassigned[0]));
-    document.getElementById("run-cost").textContent = money(Math.max(sum[1], unassigned[1]));
-  }
-
-  function renderTotals() {
-    ["agents", "tasks"].forEach(function (which) {
-      const body = document.querySelector((which === "agents" ? "#by-agent" : "#by-task") + " tbody");
-      body.innerHTML = "";
-      Object.keys(totals[which]).forEach(function (name) {
-        const row = totals[which][name];
-        const tr = document.createElement("tr");
-        [name, String(row.calls), String(row.tokens), money(row.cost)].forEach(function (value) {
-          const td = document.createElement("td");
-          td.textContent = value;
-          tr.appendChild(td);
-        });
-        body.appendChild(tr);
-      });
-    });
-  }
-
-  function addStep(step) {
-    if (seen.has(step.seq)) return;
+  // The header's tokens and cost follow the steps as they come (the tables by agent and task, the output and
+  // the steps' Markdown are the server's, brought up to date when the run ends: see refresh()).
+  function count(step) {
+    if (seen.has(step.seq)) return false;
     seen.add(step.seq);
+    totals.tokens += step.prompt_tokens + step.completion_tokens;
+    totals.cost += Number(step.cost_usd);
+    document.getElementById("run-tokens").textContent = String(totals.tokens);
+    document.getElementById("run-cost").textContent = money(totals.cost);
+    return true;
+  }
+
+  // A live step, as plain text, the way the server lists them (agents/views.py _step_row).
+  function addStep(step) {
+    if (!count(step)) return;
     typing.hidden = true;
     typing.querySelector(".text").textContent = "";
     const item = document.createElement("li");
@@ -119,8 +100,26 @@
     body.textContent = text || "";
     item.append(head, body);
     stepsList.appendChild(item);
-    addToTotals(step);
-    renderTotals();
+  }
+
+  // The run has ended: the page's server-rendered parts (output and steps as Markdown, the engine, the tables
+  // by agent and task, retry and compare) replace the live ones.
+  function refresh() {
+    fetch(location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        const fresh = new DOMParser().parseFromString(html, "text/html");
+        document.querySelectorAll("[data-refresh][id]").forEach(function (old) {
+          const next = fresh.getElementById(old.id);
+          if (next) old.replaceWith(document.importNode(next, true));
+        });
+        ["run-tokens", "run-cost"].forEach(function (id) {
+          const next = fresh.getElementById(id);
+          if (next) document.getElementById(id).textContent = next.textContent;
+        });
+        runPage.dataset.refreshed = "true";
+      });
   }
 
   function setStatus(status, error) {
@@ -138,25 +137,12 @@
     }
   }
 
-  function showOutput() {
-    fetch("/api/v1/runs/" + runPage.dataset.run, { credentials: "same-origin", headers: { "X-Crewdesk-Org": runPage.dataset.org } })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (run) {
-        if (!run) return;
-        if (run.output) {
-          document.getElementById("run-output").textContent = run.output;
-          document.getElementById("run-output-box").hidden = false;
-        }
-        document.getElementById("run-tokens").textContent = String(run.tokens);
-        document.getElementById("run-cost").textContent = "$" + run.cost_usd;
-      });
-  }
-
-  (data.steps || []).forEach(addStep);
+  (data.steps || []).forEach(count);
   setStatus(data.status, data.error);
 
   if (cancelButton) {
     cancelButton.addEventListener("click", function () {
+      if (!window.confirm("Cancel this run? The work done so far is kept; the rest is not done.")) return;
       cancelButton.disabled = true;
       cancelButton.textContent = "Cancelling…";
       fetch("/api/v1/runs/" + runPage.dataset.run + "/cancel", {
@@ -184,7 +170,7 @@
       } else if (event.type === "status" || event.type === "run") {
         const status = event.type === "run" ? event.run.status : event.status;
         setStatus(status, event.type === "run" ? event.run.error : event.error);
-        if (finished.includes(status)) { done = true; showOutput(); }
+        if (finished.includes(status)) { done = true; refresh(); }
       }
     };
     socket.onclose = function (event) {

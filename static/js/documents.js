@@ -46,39 +46,56 @@
     });
     table.prepend(row);
     setStatus(row, doc.status, doc.progress, doc.failure_reason);
-    watch(row);  // its events may have come before this row existed
   }
 
-  function show(row, doc) {
+  // A document's state, wherever the page shows it: its row in the table (when the list holds it) and its
+  // line in the upload panel (when it was uploaded from this page). Both follow it until it is ready or failed.
+  const uploads = {};  // document id -> the upload panel's note
+  const states = {};   // document id -> the last status shown
+
+  function apply(doc) {
     const late = doc.status === "queued" || doc.status === "processing";
-    if (late && !unfinished(row)) return;  // an answer that left before the document finished
-    setStatus(row, doc.status, doc.progress, doc.failure_reason !== undefined ? doc.failure_reason : doc.reason);
-    if (doc.chunk_count !== undefined) row.querySelector(".chunks").textContent = String(doc.chunk_count);
+    if (late && states[doc.id] && !inFlight(states[doc.id])) return;  // an answer that left before it finished
+    states[doc.id] = doc.status;
+    const reason = doc.failure_reason !== undefined ? doc.failure_reason : doc.reason;
+    const row = table.querySelector('tr[data-document="' + doc.id + '"]');
+    if (row) {
+      setStatus(row, doc.status, doc.progress, reason);
+      if (doc.chunk_count !== undefined) row.querySelector(".chunks").textContent = String(doc.chunk_count);
+    }
+    const note = uploads[doc.id];
+    if (note) {
+      note.dataset.status = doc.status;
+      if (doc.status === "ready") {
+        note.textContent = " Ready" + (doc.chunk_count !== undefined ? ": " + doc.chunk_count + " chunks" : "") + ".";
+      } else if (doc.status === "failed") {
+        note.textContent = " Failed" + (reason ? ": " + reason : "") + ".";
+        note.parentElement.classList.add("error");
+      } else if (doc.status === "processing") {
+        note.textContent = " uploaded, processing " + (doc.progress || 0) + "%…";
+      } else {
+        note.textContent = " uploaded, waiting to be processed…";
+      }
+    }
   }
 
-  function unfinished(row) {
-    const status = row.querySelector(".status").dataset.status;
-    return status === "queued" || status === "processing";
-  }
+  function inFlight(status) { return status === "queued" || status === "processing"; }
 
-  // Events sent before this page's socket opened (or before a row was added) are not replayed: ask the API
-  // about a row still in flight until it is finished.
-  function watch(row) {
-    if (!unfinished(row)) return;
+  // Events sent before this page's socket opened (or before an upload was answered) are not replayed: ask the
+  // API about a document still in flight until it is finished.
+  function watch(id) {
+    if (states[id] && !inFlight(states[id])) return;
     const timer = setInterval(function () {
-      if (!unfinished(row)) { clearInterval(timer); return; }
-      refresh(row.dataset.document);
+      if (!inFlight(states[id])) { clearInterval(timer); return; }
+      refresh(id);
     }, 3000);
-    refresh(row.dataset.document);
+    refresh(id);
   }
 
   function refresh(id) {
     fetch("/api/v1/documents/" + id, { headers: { "X-Crewdesk-Org": orgId }, credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (doc) {
-        const row = doc && table.querySelector('tr[data-document="' + doc.id + '"]');
-        if (row) show(row, doc);
-      });
+      .then(function (doc) { if (doc) apply(doc); });
   }
 
   function upload(file) {
@@ -89,7 +106,7 @@
     bar.max = 100;
     bar.value = 0;
     const note = document.createElement("span");
-    note.className = "muted";
+    note.className = "muted upload-state";
     item.append(name, bar, note);
     progressList.prepend(item);
 
@@ -107,8 +124,13 @@
       try { body = JSON.parse(request.responseText); } catch (e) { /* not JSON */ }
       if (request.status === 202) {
         bar.value = 100;
-        note.textContent = " uploaded, processing…";
-        addRow(body, select ? select.options[select.selectedIndex].text : "");
+        uploads[body.id] = note;
+        const into = select ? select.value : "";
+        if (page.dataset.addsRows === "true" && (!page.dataset.collection || page.dataset.collection === into)) {
+          addRow(body, select ? select.options[select.selectedIndex].text : "");
+        }
+        apply(body);
+        watch(body.id);  // its events may have come before this page knew of it
       } else {
         item.classList.add("error");
         note.textContent = " " + ((body.error && body.error.message) || "Upload failed (" + request.status + ").");
@@ -132,8 +154,11 @@
   document.addEventListener("crewdesk:event", function (e) {
     const event = e.detail;
     if (!event || event.type !== "document.progress") return;
-    const row = table.querySelector('tr[data-document="' + event.data.id + '"]');
-    if (row) show(row, event.data);
+    apply(event.data);
   });
-  table.querySelectorAll("tr[data-document]").forEach(watch);
+  table.querySelectorAll("tr[data-document]").forEach(function (row) {
+    const id = row.dataset.document;
+    states[id] = row.querySelector(".status").dataset.status;
+    watch(id);
+  });
 })();

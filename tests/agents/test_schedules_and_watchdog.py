@@ -22,7 +22,9 @@ def scheduled(db):
     response = client.post("/api/v1/crews", {
         "name": "Digest", "default_model": "local", "schedule": {"cron": "0 8 * * 1", "enabled": True,
                                                                   "inputs": {"topic": "refunds"}},
-        "agents": [{"role": "writer", "goal": "Write."}],
+        # something to answer from: a run that found nothing fails (agents.engine), and these runs should finish
+        "agents": [{"role": "writer", "goal": "Write.",
+                    "instructions": "Refunds take 30 days from the purchase date."}],
         "tasks": [{"name": "digest", "agent": "writer", "description": "Summarise {topic}."}],
     }, format="json")  # fmt: skip
     assert response.status_code == 201, response.content
@@ -51,7 +53,7 @@ def test_a_schedule_missing_its_inputs_is_refused(db):
         "tasks": [{"name": "digest", "agent": "writer", "description": "Summarise {topic}."}],
     }, format="json")  # fmt: skip
     assert response.status_code == 400
-    assert "topic" in response.json()["error"]["details"]["schedule.inputs"][0]
+    assert "{topic}" in response.json()["error"]["details"]["schedule.inputs.topic"][0]
 
 
 def test_a_finished_scheduled_run_notifies_every_member(scheduled):

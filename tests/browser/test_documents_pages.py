@@ -37,6 +37,10 @@ def test_upload_watch_ask_and_open_the_citation(browser, daphne_server, celery_w
     row = page.locator("#document-table tbody tr").first
     row.locator(".status[data-status=ready]").wait_for(timeout=90000)  # pushed live, no reload
     assert row.locator(".chunks").inner_text() == str(Document.all_orgs.get().chunk_count)
+    # The upload panel follows the document too: it says Ready, not "processing" (issue #16).
+    state = page.locator("#upload-progress li .upload-state").first
+    page.locator("#upload-progress li .upload-state[data-status=ready]").wait_for(timeout=10000)
+    assert state.inner_text().strip() == f"Ready: {Document.all_orgs.get().chunk_count} chunks."
     screenshot(page, "11-documents-ready")
 
     refused = tmp_path / "program.bin"
@@ -61,3 +65,41 @@ def test_upload_watch_ask_and_open_the_citation(browser, daphne_server, celery_w
     assert "page 3" in highlighted.inner_text() and "Refunds take 30 days" in highlighted.inner_text()
     screenshot(page, "13-document-passage")
     context.close()
+
+
+def test_the_documents_table_is_searched_and_paged_and_fits_a_phone(browser, daphne_server, screenshot):
+    from saas.core import crypto
+    from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
+
+    member: Any = MembershipFactory(role="member")
+    org = member.organization
+    collection = CollectionFactory(organization=org, name="Policies")
+    for n in range(30):
+        DocumentFactory(organization=org, collection=collection, title=f"Policy {n:02d}", chunk_count=3)
+    DocumentFactory(organization=org, collection=collection, title="Travel guide with a rather long title, to wrap")
+    text = "## Refunds\n\nRefunds take **30 days**.\n\n| Plan | Days |\n|---|---|\n| Pro | 30 |\n\n"
+    text += "```python\nprint('hi')\n```"
+    chunk = ChunkFactory(organization=org, document__collection=collection, document__title="Refund rules",
+                         text_encrypted=crypto.encrypt(text))  # fmt: skip
+
+    for width, height in [(1366, 900), (390, 844)]:
+        page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+        sign_in(page, daphne_server.url, member.user.email)
+        page.goto(f"{daphne_server.url}/o/{org.slug}/documents/")
+        assert page.locator("#document-table tbody tr[data-document]").count() == 25
+        assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+        screenshot(page, f"14-documents-{width}")
+        page.fill("#document-search", "policy")
+        page.click("form.table-search button[type=submit]")
+        page.wait_for_url(re.compile(r"\?q=policy"))
+        assert "Page 1 of 2 · 30 documents" in page.locator("nav.pager").inner_text()
+        page.click("nav.pager a[rel=next]")
+        page.wait_for_url(re.compile(r"q=policy&.*page=2"))  # the search is kept
+        assert page.locator("#document-table tbody tr[data-document]").count() == 5
+        assert "Travel guide" not in page.locator("#document-table").inner_text()
+        screenshot(page, f"15-documents-search-page2-{width}")
+        page.goto(f"{daphne_server.url}/o/{org.slug}/documents/{chunk.document_id}/")
+        page.locator(".chunk .md strong").wait_for()  # the passage's Markdown, rendered
+        assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+        screenshot(page, f"16-document-detail-{width}")
+        page.context.close()
