@@ -38,13 +38,22 @@
     if (target) target.classList.add("highlight");
   }
 
+  // A table's box is a named region the keyboard can reach, so a table wider than a phone scrolls with arrows too.
   function wrapTables() {
     document.querySelectorAll("main table").forEach(function (table) {
-      if (table.parentElement.closest(".table-wrap, .scroll-x")) return;
-      const box = document.createElement("div");
-      box.className = "table-wrap";
-      table.parentNode.insertBefore(box, table);
-      box.appendChild(table);
+      let box = table.parentElement.closest(".table-wrap, .scroll-x");
+      if (!box) {
+        box = document.createElement("div");
+        box.className = "table-wrap";
+        table.parentNode.insertBefore(box, table);
+        box.appendChild(table);
+      }
+      if (box.hasAttribute("tabindex")) return;
+      const caption = table.querySelector("caption");
+      const heading = box.closest("section, .card, main").querySelector("h1, h2");
+      box.tabIndex = 0;
+      box.setAttribute("role", "region");
+      box.setAttribute("aria-label", (caption || heading || { textContent: "Table" }).textContent.trim());
     });
   }
 
