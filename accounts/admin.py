@@ -6,21 +6,25 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db import transaction
 from django.http import HttpRequest
 
-from accounts.models import ApiKey, AuditEvent, DataExport, ErasureRecord, Invitation, Membership, Organization, User
+from accounts.models import (
+    ApiKey,
+    AuditEvent,
+    DataExport,
+    ErasureRecord,
+    Invitation,
+    Membership,
+    Notification,
+    Organization,
+    User,
+)
 from saas.core import events
+from saas.core.admin import LedgerAdmin, OrgOwnedAdmin
 
 
 def _sockets_recheck(*user_ids: Any) -> None:
     """An operator's change to someone's rights reaches their open websockets too, like a member's change."""
     for user_id in set(user_ids):
         transaction.on_commit(partial(events.access_changed, user_id=user_id), robust=True)
-
-
-class AllOrgsAdmin(admin.ModelAdmin):
-    """Operators see every org: the admin reads through the `all_orgs` escape hatch, deliberately."""
-
-    def get_queryset(self, request: HttpRequest) -> Any:
-        return self.model.all_orgs.all()  # type: ignore[attr-defined]
 
 
 @admin.register(User)
@@ -48,9 +52,11 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(AllOrgsAdmin):
-    list_display = ("user", "organization", "role")
+class MembershipAdmin(OrgOwnedAdmin):
+    list_display = ("user", "organization", "role", "created_at")
     list_filter = ("role",)
+    search_fields = ("user__email", "organization__name", "organization__slug")
+    raw_id_fields = ("user", "organization")
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         previous = Membership.all_orgs.filter(pk=obj.pk).values_list("user_id", flat=True).first() if change else None
@@ -68,33 +74,37 @@ class MembershipAdmin(AllOrgsAdmin):
 
 
 @admin.register(Invitation)
-class InvitationAdmin(AllOrgsAdmin):
+class InvitationAdmin(OrgOwnedAdmin):
     list_display = ("email", "organization", "role", "expires_at", "accepted_at", "revoked_at")
+    search_fields = ("email", "organization__name")
+    list_filter = ("role",)
     exclude = ("token_hash",)
+    raw_id_fields = ("organization", "invited_by", "accepted_by")
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(AllOrgsAdmin):
+class ApiKeyAdmin(OrgOwnedAdmin):
     list_display = ("name", "prefix", "organization", "last_used_at", "revoked_at")
+    search_fields = ("name", "prefix", "organization__name")
     readonly_fields = ("prefix", "last_used_at", "last_used_ip")
     exclude = ("secret_hash",)
+    raw_id_fields = ("organization", "created_by")
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(AllOrgsAdmin):
+class AuditEventAdmin(LedgerAdmin):
     """Read-only: the log is append-only (the database refuses changes too)."""
 
     list_display = ("created_at", "organization", "action", "actor_label", "target_label", "ip")
     list_filter = ("action",)
+    search_fields = ("action", "actor_label", "target_label", "organization__name")
+    date_hierarchy = "created_at"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+@admin.register(Notification)
+class NotificationAdmin(LedgerAdmin):
+    list_display = ("created_at", "organization", "user", "title", "read_at")
+    search_fields = ("title", "user__email")
 
 
 @admin.register(ErasureRecord)

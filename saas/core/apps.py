@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class CoreConfig(AppConfig):
@@ -15,6 +16,13 @@ class CoreConfig(AppConfig):
 
         register_notice("Error reports", _errors_notice)
         register_notice("Email", _email_notice)
+
+
+class CrewdeskAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with our site: our apps first, dj-stripe's mirror last (saas/core/admin.py)."""
+
+    default = False  # named in INSTALLED_APPS; "saas.core" stays CoreConfig
+    default_site = "saas.core.admin.CrewdeskAdminSite"
 
 
 def _errors_notice() -> str:

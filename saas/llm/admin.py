@@ -4,9 +4,9 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from accounts.admin import AllOrgsAdmin
+from saas.core.admin import LedgerAdmin, OrgOwnedAdmin, plain_fields
 from saas.llm import provider_registry
-from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings, OrgProvider, Provider
+from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings, OrgProvider, Provider, SemanticCacheEntry
 
 
 class ProviderForm(forms.ModelForm):
@@ -49,7 +49,7 @@ class ProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrgProvider)
-class OrgProviderAdmin(AllOrgsAdmin):
+class OrgProviderAdmin(OrgOwnedAdmin):
     """Teams' own providers (bring your own key), read-only here: their admins manage them; keys never show."""
 
     list_display = ("name", "organization", "kind", "base_url", "key_hint", "enabled", "circuit", "tested_at")
@@ -79,24 +79,29 @@ class ModelConfigAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrgLLMSettings)
-class OrgLLMSettingsAdmin(AllOrgsAdmin):
+class OrgLLMSettingsAdmin(OrgOwnedAdmin):
     list_display = ("organization", "default_model", "pii_policy")
 
 
 @admin.register(LLMCall)
-class LLMCallAdmin(AllOrgsAdmin):
-    """The ledger, read-only: it is what billing and audits rely on."""
+class LLMCallAdmin(LedgerAdmin):
+    """The ledger, read-only: it is what billing and audits rely on. Prompts and answers stay encrypted."""
 
     list_display = ("created_at", "organization", "feature", "model_requested", "model_used", "status", "cache",
                     "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms")  # fmt: skip
     list_filter = ("status", "cache", "feature")
-    exclude = ("input_encrypted", "output_encrypted")
+    search_fields = ("organization__name", "model_used", "feature")
+    date_hierarchy = "created_at"
+    fields = plain_fields(LLMCall)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+@admin.register(SemanticCacheEntry)
+class SemanticCacheEntryAdmin(LedgerAdmin):
+    """Cached answers, by org and model (the answer itself stays encrypted); deleting expires them early."""
+
+    list_display = ("created_at", "organization", "model_alias", "prompt_version", "scope", "expires_at")
+    search_fields = ("organization__name", "model_alias")
+    fields = plain_fields(SemanticCacheEntry)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+        return True

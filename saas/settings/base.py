@@ -31,7 +31,7 @@ DATA_EXPORT_KEEP_DAYS = env.int("DATA_EXPORT_KEEP_DAYS", default=7)
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "saas.core.apps.CrewdeskAdminConfig",  # django.contrib.admin with our site (saas/core/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

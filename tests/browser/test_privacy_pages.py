@@ -31,6 +31,7 @@ def test_a_member_exports_their_data_then_deletes_their_account(browser, daphne_
     member: Any = MembershipFactory(role=Membership.Role.MEMBER, organization__name="Northwind")
     MembershipFactory(organization=member.organization, role=Membership.Role.OWNER)
     page = browser.new_context(viewport={"width": 1100, "height": 900}, accept_downloads=True).new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the destructive forms ask first (page.js)
     sign_in(page, daphne_server.url, member.user.email)
     page.click("nav.account >> text=Your data")
     page.click("text=Export my data")
@@ -65,6 +66,7 @@ def test_an_owner_sets_the_teams_privacy_reads_the_privacy_page_and_deletes_the_
 ):
     owner: Any = MembershipFactory(role=Membership.Role.OWNER, organization__name="Northwind")
     page = browser.new_context(viewport={"width": 1100, "height": 1000}).new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the destructive forms ask first (page.js)
     sign_in(page, daphne_server.url, owner.user.email)
     page.goto(f"{daphne_server.url}/o/{owner.organization.slug}/settings/")
     page.select_option("#member-content-select", "transfer")
