@@ -57,7 +57,7 @@ class BrowserUser(HttpUser):
         self.cookie = member["cookie"]
         self.conversation = member["conversation"]
         self.client.headers["Cookie"] = self.cookie
-        self.ws_base = self.host.replace("http://", "ws://").replace("https://", "wss://")
+        self.ws_base = (self.host or FIXTURE["url"]).replace("http://", "ws://").replace("https://", "wss://")
 
     def _page(self, path: str, name: str) -> None:
         with self.client.get(path, name=name, catch_response=True, allow_redirects=False) as response:
