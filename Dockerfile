@@ -18,7 +18,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     STATIC_ROOT=/app/staticfiles \
     MEDIA_ROOT=/data/media
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system crewdesk && useradd --system --gid crewdesk --home /app crewdesk \
+    && groupadd --system --gid 10001 crewdesk \
+    && useradd --system --uid 10001 --gid crewdesk --home /app crewdesk \
     && mkdir -p /data/media && chown crewdesk:crewdesk /data/media
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
@@ -28,7 +29,8 @@ RUN SECRET_KEY=collectstatic-only-build-time-key-000000000000000000000000 \
     DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
     LLM_ENCRYPTION_KEYS=build-time-only-not-a-real-key \
     python manage.py collectstatic --noinput
-USER crewdesk
+# Numeric, so Kubernetes' runAsNonRoot can verify it (deploy/k8s runs as 10001:10001 with a read-only root).
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run services test lint format lock bench clean chromium
+.PHONY: install run services test lint format lock bench loadtest clean chromium
 CHROMIUM ?= /usr/bin/chromium
 
 $(INSTALLED): pyproject.toml constraints.txt
@@ -47,6 +47,13 @@ lock: install  ## re-pin every transitive dependency after changing pyproject.to
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# `make loadtest LOADTEST_USERS=100 LOADTEST_DURATION=60` for a short run.
+LOADTEST_USERS ?= 300
+LOADTEST_DURATION ?= 300
+LOADTEST_SPAWN_RATE ?= 10
+loadtest: install  ## Locust against the stack as `make run` starts it, on the fake model upstream; prints the SLO table
+	$(PY) deploy/loadtest/run.py --users $(LOADTEST_USERS) --duration $(LOADTEST_DURATION) --spawn-rate $(LOADTEST_SPAWN_RATE)
 
 clean:
 	rm -rf $(VENV) staticfiles .mypy_cache .ruff_cache .pytest_cache

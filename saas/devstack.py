@@ -28,6 +28,8 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATABASE_NAME = "crewdesk"
 READY_PREFIX = "CREWDESK-SERVICES-READY "
+# The queues the Celery routes use (CELERY_TASK_ROUTES); `make run` has one worker consuming them all.
+WORKER_QUEUES = "ingestion,crews,default"
 
 log = logging.getLogger("devstack")
 
@@ -206,7 +208,9 @@ def run() -> int:
         manager.add_process(
             "web", f"exec {sys.executable} -m saas.core.http_server -b {host} -p {port} saas.asgi:application", env=env
         )
-        manager.add_process("worker", f"exec {bin_dir}/celery -A saas worker --loglevel INFO --concurrency 2", env=env)
+        # One worker for the three queues that production splits over three Deployments (deploy/k8s/).
+        worker = f"exec {bin_dir}/celery -A saas worker --loglevel INFO --concurrency 2 --queues {WORKER_QUEUES}"
+        manager.add_process("worker", worker, env=env)
         manager.add_process(
             "beat",
             f"exec {bin_dir}/celery -A saas beat --loglevel INFO -s {env['CELERY_BEAT_SCHEDULE_FILENAME']}",

@@ -175,6 +175,14 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=14 
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Three queues, each consumed by its own worker Deployment (deploy/k8s/), so a long crew run never starves
+# ingestion; everything not routed here (beat's housekeeping, exports, billing) goes to "default". `make run`'s
+# one worker consumes all three. tests/deploy/test_celery_routes.py holds these to the manifests.
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "documents.ingest_document": {"queue": "ingestion"},
+    "agents.run_crew": {"queue": "crews"},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = env.str(
     "CELERY_BEAT_SCHEDULE_FILENAME", default=str(DEVDATA_DIR / "celerybeat-schedule")
 )

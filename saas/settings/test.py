@@ -20,6 +20,7 @@ CHANNEL_LAYERS = {
 }
 # A test worker never takes a dev worker's tasks (or the reverse) when both share one broker.
 CELERY_TASK_DEFAULT_QUEUE = "crewdesk-test"
+CELERY_TASK_ROUTES = {}  # type: ignore[var-annotated]  # the one test worker consumes only that queue
 ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
 # Uploaded files of tests apart from the dev stack's (the live worker reads them from the same place).
 MEDIA_ROOT = str(DEVDATA_DIR / "test" / "media")

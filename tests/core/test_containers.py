@@ -72,3 +72,46 @@ def test_everything_the_dockerfile_copies_exists():
     for match in re.finditer(r"^COPY (?!--from)(?:--\S+ )*(.+) \S+$", DOCKERFILE, flags=re.MULTILINE):
         for source in match.group(1).split():
             assert (BASE_DIR / source).exists(), source
+
+
+def test_optional_services_start_only_with_their_profile():
+    services = COMPOSE["services"]
+    for name in ("web", "worker", "beat", "migrate", "db", "redis"):
+        assert "profiles" not in services[name], name  # `docker compose up` still runs the whole stack
+    assert {n for n, s in services.items() if "ollama" in s.get("profiles", [])} == {
+        "ollama",
+        "ollama-pull",
+        "ollama-register",
+    }
+    assert {n for n, s in services.items() if "s3" in s.get("profiles", [])} == {"minio", "minio-bucket"}
+
+
+def test_the_ollama_profile_registers_an_openai_compatible_provider_on_the_compose_network():
+    register = COMPOSE["services"]["ollama-register"]
+    assert register["command"] == ["python", "manage.py", "llm_sync_registry"]
+    source, target, _ = register["volumes"][0].split(":")
+    assert target == "/app/saas/llm/registry.yaml"  # the file llm_sync_registry reads (saas/llm/registry.py)
+    assert (BASE_DIR / "saas" / "llm" / "registry.yaml").is_file()
+    registry = yaml.safe_load((BASE_DIR / source).read_text())
+    (provider,) = registry["providers"]
+    assert provider["kind"] == "openai_compatible" and provider["base_url"] == "http://ollama:11434/v1"
+    assert all(model["upstream"] == provider["name"] for model in registry["models"])
+    pulled = COMPOSE["services"]["ollama-pull"]["entrypoint"][-1]
+    assert {model["upstream_model"] for model in registry["models"]} == {pulled}
+
+
+def test_the_ollama_registry_file_loads_with_the_apps_own_reader():
+    from saas.llm.registry import FIELDS, PROVIDER_FIELDS, provider_entries, registry_entries
+
+    path = BASE_DIR / "deploy" / "compose" / "registry.ollama.yaml"
+    for entry in provider_entries(path):
+        assert set(entry) - {"name"} <= set(PROVIDER_FIELDS)
+    for entry in registry_entries(path):
+        assert set(entry) - {"alias"} <= set(FIELDS)
+
+
+def test_the_s3_profile_gives_the_app_the_storage_settings():
+    environment = COMPOSE["services"]["web"]["environment"]
+    assert {"STORAGE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(environment)
+    assert "minio" in COMPOSE["services"]["minio-bucket"]["depends_on"]
+    assert "local/crewdesk" in COMPOSE["services"]["minio-bucket"]["entrypoint"][-1]  # the bucket of the README
