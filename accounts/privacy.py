@@ -45,7 +45,7 @@ from accounts.models import (
 )
 from accounts.permissions import OWNER, Principal
 from accounts.services import Origin, audit_record, key_memo
-from saas.core import events
+from saas.core import events, storage
 from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
 from saas.core.privacy import ExportSink, Store, Subject, erasure_order, register_store, stores
 from saas.core.ratelimit import Bucket, counters_forget, enforce_rate_limits
@@ -83,7 +83,15 @@ class _ZipSink(ExportSink):
         self.archive.writestr(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
     def file(self, path: str, open_file: Callable[[], Any]) -> None:
-        with open_file() as source, self.archive.open(path, "w", force_zip64=True) as target:
+        """A stored file, decrypted as it is copied in. One that is missing or unreadable does not sink the
+        whole export: a note in its place says so (an unreachable store does: the task retries)."""
+        try:
+            source = open_file()
+        except (storage.StoredFileMissing, storage.StoredFileCorrupt) as error:
+            self.archive.writestr(f"{path}.unavailable.txt", f"This file could not be read from the file storage "
+                                  f"({error.code}): {error.message}\n")  # fmt: skip
+            return
+        with source, self.archive.open(path, "w", force_zip64=True) as target:
             shutil.copyfileobj(source, target, 1024 * 1024)
 
 
