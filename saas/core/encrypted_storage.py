@@ -12,7 +12,9 @@ cannot be reordered, dropped or the file cut short at a segment boundary without
 and writing hold two segments in memory, whatever the file's size.
 
 Rotating the keys re-wraps only the data key: the segments are copied as they are (saas/core/storage.py).
-Files stored before encryption (no MAGIC) are read as they are until the rotation command encrypts them."""
+Files stored before encryption (no MAGIC) are read as they are while STORAGE_ALLOW_UNENCRYPTED is true (the
+default, so an upgrade keeps working) until the rotation command has encrypted them; then set it to false, and
+a file swapped for one in clear is refused like any other tampering."""
 
 import base64
 import io
@@ -146,15 +148,18 @@ class EncryptingStream(_Stream):
 class DecryptingStream(_Stream):
     """The content of a stored file, read from `raw` (its stored bytes). The header and the first segment are
     checked when it is made, so a file that cannot be read fails at open, before anything is sent on; a later
-    damaged segment fails the read that reaches it (CorruptFile). A file stored in clear is passed through."""
+    damaged segment fails the read that reaches it (CorruptFile). A file stored in clear (before encryption at
+rest) is passed through only with `allow_clear`."""
 
-    def __init__(self, raw: BinaryIO | Any) -> None:
+    def __init__(self, raw: BinaryIO | Any, *, allow_clear: bool = False) -> None:
         super().__init__()
         self._raw = raw
         self._read = raw.read
         token, start = read_header(self._read)
         self.encrypted = token is not None
         if token is None:
+            if not allow_clear:
+                raise CorruptFile("it is not encrypted (a file stored in clear is refused)")
             self._pending += start
         else:
             self._aead = AESGCM(unwrap(token))

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage
 from django.http import FileResponse
@@ -78,7 +79,7 @@ class EncryptedStorageMixin(Storage):
             raise ValueError("Stored files are written with save(), not opened for writing.")
         raw = self._open_raw(name)
         try:
-            stream = sealed.DecryptingStream(raw)
+            stream = sealed.DecryptingStream(raw, allow_clear=settings.STORAGE_ALLOW_UNENCRYPTED)
         except sealed.CorruptFile as exc:
             raw.close()
             raise _corrupt(name, exc) from exc

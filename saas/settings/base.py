@@ -407,6 +407,9 @@ try:
     }
 except storage_settings.StorageUrlError as exc:
     sys.exit(f"Crewdesk refuses to start: {exc}")
+# Files stored before encryption at rest are read as they are until `manage.py rotate_encryption_keys` has
+# encrypted them (its --check counts them); then false refuses any file not encrypted by us.
+STORAGE_ALLOW_UNENCRYPTED = env.bool("STORAGE_ALLOW_UNENCRYPTED", default=True)
 
 # Documents: what an upload may be, and how ingestion cuts it up.
 DOCUMENTS_MAX_BYTES = env.int("DOCUMENTS_MAX_BYTES", default=20 * 1024 * 1024)

@@ -65,7 +65,7 @@ class Command(BaseCommand):
         for model, field in storage.stored_file_fields():  # uploaded originals, exports (saas/core/storage.py)
             counts = storage.rotate_stored_files(model=model, field=field, check=check, batch_size=batch_size)
             left_in_all += counts["rotated"] if check else 0
-            summary = ", ".join(f"{count} {what}" for what, count in counts.items())
+            summary = ", ".join(f"{n} {'left' if check and what == 'rotated' else what}" for what, n in counts.items())
             self.stdout.write(f"{model._meta.label}.{field} (files): {summary}")
         if check and left_in_all:
             raise CommandError(f"{left_in_all} rows are not under the newest key yet: keep the old key(s).")
