@@ -71,9 +71,8 @@ def test_a_damaged_file_is_a_clear_error_not_altered_bytes(backend, damage, sett
     settings.STORAGE_ALLOW_UNENCRYPTED = False  # once migrated: a file swapped for one in clear is tampering too
     name = default_storage.save("check/damaged.bin", ContentFile(SENTENCE * 20))
     backend.put_raw(name, damage(backend.raw(name)))
-    with pytest.raises(storage.StoredFileCorrupt) as corrupt:
-        with default_storage.open(name) as handle:
-            handle.read()
+    with pytest.raises(storage.StoredFileCorrupt) as corrupt, default_storage.open(name) as handle:
+        handle.read()
     assert corrupt.value.status == 409 and corrupt.value.code == "file_corrupt"
 
 

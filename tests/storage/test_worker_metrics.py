@@ -14,11 +14,11 @@ from saas.core import worker_metrics
 from saas.core.redis import get_redis
 from tests.conftest import BIN_DIR, free_port, start_process, subprocess_env, wait_until
 
-TOKEN = "worker-metrics-token-0123456789"  # noqa: S105
+TOKEN = "worker-metrics-token-0123456789"
 
 
 def _scrape(url: str, token: str | None = TOKEN) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             return response.status, response.read().decode()
