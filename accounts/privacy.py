@@ -109,6 +109,7 @@ def _audit_everywhere(user: User, action: str, export: DataExport, origin: Origi
 
 
 OPEN_EXPORTS = (DataExport.Status.QUEUED, DataExport.Status.BUILDING)
+EXPORT_BUILD_STALE_AFTER = 1800 + 60  # accounts.build_export's hard time limit, and a minute
 
 
 @transaction.atomic
@@ -185,8 +186,12 @@ def _write_org(sink: ExportSink, org: Organization) -> None:
 def export_build(*, export_id: Any) -> DataExport | None:
     """The task's work: idempotent (an export already built or failed is left as it is)."""
     with transaction.atomic():
+        # A build still running elsewhere (a redelivered task) is left to it: two builds would write two files.
+        # One that has not moved for longer than the task's hard limit lost its worker and is taken over.
+        lost = timezone.now() - timedelta(seconds=EXPORT_BUILD_STALE_AFTER)
+        claimable = Q(status=DataExport.Status.QUEUED) | Q(status=DataExport.Status.BUILDING, updated_at__lt=lost)
         export = DataExport.objects.select_for_update(of=("self",)).select_related("user", "organization").filter(
-            pk=export_id, status__in=OPEN_EXPORTS).first()  # fmt: skip
+            claimable, pk=export_id).first()  # fmt: skip
         if export is None:
             return None
         export.status = DataExport.Status.BUILDING

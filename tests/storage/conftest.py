@@ -96,3 +96,39 @@ def backend(request, settings) -> Backend:
     settings.STORAGES = {**settings.STORAGES, "default": storage_from_url(url, media_root=settings.MEDIA_ROOT)}
     assert type(default_storage).__name__ and default_storage.__class__  # the lazy default follows the setting
     return chosen
+
+
+def start_worker(log_dir: Path, name: str, queue: str, **env: str):  # type: ignore[no-untyped-def]
+    """A real Celery worker process (solo pool) on its own queue, with extra settings in its environment."""
+    from tests.conftest import BIN_DIR, start_process, subprocess_env
+
+    return start_process(
+        [str(BIN_DIR / "celery"), "-A", "saas", "worker", "--pool", "solo", "--without-gossip", "--without-mingle",
+         "--loglevel", "INFO", "--hostname", f"{name}-{queue}@%h", "--queues", queue],
+        log_dir / f"{name}.log", subprocess_env(**env),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def own_queue():
+    """Tasks sent by this test go to a queue that only this test's workers consume."""
+    from saas.celery import app
+
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue = f"crewdesk-storage-{uuid.uuid4().hex[:8]}"
+    yield queue
+    app.conf.task_default_queue = previous
+
+
+@pytest.fixture
+def org(db):
+    from tests.accounts.factories import OrganizationFactory
+
+    return OrganizationFactory()
+
+
+@pytest.fixture
+def writer(org):
+    from tests.accounts.conftest import issue_key, key_client
+
+    return key_client(issue_key(org, scopes=["read", "ask", "documents:write"]).secret)
