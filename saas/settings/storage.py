@@ -66,11 +66,3 @@ def storage_from_url(url: str, *, media_root: str) -> dict[str, Any]:
         options["access_key"] = unquote(parts.username)
         options["secret_key"] = unquote(parts.password or "")
     return {"BACKEND": S3, "OPTIONS": options}
-
-
-def describe(url: str) -> str:
-    """STORAGE_URL without its credentials, for logs."""
-    parts = urlsplit(url.strip())
-    if parts.username:
-        parts = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
-    return parts.geturl() or "local disk (MEDIA_ROOT)"
