@@ -217,7 +217,7 @@ def export_file_response(export: DataExport) -> FileResponse:
     """The zip, as an attachment named after what it holds and when it was made (browser page and API)."""
     subject = export.organization.slug if export.organization else "personal"
     name = f"crewdesk-{subject}-export-{export.created_at:%Y-%m-%d}.zip"
-    handle = export.file.storage.open(export.file.name, "rb")  # decrypted as it streams (saas/core/storage.py)
+    handle = export.file.storage.open(export.file.name or "", "rb")  # decrypted as it streams (saas/core/storage.py)
     return storage.download_response(handle, filename=name, size=export.size_bytes, content_type="application/zip")
 
 

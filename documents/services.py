@@ -283,7 +283,7 @@ def document_original(*, org: Any, document_id: Any) -> tuple[Document, Any]:
     document = document_get(org=org, document_id=document_id)
     if not document.file:
         raise storage.StoredFileMissing("This document has no stored file.")
-    return document, document.file.storage.open(document.file.name, "rb")
+    return document, document.file.storage.open(document.file.name or "", "rb")
 
 
 def _embedding_input(heading: str, text: str) -> str:

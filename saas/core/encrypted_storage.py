@@ -147,9 +147,9 @@ class EncryptingStream(_Stream):
 
 class DecryptingStream(_Stream):
     """The content of a stored file, read from `raw` (its stored bytes). The header and the first segment are
-    checked when it is made, so a file that cannot be read fails at open, before anything is sent on; a later
-    damaged segment fails the read that reaches it (CorruptFile). A file stored in clear (before encryption at
-rest) is passed through only with `allow_clear`."""
+        checked when it is made, so a file that cannot be read fails at open, before anything is sent on; a later
+        damaged segment fails the read that reaches it (CorruptFile). A file stored in clear (before encryption at
+    rest) is passed through only with `allow_clear`."""
 
     def __init__(self, raw: BinaryIO | Any, *, allow_clear: bool = False) -> None:
         super().__init__()

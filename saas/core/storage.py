@@ -83,12 +83,13 @@ class EncryptedStorageMixin(Storage):
         except sealed.CorruptFile as exc:
             raw.close()
             raise _corrupt(name, exc) from exc
-        return File(_Checked(stream, name), name=name)
+        return File(_Checked(stream, name), name=name)  # type: ignore[arg-type]
 
     def _save(self, name: str, content: Any) -> str:
         if hasattr(content, "seek") and (not hasattr(content, "seekable") or content.seekable()):
             content.seek(0)
-        return str(super()._save(name, File(io_buffered(sealed.EncryptingStream(content)), name=name)))
+        sealed_content = File(io_buffered(sealed.EncryptingStream(content)), name=name)
+        return str(super()._save(name, sealed_content))  # type: ignore[misc]
 
     def size(self, name: str) -> int:
         raw = self._open_raw(name)
