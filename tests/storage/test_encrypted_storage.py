@@ -158,13 +158,13 @@ def test_the_rotation_command_reaches_stored_files(backend, settings):
     out = io.StringIO()
     with pytest.raises(CommandError):
         call_command("rotate_encryption_keys", "--check", stdout=out)
-    assert "documents.Document.file (files): 1 left, 0 current" in out.getvalue()
+    assert "documents.Document.file (files): 1 not under the newest key, 0 under it" in out.getvalue()
     out = io.StringIO()
     call_command("rotate_encryption_keys", stdout=out)
-    assert "documents.Document.file (files): 1 rotated, 0 current, 0 missing, 0 unreadable" in out.getvalue()
+    assert "documents.Document.file (files): 1 re-encrypted, 0 already under the newest key\n" in out.getvalue()
     out = io.StringIO()
     call_command("rotate_encryption_keys", "--check", stdout=out)
-    assert "documents.Document.file (files): 0 left, 1 current" in out.getvalue()
+    assert "documents.Document.file (files): 0 not under the newest key, 1 under it" in out.getvalue()
     settings.LLM_ENCRYPTION_KEYS = settings.LLM_ENCRYPTION_KEYS[:1]
     stored = Document.all_orgs.get(pk=document.pk)
     with stored.file.open("rb") as handle:

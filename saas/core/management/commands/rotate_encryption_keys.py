@@ -64,9 +64,14 @@ class Command(BaseCommand):
                               f"{current} already under the newest key")  # fmt: skip
         for model, field in storage.stored_file_fields():  # uploaded originals, exports (saas/core/storage.py)
             counts = storage.rotate_stored_files(model=model, field=field, check=check, batch_size=batch_size)
-            left_in_all += counts["rotated"] if check else 0
-            summary = ", ".join(f"{n} {'left' if check and what == 'rotated' else what}" for what, n in counts.items())
-            self.stdout.write(f"{model._meta.label}.{field} (files): {summary}")
+            label = f"{model._meta.label}.{field} (files)"
+            if check:
+                left_in_all += counts["rotated"]
+                line = f"{label}: {counts['rotated']} not under the newest key, {counts['current']} under it"
+            else:
+                line = f"{label}: {counts['rotated']} re-encrypted, {counts['current']} already under the newest key"
+            unread = [f"{counts[what]} {what}" for what in ("missing", "unreadable") if counts[what]]
+            self.stdout.write(line + "".join(f", {part}" for part in unread))
         if check and left_in_all:
             raise CommandError(f"{left_in_all} rows are not under the newest key yet: keep the old key(s).")
 
