@@ -87,6 +87,8 @@ def backend(request, settings) -> Backend:
     if request.param == "local":
         url = ""
         chosen = Backend("local", url)
+        # A directory of its own: files written under test keys stay out of the shared test media.
+        settings.MEDIA_ROOT = str(request.getfixturevalue("tmp_path") / "media")
     else:
         endpoint = request.getfixturevalue("s3_endpoint")
         url = request.getfixturevalue("s3_url")

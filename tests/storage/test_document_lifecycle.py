@@ -40,9 +40,10 @@ def _download(client, document_id) -> tuple[int, bytes, dict]:
 
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
-def test_upload_ingest_download_export_erase(backend, own_queue, tmp_path):
+def test_upload_ingest_download_export_erase(backend, own_queue, tmp_path, settings):
     sync_registry(ModelConfig)  # a flushed test database has lost the seeded registry
-    worker = start_worker(tmp_path, "lifecycle", own_queue, STORAGE_URL=backend.url)
+    worker = start_worker(tmp_path, "lifecycle", own_queue, STORAGE_URL=backend.url,
+                          TEST_MEDIA_ROOT=settings.MEDIA_ROOT)  # fmt: skip
     try:
         owner = MembershipFactory(role="owner")
         org = owner.organization
