@@ -78,6 +78,7 @@ def document_detail(request: OrgHttpRequest, document_id: str) -> HttpResponse:
 @org_page(READ)  # type: ignore[arg-type]
 def document_file(request: OrgHttpRequest, document_id: str) -> HttpResponseBase:
     """The original file, decrypted as it streams; one that cannot be read is said so on the document's page."""
+    services.document_get(org=request.org, document_id=document_id)  # not there (or another org's): a 404
     opened = run_service(request, lambda: services.document_original(org=request.org, document_id=document_id))
     if not opened:
         return redirect("document-detail", org_slug=request.org.slug, document_id=document_id)

@@ -61,7 +61,9 @@ class Backend:
 
     def put_raw(self, name: str, data: bytes) -> None:
         if self.kind == "local":
-            (Path(django_settings.MEDIA_ROOT) / name).write_bytes(data)
+            path = Path(django_settings.MEDIA_ROOT) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
         else:
             s3_client(self.endpoint).put_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}", Body=data)
 
