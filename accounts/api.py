@@ -17,6 +17,7 @@ from accounts import key_guard, privacy, selectors, services
 from accounts.authentication import request_origin
 from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, MemberContent, Membership, Organization
 from accounts.permissions import ADMIN, OWNER, READ, Principal
+from saas.core import storage
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
 from saas.core.errors import ApplicationError, NotFound, PermissionDenied
 from saas.core.schema import PLAN_LIMIT
@@ -216,7 +217,8 @@ def export_file_response(export: DataExport) -> FileResponse:
     """The zip, as an attachment named after what it holds and when it was made (browser page and API)."""
     subject = export.organization.slug if export.organization else "personal"
     name = f"crewdesk-{subject}-export-{export.created_at:%Y-%m-%d}.zip"
-    return FileResponse(export.file.open("rb"), as_attachment=True, filename=name, content_type="application/zip")
+    handle = export.file.storage.open(export.file.name or "", "rb")  # decrypted as it streams (saas/core/storage.py)
+    return storage.download_response(handle, filename=name, size=export.size_bytes, content_type="application/zip")
 
 
 def _person(request: OrgRequest) -> Any:

@@ -45,7 +45,7 @@ from accounts.models import (
 )
 from accounts.permissions import OWNER, Principal
 from accounts.services import Origin, audit_record, key_memo
-from saas.core import events
+from saas.core import events, storage
 from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
 from saas.core.privacy import ExportSink, Store, Subject, erasure_order, register_store, stores
 from saas.core.ratelimit import Bucket, counters_forget, enforce_rate_limits
@@ -83,7 +83,15 @@ class _ZipSink(ExportSink):
         self.archive.writestr(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
     def file(self, path: str, open_file: Callable[[], Any]) -> None:
-        with open_file() as source, self.archive.open(path, "w", force_zip64=True) as target:
+        """A stored file, decrypted as it is copied in. One that is missing or unreadable does not sink the
+        whole export: a note in its place says so (an unreachable store does: the task retries)."""
+        try:
+            source = open_file()
+        except (storage.StoredFileMissing, storage.StoredFileCorrupt) as error:
+            self.archive.writestr(f"{path}.unavailable.txt", f"This file could not be read from the file storage "
+                                  f"({error.code}): {error.message}\n")  # fmt: skip
+            return
+        with source, self.archive.open(path, "w", force_zip64=True) as target:
             shutil.copyfileobj(source, target, 1024 * 1024)
 
 
@@ -101,6 +109,7 @@ def _audit_everywhere(user: User, action: str, export: DataExport, origin: Origi
 
 
 OPEN_EXPORTS = (DataExport.Status.QUEUED, DataExport.Status.BUILDING)
+EXPORT_BUILD_STALE_AFTER = 1800 + 60  # accounts.build_export's hard time limit, and a minute
 
 
 @transaction.atomic
@@ -177,8 +186,12 @@ def _write_org(sink: ExportSink, org: Organization) -> None:
 def export_build(*, export_id: Any) -> DataExport | None:
     """The task's work: idempotent (an export already built or failed is left as it is)."""
     with transaction.atomic():
+        # A build still running elsewhere (a redelivered task) is left to it: two builds would write two files.
+        # One that has not moved for longer than the task's hard limit lost its worker and is taken over.
+        lost = timezone.now() - timedelta(seconds=EXPORT_BUILD_STALE_AFTER)
+        claimable = Q(status=DataExport.Status.QUEUED) | Q(status=DataExport.Status.BUILDING, updated_at__lt=lost)
         export = DataExport.objects.select_for_update(of=("self",)).select_related("user", "organization").filter(
-            pk=export_id, status__in=OPEN_EXPORTS).first()  # fmt: skip
+            claimable, pk=export_id).first()  # fmt: skip
         if export is None:
             return None
         export.status = DataExport.Status.BUILDING

@@ -467,12 +467,12 @@ def account_export(request: OrgHttpRequest) -> HttpResponse:
 def export_download(request: OrgHttpRequest, export_id: str) -> HttpResponseBase:
     try:
         export = privacy.export_download(user=request.user, export_id=export_id, origin=_origin(request))
+        return export_file_response(export)  # opens the stored file: a missing or damaged one is said here
     except NotFound as exc:
         raise Http404(exc.message) from exc
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("account-privacy")
-    return export_file_response(export)
 
 
 @login_required

@@ -5,6 +5,7 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 from django.conf import settings
+from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
@@ -17,6 +18,7 @@ from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthenticat
 from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
 from documents import selectors, services
 from documents.models import Collection, Document
+from saas.core import storage
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
 from saas.core.schema import PLAN_LIMIT
 from saas.core.streaming import sse, sse_response
@@ -75,7 +77,7 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScope
     parser_classes = [MultiPartParser, JSONParser]
     required_scopes = {
         "list": READ, "retrieve": READ, "create": DOCUMENTS_WRITE, "destroy": DOCUMENTS_WRITE,
-        "reindex": DOCUMENTS_WRITE,
+        "reindex": DOCUMENTS_WRITE, "file": READ,
     }  # fmt: skip
     rate_limit_endpoints = {"create": "upload"}
 
@@ -119,6 +121,15 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScope
     def reindex(self, request: Request, pk: str) -> Response:
         document = services.document_reindex(org=request.org, document_id=self.get_object().pk)  # type: ignore[attr-defined]
         return Response(DocumentOut(document).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        summary="Download the original file (decrypted from the file storage)",
+    )
+    @action(detail=True, methods=["get"], url_path="file")
+    def file(self, request: Request, pk: str) -> FileResponse:
+        document, handle = services.document_original(org=request.org, document_id=self.get_object().pk)  # type: ignore[attr-defined]
+        return storage.download_response(handle, filename=document.filename, size=document.size_bytes)
 
     @extend_schema(responses={204: None})
     def destroy(self, request: Request, pk: str) -> Response:

@@ -20,7 +20,7 @@ from billing import selectors as billing_selectors
 from documents import grounding
 from documents.extraction import ExtractionRefused, chunk_sections, detect_kind, extract_sections
 from documents.models import Chunk, Collection, Document
-from saas.core import crypto, events
+from saas.core import crypto, events, storage
 from saas.core.errors import ApplicationError, Conflict, NotFound
 from saas.llm import gateway, guardrails
 from saas.llm.models import SemanticCacheEntry
@@ -218,8 +218,7 @@ def document_ingest(*, org_id: Any, document_id: Any) -> Document | None:
     Document.objects.for_org(org_id).filter(pk=document.pk).update(attempts=F("attempts") + 1)
     _progress(document, Document.Status.PROCESSING, 5)
     try:
-        with document.file.open("rb") as handle:
-            data = handle.read()
+        data = _original_bytes(document)
         sections, pages = extract_sections(document.kind, data)
         pieces = chunk_sections(sections)
         if not pieces:
@@ -264,6 +263,28 @@ def document_ingest(*, org_id: Any, document_id: Any) -> Document | None:
     document.refresh_from_db()
     _progress(document, Document.Status.READY, 100)
     return document
+
+
+def _original_bytes(document: Document) -> bytes:
+    """The uploaded original, decrypted from the file storage. A missing or damaged file fails the document
+    with the reason (a retry cannot bring it back); an unreachable store raises, and the task retries."""
+    try:
+        with document.file.open("rb") as handle:
+            return bytes(handle.read())
+    except (storage.StoredFileMissing, storage.StoredFileCorrupt) as error:
+        raise ExtractionRefused(
+            f"The original file cannot be read from the file storage ({error.code}): upload it again.",
+            code=error.code,
+        ) from error
+
+
+def document_original(*, org: Any, document_id: Any) -> tuple[Document, Any]:
+    """A document and its original file opened for streaming (decrypted as it is read; a missing or damaged
+    file is StoredFileMissing / StoredFileCorrupt before anything is sent)."""
+    document = document_get(org=org, document_id=document_id)
+    if not document.file:
+        raise storage.StoredFileMissing("This document has no stored file.")
+    return document, document.file.storage.open(document.file.name or "", "rb")
 
 
 def _embedding_input(heading: str, text: str) -> str:

@@ -17,6 +17,7 @@ org_patterns = [
     path("documents/", views.documents_index, name="documents-index"),
     path("documents/collections/new/", views.collection_new, name="collection-new"),
     path("documents/<uuid:document_id>/", views.document_detail, name="document-detail"),
+    path("documents/<uuid:document_id>/file/", views.document_file, name="document-file"),
     path("documents/<uuid:document_id>/reindex/", views.document_reindex, name="document-reindex"),
     path("documents/<uuid:document_id>/delete/", views.document_delete, name="document-delete"),
     path("ask/", views.ask_page, name="ask"),

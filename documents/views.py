@@ -1,7 +1,7 @@
 """Browser pages: the org's documents (upload, live status), one document (its text and chunks), and ask.
 The pages call the same API as developers do (session auth with CSRF), so there is one code path."""
 
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -9,6 +9,7 @@ from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
 from documents import selectors, services
 from documents.models import Chunk, Document
+from saas.core import storage
 from saas.core.paging import table_page
 from saas.core.validators import validate_single_line
 
@@ -74,6 +75,17 @@ def document_detail(request: OrgHttpRequest, document_id: str) -> HttpResponse:
         "document": document, "chunks": [{"chunk": chunk, "text": services.chunk_text(chunk)} for chunk in chunks],
         "text": services.document_text(document),
     })  # fmt: skip
+
+
+@org_page(READ)  # type: ignore[arg-type]
+def document_file(request: OrgHttpRequest, document_id: str) -> HttpResponseBase:
+    """The original file, decrypted as it streams; one that cannot be read is said so on the document's page."""
+    services.document_get(org=request.org, document_id=document_id)  # not there (or another org's): a 404
+    opened = run_service(request, lambda: services.document_original(org=request.org, document_id=document_id))
+    if not opened:
+        return redirect("document-detail", org_slug=request.org.slug, document_id=document_id)
+    document, handle = opened
+    return storage.download_response(handle, filename=document.filename, size=document.size_bytes)
 
 
 @org_page(ASK)

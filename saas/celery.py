@@ -2,13 +2,20 @@
 
 import os
 
-from celery import Celery, signals
+from saas.core import worker_metrics
+
+worker_metrics.prepare()  # before anything imports prometheus_client: a worker's children share its metrics
+
+from celery import Celery, signals  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings.local")
 
 app = Celery("crewdesk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+worker_metrics.connect_task_signals()  # crewdesk_celery_tasks_total, crewdesk_celery_task_duration_seconds
+signals.worker_ready.connect(worker_metrics.on_worker_ready, weak=False)  # its /metrics on WORKER_METRICS_PORT
+signals.beat_init.connect(worker_metrics.on_worker_ready, weak=False)
 
 
 @signals.beat_init.connect

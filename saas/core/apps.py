@@ -12,6 +12,9 @@ class CoreConfig(AppConfig):
         from saas.core.threads import register_metrics
 
         register_metrics()
+        from saas.core.worker_metrics import register_queue_length
+
+        register_queue_length()  # crewdesk_celery_queue_length on /metrics, read from the broker at scrape
         from saas.core.privacy import register_notice
 
         register_notice("Error reports", _errors_notice)

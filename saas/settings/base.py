@@ -14,6 +14,7 @@ from django_guid.integrations import CeleryIntegration
 
 from saas.settings import logging as logging_settings
 from saas.settings import sentry
+from saas.settings import storage as storage_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Embedded servers, uploads and the beat schedule of a dev machine live here (git-ignored).
@@ -404,6 +405,19 @@ STATIC_ROOT = env.str("STATIC_ROOT", default=None)
 WHITENOISE_USE_FINDERS = True
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(DEVDATA_DIR / "media"))
+# Uploaded originals and data exports (saas/settings/storage.py): local disk under MEDIA_ROOT unless STORAGE_URL
+# names an S3 bucket (or another directory). Every file is encrypted with LLM_ENCRYPTION_KEYS whatever the backend.
+STORAGE_URL = env.str("STORAGE_URL", default="")
+try:
+    STORAGES = {
+        "default": storage_settings.storage_from_url(STORAGE_URL, media_root=MEDIA_ROOT),
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+except storage_settings.StorageUrlError as exc:
+    sys.exit(f"Crewdesk refuses to start: {exc}")
+# Files stored before encryption at rest are read as they are until `manage.py rotate_encryption_keys` has
+# encrypted them (its --check counts them); then false refuses any file not encrypted by us.
+STORAGE_ALLOW_UNENCRYPTED = env.bool("STORAGE_ALLOW_UNENCRYPTED", default=True)
 
 # Documents: what an upload may be, and how ingestion cuts it up.
 DOCUMENTS_MAX_BYTES = env.int("DOCUMENTS_MAX_BYTES", default=20 * 1024 * 1024)

@@ -1,15 +1,14 @@
 """pytest: the same real PostgreSQL and Redis (tests/plugins/services.py starts them), faster hashing."""
 
+import os
+
+from saas.settings import storage as storage_settings
 from saas.settings.base import *  # noqa: F403
 from saas.settings.base import ALLOWED_HOSTS, CACHES, CHANNEL_LAYERS, DEVDATA_DIR
 
 SECRET_KEY = "test-only-secret-key-for-pytest-0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
 # Keys of a test session never collide with a running dev stack sharing the same Redis.
 CACHES = {"default": {**CACHES["default"], "KEY_PREFIX": "crewdesk-test"}}
 CHANNEL_LAYERS = {
@@ -19,10 +18,11 @@ CHANNEL_LAYERS = {
     }
 }
 # A test worker never takes a dev worker's tasks (or the reverse) when both share one broker.
-CELERY_TASK_DEFAULT_QUEUE = "crewdesk-test"
-CELERY_TASK_ROUTES = {}  # type: ignore[var-annotated]  # the one test worker consumes only that queue
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE") or "crewdesk-test"  # a live test's own
+CELERY_TASK_ROUTES = {}  # type: ignore[var-annotated]  # the one test worker consumes only its default queue
 ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
 # Uploaded files of tests apart from the dev stack's (the live worker reads them from the same place).
-MEDIA_ROOT = str(DEVDATA_DIR / "test" / "media")
+MEDIA_ROOT = os.environ.get("TEST_MEDIA_ROOT") or str(DEVDATA_DIR / "test" / "media")  # a live process's own
+STORAGES = {**STORAGES, "default": storage_settings.storage_from_url(STORAGE_URL, media_root=MEDIA_ROOT)}  # noqa: F405
 # Ledger rows are written at once (tests read them right after a call); tests of the batched writer turn it on.
 LLM_LEDGER = {**LLM_LEDGER, "batched": False}  # noqa: F405

@@ -1,5 +1,5 @@
 """Looks for strings everywhere Crewdesk keeps data: every table of the database (each row as text, and every
-encrypted column decrypted), every file under MEDIA_ROOT (zip archives opened), every key and value in Redis."""
+encrypted column decrypted), every file under MEDIA_ROOT (decrypted, zip archives opened), every key and value in Redis."""
 
 import io
 import zipfile
@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from django.apps import apps
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import connection, models
 
 from saas.core import crypto
@@ -51,7 +52,8 @@ def scan_files(needles: list[str]) -> list[str]:
     for path in root.rglob("*") if root.exists() else []:
         if not path.is_file():
             continue
-        data = path.read_bytes()
+        with default_storage.open(str(path.relative_to(root))) as handle:  # decrypted (files are stored encrypted)
+            data = handle.read()
         texts = [data.decode("utf-8", "replace")]
         if zipfile.is_zipfile(io.BytesIO(data)):
             with zipfile.ZipFile(io.BytesIO(data)) as archive:

@@ -7,8 +7,10 @@ application keeps running. Safe to stop and run again: rows already under the ne
     4. LLM_ENCRYPTION_KEYS=<new>
 
 The columns are every text field named `*_encrypted` of every installed model, and the two-factor secrets in
-allauth's JSON column (saas.core.crypto.JSON_SECRETS). Each row is swapped only if it still holds the value that
-was read (compare and swap), so a row rewritten meanwhile is not clobbered.
+allauth's JSON column (saas.core.crypto.JSON_SECRETS). Stored files (uploaded originals, exports) have their
+data key re-wrapped, their content copied as it is; a file stored before encryption at rest is encrypted. Each
+row is swapped only if it still holds the value that was read (compare and swap), so a row rewritten meanwhile is
+not clobbered; a file is replaced whole (a rename on disk, one PUT on S3).
 """
 
 from typing import Any
@@ -17,7 +19,7 @@ from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 from django.db import models, transaction
 
-from saas.core import crypto
+from saas.core import crypto, storage
 
 
 def encrypted_columns() -> list[tuple[type[models.Model], str]]:
@@ -60,6 +62,16 @@ class Command(BaseCommand):
             label = f"{model._meta.label}.{column}[{'/'.join(keys)}]"
             self.stdout.write(f"{label}: {left if check else rotated} {'left' if check else 're-encrypted'}, "
                               f"{current} already under the newest key")  # fmt: skip
+        for model, field in storage.stored_file_fields():  # uploaded originals, exports (saas/core/storage.py)
+            counts = storage.rotate_stored_files(model=model, field=field, check=check, batch_size=batch_size)
+            label = f"{model._meta.label}.{field} (files)"
+            if check:
+                left_in_all += counts["rotated"]
+                line = f"{label}: {counts['rotated']} not under the newest key, {counts['current']} under it"
+            else:
+                line = f"{label}: {counts['rotated']} re-encrypted, {counts['current']} already under the newest key"
+            unread = [f"{counts[what]} {what}" for what in ("missing", "unreadable") if counts[what]]
+            self.stdout.write(line + "".join(f", {part}" for part in unread))
         if check and left_in_all:
             raise CommandError(f"{left_in_all} rows are not under the newest key yet: keep the old key(s).")
 
