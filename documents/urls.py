@@ -19,5 +19,4 @@ org_patterns = [
     path("documents/<uuid:document_id>/", views.document_detail, name="document-detail"),
     path("documents/<uuid:document_id>/reindex/", views.document_reindex, name="document-reindex"),
     path("documents/<uuid:document_id>/delete/", views.document_delete, name="document-delete"),
-    path("ask/", views.ask_page, name="ask"),
 ]

@@ -5,7 +5,7 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
+from accounts.permissions import DOCUMENTS_WRITE, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
 from documents import selectors, services
 from documents.models import Chunk
@@ -72,8 +72,3 @@ def document_detail(request: OrgHttpRequest, document_id: str) -> HttpResponse:
         "documents/detail.html",
         {"document": document, "chunks": chunks, "text": services.document_text(document)},
     )
-
-
-@org_page(ASK)
-def ask_page(request: OrgHttpRequest) -> HttpResponse:
-    return render(request, "documents/ask.html", {"collections": selectors.collection_list(org=request.org)})
