@@ -272,7 +272,10 @@ class TestTenancy:
         assert refused.status_code == 404 and refused.json()["error"]["code"] == "collection_not_found"
         assert not Conversation.all_orgs.filter(user=stranger.user).exists()
 
-    def test_an_api_key_is_refused_conversations(self, member):
+    def test_an_api_key_sees_no_conversation_and_cannot_start_one(self, member):
+        conversation = _start(member)
         client = key_client(issue_key(member.organization, scopes=["read", "ask"]).secret)
-        response = client.get("/api/v1/conversations")
+        assert client.get("/api/v1/conversations").json()["results"] == []
+        assert client.get(f"/api/v1/conversations/{conversation.pk}").status_code == 404
+        response = client.post("/api/v1/conversations", {}, format="json")
         assert response.status_code == 403 and response.json()["error"]["code"] == "person_only"
