@@ -138,7 +138,10 @@
         refreshUserTurns();
       } else if (event.type === "error") {
         if (current && event.html) replaceWithServerHtml(current, event.html);
-        else if (asked) asked.remove();
+        else if (asked) {  // refused before it started: the question goes back into the box
+          if (!question.value) question.value = asked.querySelector(".text").textContent;
+          asked.remove();
+        }
         current = null; asked = null;
         showError(event.error.message);
         busy(false);
