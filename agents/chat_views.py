@@ -23,8 +23,9 @@ def _workspace(request: OrgHttpRequest, **extra: Any) -> dict[str, Any]:
     query = request.GET.get("q", "").strip()[:200]
     return {
         "conversations": conversations.conversation_list(org=request.org, user=request.user, query=query),
-        "query": query, "collections": collection_list(org=request.org), "models": _model_choices(request.org),
-        "local": conversations.answers_locally(org=request.org, model="auto"), **extra,
+        "query": query, "collections": collection_list(org=request.org),
+        "models": [("default", "Team default"), *_model_choices(request.org)],  # as Ask: the team's choice first
+        "local": conversations.answers_locally(org=request.org, model="default"), **extra,
     }  # fmt: skip
 
 
@@ -32,7 +33,7 @@ def _start(request: OrgHttpRequest) -> HttpResponse:
     question = request.POST.get("question", "").strip()
     started = run_service(request, lambda: conversations.conversation_start(
         org=request.org, user=request.user, collection_ids=request.POST.getlist("collections"),
-        model=request.POST.get("model", "auto"),
+        model=request.POST.get("model", "default"),
     ))  # fmt: skip
     if not started or started is True:
         return redirect("ask" if request.POST.get("mode") == "ask" else "chat-index", org_slug=request.org.slug)

@@ -21,7 +21,7 @@ from saas.core.errors import PermissionDenied
 class ConversationIn(StrictSerializer):
     collections = serializers.ListField(child=serializers.UUIDField(), required=False, default=list,
                                         max_length=conversations.MAX_COLLECTIONS)  # fmt: skip
-    model = serializers.CharField(required=False, max_length=64, default="auto")
+    model = serializers.CharField(required=False, max_length=64, default="default")
 
 
 class ConversationPatch(StrictSerializer):

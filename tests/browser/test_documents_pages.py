@@ -49,7 +49,8 @@ def test_upload_watch_ask_and_open_the_citation(browser, daphne_server, celery_w
     page.click("#send")
     page.wait_for_url(re.compile(r"/chat/[0-9a-f-]+/$"))
     answer = page.locator(".turn.assistant").first
-    answer.locator(".citations li").first.wait_for(timeout=30000)
+    answer.locator(".meta").wait_for(timeout=30000)
+    assert answer.locator(".citations li").count() >= 1, answer.inner_text()  # answered by the team default
     assert "Refunds take 30 days" in answer.locator(".text.md").inner_text()
     assert "page 3" in answer.locator(".citations li").first.inner_text()
     answer.locator("[data-rate=up]").click()
