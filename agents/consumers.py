@@ -90,7 +90,8 @@ class ChatConsumer(AccessConsumer):
         org = principal.organization
         asked, answer = await self.in_thread(_start, conversation, frame)  # a refusal is sent as an "error"
         await self.send_event({"type": "started", "question": str(asked.pk), "message": str(answer.pk),
-                               "replaced": str(frame.replace) if frame.replace else None})  # fmt: skip
+                               "replaced": str(frame.replace) if frame.replace else None,
+                               "title": str(conversation)})  # fmt: skip
         events = conversations.answer_stream(
             conversation=conversation,
             answer=answer,

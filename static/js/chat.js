@@ -126,6 +126,11 @@
       const event = JSON.parse(message.data);
       if (event.type === "started") {
         if (asked) { asked.dataset.message = event.question; asked = null; }
+        if (event.title) {  // the title the first question gave the conversation (text, not HTML)
+          document.getElementById("chat-title").textContent = event.title;
+          const entry = document.querySelector("#conv-list li.current .conv-title");
+          if (entry) entry.textContent = event.title;
+        }
         current = answerTurn(event.message);
       } else if (event.type === "delta" && current) {
         current.querySelector(".text").textContent += event.text;

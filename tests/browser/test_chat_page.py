@@ -112,6 +112,7 @@ def test_a_grounded_conversation_renders_cites_and_survives_a_reload(browser, da
     assert answer.locator(".md table td").first.inner_text() == "Refunds"
     code = answer.locator(".md pre.code")
     assert "    return 30" in code.inner_text()  # the indentation is kept
+    assert page.inner_text("#chat-title") == "How long do refunds take?"  # titled from the first question, live
     shown = answer.locator(".text.md").inner_text()
     assert "```" not in shown and "|---|" not in shown and "[1]" in shown
     citation = answer.locator(".citations li").first
