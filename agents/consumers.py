@@ -1,19 +1,23 @@
 """The live channels of agents (access checks, close codes and frame parsing: saas/core/consumers.py).
 
-- /ws/chat/<conversation id>/: the browser sends {"type": "ask", "content", "model"?} or {"type": "stop"}; the
-  answer comes back as "started", "delta" events and one "done" (or "error"). Only the conversation's owner,
-  still a member of its team, may open it; asking needs ASK, checked on every frame.
+- /ws/chat/<conversation id>/: the browser sends {"type": "ask", "content", "model"?, "replace"?} or
+  {"type": "stop"}; the answer comes back as "started", "delta" events and one "done" (or "error") carrying the
+  turn's server-rendered, sanitised HTML. `replace` (a question of the conversation) removes that question and
+  what follows it first: regenerate and edit-and-resend. Answers draw on the conversation's collections
+  (agents/conversations.py). Only the conversation's owner, still a member of its team, may open it; asking
+  needs ASK, checked on every frame.
 - /ws/runs/<run id>/: the recorded steps of a run, then its live events until it ends; read-only.
 """
 
 import asyncio
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import Field, TypeAdapter
 
 from accounts import selectors as account_selectors
 from accounts.permissions import ASK, READ, Principal, principal_for_member
-from agents import run_events, selectors, services
+from agents import conversations, run_events, selectors, services
 from agents.models import Conversation, Run
 from saas.core.consumers import (
     CLOSE_FORBIDDEN,
@@ -38,6 +42,7 @@ class Ask(Frame):
     type: Literal["ask"]
     content: Text
     model: Annotated[Text, Field(max_length=MODEL_CHARS)] = "auto"
+    replace: UUID | None = None
 
 
 FRAMES: TypeAdapter[Ask | Stop] = TypeAdapter(Annotated[Ask | Stop, Field(discriminator="type")])
@@ -83,9 +88,11 @@ class ChatConsumer(AccessConsumer):
 
     async def _answer(self, conversation: Conversation, principal: Principal, frame: Ask) -> None:
         org = principal.organization
-        asked, answer = await self.in_thread(_start, conversation, frame.content, frame.model or "auto")
-        await self.send_event({"type": "started", "question": str(asked.pk), "message": str(answer.pk)})
-        events = services.chat_answer_stream(
+        asked, answer = await self.in_thread(_start, conversation, frame)  # a refusal is sent as an "error"
+        await self.send_event({"type": "started", "question": str(asked.pk), "message": str(answer.pk),
+                               "replaced": str(frame.replace) if frame.replace else None,
+                               "title": str(conversation)})  # fmt: skip
+        events = conversations.answer_stream(
             conversation=conversation,
             answer=answer,
             caller=gateway.Caller(org=org, feature="chat", user=principal.user),
@@ -103,9 +110,11 @@ class ChatConsumer(AccessConsumer):
             await stream_close(events)
 
 
-def _start(conversation: Conversation, question: str, model: str) -> Any:
+def _start(conversation: Conversation, frame: Ask) -> Any:
     with org_scope(conversation.organization):
-        return services.chat_turn_start(conversation=conversation, question=question, model=model)
+        if frame.replace is not None:
+            conversations.turn_replace(conversation=conversation, message_id=frame.replace)
+        return services.chat_turn_start(conversation=conversation, question=frame.content, model=frame.model or "auto")
 
 
 class RunConsumer(AccessConsumer):

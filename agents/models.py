@@ -14,6 +14,9 @@ class Conversation(OrgOwnedModel):
     user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="+")
     title_encrypted = models.TextField(blank=True)
     model = models.CharField(max_length=64, default="auto")
+    # The team's knowledge the answers draw on (agents/conversations.py): none is a plain chat with the model.
+    collections = models.ManyToManyField("documents.Collection", blank=True, related_name="+")
+    pinned = models.BooleanField(default=False)
 
     class Meta(OrgOwnedModel.Meta):
         indexes: ClassVar = [models.Index(fields=["organization", "user", "-updated_at"], name="agents_conv_user")]
@@ -45,12 +48,15 @@ class Message(OrgOwnedModel):
     model = models.CharField(max_length=64, blank=True)
     engine = models.CharField(max_length=32, blank=True)
     error_encrypted = models.TextField(blank=True)  # at most 500 characters of plaintext
+    # The passages a grounded answer cites (quotes of the team's documents: encrypted like them).
+    citations_encrypted = models.TextField(blank=True)
     llm_call = models.ForeignKey("llm.LLMCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta(OrgOwnedModel.Meta):
         ordering: ClassVar = ["created_at"]
 
     error = encrypted_text("error_encrypted")
+    citations = encrypted_json("citations_encrypted", list)
 
 
 class Feedback(OrgOwnedModel):

@@ -69,7 +69,9 @@ def chat_turn_start(*, conversation: Conversation, question: str, model: str) ->
     fields = ["updated_at", "model"]
     conversation.model = model[:64] or "auto"
     if not conversation.title:
-        conversation.title = question[:80]
+        from agents.conversations import title_from  # (that module builds on this one)
+
+        conversation.title = title_from(question)
         fields.append("title_encrypted")
     conversation.save(update_fields=fields)
     return asked, answer

@@ -6,12 +6,12 @@ from typing import Any
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_POST
 
-from accounts.permissions import ASK, CREWS_RUN, READ
+from accounts.permissions import CREWS_RUN, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
 from agents import definitions, selectors, services, starters
-from agents.models import Conversation, Crew, Message, Run
+from agents.models import Crew, Run
 from agents.tools import TOOLS
 from saas.core.paging import table_page
 from saas.llm import provider_registry
@@ -26,28 +26,6 @@ def _model_choices(org: Any) -> list[tuple[str, str]]:
         label = f"{model.alias} · offline extractive, not generative" if model.upstream == "local" else model.alias
         choices.append((model.alias, label))
     return choices
-
-
-@org_page(ASK)
-@require_http_methods(["GET", "POST"])
-def chat_index(request: OrgHttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        conversation = services.conversation_create(org=request.org, user=request.user)
-        return redirect("chat-conversation", org_slug=request.org.slug, conversation_id=conversation.pk)
-    conversations = Conversation.objects.for_org(request.org).filter(user=request.user).order_by("-updated_at")[:100]
-    return render(request, "agents/chat_index.html", {"conversations": conversations})
-
-
-@org_page(ASK)
-def chat_conversation(request: OrgHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = services.conversation_get(org=request.org, user=request.user, conversation_id=conversation_id)
-    messages = Message.objects.for_org(request.org).filter(conversation=conversation).order_by("created_at")
-    turns = [{"message": m, "text": services.message_text(m)} for m in messages]
-    return render(
-        request,
-        "agents/chat.html",
-        {"conversation": conversation, "turns": turns, "models": _model_choices(request.org)},
-    )
 
 
 # --- Crews -------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ orders them; a vector-only candidate must be similar enough to count; near-dupli
 same passage in two documents) are dropped. Every query is filtered by org first.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from documents.models import Chunk, Collection, Document
 from saas.core import crypto
 from saas.llm import gateway
 
+Scope = Collection | Sequence[Collection] | None  # one collection, several (a conversation's), or all
 RRF_K = 60  # the usual constant of reciprocal rank fusion: damps the weight of the very first ranks
 
 
@@ -62,7 +64,7 @@ def document_list(
 
 
 def chunk_search(
-    *, org: Any, query: str, collection: Collection | None = None, top_k: int | None = None,
+    *, org: Any, query: str, collection: Scope = None, top_k: int | None = None,
     caller: gateway.Caller | None = None, query_vector: list[float] | None = None,
 ) -> list[SearchHit]:  # fmt: skip
     """`query_vector`: the query's embedding (by DOCUMENTS_EMBEDDING_MODEL), when the caller made it already."""
@@ -115,9 +117,17 @@ def chunk_search(
     return hits
 
 
-def _searchable(*, org: Any, collection: Collection | None) -> Any:
-    chunks = Chunk.objects.for_org(org).filter(document__status=Document.Status.READY)
-    return chunks.filter(collection=collection) if collection is not None else chunks
+def in_scope(rows: Any, collection: Scope, field: str = "collection") -> Any:
+    """`rows` narrowed to the scope: one collection, any of several, or (None) the whole org."""
+    if collection is None:
+        return rows
+    if isinstance(collection, Collection):
+        return rows.filter(**{field: collection.pk})
+    return rows.filter(**{f"{field}__in": [c.pk for c in collection]})
+
+
+def _searchable(*, org: Any, collection: Scope) -> Any:
+    return in_scope(Chunk.objects.for_org(org).filter(document__status=Document.Status.READY), collection)
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,7 @@ class VectorPlan:
     max_scan_tuples: int = 20_000
 
 
-def vector_plan(*, org: Any, limit: int, collection: Collection | None = None) -> VectorPlan:
+def vector_plan(*, org: Any, limit: int, collection: Scope = None) -> VectorPlan:
     """Exact below DOCUMENTS_EXACT_SEARCH_ROWS chunks in scope (a small scope is read faster than the index
     can be filtered down to it, and with perfect recall); above, HNSW with a candidate list that grows as the
     scope's share of all chunks shrinks: a filter keeping 10% of the rows needs about ten times the candidates
@@ -149,11 +159,9 @@ def vector_plan(*, org: Any, limit: int, collection: Collection | None = None) -
     )
 
 
-def _scope_rows(*, org: Any, collection: Collection | None) -> tuple[int, int]:
+def _scope_rows(*, org: Any, collection: Scope) -> tuple[int, int]:
     """The ready chunks in scope (from their documents' counts) and the planner's count of all chunks."""
-    documents = Document.objects.for_org(org).filter(status=Document.Status.READY)
-    if collection is not None:
-        documents = documents.filter(collection=collection)
+    documents = in_scope(Document.objects.for_org(org).filter(status=Document.Status.READY), collection)
     rows = int(documents.aggregate(rows=Sum("chunk_count"))["rows"] or 0)
     with connection.cursor() as cursor:
         cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'documents_chunk'::regclass")
@@ -162,7 +170,7 @@ def _scope_rows(*, org: Any, collection: Collection | None) -> tuple[int, int]:
 
 
 def chunk_nearest(
-    *, org: Any, vector: list[float], limit: int, collection: Collection | None = None, plan: VectorPlan | None = None
+    *, org: Any, vector: list[float], limit: int, collection: Scope = None, plan: VectorPlan | None = None
 ) -> list[tuple[Any, float]]:
     """The `limit` chunks of the scope nearest to `vector`: [(id, cosine distance)], nearest first."""
     plan = plan or vector_plan(org=org, collection=collection, limit=limit)

@@ -400,14 +400,23 @@ class Answer:
         }  # fmt: skip
 
 
-def ask_plan(*, caller: gateway.Caller, question: str, collection: Collection | None, top_k: int | None) -> AskPlan:
-    from documents.selectors import chunk_search
+def ask_plan(
+    *, caller: gateway.Caller, question: str, collection: Any, top_k: int | None,
+    history: list[dict[str, str]] | None = None, follows_up: str = "", max_chars: int = MAX_QUESTION_CHARS,
+) -> AskPlan:  # fmt: skip
+    """`collection`: one, several (a conversation's) or None (all the org's). `history`: the earlier turns of a
+    conversation, sent between the sources and the question (a follow-up is read in context). `follows_up`:
+    the previous question, retrieved for with this one, so that "and for managers?" still finds what the
+    conversation is about."""
+    from documents.selectors import chunk_search, in_scope
 
     question = question.strip()
-    if not question or len(question) > MAX_QUESTION_CHARS:
-        raise ApplicationError(f"A question is 1 to {MAX_QUESTION_CHARS} characters.", code="invalid")
-    embedded = gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=[question])
-    hits = chunk_search(org=caller.org, query=question, collection=collection, top_k=top_k, caller=caller,
+    if not question or len(question) > max_chars:
+        raise ApplicationError(f"A question is 1 to {max_chars} characters.", code="invalid")
+    history = history or []
+    query = f"{follows_up.strip()[-1000:]}\n{question}" if follows_up.strip() else question
+    embedded = gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=[query])
+    hits = chunk_search(org=caller.org, query=query, collection=collection, top_k=top_k, caller=caller,
                         query_vector=embedded.vectors[0])  # fmt: skip
     screened = gateway.screen_passages(caller=caller, texts=[hit.text for hit in hits])
     flagged = {finding.index for finding in screened}
@@ -420,12 +429,11 @@ def ask_plan(*, caller: gateway.Caller, question: str, collection: Collection | 
     request = ChatRequest(
         messages=[
             {"role": "system", "content": f"{ANSWER_RULES}\n\nSources:\n{sources}"},
+            *history,
             {"role": "user", "content": question},
         ]
     )
-    versions = Collection.objects.for_org(caller.org)
-    if collection is not None:
-        versions = versions.filter(pk=collection.pk)
+    versions = in_scope(Collection.objects.for_org(caller.org), collection, field="pk")
     # The knowledge-base version: any change to the documents makes earlier cached answers stale.
     scope = "ask:" + ",".join(f"{c.pk}.{c.version}" for c in versions.order_by("pk"))
     # The semantic cache embeds with the local model: the retrieval vector is reused when it is that model's.
@@ -513,13 +521,15 @@ def _groundedness(caller: gateway.Caller, text: str, hits: list[Any]) -> tuple[f
 
 
 def ask_stream(
-    *, caller: gateway.Caller, question: str, collection: Collection | None = None, top_k: int | None = None,
+    *, caller: gateway.Caller, question: str, collection: Any = None, top_k: int | None = None,
     model: str = "default", should_stop: Callable[[], bool] = lambda: False,
+    history: list[dict[str, str]] | None = None, follows_up: str = "", max_chars: int = MAX_QUESTION_CHARS,
 ) -> Generator[dict[str, Any], None, None]:  # fmt: skip
     """The answer as events: "delta" {text}, then "done" (the whole Answer) or "stopped". Bad input and
     failures before the first token raise when the first event is asked for, so callers can still answer
     with a proper status. `should_stop` is checked between tokens; stopping closes the model call."""
-    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k)
+    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k, history=history,
+                    follows_up=follows_up, max_chars=max_chars)  # fmt: skip
     if not plan.hits:
         nothing = Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
         yield {"type": "delta", "text": nothing.text}

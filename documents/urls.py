@@ -20,5 +20,4 @@ org_patterns = [
     path("documents/<uuid:document_id>/file/", views.document_file, name="document-file"),
     path("documents/<uuid:document_id>/reindex/", views.document_reindex, name="document-reindex"),
     path("documents/<uuid:document_id>/delete/", views.document_delete, name="document-delete"),
-    path("ask/", views.ask_page, name="ask"),
 ]

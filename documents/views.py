@@ -5,7 +5,7 @@ from django.http import HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.permissions import ASK, DOCUMENTS_WRITE, READ
+from accounts.permissions import DOCUMENTS_WRITE, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
 from documents import selectors, services
 from documents.models import Chunk, Document
@@ -86,8 +86,3 @@ def document_file(request: OrgHttpRequest, document_id: str) -> HttpResponseBase
         return redirect("document-detail", org_slug=request.org.slug, document_id=document_id)
     document, handle = opened
     return storage.download_response(handle, filename=document.filename, size=document.size_bytes)
-
-
-@org_page(ASK)
-def ask_page(request: OrgHttpRequest) -> HttpResponse:
-    return render(request, "documents/ask.html", {"collections": selectors.collection_list(org=request.org)})

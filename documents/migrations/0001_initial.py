@@ -18,6 +18,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0003_audit_append_only'),
+        ('core', '0001_pgvector'),  # the vector type of Chunk.embedding
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

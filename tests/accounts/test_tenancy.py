@@ -9,7 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, Membership
-from agents.models import Crew, Message, Run, RunStep
+from agents.models import Conversation, Crew, Message, Run, RunStep
 from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
@@ -23,7 +23,7 @@ from tests.accounts.factories import (
     MembershipFactory,
     OrganizationFactory,
 )
-from tests.agents.factories import CrewFactory, MessageFactory, RunFactory, RunStepFactory
+from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
 from tests.llm.factories import LLMCallFactory, OrgProviderFactory
 
@@ -32,6 +32,7 @@ pytestmark = pytest.mark.django_db
 # How to make an object of each org-owned model that an API route serves. A route whose model is missing
 # here fails the walk below: teach it the model, and the route is checked from then on.
 FACTORIES = {
+    Conversation: ConversationFactory,
     Message: MessageFactory,
     Crew: CrewFactory,
     Run: RunFactory,

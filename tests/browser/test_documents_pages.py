@@ -48,18 +48,21 @@ def test_upload_watch_ask_and_open_the_citation(browser, daphne_server, celery_w
     page.set_input_files("#upload-input", str(refused))
     page.locator("#upload-progress li.error").filter(has_text="Unsupported file type").wait_for(timeout=10000)
 
-    page.click("nav.orgnav >> text=Ask")
-    page.fill("#ask-question", "How long do refunds take?")
-    page.click("#ask-submit")
-    page.locator("#ask-citations li").first.wait_for(timeout=30000)
-    assert "Refunds take 30 days" in page.locator("#ask-answer").inner_text()
-    assert "page 3" in page.locator("#ask-citations li").first.inner_text()
-    page.click("#ask-feedback [data-rate=up]")
-    page.wait_for_function("() => document.querySelector('#ask-feedback [data-rate=up].chosen') !== null")
+    page.click("nav.orgnav >> text=Ask")  # Ask: a conversation over the team's documents, kept and reopenable
+    page.fill("#question", "How long do refunds take?")
+    page.click("#send")
+    page.wait_for_url(re.compile(r"/chat/[0-9a-f-]+/$"))
+    answer = page.locator(".turn.assistant").first
+    answer.locator(".meta").wait_for(timeout=30000)
+    assert answer.locator(".citations li").count() >= 1, answer.inner_text()  # answered by the team default
+    assert "Refunds take 30 days" in answer.locator(".text.md").inner_text()
+    assert "page 3" in answer.locator(".citations li").first.inner_text()
+    answer.locator("[data-rate=up]").click()
+    page.wait_for_function("() => document.querySelector('.turn.assistant [data-rate=up].chosen') !== null")
     assert Feedback.all_orgs.get().rating == 1
     screenshot(page, "12-ask-answer")
 
-    page.locator("#ask-citations li a").first.click()
+    answer.locator(".citations li a").first.click()
     page.wait_for_url(re.compile(r"/documents/[0-9a-f-]+/#chunk-"))
     highlighted = page.locator(".chunk.highlight")
     assert "page 3" in highlighted.inner_text() and "Refunds take 30 days" in highlighted.inner_text()

@@ -1,0 +1,282 @@
+"""The chat workspace: conversations, the collections they draw on, their titles, pins and search, and the
+answer stream (grounded in the picked collections through documents' Ask: the same retrieval, the same
+citations, with the conversation's earlier turns in context).
+
+The message rows and the plain (ungrounded) stream are agents/services.py's; this module adds what the
+workspace needs on top of them. Everything takes the org and the person, and another org's or another
+person's conversation or collection is a NotFound (a 404).
+"""
+
+import re
+import uuid
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
+
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from agents import services
+from agents.models import Conversation, Feedback, Message
+from documents import services as documents
+from documents.models import Collection, Document
+from saas.core.errors import ApplicationError, NotFound
+from saas.core.markdown import render_markdown
+from saas.llm import gateway
+from saas.llm.providers import ChatRequest
+
+MAX_TITLE_CHARS = 60
+MAX_COLLECTIONS = 20
+LOCAL_UPSTREAM = "local"
+MARKDOWN_NOISE = re.compile(r"[`*_#>|~\[\]]+")
+CITE_MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+# --- Conversations -----------------------------------------------------------------------------------------
+
+
+def collections_resolve(*, org: Any, collection_ids: Iterable[Any]) -> list[Collection]:
+    """The org's collections by id, each once; an unknown id (or another org's) is a NotFound."""
+    wanted: list[uuid.UUID] = []
+    for value in collection_ids:
+        try:
+            parsed = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        except ValueError:
+            raise NotFound("No such collection.", code="collection_not_found") from None
+        if parsed not in wanted:
+            wanted.append(parsed)
+    if len(wanted) > MAX_COLLECTIONS:
+        raise ApplicationError(f"A conversation uses at most {MAX_COLLECTIONS} collections.", code="invalid")
+    found = {c.pk: c for c in Collection.objects.for_org(org).filter(pk__in=wanted)}
+    if len(found) != len(wanted):
+        raise NotFound("No such collection.", code="collection_not_found")
+    return [found[pk] for pk in wanted]
+
+
+@transaction.atomic
+def conversation_start(*, org: Any, user: Any, collection_ids: Iterable[Any] = (), model: str = "auto") -> Conversation:
+    collections = collections_resolve(org=org, collection_ids=collection_ids)
+    conversation = services.conversation_create(org=org, user=user, model=model)
+    conversation.collections.set(collections)
+    return conversation
+
+
+@transaction.atomic
+def conversation_update(
+    *, conversation: Conversation, title: str | None = None, pinned: bool | None = None,
+    collection_ids: Iterable[Any] | None = None,
+) -> Conversation:  # fmt: skip
+    """Rename, pin or unpin, or pick the collections; all checked before anything is written."""
+    fields = []
+    collections = None
+    if collection_ids is not None:
+        collections = collections_resolve(org=conversation.organization_id, collection_ids=collection_ids)
+    if title is not None:
+        title = " ".join(title.split())
+        if not title or len(title) > 120:
+            raise ApplicationError("A title is 1 to 120 characters.", code="invalid")
+        conversation.title = title
+        fields.append("title_encrypted")
+    if pinned is not None:
+        conversation.pinned = bool(pinned)
+        fields.append("pinned")
+    if collections is not None:
+        conversation.collections.set(collections)
+    conversation.save(update_fields=[*fields, "updated_at"])
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    conversation.delete()  # its messages and their feedback go with it
+
+
+def conversation_list(*, org: Any, user: Any, query: str = "", limit: int = 200) -> list[Conversation]:
+    """The person's conversations, pinned first, then the most recent. Titles are encrypted at rest, so the
+    search reads them here: over the person's latest 1,000 conversations, which is all of them for most."""
+    rows = Conversation.objects.for_org(org).filter(user=user).order_by("-pinned", "-updated_at")
+    words = query.lower().split()
+    if not words:
+        return list(rows[:limit])
+    found = []
+    for conversation in rows[:1000]:
+        title = str(conversation).lower()
+        if all(word in title for word in words):
+            found.append(conversation)
+            if len(found) == limit:
+                break
+    return found
+
+
+def title_from(question: str) -> str:
+    """A short title from the first question, the same every time: its first line without Markdown, cut at a
+    word boundary."""
+    lines = (" ".join(MARKDOWN_NOISE.sub(" ", line).split()) for line in question.splitlines())
+    text = next((line for line in lines if line), "")
+    if len(text) <= MAX_TITLE_CHARS:
+        return text or "New conversation"
+    cut = text[: MAX_TITLE_CHARS - 1].rsplit(" ", 1)[0]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
+@transaction.atomic
+def turn_replace(*, conversation: Conversation, message_id: Any) -> str:
+    """For regenerate and edit-and-resend: the question `message_id` and everything after it are removed
+    (the answers' ledger rows stay); returns the removed question."""
+    messages = Message.objects.for_org(conversation.organization_id).filter(conversation=conversation)
+    question = messages.filter(pk=message_id, role=Message.Role.USER).first()
+    if question is None:
+        raise NotFound("No such question in this conversation.")
+    text = services.message_text(question)
+    messages.filter(created_at__gte=question.created_at).delete()
+    return text
+
+
+# --- Answers -----------------------------------------------------------------------------------------------
+
+
+def answers_locally(*, org: Any, model: str) -> bool:
+    """Whether the offline extractive engine would answer: it only quotes what it is given, so a chat with it
+    must be given the team's documents."""
+    from saas.llm import config as gateway_config
+    from saas.llm import policy
+
+    try:
+        config, _ = policy.resolve_model(
+            org=org, feature="chat", alias=model or "auto", request=ChatRequest([{"role": "user", "content": "?"}]),
+            conf=gateway_config.current(),
+        )  # fmt: skip
+    except ApplicationError:
+        return False  # the answer itself will say why no model can answer
+    return bool(config.upstream == LOCAL_UPSTREAM)
+
+
+def grounding(conversation: Conversation) -> tuple[list[Collection] | None, bool]:
+    """What the answers draw on: the picked collections; with none picked, all the team's documents when the
+    offline engine answers (quoting nothing would be a dead end), else the model alone (None). And whether
+    the offline engine answers."""
+    org = conversation.organization
+    local = answers_locally(org=org, model=conversation.model)
+    picked = list(conversation.collections.all())
+    if picked:
+        return picked, local
+    if local and Document.objects.for_org(org).filter(status=Document.Status.READY).exists():
+        return list(Collection.objects.for_org(org)), local
+    return None, local
+
+
+def answer_stream(
+    *, conversation: Conversation, answer: Message, caller: gateway.Caller, should_stop: Callable[[], bool]
+) -> Generator[dict[str, Any], None, None]:
+    """The answer's events for the browser: "delta" {text} as it is written, then one "done" carrying the
+    server-rendered, sanitised HTML of the whole turn (or "error"). The outcome is saved whatever it is."""
+    collections, local = grounding(conversation)
+    if collections is None:
+        events = services.chat_answer_stream(conversation=conversation, answer=answer, caller=caller,
+                                             should_stop=should_stop)  # fmt: skip
+    else:
+        events = _grounded(conversation=conversation, answer=answer, caller=caller, should_stop=should_stop,
+                           collections=collections, local=local)  # fmt: skip
+    try:
+        for event in events:
+            if event["type"] in ("done", "error"):
+                answer.refresh_from_db()
+                event = {**event, "html": turn_html(answer, user=caller.user)}
+            yield event
+    finally:
+        events.close()
+
+
+def _grounded(
+    *, conversation: Conversation, answer: Message, caller: gateway.Caller, should_stop: Callable[[], bool],
+    collections: list[Collection], local: bool,
+) -> Generator[dict[str, Any], None, None]:  # fmt: skip
+    """documents' Ask over the collections, the earlier turns in context (the offline engine, which only
+    quotes its sources, is given the previous question for retrieval only)."""
+    turns = services.chat_history(conversation=conversation, before=answer)
+    question = turns[-1]["content"] if turns and turns[-1]["role"] == "user" else ""
+    earlier = turns[:-1]
+    history = [] if local else earlier
+    follows = next((t["content"] for t in reversed(earlier) if t["role"] == "user"), "")
+    parts: list[str] = []
+    stream = None
+    try:
+        stream = documents.ask_stream(
+            caller=caller, question=question, collection=collections, model=answer.model or "auto",
+            should_stop=should_stop, history=history, follows_up=follows, max_chars=services.MAX_QUESTION_CHARS,
+        )  # fmt: skip
+        for event in stream:
+            if event["type"] == "delta":
+                parts.append(event["text"])
+                yield {"type": "delta", "message": str(answer.pk), "text": event["text"]}
+            elif event["type"] == "stopped":
+                services._finish(answer, "".join(parts), Message.Status.CANCELLED)
+                yield {"type": "done", "message": str(answer.pk), "status": "cancelled", "model": answer.model}
+                return
+            elif event["type"] == "done":
+                answer.citations = event["citations"]
+                answer.save(update_fields=["citations_encrypted"])
+                services._finish(answer, event["answer"], Message.Status.COMPLETE, model=event["model"] or "",
+                                 engine=event["engine"] or "", call_id=event["id"] or "")  # fmt: skip
+                yield {"type": "done", "message": str(answer.pk), "status": "complete", "model": event["model"],
+                       "engine": event["engine"], "citations": len(event["citations"])}  # fmt: skip
+                return
+    except ApplicationError as error:  # the gateway's LLMErrors, and a question Ask refuses
+        services._finish(answer, "".join(parts), Message.Status.ERROR, error=error.message)
+        yield {"type": "error", "message": str(answer.pk), "error": {"code": error.code, "message": error.message}}
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+# --- Rendering ---------------------------------------------------------------------------------------------
+
+
+def answer_html(text: str, citations: list[dict[str, Any]], anchor: str) -> SafeString:
+    """The answer's Markdown rendered and sanitised (saas.core.markdown), its citation markers made links to
+    the citations below it. Only digits and our own anchor are added to the sanitised HTML."""
+    html = str(render_markdown(text)).strip()
+    known = {str(c.get("marker")) for c in citations}
+    if known:
+        prefix = escape(anchor)
+        html = CITE_MARKER.sub(
+            lambda m: (
+                f'<a class="cite" href="#{prefix}-{m.group(1)}">[{m.group(1)}]</a>'
+                if m.group(1) in known
+                else m.group(0)
+            ),
+            html,
+        )
+    return mark_safe(html)  # noqa: S308  (sanitised by render_markdown; the links hold only digits and a uuid)
+
+
+def turn_context(message: Message, *, slug: str, rating: int | None = None) -> dict[str, Any]:
+    text = services.message_text(message)
+    citations = message.citations if message.role == Message.Role.ASSISTANT else []
+    for citation in citations:
+        document = reverse("document-detail", args=[slug, citation["document_id"]])
+        citation["url"] = f"{document}#chunk-{citation['chunk_id']}"
+    return {
+        "message": message, "text": text, "citations": citations, "rating": rating,
+        "html": answer_html(text, citations, f"cite-{message.pk}") if message.role == Message.Role.ASSISTANT else "",
+    }  # fmt: skip
+
+
+def turn_html(message: Message, *, user: Any) -> str:
+    """One turn as the page shows it (agents/chat_turn.html): what the live answer's bubble is replaced with."""
+    message = Message.objects.for_org(message.organization_id).select_related("organization").get(pk=message.pk)
+    slug = message.organization.slug
+    rating = Feedback.objects.for_org(message.organization_id).filter(message=message, user=user).values_list(
+        "rating", flat=True
+    ).first()  # fmt: skip
+    return render_to_string("agents/chat_turn.html", {"turn": turn_context(message, slug=slug, rating=rating)})
+
+
+def turns(*, conversation: Conversation, user: Any) -> list[dict[str, Any]]:
+    org = conversation.organization
+    messages = list(Message.objects.for_org(org).filter(conversation=conversation).order_by("created_at"))
+    ratings = dict(
+        Feedback.objects.for_org(org).filter(message__in=messages, user=user).values_list("message_id", "rating")
+    )
+    return [turn_context(m, slug=org.slug, rating=ratings.get(m.pk)) for m in messages]
