@@ -16,7 +16,7 @@ from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, path, reverse
 
 import saas.urls
-from accounts.models import Membership
+from accounts.models import Membership, Notification
 from tests.accounts.factories import (
     ApiKeyFactory,
     InvitationFactory,
@@ -84,6 +84,7 @@ def _a_team_with_one_of_everything() -> tuple[Membership, dict[str, str]]:
         "key_id": str(ApiKeyFactory(organization=org).id),
         "call_id": str(LLMCallFactory(organization=org).id),
         "provider_id": str(OrgProviderFactory(organization=org).id),
+        "notification_id": str(Notification.all_orgs.create(organization=org, user=owner.user, title="Hello").id),
         "export_id": str(uuid.uuid4()),  # a download is a zip, not a page: its 404 is one
         "token": INVITATION_TOKEN,
         "key": "not-a-key",
@@ -141,7 +142,9 @@ def every_html_page() -> list[Page]:
     pages = []
     for label, client, url in visits:
         response = client.get(url)
-        pages.append(Page(label, response.status_code, dict(response.headers), response.content.decode()))
+        # Downloads (a document's original, the audit CSV) stream: read, not HTML, left out below.
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        pages.append(Page(label, response.status_code, dict(response.headers), body.decode(errors="replace")))
 
     with override_settings(ROOT_URLCONF=__name__):
         response = staff.get("/boom/")
