@@ -21,7 +21,13 @@ from tests.accounts.factories import MembershipFactory, OrganizationFactory, Use
 from tests.agents.factories import FeedbackFactory
 
 MIGRATION = importlib.import_module("agents.migrations.0004_encrypt_personal_text")
-BEFORE, AFTER = [("agents", "0003_crews")], [("agents", "0004_encrypt_personal_text")]
+BEFORE = [("agents", "0003_crews")]
+
+
+def _latest() -> list[tuple[str, str]]:
+    """Every app's newest migration: where the schema is after the migration under test (and must be left)."""
+    return MigrationExecutor(connection).loader.graph.leaf_nodes()
+
 
 # Each encrypted column of this change: (table, column).
 COLUMNS = [
@@ -190,7 +196,7 @@ def test_the_migration_encrypts_rows_written_in_clear_and_reverses(monkeypatch):
 
         monkeypatch.setattr(MIGRATION, "BATCH", 2)
         executor = MigrationExecutor(connection)
-        executor.migrate(AFTER)
+        executor.migrate(_latest())  # the migration under test and those after it: the models as they are now
 
         assert [Conversation.all_orgs.get(pk=c.pk).title for c in conversations] == [
             f"Old title {i}" for i in range(5)]  # fmt: skip
@@ -227,4 +233,4 @@ def test_the_migration_encrypts_rows_written_in_clear_and_reverses(monkeypatch):
         assert (reversed_run.inputs, reversed_run.error) == ({"topic": "old run input"}, "Old error")
         assert old.get_model("agents", "RunStep").all_orgs.get(pk=step.pk).data["citations"][0]["title"] == "Old report"
     finally:
-        MigrationExecutor(connection).migrate(AFTER)
+        MigrationExecutor(connection).migrate(_latest())  # never leave the next tests an old schema

@@ -31,6 +31,10 @@ class FakeSentry(BaseHTTPRequestHandler):
             body = gzip.decompress(body)
         elif encoding == "deflate":
             body = zlib.decompress(body)
+        elif encoding == "br":  # the SDK's choice when brotli is installed (it is, through locust)
+            import brotli
+
+            body = brotli.decompress(body)
         FakeSentry.envelopes.append(body)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
