@@ -8,6 +8,8 @@ import urllib.request
 
 import pytest
 
+from accounts.audit import action_label
+
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "a-long-and-unguessable-passphrase"
@@ -118,7 +120,7 @@ def test_sign_up_invite_accept_create_key_and_call_the_api(browser, daphne_serve
     page.click("nav.orgnav >> text=Audit log")
     log = page.inner_text("table")
     for action in ("org.created", "invitation.created", "invitation.accepted", "api_key.created"):
-        assert action in log
+        assert action_label(action) in log  # in words: "Team created", "Invitation sent", ...
     screenshot(page, "06-audit-log")
 
     page.click("nav.orgnav >> text=Settings")
