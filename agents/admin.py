@@ -59,7 +59,7 @@ class ConversationAdmin(LedgerAdmin):
     search_fields = ("organization__name", "organization__slug", "user__email")
     date_hierarchy = "created_at"
     list_select_related = ("organization", "user")
-    fields = plain_fields(Conversation)
+    fields = plain_fields(Conversation, "collections")  # a scoped many-to-many cannot be listed without an org
 
     def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return True  # an operator may remove one (e.g. on a support request); its messages go with it
