@@ -123,7 +123,7 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScope
         return Response(DocumentOut(document).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        responses={(200, "*/*"): OpenApiTypes.BINARY},  # the original's own type (application/pdf, text/markdown...)
         summary="Download the original file (decrypted from the file storage)",
     )
     @action(detail=True, methods=["get"], url_path="file")

@@ -67,7 +67,7 @@ def test_an_admin_connects_the_teams_provider_and_chats_with_its_model(browser, 
     assert TEAM_KEY not in page.content()
 
     page.click("nav.orgnav >> text=Chat")
-    page.click("text=New conversation")
+    page.click("#start-form button[type=submit]")  # an empty start opens a new conversation
     page.wait_for_url(re.compile(r"/chat/[0-9a-f-]+/$"))
     page.wait_for_function("() => document.querySelector('#live-status') !== null")
     page.select_option("#model", "team-vllm/fake-small")

@@ -4,6 +4,7 @@ thread that an abandoned request may still be using is not handed to the next re
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -13,6 +14,12 @@ from django.core import signals
 from saas.core import asgi
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _run(coroutine: Any) -> Any:
+    """The coroutine on a loop of its own in a thread of its own (the browser tests' loop may run in this one)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _scope(path: str = "/healthz") -> dict[str, Any]:
@@ -47,7 +54,7 @@ def test_requests_reuse_a_kept_thread_and_send_request_started_in_it():
             return [await _get(handler) for _ in range(3)]
 
         before = threading.active_count()
-        assert asyncio.run(three()) == [200, 200, 200]
+        assert _run(three()) == [200, 200, 200]
         assert threading.active_count() <= before + 1  # one kept request thread at most, not one per request
     finally:
         signals.request_started.disconnect(dispatch_uid="test-asgi-threads")
@@ -70,9 +77,9 @@ def test_a_thread_an_abandoned_request_may_still_use_is_not_reused(monkeypatch):
     original = asgi.ASGIHandler.get_response_async.__get__(handler)
     monkeypatch.setattr(handler, "get_response_async", abandoning)
 
-    assert asyncio.run(_get(handler)) == 200
+    assert _run(_get(handler)) == 200
     assert asgi._idle == []  # shut down, not kept
 
     monkeypatch.undo()
-    assert asyncio.run(_get(handler)) == 200
+    assert _run(_get(handler)) == 200
     assert len(asgi._idle) == 1  # an ordinary request's thread is kept
