@@ -1,3 +1,4 @@
+import re
 from datetime import date
 from typing import Any
 
@@ -23,10 +24,12 @@ class UsageView(OrgScopedAPIView):
 
 
 def _day(request: Request, name: str, default: date) -> date:
-    value = request.query_params.get(name)
-    if not value:
+    if name not in request.query_params:
         return default
+    value = request.query_params[name]
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # ISO's full date only (fromisoformat takes more)
+            raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
         raise ApplicationError(f"{name} is a date, written YYYY-MM-DD.", code="invalid",

@@ -12,8 +12,8 @@ from billing import charts, usage_series
 from billing.models import UsageEvent
 from saas.core.errors import ApplicationError
 from saas.llm.models import LLMCall
-from tests.accounts.conftest import issue_key
-from tests.accounts.factories import MembershipFactory
+from tests.accounts.conftest import issue_key, key_client
+from tests.accounts.factories import MembershipFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -116,3 +116,12 @@ def test_the_api_serves_the_series_for_the_keys_org_only(ledger):
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid"
     too_long = client.get("/api/v1/usage/daily?start=2026-01-01&end=2026-12-31")
     assert too_long.status_code == 400
+
+
+@pytest.mark.parametrize("start", ["", "20261201", "2026-12-1", "yesterday"])
+def test_the_daily_usage_api_refuses_a_date_that_is_not_yyyy_mm_dd(start):
+    org = OrganizationFactory()
+    client = key_client(issue_key(org, scopes=["read"]).secret)
+    response = client.get("/api/v1/usage/daily", {"start": start})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["details"]["fields"] == {"start": ["Write a date as YYYY-MM-DD."]}
