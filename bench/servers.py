@@ -286,7 +286,7 @@ class LedgerWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
 
-    def start(self) -> "LedgerWriter":
+    def start(self) -> LedgerWriter:
         self._thread.start()
         return self
 

@@ -1,5 +1,6 @@
 """Looks for strings everywhere Crewdesk keeps data: every table of the database (each row as text, and every
-encrypted column decrypted), every file under MEDIA_ROOT (decrypted, zip archives opened), every key and value in Redis."""
+encrypted column decrypted), every file under MEDIA_ROOT (decrypted, zip archives opened), every key and value in
+Redis."""
 
 import io
 import zipfile
