@@ -21,6 +21,7 @@ from tests.browser.conftest import sign_in
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
+
 def _notify(org, title: str, url: str = "") -> None:
     """notify_members pushes to the socket through async_to_sync, which refuses Playwright's thread."""
     thread = threading.Thread(target=services.notify_members, kwargs={"org": org, "title": title, "url": url})
