@@ -91,6 +91,21 @@ def fresh_memos():
     memo.forget_all_local()
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Every test is a new client: counters of rate limits (ours and allauth's, all kept per 127.0.0.1 here)
+    left by an earlier test never refuse this one's requests, e.g. the browser tests' sign-ins."""
+    from django.conf import settings
+
+    from saas.core.redis import delete_matching
+
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "crewdesk")
+    for pattern in (f"{prefix}:ratelimit:*", f"{prefix}:*allauth:rl:*"):
+        while delete_matching(pattern, limit=10_000):
+            pass
+    yield
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveProcess]:
     """A real `celery worker` process consuming the test queue on the test Valkey."""

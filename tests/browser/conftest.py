@@ -119,4 +119,8 @@ def sign_in(page, base_url: str, email: str) -> None:
     page.fill("input[name=login]", email)
     page.fill("input[name=password]", PASSWORD)
     page.click("form button[type=submit]")
-    page.wait_for_url(re.compile(r"/o/"))
+    try:
+        page.wait_for_url(re.compile(r"/o/"))
+    except Exception as exc:  # say where the sign-in ended instead of only that it timed out
+        body = page.inner_text("body")[:1500] if page.url else ""
+        raise AssertionError(f"{email} did not reach the dashboard; the page is {page.url}:\n{body}") from exc
