@@ -38,7 +38,7 @@ DIMENSIONS, TOPICS, SUBTOPICS, SUBSPACE = 384, 2000, 16, 16
 LAYOUT = [0.5] + [0.1] * 4 + [0.01] * 10  # each collection's share of all chunks
 ORG_OF = [0, 1, 2, 3, 4, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4]  # the org each collection belongs to
 DOCUMENT_CHUNKS = 100  # chunks arrive a document at a time, the documents of all orgs interleaved
-MARKER = "bench-retrieval v1"  # on the table: the data set and index it holds, so a rerun can reuse them
+MARKER = "bench-retrieval v2 (m 24, ef_construction 128)"  # on the table: what it holds, for reruns
 WARMUP = 200
 # The baseline reads its scope through the (org, collection) btree even where half the table matches (the
 # planner would scan the whole table there); index and bitmap scans stay on, and its ORDER BY (distance + 0)
