@@ -24,6 +24,7 @@ from saas.core import crypto, events, storage
 from saas.core.errors import ApplicationError, Conflict, NotFound
 from saas.llm import gateway, guardrails
 from saas.llm.models import SemanticCacheEntry
+from saas.llm.prompt_defaults import BUILTINS
 from saas.llm.providers import ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -349,11 +350,8 @@ def document_delete(*, org: Any, document_id: Any) -> None:
 NOT_FOUND_ANSWER = "I could not find this in your documents."
 MARKER = re.compile(r"\[(\d{1,3})\]")
 SENTENCE = re.compile(r"[^.!?\n]+[.!?]*(?:\s*\[\d{1,3}\])*")
-ANSWER_RULES = (
-    "Answer the question using only the numbered sources below. After each sentence, cite the sources it "
-    "comes from with their numbers in brackets, like [2]. If the sources do not contain the answer, say that "
-    "you could not find it in the documents. Do not use outside knowledge."
-)
+# The built-in answer rules; what an ask uses is the org's `ask.system` prompt version (saas/llm/prompts.py).
+ANSWER_RULES = BUILTINS["ask.system"].text
 
 
 @dataclass
@@ -366,6 +364,7 @@ class AskPlan:
     scope: str
     screened: list[Any] = field(default_factory=list)  # the guardrails' findings on the passages
     vector: list[float] | None = None  # the question's embedding, when the semantic cache's model made it
+    prompt: Any = None  # the `ask.system` version the messages were built with (a prompts.ResolvedPrompt)
 
     @property
     def flagged(self) -> set[int]:
@@ -426,19 +425,21 @@ def ask_plan(
         f"[{n}] {guardrails.quote_as_data(' '.join(hit.text.split()), label=f'Source {n}') if n in flagged else ' '.join(hit.text.split())}"  # noqa: E501
         for n, hit in enumerate(hits, start=1)
     )
+    prompt = gateway.resolve_prompt(caller=caller, key="ask.system")
     request = ChatRequest(
         messages=[
-            {"role": "system", "content": f"{ANSWER_RULES}\n\nSources:\n{sources}"},
+            {"role": "system", "content": f"{prompt.render()}\n\nSources:\n{sources}"},
             *history,
             {"role": "user", "content": question},
-        ]
+        ],
+        **prompt.request_options(),
     )
     versions = in_scope(Collection.objects.for_org(caller.org), collection, field="pk")
     # The knowledge-base version: any change to the documents makes earlier cached answers stale.
     scope = "ask:" + ",".join(f"{c.pk}.{c.version}" for c in versions.order_by("pk"))
     # The semantic cache embeds with the local model: the retrieval vector is reused when it is that model's.
     vector = embedded.vectors[0] if embedded.model == gateway.DEFAULT_EMBEDDING_MODEL else None
-    return AskPlan(question, hits, request, scope, screened, vector)
+    return AskPlan(question, hits, request, scope, screened, vector, prompt)
 
 
 def ask(
@@ -448,8 +449,8 @@ def ask(
     plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k)
     if not plan.hits:
         return Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
-    result = gateway.chat(caller=caller, model=model, request=plan.request, sources=plan.sources,
-                          screened=plan.screened)  # fmt: skip
+    result = gateway.chat(caller=caller, model=plan.prompt.model_for(model), request=plan.request,
+                          sources=plan.sources, screened=plan.screened, prompt=plan.prompt)  # fmt: skip
     return answer_finish(caller=caller, plan=plan, text=result.text, call_id=result.call_id, model=result.model,
                          engine=result.engine, usage=result.usage, cached=result.cached,
                          cost_usd=result.cost_usd)  # fmt: skip
@@ -535,8 +536,8 @@ def ask_stream(
         yield {"type": "delta", "text": nothing.text}
         yield {"type": "done", **nothing.as_json()}
         return
-    stream = gateway.chat_stream(caller=caller, model=model, request=plan.request, sources=plan.sources,
-                                 screened=plan.screened)  # fmt: skip
+    stream = gateway.chat_stream(caller=caller, model=plan.prompt.model_for(model), request=plan.request,
+                                 sources=plan.sources, screened=plan.screened, prompt=plan.prompt)  # fmt: skip
     parts: list[str] = []
     try:
         for item in stream:
