@@ -402,11 +402,13 @@ class Answer:
 def ask_plan(
     *, caller: gateway.Caller, question: str, collection: Any, top_k: int | None,
     history: list[dict[str, str]] | None = None, follows_up: str = "", max_chars: int = MAX_QUESTION_CHARS,
+    prompt: Any = None,
 ) -> AskPlan:  # fmt: skip
     """`collection`: one, several (a conversation's) or None (all the org's). `history`: the earlier turns of a
     conversation, sent between the sources and the question (a follow-up is read in context). `follows_up`:
     the previous question, retrieved for with this one, so that "and for managers?" still finds what the
-    conversation is about."""
+    conversation is about. `prompt`: the `ask.system` version to use (a prompts.ResolvedPrompt, e.g. a candidate
+    under evaluation); by default the caller's (prompt_resolve)."""
     from documents.selectors import chunk_search, in_scope
 
     question = question.strip()
@@ -425,7 +427,7 @@ def ask_plan(
         f"[{n}] {guardrails.quote_as_data(' '.join(hit.text.split()), label=f'Source {n}') if n in flagged else ' '.join(hit.text.split())}"  # noqa: E501
         for n, hit in enumerate(hits, start=1)
     )
-    prompt = gateway.resolve_prompt(caller=caller, key="ask.system")
+    prompt = prompt or gateway.resolve_prompt(caller=caller, key="ask.system")
     request = ChatRequest(
         messages=[
             {"role": "system", "content": f"{prompt.render()}\n\nSources:\n{sources}"},
@@ -444,9 +446,9 @@ def ask_plan(
 
 def ask(
     *, caller: gateway.Caller, question: str, collection: Collection | None = None, top_k: int | None = None,
-    model: str = "default",
+    model: str = "default", prompt: Any = None,
 ) -> Answer:  # fmt: skip
-    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k)
+    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k, prompt=prompt)
     if not plan.hits:
         return Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
     result = gateway.chat(caller=caller, model=plan.prompt.model_for(model), request=plan.request,
