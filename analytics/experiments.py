@@ -156,7 +156,7 @@ def experiment_get(*, org: Any, experiment_id: Any) -> Experiment:
     try:
         return Experiment.objects.for_org(org).get(pk=experiment_id)
     except (Experiment.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such experiment.", code="experiment_not_found") from None
+        raise NotFound("No such experiment.") from None
 
 
 def experiment_report(*, experiment: Experiment) -> ExperimentReport:
@@ -185,9 +185,9 @@ def experiment_report(*, experiment: Experiment) -> ExperimentReport:
     for rows, column in ((on_calls, "llm_call__experiment_variant"),
                          (on_messages, "message__llm_call__experiment_variant")):  # fmt: skip
         for row in rows.annotate(ups=Count("id", filter=Q(rating=1)), downs=Count("id", filter=Q(rating=-1))):
-            if (s := stats.get(row[column])) is not None:
-                s.ups += row["ups"]
-                s.downs += row["downs"]
+            if (rated := stats.get(row[column])) is not None:
+                rated.ups += row["ups"]
+                rated.downs += row["downs"]
     ordered = [stats[v.pk] for v in variants]
     if ordered:
         control = ordered[0]

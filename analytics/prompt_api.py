@@ -60,11 +60,13 @@ class VersionIn(StrictSerializer):
     model = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     parameters = serializers.DictField(required=False, default=dict)
     note = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
-    label = serializers.ChoiceField(choices=[*prompts.LABELS], required=False, allow_null=True, default=None)
+    label = serializers.ChoiceField(  # type: ignore[assignment]  # a field named like Field.label
+        choices=[*prompts.LABELS], required=False, allow_null=True, default=None
+    )
 
 
 class LabelIn(StrictSerializer):
-    label = serializers.ChoiceField(choices=[*prompts.LABELS])
+    label = serializers.ChoiceField(choices=[*prompts.LABELS])  # type: ignore[assignment]
 
 
 class ExperimentIn(StrictSerializer):
@@ -218,7 +220,7 @@ class ExperimentEndView(OrgScopedAPIView):
         if winner_id is not None:
             winner = experiment.variants.filter(pk=winner_id).select_related("version__prompt").first()
             if winner is None:
-                raise prompts.NotFound("No such variant in this experiment.", code="variant_not_found")
+                raise prompts.NotFound("No such variant in this experiment.")
         ended = prompts.experiment_end(experiment=experiment, winner=winner, principal=request.principal,  # type: ignore[attr-defined]
                                        origin=request_origin(request))  # fmt: skip
         return Response(experiments.experiment_report(experiment=ended).as_json())

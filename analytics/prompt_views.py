@@ -132,8 +132,8 @@ def experiment_new(request: OrgHttpRequest) -> HttpResponse:
     if key not in keys:
         key = keys[0] if keys else ""
     versions = prompts.prompt_versions(org=org, key=key) if key else []
-    form = {"name": request.POST.get("name", ""), "min_samples": request.POST.get("min_samples", "100"),
-            "versions": request.POST.getlist("version")}  # fmt: skip
+    form: dict[str, Any] = {"name": request.POST.get("name", ""), "versions": request.POST.getlist("version"),
+                            "min_samples": request.POST.get("min_samples", "100")}  # fmt: skip
     if request.method == "POST" and request.POST.get("action") == "start":
 
         def start() -> Any:
