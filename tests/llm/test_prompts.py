@@ -154,3 +154,17 @@ def test_experiment_arms_keep_their_own_cache_entries_and_ledger_rows(library):
         assert (row.experiment_variant_id, row.prompt_version_id) == (variant.pk, variant.version_id)
     versions = set(SemanticCacheEntry.all_orgs.filter(organization=org).values_list("prompt_version", flat=True))
     assert versions == {str(default.pk), str(mine.pk)}
+
+
+def test_an_operator_versions_a_default_and_orgs_without_an_override_follow(tmp_path):
+    from django.core.management import call_command
+
+    plain, customised = OrganizationFactory(), OrganizationFactory()
+    theirs = prompts.prompt_version_create(org=customised, key="chat.system", text="Team voice.")
+    prompts.prompt_label_set(org=customised, version=theirs)
+    rules = tmp_path / "chat.txt"
+    rules.write_text("You are Crewdesk's assistant. Be concise.")
+    call_command("prompt_default", "chat.system", file=str(rules), note="a real system message", production=True)
+    resolved = prompts.prompt_resolve(org=plain, key="chat.system")
+    assert (resolved.source, resolved.number, resolved.text) == ("default", 2, rules.read_text())
+    assert prompts.prompt_resolve(org=customised, key="chat.system").version_id == theirs.pk
