@@ -4,6 +4,7 @@ renders the lines as text in elements of its own (Django escapes them): nothing 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,55 @@ class DiffLine:
     text: str
     old: int | None = None  # line numbers, 1-based
     new: int | None = None
+    # For a changed line: its text in pieces, each (text, changed), the words that differ from the other side.
+    segments: tuple[tuple[str, bool], ...] = ()
+
+
+TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
+
+
+def _word_marks(old: list[str], new: list[str]) -> tuple[list[tuple[tuple[str, bool], ...]], ...]:
+    """Each line of a replaced block in pieces, the words that changed marked (a word diff over the block)."""
+
+    def tokens(lines: list[str]) -> list[str]:
+        out: list[str] = []
+        for line in lines:
+            out += [*TOKEN.findall(line), "\n"]
+        return out
+
+    a, b = tokens(old), tokens(new)
+    changed_a, changed_b = [True] * len(a), [True] * len(b)
+    for i, j, size in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks():
+        changed_a[i : i + size] = [False] * size
+        changed_b[j : j + size] = [False] * size
+
+    def lines(toks: list[str], changed: list[bool]) -> list[tuple[tuple[str, bool], ...]]:
+        result: list[tuple[tuple[str, bool], ...]] = []
+        pieces: list[tuple[str, bool]] = []
+        for word, mark in zip(toks, changed, strict=True):
+            if word == "\n":
+                result.append(_merged(pieces))
+                pieces = []
+            elif pieces and pieces[-1][1] == (mark and not word.isspace()):
+                pieces[-1] = (pieces[-1][0] + word, pieces[-1][1])
+            else:
+                pieces.append((word, mark and not word.isspace()))
+        return result
+
+    return lines(a, changed_a), lines(b, changed_b)
+
+
+def _merged(pieces: list[tuple[str, bool]]) -> tuple[tuple[str, bool], ...]:
+    """Changed words separated only by spaces read as one change."""
+    out: list[tuple[str, bool]] = []
+    for index, (text, changed) in enumerate(pieces):
+        between = (not changed and text.isspace() and 0 < index < len(pieces) - 1
+                   and pieces[index - 1][1] and pieces[index + 1][1])  # fmt: skip
+        if (changed or between) and out and out[-1][1]:
+            out[-1] = (out[-1][0] + text, True)
+        else:
+            out.append((text, changed or between))
+    return tuple(out)
 
 
 @dataclass
@@ -63,10 +113,13 @@ def text_diff(old: str, new: str, *, context: int = 3) -> list[DiffLine]:
             if tag == "equal":
                 lines += [DiffLine("same", a[i], i + 1, j1 + (i - i1) + 1) for i in range(i1, i2)]
                 continue
-            if tag in ("replace", "delete"):
-                lines += [DiffLine("removed", a[i], i + 1, None) for i in range(i1, i2)]
-            if tag in ("replace", "insert"):
-                lines += [DiffLine("added", b[j], None, j + 1) for j in range(j1, j2)]
+            old_marks = new_marks = None
+            if tag == "replace":
+                old_marks, new_marks = _word_marks(a[i1:i2], b[j1:j2])
+            for i in range(i1, i2):
+                lines.append(DiffLine("removed", a[i], i + 1, None, old_marks[i - i1] if old_marks else ()))
+            for j in range(j1, j2):
+                lines.append(DiffLine("added", b[j], None, j + 1, new_marks[j - j1] if new_marks else ()))
     return lines
 
 

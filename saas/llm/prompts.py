@@ -441,7 +441,8 @@ def experiment_start(
     min_samples: int = 100, principal: Any = None, origin: Any = None,
 ) -> Experiment:  # fmt: skip
     """Split the org's traffic on `key` between versions (2 to 4, each the org's own or the operator
-    default's, all of `key`), by weight (equal by default)."""
+    default's, all of `key`), by weight (equal by default). The version in production now is the control
+    (variant A), whatever its place in `versions`."""
     name = " ".join(name.split())
     if not name or len(name) > 120:
         raise ApplicationError("An experiment's name is 1 to 120 characters.", code="invalid")
@@ -460,6 +461,10 @@ def experiment_start(
         raise ApplicationError("Give one weight (1 to 1000) per version.", code="invalid")
     if not 1 <= min_samples <= 1_000_000:
         raise ApplicationError("The minimum sample is 1 to 1,000,000 rated answers.", code="invalid")
+    # The control (variant A) is what is in production now; the others follow in the order given.
+    current = prompt_resolve(org=org, key=key).version_id
+    pairs = sorted(zip(versions, weights, strict=True), key=lambda pair: pair[0].pk != current)
+    versions, weights = [v for v, _ in pairs], [w for _, w in pairs]
     user = principal.user if principal is not None else None
     try:
         with transaction.atomic():

@@ -172,3 +172,13 @@ def test_an_experiment_only_takes_versions_the_org_may_use(experiment):
     with pytest.raises(prompts.NotFound):
         prompts.experiment_start(org=experiment.organization, key="chat.system", name="X",
                                  versions=[_default("chat.system"), theirs])  # fmt: skip
+
+
+def test_the_version_in_production_is_the_control_whatever_the_order():
+    org = OrganizationFactory()
+    mine = prompts.prompt_version_create(org=org, key="crew.agent", text="You are {role}.")
+    started = prompts.experiment_start(org=org, key="crew.agent", name="Terse", versions=[mine, _default("crew.agent")],
+                                       weights=[30, 70])  # fmt: skip
+    arms = list(ExperimentVariant.all_orgs.filter(experiment=started).order_by("position"))
+    assert [(a.name, a.version_id, a.weight) for a in arms] == [("A", _default("crew.agent").pk, 70),
+                                                                ("B", mine.pk, 30)]  # fmt: skip

@@ -80,3 +80,17 @@ def test_an_experiment_page_says_when_there_is_not_enough_data(client, team):
     ended = c.post(started["Location"] + "end/", {"winner": ""})
     assert ended.status_code == 302
     assert "ended" in c.get(started["Location"]).content.decode()
+
+
+def test_the_diff_marks_the_words_that_changed():
+    from analytics.prompt_diff import text_diff
+
+    lines = text_diff("Answer using only the sources. Do not use outside knowledge.\nBe kind.",
+                      "Answer using only the sources.\nKeep it short.\nBe kind.")  # fmt: skip
+    assert [(line.kind, line.text) for line in lines] == [
+        ("removed", "Answer using only the sources. Do not use outside knowledge."),
+        ("added", "Answer using only the sources."), ("added", "Keep it short."), ("same", "Be kind."),
+    ]  # fmt: skip
+    assert [piece for piece, changed in lines[0].segments if changed] == ["Do not use outside knowledge"]
+    assert [piece for piece, changed in lines[2].segments if changed] == ["Keep it short"]
+    assert not any(changed for _, changed in lines[1].segments)

@@ -1,7 +1,8 @@
 """The prompt editor and an experiment in headless Chromium: an admin writes a new version of the Ask rules,
-sees the diff against the default before saving, puts it in production (confirming first), starts an A/B test
-of it against the default, and reads the experiment's figures: first "not enough data yet", then, with rated
-answers, each variant's thumbs up, groundedness, time and cost and the significance. Screenshots at 1366 and
+sees the diff against the default before saving, labels it staging, starts an A/B test of it against the
+default, reads the experiment's figures (first "not enough data yet", then, with rated answers, each variant's
+thumbs up, groundedness, time and cost and the significance) and ends it, confirming, with the new version as
+the winner: it is in production. Screenshots at 1366 and
 390 px wide; no page scrolls sideways."""
 
 from decimal import Decimal
@@ -76,14 +77,15 @@ def test_an_admin_edits_a_prompt_with_its_diff_and_runs_an_experiment(browser, d
     assert "Saved as a new version" in page.inner_text("body")
     assert page.locator(".diff-added").count() >= 1
 
-    # Production, after confirming.
-    page.click("[data-testid=label-production-1]")
-    page.wait_for_selector("[data-testid=label]:has-text('production')")
-    version = Prompt.all_orgs.get(organization=org, key="ask.system").production
+    # Staging: under test, not yet in use.
+    page.click("[data-testid=label-staging-1]")
+    page.wait_for_selector("[data-testid=label]:has-text('staging')")
+    version = Prompt.all_orgs.get(organization=org, key="ask.system").staging
     assert version is not None and version.text == NEW_RULES
+    assert Prompt.all_orgs.get(organization=org, key="ask.system").production_id is None
     _both_widths(page, screenshot, "82-prompt-version")
 
-    # An experiment: the default against the new version.
+    # An experiment: the default (in production: the control, A) against the new version (B).
     page.goto(f"{daphne_server.url}/o/{org.slug}/experiments/")
     page.click("[data-testid=new-experiment]")
     page.select_option("#exp-key", "ask.system")
@@ -107,7 +109,11 @@ def test_an_admin_edits_a_prompt_with_its_diff_and_runs_an_experiment(browser, d
     assert "82.0%" in page.locator("[data-testid=variant-B]").inner_text()
     _both_widths(page, screenshot, "84-experiment-stats")
 
-    # Ending with the winner (confirmed) keeps B's version in production.
+    # Ending with the winner (confirmed first) puts B's version in production.
+    assert page.locator("#winner option:checked").inner_text().startswith("B: your v1")
     page.click("[data-testid=end-experiment]")
     page.wait_for_selector("text=winner: variant B")
     assert Prompt.all_orgs.get(organization=org, key="ask.system").production == version
+    page.goto(f"{daphne_server.url}/o/{org.slug}/prompts/ask.system/")
+    assert "your version 1" in page.locator("[data-testid=in-production]").inner_text()
+    _both_widths(page, screenshot, "85-prompt-after-experiment")
