@@ -168,3 +168,11 @@ def test_an_operator_versions_a_default_and_orgs_without_an_override_follow(tmp_
     resolved = prompts.prompt_resolve(org=plain, key="chat.system")
     assert (resolved.source, resolved.number, resolved.text) == ("default", 2, rules.read_text())
     assert prompts.prompt_resolve(org=customised, key="chat.system").version_id == theirs.pk
+
+
+def test_resolving_reads_from_memory_after_the_first_time(django_assert_num_queries):
+    org = OrganizationFactory()
+    prompts.prompt_resolve(org=org, key="ask.system", subject="user:1")
+    with django_assert_num_queries(0):
+        for key in ("ask.system", "chat.system", "crew.manager", "crew.agent.writer"):
+            assert prompts.prompt_resolve(org=org, key=key, subject="user:1").version_id is not None
