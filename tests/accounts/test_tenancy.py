@@ -13,7 +13,7 @@ from agents.models import Conversation, Crew, Message, Run, RunStep
 from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
-from saas.llm.models import LLMCall, OrgProvider
+from saas.llm.models import Experiment, LLMCall, OrgProvider, Prompt, PromptVersion
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import (
     ApiKeyFactory,
@@ -25,7 +25,13 @@ from tests.accounts.factories import (
 )
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
-from tests.llm.factories import LLMCallFactory, OrgProviderFactory
+from tests.llm.factories import (
+    ExperimentFactory,
+    LLMCallFactory,
+    OrgProviderFactory,
+    PromptFactory,
+    PromptVersionFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +53,9 @@ FACTORIES = {
     ApiKey: ApiKeyFactory,
     AuditEvent: AuditEventFactory,
     DataExport: DataExportFactory,
+    Prompt: PromptFactory,
+    PromptVersion: PromptVersionFactory,
+    Experiment: ExperimentFactory,
 }
 
 

@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
-from saas.llm.models import ModelConfig
+from saas.llm import prompts
+from saas.llm.models import ExperimentVariant, ModelConfig
 from saas.llm.registry import sync_registry
 from tests.accounts.factories import ApiKeyFactory, InvitationFactory, MembershipFactory
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.browser.conftest import sign_in
 from tests.documents.factories import ChunkFactory, DocumentFactory
+from tests.llm.factories import ExperimentFactory
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -49,6 +51,9 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
     ChunkFactory(organization=org, document=document)
     ApiKeyFactory(organization=org)
     InvitationFactory(organization=org)
+    prompts.prompt_defaults_sync()  # a flushed database has lost the seeded prompts
+    experiment = ExperimentFactory(organization=org)
+    version = ExperimentVariant.all_orgs.get(experiment=experiment, name="B").version
     o = f"/o/{org.slug}"
     pages = {
         "overview": f"{o}/",
@@ -67,6 +72,11 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "two-factor": "/accounts/2fa/",
         "emails": "/accounts/email/",
         "new-team": "/orgs/new/",
+        "prompts": f"{o}/prompts/",
+        "prompt": f"{o}/prompts/ask.system/",
+        "prompt-version": f"{o}/prompts/ask.system/v/{version.id}/",
+        "experiments": f"{o}/experiments/",
+        "experiment": f"{o}/experiments/{experiment.id}/",
     }
     admin_pages = {
         "api-keys": f"{o}/keys/",
@@ -74,6 +84,8 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "billing": f"{o}/billing/",
         "providers": f"{o}/settings/providers/",
         "request-log": f"{o}/requests/",
+        "prompt-editor": f"{o}/prompts/ask.system/edit/",
+        "experiment-new": f"{o}/experiments/new/",
     }
     member_pages = {"chat": f"{o}/chat/{conversation.id}/"}  # a conversation is its owner's alone
     return admin, member, {"admin": {**pages, **admin_pages}, "member": {**pages, **member_pages}}  # type: ignore[dict-item]
