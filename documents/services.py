@@ -403,11 +403,13 @@ class Answer:
 def ask_plan(
     *, caller: gateway.Caller, question: str, collection: Any, top_k: int | None,
     history: list[dict[str, str]] | None = None, follows_up: str = "", max_chars: int = MAX_QUESTION_CHARS,
+    rules: str | None = None,
 ) -> AskPlan:  # fmt: skip
     """`collection`: one, several (a conversation's) or None (all the org's). `history`: the earlier turns of a
     conversation, sent between the sources and the question (a follow-up is read in context). `follows_up`:
     the previous question, retrieved for with this one, so that "and for managers?" still finds what the
-    conversation is about."""
+    conversation is about. `rules`: the system prompt's instructions, ANSWER_RULES unless a caller (an eval
+    run of a prompt version) gives its own."""
     from documents.selectors import chunk_search, in_scope
 
     question = question.strip()
@@ -428,7 +430,7 @@ def ask_plan(
     )
     request = ChatRequest(
         messages=[
-            {"role": "system", "content": f"{ANSWER_RULES}\n\nSources:\n{sources}"},
+            {"role": "system", "content": f"{rules or ANSWER_RULES}\n\nSources:\n{sources}"},
             *history,
             {"role": "user", "content": question},
         ]
@@ -443,13 +445,15 @@ def ask_plan(
 
 def ask(
     *, caller: gateway.Caller, question: str, collection: Collection | None = None, top_k: int | None = None,
-    model: str = "default",
+    model: str = "default", rules: str | None = None, bypass_cache: bool = False,
 ) -> Answer:  # fmt: skip
-    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k)
+    """`rules` and `bypass_cache`: an eval run asks with a prompt version's instructions, and never from the
+    caches (an answer cached under other instructions would score the wrong prompt)."""
+    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k, rules=rules)
     if not plan.hits:
         return Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
     result = gateway.chat(caller=caller, model=model, request=plan.request, sources=plan.sources,
-                          screened=plan.screened)  # fmt: skip
+                          screened=plan.screened, bypass_cache=bypass_cache)  # fmt: skip
     return answer_finish(caller=caller, plan=plan, text=result.text, call_id=result.call_id, model=result.model,
                          engine=result.engine, usage=result.usage, cached=result.cached,
                          cost_usd=result.cost_usd)  # fmt: skip
