@@ -411,8 +411,10 @@ def _rows_jsonl(text: str) -> list[tuple[int, Any]]:
             continue
         try:
             rows.append((number, json.loads(line)))
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             rows.append((number, ValueError(f"not JSON ({exc.msg} at column {exc.colno})")))
+        except (ValueError, RecursionError):  # a number too long to read, or nesting too deep
+            rows.append((number, ValueError("not JSON that can be read (too deep or too long)")))
     return rows
 
 

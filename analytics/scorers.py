@@ -144,6 +144,8 @@ def check_schema(schema: Any) -> None:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise ValueError(f"Not a valid JSON Schema: {exc.message}.") from exc
+    except RecursionError as exc:
+        raise ValueError("The JSON Schema is nested too deeply.") from exc
 
 
 def json_schema(answer: str, schema: Any) -> Score:
@@ -156,9 +158,12 @@ def json_schema(answer: str, schema: Any) -> Score:
         return Score(0.0, str(exc))
     try:
         value = json.loads(answer)
-    except ValueError:
+    except (ValueError, RecursionError):
         return Score(0.0, "The answer is not JSON.")
-    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.absolute_path))[:3]
+    try:
+        errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.absolute_path))[:3]
+    except RecursionError:
+        return Score(0.0, "The answer is nested too deeply to check.")
     if not errors:
         return Score(1.0, "The answer is valid for the schema.")
     places = "; ".join(f"{e.validator} at /{'/'.join(str(p) for p in e.absolute_path)}" for e in errors)

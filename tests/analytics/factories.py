@@ -35,5 +35,7 @@ class EvalResultFactory(OrgOwnedFactory):
 
     run = factory.SubFactory(EvalRunFactory, organization=factory.SelfAttribute("..organization"))
     case = factory.SubFactory(
-        EvalCaseFactory, organization=factory.SelfAttribute("..organization"), dataset=factory.SelfAttribute("..run.dataset")
+        EvalCaseFactory,
+        organization=factory.SelfAttribute("..organization"),
+        dataset=factory.SelfAttribute("..run.dataset"),
     )
