@@ -12,8 +12,8 @@ from analytics.models import EvalCase, EvalDataset
 from saas.core.errors import ApplicationError, NotFound, PermissionDenied
 from saas.llm import services as llm_services
 from saas.llm.models import LLMCall
-from tests.agents.factories import FeedbackFactory
 from tests.accounts.factories import MembershipFactory, OrganizationFactory
+from tests.agents.factories import FeedbackFactory
 from tests.documents.factories import DocumentFactory
 
 pytestmark = pytest.mark.django_db
@@ -79,16 +79,18 @@ def test_a_jsonl_import_makes_every_case(team):
                                filename="cases.jsonl")  # fmt: skip
     assert len(cases) == 3
     stored = list(EvalCase.objects.for_org(team.org).filter(dataset=dataset))
-    assert [c.input for c in stored] == ["How long do refunds take?", "When does the office open?", "Refund days as JSON"]
+    assert [c.input for c in stored] == [
+        "How long do refunds take?", "When does the office open?", "Refund days as JSON",
+    ]  # fmt: skip
     assert stored[0].expected_document_id == team.handbook.pk and stored[1].match == "regex"
     assert stored[1].collection.name == "Documents" and stored[2].json_schema == {"type": "object"}
 
 
 def test_a_csv_import_reads_its_header(team):
     dataset = evals.dataset_create(org=team.org, user=team.admin.user, name="CSV")
-    data = ("input,expected_answer,match,note\n"
-            '"How long do refunds take?","30 days",contains,"from a ticket, with a comma"\n'
-            "When does the office open?,8 am,,\n").encode()  # fmt: skip
+    data = (b"input,expected_answer,match,note\n"
+            b'"How long do refunds take?","30 days",contains,"from a ticket, with a comma"\n'
+            b"When does the office open?,8 am,,\n")  # fmt: skip
     cases = evals.cases_import(org=team.org, user=team.admin.user, dataset_id=dataset.pk, data=data, filename="x.csv")
     assert [(c.input, c.expected_answer, c.note) for c in cases] == [
         ("How long do refunds take?", "30 days", "from a ticket, with a comma"),
