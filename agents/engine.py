@@ -16,6 +16,7 @@ skips the tasks whose output was recorded.
 """
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -80,6 +81,9 @@ class Engine:
     seq: int = field(init=False)
     _cancel_checked: float = 0.0
     _last_role: str = ""  # who produced the output being recorded
+    # The system prompt version each role uses (saas/llm/prompts.py), resolved once per run: crew.manager, and
+    # crew.agent.<role> (or crew.agent).
+    _prompts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.definition = self.run.definition
@@ -143,14 +147,18 @@ class Engine:
             output = self._work(agents[member], task, outputs, instructions=instructions, feedback=feedback)
         return output
 
+    def _prompt(self, role: str, key: str) -> Any:
+        if role not in self._prompts:
+            self._prompts[role] = gateway.resolve_prompt(caller=self.caller, key=key)
+        return self._prompts[role]
+
     def _manager_messages(self, agents: dict[str, Any], ask: str) -> list[dict[str, Any]]:
         members = "\n".join(f"- {role}: {agent['goal']}" for role, agent in agents.items())
+        prompt = self._prompt(MANAGER, "crew.manager")
         return [
-            {"role": "system", "content": f"You manage the crew {self.definition['name']!r}. You do not do the "
-             f"work yourself: you give each task to the member best suited to it, and review what they hand "
-             f"back.\nMembers:\n{members}"},
+            {"role": "system", "content": prompt.render(crew=repr(self.definition["name"]), members=members)},
             {"role": "user", "content": ask},
-        ]  # fmt: skip
+        ]
 
     def _delegate(self, task: dict[str, Any], agents: dict[str, Any]) -> tuple[str, str]:
         roles = list(agents)
@@ -227,7 +235,9 @@ class Engine:
         feedback: str = "",
     ) -> str:  # fmt: skip
         self._last_role = agent["role"]
-        persona = f"You are the {agent['role']} of the crew {self.definition['name']!r}. Your goal: {agent['goal']}"
+        key = "crew.agent." + re.sub(r"[^a-z0-9_-]+", "-", agent["role"].lower()).strip("-")
+        persona = self._prompt(agent["role"], key).render(role=agent["role"], crew=repr(self.definition["name"]),
+                                                           goal=agent["goal"])  # fmt: skip
         if agent.get("instructions"):
             persona += f"\n{agent['instructions']}"
         if task.get("expected_output"):
@@ -305,13 +315,16 @@ class Engine:
         self._check_in()
         self._check_budget()
         call_id = uuid.uuid4()
-        request = ChatRequest(list(messages), tools=tools or None)
+        prompt = self._prompts.get(role)
+        request = ChatRequest(list(messages), tools=tools or None, **(prompt.request_options() if prompt else {}))
+        model = prompt.model_for(model) if prompt else model
         parts: list[str] = []
         end: gateway.GatewayStreamEnd | None = None
         started = time.perf_counter()
         cancelled = False
         try:
-            stream = gateway.chat_stream(caller=self.caller, model=model, request=request, call_id=call_id)
+            stream = gateway.chat_stream(caller=self.caller, model=model, request=request, call_id=call_id,
+                                         prompt=prompt)  # fmt: skip
             try:
                 for item in stream:
                     if isinstance(item, gateway.GatewayStreamEnd):

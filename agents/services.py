@@ -97,7 +97,11 @@ def chat_answer_stream(
     parts: list[str] = []
     stream = None
     try:
-        stream = gateway.chat_stream(caller=caller, model=answer.model or "auto", request=ChatRequest(history))
+        prompt = gateway.resolve_prompt(caller=caller, key="chat.system")  # its text empty: no system message
+        system = [{"role": "system", "content": text}] if (text := prompt.render().strip()) else []
+        stream = gateway.chat_stream(caller=caller, model=prompt.model_for(answer.model or "auto"),
+                                     request=ChatRequest([*system, *history], **prompt.request_options()),
+                                     prompt=prompt)  # fmt: skip
         for item in stream:
             if isinstance(item, gateway.GatewayStreamEnd):
                 _finish(answer, "".join(parts), Message.Status.COMPLETE, model=item.model, engine=item.engine,

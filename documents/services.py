@@ -24,6 +24,7 @@ from saas.core import crypto, events, storage
 from saas.core.errors import ApplicationError, Conflict, NotFound
 from saas.llm import gateway, guardrails
 from saas.llm.models import SemanticCacheEntry
+from saas.llm.prompt_defaults import BUILTINS
 from saas.llm.providers import ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -349,11 +350,8 @@ def document_delete(*, org: Any, document_id: Any) -> None:
 NOT_FOUND_ANSWER = "I could not find this in your documents."
 MARKER = re.compile(r"\[(\d{1,3})\]")
 SENTENCE = re.compile(r"[^.!?\n]+[.!?]*(?:\s*\[\d{1,3}\])*")
-ANSWER_RULES = (
-    "Answer the question using only the numbered sources below. After each sentence, cite the sources it "
-    "comes from with their numbers in brackets, like [2]. If the sources do not contain the answer, say that "
-    "you could not find it in the documents. Do not use outside knowledge."
-)
+# The built-in answer rules; what an ask uses is the org's `ask.system` prompt version (saas/llm/prompts.py).
+ANSWER_RULES = BUILTINS["ask.system"].text
 
 
 @dataclass
@@ -366,6 +364,7 @@ class AskPlan:
     scope: str
     screened: list[Any] = field(default_factory=list)  # the guardrails' findings on the passages
     vector: list[float] | None = None  # the question's embedding, when the semantic cache's model made it
+    prompt: Any = None  # the `ask.system` version the messages were built with (a prompts.ResolvedPrompt)
 
     @property
     def flagged(self) -> set[int]:
@@ -403,13 +402,13 @@ class Answer:
 def ask_plan(
     *, caller: gateway.Caller, question: str, collection: Any, top_k: int | None,
     history: list[dict[str, str]] | None = None, follows_up: str = "", max_chars: int = MAX_QUESTION_CHARS,
-    rules: str | None = None,
+    prompt: Any = None,
 ) -> AskPlan:  # fmt: skip
     """`collection`: one, several (a conversation's) or None (all the org's). `history`: the earlier turns of a
     conversation, sent between the sources and the question (a follow-up is read in context). `follows_up`:
     the previous question, retrieved for with this one, so that "and for managers?" still finds what the
-    conversation is about. `rules`: the system prompt's instructions, ANSWER_RULES unless a caller (an eval
-    run of a prompt version) gives its own."""
+    conversation is about. `prompt`: the `ask.system` version to use (a prompts.ResolvedPrompt, e.g. a candidate
+    under evaluation); by default the caller's (prompt_resolve)."""
     from documents.selectors import chunk_search, in_scope
 
     question = question.strip()
@@ -428,32 +427,34 @@ def ask_plan(
         f"[{n}] {guardrails.quote_as_data(' '.join(hit.text.split()), label=f'Source {n}') if n in flagged else ' '.join(hit.text.split())}"  # noqa: E501
         for n, hit in enumerate(hits, start=1)
     )
+    prompt = prompt or gateway.resolve_prompt(caller=caller, key="ask.system")
     request = ChatRequest(
         messages=[
-            {"role": "system", "content": f"{rules or ANSWER_RULES}\n\nSources:\n{sources}"},
+            {"role": "system", "content": f"{prompt.render()}\n\nSources:\n{sources}"},
             *history,
             {"role": "user", "content": question},
-        ]
+        ],
+        **prompt.request_options(),
     )
     versions = in_scope(Collection.objects.for_org(caller.org), collection, field="pk")
     # The knowledge-base version: any change to the documents makes earlier cached answers stale.
     scope = "ask:" + ",".join(f"{c.pk}.{c.version}" for c in versions.order_by("pk"))
     # The semantic cache embeds with the local model: the retrieval vector is reused when it is that model's.
     vector = embedded.vectors[0] if embedded.model == gateway.DEFAULT_EMBEDDING_MODEL else None
-    return AskPlan(question, hits, request, scope, screened, vector)
+    return AskPlan(question, hits, request, scope, screened, vector, prompt)
 
 
 def ask(
     *, caller: gateway.Caller, question: str, collection: Collection | None = None, top_k: int | None = None,
-    model: str = "default", rules: str | None = None, bypass_cache: bool = False,
+    model: str = "default", prompt: Any = None, bypass_cache: bool = False,
 ) -> Answer:  # fmt: skip
-    """`rules` and `bypass_cache`: an eval run asks with a prompt version's instructions, and never from the
-    caches (an answer cached under other instructions would score the wrong prompt)."""
-    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k, rules=rules)
+    """`bypass_cache`: an eval run answers afresh (its latency and its answer are the version's own, now)."""
+    plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k, prompt=prompt)
     if not plan.hits:
         return Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
-    result = gateway.chat(caller=caller, model=model, request=plan.request, sources=plan.sources,
-                          screened=plan.screened, bypass_cache=bypass_cache)  # fmt: skip
+    result = gateway.chat(caller=caller, model=plan.prompt.model_for(model), request=plan.request,
+                          sources=plan.sources, screened=plan.screened, prompt=plan.prompt,
+                          bypass_cache=bypass_cache)  # fmt: skip
     return answer_finish(caller=caller, plan=plan, text=result.text, call_id=result.call_id, model=result.model,
                          engine=result.engine, usage=result.usage, cached=result.cached,
                          cost_usd=result.cost_usd)  # fmt: skip
@@ -539,8 +540,8 @@ def ask_stream(
         yield {"type": "delta", "text": nothing.text}
         yield {"type": "done", **nothing.as_json()}
         return
-    stream = gateway.chat_stream(caller=caller, model=model, request=plan.request, sources=plan.sources,
-                                 screened=plan.screened)  # fmt: skip
+    stream = gateway.chat_stream(caller=caller, model=plan.prompt.model_for(model), request=plan.request,
+                                 sources=plan.sources, screened=plan.screened, prompt=plan.prompt)  # fmt: skip
     parts: list[str] = []
     try:
         for item in stream:

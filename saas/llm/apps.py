@@ -27,3 +27,22 @@ class LLMConfig(AppConfig):
         from saas.llm import provider_registry
 
         register_informational_check("llm_providers", provider_registry.readiness_check)
+
+        from django.db.models.signals import post_migrate
+
+        from saas.llm import prompts
+        from saas.llm.prompt_models import Experiment, ExperimentVariant, Prompt, PromptVersion
+
+        prompts.memo.watch(Prompt, PromptVersion, Experiment, ExperimentVariant)
+        # The operator's built-in prompts come back after a flush (transactional tests) as after a migrate.
+        post_migrate.connect(_sync_prompts, sender=self, dispatch_uid="llm-prompt-defaults")
+
+
+def _sync_prompts(sender: object, using: str = "default", apps: object = None, **kwargs: object) -> None:
+    from saas.llm.prompts import prompt_defaults_sync
+
+    try:
+        apps.get_model("llm", "PromptVersion")  # type: ignore[attr-defined]
+    except (LookupError, AttributeError):
+        return  # migrated back to before prompts existed
+    prompt_defaults_sync()

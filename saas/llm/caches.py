@@ -2,7 +2,9 @@
 the same meaning over the same sources (semantic, pgvector).
 
 The exact cache keys the whole request (org, model, prompt version, messages, parameters, the caller's
-scope); a Redis outage costs a call, never the answer.
+scope); a Redis outage costs a call, never the answer. The prompt version is the id of the managed prompt
+version the caller used (saas/llm/prompts.py): a new production version, or another experiment arm, never
+gets the old version's answers; calls without a managed prompt (the /v1 API) key on LLM_PROMPT_VERSION.
 
 The semantic cache serves single-turn questions that a caller asks over retrieved passages (documents' ask):
 the caller hands in `Sources` with the knowledge-base version (scope), the question's embedding (made once,
@@ -64,14 +66,21 @@ def exact_cache_prefix(org_id: Any) -> str:
     return f"crewdesk:llm:exact:{org_id}:"
 
 
-def exact_key(org: Any, model: ModelConfig, request: ChatRequest, sources: Sources | None = None) -> str:
+def prompt_version(prompt: Any) -> str:
+    """What the caches key on: the managed prompt's version, else the operator's LLM_PROMPT_VERSION."""
+    return prompt.cache_version if prompt is not None else str(settings.LLM_PROMPT_VERSION)
+
+
+def exact_key(
+    org: Any, model: ModelConfig, request: ChatRequest, sources: Sources | None = None, prompt: Any = None
+) -> str:
     material = json.dumps(
         {
             "org": str(org.pk),
             "scope": sources.scope if sources else None,  # the knowledge-base version, when the caller gives one
             "sources": list(sources.chunk_ids) if sources else None,
             "model": model.alias,
-            "prompt_version": settings.LLM_PROMPT_VERSION,
+            "prompt_version": prompt_version(prompt),
             "messages": request.messages,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
@@ -145,7 +154,7 @@ def renumber(text: str, old: list[str], new: tuple[str, ...]) -> str:
     return MARKER.sub(swap, text)
 
 
-def semantic_get(org: Any, model: ModelConfig, sources: Sources, vector: list[float]) -> Hit | None:
+def semantic_get(org: Any, model: ModelConfig, sources: Sources, vector: list[float], prompt: Any = None) -> Hit | None:
     ids = [str(i) for i in sources.chunk_ids]
     # An entry is usable only over the passages it rests on: every passage it cites is in this prompt, or,
     # citing none, it was written over exactly these passages.
@@ -160,7 +169,7 @@ def semantic_get(org: Any, model: ModelConfig, sources: Sources, vector: list[fl
             SemanticCacheEntry.objects.for_org(org)
             .filter(
                 model_alias=model.alias,
-                prompt_version=settings.LLM_PROMPT_VERSION,
+                prompt_version=prompt_version(prompt),
                 scope=sources.scope[:128],
                 expires_at__gt=timezone.now(),
             )
@@ -176,12 +185,14 @@ def semantic_get(org: Any, model: ModelConfig, sources: Sources, vector: list[fl
     return Hit(text, Usage(entry.prompt_tokens, entry.completion_tokens))
 
 
-def semantic_set(org: Any, model: ModelConfig, sources: Sources, vector: list[float], result: ChatResult) -> None:
+def semantic_set(
+    org: Any, model: ModelConfig, sources: Sources, vector: list[float], result: ChatResult, prompt: Any = None
+) -> None:
     ids = tuple(str(i) for i in sources.chunk_ids)
     SemanticCacheEntry.objects.for_org(org).create(
         organization=org,
         model_alias=model.alias,
-        prompt_version=settings.LLM_PROMPT_VERSION,
+        prompt_version=prompt_version(prompt),
         scope=sources.scope[:128],
         embedding=vector,
         answer_encrypted=crypto.encrypt(result.text),

@@ -38,6 +38,7 @@ from saas.llm import config as gateway_config
 from saas.llm import guardrails, ledger, metrics, policy, routing
 from saas.llm.models import LLMCall, ModelConfig
 from saas.llm.pii import Masker
+from saas.llm.prompts import ResolvedPrompt
 from saas.llm.providers import Cancelled, ChatRequest, LLMError, PaymentOverdue, QuotaExceeded, Usage
 
 logger = logging.getLogger(__name__)
@@ -78,9 +79,10 @@ def as_call_error(exc: BaseException) -> LLMError | None:
 class Call:
     def __init__(
         self, caller: Caller, *, requested: str, stream: bool = False, call_id: uuid.UUID | None = None,
-        batched: bool = False, billed: bool = True,
+        batched: bool = False, billed: bool = True, prompt: ResolvedPrompt | None = None,
     ) -> None:  # fmt: skip
         self.caller = caller
+        self.prompt = prompt  # the managed system prompt the caller used (saas/llm/prompts.py), for the row
         self.requested = requested
         self.stream = stream
         self.id = call_id or uuid.uuid4()  # known before the row is written
@@ -224,6 +226,8 @@ class Call:
             "cache": self.cache, "status": status, "error_class": error.kind if error else "",
             "pii_masked": self.masker.found, "guardrails": self.findings,
             "input_encrypted": crypto.encrypt(self.input_text), "output_encrypted": crypto.encrypt(output_text),
+            "prompt_version_id": str(p.version_id) if (p := self.prompt) and p.version_id else None,
+            "experiment_variant_id": str(p.variant_id) if (p := self.prompt) and p.variant_id else None,
         }  # fmt: skip
         answered = status in (LLMCall.Status.OK, LLMCall.Status.CANCELLED)
         kind = None

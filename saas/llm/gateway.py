@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
-from saas.llm import caches, guardrails, policy, routing, structured, tokens
+from saas.llm import caches, guardrails, policy, prompts, routing, structured, tokens
 from saas.llm import config as gateway_config
 from saas.llm.caches import Sources, exact_cache_prefix
 from saas.llm.call import Call, Caller, CallStream, StoreUnavailable
@@ -33,6 +33,7 @@ from saas.llm.policy import (
     check_chat_model,
     org_settings,
 )
+from saas.llm.prompts import ResolvedPrompt
 from saas.llm.providers import BadRequest, ChatRequest, ChatResult, OpenAIProvider, StreamEnd, Usage
 from saas.llm.routing import as_llm_error, available, engine_label, reset_providers
 from saas.llm.tool_protocol import ToolCall
@@ -41,7 +42,7 @@ __all__ = [
     "MAX_MESSAGES", "Caller", "GatewayEmbeddings", "GatewayResult", "GatewayStreamEnd", "LedgerUnavailable",
     "ModelNotAllowed", "ModelNotFound", "OpenAIProvider", "PersonalDataBlocked", "Sources", "StoreUnavailable",
     "available", "chat", "chat_stream", "check_chat_model", "embed", "engine_label", "exact_cache_prefix",
-    "org_settings", "reset_providers", "screen_passages",
+    "org_settings", "reset_providers", "resolve_prompt", "screen_passages",
 ]  # fmt: skip
 _allowed = policy.allowed  # the name agents/views.py and saas/llm/api.py use
 OUTPUT_WINDOW = 600  # characters of a streamed answer the output guardrails look at after each delta
@@ -80,6 +81,14 @@ class GatewayStreamEnd:
     text: str = ""
 
 
+def resolve_prompt(*, caller: Caller, key: str) -> ResolvedPrompt:
+    """The system prompt version this caller uses for `key` (its org's, the operator's, or its experiment
+    arm), to build the messages with and to hand to chat / chat_stream as `prompt`."""
+    return prompts.prompt_resolve(
+        org=caller.org, key=key, subject=prompts.subject_of(user=caller.user, api_key=caller.api_key)
+    )
+
+
 def screen_passages(*, caller: Caller, texts: list[str]) -> list[guardrails.Finding]:
     """The org's injection guardrail on retrieved passages, before the caller puts them into a prompt (flagged
     ones go in quoted as data; pass the findings to chat / chat_stream as `screened` for the ledger row)."""
@@ -102,7 +111,7 @@ def _look_up(
     call: Call, config: ModelConfig, outbound: ChatRequest, *, bypass: bool, sources: Sources | None
 ) -> _Lookup:
     """The exact cache, then the semantic one; a hit ends the call (its row records the cost it saved)."""
-    found = _Lookup(caches.exact_key(call.caller.org, config, outbound, sources), bypass, sources)
+    found = _Lookup(caches.exact_key(call.caller.org, config, outbound, sources, call.prompt), bypass, sources)
     if bypass:
         call.cache = LLMCall.Cache.BYPASS
         return found
@@ -110,7 +119,7 @@ def _look_up(
         call.cache, found.hit = LLMCall.Cache.EXACT, hit
     elif sources is not None and (question := caches.semantic_question(outbound, call.masker, sources)) is not None:
         found.vector = caches.question_vector(question, sources)
-        if (hit := caches.semantic_get(call.caller.org, config, sources, found.vector)) is not None:
+        if (hit := caches.semantic_get(call.caller.org, config, sources, found.vector, call.prompt)) is not None:
             call.cache, found.hit = LLMCall.Cache.SEMANTIC, hit
     if found.hit is not None:
         call.withhold(found.hit.text, usage=found.hit.usage, output_text=found.hit.text)
@@ -127,7 +136,7 @@ def _store(found: _Lookup, call: Call, requested: ModelConfig, answered: ModelCo
         return
     caches.exact_set(found.key, result)
     if found.vector is not None and found.sources is not None and answered.pk == requested.pk:
-        caches.semantic_set(call.caller.org, requested, found.sources, found.vector, result)
+        caches.semantic_set(call.caller.org, requested, found.sources, found.vector, result, call.prompt)
 
 
 def _sources(sources: Sources | None, semantic_scope: str | None) -> Sources | None:
@@ -151,14 +160,16 @@ def chat(
     defer_records: bool = False,
     call_id: uuid.UUID | None = None,
     screened: list[guardrails.Finding] | None = None,
+    prompt: ResolvedPrompt | None = None,
 ) -> GatewayResult:
     """`sources` (or just `semantic_scope`, a knowledge-base version) turns on the semantic cache for
     single-turn questions. `defer_records`: an API hot path; its ledger row may go through the ledger stream,
     and the cache entries are left to `result.record()`. `call_id`: the ledger row's id, when the caller needs
     it in advance. `screened`: the guardrails' findings on what the caller put into the prompt (retrieved
     passages), for the ledger row. Requests with tools are never cached (a cached answer cannot replay tool
-    calls)."""
-    call = Call(caller, requested=model or "default", call_id=call_id, batched=defer_records)
+    calls). `prompt`: the managed system prompt version in the messages (prompts.prompt_resolve), recorded on
+    the ledger row and keyed on by the caches."""
+    call = Call(caller, requested=model or "default", call_id=call_id, batched=defer_records, prompt=prompt)
     call.note(screened or [])
     with call.guard_exit():
         config, chain, outbound = call.prepare(model=model, request=request, complexity=complexity)
@@ -209,12 +220,14 @@ def chat_stream(
     call_id: uuid.UUID | None = None,
     screened: list[guardrails.Finding] | None = None,
     defer_records: bool = False,
+    prompt: ResolvedPrompt | None = None,
 ) -> Generator[str | GatewayStreamEnd, None, None]:
     """Deltas of the answer, then one GatewayStreamEnd. Validation errors raise before the first item;
     closing the iterator cancels the upstream call (and records the call as cancelled). An answer the output
     guardrails block ends with GuardrailBlocked before the delta that tripped them. `defer_records`: an API
     hot path, whose ledger row may go through the ledger stream."""
-    call = Call(caller, requested=model or "default", stream=True, call_id=call_id, batched=defer_records)
+    call = Call(caller, requested=model or "default", stream=True, call_id=call_id, batched=defer_records,
+                prompt=prompt)  # fmt: skip
     call.note(screened or [])
     with call.guard_exit():
         config, chain, outbound = call.prepare(model=model, request=request, complexity=complexity)

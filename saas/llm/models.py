@@ -7,9 +7,13 @@ from pgvector.django import HnswIndex, VectorField
 
 from saas.core.models import BaseModel
 from saas.core.tenancy import OrgOwnedModel
+from saas.llm.prompt_models import Experiment, ExperimentVariant, Prompt, PromptVersion
 from saas.llm.provider_models import OrgProvider, Provider, ProviderKind
 
-__all__ = ["LLMCall", "ModelConfig", "OrgLLMSettings", "OrgProvider", "Provider", "ProviderKind", "SemanticCacheEntry"]
+__all__ = [
+    "Experiment", "ExperimentVariant", "LLMCall", "ModelConfig", "OrgLLMSettings", "OrgProvider", "Prompt",
+    "PromptVersion", "Provider", "ProviderKind", "SemanticCacheEntry",
+]  # fmt: skip
 
 
 class ModelConfig(BaseModel):
@@ -141,10 +145,20 @@ class LLMCall(OrgOwnedModel):
     guardrails = models.JSONField(default=list, blank=True, help_text="The guardrails' findings (flagged or blocked).")
     input_encrypted = models.TextField(blank=True)
     output_encrypted = models.TextField(blank=True)
+    # The managed system prompt the call was made with (saas/llm/prompts.py), and the experiment arm that chose
+    # it. No database constraint: the ledger is append-only and large, a version is never deleted while its
+    # org lives, and an erased org's rows go with it.
+    prompt_version = models.ForeignKey("llm.PromptVersion", null=True, blank=True, on_delete=models.DO_NOTHING,
+                                       db_constraint=False, db_index=False, related_name="+")  # fmt: skip
+    experiment_variant = models.ForeignKey("llm.ExperimentVariant", null=True, blank=True,
+                                           on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                           related_name="+")  # fmt: skip
 
     class Meta(OrgOwnedModel.Meta):
         indexes: ClassVar = [
             models.Index(fields=["organization", "-created_at"], name="llm_call_org_time"),
+            models.Index(fields=["experiment_variant", "created_at"], name="llm_call_variant",
+                         condition=models.Q(experiment_variant__isnull=False)),
             models.Index(fields=["organization", "trace_id"], name="llm_call_trace",
                          condition=~models.Q(trace_id="")),
         ]  # fmt: skip
@@ -156,7 +170,7 @@ class SemanticCacheEntry(OrgOwnedModel):
     answers), over the passages it cites (saas/llm/caches.py)."""
 
     model_alias = models.CharField(max_length=64)
-    prompt_version = models.CharField(max_length=32)
+    prompt_version = models.CharField(max_length=64)  # the PromptVersion's id (or LLM_PROMPT_VERSION without one)
     scope = models.CharField(max_length=128, help_text="The knowledge-base version the answer was built on.")
     embedding = VectorField(dimensions=384)
     answer_encrypted = models.TextField()
