@@ -3,3 +3,10 @@ from django.apps import AppConfig
 
 class AnalyticsConfig(AppConfig):
     name = "analytics"
+
+    def ready(self) -> None:
+        from analytics import gate
+        from saas.llm import prompts
+
+        # Making a prompt version production runs the datasets that gate it first (analytics/gate.py).
+        prompts.register_promotion_check(gate.promotion_check)

@@ -19,12 +19,13 @@ from analytics.models import EvalCase, EvalDataset, EvalResult, EvalRun
 from documents import services as documents
 from documents.models import Chunk
 from saas.core.errors import ApplicationError, NotFound
-from saas.llm import gateway
+from saas.llm import gateway, prompts
+from saas.llm.prompt_models import PromptVersion
+from saas.llm.prompts import ResolvedPrompt
 from saas.llm.providers import ChatRequest, LLMError, PaymentOverdue, QuotaExceeded
 
 logger = logging.getLogger(__name__)
-DEFAULT_RULES = documents.ANSWER_RULES
-MAX_PROMPT = 20_000
+MAX_PROMPT = prompts.MAX_TEXT_CHARS
 # Errors that would fail every remaining case the same way: the run stops with the reason.
 RUN_STOPPERS = (QuotaExceeded, PaymentOverdue)
 
@@ -36,38 +37,63 @@ def eval_run_get(*, org: Any, run_id: Any) -> EvalRun:
     return run
 
 
+def run_prompt(*, org: Any, key: str, version: PromptVersion | None = None, text: str | None = None) -> ResolvedPrompt:
+    """What a run answers with: a saved version (any of the org's or the operator default's, labelled or not), a
+    text tried without saving it, or else what production uses now."""
+    if version is not None:
+        return ResolvedPrompt(
+            key=version.prompt.key, text=version.text, version_id=version.pk, number=version.number,
+            model=version.model, parameters=dict(version.parameters or {}), source="eval",
+        )  # fmt: skip
+    if text is not None and text.strip():
+        if len(text) > MAX_PROMPT:
+            raise ApplicationError(f"A prompt is at most {MAX_PROMPT} characters.", code="invalid")
+        return ResolvedPrompt(key=key, text=text.strip(), source="eval")
+    return prompts.prompt_resolve(org=org, key=key)
+
+
 def eval_run_create(
-    *, org: Any, user: Any, dataset: EvalDataset, system_prompt: str | None = None, prompt_key: str | None = None,
-    prompt_version: int | None = None, model: str = "default", purpose: str = EvalRun.Purpose.MANUAL,
+    *, org: Any, user: Any, dataset: EvalDataset, prompt: ResolvedPrompt, model: str = "default",
+    purpose: str = EvalRun.Purpose.MANUAL,
 ) -> EvalRun:  # fmt: skip
-    """A queued run of `system_prompt` (the built-in instructions when empty) over the dataset's cases."""
-    text = (system_prompt or "").strip() or DEFAULT_RULES
-    if len(text) > MAX_PROMPT:
-        raise ApplicationError(f"A prompt is at most {MAX_PROMPT} characters.", code="invalid")
+    """A queued run of `prompt` (see run_prompt) over the dataset's cases."""
     count = EvalCase.objects.for_org(org).filter(dataset=dataset).count()
     if count == 0:
         raise ApplicationError("The dataset has no cases to run.", code="empty_dataset")
     return EvalRun.objects.for_org(org).create(
-        organization=org, dataset=dataset, prompt_key=prompt_key or dataset.prompt_key,
-        prompt_version=prompt_version, system_prompt=text, model=(model or "default")[:64], purpose=purpose,
-        case_count=count, created_by=user,
+        organization=org, dataset=dataset, prompt_key=prompt.key, version_id=prompt.version_id,
+        prompt_version=prompt.number or None, system_prompt=prompt.text, model=(model or "default")[:64],
+        purpose=purpose, case_count=count, created_by=user,
     )  # fmt: skip
 
 
 @transaction.atomic
 def eval_run_start(
-    *, org: Any, user: Any, dataset_id: Any, system_prompt: str | None = None, prompt_key: str | None = None,
-    prompt_version: int | None = None, model: str = "default",
+    *, org: Any, user: Any, dataset_id: Any, version_id: Any = None, text: str | None = None, model: str = "default",
 ) -> EvalRun:  # fmt: skip
-    """Queues a run for the worker (analytics.eval_run) once this transaction commits."""
+    """Queues a run for the worker (analytics.eval_run) once this transaction commits: of the version given
+    (by id), or of a text, or of what production uses now."""
     from analytics import tasks
     from analytics.evals import dataset_get
 
     dataset = dataset_get(org=org, dataset_id=dataset_id)
-    run = eval_run_create(org=org, user=user, dataset=dataset, system_prompt=system_prompt, prompt_key=prompt_key,
-                          prompt_version=prompt_version, model=model)  # fmt: skip
+    version = prompts.prompt_version_get(org=org, version_id=version_id) if version_id else None
+    if version is not None and version.prompt.key != dataset.prompt_key:
+        raise ApplicationError(f"The dataset gates {dataset.prompt_key}; this version is of {version.prompt.key}.",
+                               code="wrong_prompt")  # fmt: skip
+    prompt = run_prompt(org=org, key=dataset.prompt_key, version=version, text=text)
+    run = eval_run_create(org=org, user=user, dataset=dataset, prompt=prompt, model=model)
     transaction.on_commit(lambda: tasks.eval_run.delay(str(org.pk), str(run.pk)))
     return run
+
+
+def _run_prompt(run: EvalRun) -> ResolvedPrompt:
+    """The prompt a run was created with, again (a version is immutable; a tried text is kept on the run)."""
+    version = PromptVersion.objects.for_org(run.organization_id).select_related("prompt").filter(
+        pk=run.version_id).first() if run.version_id else None  # fmt: skip
+    if version is not None:
+        return run_prompt(org=run.organization_id, key=run.prompt_key, version=version)
+    return ResolvedPrompt(key=run.prompt_key, text=run.system_prompt, number=run.prompt_version or 0, source="eval")
 
 
 def _claim(org_id: Any, run_id: Any) -> EvalRun | None:
@@ -91,9 +117,10 @@ def eval_run_execute(*, org_id: Any, run_id: Any) -> EvalRun | None:
     done = set(EvalResult.objects.for_org(org_id).filter(run=run).values_list("case_id", flat=True))
     cases = EvalCase.objects.for_org(org_id).filter(dataset=dataset).exclude(pk__in=done)
     cases = cases.select_related("collection", "expected_document", "created_by").order_by("created_at", "id")
+    prompt = _run_prompt(run)
     for case in cases:
         try:
-            result = score_case(run=run, dataset=dataset, case=case)
+            result = score_case(run=run, dataset=dataset, case=case, prompt=prompt)
         except RUN_STOPPERS as exc:
             return eval_run_fail(run=run, reason=exc.message)
         try:
@@ -138,7 +165,9 @@ def _judge(caller: gateway.Caller, model: str, case: EvalCase, answer: str) -> s
     return scorers.judge_verdict(reply.text)
 
 
-def score_case(*, run: EvalRun, dataset: EvalDataset, case: EvalCase) -> EvalResult:
+def score_case(
+    *, run: EvalRun, dataset: EvalDataset, case: EvalCase, prompt: ResolvedPrompt | None = None
+) -> EvalResult:
     """The case's answer under the run's prompt, and its scores (an unsaved EvalResult)."""
     org = dataset.organization
     caller = gateway.Caller(org=org, feature="eval", user=run.created_by)
@@ -146,7 +175,7 @@ def score_case(*, run: EvalRun, dataset: EvalDataset, case: EvalCase) -> EvalRes
     started = time.monotonic()
     try:
         answer = documents.ask(caller=caller, question=case.input, collection=case.collection, model=run.model,
-                               rules=run.system_prompt, bypass_cache=True)  # fmt: skip
+                               prompt=prompt or _run_prompt(run), bypass_cache=True)  # fmt: skip
     except RUN_STOPPERS:
         raise
     except ApplicationError as exc:  # the model failed, or the question is refused (guardrails, PII policy)

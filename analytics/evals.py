@@ -309,7 +309,7 @@ def case_delete(*, org: Any, case_id: Any, dataset_id: Any = None) -> None:
 # --- One click: from a thumbs-down, from the request log ------------------------------------------------------
 
 
-def _question_of(call: LLMCall | None) -> str:
+def question_of(call: LLMCall | None) -> str:
     """The question of a stored call: its last user message, as the ledger stored it (masked)."""
     if call is None:
         return ""
@@ -351,7 +351,7 @@ def case_from_feedback(*, principal: Principal, feedback_id: Any, dataset_id: An
     if existing is not None:
         return existing, False
     call = feedback.llm_call or (feedback.message.llm_call if feedback.message else None)
-    question = _question_of(call)
+    question = question_of(call)
     if not question:
         raise ApplicationError("The question of this answer is no longer stored (erased or past retention).",
                                code="question_gone")  # fmt: skip
@@ -383,7 +383,7 @@ def case_from_call(*, principal: Principal, call_id: Any, dataset_id: Any = None
     existing = EvalCase.objects.for_org(org).filter(dataset=dataset, llm_call=call).first()
     if existing is not None:
         return existing, False
-    question = _question_of(call)
+    question = question_of(call)
     if not question:
         raise ApplicationError("This request's question is not stored (erased, past retention, or not a chat "
                                "request).", code="question_gone")  # fmt: skip

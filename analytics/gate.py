@@ -8,9 +8,13 @@ names the scores and the cases that got worse. The browser's promotion, the API'
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.urls import reverse
+
 from analytics import eval_runs, scorers
 from analytics.eval_runs import CaseDiff
 from analytics.models import EvalCase, EvalDataset, EvalRun
+from saas.llm import prompts
+from saas.llm.prompts import ResolvedPrompt
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,9 @@ class GateDecision:
         return lines
 
 
-def _run_now(*, org: Any, user: Any, dataset: EvalDataset, text: str, prompt_key: str, version: int | None,
-             model: str) -> EvalRun:  # fmt: skip
-    run = eval_runs.eval_run_create(org=org, user=user, dataset=dataset, system_prompt=text, prompt_key=prompt_key,
-                                    prompt_version=version, model=model, purpose=EvalRun.Purpose.GATE)  # fmt: skip
+def _run_now(*, org: Any, user: Any, dataset: EvalDataset, prompt: ResolvedPrompt, model: str) -> EvalRun:
+    run = eval_runs.eval_run_create(org=org, user=user, dataset=dataset, prompt=prompt, model=model,
+                                    purpose=EvalRun.Purpose.GATE)  # fmt: skip
     return eval_runs.eval_run_execute(org_id=org.pk, run_id=run.pk) or run
 
 
@@ -117,44 +120,69 @@ def _verdict(org: Any, dataset: EvalDataset, baseline: EvalRun | None, candidate
 
 
 def gate_evaluate(
-    *, org: Any, user: Any, prompt_key: str, candidate_text: str, candidate_version: int | None,
-    production_text: str | None, production_version: int | None, model: str = "default",
+    *, org: Any, user: Any, candidate: ResolvedPrompt, production: ResolvedPrompt | None, model: str = "default",
 ) -> GateDecision:  # fmt: skip
-    """Runs every dataset of `prompt_key` (with cases) with both texts, now, and compares them. Without a
-    production text there is nothing to fall from: the candidate's runs are recorded and it passes."""
-    gated = EvalDataset.objects.for_org(org).filter(prompt_key=prompt_key, pk__in=EvalCase.objects.for_org(org).values(
+    """Runs every dataset of the candidate's prompt key (with cases) with both prompts, now, and compares them.
+    Without a production prompt there is nothing to fall from: the candidate's runs are recorded and it passes."""
+    key = candidate.key
+    gated = EvalDataset.objects.for_org(org).filter(prompt_key=key, pk__in=EvalCase.objects.for_org(org).values(
         "dataset_id")).order_by("name")  # fmt: skip
     verdicts = []
     for dataset in gated:
         baseline = None
-        if production_text is not None:
-            baseline = _run_now(org=org, user=user, dataset=dataset, text=production_text, prompt_key=prompt_key,
-                                version=production_version, model=model)  # fmt: skip
-        candidate = _run_now(org=org, user=user, dataset=dataset, text=candidate_text, prompt_key=prompt_key,
-                             version=candidate_version, model=model)  # fmt: skip
-        verdicts.append(_verdict(org, dataset, baseline, candidate))
-    return GateDecision(prompt_key, candidate_version, production_version, verdicts)
+        if production is not None:
+            baseline = _run_now(org=org, user=user, dataset=dataset, prompt=production, model=model)
+        run = _run_now(org=org, user=user, dataset=dataset, prompt=candidate, model=model)
+        verdicts.append(_verdict(org, dataset, baseline, run))
+    return GateDecision(key, candidate.number or None, production.number or None if production else None, verdicts)
 
 
-def gate_audit(*, org: Any, decision: GateDecision, principal: Any = None, user: Any = None, origin: Any = None,
-               target: Any = None) -> None:  # fmt: skip
-    """The decision in the audit log: `prompt.promotion_refused`, or `prompt.promotion_passed_gate` (the
-    promotion itself is audited where it is made)."""
-    from accounts.services import audit_record
-
-    action = "prompt.promotion_passed_gate" if decision.allowed else "prompt.promotion_refused"
-    metadata = {
+def decision_details(decision: GateDecision) -> dict[str, Any]:
+    """The decision as JSON: what a refusal carries (the API's error details, the audit event's metadata)."""
+    return {
         "prompt": decision.prompt_key, "candidate_version": decision.candidate_version,
-        "production_version": decision.production_version, "message": decision.message[:1000],
+        "production_version": decision.production_version,
         "datasets": [
-            {"dataset": str(v.dataset.pk), "name": v.dataset.name, "candidate_run": str(v.candidate.pk),
-             "baseline_run": str(v.baseline.pk) if v.baseline else None,
+            {"dataset": str(v.dataset.pk), "name": v.dataset.name, "max_drop": v.dataset.max_drop,
+             "candidate_run": str(v.candidate.pk), "baseline_run": str(v.baseline.pk) if v.baseline else None,
+             "candidate_run_url": reverse("eval-run", kwargs={"org_slug": v.dataset.organization.slug,
+                                                              "run_id": v.candidate.pk}),
+             "scores": {n: {"production": b, "candidate": a} for n, (b, a) in v.scores.items()},
              "drops": [{"scorer": d.scorer, "production": d.production, "candidate": d.candidate,
                         "allowed": d.allowed} for d in v.drops],
-             "failing_cases": [str(c.case.pk) for c in v.failing][:50]}
+             "failing_cases": [{"case": str(c.case.pk), "changes": {n: list(p) for n, p in c.changes.items()}}
+                               for c in v.failing][:50]}
             for v in decision.verdicts
         ],
     }  # fmt: skip
-    label = f"{decision.prompt_key} v{decision.candidate_version}" if decision.candidate_version else decision.prompt_key
-    audit_record(org=org, action=action, principal=principal, user=user, target=target, target_label=label,
-                 origin=origin, metadata=metadata)  # fmt: skip
+
+
+def promotion_check(*, org: Any, version: Any, principal: Any = None) -> None:
+    """The regression gate as a promotion check (registered in analytics/apps.py): refuses, with the failing
+    cases, a version whose scores fall beyond a dataset's threshold against what production uses now. The
+    prompts layer audits the refusal or the promotion."""
+    if org is None:  # the operator's defaults: no team's dataset gates them
+        return
+    key = version.prompt.key
+    production = prompts.prompt_resolve(org=org, key=key)
+    if production.version_id == version.pk:
+        return
+    candidate = eval_runs.run_prompt(org=org, key=key, version=version)
+    user = getattr(principal, "user", None)
+    decision = gate_evaluate(org=org, user=user, candidate=candidate, production=production)
+    if not decision.allowed:
+        raise prompts.PromotionRefused(decision.message, details=decision_details(decision))
+
+
+def gate_audit(*, org: Any, decision: GateDecision, principal: Any = None, user: Any = None,
+               origin: Any = None) -> None:  # fmt: skip
+    """A gate checked outside a promotion (`manage.py eval_gate`, in CI) as an audit event: `eval.gate_passed`
+    or `eval.gate_refused`. Promotions and their refusals are audited by the prompts layer."""
+    from accounts.services import audit_record
+
+    action = "eval.gate_passed" if decision.allowed else "eval.gate_refused"
+    label = (
+        f"{decision.prompt_key} v{decision.candidate_version}" if decision.candidate_version else decision.prompt_key
+    )
+    audit_record(org=org, action=action, principal=principal, user=user, target_label=label, origin=origin,
+                 metadata={**decision_details(decision), "message": decision.message[:1000]})  # fmt: skip

@@ -16,7 +16,11 @@ class EvalDataset(OrgOwnedModel):
 
     name = models.CharField(max_length=100)
     description = models.CharField(max_length=500, blank=True)
-    prompt_key = models.SlugField(max_length=64, default="ask", help_text="The prompt whose promotions it gates.")
+    # The prompt whose promotions it gates. Its cases are answered through the ask path, so ask.system (which chat
+    # over collections uses too) is the prompt a dataset can gate today.
+    prompt_key = models.CharField(
+        max_length=64, default="ask.system", help_text="The prompt whose promotions it gates."
+    )
     max_drop = models.FloatField(
         default=0.05, help_text="The largest fall of any score's average (0 to 1) the gate lets through."
     )
@@ -102,9 +106,11 @@ class EvalRun(OrgOwnedModel):
         GATE = "gate", "Promotion gate"
 
     dataset = models.ForeignKey(EvalDataset, on_delete=models.CASCADE, related_name="runs")
-    prompt_key = models.SlugField(max_length=64)
-    prompt_version = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the built-in default.")
-    system_prompt = models.TextField()
+    prompt_key = models.CharField(max_length=64)
+    version = models.ForeignKey("llm.PromptVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    prompt_version = models.PositiveIntegerField(null=True, blank=True, help_text="The version's number; empty: a text "
+                                                 "tried without saving it as a version.")  # fmt: skip
+    system_prompt = models.TextField()  # the text as run (a version's text cannot change; a tried text can go)
     model = models.CharField(max_length=64, default="default")
     purpose = models.CharField(max_length=10, choices=Purpose.choices, default=Purpose.MANUAL)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
@@ -124,7 +130,9 @@ class EvalRun(OrgOwnedModel):
 
     @property
     def version_label(self) -> str:
-        return f"{self.prompt_key} v{self.prompt_version}" if self.prompt_version else f"{self.prompt_key} (default)"
+        return (
+            f"{self.prompt_key} v{self.prompt_version}" if self.prompt_version else f"{self.prompt_key} (unsaved text)"
+        )
 
 
 class EvalResult(OrgOwnedModel):

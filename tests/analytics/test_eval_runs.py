@@ -8,6 +8,7 @@ from accounts.models import AuditEvent
 from analytics import eval_runs, evals, gate, tasks
 from analytics.models import EvalCase, EvalResult, EvalRun
 from documents.services import ANSWER_RULES
+from saas.llm import prompts
 from saas.llm.models import LLMCall
 
 pytestmark = pytest.mark.django_db
@@ -25,8 +26,9 @@ def _dataset(team, **extra):
     case, _ = evals.case_from_feedback(principal=team.principal, feedback_id=feedback.pk)
     evals.case_update(org=team.org, case_id=case.pk, data={
         "expected_document": str(team.handbook.pk), "expected_answer": "30 days"})  # fmt: skip
-    evals.case_create(org=team.org, user=team.admin.user, dataset_id=case.dataset_id, data={
-        "input": "Where can staff park?", "expected_answer": "north lot", "expected_document": str(team.office.pk)})  # fmt: skip
+    parking = {"input": "Where can staff park?", "expected_answer": "north lot"}
+    parking["expected_document"] = str(team.office.pk)
+    evals.case_create(org=team.org, user=team.admin.user, dataset_id=case.dataset_id, data=parking)
     dataset = case.dataset
     for name, value in extra.items():
         setattr(dataset, name, value)
@@ -34,8 +36,12 @@ def _dataset(team, **extra):
     return dataset
 
 
+def _text(team, text):
+    return eval_runs.run_prompt(org=team.org, key="ask.system", text=text)
+
+
 def _run(team, dataset, text):
-    run = eval_runs.eval_run_create(org=team.org, user=team.admin.user, dataset=dataset, system_prompt=text)
+    run = eval_runs.eval_run_create(org=team.org, user=team.admin.user, dataset=dataset, prompt=_text(team, text))
     return eval_runs.eval_run_execute(org_id=team.org.pk, run_id=run.pk)
 
 
@@ -69,8 +75,9 @@ def test_a_prompt_without_the_citation_instruction_scores_worse_case_by_case(tea
 
 def test_a_run_is_idempotent_and_a_redelivered_one_goes_on_where_it_stopped(team, monkeypatch):
     dataset = _dataset(team)
-    run = eval_runs.eval_run_create(org=team.org, user=None, dataset=dataset, system_prompt="")
-    assert run.system_prompt == ANSWER_RULES  # an empty text is the built-in instructions
+    production = eval_runs.run_prompt(org=team.org, key="ask.system", text="")  # no text: what production uses
+    run = eval_runs.eval_run_create(org=team.org, user=None, dataset=dataset, prompt=production)
+    assert run.system_prompt == ANSWER_RULES and run.prompt_version == 1 and run.version_id is not None
     first = EvalResult.objects.for_org(team.org).filter(run=run).count()
     assert first == 0
     # A worker lost after the first case: its result stays, the second delivery scores only the rest.
@@ -101,32 +108,43 @@ def test_starting_a_run_queues_the_task_when_the_transaction_commits(
         eval_runs.eval_run_start(org=team.org, user=None, dataset_id=empty.pk)
 
 
-def test_the_gate_refuses_the_version_that_drops_citations_and_lets_the_better_one_through(team):
+def test_the_gate_refuses_the_version_that_drops_citations_and_promotes_the_better_one(team):
     dataset = _dataset(team, max_drop=0.1)
-    refused = gate.gate_evaluate(org=team.org, user=team.admin.user, prompt_key="ask", candidate_text=WITHOUT_CITATIONS,
-                                 candidate_version=3, production_text=ANSWER_RULES, production_version=2)  # fmt: skip
-    assert not refused.allowed
-    verdict = refused.verdicts[0]
-    assert verdict.dataset == dataset and {d.scorer for d in verdict.drops} == {"cited_document", "groundedness"}
-    assert len(verdict.failing) == 2 and "Groundedness fell from 1.00 to 0.00" in refused.message
-    table = "\n".join(refused.table())
-    assert "DROP" in table and "failing case" in table and "How long do refunds take?" in table
-    gate.gate_audit(org=team.org, decision=refused, principal=team.principal)
+    admin = team.principal
+    worse = prompts.prompt_version_create(org=team.org, key="ask.system", text=WITHOUT_CITATIONS,
+                                          note="Shorter", principal=admin)  # fmt: skip
+    with pytest.raises(prompts.PromotionRefused) as refused:
+        prompts.prompt_label_set(org=team.org, version=worse, principal=admin)
+    assert "Groundedness fell from 1.00 to 0.00" in refused.value.message
+    details = refused.value.details["datasets"][0]
+    assert details["name"] == dataset.name
+    assert {d["scorer"] for d in details["drops"]} == {"cited_document", "groundedness"}
+    assert len(details["failing_cases"]) == 2
+    assert prompts.prompt_resolve(org=team.org, key="ask.system").text == ANSWER_RULES  # production unchanged
     event = AuditEvent.objects.for_org(team.org).get(action="prompt.promotion_refused")
-    assert event.metadata["datasets"][0]["drops"] and event.target_label == "ask v3"
+    assert event.metadata["details"]["datasets"][0]["drops"]
 
-    better = gate.gate_evaluate(org=team.org, user=team.admin.user, prompt_key="ask", candidate_text=WITH_EMAIL_NOTE,
-                                candidate_version=4, production_text=ANSWER_RULES, production_version=2)  # fmt: skip
-    assert better.allowed and better.verdicts[0].drops == [] and "passes the gate" in better.message
-    # Both were run now, side by side, and kept as the gate's runs.
-    assert EvalRun.objects.for_org(team.org).filter(purpose="gate").count() == 4
+    better = prompts.prompt_version_create(org=team.org, key="ask.system", text=WITH_EMAIL_NOTE, principal=admin)
+    prompts.prompt_label_set(org=team.org, version=better, principal=admin)
+    assert prompts.prompt_resolve(org=team.org, key="ask.system").version_id == better.pk
+    assert AuditEvent.objects.for_org(team.org).filter(action="prompt.label_set").count() == 1
+    # Each decision ran the dataset now, production and candidate side by side, and kept the runs.
+    gate_runs = EvalRun.objects.for_org(team.org).filter(purpose="gate")
+    assert gate_runs.count() == 4 and gate_runs.filter(version=better, status="succeeded").count() == 1
 
 
-def test_a_threshold_lets_a_small_fall_through_and_no_dataset_means_no_check(team):
-    _dataset(team, max_drop=1.0)
-    lenient = gate.gate_evaluate(org=team.org, user=None, prompt_key="ask", candidate_text=WITHOUT_CITATIONS,
-                                 candidate_version=3, production_text=ANSWER_RULES, production_version=2)  # fmt: skip
-    assert lenient.allowed
-    ungated = gate.gate_evaluate(org=team.org, user=None, prompt_key="chat", candidate_text="Be brief.",
-                                 candidate_version=1, production_text=None, production_version=None)  # fmt: skip
-    assert ungated.allowed and ungated.verdicts == [] and "No dataset gates chat" in ungated.message
+def test_the_gate_table_names_the_failing_cases_and_a_threshold_lets_a_small_fall_through(team):
+    dataset = _dataset(team, max_drop=0.1)
+    production = eval_runs.run_prompt(org=team.org, key="ask.system")
+    refused = gate.gate_evaluate(org=team.org, user=None, candidate=_text(team, WITHOUT_CITATIONS),
+                                 production=production)  # fmt: skip
+    table = "\n".join(refused.table())
+    assert not refused.allowed and "DROP" in table and "failing case" in table and "How long do refunds take?" in table
+    dataset.max_drop = 1.0
+    dataset.save()
+    lenient = gate.gate_evaluate(org=team.org, user=None, candidate=_text(team, WITHOUT_CITATIONS),
+                                 production=production)  # fmt: skip
+    assert lenient.allowed and "passes the gate on 1 dataset" in lenient.message
+    ungated = gate.gate_evaluate(org=team.org, user=None, candidate=eval_runs.run_prompt(
+        org=team.org, key="chat.system", text="Be brief."), production=None)  # fmt: skip
+    assert ungated.allowed and ungated.verdicts == [] and "No dataset gates chat.system" in ungated.message
