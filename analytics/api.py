@@ -4,6 +4,7 @@ questions as members asked them, and the thumbs-down comments on the answers."""
 
 from typing import Any
 
+from django.db.models import Count
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status
@@ -29,7 +30,9 @@ class DatasetOut(serializers.ModelSerializer):
         fields = ["id", "name", "description", "prompt_key", "max_drop", "judge_model", "case_count", "created_at"]
 
     def get_case_count(self, dataset: EvalDataset) -> int:
-        return EvalCase.objects.for_org(dataset.organization_id).filter(dataset=dataset).count()
+        counted = getattr(dataset, "case_total", None)  # annotated on lists (DatasetViewSet)
+        return counted if counted is not None else EvalCase.objects.for_org(dataset.organization_id).filter(
+            dataset=dataset).count()  # fmt: skip
 
 
 class DatasetIn(StrictSerializer):
@@ -134,6 +137,9 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _AdminVie
         "list": ADMIN, "retrieve": ADMIN, "create": ADMIN, "partial_update": ADMIN, "destroy": ADMIN,
         "cases": ADMIN, "import_cases": ADMIN,
     }  # fmt: skip
+
+    def safely_get_queryset(self, queryset: Any) -> Any:
+        return queryset.annotate(case_total=Count("cases"))
 
     @extend_schema(request=DatasetIn, responses={201: DatasetOut})
     def create(self, request: Request) -> Response:

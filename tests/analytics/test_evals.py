@@ -162,3 +162,28 @@ def test_dataset_names_and_thresholds_are_checked(team):
     with pytest.raises(ApplicationError, match="from 0 to 1"):
         evals.dataset_create(org=team.org, user=None, name="Other", max_drop=5)
     assert EvalDataset.objects.for_org(team.org).count() == 1
+
+
+def test_a_members_questions_in_cases_are_erased_with_them_and_exported_with_their_data(team):
+    from analytics import privacy
+    from saas.core.privacy import Subject
+
+    feedback = team.thumbs_down("How long do refunds take?", "Wrong number.")
+    theirs, _ = evals.case_from_feedback(principal=team.principal, feedback_id=feedback.pk)
+    written = evals.case_create(org=team.org, user=team.admin.user, dataset_id=theirs.dataset_id,
+                                data={"input": "Where can staff park?"})  # fmt: skip
+
+    class Sink:
+        files: dict = {}
+
+        def json(self, path, data):
+            self.files[path] = data
+
+    sink = Sink()
+    privacy.export_user(sink=sink, user_id=team.member.user_id, org_id=team.org.pk, folder="me")
+    assert [c["input"] for c in sink.files["me/eval_cases.json"]] == ["How long do refunds take?"]
+    subject = Subject(user_id=team.member.user_id, org_id=team.org.pk, pseudonym="Former member", texts=(),
+                      transfer_content=True)  # fmt: skip
+    while privacy.erase_user(subject=subject, batch_size=10):
+        pass
+    assert list(EvalCase.objects.for_org(team.org).values_list("pk", flat=True)) == [written.pk]
