@@ -22,7 +22,7 @@ from saas.core.errors import ApplicationError
 from saas.core.validators import validate_single_line
 
 
-class DatasetOut(serializers.ModelSerializer):
+class EvalDatasetOut(serializers.ModelSerializer):
     case_count = serializers.SerializerMethodField()
 
     class Meta:
@@ -35,18 +35,18 @@ class DatasetOut(serializers.ModelSerializer):
             dataset=dataset).count()  # fmt: skip
 
 
-class DatasetIn(StrictSerializer):
+class EvalDatasetIn(StrictSerializer):
     name = serializers.CharField(max_length=100, validators=[validate_single_line])
     description = serializers.CharField(max_length=500, required=False, allow_blank=True)
     max_drop = serializers.FloatField(min_value=0, max_value=1, required=False)
     judge_model = serializers.CharField(max_length=64, required=False, allow_blank=True)
 
 
-class DatasetPatch(DatasetIn):
+class EvalDatasetPatch(EvalDatasetIn):
     name = serializers.CharField(max_length=100, required=False, validators=[validate_single_line])
 
 
-class CaseOut(serializers.Serializer):
+class EvalCaseOut(serializers.Serializer):
     id = serializers.UUIDField()
     dataset = serializers.UUIDField(source="dataset_id")
     input = serializers.CharField()
@@ -63,7 +63,7 @@ class CaseOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class CaseIn(StrictSerializer):
+class EvalCaseIn(StrictSerializer):
     """A case written out, or made from a thumbs-down (`feedback`) or a request-log row (`request`)."""
 
     dataset = serializers.UUIDField(required=False, help_text="Without one, a one-click case lands in its inbox.")
@@ -79,7 +79,7 @@ class CaseIn(StrictSerializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=evals.MAX_NOTE)
 
 
-class CasePatch(StrictSerializer):
+class EvalCasePatch(StrictSerializer):
     input = serializers.CharField(required=False, max_length=evals.MAX_INPUT)
     collection = serializers.CharField(required=False, allow_blank=True, max_length=100)
     expected_answer = serializers.CharField(required=False, allow_blank=True, max_length=evals.MAX_EXPECTED)
@@ -90,7 +90,7 @@ class CasePatch(StrictSerializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=evals.MAX_NOTE)
 
 
-class RunOut(serializers.ModelSerializer):
+class EvalRunOut(serializers.ModelSerializer):
     dataset = serializers.UUIDField(source="dataset_id")
     version = serializers.UUIDField(source="version_id", allow_null=True)
 
@@ -102,7 +102,7 @@ class RunOut(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
-class ResultOut(serializers.Serializer):
+class EvalResultOut(serializers.Serializer):
     case = serializers.UUIDField(source="case_id")
     input = serializers.CharField(source="case.input")
     answer = serializers.CharField()
@@ -115,7 +115,7 @@ class ResultOut(serializers.Serializer):
     latency_ms = serializers.IntegerField()
 
 
-class RunIn(StrictSerializer):
+class EvalRunIn(StrictSerializer):
     dataset = serializers.UUIDField()
     version = serializers.UUIDField(required=False, help_text="A prompt version's id; without it and without "
                                                               "`text`, what production uses now.")  # fmt: skip
@@ -130,7 +130,7 @@ class _AdminViewSet(OrgScopedViewSet):
 
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _AdminViewSet):
     model = EvalDataset
-    serializer_class = DatasetOut
+    serializer_class = EvalDatasetOut
     ordering = "name"
     parser_classes = [JSONParser, MultiPartParser]
     required_scopes = {
@@ -141,31 +141,31 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _AdminVie
     def safely_get_queryset(self, queryset: Any) -> Any:
         return queryset.annotate(case_total=Count("cases"))
 
-    @extend_schema(request=DatasetIn, responses={201: DatasetOut})
+    @extend_schema(request=EvalDatasetIn, responses={201: EvalDatasetOut})
     def create(self, request: Request) -> Response:
-        data = DatasetIn(data=request.data)
+        data = EvalDatasetIn(data=request.data)
         data.is_valid(raise_exception=True)
         dataset = evals.dataset_create(org=request.org, user=request.principal.user, **data.validated_data)  # type: ignore[attr-defined]
-        return Response(DatasetOut(dataset).data, status=status.HTTP_201_CREATED)
+        return Response(EvalDatasetOut(dataset).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=DatasetPatch, responses=DatasetOut)
+    @extend_schema(request=EvalDatasetPatch, responses=EvalDatasetOut)
     def partial_update(self, request: Request, pk: str) -> Response:
-        data = DatasetPatch(data=request.data)
+        data = EvalDatasetPatch(data=request.data)
         data.is_valid(raise_exception=True)
         dataset = evals.dataset_update(org=request.org, dataset_id=self.get_object().pk, **data.validated_data)  # type: ignore[attr-defined]
-        return Response(DatasetOut(dataset).data)
+        return Response(EvalDatasetOut(dataset).data)
 
     @extend_schema(responses={204: None})
     def destroy(self, request: Request, pk: str) -> Response:
         evals.dataset_delete(org=request.org, dataset_id=self.get_object().pk)  # type: ignore[attr-defined]
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(responses=CaseOut(many=True), summary="The dataset's cases, in the order they were added")
+    @extend_schema(responses=EvalCaseOut(many=True), summary="The dataset's cases, in the order they were added")
     @action(detail=True, methods=["get"])
     def cases(self, request: Request, pk: str) -> Response:
         dataset = self.get_object()
         cases = EvalCase.objects.for_org(request.org).filter(dataset=dataset)  # type: ignore[attr-defined]
-        return Response({"results": CaseOut(cases, many=True).data})
+        return Response({"results": EvalCaseOut(cases, many=True).data})
 
     @extend_schema(
         request={"multipart/form-data": {"type": "object", "properties": {
@@ -194,17 +194,17 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _AdminVie
 
 class CaseViewSet(mixins.RetrieveModelMixin, _AdminViewSet):
     model = EvalCase
-    serializer_class = CaseOut
+    serializer_class = EvalCaseOut
     ordering = "created_at"
     required_scopes = {"retrieve": ADMIN, "create": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
 
     @extend_schema(
-        request=CaseIn,
-        responses={201: CaseOut, 200: CaseOut},
+        request=EvalCaseIn,
+        responses={201: EvalCaseOut, 200: EvalCaseOut},
         summary="Add a case: written out, or from a thumbs-down or a request (200 when it exists)",
     )
     def create(self, request: Request) -> Response:
-        serializer = CaseIn(data=request.data)
+        serializer = EvalCaseIn(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         org, principal = request.org, request.principal  # type: ignore[attr-defined]
@@ -219,18 +219,18 @@ class CaseViewSet(mixins.RetrieveModelMixin, _AdminViewSet):
             made = (evals.case_from_feedback(principal=principal, feedback_id=feedback, dataset_id=dataset) if feedback
                     else evals.case_from_call(principal=principal, call_id=call, dataset_id=dataset))  # fmt: skip
             case, created = made
-            return Response(CaseOut(case).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+            return Response(EvalCaseOut(case).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
         if dataset is None:
             raise ApplicationError("Name the dataset the case goes into.", code="invalid")
         case = evals.case_create(org=org, user=principal.user, dataset_id=dataset, data=data)
-        return Response(CaseOut(case).data, status=status.HTTP_201_CREATED)
+        return Response(EvalCaseOut(case).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=CasePatch, responses=CaseOut)
+    @extend_schema(request=EvalCasePatch, responses=EvalCaseOut)
     def partial_update(self, request: Request, pk: str) -> Response:
-        data = CasePatch(data=request.data)
+        data = EvalCasePatch(data=request.data)
         data.is_valid(raise_exception=True)
         case = evals.case_update(org=request.org, case_id=self.get_object().pk, data=dict(data.validated_data))  # type: ignore[attr-defined]
-        return Response(CaseOut(case).data)
+        return Response(EvalCaseOut(case).data)
 
     @extend_schema(responses={204: None})
     def destroy(self, request: Request, pk: str) -> Response:
@@ -240,7 +240,7 @@ class CaseViewSet(mixins.RetrieveModelMixin, _AdminViewSet):
 
 class EvalRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _AdminViewSet):
     model = EvalRun
-    serializer_class = RunOut
+    serializer_class = EvalRunOut
     ordering = "-created_at"
     required_scopes = {"list": ADMIN, "retrieve": ADMIN, "create": ADMIN, "results": ADMIN, "diff": ADMIN}
 
@@ -257,23 +257,23 @@ class EvalRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _AdminVie
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=RunIn, responses={202: RunOut}, summary="Run a prompt version against a dataset (queued)")
+    @extend_schema(request=EvalRunIn, responses={202: EvalRunOut}, summary="Run a prompt version on a dataset")
     def create(self, request: Request) -> Response:
-        data = RunIn(data=request.data)
+        data = EvalRunIn(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         run = eval_runs.eval_run_start(
             org=request.org, user=request.principal.user, dataset_id=values["dataset"],  # type: ignore[attr-defined]
             version_id=values.get("version"), text=values.get("text"), model=values["model"],
         )  # fmt: skip
-        return Response(RunOut(run).data, status=status.HTTP_202_ACCEPTED)
+        return Response(EvalRunOut(run).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses=ResultOut(many=True), summary="Each case's answer and scores")
+    @extend_schema(responses=EvalResultOut(many=True), summary="Each case's answer and scores")
     @action(detail=True, methods=["get"])
     def results(self, request: Request, pk: str) -> Response:
         run = self.get_object()
         results: list[EvalResult] = eval_runs.eval_run_results(org=request.org, run=run)  # type: ignore[attr-defined]
-        return Response({"run": RunOut(run).data, "results": ResultOut(results, many=True).data})
+        return Response({"run": EvalRunOut(run).data, "results": EvalResultOut(results, many=True).data})
 
     @extend_schema(
         parameters=[OpenApiParameter("against", OpenApiTypes.UUID, required=True, description="The other run")],
