@@ -37,6 +37,9 @@ IMPORT_FIELDS = (
     "input", "collection", "expected_answer", "match", "expected_document", "json_schema", "rubric", "note",
 )  # fmt: skip
 MAX_REPORTED_ERRORS = 20
+# The prompts a dataset can gate: its cases are answered through the ask path, which ask.system drives (chat over
+# collections too). Chat and crew prompts need runners of their own.
+GATEABLE = ("ask.system",)
 
 
 class ImportRefused(ApplicationError):
@@ -75,16 +78,16 @@ def _dataset_fields(name: str | None, description: str | None, max_drop: Any, pr
                                    code="invalid")  # fmt: skip
         fields["max_drop"] = drop
     if prompt_key is not None:
-        if not prompt_key.strip():
-            raise ApplicationError("Name the prompt the dataset gates.", code="invalid")
-        fields["prompt_key"] = prompt_key.strip()[:64]
+        if prompt_key.strip() not in GATEABLE:
+            raise ApplicationError(f"A dataset gates one of: {', '.join(GATEABLE)}.", code="invalid")
+        fields["prompt_key"] = prompt_key.strip()
     if judge_model is not None:
         fields["judge_model"] = judge_model.strip()[:64]
     return fields
 
 
 def dataset_create(
-    *, org: Any, user: Any, name: str, description: str = "", max_drop: Any = 0.05, prompt_key: str = "ask",
+    *, org: Any, user: Any, name: str, description: str = "", max_drop: Any = 0.05, prompt_key: str = "ask.system",
     judge_model: str = "",
 ) -> EvalDataset:  # fmt: skip
     fields = _dataset_fields(name, description, max_drop, prompt_key, judge_model)
