@@ -24,7 +24,9 @@ def _client(membership) -> APIClient:
     return client
 
 
-def test_an_admin_makes_a_case_from_a_thumbs_down_runs_it_and_compares_runs(team, monkeypatch):
+def test_an_admin_makes_a_case_from_a_thumbs_down_runs_it_and_compares_runs(
+    team, monkeypatch, django_capture_on_commit_callbacks
+):
     feedback = team.thumbs_down("How long do refunds take?", "Say when the email is sent.")
     o = f"/o/{team.org.slug}"
     admin = _client(team.admin)
@@ -50,7 +52,8 @@ def test_an_admin_makes_a_case_from_a_thumbs_down_runs_it_and_compares_runs(team
 
     queued = []
     monkeypatch.setattr(tasks.eval_run, "delay", lambda *args: queued.append(args))
-    started = admin.post(f"{dataset_url}run/", {"version": ""})
+    with django_capture_on_commit_callbacks(execute=True):
+        started = admin.post(f"{dataset_url}run/", {"version": ""})
     run = EvalRun.objects.for_org(team.org).get()
     assert started["Location"] == f"{o}/evals/runs/{run.pk}/" and queued == [(str(team.org.pk), str(run.pk))]
     assert "No case is scored yet" in admin.get(started["Location"]).content.decode()

@@ -80,12 +80,15 @@ def test_cases_written_imported_and_refused(admin, org):
     assert EvalCase.objects.for_org(org).count() == 3
 
 
-def test_a_run_is_queued_and_read_back_with_its_results_and_a_diff(admin, org, monkeypatch):
+def test_a_run_is_queued_and_read_back_with_its_results_and_a_diff(
+    admin, org, monkeypatch, django_capture_on_commit_callbacks
+):
     dataset = EvalDatasetFactory(organization=org)
     case = EvalCaseFactory(organization=org, dataset=dataset)
     queued = []
     monkeypatch.setattr(tasks.eval_run, "delay", lambda *args: queued.append(args))
-    started = admin.post("/api/v1/eval-runs", {"dataset": str(dataset.pk)}, format="json")
+    with django_capture_on_commit_callbacks(execute=True):
+        started = admin.post("/api/v1/eval-runs", {"dataset": str(dataset.pk)}, format="json")
     assert started.status_code == 202, started.content
     run = started.json()
     assert run["status"] == "queued" and run["prompt_key"] == "ask.system" and run["prompt_version"] == 1
