@@ -33,7 +33,7 @@ RUN_STOPPERS = (QuotaExceeded, PaymentOverdue)
 def eval_run_get(*, org: Any, run_id: Any) -> EvalRun:
     run = EvalRun.objects.for_org(org).select_related("dataset", "created_by").filter(pk=run_id).first()
     if run is None:
-        raise NotFound("No such eval run.", code="eval_run_not_found")
+        raise NotFound("No such eval run.")
     return run
 
 

@@ -54,7 +54,7 @@ class ImportRefused(ApplicationError):
 def dataset_get(*, org: Any, dataset_id: Any) -> EvalDataset:
     dataset = EvalDataset.objects.for_org(org).filter(pk=dataset_id).first()
     if dataset is None:
-        raise NotFound("No such dataset.", code="dataset_not_found")
+        raise NotFound("No such dataset.")
     return dataset
 
 
@@ -281,7 +281,7 @@ def case_get(*, org: Any, case_id: Any, dataset_id: Any = None) -> EvalCase:
         cases = cases.filter(dataset_id=dataset_id)
     case = cases.filter(pk=case_id).first()
     if case is None:
-        raise NotFound("No such case.", code="case_not_found")
+        raise NotFound("No such case.")
     return case
 
 
@@ -345,7 +345,7 @@ def case_from_feedback(*, principal: Principal, feedback_id: Any, dataset_id: An
         .filter(pk=feedback_id).first()
     )  # fmt: skip
     if feedback is None:
-        raise NotFound("No such feedback.", code="feedback_not_found")
+        raise NotFound("No such feedback.")
     if feedback.rating != Feedback.Rating.DOWN:
         raise ApplicationError("Only a thumbs-down becomes an eval case.", code="not_thumbs_down")
     dataset = (dataset_get(org=org, dataset_id=dataset_id) if dataset_id

@@ -24,7 +24,7 @@ class EvalRunFactory(OrgOwnedFactory):
         model = EvalRun
 
     dataset = factory.SubFactory(EvalDatasetFactory, organization=factory.SelfAttribute("..organization"))
-    prompt_key = "ask"
+    prompt_key = "ask.system"
     system_prompt = "Answer from the sources and cite them."
     status = EvalRun.Status.SUCCEEDED
 
