@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from analytics import eval_runs, scorers
 from analytics.eval_runs import CaseDiff
@@ -147,6 +149,7 @@ def decision_details(decision: GateDecision) -> dict[str, Any]:
              "candidate_run": str(v.candidate.pk), "baseline_run": str(v.baseline.pk) if v.baseline else None,
              "candidate_run_url": reverse("eval-run", kwargs={"org_slug": v.dataset.organization.slug,
                                                               "run_id": v.candidate.pk}),
+             "diff_url": _diff_url(v),
              "scores": {n: {"production": b, "candidate": a} for n, (b, a) in v.scores.items()},
              "drops": [{"scorer": d.scorer, "production": d.production, "candidate": d.candidate,
                         "allowed": d.allowed} for d in v.drops],
@@ -155,6 +158,26 @@ def decision_details(decision: GateDecision) -> dict[str, Any]:
             for v in decision.verdicts
         ],
     }  # fmt: skip
+
+
+def _diff_url(verdict: DatasetVerdict) -> str | None:
+    if verdict.baseline is None:
+        return None
+    url = reverse(
+        "eval-run-diff", kwargs={"org_slug": verdict.dataset.organization.slug, "run_id": verdict.candidate.pk}
+    )
+    return f"{url}?against={verdict.baseline.pk}"
+
+
+def refusal_html(refused: prompts.PromotionRefused) -> SafeString:
+    """A refusal for a page's message: the reason, and for each dataset a link to its failing cases (the
+    candidate's run against production's, case by case)."""
+    links = [
+        format_html('<a href="{}">{}: {} failing case{}</a>', d.get("diff_url") or d["candidate_run_url"], d["name"],
+                    len(d["failing_cases"]), "" if len(d["failing_cases"]) == 1 else "s")
+        for d in (refused.details or {}).get("datasets", []) if d.get("drops") or d.get("failing_cases")
+    ]  # fmt: skip
+    return format_html("{} {}", refused.message, format_html_join(" · ", "{}", ((link,) for link in links)))
 
 
 def promotion_check(*, org: Any, version: Any, principal: Any = None) -> None:

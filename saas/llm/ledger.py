@@ -194,6 +194,18 @@ def _write_checked(entries: list[Entry]) -> int:
     return len(kept_calls)
 
 
+def groundedness_record(*, org: Any, call_id: Any, value: float | None) -> int:
+    """Note how well an answer's citations support it on its row (once the caller has checked it). A row still
+    in the stream (an API hot path) is left as it is. Returns the rows changed (0 or 1)."""
+    if value is None or not call_id:
+        return 0
+    try:
+        return int(LLMCall.objects.for_org(org).filter(pk=call_id).update(groundedness=value))
+    except (DatabaseError, ValueError):
+        logger.warning("Could not record the groundedness of call %s", call_id, exc_info=True)
+        return 0
+
+
 # --- The background writer -----------------------------------------------------------------------------------
 
 

@@ -150,6 +150,9 @@ class LLMCall(OrgOwnedModel):
     # org lives, and an erased org's rows go with it.
     prompt_version = models.ForeignKey("llm.PromptVersion", null=True, blank=True, on_delete=models.DO_NOTHING,
                                        db_constraint=False, db_index=False, related_name="+")  # fmt: skip
+    # The share of an answer's sentences its citations support (documents' ask), written once the answer is
+    # checked, right after the row; None for every other call.
+    groundedness = models.FloatField(null=True, blank=True)
     experiment_variant = models.ForeignKey("llm.ExperimentVariant", null=True, blank=True,
                                            on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
                                            related_name="+")  # fmt: skip

@@ -229,7 +229,7 @@ def prompt_resolve(*, org: Any, key: str, subject: str = "", label: str = "produ
         tried = tried.rpartition(".")[0]
     builtin = builtin_for(key)
     if builtin is None:
-        raise NotFound(f"No prompt {key!r}.", code="prompt_not_found")
+        raise NotFound(f"No prompt {key!r}.")
     logger.warning("Prompt %s has no %s version in the database; using the built-in text", key, label)
     return ResolvedPrompt(key=builtin.key, text=builtin.text, source="builtin")
 
@@ -257,7 +257,7 @@ def prompt_get(*, org: Any, key: str) -> tuple[Prompt | None, Prompt | None]:
     default = next((p for p in prompts if p.organization_id is None), None)
     override = next((p for p in prompts if p.organization_id is not None), None)
     if default is None and override is None:
-        raise NotFound("No such prompt.", code="prompt_not_found")
+        raise NotFound("No such prompt.")
     return default, override
 
 
@@ -273,7 +273,7 @@ def prompt_version_get(*, org: Any, version_id: Any) -> PromptVersion:
     try:
         return PromptVersion.objects.for_org(org).select_related("prompt", "author").get(pk=uuid.UUID(str(version_id)))
     except (PromptVersion.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such prompt version.", code="prompt_version_not_found") from None
+        raise NotFound("No such prompt version.") from None
 
 
 # --- Writes ------------------------------------------------------------------------------------------------
@@ -376,9 +376,9 @@ def prompt_label_set(
     if label not in LABELS:
         raise ApplicationError(f"A label is one of: {', '.join(LABELS)}.", code="invalid")
     if version.organization_id not in (None, getattr(org, "pk", org)):
-        raise NotFound("No such prompt version.", code="prompt_version_not_found")
+        raise NotFound("No such prompt version.")
     if org is None and version.organization_id is not None:
-        raise NotFound("No such prompt version.", code="prompt_version_not_found")
+        raise NotFound("No such prompt version.")
     if label == Prompt.Label.PRODUCTION and checked:
         for check in promotion_checks():
             try:
@@ -441,7 +441,8 @@ def experiment_start(
     min_samples: int = 100, principal: Any = None, origin: Any = None,
 ) -> Experiment:  # fmt: skip
     """Split the org's traffic on `key` between versions (2 to 4, each the org's own or the operator
-    default's, all of `key`), by weight (equal by default)."""
+    default's, all of `key`), by weight (equal by default). The version in production now is the control
+    (variant A), whatever its place in `versions`."""
     name = " ".join(name.split())
     if not name or len(name) > 120:
         raise ApplicationError("An experiment's name is 1 to 120 characters.", code="invalid")
@@ -452,7 +453,7 @@ def experiment_start(
     org_id = getattr(org, "pk", org)
     for version in versions:
         if version.organization_id not in (None, org_id):
-            raise NotFound("No such prompt version.", code="prompt_version_not_found")
+            raise NotFound("No such prompt version.")
         if version.prompt.key != key:
             raise ApplicationError(f"Every version must be a version of {key}.", code="invalid")
     weights = list(weights) if weights else [100 // len(versions)] * len(versions)
@@ -460,6 +461,10 @@ def experiment_start(
         raise ApplicationError("Give one weight (1 to 1000) per version.", code="invalid")
     if not 1 <= min_samples <= 1_000_000:
         raise ApplicationError("The minimum sample is 1 to 1,000,000 rated answers.", code="invalid")
+    # The control (variant A) is what is in production now; the others follow in the order given.
+    current = prompt_resolve(org=org, key=key).version_id
+    pairs = sorted(zip(versions, weights, strict=True), key=lambda pair: pair[0].pk != current)
+    versions, weights = [v for v, _ in pairs], [w for _, w in pairs]
     user = principal.user if principal is not None else None
     try:
         with transaction.atomic():
@@ -488,7 +493,7 @@ def experiment_end(
         raise Conflict("This experiment has ended already.", code="experiment_ended")
     if winner is not None:
         if winner.experiment_id != experiment.pk:
-            raise NotFound("No such variant.", code="variant_not_found")
+            raise NotFound("No such variant.")
         prompt_label_set(org=org, version=winner.version, principal=principal, origin=origin)
     with transaction.atomic():
         locked = Experiment.objects.for_org(org).select_for_update().get(pk=experiment.pk)

@@ -14,7 +14,7 @@ from analytics.models import EvalCase, EvalDataset, EvalRun
 from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
-from saas.llm.models import LLMCall, OrgProvider
+from saas.llm.models import Experiment, LLMCall, OrgProvider, Prompt, PromptVersion
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import (
     ApiKeyFactory,
@@ -27,7 +27,13 @@ from tests.accounts.factories import (
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.analytics.factories import EvalCaseFactory, EvalDatasetFactory, EvalRunFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
-from tests.llm.factories import LLMCallFactory, OrgProviderFactory
+from tests.llm.factories import (
+    ExperimentFactory,
+    LLMCallFactory,
+    OrgProviderFactory,
+    PromptFactory,
+    PromptVersionFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -52,6 +58,9 @@ FACTORIES = {
     EvalDataset: EvalDatasetFactory,
     EvalCase: EvalCaseFactory,
     EvalRun: EvalRunFactory,
+    Prompt: PromptFactory,
+    PromptVersion: PromptVersionFactory,
+    Experiment: ExperimentFactory,
 }
 
 

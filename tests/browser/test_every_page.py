@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 
-from saas.llm.models import ModelConfig
+from saas.llm import prompts
+from saas.llm.models import ExperimentVariant, ModelConfig
 from saas.llm.registry import sync_registry
 from tests.accounts.factories import ApiKeyFactory, InvitationFactory, MembershipFactory
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.analytics.factories import EvalCaseFactory, EvalDatasetFactory, EvalResultFactory, EvalRunFactory
 from tests.browser.conftest import sign_in
 from tests.documents.factories import ChunkFactory, DocumentFactory
+from tests.llm.factories import ExperimentFactory
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -58,6 +60,9 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         EvalResultFactory(organization=org, run=eval_run, case=case, answer="Refunds take 30 days. [1]",
                           scores={"groundedness": float(n), "answer": 1.0}, passed=bool(n),
                           reasons={"groundedness": "All supported.", "answer": "It contains it."})  # fmt: skip
+    prompts.prompt_defaults_sync()  # a flushed database has lost the seeded prompts
+    experiment = ExperimentFactory(organization=org)
+    version = ExperimentVariant.all_orgs.get(experiment=experiment, name="B").version
     o = f"/o/{org.slug}"
     pages = {
         "overview": f"{o}/",
@@ -76,6 +81,11 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "two-factor": "/accounts/2fa/",
         "emails": "/accounts/email/",
         "new-team": "/orgs/new/",
+        "prompts": f"{o}/prompts/",
+        "prompt": f"{o}/prompts/ask.system/",
+        "prompt-version": f"{o}/prompts/ask.system/v/{version.id}/",
+        "experiments": f"{o}/experiments/",
+        "experiment": f"{o}/experiments/{experiment.id}/",
     }
     admin_pages = {
         "api-keys": f"{o}/keys/",
@@ -88,6 +98,8 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "eval-case": f"{o}/evals/datasets/{dataset.id}/cases/{case.id}/",
         "eval-run": f"{o}/evals/runs/{runs[1].id}/",
         "eval-diff": f"{o}/evals/runs/{runs[1].id}/diff/?against={runs[0].id}",
+        "prompt-editor": f"{o}/prompts/ask.system/edit/",
+        "experiment-new": f"{o}/experiments/new/",
     }
     member_pages = {"chat": f"{o}/chat/{conversation.id}/"}  # a conversation is its owner's alone
     return admin, member, {"admin": {**pages, **admin_pages}, "member": {**pages, **member_pages}}  # type: ignore[dict-item]

@@ -4,7 +4,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from saas.llm import prompts
-from saas.llm.models import Prompt, PromptVersion
+from saas.llm.models import ExperimentVariant, Prompt, PromptVersion
 from saas.llm.prompt_defaults import BUILTINS
 from saas.llm.prompt_models import VersionImmutable
 from tests.accounts.factories import OrganizationFactory
@@ -74,3 +74,97 @@ def test_promotion_check_can_refuse_production():
 def test_one_default_per_key():
     with pytest.raises(IntegrityError), transaction.atomic():
         Prompt.all_orgs.create(key="ask.system")
+
+
+# --- What the gateway records, and what the caches key on ----------------------------------------------------
+
+
+@pytest.fixture
+def library(db):
+    """An org with one document, asked through the API (the offline engine answers)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from documents import services as documents
+    from tests.accounts.conftest import issue_key, key_client
+
+    org = OrganizationFactory()
+    client = key_client(issue_key(org, scopes=["read", "ask", "documents:write"]).secret)
+    notes = b"# Refunds\n\nRefunds take 30 days from the purchase date.\n\n## Travel\n\nTrips are booked by Ann.\n"
+    response = client.post("/api/v1/documents", {"file": SimpleUploadedFile("policy.md", notes)}, format="multipart")
+    documents.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    return org, client
+
+
+def _ask(client, question="How long do refunds take?"):
+    response = client.post("/api/v1/ask", {"question": question}, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_the_ledger_row_records_the_prompt_version(library):
+    from saas.llm.models import LLMCall
+
+    org, client = library
+    default = Prompt.all_orgs.get(organization__isnull=True, key="ask.system").production
+    assert LLMCall.all_orgs.get(pk=_ask(client)["id"]).prompt_version_id == default.pk
+    mine = prompts.prompt_version_create(org=org, key="ask.system", text="Answer with the sources only. Cite [n].")
+    prompts.prompt_label_set(org=org, version=mine)
+    row = LLMCall.all_orgs.get(pk=_ask(client, "When are refunds paid?")["id"])
+    assert row.prompt_version_id == mine.pk and row.experiment_variant_id is None
+    assert row.groundedness is not None  # the ask's check, kept on its row
+
+
+def test_a_new_production_version_never_gets_the_old_versions_cached_answers(library):
+    org, client = library
+    assert _ask(client)["cached"] is False
+    assert _ask(client)["cached"] is True
+    version = prompts.prompt_version_create(org=org, key="ask.system", text="Answer from the sources. Cite [n].")
+    prompts.prompt_label_set(org=org, version=version)
+    # The exact cache misses (the system message changed); the semantic one would answer the same question from
+    # the old version's entry, were it not keyed on the version.
+    assert _ask(client)["cached"] is False
+    assert _ask(client)["cached"] is True  # the new version's own entry
+
+
+def test_experiment_arms_keep_their_own_cache_entries_and_ledger_rows(library):
+    from saas.llm import gateway
+    from saas.llm.models import LLMCall, SemanticCacheEntry
+    from tests.accounts.factories import UserFactory
+
+    org, _ = library
+    default = Prompt.all_orgs.get(organization__isnull=True, key="ask.system").production
+    mine = prompts.prompt_version_create(org=org, key="ask.system", text="Answer from the sources. Cite [n].")
+    experiment = prompts.experiment_start(org=org, key="ask.system", name="Rules", versions=[default, mine])
+    arms = {}
+    for _ in range(40):  # members until both arms have one
+        user = UserFactory()
+        resolved = prompts.prompt_resolve(org=org, key="ask.system", subject=prompts.subject_of(user=user))
+        arms.setdefault(resolved.variant_name, user)
+        if len(arms) == 2:
+            break
+    assert set(arms) == {"A", "B"}
+    from documents import services as documents
+
+    for name, user in sorted(arms.items()):
+        caller = gateway.Caller(org=org, feature="ask", user=user)
+        answer = documents.ask(caller=caller, question="How long do refunds take?")
+        assert answer.cached is False, name  # B never gets A's answer
+        row = LLMCall.all_orgs.get(pk=answer.call_id)
+        variant = ExperimentVariant.all_orgs.get(experiment=experiment, name=name)
+        assert (row.experiment_variant_id, row.prompt_version_id) == (variant.pk, variant.version_id)
+    versions = set(SemanticCacheEntry.all_orgs.filter(organization=org).values_list("prompt_version", flat=True))
+    assert versions == {str(default.pk), str(mine.pk)}
+
+
+def test_an_operator_versions_a_default_and_orgs_without_an_override_follow(tmp_path):
+    from django.core.management import call_command
+
+    plain, customised = OrganizationFactory(), OrganizationFactory()
+    theirs = prompts.prompt_version_create(org=customised, key="chat.system", text="Team voice.")
+    prompts.prompt_label_set(org=customised, version=theirs)
+    rules = tmp_path / "chat.txt"
+    rules.write_text("You are Crewdesk's assistant. Be concise.")
+    call_command("prompt_default", "chat.system", file=str(rules), note="a real system message", production=True)
+    resolved = prompts.prompt_resolve(org=plain, key="chat.system")
+    assert (resolved.source, resolved.number, resolved.text) == ("default", 2, rules.read_text())
+    assert prompts.prompt_resolve(org=customised, key="chat.system").version_id == theirs.pk
