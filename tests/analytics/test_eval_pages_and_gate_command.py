@@ -93,6 +93,15 @@ def test_eval_gate_exits_1_on_a_drop_0_on_a_pass_and_2_when_it_cannot_run(team):
     # Nothing was promoted by either.
     assert prompts.prompt_resolve(org=team.org, key="ask.system").number == 1
 
+    # The same refusal from the prompt page: the reason and a link to the failing cases, and nothing promoted.
+    admin = _client(team.admin)
+    refused_page = admin.post(f"/o/{team.org.slug}/prompts/versions/{worse.pk}/label/", {"label": "production"},
+                              follow=True).content.decode()  # fmt: skip
+    assert "is refused" in refused_page and "1 failing case</a>" in refused_page
+    assert f"/o/{team.org.slug}/evals/runs/" in refused_page and "/diff/?against=" in refused_page
+    assert AuditEvent.objects.for_org(team.org).filter(action="prompt.promotion_refused").count() == 1
+    assert prompts.prompt_resolve(org=team.org, key="ask.system").number == 1
+
     with pytest.raises(CommandError) as missing:
         call_command("eval_gate", "--prompt", "ask.system", "--candidate", "99", "--org", team.org.slug)
     assert missing.value.returncode == 2
