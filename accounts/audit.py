@@ -23,6 +23,8 @@ ACTION_LABELS = {
     "billing.spend_cap_set": "Spend cap changed",
     "billing.subscription_changed": "Subscription changed",
     "crew.create": "Crew created",
+    "eval.gate_passed": "Regression gate passed (eval_gate)",
+    "eval.gate_refused": "Regression gate refused a prompt version (eval_gate)",
     "crew.delete": "Crew deleted",
     "crew.update": "Crew changed",
     "invitation.accepted": "Invitation accepted",

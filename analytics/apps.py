@@ -3,3 +3,13 @@ from django.apps import AppConfig
 
 class AnalyticsConfig(AppConfig):
     name = "analytics"
+
+    def ready(self) -> None:
+        from analytics import gate
+        from analytics.privacy import STORE
+        from saas.core.privacy import register_store
+        from saas.llm import prompts
+
+        # Making a prompt version production runs the datasets that gate it first (analytics/gate.py).
+        prompts.register_promotion_check(gate.promotion_check)
+        register_store(STORE)

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.authentication import request_origin
 from accounts.permissions import ADMIN, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
-from analytics import experiments
+from analytics import experiments, gate
 from analytics.prompt_api import _labels
 from analytics.prompt_diff import draft_diff, previous_of, version_diff
 from saas.core.errors import ApplicationError
@@ -95,9 +95,17 @@ def prompt_version(request: OrgHttpRequest, key: str, version_id: str) -> HttpRe
 def prompt_label(request: OrgHttpRequest, version_id: str) -> HttpResponse:
     version = prompts.prompt_version_get(org=request.org, version_id=version_id)
     label = request.POST.get("label", "")
-    run_service(request, lambda: prompts.prompt_label_set(
-        org=request.org, version=version, label=label, principal=request.principal, origin=request_origin(request),
-    ), f"Version {version.number} is now {label}.")  # fmt: skip
+
+    def promote() -> Any:
+        try:
+            return prompts.prompt_label_set(org=request.org, version=version, label=label,
+                                            principal=request.principal, origin=request_origin(request))  # fmt: skip
+        except prompts.PromotionRefused as refused:  # the regression gate: why, and links to the failing cases
+            messages.error(request, gate.refusal_html(refused))
+            return False
+
+    if run_service(request, promote):
+        messages.success(request, f"Version {version.number} is now {label}.")
     return redirect("prompt-version", org_slug=request.org.slug, key=version.prompt.key, version_id=version.pk)
 
 

@@ -1,12 +1,34 @@
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
-from analytics import prompt_api, prompt_views, views
+from analytics import api, eval_views, prompt_api, prompt_views, views
+
+router = SimpleRouter(trailing_slash=False)
+router.register("datasets", api.DatasetViewSet, basename="dataset")
+router.register("eval-cases", api.CaseViewSet, basename="eval-case")
+router.register("eval-runs", api.EvalRunViewSet, basename="eval-run")
 
 org_patterns = [
     path("", views.overview_page, name="org-dashboard"),
     path("activity/", views.activity_fragment, name="org-activity"),
     path("samples/", views.samples_load, name="org-samples"),
     path("onboarding/dismiss/", views.onboarding_dismiss, name="org-onboarding-dismiss"),
+    path("evals/", eval_views.evals_index, name="evals"),
+    path("evals/datasets/new/", eval_views.dataset_new, name="eval-dataset-new"),
+    path("evals/datasets/<uuid:dataset_id>/", eval_views.dataset_page, name="eval-dataset"),
+    path("evals/datasets/<uuid:dataset_id>/settings/", eval_views.dataset_settings, name="eval-dataset-settings"),
+    path("evals/datasets/<uuid:dataset_id>/delete/", eval_views.dataset_delete, name="eval-dataset-delete"),
+    path("evals/datasets/<uuid:dataset_id>/cases/new/", eval_views.case_new, name="eval-case-new"),
+    path("evals/datasets/<uuid:dataset_id>/cases/<uuid:case_id>/", eval_views.case_edit, name="eval-case-edit"),
+    path(
+        "evals/datasets/<uuid:dataset_id>/cases/<uuid:case_id>/delete/", eval_views.case_delete, name="eval-case-delete"
+    ),
+    path("evals/datasets/<uuid:dataset_id>/import/", eval_views.cases_import, name="eval-cases-import"),
+    path("evals/datasets/<uuid:dataset_id>/run/", eval_views.run_start, name="eval-run-start"),
+    path("evals/runs/<uuid:run_id>/", eval_views.run_page, name="eval-run"),
+    path("evals/runs/<uuid:run_id>/diff/", eval_views.run_diff, name="eval-run-diff"),
+    path("evals/feedback/<uuid:feedback_id>/case/", eval_views.case_from_feedback, name="eval-case-from-feedback"),
+    path("evals/requests/<uuid:call_id>/case/", eval_views.case_from_call, name="eval-case-from-request"),
     # Prompts and experiments (analytics/prompt_views.py)
     path("prompts/", prompt_views.prompt_index, name="prompt-index"),
     path("prompts/versions/<uuid:version_id>/label/", prompt_views.prompt_label, name="prompt-label"),
@@ -34,4 +56,5 @@ api_urlpatterns = [
     path("experiments", prompt_api.ExperimentListView.as_view(), name="experiments"),
     path("experiments/<uuid:experiment_id>", prompt_api.ExperimentDetailView.as_view(), name="experiment"),
     path("experiments/<uuid:experiment_id>/end", prompt_api.ExperimentEndView.as_view(), name="experiment-end-api"),
+    *router.urls,  # datasets, eval-cases, eval-runs (analytics/api.py)
 ]

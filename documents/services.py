@@ -446,13 +446,15 @@ def ask_plan(
 
 def ask(
     *, caller: gateway.Caller, question: str, collection: Collection | None = None, top_k: int | None = None,
-    model: str = "default", prompt: Any = None,
+    model: str = "default", prompt: Any = None, bypass_cache: bool = False,
 ) -> Answer:  # fmt: skip
+    """`bypass_cache`: an eval run answers afresh (its latency and its answer are the version's own, now)."""
     plan = ask_plan(caller=caller, question=question, collection=collection, top_k=top_k, prompt=prompt)
     if not plan.hits:
         return Answer(NOT_FOUND_ANSWER, found=False, citations=[], groundedness=None, unsupported=[])
     result = gateway.chat(caller=caller, model=plan.prompt.model_for(model), request=plan.request,
-                          sources=plan.sources, screened=plan.screened, prompt=plan.prompt)  # fmt: skip
+                          sources=plan.sources, screened=plan.screened, prompt=plan.prompt,
+                          bypass_cache=bypass_cache)  # fmt: skip
     return answer_finish(caller=caller, plan=plan, text=result.text, call_id=result.call_id, model=result.model,
                          engine=result.engine, usage=result.usage, cached=result.cached,
                          cost_usd=result.cost_usd)  # fmt: skip

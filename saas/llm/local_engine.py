@@ -9,6 +9,10 @@ is similar enough it says so. It quotes system messages only when the conversati
 a documents question the sources are the system message; in a crew's task they are the task's context and the
 tool results, and the system message is the agent's instructions).
 
+It follows one instruction: when the system message numbers the sources (a documents question) and its
+instructions never ask for citations, it leaves the markers out, as a model would; an eval run of a prompt
+version that dropped the citation rule scores what that prompt does (analytics/evals.py).
+
 Offered tools (the gateway's text tool protocol, saas/llm/tool_protocol.py), it follows the protocol: it asks
 the tool policy registered by the layer that owns the tools (agents registers one for Crewdesk's built-in
 tools) which call to make next, and answers (`Final Answer:`) when the policy has none. A `tool_choice` of
@@ -46,6 +50,7 @@ MAX_SENTENCES = 3
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 SOURCE_LABEL = re.compile(r"^\s*\[(\d{1,3})\]\s*")
 CITATION = re.compile(r"\s*\[(\d{1,3})\](?=\s|$)")
+ASKS_TO_CITE = re.compile(r"\bcit(?:e|es|ing|ation|ations)\b", re.IGNORECASE)
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)?(?![\w])")
 NOTHING_FOUND = "I could not find anything in the provided context that answers this."
 NO_CONTEXT = (
@@ -126,6 +131,16 @@ def _cited_parts(line: str, label: str) -> list[tuple[str, str]]:
     return [*pairs, (parts[-1], label)]
 
 
+def _cites(request: ChatRequest) -> bool:
+    """Whether to mark each sentence with its source: always, unless the system message numbers the sources
+    and its instructions (the lines that are not sources) say nothing about citing them."""
+    system = [str(m.get("content") or "") for m in request.messages if m["role"] == "system"]
+    lines = [line for content in system for line in content.splitlines()]
+    if not any(SOURCE_LABEL.match(line) for line in lines):
+        return True
+    return any(ASKS_TO_CITE.search(line) for line in lines if not SOURCE_LABEL.match(line))
+
+
 def answer(request: ChatRequest) -> str:
     question, sentences = _sentences(request)
     if not sentences:
@@ -137,6 +152,8 @@ def answer(request: ChatRequest) -> str:
     if not best:
         return NOTHING_FOUND
     chosen = sorted((s for _, s in best), key=lambda s: s.position)  # in reading order
+    if not _cites(request):
+        return " ".join(s.text for s in chosen)
     return " ".join(f"{s.text} [{s.label}]" for s in chosen)
 
 

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, Membership
 from agents.models import Conversation, Crew, Message, Run, RunStep
+from analytics.models import EvalCase, EvalDataset, EvalRun
 from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
@@ -24,6 +25,7 @@ from tests.accounts.factories import (
     OrganizationFactory,
 )
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
+from tests.analytics.factories import EvalCaseFactory, EvalDatasetFactory, EvalRunFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
 from tests.llm.factories import (
     ExperimentFactory,
@@ -53,6 +55,9 @@ FACTORIES = {
     ApiKey: ApiKeyFactory,
     AuditEvent: AuditEventFactory,
     DataExport: DataExportFactory,
+    EvalDataset: EvalDatasetFactory,
+    EvalCase: EvalCaseFactory,
+    EvalRun: EvalRunFactory,
     Prompt: PromptFactory,
     PromptVersion: PromptVersionFactory,
     Experiment: ExperimentFactory,

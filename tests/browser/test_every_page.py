@@ -15,6 +15,7 @@ from saas.llm.models import ExperimentVariant, ModelConfig
 from saas.llm.registry import sync_registry
 from tests.accounts.factories import ApiKeyFactory, InvitationFactory, MembershipFactory
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
+from tests.analytics.factories import EvalCaseFactory, EvalDatasetFactory, EvalResultFactory, EvalRunFactory
 from tests.browser.conftest import sign_in
 from tests.documents.factories import ChunkFactory, DocumentFactory
 from tests.llm.factories import ExperimentFactory
@@ -51,6 +52,14 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
     ChunkFactory(organization=org, document=document)
     ApiKeyFactory(organization=org)
     InvitationFactory(organization=org)
+    dataset = EvalDatasetFactory(organization=org, name="Refund questions")
+    case = EvalCaseFactory(organization=org, dataset=dataset, expected_answer="30 days", note="Missed the email.")
+    runs = [EvalRunFactory(organization=org, dataset=dataset, prompt_version=n, case_count=1, passed_count=n - 1,
+                           scores={"groundedness": n - 1.0, "answer": 1.0}) for n in (1, 2)]  # fmt: skip
+    for n, eval_run in enumerate(runs):
+        EvalResultFactory(organization=org, run=eval_run, case=case, answer="Refunds take 30 days. [1]",
+                          scores={"groundedness": float(n), "answer": 1.0}, passed=bool(n),
+                          reasons={"groundedness": "All supported.", "answer": "It contains it."})  # fmt: skip
     prompts.prompt_defaults_sync()  # a flushed database has lost the seeded prompts
     experiment = ExperimentFactory(organization=org)
     version = ExperimentVariant.all_orgs.get(experiment=experiment, name="B").version
@@ -84,6 +93,11 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "billing": f"{o}/billing/",
         "providers": f"{o}/settings/providers/",
         "request-log": f"{o}/requests/",
+        "evals": f"{o}/evals/",
+        "eval-dataset": f"{o}/evals/datasets/{dataset.id}/",
+        "eval-case": f"{o}/evals/datasets/{dataset.id}/cases/{case.id}/",
+        "eval-run": f"{o}/evals/runs/{runs[1].id}/",
+        "eval-diff": f"{o}/evals/runs/{runs[1].id}/diff/?against={runs[0].id}",
         "prompt-editor": f"{o}/prompts/ask.system/edit/",
         "experiment-new": f"{o}/experiments/new/",
     }
