@@ -22,7 +22,7 @@ from documents.extraction import ExtractionRefused, chunk_sections, detect_kind,
 from documents.models import Chunk, Collection, Document
 from saas.core import crypto, events, storage
 from saas.core.errors import ApplicationError, Conflict, NotFound
-from saas.llm import gateway, guardrails
+from saas.llm import gateway, guardrails, ledger
 from saas.llm.models import SemanticCacheEntry
 from saas.llm.providers import ChatRequest
 
@@ -473,6 +473,7 @@ def answer_finish(
         for n, hit in sorted(cited.items())
     ]  # fmt: skip
     groundedness, unsupported = _groundedness(caller, text, plan.hits)
+    ledger.groundedness_record(org_id=caller.org.pk, call_id=call_id, value=groundedness)
     found = bool(cited) and not text.strip().startswith(("I could not find", NOT_FOUND_ANSWER))
     return Answer(
         text, found=found, citations=citations, groundedness=groundedness, unsupported=unsupported, call_id=call_id,

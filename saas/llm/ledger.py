@@ -294,3 +294,15 @@ def catch_up() -> int:
     except Exception:
         logger.warning("Could not catch up with the ledger stream", exc_info=True)
         return 0
+
+
+def groundedness_record(*, org_id: Any, call_id: str | None, value: float | None) -> bool:
+    """Note a grounded answer's groundedness on its row (documents.ask checks the answer once the call has
+    ended; the dashboards chart it). A row still in the stream is written first. True if a row took it."""
+    if value is None or not call_id:
+        return False
+    rows = LLMCall.objects.for_org(org_id).filter(pk=call_id).update(groundedness=value)
+    if not rows:
+        drain(batches=2)
+        rows = LLMCall.objects.for_org(org_id).filter(pk=call_id).update(groundedness=value)
+    return bool(rows)

@@ -139,6 +139,9 @@ class LLMCall(OrgOwnedModel):
     error_class = models.CharField(max_length=32, blank=True)
     pii_masked = models.PositiveSmallIntegerField(default=0)
     guardrails = models.JSONField(default=list, blank=True, help_text="The guardrails' findings (flagged or blocked).")
+    groundedness = models.FloatField(
+        null=True, blank=True, help_text="A grounded answer's share of supported sentences (documents.ask), 0 to 1."
+    )
     input_encrypted = models.TextField(blank=True)
     output_encrypted = models.TextField(blank=True)
 
@@ -147,6 +150,9 @@ class LLMCall(OrgOwnedModel):
             models.Index(fields=["organization", "-created_at"], name="llm_call_org_time"),
             models.Index(fields=["organization", "trace_id"], name="llm_call_trace",
                          condition=~models.Q(trace_id="")),
+            # The dashboards' "top failing questions" read the latest failures of a range, and only those.
+            models.Index(fields=["organization", "-created_at"], name="llm_call_failing",
+                         condition=models.Q(status="error") | models.Q(groundedness__lt=0.5)),
         ]  # fmt: skip
 
 
