@@ -16,12 +16,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Feedback
 from analytics.models import GROUNDEDNESS_BUCKETS, LATENCY_BOUNDS_MS, HourlyRollup, RollupState
-from analytics.rollups import COLUMNS, HOUR, aggregate, hour_floor
+from analytics.rollups import COLUMNS, HOUR, aggregate, hour_floor, json_value
 from saas.core import crypto
 from saas.core.errors import ApplicationError
 from saas.llm.models import LLMCall
@@ -84,19 +85,72 @@ def range_parse(*, key: str = "", start: str = "", end: str = "", now: datetime 
 # --- Reading the rows -------------------------------------------------------------------------------------
 
 
-def rollup_rows(*, org: Any, start: datetime, end: datetime, source: str = "rollups",
+def rollup_rows(*, org: Any, start: datetime, end: datetime, step: str = "hour", source: str = "rollups",
                 now: datetime | None = None) -> list[tuple[Any, ...]]:  # fmt: skip
-    """Rows in COLUMNS order for the hours of [start, end): stored rollups up to the org's mark (never past the
-    open hour), the ledger itself after it. `source="ledger"` reads everything from the ledger (the benchmark's
-    and the tests' reference)."""
+    """Rows in COLUMNS order for the hours of [start, end): the stored rollups up to the org's mark (never past
+    the open hour), added up by PostgreSQL per `step` (hour or day), feature and model; then the ledger itself,
+    per hour, after the mark. `source="ledger"` reads everything from the ledger (the benchmark's and the tests'
+    reference)."""
     now = now or timezone.now()
     live_from = start
     if source == "rollups":
         state = RollupState.objects.for_org(org).first()
         mark = min(state.rolled_until, hour_floor(now)) if state else start
         live_from = min(max(start, mark), end)
-    stored = list(HourlyRollup.objects.for_org(org).filter(hour__gte=start, hour__lt=live_from).values_list(*COLUMNS))
-    return stored + aggregate(org_id=org.pk, start=live_from, end=end)
+    return stored_rows(org=org, start=start, end=live_from, step=step) + aggregate(
+        org_id=org.pk, start=live_from, end=end
+    )
+
+
+def _summed(column: str, size: int) -> str:
+    """A histogram column added up element by element: ARRAY[sum(h[1]), sum(h[2]), ...], native sums only."""
+    return "ARRAY[" + ", ".join(f"sum({column}[{i}])::bigint" for i in range(1, size + 1)) + "]"
+
+
+def _stored_sql() -> str:
+    table = HourlyRollup._meta.db_table
+    latency = len(LATENCY_BOUNDS_MS) + 1
+    ints = ("requests", "ok", "errors", "cancelled", "blocked")
+    after = ("prompt_tokens", "completion_tokens")
+    return f"""
+WITH r AS (
+  SELECT * FROM {table} WHERE organization_id = %(org)s AND hour >= %(start)s AND hour < %(end)s
+), k AS (
+  SELECT at, feature, model, jsonb_object_agg(kind, n) AS error_kinds FROM (
+    SELECT date_trunc(%(step)s, hour, 'UTC') AS at, feature, model, e.key AS kind, sum(e.value::int)::int AS n
+    FROM r, jsonb_each_text(r.error_kinds) e GROUP BY 1, 2, 3, 4
+  ) kinds GROUP BY 1, 2, 3
+), g AS (
+  SELECT date_trunc(%(step)s, hour, 'UTC') AS at, feature, model,
+         {", ".join(f"sum({name})::bigint AS {name}" for name in ints)},
+         sum(cache_hits)::bigint AS cache_hits, {", ".join(f"sum({name})::bigint AS {name}" for name in after)},
+         sum(cost_usd) AS cost_usd, sum(cost_saved_usd) AS cost_saved_usd, sum(latency_sum_ms)::bigint AS latency_sum_ms,
+         {_summed("latency_hist", latency)} AS latency_hist, sum(ttft_count)::bigint AS ttft_count,
+         sum(ttft_sum_ms)::bigint AS ttft_sum_ms, {_summed("ttft_hist", latency)} AS ttft_hist,
+         sum(grounded_count)::bigint AS grounded_count, sum(grounded_sum) AS grounded_sum,
+         {_summed("grounded_hist", GROUNDEDNESS_BUCKETS)} AS grounded_hist, sum(feedback_up)::bigint AS feedback_up,
+         sum(feedback_down)::bigint AS feedback_down
+  FROM r GROUP BY 1, 2, 3
+)
+SELECT at, feature, model, {", ".join(ints)}, COALESCE(k.error_kinds, '{{}}'::jsonb), cache_hits, prompt_tokens,
+       completion_tokens, cost_usd, cost_saved_usd, latency_sum_ms, latency_hist, ttft_count, ttft_sum_ms, ttft_hist,
+       grounded_count, grounded_sum, grounded_hist, feedback_up, feedback_down
+FROM g LEFT JOIN k USING (at, feature, model)
+"""  # noqa: E501, S608
+
+
+STORED_SQL = _stored_sql()
+
+
+def stored_rows(*, org: Any, start: datetime, end: datetime, step: str) -> list[tuple[Any, ...]]:
+    """The stored rollups of [start, end) added up per step, feature and model (COLUMNS order)."""
+    if start >= end:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(STORED_SQL, {"org": str(org.pk), "start": start, "end": end, "step": step})
+        rows = cursor.fetchall()
+    kinds = COLUMNS.index("error_kinds")
+    return [(*row[:kinds], json_value(row[kinds]), *row[kinds + 1 :]) for row in rows]
 
 
 # --- Adding rows up ----------------------------------------------------------------------------------------
@@ -198,7 +252,7 @@ def _steps(rng: Range) -> list[datetime]:
 
 def insights_get(*, org: Any, rng: Range, source: str = "rollups", now: datetime | None = None) -> dict[str, Any]:
     """Every figure of the dashboards for the range, as JSON-ready data (the page draws it, the API returns it)."""
-    rows = rollup_rows(org=org, start=rng.start, end=rng.end, source=source, now=now)
+    rows = rollup_rows(org=org, start=rng.start, end=rng.end, step=rng.step, source=source, now=now)
     total = Tally()
     by_step: dict[datetime, Tally] = defaultdict(Tally)
     by_pair: dict[tuple[str, str], Tally] = defaultdict(Tally)
@@ -217,9 +271,12 @@ def insights_get(*, org: Any, rng: Range, source: str = "rollups", now: datetime
             "cache_hits": tally.cache_hits, "latency_p50_ms": tally.latency(0.5),
             "latency_p95_ms": tally.latency(0.95), "ttft_p50_ms": tally.ttft(0.5),
         })  # fmt: skip
-    pairs = [{"model": model, "feature": feature, **tally.summary()}
-             for (model, feature), tally in sorted(by_pair.items(), key=lambda item: -item[1].requests)]  # fmt: skip
-    kinds = [{"kind": kind, "count": count} for kind, count in total.error_kinds.most_common()]
+    ordered = sorted(by_pair.items(), key=lambda item: (-item[1].requests, item[0]))
+    pairs = [{"model": model, "feature": feature, **tally.summary()} for (model, feature), tally in ordered]
+    kinds = [
+        {"kind": kind, "count": count}
+        for kind, count in sorted(total.error_kinds.items(), key=lambda kc: (-kc[1], kc[0]))
+    ]
     if total.blocked:
         kinds.append({"kind": "blocked", "count": total.blocked})
     grounded = total.hists["grounded_hist"]

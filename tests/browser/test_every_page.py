@@ -74,6 +74,7 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "billing": f"{o}/billing/",
         "providers": f"{o}/settings/providers/",
         "request-log": f"{o}/requests/",
+        "insights": f"{o}/insights/",
     }
     member_pages = {"chat": f"{o}/chat/{conversation.id}/"}  # a conversation is its owner's alone
     return admin, member, {"admin": {**pages, **admin_pages}, "member": {**pages, **member_pages}}  # type: ignore[dict-item]
