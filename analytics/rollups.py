@@ -178,14 +178,22 @@ def _first_activity(org_id: Any) -> datetime | None:
 
 
 def orgs_to_roll(*, now: datetime, hours: int) -> list[Any]:
-    """The orgs with ledger rows or feedback in the recomputed window, and those never rolled up that have any."""
+    """The orgs with ledger rows or feedback in the recomputed window, and those never rolled up that have any
+    (a team with none gets its mark now, so that it is not asked again on every run)."""
+    from accounts.models import Organization
+
     since = hour_floor(now) - hours * HOUR
     recent = set(LLMCall.all_orgs.filter(created_at__gte=since).values_list("organization_id", flat=True).distinct())
     recent |= set(Feedback.all_orgs.filter(created_at__gte=since).values_list("organization_id", flat=True).distinct())
-    rolled = set(RollupState.all_orgs.values_list("organization_id", flat=True))
-    never = set(LLMCall.all_orgs.exclude(organization_id__in=rolled).values_list("organization_id", flat=True)
-                .distinct())  # fmt: skip
-    return sorted(recent | never, key=str)
+    never = Organization.objects.exclude(pk__in=RollupState.all_orgs.values("organization_id"))
+    for org_id in never.values_list("pk", flat=True):
+        if org_id in recent:
+            continue
+        if LLMCall.objects.for_org(org_id).exists() or Feedback.objects.for_org(org_id).exists():
+            recent.add(org_id)
+        else:
+            RollupState.all_orgs.get_or_create(organization_id=org_id, defaults={"rolled_until": hour_floor(now)})
+    return sorted(recent, key=str)
 
 
 def rollup_hours(*, org_ids: list[Any] | None = None, hours: int = RECOMPUTE_HOURS,

@@ -145,8 +145,12 @@ def test_one_orgs_calls_never_reach_another_orgs_rollups_or_dashboard():
     call(theirs, NOW.replace(hour=11), feature="ask", model_used="secret-model", latency_ms=5)
     feedback(theirs, NOW.replace(hour=11, minute=5), llm_call=call(theirs, NOW.replace(hour=11)), message=None,
              rating=-1)  # fmt: skip
+    idle = OrganizationFactory()
     done = rollups.rollup_hours(now=NOW)  # every org with activity
     assert {item.org_id for item in done} == {mine.pk, theirs.pk}
+    # A team without calls is marked (not asked again on every run) and has no rows.
+    assert RollupState.all_orgs.get(organization=idle).rolled_until == OPEN
+    assert not HourlyRollup.all_orgs.filter(organization=idle).exists()
     assert all(row["model"] != "secret-model" for row in stored(mine))
     assert sum(row["requests"] for row in stored(theirs)) == 2
     assert sum(row["feedback_down"] for row in stored(theirs)) == 1
