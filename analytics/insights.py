@@ -16,13 +16,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Feedback
 from analytics.models import GROUNDEDNESS_BUCKETS, LATENCY_BOUNDS_MS, HourlyRollup, RollupState
-from analytics.rollups import COLUMNS, HOUR, aggregate, hour_floor, json_value
+from analytics.rollups import COLUMNS, HOUR, aggregate, hour_floor
 from saas.core import crypto
 from saas.core.errors import ApplicationError
 from saas.llm.models import LLMCall
@@ -86,20 +86,19 @@ def range_parse(*, key: str = "", start: str = "", end: str = "", now: datetime 
 
 
 def rollup_rows(*, org: Any, start: datetime, end: datetime, step: str = "hour", source: str = "rollups",
-                now: datetime | None = None) -> list[tuple[Any, ...]]:  # fmt: skip
-    """Rows in COLUMNS order for the hours of [start, end): the stored rollups up to the org's mark (never past
-    the open hour), added up by PostgreSQL per `step` (hour or day), feature and model; then the ledger itself,
-    per hour, after the mark. `source="ledger"` reads everything from the ledger (the benchmark's and the tests'
-    reference)."""
+                now: datetime | None = None) -> tuple[list[tuple[Any, ...]], Counter[str]]:  # fmt: skip
+    """Rows in COLUMNS order for the hours of [start, end), and the failed calls per error kind of the stored part:
+    the stored rollups up to the org's mark (never past the open hour), added up by PostgreSQL per `step` (hour
+    or day), feature and model; then the ledger itself, per hour (with its error kinds), after the mark.
+    `source="ledger"` reads everything from the ledger (the benchmark's and the tests' reference)."""
     now = now or timezone.now()
     live_from = start
     if source == "rollups":
         state = RollupState.objects.for_org(org).first()
         mark = min(state.rolled_until, hour_floor(now)) if state else start
         live_from = min(max(start, mark), end)
-    return stored_rows(org=org, start=start, end=live_from, step=step) + aggregate(
-        org_id=org.pk, start=live_from, end=end
-    )
+    stored, kinds = stored_rows(org=org, start=start, end=live_from, step=step)
+    return stored + aggregate(org_id=org.pk, start=live_from, end=end), kinds
 
 
 def _summed(column: str, size: int) -> str:
@@ -113,44 +112,39 @@ def _stored_sql() -> str:
     ints = ("requests", "ok", "errors", "cancelled", "blocked")
     after = ("prompt_tokens", "completion_tokens")
     return f"""
-WITH r AS (
-  SELECT * FROM {table} WHERE organization_id = %(org)s AND hour >= %(start)s AND hour < %(end)s
-), k AS (
-  SELECT at, feature, model, jsonb_object_agg(kind, n) AS error_kinds FROM (
-    SELECT date_trunc(%(step)s, hour, 'UTC') AS at, feature, model, e.key AS kind, sum(e.value::int)::int AS n
-    FROM r, jsonb_each_text(r.error_kinds) e GROUP BY 1, 2, 3, 4
-  ) kinds GROUP BY 1, 2, 3
-), g AS (
-  SELECT date_trunc(%(step)s, hour, 'UTC') AS at, feature, model,
-         {", ".join(f"sum({name})::bigint AS {name}" for name in ints)},
-         sum(cache_hits)::bigint AS cache_hits, {", ".join(f"sum({name})::bigint AS {name}" for name in after)},
-         sum(cost_usd) AS cost_usd, sum(cost_saved_usd) AS cost_saved_usd, sum(latency_sum_ms)::bigint AS latency_sum_ms,
-         {_summed("latency_hist", latency)} AS latency_hist, sum(ttft_count)::bigint AS ttft_count,
-         sum(ttft_sum_ms)::bigint AS ttft_sum_ms, {_summed("ttft_hist", latency)} AS ttft_hist,
-         sum(grounded_count)::bigint AS grounded_count, sum(grounded_sum) AS grounded_sum,
-         {_summed("grounded_hist", GROUNDEDNESS_BUCKETS)} AS grounded_hist, sum(feedback_up)::bigint AS feedback_up,
-         sum(feedback_down)::bigint AS feedback_down
-  FROM r GROUP BY 1, 2, 3
-)
-SELECT at, feature, model, {", ".join(ints)}, COALESCE(k.error_kinds, '{{}}'::jsonb), cache_hits, prompt_tokens,
-       completion_tokens, cost_usd, cost_saved_usd, latency_sum_ms, latency_hist, ttft_count, ttft_sum_ms, ttft_hist,
-       grounded_count, grounded_sum, grounded_hist, feedback_up, feedback_down
-FROM g LEFT JOIN k USING (at, feature, model)
-"""  # noqa: E501, S608
+SELECT date_trunc(%(step)s, hour, 'UTC') AS at, feature, model,
+       {", ".join(f"sum({name})::bigint" for name in ints)}, '{{}}'::jsonb,
+       sum(cache_hits)::bigint, {", ".join(f"sum({name})::bigint" for name in after)},
+       sum(cost_usd), sum(cost_saved_usd), sum(latency_sum_ms)::bigint,
+       {_summed("latency_hist", latency)}, sum(ttft_count)::bigint, sum(ttft_sum_ms)::bigint,
+       {_summed("ttft_hist", latency)}, sum(grounded_count)::bigint, sum(grounded_sum),
+       {_summed("grounded_hist", GROUNDEDNESS_BUCKETS)}, sum(feedback_up)::bigint, sum(feedback_down)::bigint
+FROM {table} WHERE organization_id = %(org)s AND hour >= %(start)s AND hour < %(end)s
+GROUP BY 1, 2, 3
+"""  # noqa: S608
 
 
 STORED_SQL = _stored_sql()
+# Error kinds are shown for the whole range only: added up once, not per step, feature and model.
+KINDS_SQL = f"""
+SELECT e.key, sum(e.value::int)::bigint FROM {HourlyRollup._meta.db_table} r, jsonb_each_text(r.error_kinds) e
+WHERE organization_id = %(org)s AND hour >= %(start)s AND hour < %(end)s AND errors > 0 GROUP BY 1
+"""  # noqa: S608
 
 
-def stored_rows(*, org: Any, start: datetime, end: datetime, step: str) -> list[tuple[Any, ...]]:
-    """The stored rollups of [start, end) added up per step, feature and model (COLUMNS order)."""
+def stored_rows(*, org: Any, start: datetime, end: datetime, step: str) -> tuple[list[tuple[Any, ...]], Counter[str]]:
+    """The stored rollups of [start, end) added up per step, feature and model (COLUMNS order, error kinds
+    empty), and their failed calls per error kind."""
     if start >= end:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(STORED_SQL, {"org": str(org.pk), "start": start, "end": end, "step": step})
+        return [], Counter()
+    params = {"org": str(org.pk), "start": start, "end": end, "step": step}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '64MB'")  # a month of rows sorts in memory, not on disk
+        cursor.execute(STORED_SQL, params)
         rows = cursor.fetchall()
-    kinds = COLUMNS.index("error_kinds")
-    return [(*row[:kinds], json_value(row[kinds]), *row[kinds + 1 :]) for row in rows]
+        cursor.execute(KINDS_SQL, params)
+        kinds = Counter({kind: int(count) for kind, count in cursor.fetchall()})
+    return rows, kinds
 
 
 # --- Adding rows up ----------------------------------------------------------------------------------------
@@ -252,8 +246,9 @@ def _steps(rng: Range) -> list[datetime]:
 
 def insights_get(*, org: Any, rng: Range, source: str = "rollups", now: datetime | None = None) -> dict[str, Any]:
     """Every figure of the dashboards for the range, as JSON-ready data (the page draws it, the API returns it)."""
-    rows = rollup_rows(org=org, start=rng.start, end=rng.end, step=rng.step, source=source, now=now)
+    rows, stored_kinds = rollup_rows(org=org, start=rng.start, end=rng.end, step=rng.step, source=source, now=now)
     total = Tally()
+    total.error_kinds.update(stored_kinds)
     by_step: dict[datetime, Tally] = defaultdict(Tally)
     by_pair: dict[tuple[str, str], Tally] = defaultdict(Tally)
     hour_at, model_at, feature_at = _I["hour"], _I["model"], _I["feature"]
