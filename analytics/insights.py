@@ -137,7 +137,7 @@ def stored_rows(*, org: Any, start: datetime, end: datetime, step: str) -> tuple
     empty), and their failed calls per error kind."""
     if start >= end:
         return [], Counter()
-    params = {"org": str(org.pk), "start": start, "end": end, "step": step}
+    params: dict[str, Any] = {"org": str(org.pk), "start": start, "end": end, "step": step}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL work_mem = '64MB'")  # a month of rows sorts in memory, not on disk
         cursor.execute(STORED_SQL, params)

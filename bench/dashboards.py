@@ -24,6 +24,7 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from stack import BASE_DIR, bench_stack
 
@@ -142,7 +143,7 @@ def ensure_indexes() -> None:
     from saas.llm.models import LLMCall
 
     with connection.schema_editor() as editor:
-        statements = [str(statement) for statement in editor._model_indexes_sql(LLMCall)]
+        statements = [str(statement) for statement in editor._model_indexes_sql(LLMCall)]  # type: ignore[attr-defined]
     if len(_existing_indexes()) >= len(statements):
         return
     drop_indexes()
@@ -191,7 +192,7 @@ def breakdown(org, rng, now, repeat: int) -> dict[str, float]:
     return {part: 1000 * statistics.median(values) for part, values in parts.items()}
 
 
-def timed(fn, repeat: int) -> tuple[list[float], object]:
+def timed(fn, repeat: int) -> tuple[list[float], Any]:
     times, result = [], None
     for _ in range(repeat):
         started = time.perf_counter()
@@ -250,7 +251,8 @@ def main() -> None:
                                "AND created_at < %s", [str(big.pk), rng.start, rng.end])  # fmt: skip
                 in_range = cursor.fetchone()[0]
             page, raw, exact, failing = [], [], [], []
-            result = reference = None
+            result: Any = None
+            reference: Any = None
             for _ in range(args.repeat):  # alternating, so that neither side always finds a warmer cache
 
                 def page_work(rng=rng):
