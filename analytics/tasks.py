@@ -1,11 +1,12 @@
 """Analytics' Celery tasks: thin, by id, org first."""
 
 import logging
+from typing import Any
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from analytics import eval_runs
+from analytics import eval_runs, rollups
 from analytics.models import EvalRun
 from saas.core.tenancy import org_scope
 
@@ -34,3 +35,11 @@ def eval_run(org_id: str, run_id: str) -> str | None:
                 eval_runs.eval_run_fail(run=run, reason="An unexpected error stopped the run.")
             raise
         return run.status if run else None
+
+
+@shared_task(name="analytics.rollup_hours", ignore_result=True, acks_late=True, soft_time_limit=840, time_limit=900)
+def rollup_hours(org_ids: list[str] | None = None, hours: int = rollups.RECOMPUTE_HOURS) -> dict[str, Any]:
+    """Idempotent: recomputes the last `hours` closed hours and the open one (of `org_ids`, or of every org with
+    recent activity) and replaces their rollups; a rerun writes the same rows."""
+    done = rollups.rollup_hours(org_ids=org_ids, hours=hours)
+    return {"orgs": len(done), "rows": sum(item.rows for item in done)}

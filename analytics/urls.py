@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from analytics import api, eval_views, prompt_api, prompt_views, views
+from analytics import api, eval_views, insights_api, prompt_api, prompt_views, views
 
 router = SimpleRouter(trailing_slash=False)
 router.register("datasets", api.DatasetViewSet, basename="dataset")
@@ -29,6 +29,7 @@ org_patterns = [
     path("evals/runs/<uuid:run_id>/diff/", eval_views.run_diff, name="eval-run-diff"),
     path("evals/feedback/<uuid:feedback_id>/case/", eval_views.case_from_feedback, name="eval-case-from-feedback"),
     path("evals/requests/<uuid:call_id>/case/", eval_views.case_from_call, name="eval-case-from-request"),
+    path("insights/", views.insights_page, name="insights"),
     # Prompts and experiments (analytics/prompt_views.py)
     path("prompts/", prompt_views.prompt_index, name="prompt-index"),
     path("prompts/versions/<uuid:version_id>/label/", prompt_views.prompt_label, name="prompt-label"),
@@ -53,6 +54,7 @@ api_urlpatterns = [
         prompt_api.PromptVersionLabelView.as_view(),
         name="prompt-version-label",
     ),
+    path("insights", insights_api.InsightsView.as_view(), name="insights-api"),
     path("experiments", prompt_api.ExperimentListView.as_view(), name="experiments"),
     path("experiments/<uuid:experiment_id>", prompt_api.ExperimentDetailView.as_view(), name="experiment"),
     path("experiments/<uuid:experiment_id>/end", prompt_api.ExperimentEndView.as_view(), name="experiment-end-api"),

@@ -1,5 +1,7 @@
 """The Overview (`/o/<org>/`): getting started, the team's activity in words, recent runs and this period's
-usage; loading the sample documents; hiding the checklist."""
+usage; loading the sample documents; hiding the checklist. The Insights dashboards (`/o/<org>/insights/`)."""
+
+from datetime import datetime, timedelta
 
 from django.contrib import messages
 from django.http import HttpResponse
@@ -10,9 +12,12 @@ from accounts import services as account_services
 from accounts.models import Membership
 from accounts.permissions import ADMIN, DOCUMENTS_WRITE, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
-from analytics import overview, samples
+from analytics import insights, overview, samples
+from analytics.chart_context import insights_charts
 from billing import selectors as billing_selectors
 from billing.chart_context import usage_charts
+from saas.core.errors import ApplicationError
+from saas.llm.selectors import prompt_visible
 
 
 @org_page(READ)
@@ -61,3 +66,32 @@ def onboarding_dismiss(request: OrgHttpRequest) -> HttpResponse:
     if not show:
         messages.info(request, "Checklist hidden. Show it again from the bottom of the Overview.")
     return redirect("org-dashboard", org_slug=request.org.slug)
+
+
+@org_page(ADMIN)
+def insights_page(request: OrgHttpRequest) -> HttpResponse:
+    """The dashboards over a range (?range=24h|7d|30d, or ?start=&end= as YYYY-MM-DD): a bad range is a 400
+    page that says what to fix."""
+    params = request.GET
+    context: dict = {"ranges": list(insights.RANGES), "start": params.get("start", ""), "end": params.get("end", "")}
+    try:
+        rng = insights.range_parse(key=params.get("range", ""), start=context["start"], end=context["end"])
+    except ApplicationError as exc:
+        context.update(error=exc.message, current=params.get("range", "custom") or "custom")
+        return render(request, "analytics/insights.html", context, status=400)
+    data = insights.insights_get(org=request.org, rng=rng)
+    visible = prompt_visible(principal=request.principal)
+    context.update(
+        rng=rng,
+        data=data,
+        charts=insights_charts(data),
+        current=rng.key,
+        failing=[
+            {**q, "last_seen": datetime.fromisoformat(q["last_seen"])}
+            for q in insights.failing_questions(org=request.org, rng=rng)
+        ]
+        if visible
+        else None,
+        shown_end=rng.end - timedelta(seconds=1),
+    )
+    return render(request, "analytics/insights.html", context)

@@ -478,7 +478,7 @@ def answer_finish(
         for n, hit in sorted(cited.items())
     ]  # fmt: skip
     groundedness, unsupported = _groundedness(caller, text, plan.hits)
-    ledger.groundedness_record(org=caller.org, call_id=call_id, value=groundedness)  # for experiments, dashboards
+    ledger.groundedness_record(org=caller.org, call_id=call_id, value=groundedness)  # experiments, dashboards
     found = bool(cited) and not text.strip().startswith(("I could not find", NOT_FOUND_ANSWER))
     return Answer(
         text, found=found, citations=citations, groundedness=groundedness, unsupported=unsupported, call_id=call_id,

@@ -194,18 +194,6 @@ def _write_checked(entries: list[Entry]) -> int:
     return len(kept_calls)
 
 
-def groundedness_record(*, org: Any, call_id: Any, value: float | None) -> int:
-    """Note how well an answer's citations support it on its row (once the caller has checked it). A row still
-    in the stream (an API hot path) is left as it is. Returns the rows changed (0 or 1)."""
-    if value is None or not call_id:
-        return 0
-    try:
-        return int(LLMCall.objects.for_org(org).filter(pk=call_id).update(groundedness=value))
-    except (DatabaseError, ValueError):
-        logger.warning("Could not record the groundedness of call %s", call_id, exc_info=True)
-        return 0
-
-
 # --- The background writer -----------------------------------------------------------------------------------
 
 
@@ -306,3 +294,20 @@ def catch_up() -> int:
     except Exception:
         logger.warning("Could not catch up with the ledger stream", exc_info=True)
         return 0
+
+
+def groundedness_record(*, org: Any, call_id: Any, value: float | None) -> bool:
+    """Note how well a grounded answer's citations support it on its row (documents.ask checks the answer once
+    the call has ended; experiments and dashboards read it). A row still in the writer's stream is written
+    first. True if a row took it; a failure here is logged, never the answer's."""
+    if value is None or not call_id:
+        return False
+    try:
+        rows = LLMCall.objects.for_org(org).filter(pk=call_id).update(groundedness=value)
+        if not rows:
+            drain(batches=2)
+            rows = LLMCall.objects.for_org(org).filter(pk=call_id).update(groundedness=value)
+    except (DatabaseError, ValueError):
+        logger.warning("Could not record the groundedness of call %s", call_id, exc_info=True)
+        return False
+    return bool(rows)

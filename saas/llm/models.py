@@ -143,6 +143,10 @@ class LLMCall(OrgOwnedModel):
     error_class = models.CharField(max_length=32, blank=True)
     pii_masked = models.PositiveSmallIntegerField(default=0)
     guardrails = models.JSONField(default=list, blank=True, help_text="The guardrails' findings (flagged or blocked).")
+    # Written once documents' ask has checked the answer, right after the row; None for every other call.
+    groundedness = models.FloatField(
+        null=True, blank=True, help_text="A grounded answer's share of supported sentences (documents.ask), 0 to 1."
+    )
     input_encrypted = models.TextField(blank=True)
     output_encrypted = models.TextField(blank=True)
     # The managed system prompt the call was made with (saas/llm/prompts.py), and the experiment arm that chose
@@ -150,9 +154,6 @@ class LLMCall(OrgOwnedModel):
     # org lives, and an erased org's rows go with it.
     prompt_version = models.ForeignKey("llm.PromptVersion", null=True, blank=True, on_delete=models.DO_NOTHING,
                                        db_constraint=False, db_index=False, related_name="+")  # fmt: skip
-    # The share of an answer's sentences its citations support (documents' ask), written once the answer is
-    # checked, right after the row; None for every other call.
-    groundedness = models.FloatField(null=True, blank=True)
     experiment_variant = models.ForeignKey("llm.ExperimentVariant", null=True, blank=True,
                                            on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
                                            related_name="+")  # fmt: skip
@@ -164,6 +165,9 @@ class LLMCall(OrgOwnedModel):
                          condition=models.Q(experiment_variant__isnull=False)),
             models.Index(fields=["organization", "trace_id"], name="llm_call_trace",
                          condition=~models.Q(trace_id="")),
+            # The dashboards' "top failing questions" read the latest failures of a range, and only those.
+            models.Index(fields=["organization", "-created_at"], name="llm_call_failing",
+                         condition=models.Q(status="error") | models.Q(groundedness__lt=0.5)),
         ]  # fmt: skip
 
 

@@ -196,6 +196,7 @@ CELERY_BEAT_SCHEDULE = {
     "accounts-purge-retention": {"task": "accounts.purge_retention", "schedule": 3600.0},
     "accounts-resume-erasures": {"task": "accounts.resume_erasures", "schedule": 300.0},
     "llm-drain-ledger": {"task": "llm.drain_ledger", "schedule": env.float("LLM_LEDGER_DRAIN_SECONDS", default=2.0)},
+    "analytics-rollup-hours": {"task": "analytics.rollup_hours", "schedule": 300.0},
 }
 
 # --- Auth --------------------------------------------------------------------------------------------------

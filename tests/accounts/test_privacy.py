@@ -19,6 +19,8 @@ from accounts.models import ApiKey, AuditEvent, DataExport, ErasureRecord, Invit
 from accounts.permissions import principal_for_member
 from agents import services as agents
 from agents.models import Conversation, Crew, Feedback, Run
+from analytics import rollups
+from analytics.models import HourlyRollup
 from billing.models import UsageEvent
 from documents import services as documents
 from documents.models import Chunk, Document
@@ -312,6 +314,8 @@ def test_deleting_an_org_erases_it_everywhere_and_nothing_else():
     get_redis().set(f"crewdesk:quota:{org.pk}:202611010000:used", 5)
     assert list(get_redis().scan_iter(match=exact_cache_prefix(org.pk) + "*"))
     assert SemanticCacheEntry.all_orgs.filter(organization=org).exists()
+    rollups.rollup_hours(org_ids=[org.pk, world.org_b.pk])  # the dashboards' figures
+    assert HourlyRollup.all_orgs.filter(organization=org).exists()
     untouched_ids = [world.org_b.pk, other.org_a.pk, other.org_b.pk]
     before = _org_rows(untouched_ids)
     users_before = User.objects.count()
@@ -336,6 +340,7 @@ def test_deleting_an_org_erases_it_everywhere_and_nothing_else():
     assert not Organization.objects.filter(pk=org.pk).exists()
     assert set(_org_rows([org.pk]).values()) == {0}
     assert not Chunk.all_orgs.filter(organization_id=org.pk).exists()
+    assert not HourlyRollup.all_orgs.filter(organization_id=org.pk).exists()
     org_needles = [org.slug, org.name, str(org.pk)]  # its content names it (tests/accounts/test_privacy._content)
     leftovers = scan_everywhere(org_needles)
     # Only the erasure record names the org, by its id: what was erased, counted, no content.

@@ -100,6 +100,7 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "eval-diff": f"{o}/evals/runs/{runs[1].id}/diff/?against={runs[0].id}",
         "prompt-editor": f"{o}/prompts/ask.system/edit/",
         "experiment-new": f"{o}/experiments/new/",
+        "insights": f"{o}/insights/",
     }
     member_pages = {"chat": f"{o}/chat/{conversation.id}/"}  # a conversation is its owner's alone
     return admin, member, {"admin": {**pages, **admin_pages}, "member": {**pages, **member_pages}}  # type: ignore[dict-item]

@@ -65,6 +65,7 @@ def test_an_answer_cites_page_three_and_is_grounded(acme):
     assert body["engine"] == "local-extractive"
     call = LLMCall.all_orgs.get(pk=body["id"])
     assert call.feature == "ask" and call.status == "ok"
+    assert call.groundedness == 1.0  # kept on the ledger row for the dashboards
 
 
 def test_nothing_relevant_is_said_plainly(acme):

@@ -13,6 +13,10 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='llmcall',
             name='groundedness',
-            field=models.FloatField(blank=True, null=True),
+            field=models.FloatField(blank=True, help_text="A grounded answer's share of supported sentences (documents.ask), 0 to 1.", null=True),
+        ),
+        migrations.AddIndex(
+            model_name='llmcall',
+            index=models.Index(condition=models.Q(('status', 'error'), ('groundedness__lt', 0.5), _connector='OR'), fields=['organization', '-created_at'], name='llm_call_failing'),
         ),
     ]

@@ -9,9 +9,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    initial = True
-
     dependencies = [
+        ('analytics', '0001_hourly_rollups'),
         ('accounts', '0009_membership_onboarding_dismissed'),
         ('agents', '0005_conversation_collections_pins'),
         ('documents', '0002_document_attempts'),
