@@ -114,7 +114,10 @@ def _start(conversation: Conversation, frame: Ask) -> Any:
     with org_scope(conversation.organization):
         if frame.replace is not None:
             conversations.turn_replace(conversation=conversation, message_id=frame.replace)
-        return services.chat_turn_start(conversation=conversation, question=frame.content, model=frame.model or "auto")
+        model = frame.model or "auto"
+        started = services.chat_turn_start(conversation=conversation, question=frame.content, model=model)
+        conversation.refresh_from_db(fields=["title_encrypted"])  # "started" shows the title: renamed or summarised
+        return started
 
 
 class RunConsumer(AccessConsumer):

@@ -165,7 +165,7 @@
     return fresh;
   }
 
-  // The title the first question gave the conversation (in "started"; the summary follows, see above).
+  // The conversation's title as "started" gives it (the first question's words; a summary arrives later).
   function showTitle(title) { showConversation({ id: root.dataset.conversation, title: title }); }
 
   function busy(on) {
@@ -181,7 +181,7 @@
   function onEvent(event) {
     if (event.type === "started") {
       if (asked) { asked.dataset.message = event.question; asked = null; }
-      if (event.title) showTitle(event.title);  // the title the first question gave the conversation
+      if (event.title) showTitle(event.title);
       current = answerTurn(event.message);
     } else if (event.type === "delta" && current) {
       current.querySelector(".text").textContent += event.text;

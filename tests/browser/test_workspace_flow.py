@@ -57,7 +57,7 @@ def test_a_new_user_follows_the_checklist_and_asks_the_samples_in_chat(
     answer = page.locator(".turn.assistant").first
     answer.locator(".meta").wait_for(timeout=120000)  # the first answer loads the embedding model
     assert "offline extractive engine" in answer.locator(".meta").inner_text()
-    citations = answer.locator(".citations li")
+    citations = answer.locator(".citations > li")
     assert citations.count() >= 1, answer.inner_html()
     assert "Team Handbook" in citations.first.inner_text()
     assert "27 working days" in answer.locator(".text.md").inner_text()
@@ -83,7 +83,7 @@ def test_a_new_user_follows_the_checklist_and_asks_the_samples_in_chat(
     assert page.url == conversation_url
     assert page.locator(".turn.user .text").first.inner_text() == QUESTION
     answer = page.locator(".turn.assistant").first
-    assert answer.locator(".citations li").count() == citations.count()
+    assert answer.locator(".citations > li").count() == citations.count()
     assert answer.locator(".text.md strong").count() >= 1 and answer.locator(".text.md a.cite").count() >= 1
     assert page.inner_text("#chat-title") == "How many holiday days do we get each year?"
 
@@ -96,6 +96,7 @@ def test_a_new_user_follows_the_checklist_and_asks_the_samples_in_chat(
     page.locator("#chat-title").filter(has_text="Holiday allowance").wait_for()
     assert current.locator(".conv-title").inner_text() == "Holiday allowance"
     current.locator("summary").click()
+    screenshot(page, "workspace-flow-menu-1366")
     current.get_by_role("button", name="Pin").click()
     current.locator(".pin").wait_for()
     assert page.evaluate("window.__sameDocument") is True
