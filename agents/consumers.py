@@ -42,7 +42,8 @@ class Ask(Frame):
     type: Literal["ask"]
     content: Text
     model: Annotated[Text, Field(max_length=MODEL_CHARS)] = "auto"
-    replace: UUID | None = None
+    # The question to replace (regenerate, edit and resend), as its id: JSON has no UUID type, so a string.
+    replace: Annotated[UUID, Field(strict=False)] | None = None
 
 
 FRAMES: TypeAdapter[Ask | Stop] = TypeAdapter(Annotated[Ask | Stop, Field(discriminator="type")])
