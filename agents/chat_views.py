@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.permissions import ASK
@@ -72,6 +73,13 @@ def chat_conversation(request: OrgHttpRequest, conversation_id: str) -> HttpResp
 
 
 def _back(request: OrgHttpRequest, conversation_id: Any) -> HttpResponse:
+    """Back to the page the form was on (the sidebar's forms are on every workspace page), else the
+    conversation."""
+    wanted = request.POST.get("next", "")
+    if wanted.startswith(f"/o/{request.org.slug}/") and url_has_allowed_host_and_scheme(
+        wanted, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(wanted)
     return redirect("chat-conversation", org_slug=request.org.slug, conversation_id=conversation_id)
 
 

@@ -42,7 +42,8 @@ class Ask(Frame):
     type: Literal["ask"]
     content: Text
     model: Annotated[Text, Field(max_length=MODEL_CHARS)] = "auto"
-    replace: UUID | None = None
+    # The question to replace (regenerate, edit and resend), as its id: JSON has no UUID type, so a string.
+    replace: Annotated[UUID, Field(strict=False)] | None = None
 
 
 FRAMES: TypeAdapter[Ask | Stop] = TypeAdapter(Annotated[Ask | Stop, Field(discriminator="type")])
@@ -114,7 +115,10 @@ def _start(conversation: Conversation, frame: Ask) -> Any:
     with org_scope(conversation.organization):
         if frame.replace is not None:
             conversations.turn_replace(conversation=conversation, message_id=frame.replace)
-        return services.chat_turn_start(conversation=conversation, question=frame.content, model=frame.model or "auto")
+        model = frame.model or "auto"
+        started = services.chat_turn_start(conversation=conversation, question=frame.content, model=model)
+        conversation.refresh_from_db(fields=["title_encrypted"])  # "started" shows the title: renamed or summarised
+        return started
 
 
 class RunConsumer(AccessConsumer):

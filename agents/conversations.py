@@ -1,6 +1,6 @@
-"""The chat workspace: conversations, the collections they draw on, their titles, pins and search, and the
-answer stream (grounded in the picked collections through documents' Ask: the same retrieval, the same
-citations, with the conversation's earlier turns in context).
+"""The chat workspace: conversations, the collections they draw on, their pins and search (titles are
+agents/titles.py's), and the answer stream (grounded in the picked collections through documents' Ask: the
+same retrieval, the same citations, with the conversation's earlier turns in context).
 
 The message rows and the plain (ungrounded) stream are agents/services.py's; this module adds what the
 workspace needs on top of them. Everything takes the org and the person, and another org's or another
@@ -10,6 +10,7 @@ person's conversation or collection is a NotFound (a 404).
 import re
 import uuid
 from collections.abc import Callable, Generator, Iterable
+from dataclasses import replace
 from typing import Any
 
 from django.db import transaction
@@ -18,7 +19,7 @@ from django.urls import reverse
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from agents import services
+from agents import services, titles
 from agents.models import Conversation, Feedback, Message
 from documents import services as documents
 from documents.models import Collection, Document
@@ -27,10 +28,8 @@ from saas.core.markdown import render_markdown
 from saas.llm import gateway
 from saas.llm.providers import ChatRequest
 
-MAX_TITLE_CHARS = 60
 MAX_COLLECTIONS = 20
 LOCAL_UPSTREAM = "local"
-MARKDOWN_NOISE = re.compile(r"[`*_#>|~\[\]]+")
 CITE_MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
@@ -78,7 +77,8 @@ def conversation_update(
         if not title or len(title) > 120:
             raise ApplicationError("A title is 1 to 120 characters.", code="invalid")
         conversation.title = title
-        fields.append("title_encrypted")
+        conversation.title_source = Conversation.TitleSource.USER  # never replaced by a summary
+        fields += ["title_encrypted", "title_source"]
     if pinned is not None:
         conversation.pinned = bool(pinned)
         fields.append("pinned")
@@ -107,17 +107,6 @@ def conversation_list(*, org: Any, user: Any, query: str = "", limit: int = 200)
             if len(found) == limit:
                 break
     return found
-
-
-def title_from(question: str) -> str:
-    """A short title from the first question, the same every time: its first line without Markdown, cut at a
-    word boundary."""
-    lines = (" ".join(MARKDOWN_NOISE.sub(" ", line).split()) for line in question.splitlines())
-    text = next((line for line in lines if line), "")
-    if len(text) <= MAX_TITLE_CHARS:
-        return text or "New conversation"
-    cut = text[: MAX_TITLE_CHARS - 1].rsplit(" ", 1)[0]
-    return cut.rstrip(" ,.;:-") + "…"
 
 
 @transaction.atomic
@@ -175,14 +164,15 @@ def answer_stream(
     if collections is None:
         events = services.chat_answer_stream(conversation=conversation, answer=answer, caller=caller,
                                              should_stop=should_stop)  # fmt: skip
-    else:
-        events = _grounded(conversation=conversation, answer=answer, caller=caller, should_stop=should_stop,
-                           collections=collections, local=local)  # fmt: skip
+    else:  # an answer from the team's documents is an Ask, in the ledger too (usage per feature, the checklist)
+        events = _grounded(conversation=conversation, answer=answer, caller=replace(caller, feature="ask"),
+                           should_stop=should_stop, collections=collections, local=local)  # fmt: skip
     try:
         for event in events:
             if event["type"] in ("done", "error"):
                 answer.refresh_from_db()
                 event = {**event, "html": turn_html(answer, user=caller.user)}
+                titles.title_summarise_later(conversation=conversation, answer=answer)
             yield event
     finally:
         events.close()

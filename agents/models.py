@@ -9,10 +9,18 @@ from saas.core.tenancy import OrgOwnedModel
 
 class Conversation(OrgOwnedModel):
     """A chat of one member with the gateway, private to them within the org. Its title (the start of the first
-    question) is encrypted at rest like the messages."""
+    question, then a summary of the first exchange, or what its member renamed it) is encrypted at rest like
+    the messages."""
+
+    class TitleSource(models.TextChoices):
+        QUESTION = "question", "the first question"
+        SUMMARY = "summary", "summarised from the first exchange"
+        USER = "user", "renamed by its member"
 
     user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="+")
     title_encrypted = models.TextField(blank=True)
+    # Where the title came from: a summary never replaces a title its member chose (agents/conversations.py).
+    title_source = models.CharField(max_length=8, choices=TitleSource.choices, default=TitleSource.QUESTION)
     model = models.CharField(max_length=64, default="auto")
     # The team's knowledge the answers draw on (agents/conversations.py): none is a plain chat with the model.
     collections = models.ManyToManyField("documents.Collection", blank=True, related_name="+")

@@ -138,7 +138,8 @@ def _is_uuid(value: str) -> bool:
 
 def llm_call_origins(org: Any, calls: list[Any]) -> dict[Any, CallOrigin]:
     """For the gateway's request log: the crew run (by the calls' trace id) or the chat conversation (by the
-    message the call answered) each call belongs to; two queries for a page of calls."""
+    message the call answered: a chat's, or an ask's in the workspace) each call belongs to; two queries for a
+    page of calls."""
     origins: dict[Any, CallOrigin] = {}
     traces = {call.trace_id for call in calls if _is_uuid(call.trace_id)}
     if traces:
@@ -148,7 +149,7 @@ def llm_call_origins(org: Any, calls: list[Any]) -> dict[Any, CallOrigin]:
                 origins[call.pk] = CallOrigin(
                     "crew_run", call.trace_id, reverse("run-detail", args=[org.slug, call.trace_id])
                 )
-    chats = [call.pk for call in calls if call.feature == "chat" and call.pk not in origins]
+    chats = [call.pk for call in calls if call.feature in ("chat", "ask") and call.pk not in origins]
     if chats:
         answered = (
             Message.objects.for_org(org).filter(llm_call_id__in=chats).values_list("llm_call_id", "conversation_id")

@@ -59,6 +59,7 @@ def chat_turn_start(*, conversation: Conversation, question: str, model: str) ->
         raise ApplicationError(f"A question is 1 to {MAX_QUESTION_CHARS} characters.", code="invalid")
     org = conversation.organization
     messages = Message.objects.for_org(org)
+    first = not messages.filter(conversation=conversation).exists()
     asked = messages.create(
         organization=org, conversation=conversation, role=Message.Role.USER, content_encrypted=crypto.encrypt(question)
     )
@@ -68,11 +69,14 @@ def chat_turn_start(*, conversation: Conversation, question: str, model: str) ->
     )  # fmt: skip
     fields = ["updated_at", "model"]
     conversation.model = model[:64] or "auto"
-    if not conversation.title:
-        from agents.conversations import title_from  # (that module builds on this one)
+    if first:  # titled from the first question at once, summarised once answered (agents/titles.py)
+        conversation.refresh_from_db(fields=["title_encrypted", "title_source"])  # renamed since the page opened?
+        if conversation.title_source != Conversation.TitleSource.USER or not conversation.title:
+            from agents.titles import title_from  # (that module builds on this one)
 
-        conversation.title = title_from(question)
-        fields.append("title_encrypted")
+            conversation.title = title_from(question)
+            conversation.title_source = Conversation.TitleSource.QUESTION
+            fields += ["title_encrypted", "title_source"]
     conversation.save(update_fields=fields)
     return asked, answer
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from agents import services
+from agents import services, titles
 from saas.core.tenancy import org_scope
 
 MAX_RETRIES = 2
@@ -42,3 +42,9 @@ def recover_stalled_runs() -> dict[str, int]:
 @shared_task(name="agents.start_scheduled_runs", ignore_result=True)
 def start_scheduled_runs() -> int:
     return services.runs_start_scheduled()
+
+
+@shared_task(name="agents.title_conversation", ignore_result=True, soft_time_limit=60, time_limit=90)
+def title_conversation(org_id: str, conversation_id: str, answer_id: str) -> None:
+    """A short title for a conversation's first exchange (agents/titles.py: it checks it is still wanted)."""
+    titles.conversation_title_summarise(org_id=org_id, conversation_id=conversation_id, answer_id=answer_id)

@@ -138,7 +138,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) 
         return any(f"test-worker-{os.getpid()}@" in name for reply in app.control.ping(timeout=0.5) for name in reply)
 
     try:
-        wait_until(answers_ping, timeout=60, what="celery worker", process=worker)
+        wait_until(answers_ping, timeout=180, what="celery worker", process=worker)
         yield worker
     finally:
         worker.stop()

@@ -1,8 +1,9 @@
-// The chat workspace. A conversation page: one websocket; an answer streams in as plain text, then its bubble
-// is replaced by the turn the server rendered (Markdown sanitised, citations, actions) from the "done" event.
-// No other HTML is ever inserted: everything else is built with textContent. Also: the collections picker and
-// its "#" mentions, Enter to send (Shift+Enter for a line break), regenerate, edit-and-resend, copy buttons on
-// code blocks, and a confirm() before deleting.
+// The chat workspace. A conversation page: one websocket (static/js/socket.js); an answer streams in as plain
+// text, then its bubble is replaced by the turn the server rendered (Markdown sanitised, citations, actions)
+// from the "done" event. No other HTML is ever inserted: everything else is built with textContent. Also: the
+// sidebar's rename and pin in place, titles as they are summarised, the collections picker and its "#"
+// mentions, Enter to send (Shift+Enter for a line break), regenerate, edit-and-resend, copy buttons on code
+// blocks, and a confirm() before deleting.
 (function () {
   "use strict";
 
@@ -15,6 +16,67 @@
   document.addEventListener("submit", function (event) {
     const form = event.target.closest("form[data-confirm]");
     if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  });
+
+  // Rename and pin in place: the sidebar's forms (and the conversation's own) post to the page without
+  // JavaScript; here they PATCH /api/v1/conversations/<id> and every place showing the conversation follows.
+  function showConversation(body) {
+    document.querySelectorAll('[data-conversation="' + body.id + '"]').forEach(function (place) {
+      if (place.id === "chat") document.getElementById("chat-title").textContent = body.title;
+      place.querySelectorAll(".conv-title").forEach(function (t) { t.textContent = body.title; });
+      place.querySelectorAll('form[data-patch="title"] input[name=title]').forEach(function (input) {
+        if (document.activeElement !== input) input.value = body.title;
+      });
+      if (!("pinned" in body)) return;  // a new title only
+      place.querySelectorAll('form[data-patch="pinned"]').forEach(function (form) {
+        form.querySelector("input[name=pinned]").value = body.pinned ? "0" : "1";
+        const button = form.querySelector("button");
+        button.textContent = body.pinned ? "Unpin" : "Pin";
+        if (button.hasAttribute("aria-pressed")) button.setAttribute("aria-pressed", String(body.pinned));
+      });
+      if (place.tagName === "LI") {
+        place.dataset.pinned = String(body.pinned);
+        place.dataset.updated = body.updated_at;
+        place.querySelector(".pin").hidden = !body.pinned;
+      }
+    });
+    const list = document.getElementById("conv-list");
+    if (!list || !("pinned" in body)) return;
+    const rank = function (li) { return (li.dataset.pinned === "true" ? "1" : "0") + (li.dataset.updated || ""); };
+    Array.prototype.slice.call(list.querySelectorAll("li[data-conversation]"))
+      .sort(function (a, b) { return rank(b) < rank(a) ? -1 : rank(b) > rank(a) ? 1 : 0; })
+      .forEach(function (li) { list.appendChild(li); });  // pinned first, then the latest
+  }
+
+  document.addEventListener("submit", function (event) {
+    const form = event.target.closest("form[data-patch]");
+    const owner = form && form.closest("[data-conversation]");
+    if (!owner || event.defaultPrevented) return;
+    event.preventDefault();
+    const field = form.dataset.patch;
+    const value = field === "pinned" ? form.querySelector("input[name=pinned]").value === "1"
+      : form.querySelector("input[name=title]").value.trim();
+    fetch("/api/v1/conversations/" + owner.dataset.conversation, {
+      method: "PATCH", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf() },
+      body: JSON.stringify({ [field]: value }),
+    }).then(function (response) {
+      return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+    }).then(function (result) {
+      if (!result.ok) { window.alert((result.body.error && result.body.error.message) || "That did not work."); return; }
+      showConversation(result.body);
+      const menu = form.closest("details");
+      if (menu) { menu.open = false; menu.querySelector("summary").focus(); }
+    }).catch(function () { window.alert("The server could not be reached."); });
+  });
+  // A title summarised from the first exchange (agents.title_conversation pushes it through live.js's socket).
+  document.addEventListener("crewdesk:event", function (event) {
+    const data = event.detail.data || {};
+    if (event.detail.type === "conversation.titled") showConversation({ id: data.conversation, title: data.title });
+  });
+  document.addEventListener("keydown", function (event) {  // Escape closes an open rename / pin menu
+    const menu = event.key === "Escape" && event.target.closest && event.target.closest("details.conv-menu[open], details.rename[open]");
+    if (menu) { menu.open = false; menu.querySelector("summary").focus(); }
   });
 
   // Code blocks in answers get a copy button (copy.js copies the block's text).
@@ -59,12 +121,11 @@
   const summary = document.getElementById("picked-summary");
   const mentions = document.getElementById("mentions");
   const boxes = Array.prototype.slice.call(form.querySelectorAll("input[name=collections]"));
-  let socket = null;
   let current = null;
   let asked = null;
   let editing = null;  // the id of the question being edited, replaced when sent
-  let pending = question.dataset.pending || "";
-  let lost = 0;  // the close code that ended access (live.js knows what it means), while one retry is under way
+  // A question waiting for the socket: the first one, sent from the start panel, or one asked while away.
+  let pending = question.dataset.pending ? { text: question.dataset.pending, replace: null } : null;
 
   function userTurn(text) {
     const empty = document.getElementById("no-turns");
@@ -104,6 +165,9 @@
     return fresh;
   }
 
+  // The conversation's title as "started" gives it (the first question's words; a summary arrives later).
+  function showTitle(title) { showConversation({ id: root.dataset.conversation, title: title }); }
+
   function busy(on) {
     send.disabled = on;
     stop.hidden = !on;
@@ -114,56 +178,45 @@
     errorBox.hidden = !message;
   }
 
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    socket = new WebSocket(scheme + "://" + location.host + root.dataset.socket);
-    let opened = false;
-    socket.onopen = function () {
-      opened = true; lost = 0;
-      if (pending) { const text = pending; pending = ""; ask(text, null); }
-    };
-    socket.onmessage = function (message) {
-      const event = JSON.parse(message.data);
-      if (event.type === "started") {
-        if (asked) { asked.dataset.message = event.question; asked = null; }
-        if (event.title) {  // the title the first question gave the conversation (text, not HTML)
-          document.getElementById("chat-title").textContent = event.title;
-          const entry = document.querySelector("#conv-list li.current .conv-title");
-          if (entry) entry.textContent = event.title;
-        }
-        current = answerTurn(event.message);
-      } else if (event.type === "delta" && current) {
-        current.querySelector(".text").textContent += event.text;
-        current.scrollIntoView({ block: "end" });
-      } else if (event.type === "done" && current) {
-        current = replaceWithServerHtml(current, event.html);
-        current.scrollIntoView({ block: "end" });
-        current = null;
-        busy(false);
-        refreshUserTurns();
-      } else if (event.type === "error") {
-        if (current && event.html) replaceWithServerHtml(current, event.html);
-        else if (asked) {  // refused before it started: the question goes back into the box
-          if (!question.value) question.value = asked.querySelector(".text").textContent;
-          asked.remove();
-        }
-        current = null; asked = null;
-        showError(event.error.message);
-        busy(false);
-      }
-    };
-    socket.onclose = function (event) {
+  function onEvent(event) {
+    if (event.type === "started") {
+      if (asked) { asked.dataset.message = event.question; asked = null; }
+      if (event.title) showTitle(event.title);
+      current = answerTurn(event.message);
+    } else if (event.type === "delta" && current) {
+      current.querySelector(".text").textContent += event.text;
+      current.scrollIntoView({ block: "end" });
+    } else if (event.type === "done" && current) {
+      current = replaceWithServerHtml(current, event.html);
+      current.scrollIntoView({ block: "end" });
+      current = null;
       busy(false);
-      const message = window.crewdeskAccessLost ? window.crewdeskAccessLost(event.code) : "";
-      if (message) lost = event.code;
-      else if (lost && !opened) {  // the retry was refused too: no more reconnecting, say why
-        showError(window.crewdeskAccessLost(lost));
-        send.disabled = true;
-        return;
+      refreshUserTurns();
+    } else if (event.type === "error") {
+      if (current && event.html) replaceWithServerHtml(current, event.html);
+      else if (asked) {  // refused before it started: the question goes back into the box
+        if (!question.value) question.value = asked.querySelector(".text").textContent;
+        asked.remove();
       }
-      setTimeout(connect, 1500);
-    };
+      current = null; asked = null;
+      showError(event.error.message);
+      busy(false);
+    }
   }
+
+  // One socket (static/js/socket.js reconnects it); a question asked while it was away is sent on reconnect.
+  const live = window.crewdeskSocket(root.dataset.socket, {
+    onEvent: onEvent,
+    onOpen: function () {
+      if (pending) { const waiting = pending; pending = null; ask(waiting.text, waiting.replace); }
+    },
+    onClose: function () { busy(false); },
+    onLost: function (message) {
+      if (pending && !question.value) question.value = pending.text;
+      showError(message);
+      send.disabled = true;
+    },
+  });
 
   function refreshUserTurns() {
     // A question sent from this page gets the same actions as a stored one (built as text, not HTML).
@@ -194,13 +247,14 @@
   }
 
   function ask(text, replace) {
-    if (!text || !socket || socket.readyState !== WebSocket.OPEN || send.disabled) return false;
+    if (!text || send.disabled) return false;
+    if (!live.isOpen()) { pending = { text: text, replace: replace }; live.reconnectNow(); return true; }
     showError("");
     if (replace) removeFrom(turns.querySelector('.turn[data-message="' + replace + '"]'));
     asked = userTurn(text);
     const frame = { type: "ask", content: text, model: model.value };
     if (replace) frame.replace = replace;
-    socket.send(JSON.stringify(frame));
+    live.send(frame);
     busy(true);
     return true;
   }
@@ -227,7 +281,7 @@
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); submit(); }
   });
   stop.addEventListener("click", function () {
-    if (socket) socket.send(JSON.stringify({ type: "stop" }));
+    live.send({ type: "stop" });
   });
 
   // --- Collections: the picker and "#" mentions; saved on the conversation through the API ----------------
@@ -327,5 +381,4 @@
     });
   });
 
-  connect();
 })();

@@ -154,14 +154,12 @@
 
   if (finished.includes(data.status)) return;
   document.getElementById("live-note").textContent = "live";
-  let attempt = 0;
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(scheme + "://" + location.host + "/ws/runs/" + runPage.dataset.run + "/");
-    let done = false;
-    socket.onopen = function () { attempt = 0; };
-    socket.onmessage = function (message) {
-      const event = JSON.parse(message.data);
+  let done = false;
+  window.crewdeskSocket("/ws/runs/" + runPage.dataset.run + "/", {
+    maxDelay: 15000,
+    reconnect: function () { return !done; },
+    onLost: function (message) { document.getElementById("live-note").textContent = message; },
+    onEvent: function (event) {
       if (event.type === "step") addStep(event.step);
       else if (event.type === "token") {
         typing.hidden = false;
@@ -170,16 +168,8 @@
       } else if (event.type === "status" || event.type === "run") {
         const status = event.type === "run" ? event.run.status : event.status;
         setStatus(status, event.type === "run" ? event.run.error : event.error);
-        if (finished.includes(status)) { done = true; refresh(); }
+        if (finished.includes(status) && !done) { done = true; refresh(); }
       }
-    };
-    socket.onclose = function (event) {
-      if (done) return;
-      const lost = window.crewdeskAccessLost ? window.crewdeskAccessLost(event.code) : "";
-      if (lost) { document.getElementById("live-note").textContent = lost; return; }  // say why; stop reconnecting
-      attempt += 1;
-      setTimeout(connect, Math.min(15000, 500 * 2 ** attempt));
-    };
-  }
-  connect();
+    },
+  });
 })();

@@ -127,3 +127,23 @@ def test_feedback_through_the_api(make_member, session_client):
     assert session_client(stranger.user).post(url, {"rating": "up"}, format="json").status_code == 404
     key = issue_key(answer.organization, scopes=["ask"])
     assert key_client(key.secret).post(url, {"rating": "up"}, format="json").status_code == 201
+
+
+def test_regenerate_and_edit_frames_name_the_question_by_its_id():
+    """Found by the acceptance flow: frames are validated strictly, and a strict UUID refused the id string JSON
+    carries, so Regenerate and Edit were refused with "The message does not have the expected fields"."""
+    import json
+    import uuid
+
+    from agents.consumers import FRAMES
+    from saas.core.consumers import parse_frame
+    from saas.core.errors import ApplicationError
+
+    question = uuid.uuid4()
+    frame = parse_frame(json.dumps({"type": "ask", "content": "Again?", "replace": str(question)}), None,
+                        schema=FRAMES, types="ask", max_bytes=65536)  # fmt: skip
+    assert frame.replace == question
+    for bad in ("not-an-id", 5, ["x"]):
+        with pytest.raises(ApplicationError):
+            parse_frame(json.dumps({"type": "ask", "content": "Again?", "replace": bad}), None,
+                        schema=FRAMES, types="ask", max_bytes=65536)  # fmt: skip

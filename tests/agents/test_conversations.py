@@ -186,12 +186,6 @@ class TestRendering:
 
 
 class TestWorkspace:
-    def test_the_title_is_a_short_summary_of_the_first_question(self):
-        assert conversations.title_from("How long do **refunds** take?") == "How long do refunds take?"
-        long = conversations.title_from("Explain " + "the refund policy of the company " * 5)
-        assert len(long) <= 60 and long.endswith("…") and " " in long
-        assert conversations.title_from("```\ncode\n```") == "code"
-
     def test_rename_pin_search_and_delete_through_the_api(self, member, policies):
         client = _client(member.user)
         created = client.post("/api/v1/conversations", {"collections": [str(policies.pk)]},
@@ -215,10 +209,15 @@ class TestWorkspace:
         slug = member.organization.slug
         conversation = _start(member)
         base = f"/o/{slug}/chat/{conversation.pk}/"
-        assert client.post(base + "rename/", {"title": "Travel questions"}).status_code == 302
-        assert client.post(base + "pin/", {"pinned": "1"}).status_code == 302
+        assert client.post(base + "rename/", {"title": "Travel questions"}).url == base
+        # The sidebar's forms come back to the page they were on, never to another site or team.
+        index = f"/o/{slug}/chat/?q=travel"
+        assert client.post(base + "pin/", {"pinned": "1", "next": index}).url == index
+        for elsewhere in ("https://evil.example/", "//evil.example/o/x/", f"/o/not-{slug}/chat/"):
+            assert client.post(base + "pin/", {"pinned": "1", "next": elsewhere}).url == base
         conversation.refresh_from_db()
         assert conversation.title == "Travel questions" and conversation.pinned
+        assert conversation.title_source == "user"  # a summary will never replace it
         assert "Travel questions" in client.get(f"/o/{slug}/chat/?q=travel").content.decode()
         assert "Travel questions" not in client.get(f"/o/{slug}/chat/?q=payroll").content.decode()
         assert client.post(base + "delete/").status_code == 302

@@ -107,7 +107,7 @@ def test_a_grounded_conversation_renders_cites_and_survives_a_reload(browser, da
     page.keyboard.press("Enter")
 
     answer = page.locator(".turn.assistant").first
-    answer.locator(".meta").wait_for(timeout=20000)
+    answer.locator(".meta").wait_for(timeout=90000)  # the first grounded answer loads the embedding model
     assert answer.locator(".citations li").count() == 1, (answer.inner_html(), page.inner_text("#chat-error"))
     assert answer.locator(".md table td").first.inner_text() == "Refunds"
     code = answer.locator(".md pre.code")
