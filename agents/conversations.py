@@ -24,7 +24,7 @@ from documents import services as documents
 from documents.models import Collection, Document
 from saas.core.errors import ApplicationError, NotFound
 from saas.core.markdown import render_markdown
-from saas.llm import gateway
+from saas.llm import gateway, tracing
 from saas.llm.providers import ChatRequest
 
 MAX_TITLE_CHARS = 60
@@ -166,6 +166,7 @@ def grounding(conversation: Conversation) -> tuple[list[Collection] | None, bool
     return None, local
 
 
+@tracing.traces("chat", "Chat turn", subject=lambda kwargs: kwargs["answer"].pk)
 def answer_stream(
     *, conversation: Conversation, answer: Message, caller: gateway.Caller, should_stop: Callable[[], bool]
 ) -> Generator[dict[str, Any], None, None]:

@@ -8,8 +8,19 @@ from pgvector.django import HnswIndex, VectorField
 from saas.core.models import BaseModel
 from saas.core.tenancy import OrgOwnedModel
 from saas.llm.provider_models import OrgProvider, Provider, ProviderKind
+from saas.llm.trace_models import Span, Trace
 
-__all__ = ["LLMCall", "ModelConfig", "OrgLLMSettings", "OrgProvider", "Provider", "ProviderKind", "SemanticCacheEntry"]
+__all__ = [
+    "LLMCall",
+    "ModelConfig",
+    "OrgLLMSettings",
+    "OrgProvider",
+    "Provider",
+    "ProviderKind",
+    "SemanticCacheEntry",
+    "Span",
+    "Trace",
+]
 
 
 class ModelConfig(BaseModel):
