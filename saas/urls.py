@@ -26,6 +26,7 @@ urlpatterns = [
     path("api/v1/", include(agents_urls.api_urlpatterns)),
     path("api/v1/", include(documents_urls.api_urlpatterns)),
     path("api/v1/", include(billing_urls.api_urlpatterns)),
+    path("api/v1/", include(analytics_urls.api_urlpatterns)),
     path("o/<slug:org_slug>/", include(analytics_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(agents_urls.org_patterns)),
     path("o/<slug:org_slug>/", include(documents_urls.org_patterns)),

@@ -13,7 +13,7 @@ from agents.models import Conversation, Crew, Message, Run, RunStep
 from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
-from saas.llm.models import LLMCall, OrgProvider
+from saas.llm.models import LLMCall, OrgProvider, Trace
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import (
     ApiKeyFactory,
@@ -24,6 +24,7 @@ from tests.accounts.factories import (
     OrganizationFactory,
 )
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
+from tests.analytics.factories import TraceFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
 from tests.llm.factories import LLMCallFactory, OrgProviderFactory
 
@@ -47,6 +48,7 @@ FACTORIES = {
     ApiKey: ApiKeyFactory,
     AuditEvent: AuditEventFactory,
     DataExport: DataExportFactory,
+    Trace: TraceFactory,
 }
 
 
