@@ -176,18 +176,9 @@ def timeline(*, org: Any, trace: Trace) -> Timeline:
         ]  # fmt: skip
         ledger = (reverse("request-detail", args=[trace.organization.slug, span.llm_call_id])
                   if span.llm_call_id else "")  # fmt: skip
-        rows.append(
-            Row(
-                span,
-                min(depth, 4),
-                round(x, 3),
-                round(width, 3),
-                x + width < TRACK * 0.75,
-                passages,
-                ledger,
-                round(x + width, 3),
-            )
-        )
+        rows.append(Row(span=span, depth=min(depth, 4), x=round(x, 3), width=round(width, 3),
+                        label_after=x + width < TRACK * 0.75, end=round(x + width, 3), passages=passages,
+                        ledger_url=ledger))  # fmt: skip
     step = _tick_step(total)
     ticks = [(round(TRACK * at / total, 3), _ms(at)) for at in range(0, total + 1, step) if TRACK * at / total <= 92]
     by_kind: dict[str, int] = {}
