@@ -161,13 +161,14 @@ def models_notice() -> str:
 
 
 def _trace_json(trace: Trace) -> dict[str, Any]:
+    spans = Span.objects.for_org(trace.organization_id).filter(trace=trace).order_by("seq")
     return {
         "id": str(trace.pk), "kind": trace.kind, "name": trace.name, "started_at": trace.started_at.isoformat(),
         "status": trace.status, "duration_ms": trace.duration_ms, "llm_calls": trace.llm_calls,
         "prompt_tokens": trace.prompt_tokens, "completion_tokens": trace.completion_tokens,
         "cost_usd": f"{trace.cost_usd:f}",
         "spans": [{"kind": s.kind, "name": s.name, "start_ms": s.start_ms, "end_ms": s.end_ms, "status": s.status,
-                   "llm_call_id": str(s.llm_call_id) if s.llm_call_id else None} for s in trace.spans.order_by("seq")],
+                   "llm_call_id": str(s.llm_call_id) if s.llm_call_id else None} for s in spans],
     }  # fmt: skip
 
 

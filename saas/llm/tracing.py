@@ -34,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 from django_guid import get_guid
 
@@ -185,7 +186,8 @@ class Recorder:
             trace = Trace.all_orgs.select_for_update().filter(pk=self.id, organization_id=self.org_id).first()
         if trace is not None and not self._stored:  # an earlier attempt of the same job: append after its spans
             base_ms = max(0, round((self.started_at - trace.started_at).total_seconds() * 1000))
-            next_seq = trace.spans.count()
+            written = Span.all_orgs.filter(trace_id=self.id, organization_id=self.org_id).aggregate(last=Max("seq"))
+            next_seq = written["last"] or 0
             self._base_ms, self._seq_base = base_ms, next_seq
         elif trace is not None:
             base_ms, next_seq = getattr(self, "_base_ms", 0), getattr(self, "_seq_base", 0)

@@ -15,6 +15,7 @@ from saas.llm.registry import sync_registry
 from tests.accounts.factories import ApiKeyFactory, InvitationFactory, MembershipFactory
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.browser.conftest import sign_in
+from tests.browser.test_traces_page import crew_trace
 from tests.documents.factories import ChunkFactory, DocumentFactory
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -49,6 +50,7 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
     ChunkFactory(organization=org, document=document)
     ApiKeyFactory(organization=org)
     InvitationFactory(organization=org)
+    trace, _ = crew_trace(org, admin.user)
     o = f"/o/{org.slug}"
     pages = {
         "overview": f"{o}/",
@@ -74,6 +76,8 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "billing": f"{o}/billing/",
         "providers": f"{o}/settings/providers/",
         "request-log": f"{o}/requests/",
+        "traces": f"{o}/traces/",
+        "trace": f"{o}/traces/{trace.id}/",
     }
     member_pages = {"chat": f"{o}/chat/{conversation.id}/"}  # a conversation is its owner's alone
     return admin, member, {"admin": {**pages, **admin_pages}, "member": {**pages, **member_pages}}  # type: ignore[dict-item]
