@@ -46,13 +46,13 @@ class TraceFilterIn(StrictSerializer):
         )  # fmt: skip
 
 
-class TokensOut(serializers.Serializer):
+class TraceTokensOut(serializers.Serializer):
     prompt = serializers.IntegerField()
     completion = serializers.IntegerField()
     total = serializers.IntegerField(required=False)
 
 
-class KeyOut(serializers.Serializer):
+class TraceKeyOut(serializers.Serializer):
     id = serializers.UUIDField()
     prefix = serializers.CharField()
     name = serializers.CharField()
@@ -68,11 +68,11 @@ class TraceOut(serializers.Serializer):
     started_at = serializers.DateTimeField()
     duration_ms = serializers.IntegerField()
     llm_calls = serializers.IntegerField(help_text="Model calls (chat and embeddings) in the trace.")
-    tokens = TokensOut()
+    tokens = TraceTokensOut()
     cost_usd = serializers.CharField()
     request_id = serializers.CharField()
     member = serializers.EmailField(allow_null=True)
-    key = KeyOut(allow_null=True)
+    key = TraceKeyOut(allow_null=True)
 
 
 class SpanOut(serializers.Serializer):
@@ -85,7 +85,7 @@ class SpanOut(serializers.Serializer):
     latency_ms = serializers.IntegerField()
     status = serializers.CharField()
     llm_call_id = serializers.UUIDField(allow_null=True, help_text="A model call's row in /api/v1/requests.")
-    tokens = TokensOut()
+    tokens = TraceTokensOut()
     cost_usd = serializers.CharField()
     attributes = serializers.JSONField(
         help_text="retrieval: passages (chunk and document ids, scores); llm: model, cache, operation, time to "
