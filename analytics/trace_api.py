@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from accounts.permissions import ADMIN
 from analytics import traces
 from saas.core.api import OrgScopedViewSet, StrictSerializer
-from saas.llm.models import Span, Trace
+from saas.llm.models import Trace
 
 
 class TraceFilterIn(StrictSerializer):
@@ -60,9 +60,9 @@ class TraceKeyOut(serializers.Serializer):
 
 class TraceOut(serializers.Serializer):
     id = serializers.UUIDField()
-    kind = serializers.ChoiceField(choices=Trace.Kind.values)
+    kind = serializers.CharField(help_text="ask, chat, generate, completion or crew_run")
     name = serializers.CharField()
-    status = serializers.ChoiceField(choices=Trace.Status.values)
+    status = serializers.CharField(help_text="ok, error or cancelled")
     error = serializers.CharField(help_text="The error's kind; empty when it went well.")
     subject_id = serializers.CharField(allow_null=True, help_text="The crew run or chat message it is about.")
     started_at = serializers.DateTimeField()
@@ -78,7 +78,7 @@ class TraceOut(serializers.Serializer):
 class SpanOut(serializers.Serializer):
     seq = serializers.IntegerField()
     parent_seq = serializers.IntegerField(allow_null=True)
-    kind = serializers.ChoiceField(choices=Span.Kind.values)
+    kind = serializers.CharField(help_text="step, retrieval, llm or tool")
     name = serializers.CharField()
     start_ms = serializers.IntegerField(help_text="From the trace's start.")
     end_ms = serializers.IntegerField()
