@@ -37,7 +37,13 @@ def _rated(
     feedback = give(
         rating=Feedback.Rating.UP if rating == "up" else Feedback.Rating.DOWN, comment=data.validated_data["comment"]
     )
-    body = {"id": str(feedback.pk), answer_key: str(answer_id(feedback)), "rating": rating, "comment": feedback.comment}
+    body = {
+        "id": str(feedback.pk),
+        answer_key: str(answer_id(feedback)),
+        "rating": rating,
+        "comment": feedback.comment,
+        "trace_id": selectors.feedback_trace(feedback=feedback),
+    }  # the answer's trace (GET /api/v1/traces/{id})
     return Response(body, status=status.HTTP_201_CREATED)
 
 

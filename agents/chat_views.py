@@ -11,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.permissions import ASK
+from accounts.permissions import ADMIN, ASK
 from accounts.views import OrgHttpRequest, org_page, run_service
 from agents import conversations, services
 from agents.views import _model_choices
@@ -67,7 +67,8 @@ def chat_conversation(request: OrgHttpRequest, conversation_id: str) -> HttpResp
     picked = {c.pk for c in conversation.collections.all()}
     grounded, local = conversations.grounding(conversation)
     return render(request, "agents/chat.html", _workspace(
-        request, conversation=conversation, turns=conversations.turns(conversation=conversation, user=request.user),
+        request, conversation=conversation, turns=conversations.turns(
+            conversation=conversation, user=request.user, traced=request.principal.has(ADMIN)),
         picked=picked, pending=question, grounded=grounded is not None, local=local,
     ))  # fmt: skip
 

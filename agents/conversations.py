@@ -19,13 +19,13 @@ from django.urls import reverse
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from agents import services, titles
+from agents import selectors, services, titles
 from agents.models import Conversation, Feedback, Message
 from documents import services as documents
 from documents.models import Collection, Document
 from saas.core.errors import ApplicationError, NotFound
 from saas.core.markdown import render_markdown
-from saas.llm import gateway
+from saas.llm import gateway, tracing
 from saas.llm.providers import ChatRequest
 
 MAX_COLLECTIONS = 20
@@ -155,6 +155,7 @@ def grounding(conversation: Conversation) -> tuple[list[Collection] | None, bool
     return None, local
 
 
+@tracing.traces("chat", "Chat turn", subject=lambda kwargs: kwargs["answer"].pk)
 def answer_stream(
     *, conversation: Conversation, answer: Message, caller: gateway.Caller, should_stop: Callable[[], bool]
 ) -> Generator[dict[str, Any], None, None]:
@@ -241,7 +242,7 @@ def answer_html(text: str, citations: list[dict[str, Any]], anchor: str) -> Safe
     return mark_safe(html)  # noqa: S308  (sanitised by render_markdown; the links hold only digits and a uuid)
 
 
-def turn_context(message: Message, *, slug: str, rating: int | None = None) -> dict[str, Any]:
+def turn_context(message: Message, *, slug: str, rating: int | None = None, trace: str | None = None) -> dict[str, Any]:
     text = services.message_text(message)
     citations = message.citations if message.role == Message.Role.ASSISTANT else []
     for citation in citations:
@@ -249,6 +250,7 @@ def turn_context(message: Message, *, slug: str, rating: int | None = None) -> d
         citation["url"] = f"{document}#chunk-{citation['chunk_id']}"
     return {
         "message": message, "text": text, "citations": citations, "rating": rating,
+        "trace_url": reverse("trace-detail", args=[slug, trace]) if trace else "",
         "html": answer_html(text, citations, f"cite-{message.pk}") if message.role == Message.Role.ASSISTANT else "",
     }  # fmt: skip
 
@@ -263,10 +265,12 @@ def turn_html(message: Message, *, user: Any) -> str:
     return render_to_string("agents/chat_turn.html", {"turn": turn_context(message, slug=slug, rating=rating)})
 
 
-def turns(*, conversation: Conversation, user: Any) -> list[dict[str, Any]]:
+def turns(*, conversation: Conversation, user: Any, traced: bool = False) -> list[dict[str, Any]]:
+    """`traced`: link each answer to its trace (for the admins who may read traces)."""
     org = conversation.organization
     messages = list(Message.objects.for_org(org).filter(conversation=conversation).order_by("created_at"))
     ratings = dict(
         Feedback.objects.for_org(org).filter(message__in=messages, user=user).values_list("message_id", "rating")
     )
-    return [turn_context(m, slug=org.slug, rating=ratings.get(m.pk)) for m in messages]
+    traces = selectors.answer_traces(org=org, messages=messages) if traced else {}
+    return [turn_context(m, slug=org.slug, rating=ratings.get(m.pk), trace=traces.get(m.pk)) for m in messages]

@@ -33,7 +33,7 @@ from agents.models import Run, RunStep
 from agents.tools import TOOLS, call_tool
 from saas.core import crypto
 from saas.core.redis import get_redis
-from saas.llm import gateway, local_engine
+from saas.llm import gateway, local_engine, tracing
 from saas.llm.models import LLMCall
 from saas.llm.providers import ChatRequest, LLMError
 from saas.llm.tool_protocol import ToolCall
@@ -97,7 +97,15 @@ class Engine:
     # --- The run -------------------------------------------------------------------------------------------
 
     def execute(self) -> str:
-        """The final output; raises RunStopped or LeaseLost."""
+        """The final output; raises RunStopped or LeaseLost. The run is one trace (saas/llm/tracing.py), under
+        the run's id: a span per task, with its model and tool calls inside."""
+        with tracing.trace(**tracing.for_caller(
+            self.caller, "crew_run", f"Crew run: {self.definition.get('name', '')}", subject_id=str(self.run.pk),
+            trace_id=self.run.pk, resumable=True,
+        )):  # fmt: skip
+            return self._execute()
+
+    def _execute(self) -> str:
         outputs = self._recorded_outputs()
         agents = {agent["role"]: agent for agent in self.definition["agents"]}
         hierarchical = self.definition.get("process") == "hierarchical"
@@ -108,12 +116,17 @@ class Engine:
         for task in self.definition["tasks"]:
             if task["name"] in outputs:
                 continue  # finished before this run's worker was lost
-            if hierarchical:
-                output = self._managed(task, agents, outputs)
-            else:
-                output = self._work(agents[task["agent"]], task, outputs)
-            self._step(RunStep.Kind.OUTPUT, self._last_role, task["name"], output)
+            with tracing.span("step", f"Task {task['name']}", task=task["name"]) as span:
+                if hierarchical:
+                    output = self._managed(task, agents, outputs)
+                else:
+                    output = self._work(agents[task["agent"]], task, outputs)
+                if span is not None:
+                    span.attributes["agent"] = self._last_role
+                self._step(RunStep.Kind.OUTPUT, self._last_role, task["name"], output)
             outputs[task["name"]] = output
+            if (recorder := tracing.current()) is not None:
+                recorder.flush()  # a long run's trace shows each task as it ends
         return self._delivered(outputs)
 
     def _delivered(self, outputs: dict[str, str]) -> str:
@@ -298,7 +311,11 @@ class Engine:
                 self._step(RunStep.Kind.TOOL_CALL, agent["role"], task["name"], f"{call.name}({call.arguments})",
                            {"tool": call.name, "call_id": call.id})  # fmt: skip
                 started = time.perf_counter()
-                result = call_tool(name=call.name, arguments=call.arguments, caller=self.caller, allowed=allowed)
+                with tracing.span("tool", call.name, tool=call.name, agent=agent["role"]) as span:
+                    result = call_tool(name=call.name, arguments=call.arguments, caller=self.caller, allowed=allowed)
+                    if span is not None:
+                        span.status = "ok" if result.ok else "error"
+                        span.attributes["citations"] = len(result.citations or [])
                 self._step(
                     RunStep.Kind.TOOL_RESULT, agent["role"], task["name"], result.text,
                     {"tool": call.name, "call_id": call.id, "ok": result.ok, "citations": result.citations},

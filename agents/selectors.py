@@ -12,6 +12,7 @@ from agents.engine import step_json
 from agents.models import Crew, Message, Run, RunStep, Task
 from saas.core import crypto
 from saas.llm.local_engine import ENGINE_LABEL
+from saas.llm.models import LLMCall
 from saas.llm.selectors import CallOrigin
 
 
@@ -159,3 +160,27 @@ def llm_call_origins(org: Any, calls: list[Any]) -> dict[Any, CallOrigin]:
                 "conversation", str(conversation_id), reverse("chat-conversation", args=[org.slug, conversation_id])
             )
     return origins
+
+
+def answer_traces(*, org: Any, messages: list[Any]) -> dict[Any, str]:
+    """The trace of each answer that has a recorded one (by its ledger row's trace id): two queries."""
+    from saas.llm.selectors import traces_recorded
+
+    calls = {m.llm_call_id: m.pk for m in messages if m.llm_call_id}
+    if not calls:
+        return {}
+    trace_ids = dict(LLMCall.objects.for_org(org).filter(pk__in=calls).values_list("pk", "trace_id"))
+    recorded = traces_recorded(org=org, ids=trace_ids.values())
+    return {calls[pk]: trace for pk, trace in trace_ids.items() if trace in recorded}
+
+
+def feedback_trace(*, feedback: Any) -> str | None:
+    """The trace of the answer a feedback rates (a chat answer's or an ask response's ledger row), if recorded."""
+    from saas.llm.selectors import traces_recorded
+
+    call_id = feedback.llm_call_id or (feedback.message.llm_call_id if feedback.message_id else None)
+    if call_id is None:
+        return None
+    trace = LLMCall.objects.for_org(feedback.organization_id).filter(pk=call_id).values_list("trace_id", flat=True)
+    found = trace.first() or ""
+    return found if traces_recorded(org=feedback.organization_id, ids=[found]) else None

@@ -8,13 +8,14 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.permissions import CREWS_RUN, READ
+from accounts.permissions import ADMIN, CREWS_RUN, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
 from agents import definitions, selectors, services, starters
 from agents.models import Crew, Run
 from agents.tools import TOOLS
 from saas.core.paging import table_page
 from saas.llm import provider_registry
+from saas.llm import selectors as llm_selectors
 
 CREWS_PER_PAGE = 20
 RUNS_PER_PAGE = 20
@@ -131,6 +132,8 @@ def run_detail(request: OrgHttpRequest, run_id: str) -> HttpResponse:
                        ("Task", _bars(body["breakdown"]["tasks"]), "by-task")],
         "can_cancel": request.principal.has(CREWS_RUN), "can_retry": request.principal.has(CREWS_RUN),
         "finished": run.status in Run.FINISHED, "previous": previous, "idempotency_key": uuid.uuid4(),
+        "traced": request.principal.has(ADMIN)
+        and bool(llm_selectors.traces_recorded(org=request.org, ids=[str(run.pk)])),
     })  # fmt: skip
 
 

@@ -1,12 +1,13 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from analytics import api, eval_views, insights_api, prompt_api, prompt_views, views
+from analytics import api, eval_views, insights_api, prompt_api, prompt_views, trace_api, trace_views, views
 
 router = SimpleRouter(trailing_slash=False)
 router.register("datasets", api.DatasetViewSet, basename="dataset")
 router.register("eval-cases", api.CaseViewSet, basename="eval-case")
 router.register("eval-runs", api.EvalRunViewSet, basename="eval-run")
+router.register("traces", trace_api.TraceViewSet, basename="trace")
 
 org_patterns = [
     path("", views.overview_page, name="org-dashboard"),
@@ -30,6 +31,8 @@ org_patterns = [
     path("evals/feedback/<uuid:feedback_id>/case/", eval_views.case_from_feedback, name="eval-case-from-feedback"),
     path("evals/requests/<uuid:call_id>/case/", eval_views.case_from_call, name="eval-case-from-request"),
     path("insights/", views.insights_page, name="insights"),
+    path("traces/", trace_views.trace_list_page, name="trace-list"),
+    path("traces/<uuid:trace_id>/", trace_views.trace_detail_page, name="trace-detail"),
     # Prompts and experiments (analytics/prompt_views.py)
     path("prompts/", prompt_views.prompt_index, name="prompt-index"),
     path("prompts/versions/<uuid:version_id>/label/", prompt_views.prompt_label, name="prompt-label"),
@@ -58,5 +61,5 @@ api_urlpatterns = [
     path("experiments", prompt_api.ExperimentListView.as_view(), name="experiments"),
     path("experiments/<uuid:experiment_id>", prompt_api.ExperimentDetailView.as_view(), name="experiment"),
     path("experiments/<uuid:experiment_id>/end", prompt_api.ExperimentEndView.as_view(), name="experiment-end-api"),
-    *router.urls,  # datasets, eval-cases, eval-runs (analytics/api.py)
+    *router.urls,  # datasets, eval-cases, eval-runs (analytics/api.py), traces (analytics/trace_api.py)
 ]

@@ -18,7 +18,7 @@ from pgvector.django import CosineDistance
 
 from documents.models import Chunk, Collection, Document
 from saas.core import crypto
-from saas.llm import gateway
+from saas.llm import gateway, tracing
 
 Scope = Collection | Sequence[Collection] | None  # one collection, several (a conversation's), or all
 RRF_K = 60  # the usual constant of reciprocal rank fusion: damps the weight of the very first ranks
@@ -67,8 +67,24 @@ def chunk_search(
     *, org: Any, query: str, collection: Scope = None, top_k: int | None = None,
     caller: gateway.Caller | None = None, query_vector: list[float] | None = None,
 ) -> list[SearchHit]:  # fmt: skip
-    """`query_vector`: the query's embedding (by DOCUMENTS_EMBEDDING_MODEL), when the caller made it already."""
+    """`query_vector`: the query's embedding (by DOCUMENTS_EMBEDDING_MODEL), when the caller made it already.
+    A `retrieval` span of the current trace records the passages found, with their scores (ids only)."""
     top_k = top_k or settings.DOCUMENTS_SEARCH_TOP_K
+    with tracing.span("retrieval", "Search the documents", top_k=top_k) as span:
+        hits = _chunk_search(org=org, query=query, collection=collection, top_k=top_k, caller=caller,
+                             query_vector=query_vector)  # fmt: skip
+        if span is not None:
+            span.attributes["passages"] = [
+                {"chunk_id": hit.chunk_id, "document_id": hit.document_id, "score": round(hit.score, 6),
+                 "similarity": round(hit.similarity, 4)} for hit in hits
+            ]  # fmt: skip
+    return hits
+
+
+def _chunk_search(
+    *, org: Any, query: str, collection: Scope, top_k: int, caller: gateway.Caller | None,
+    query_vector: list[float] | None,
+) -> list[SearchHit]:  # fmt: skip
     caller = caller or gateway.Caller(org=org, feature="ask")
     vector = (
         query_vector or gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=[query]).vectors[0]

@@ -22,7 +22,7 @@ from documents.extraction import ExtractionRefused, chunk_sections, detect_kind,
 from documents.models import Chunk, Collection, Document
 from saas.core import crypto, events, storage
 from saas.core.errors import ApplicationError, Conflict, NotFound
-from saas.llm import gateway, guardrails, ledger
+from saas.llm import gateway, guardrails, ledger, tracing
 from saas.llm.models import SemanticCacheEntry
 from saas.llm.prompt_defaults import BUILTINS
 from saas.llm.providers import ChatRequest
@@ -444,6 +444,7 @@ def ask_plan(
     return AskPlan(question, hits, request, scope, screened, vector, prompt)
 
 
+@tracing.traces("ask", "Ask")
 def ask(
     *, caller: gateway.Caller, question: str, collection: Collection | None = None, top_k: int | None = None,
     model: str = "default", prompt: Any = None, bypass_cache: bool = False,
@@ -526,6 +527,7 @@ def _groundedness(caller: gateway.Caller, text: str, hits: list[Any]) -> tuple[f
     return round(1 - len(unsupported) / len(sentences), 3), unsupported
 
 
+@tracing.traces("ask", "Ask")
 def ask_stream(
     *, caller: gateway.Caller, question: str, collection: Any = None, top_k: int | None = None,
     model: str = "default", should_stop: Callable[[], bool] = lambda: False,

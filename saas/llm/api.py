@@ -26,7 +26,7 @@ from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response
 from saas.core.responses import after_send
 from saas.core.streaming import sse, sse_response
-from saas.llm import config, gateway, openai_compat, provider_registry, services, structured
+from saas.llm import config, gateway, openai_compat, provider_registry, services, structured, tracing
 from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.providers import ChatRequest, LLMError
 
@@ -39,10 +39,15 @@ def _bypass_cache(request: Request) -> bool:
     )
 
 
-def _recorded_after_send(result: gateway.GatewayResult, response: Response) -> Response:
-    """The answer leaves first; its ledger row and cache entries are written right after (saas.core.responses)."""
+def _recorded_after_send(
+    result: gateway.GatewayResult, response: Response, trace: tracing.Recorder | None = None
+) -> Response:
+    """The answer leaves first; its ledger row, cache entries and trace are written right after
+    (saas.core.responses)."""
     if result.record is not None:
         after_send(response, result.record, what=f"LLM call {result.call_id}")
+    if trace is not None and not trace.finished:
+        after_send(response, trace.finish, what=f"trace {trace.id}")
     return response
 
 
@@ -113,13 +118,15 @@ class ChatCompletionsView(OpenAICompatibleView):
         caller = gateway.Caller.of(principal, "chat")
         created = int(time.time())
         bypass = _bypass_cache(request) or bool(data["logprobs"])  # a cached answer has no logprobs
+        trace = tracing.for_caller(caller, "completion", "Chat completion")
         if not data["stream"]:
-            result = gateway.chat(caller=caller, model=data["model"], request=chat, bypass_cache=bypass,
-                                  defer_records=True)  # fmt: skip
+            with tracing.trace(defer=True, **trace) as recorder:
+                result = gateway.chat(caller=caller, model=data["model"], request=chat, bypass_cache=bypass,
+                                      defer_records=True)  # fmt: skip
             body = openai_compat.completion_body(result, created=created, data=data)
-            return _recorded_after_send(result, Response(body))
-        stream = gateway.chat_stream(caller=caller, model=data["model"], request=chat, bypass_cache=bypass,
-                                     defer_records=True)  # fmt: skip
+            return _recorded_after_send(result, Response(body), recorder)
+        stream = tracing.traced_call(tracing.start(**trace), lambda: gateway.chat_stream(
+            caller=caller, model=data["model"], request=chat, bypass_cache=bypass, defer_records=True))  # fmt: skip
         first = next(stream)  # upstream failures before the first token still get a proper HTTP status
         include_usage = (data.get("stream_options") or {}).get("include_usage", False)
         with_tools = bool(chat.tools) and chat.tool_choice != "none"
@@ -240,8 +247,10 @@ class GenerateView(OrgScopedAPIView):
         )
         caller = gateway.Caller.of(request.principal, "generate")  # type: ignore[attr-defined]
         options = {"bypass_cache": _bypass_cache(request), "complexity": data.get("complexity")}
+        trace = tracing.for_caller(caller, "generate", "Generate")
         if not data["stream"]:
-            result = gateway.chat(caller=caller, model=data["model"], request=chat, defer_records=True, **options)
+            with tracing.trace(defer=True, **trace) as recorder:
+                result = gateway.chat(caller=caller, model=data["model"], request=chat, defer_records=True, **options)
             return _recorded_after_send(
                 result,
                 Response(
@@ -255,8 +264,10 @@ class GenerateView(OrgScopedAPIView):
                         "engine": result.engine,
                     }
                 ),
+                recorder,
             )
-        stream = gateway.chat_stream(caller=caller, model=data["model"], request=chat, defer_records=True, **options)
+        stream = tracing.traced_call(tracing.start(**trace), lambda: gateway.chat_stream(
+            caller=caller, model=data["model"], request=chat, defer_records=True, **options))  # fmt: skip
         first = next(stream)
         return sse_response(_generate_events(first, stream))
 

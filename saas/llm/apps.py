@@ -10,16 +10,18 @@ class LLMConfig(AppConfig):
         from saas.core.retention import register_purger
         from saas.llm import config
         from saas.llm.models import ModelConfig, OrgLLMSettings, OrgProvider, Provider
-        from saas.llm.retention import ledger_content_purge
+        from saas.llm.retention import ledger_content_purge, traces_purge
 
         config.memo.watch(ModelConfig, OrgLLMSettings, Provider, OrgProvider)
         register_purger(store="ledger_content", setting="retain_ledger_content_days", purge=ledger_content_purge)
+        register_purger(store="traces", setting="retain_ledger_content_days", purge=traces_purge)
 
         from saas.core.privacy import register_notice, register_store
         from saas.llm import privacy
 
         register_store(privacy.LEDGER)
         register_store(privacy.CACHE)
+        register_store(privacy.TRACES)
         register_store(privacy.PROVIDERS)
         register_notice("AI models and personal data", privacy.models_notice)
 

@@ -35,7 +35,7 @@ from billing import quota
 from saas.core import crypto
 from saas.core.text import storable
 from saas.llm import config as gateway_config
-from saas.llm import guardrails, ledger, metrics, policy, routing
+from saas.llm import guardrails, ledger, metrics, policy, routing, tracing
 from saas.llm.models import LLMCall, ModelConfig
 from saas.llm.pii import Masker
 from saas.llm.prompts import ResolvedPrompt
@@ -209,12 +209,22 @@ class Call:
         attempts = self.route.attempts if self.route else []
         used = [a for a in attempts if a["status"] == "ok"]
         now = timezone.now()
+        # The current trace (saas/llm/tracing.py) gets the call as a span; the row carries the trace's id.
+        trace_id = tracing.model_call(
+            call_id=self.id, started=self.started, name=model.alias if model else storable(self.requested)[:64],
+            status=status, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            cost_usd=self.cost_usd, operation="chat" if self.billed else "embed", feature=self.caller.feature,
+            cache=self.cache, stream=self.stream, error=error.kind if error else "",
+            ttft_ms=round((self.first_token_at - self.started) * 1000) if self.first_token_at else None,
+            fallbacks=len({a["model"] for a in attempts}) - 1 if attempts else 0,
+        )  # fmt: skip
         row = {
             "id": str(self.id), "created_at": now.isoformat(), "updated_at": now.isoformat(),
             "organization_id": str(self.caller.org.pk),
             "user_id": str(self.caller.user.pk) if self.caller.user is not None else None,
             "api_key_id": str(self.caller.api_key.pk) if self.caller.api_key is not None else None,
-            "request_id": get_guid() or "", "trace_id": self.caller.trace_id, "feature": self.caller.feature,
+            "request_id": get_guid() or "", "trace_id": self.caller.trace_id or trace_id,
+            "feature": self.caller.feature,
             "model_requested": storable(self.requested)[:64],  # a refused alias may hold what text columns cannot
             "model_used": model.alias if model else "", "upstream": model.upstream if model else "",
             "stream": self.stream, "attempts": attempts,

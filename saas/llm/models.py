@@ -9,10 +9,11 @@ from saas.core.models import BaseModel
 from saas.core.tenancy import OrgOwnedModel
 from saas.llm.prompt_models import Experiment, ExperimentVariant, Prompt, PromptVersion
 from saas.llm.provider_models import OrgProvider, Provider, ProviderKind
+from saas.llm.trace_models import Span, Trace
 
 __all__ = [
     "Experiment", "ExperimentVariant", "LLMCall", "ModelConfig", "OrgLLMSettings", "OrgProvider", "Prompt",
-    "PromptVersion", "Provider", "ProviderKind", "SemanticCacheEntry",
+    "PromptVersion", "Provider", "ProviderKind", "SemanticCacheEntry", "Span", "Trace",
 ]  # fmt: skip
 
 

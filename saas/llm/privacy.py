@@ -15,7 +15,7 @@ from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
 from saas.core.redis import delete_matching
 from saas.llm.gateway import exact_cache_prefix
-from saas.llm.models import LLMCall, OrgLLMSettings, OrgProvider, SemanticCacheEntry
+from saas.llm.models import LLMCall, OrgLLMSettings, OrgProvider, SemanticCacheEntry, Span, Trace
 
 
 def _duration(seconds: int) -> str:
@@ -155,3 +155,60 @@ def models_notice() -> str:
         'replaced by placeholders and put back in the answer you see (policy "Mask", the default). A team admin '
         'can choose "Block" (such requests are refused) or "Off" on the team\'s settings page.'
     )
+
+
+# --- Traces (saas/llm/tracing.py): ids, timings, tokens and costs; no prompt, answer or passage text ------------
+
+
+def _trace_json(trace: Trace) -> dict[str, Any]:
+    spans = Span.objects.for_org(trace.organization_id).filter(trace=trace).order_by("seq")
+    return {
+        "id": str(trace.pk), "kind": trace.kind, "name": trace.name, "started_at": trace.started_at.isoformat(),
+        "status": trace.status, "duration_ms": trace.duration_ms, "llm_calls": trace.llm_calls,
+        "prompt_tokens": trace.prompt_tokens, "completion_tokens": trace.completion_tokens,
+        "cost_usd": f"{trace.cost_usd:f}",
+        "spans": [{"kind": s.kind, "name": s.name, "start_ms": s.start_ms, "end_ms": s.end_ms, "status": s.status,
+                   "llm_call_id": str(s.llm_call_id) if s.llm_call_id else None} for s in spans],
+    }  # fmt: skip
+
+
+def traces_export_user(*, sink: ExportSink, user_id: Any, org_id: Any, folder: str) -> None:
+    traces = Trace.objects.for_org(org_id).filter(user_id=user_id).order_by("started_at")
+    sink.json(f"{folder}/traces.json", [_trace_json(t) for t in traces.iterator(chunk_size=200)])
+
+
+def traces_export_org(*, sink: ExportSink, org_id: Any, folder: str) -> None:
+    traces = Trace.objects.for_org(org_id).order_by("started_at")
+    sink.json(f"{folder}/traces.json", [_trace_json(t) for t in traces.iterator(chunk_size=200)])
+
+
+def traces_erase_user(*, subject: Subject, batch_size: int) -> int:
+    """A person's traces stay, like their ledger rows, without their name."""
+    with transaction.atomic():
+        batch = list(Trace.objects.for_org(subject.org_id).filter(user_id=subject.user_id)
+                     .values_list("pk", flat=True)[:batch_size])  # fmt: skip
+        return Trace.objects.for_org(subject.org_id).filter(pk__in=batch).update(user=None)
+
+
+def traces_erase_org(*, org_id: Any, batch_size: int) -> int:
+    with transaction.atomic():
+        batch = list(Trace.objects.for_org(org_id).values_list("pk", flat=True)[:batch_size])
+        Span.objects.for_org(org_id).filter(trace_id__in=batch).delete()
+        return Trace.objects.for_org(org_id).filter(pk__in=batch).delete()[0]
+
+
+TRACES = Store(
+    name="traces",
+    title="Traces",
+    what="One trace per ask, chat turn, generate call and crew run: who asked (member or API key), its steps with "
+    "their timings, the models, tokens and costs of its AI requests, and the ids and scores of the passages "
+    "retrieved (no question, answer or passage text)",
+    where="PostgreSQL",
+    kept="As long as the ledger's prompts and answers (the team's ledger retention); without the person's name "
+    "once they are erased",
+    retention_setting="retain_ledger_content_days",
+    export_user=traces_export_user,
+    export_org=traces_export_org,
+    erase_user=traces_erase_user,
+    erase_org=traces_erase_org,
+)

@@ -170,3 +170,13 @@ def call_origins(*, org: Any, calls: Iterable[LLMCall]) -> dict[Any, CallOrigin]
     for finder in _origin_finders:
         origins.update(finder(org, calls))
     return origins
+
+
+def traces_recorded(*, org: Any, ids: Iterable[str]) -> set[str]:
+    """Of these trace ids (ledger rows' `trace_id`, crew run ids), those whose trace was recorded: one query."""
+    from saas.llm.models import Trace
+
+    wanted = {value for value in ids if value and is_uuid(value)}
+    if not wanted:
+        return set()
+    return {str(pk) for pk in Trace.objects.for_org(org).filter(pk__in=wanted).values_list("pk", flat=True)}

@@ -95,7 +95,9 @@ def request_log(request: OrgHttpRequest) -> HttpResponse:
     except APIException as exc:  # a cursor that is not one of ours
         errors = {"cursor": str(exc.detail)}
     origins = selectors.call_origins(org=request.org, calls=calls)
-    rows = [{"call": call, "origin": origins.get(call.pk), "outcome": guardrail_outcome(call)} for call in calls]
+    traced = selectors.traces_recorded(org=request.org, ids=[call.trace_id for call in calls])
+    rows = [{"call": call, "origin": origins.get(call.pk), "outcome": guardrail_outcome(call),
+             "trace": call.trace_id if call.trace_id in traced else None} for call in calls]  # fmt: skip
     return render(request, "llm/request_log.html", {
         "rows": rows, "errors": errors, "query": request.GET, "links": links,
         "filtered": any(value for name, value in request.GET.items() if name not in ("cursor", "page_size")),
@@ -119,6 +121,7 @@ def request_detail(request: OrgHttpRequest, call_id: Any) -> HttpResponse:
     return render(request, "llm/request_detail.html", {
         "call": call, "origin": selectors.call_origins(org=request.org, calls=[call]).get(call.pk),
         "outcome": guardrail_outcome(call), "visible": visible,
+        "trace": call.trace_id if selectors.traces_recorded(org=request.org, ids=[call.trace_id]) else None,
         "content": selectors.llm_call_content(call=call) if visible else None,
         "visibility": config.current().policy(request.org).get_prompt_visibility_display(),
     })  # fmt: skip

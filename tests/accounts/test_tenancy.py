@@ -14,7 +14,7 @@ from analytics.models import EvalCase, EvalDataset, EvalRun
 from documents.models import Chunk, Collection, Document
 from saas.core.api import OrgScopedMixin
 from saas.core.tenancy import OrgScopeMismatch, OrgScopeMissing, org_scope
-from saas.llm.models import Experiment, LLMCall, OrgProvider, Prompt, PromptVersion
+from saas.llm.models import Experiment, LLMCall, OrgProvider, Prompt, PromptVersion, Trace
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import (
     ApiKeyFactory,
@@ -25,7 +25,7 @@ from tests.accounts.factories import (
     OrganizationFactory,
 )
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
-from tests.analytics.factories import EvalCaseFactory, EvalDatasetFactory, EvalRunFactory
+from tests.analytics.factories import EvalCaseFactory, EvalDatasetFactory, EvalRunFactory, TraceFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
 from tests.llm.factories import (
     ExperimentFactory,
@@ -61,6 +61,7 @@ FACTORIES = {
     Prompt: PromptFactory,
     PromptVersion: PromptVersionFactory,
     Experiment: ExperimentFactory,
+    Trace: TraceFactory,
 }
 
 

@@ -1,6 +1,9 @@
+from datetime import UTC, datetime
+
 import factory
 
 from analytics.models import EvalCase, EvalDataset, EvalResult, EvalRun
+from saas.llm.models import Span, Trace
 from tests.accounts.factories import OrgOwnedFactory
 
 
@@ -39,3 +42,25 @@ class EvalResultFactory(OrgOwnedFactory):
         organization=factory.SelfAttribute("..organization"),
         dataset=factory.SelfAttribute("..run.dataset"),
     )
+
+
+class TraceFactory(OrgOwnedFactory):
+    class Meta:
+        model = Trace
+
+    kind = Trace.Kind.ASK
+    name = "Ask"
+    started_at = factory.LazyFunction(lambda: datetime.now(UTC))
+    duration_ms = 120
+
+
+class SpanFactory(OrgOwnedFactory):
+    class Meta:
+        model = Span
+
+    trace = factory.SubFactory(TraceFactory, organization=factory.SelfAttribute("..organization"))
+    seq = factory.Sequence(lambda n: n + 1)
+    kind = Span.Kind.LLM
+    name = "local"
+    start_ms = 10
+    end_ms = 100

@@ -17,6 +17,7 @@ from tests.accounts.factories import ApiKeyFactory, InvitationFactory, Membershi
 from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
 from tests.analytics.factories import EvalCaseFactory, EvalDatasetFactory, EvalResultFactory, EvalRunFactory
 from tests.browser.conftest import sign_in
+from tests.browser.test_traces_page import crew_trace
 from tests.documents.factories import ChunkFactory, DocumentFactory
 from tests.llm.factories import ExperimentFactory
 
@@ -63,6 +64,7 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
     prompts.prompt_defaults_sync()  # a flushed database has lost the seeded prompts
     experiment = ExperimentFactory(organization=org)
     version = ExperimentVariant.all_orgs.get(experiment=experiment, name="B").version
+    trace, _ = crew_trace(org, admin.user)
     o = f"/o/{org.slug}"
     pages = {
         "overview": f"{o}/",
@@ -101,6 +103,8 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "prompt-editor": f"{o}/prompts/ask.system/edit/",
         "experiment-new": f"{o}/experiments/new/",
         "insights": f"{o}/insights/",
+        "traces": f"{o}/traces/",
+        "trace": f"{o}/traces/{trace.id}/",
     }
     member_pages = {"chat": f"{o}/chat/{conversation.id}/"}  # a conversation is its owner's alone
     return admin, member, {"admin": {**pages, **admin_pages}, "member": {**pages, **member_pages}}  # type: ignore[dict-item]
