@@ -80,11 +80,11 @@ class ChatConsumer(AccessConsumer):
         if isinstance(frame, Stop):
             await self.stop_work()
             return
+        conversation, principal = self.access
+        if not principal.has(ASK):  # the right first: a refused asker hears why, whatever is still running
+            raise PermissionDenied("Your role in this team cannot ask questions.", code="insufficient_role")
         if self.busy:
             raise ApplicationError("Wait for the current answer, or stop it first.", code="busy")
-        conversation, principal = self.access
-        if not principal.has(ASK):
-            raise PermissionDenied("Your role in this team cannot ask questions.", code="insufficient_role")
         self.start_work(lambda: self._answer(conversation, principal, frame))
 
     async def _answer(self, conversation: Conversation, principal: Principal, frame: Ask) -> None:

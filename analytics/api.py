@@ -128,6 +128,12 @@ class _AdminViewSet(OrgScopedViewSet):
     authentication_classes = [ApiKeyAuthentication, CsrfSessionAuthentication]
 
 
+class EvalCaseListOut(serializers.Serializer):
+    """All of a dataset's cases in one answer (a dataset holds at most analytics.evals.MAX_CASES)."""
+
+    results = EvalCaseOut(many=True)
+
+
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _AdminViewSet):
     model = EvalDataset
     serializer_class = EvalDatasetOut
@@ -160,7 +166,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _AdminVie
         evals.dataset_delete(org=request.org, dataset_id=self.get_object().pk)  # type: ignore[attr-defined]
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(responses=EvalCaseOut(many=True), summary="The dataset's cases, in the order they were added")
+    @extend_schema(responses=EvalCaseListOut, summary="The dataset's cases (at most 500), in the order they were added")
     @action(detail=True, methods=["get"])
     def cases(self, request: Request, pk: str) -> Response:
         dataset = self.get_object()
@@ -246,7 +252,7 @@ class EvalRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _AdminVie
 
     def safely_get_queryset(self, queryset: Any) -> Any:
         dataset = self.request.query_params.get("dataset")
-        if dataset:
+        if dataset is not None:  # given, even empty: it must be an id
             try:
                 return queryset.filter(dataset_id=serializers.UUIDField().to_internal_value(dataset))
             except serializers.ValidationError as exc:

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from analytics import insights
 from saas.core.api import OrgScopedAPIView
+from saas.core.errors import ApplicationError
 from saas.llm.selectors import prompt_visible
 
 
@@ -32,6 +33,10 @@ class InsightsView(OrgScopedAPIView):
     def get(self, request: Request) -> Response:
         org: Any = request.org  # type: ignore[attr-defined]
         params = request.query_params
+        for name in ("range", "start", "end"):
+            if name in params and not params[name]:  # given but empty: a client's mistake, not the default
+                raise ApplicationError(f"`{name}` is empty; leave it out or give a value.", code="invalid",
+                                       details={"fields": {name: ["This field may not be blank."]}})  # fmt: skip
         rng = insights.range_parse(key=params.get("range", ""), start=params.get("start", ""),
                                    end=params.get("end", ""))  # fmt: skip
         data = insights.insights_get(org=org, rng=rng)

@@ -63,10 +63,10 @@ class AskConsumer(AccessConsumer):
         if isinstance(frame, Stop):
             await self.stop_work()
             return
+        if not self.access.has(ASK):  # the right first: a refused asker hears why, whatever is still running
+            raise PermissionDenied("Your role in this team cannot ask questions.", code="insufficient_role")
         if self.busy:
             raise ApplicationError("Wait for the current answer, or stop it first.", code="busy")
-        if not self.access.has(ASK):
-            raise PermissionDenied("Your role in this team cannot ask questions.", code="insufficient_role")
         principal = self.access
         self.start_work(lambda: self._answer(principal, frame))
 

@@ -224,18 +224,25 @@ class OrgScopedViewSet(OrgScopedMixin, GenericViewSet):
         return queryset
 
 
-def _not_text(field: serializers.Field, value: Any) -> bool:
-    """A CharField (DRF's turns numbers into text) given something that is not a string, as the schema says."""
-    if isinstance(field, serializers.CharField):
-        return value is not None and not isinstance(value, str)
-    if isinstance(field, serializers.ListField) and isinstance(field.child, serializers.CharField):
-        return isinstance(value, list) and any(not isinstance(item, str) for item in value)
-    return False
+NUMBER_FIELDS = (serializers.IntegerField, serializers.FloatField, serializers.DecimalField)
+
+
+def _wrong_type(field: serializers.Field, value: Any) -> str | None:
+    """What a JSON value should have been where DRF would coerce it: a CharField turns numbers into text, and
+    number fields take booleans (`false` is 0); the schema allows neither."""
+    if isinstance(field, serializers.CharField) and value is not None and not isinstance(value, str):
+        return "Not a valid string."
+    strings = isinstance(field, serializers.ListField) and isinstance(field.child, serializers.CharField)
+    if strings and isinstance(value, list) and any(not isinstance(item, str) for item in value):
+        return "Not a valid string."
+    if isinstance(field, NUMBER_FIELDS) and isinstance(value, bool):
+        return "A valid number is required."
+    return None
 
 
 class StrictSerializer(serializers.Serializer):
-    """Input serializers refuse fields they do not know (a typo must not be silently ignored), and a number
-    or a boolean where the schema says string."""
+    """Input serializers refuse fields they do not know (a typo must not be silently ignored), a number or a
+    boolean where the schema says string, and a boolean where it says number."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -243,7 +250,7 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
             if not isinstance(data, QueryDict):
-                wrong = [name for name, field in self.fields.items() if name in data and _not_text(field, data[name])]
-                if wrong:
-                    raise serializers.ValidationError({name: ["Not a valid string."] for name in wrong})
+                wrong = {name: _wrong_type(field, data[name]) for name, field in self.fields.items() if name in data}
+                if any(wrong.values()):
+                    raise serializers.ValidationError({name: [why] for name, why in wrong.items() if why})
         return super().to_internal_value(data)

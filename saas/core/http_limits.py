@@ -44,6 +44,10 @@ def request_timeout() -> float:
     return float(settings.HTTP_REQUEST_TIMEOUT)
 
 
+def listen_backlog() -> int:
+    return int(settings.HTTP_LISTEN_BACKLOG)
+
+
 def too_large_message(limit: int, length: int | None = None) -> str:
     if length is None:
         return f"The request body is larger than the limit of {limit} bytes for this route."

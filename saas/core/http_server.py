@@ -153,12 +153,21 @@ class LimitedHTTPFactory(HTTPFactory):
         return protocol
 
 
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """A TCP endpoint with a listen queue of `backlog` connections (Twisted's default, 50, overflows when a
+    burst of clients connects while the event loop is busy, and the kernel then drops or resets them)."""
+    if endpoint.startswith("tcp:") and ":backlog=" not in endpoint:
+        return f"{endpoint}:backlog={backlog}"
+    return endpoint
+
+
 class LimitedServer(Server):
     def run(self) -> None:
         # daphne builds its HTTP factory inside run(); it makes ours instead.
         import daphne.server
 
         daphne.server.HTTPFactory = LimitedHTTPFactory  # type: ignore[misc]
+        self.endpoints = [with_backlog(endpoint, http_limits.listen_backlog()) for endpoint in self.endpoints]
         super().run()
 
 

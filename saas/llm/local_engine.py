@@ -9,8 +9,8 @@ is similar enough it says so. It quotes system messages only when the conversati
 a documents question the sources are the system message; in a crew's task they are the task's context and the
 tool results, and the system message is the agent's instructions).
 
-It follows one instruction: when the system message numbers the sources (a documents question) and its
-instructions never ask for citations, it leaves the markers out, as a model would; an eval run of a prompt
+It follows one instruction: when the system message numbers the sources (a documents question) and has
+instructions that never ask for citations, it leaves the markers out, as a model would; an eval run of a prompt
 version that dropped the citation rule scores what that prompt does (analytics/evals.py).
 
 Offered tools (the gateway's text tool protocol, saas/llm/tool_protocol.py), it follows the protocol: it asks
@@ -133,12 +133,13 @@ def _cited_parts(line: str, label: str) -> list[tuple[str, str]]:
 
 def _cites(request: ChatRequest) -> bool:
     """Whether to mark each sentence with its source: always, unless the system message numbers the sources
-    and its instructions (the lines that are not sources) say nothing about citing them."""
+    and has instructions (lines that are not sources) that say nothing about citing them."""
     system = [str(m.get("content") or "") for m in request.messages if m["role"] == "system"]
     lines = [line for content in system for line in content.splitlines()]
     if not any(SOURCE_LABEL.match(line) for line in lines):
         return True
-    return any(ASKS_TO_CITE.search(line) for line in lines if not SOURCE_LABEL.match(line))
+    instructions = [line for line in lines if line.strip() and not SOURCE_LABEL.match(line)]
+    return not instructions or any(ASKS_TO_CITE.search(line) for line in instructions)
 
 
 def answer(request: ChatRequest) -> str:

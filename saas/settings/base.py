@@ -330,6 +330,9 @@ except ValueError as exc:  # one line, no traceback, from manage.py, daphne and 
 # Seconds a client has from the first byte of a request to the last byte of its body (request line, headers,
 # body): a body declared but never sent, or sent a byte at a time, gets 408 and its connection is closed.
 HTTP_REQUEST_TIMEOUT = env.float("HTTP_REQUEST_TIMEOUT", default=120.0)
+# Connections waiting for daphne to accept them (saas/core/http_server.py; the kernel caps it at somaxconn):
+# Twisted's 50 overflows under a burst of clients while the event loop is busy, and the kernel resets them.
+HTTP_LISTEN_BACKLOG = env.int("HTTP_LISTEN_BACKLOG", default=1024)
 
 # --- LLM gateway -------------------------------------------------------------------------------------------
 # Upstreams are OpenAI-compatible servers (OpenAI, vLLM, Ollama, LM Studio, llama.cpp, OpenRouter, ...); the

@@ -42,6 +42,11 @@ def test_create_list_update_and_delete_a_dataset(admin, org):
     assert body["prompt_key"] == "ask.system" and body["max_drop"] == 0.1 and body["case_count"] == 0
     assert admin.post("/api/v1/datasets", {"name": "refunds"}, format="json").status_code == 409
     assert admin.post("/api/v1/datasets", {"name": "Other", "max_drop": 2}, format="json").status_code == 400
+    refused = admin.post("/api/v1/datasets", {"name": "Other", "max_drop": False}, format="json")  # JSON false: not 0
+    assert refused.status_code == 400 and refused.json()["error"]["details"]["fields"]["max_drop"]
+    empty = admin.get("/api/v1/eval-runs?dataset=")
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "invalid"
+    assert admin.get("/api/v1/insights?start=").status_code == 400
     assert admin.post("/api/v1/datasets", {"name": "X", "colour": "red"}, format="json").status_code == 400
     listed = admin.get("/api/v1/datasets").json()["results"]
     assert [d["name"] for d in listed] == ["Refunds"]

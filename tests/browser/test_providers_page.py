@@ -80,11 +80,11 @@ def test_an_admin_connects_the_teams_provider_and_chats_with_its_model(browser, 
     screenshot(page, "providers-chat-1366")
     sent = [r for r in fake.requests() if r["path"] == "/v1/chat/completions"]
     assert sent and sent[-1]["auth"] == f"Bearer {TEAM_KEY}" and sent[-1]["body"]["model"] == "fake-small"
-    call = LLMCall.all_orgs.filter(organization=org).latest("created_at")
+    call = LLMCall.all_orgs.filter(organization=org, feature="chat").latest("created_at")  # not the title's
     assert call.model_used == "team-vllm/fake-small" and call.upstream == "org:team-vllm"
 
     # The admin finds the call in the team's request log, and opens it: the prompt and answer are there.
-    page.goto(f"{byok_server.url}/o/{org.slug}/requests/?provider=org:team-vllm")
+    page.goto(f"{byok_server.url}/o/{org.slug}/requests/?provider=org:team-vllm&feature=chat")
     row = page.locator("table.request-log tbody tr").first
     assert "team-vllm/fake-small" in row.locator("td[data-label=Model]").inner_text()
     assert "org:team-vllm" in row.locator("td[data-label=Model]").inner_text()

@@ -153,3 +153,11 @@ def test_uploads_and_json_bodies_under_their_limits_still_work(server):
     response = requests.post(server.url + "/api/v1/collections", headers=auth, json={"name": "Policies"}, timeout=WAIT)
     assert response.status_code == 201, response.text
     assert Document.all_orgs.filter(organization=org, size_bytes=len(text)).count() == 1
+
+
+def test_daphne_listens_with_a_queue_for_bursts_of_clients(settings):
+    from saas.core.http_server import with_backlog
+
+    assert with_backlog("tcp:port=8000:interface=127.0.0.1", 1024) == "tcp:port=8000:interface=127.0.0.1:backlog=1024"
+    assert with_backlog("tcp:port=8000:backlog=64", 1024) == "tcp:port=8000:backlog=64"  # an explicit one stays
+    assert with_backlog("unix:/run/crewdesk.sock", 1024) == "unix:/run/crewdesk.sock"

@@ -29,6 +29,7 @@ from tests.agents.factories import (
     RunFactory,
     RunStepFactory,
 )
+from tests.analytics.factories import EvalCaseFactory, EvalResultFactory, EvalRunFactory
 from tests.documents.factories import ChunkFactory, DocumentFactory
 from tests.llm.factories import LLMCallFactory, OrgProviderFactory
 
@@ -45,6 +46,7 @@ def _one_row_in_every_encrypted_column(marker: str) -> dict[tuple[type, str], An
         call, RunFactory(organization=org), RunStepFactory(organization=org), MessageFactory(organization=org),
         DocumentFactory(organization=org), ChunkFactory(organization=org), ConversationFactory(organization=org),
         FeedbackFactory(organization=org), CrewFactory(organization=org),
+        EvalCaseFactory(organization=org), EvalRunFactory(organization=org), EvalResultFactory(organization=org),
         SemanticCacheEntry.all_orgs.create(
             organization=org, model_alias="local", prompt_version="v1", scope="s", embedding=[0.1] * 384,
             answer_encrypted="x", expires_at=timezone.now() + timedelta(days=1)),

@@ -23,10 +23,18 @@ from tests.accounts.factories import (
     MembershipFactory,
     UserFactory,
 )
-from tests.agents.factories import ConversationFactory, CrewFactory, MessageFactory, RunFactory, RunStepFactory
+from tests.agents.factories import (
+    ConversationFactory,
+    CrewFactory,
+    FeedbackFactory,
+    MessageFactory,
+    RunFactory,
+    RunStepFactory,
+)
+from tests.analytics.factories import EvalCaseFactory, SpanFactory
 from tests.conftest import run_python, subprocess_env
 from tests.documents.factories import ChunkFactory, DocumentFactory
-from tests.llm.factories import LLMCallFactory, OrgProviderFactory
+from tests.llm.factories import ExperimentFactory, LLMCallFactory, OrgProviderFactory, PromptVersionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -72,6 +80,7 @@ def _a_team_with_one_of_everything() -> tuple[Membership, dict[str, str]]:
     RunStepFactory(organization=org, run=run)
     document = DocumentFactory(organization=org)
     ChunkFactory(organization=org, document=document)
+    case = EvalCaseFactory(organization=org)
     invitation = InvitationFactory(organization=org, token_hash=hashlib.sha256(INVITATION_TOKEN.encode()).hexdigest())
     params = {
         "org_slug": org.slug,
@@ -89,6 +98,13 @@ def _a_team_with_one_of_everything() -> tuple[Membership, dict[str, str]]:
         "token": INVITATION_TOKEN,
         "key": "not-a-key",
         "uidb36": "1",
+        # Insights (analytics): a dataset with a case, a trace with a span, a prompt version, an experiment
+        "dataset_id": str(case.dataset_id),
+        "case_id": str(case.id),
+        "trace_id": str(SpanFactory(organization=org).trace_id),
+        "version_id": str(PromptVersionFactory(organization=org).id),
+        "experiment_id": str(ExperimentFactory(organization=org).id),
+        "feedback_id": str(FeedbackFactory(organization=org).id),
     }
     return owner, params
 
