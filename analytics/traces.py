@@ -84,14 +84,6 @@ def trace_for_call(*, org: Any, call: LLMCall) -> str | None:
     return None
 
 
-def traces_by_id(*, org: Any, ids: list[str]) -> set[str]:
-    """Of these ids, those of recorded traces (one query, for a page of ledger rows or feedback)."""
-    wanted = {value for value in ids if value and _is_uuid(value)}
-    if not wanted:
-        return set()
-    return {str(pk) for pk in Trace.objects.for_org(org).filter(pk__in=wanted).values_list("pk", flat=True)}
-
-
 def trace_for_subject(*, org: Any, subject_id: Any) -> str | None:
     """The latest trace about a crew run or a chat message."""
     found = Trace.objects.for_org(org).filter(subject_id=str(subject_id)).order_by("-started_at").first()
