@@ -1,7 +1,6 @@
 """Reads for crews and runs."""
 
 import json
-import uuid
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
@@ -11,6 +10,7 @@ from agents import definitions
 from agents.engine import step_json
 from agents.models import Crew, Message, Run, RunStep, Task
 from saas.core import crypto
+from saas.core.validators import is_uuid
 from saas.llm.local_engine import ENGINE_LABEL
 from saas.llm.models import LLMCall
 from saas.llm.selectors import CallOrigin
@@ -129,20 +129,12 @@ def run_json(run: Run, *, with_steps: bool = False) -> dict[str, Any]:
     return body
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 def llm_call_origins(org: Any, calls: list[Any]) -> dict[Any, CallOrigin]:
     """For the gateway's request log: the crew run (by the calls' trace id) or the chat conversation (by the
     message the call answered: a chat's, or an ask's in the workspace) each call belongs to; two queries for a
     page of calls."""
     origins: dict[Any, CallOrigin] = {}
-    traces = {call.trace_id for call in calls if _is_uuid(call.trace_id)}
+    traces = {call.trace_id for call in calls if is_uuid(call.trace_id)}
     if traces:
         runs = {str(pk) for pk in Run.objects.for_org(org).filter(pk__in=traces).values_list("pk", flat=True)}
         for call in calls:

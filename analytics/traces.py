@@ -3,7 +3,6 @@ ledger row, a crew run or a feedback belongs to. Reads only (the traces are writ
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,6 +11,7 @@ from django.db.models import Q, QuerySet
 from django.urls import reverse
 
 from saas.core.errors import NotFound
+from saas.core.validators import is_uuid
 from saas.llm.models import LLMCall, Span, Trace
 
 TRACK = 100  # the timeline's width: bars are placed in percent of it (SVG without a viewBox: text is not stretched)
@@ -27,14 +27,6 @@ class TraceFilters:
     since: datetime | None = None
     until: datetime | None = None
     search: str = ""  # words of the trace's name, or a trace / subject / request id
-
-
-def _is_uuid(value: Any) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
 
 
 def trace_list(*, org: Any, filters: TraceFilters | None = None) -> QuerySet[Trace]:
@@ -56,7 +48,7 @@ def trace_list(*, org: Any, filters: TraceFilters | None = None) -> QuerySet[Tra
     if filters.until:
         traces = traces.filter(started_at__lt=filters.until)
     if search := filters.search.strip():
-        if _is_uuid(search):
+        if is_uuid(search):
             traces = traces.filter(Q(pk=search) | Q(subject_id=search) | Q(request_id=search))
         else:
             traces = traces.filter(Q(name__icontains=search) | Q(request_id=search))
@@ -65,7 +57,7 @@ def trace_list(*, org: Any, filters: TraceFilters | None = None) -> QuerySet[Tra
 
 def trace_get(*, org: Any, trace_id: Any) -> Trace:
     """One trace of the org; another org's (or none) is NotFound."""
-    if not _is_uuid(trace_id):
+    if not is_uuid(trace_id):
         raise NotFound("No such trace.")
     trace = Trace.objects.for_org(org).select_related("user", "api_key").filter(pk=trace_id).first()
     if trace is None:
@@ -151,7 +143,7 @@ def timeline(*, org: Any, trace: Trace) -> Timeline:
     document_ids = {p.get("document_id") for s in spans if s.kind == Span.Kind.RETRIEVAL
                     for p in s.attributes.get("passages", [])}  # fmt: skip
     titles = dict(
-        Document.objects.for_org(org).filter(pk__in=[d for d in document_ids if d and _is_uuid(d)]).values_list(
+        Document.objects.for_org(org).filter(pk__in=[d for d in document_ids if d and is_uuid(d)]).values_list(
             "pk", "title"
         )
     )  # fmt: skip
@@ -183,7 +175,7 @@ def subject_link(*, org: Any, trace: Trace) -> tuple[str, str] | None:
     """The page of what the trace is about: its crew run, or the conversation of its chat turn."""
     from agents.models import Message, Run
 
-    if not trace.subject_id or not _is_uuid(trace.subject_id):
+    if not trace.subject_id or not is_uuid(trace.subject_id):
         return None
     slug = trace.organization.slug
     if trace.kind == Trace.Kind.CREW_RUN and Run.objects.for_org(org).filter(pk=trace.subject_id).exists():

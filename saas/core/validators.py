@@ -1,6 +1,7 @@
 """Validators shared by every app's input (serializers and forms)."""
 
 import unicodedata
+import uuid
 
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
@@ -35,3 +36,12 @@ class SingleLineValidator:
 
 
 validate_single_line = SingleLineValidator()
+
+
+def is_uuid(value: object) -> bool:
+    """Whether a path or query value is a UUID: checked before a lookup so a malformed id is a 404, not a 500."""
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True

@@ -6,7 +6,6 @@ ask returned, which its feedback endpoint takes, is the call's id.
 """
 
 import json
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from accounts.models import Membership
 from accounts.permissions import ADMIN, OWNER
 from saas.core import crypto
 from saas.core.errors import NotFound
+from saas.core.validators import is_uuid
 from saas.llm import config
 from saas.llm.models import LLMCall, OrgLLMSettings
 
@@ -36,14 +36,6 @@ class RequestLogFilters:
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
     guarded: bool = False  # only calls the guardrails flagged or blocked
-
-
-def is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def llm_call_list(*, org: Any, filters: RequestLogFilters = RequestLogFilters()) -> QuerySet[LLMCall]:
