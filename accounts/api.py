@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import key_guard, privacy, selectors, services
+from accounts import invitations, key_guard, privacy, selectors, services
 from accounts.authentication import request_origin
 from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, MemberContent, Membership, Organization
 from accounts.permissions import ADMIN, OWNER, READ, Principal
@@ -430,7 +430,7 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
     @extend_schema(request=InvitationIn, responses={201: InvitationOut, 402: PLAN_LIMIT})
     def create(self, request: OrgRequest) -> Response:
         data = _valid(InvitationIn, request)
-        issued = services.invitation_create(
+        issued = invitations.invitation_create(
             principal=request.principal,
             email=data["email"],
             role=data["role"],
@@ -441,7 +441,7 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
 
     def destroy(self, request: OrgRequest, pk: str) -> Response:
         invitation = self.get_object()
-        services.invitation_revoke(principal=request.principal, invitation_id=invitation.pk, origin=_origin(request))
+        invitations.invitation_revoke(principal=request.principal, invitation_id=invitation.pk, origin=_origin(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -24,7 +24,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import key_guard, privacy, selectors, services
+from accounts import invitations, key_guard, privacy, selectors, services
 from accounts.api import export_file_response
 from accounts.authentication import CURRENT_ORG_SESSION_KEY, request_origin
 from accounts.models import ApiKey, MemberContent, Membership, Organization, User
@@ -283,7 +283,7 @@ def invite(request: OrgHttpRequest) -> HttpResponse:
     email, role = form.cleaned_data["email"], form.cleaned_data["role"]
     run_service(
         request,
-        lambda: services.invitation_create(
+        lambda: invitations.invitation_create(
             principal=request.principal, email=email, role=role, origin=_origin(request)
         ),
         f"Invitation sent to {email}.",
@@ -296,7 +296,7 @@ def invite(request: OrgHttpRequest) -> HttpResponse:
 def invitation_revoke(request: OrgHttpRequest, invitation_id: str) -> HttpResponse:
     run_service(
         request,
-        lambda: services.invitation_revoke(
+        lambda: invitations.invitation_revoke(
             principal=request.principal, invitation_id=invitation_id, origin=_origin(request)
         ),
         "Invitation withdrawn.",
@@ -422,15 +422,15 @@ def api_key_networks(request: OrgHttpRequest, key_id: str) -> HttpResponse:
 def invitation_accept(request: OrgHttpRequest, token: str) -> HttpResponse:
     """Open to anyone holding the link: it shows what the invitation is; accepting needs the invited account."""
     try:
-        invitation = services.invitation_get_by_token(token=token)
-        services.invitation_check_open(invitation)
+        invitation = invitations.invitation_get_by_token(token=token)
+        invitations.invitation_check_open(invitation)
     except ApplicationError as exc:
         return render(request, "accounts/invitation.html", {"error": exc.message}, status=exc.status)
     if request.method == "POST":
         if not request.user.is_authenticated:
             return redirect(f"/accounts/login/?next={request.path}")
         try:
-            membership = services.invitation_accept(token=token, user=request.user, origin=_origin(request))
+            membership = invitations.invitation_accept(token=token, user=request.user, origin=_origin(request))
         except ApplicationError as exc:
             return render(
                 request,

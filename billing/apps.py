@@ -5,7 +5,7 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self) -> None:
-        from accounts.services import register_members_limit
+        from accounts.invitations import register_members_limit
         from billing import payments  # connects the Stripe webhook handlers
         from billing.models import OrgBilling, Plan
         from billing.selectors import members_limit, memo, plan_rate_limits

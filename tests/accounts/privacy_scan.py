@@ -14,6 +14,7 @@ from django.core.files.storage import default_storage
 from django.db import connection, models
 
 from saas.core import crypto
+from saas.core.storage import StoredFileCorrupt
 
 
 def _hits(text: str, needles: list[str]) -> list[str]:
@@ -53,8 +54,13 @@ def scan_files(needles: list[str]) -> list[str]:
     for path in root.rglob("*") if root.exists() else []:
         if not path.is_file():
             continue
-        with default_storage.open(str(path.relative_to(root))) as handle:  # decrypted (files are stored encrypted)
-            data = handle.read()
+        try:
+            with default_storage.open(str(path.relative_to(root))) as handle:  # decrypted (stored encrypted)
+                data = handle.read()
+        except StoredFileCorrupt:
+            # Left by an earlier test under keys this one does not hold (key rotation tests): it cannot hold this
+            # test's needles (each is new), and its raw bytes are still searched for a plaintext copy.
+            data = path.read_bytes()
         texts = [data.decode("utf-8", "replace")]
         if zipfile.is_zipfile(io.BytesIO(data)):
             with zipfile.ZipFile(io.BytesIO(data)) as archive:

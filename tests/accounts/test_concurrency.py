@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection
 
-from accounts import services
+from accounts import invitations, services
 from accounts.models import Membership
 from accounts.permissions import principal_for_member
 from saas.core.errors import ApplicationError
@@ -53,7 +53,7 @@ def test_concurrent_invitations_to_one_address_leave_one_open_invitation():
     admin = MembershipFactory(organization=org, role="admin")
     principal = principal_for_member(admin)
     outcomes = _race(*[
-        (lambda: services.invitation_create(principal=principal, email="race@example.com", role="member"))
+        (lambda: invitations.invitation_create(principal=principal, email="race@example.com", role="member"))
         for _ in range(4)
     ])  # fmt: skip
     from accounts.models import Invitation

@@ -14,7 +14,7 @@ from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from accounts import privacy, services
+from accounts import invitations, privacy, services
 from accounts.models import ApiKey, AuditEvent, DataExport, ErasureRecord, Invitation, Membership, Organization, User
 from accounts.permissions import principal_for_member
 from agents import services as agents
@@ -127,8 +127,10 @@ def build_world(tag: str) -> World:
     owner_a = MembershipFactory(organization=org_a, user=bob.user, role=Membership.Role.OWNER)
     owner_b = MembershipFactory(organization=org_b, user=bob.user, role=Membership.Role.OWNER)
     MembershipFactory(organization=org_a, user=alice.user, role=Membership.Role.ADMIN)
-    issued = services.invitation_create(principal=principal_for_member(owner_b), email=alice.user.email, role="member")
-    services.invitation_accept(token=issued.token, user=alice.user)
+    issued = invitations.invitation_create(
+        principal=principal_for_member(owner_b), email=alice.user.email, role="member"
+    )
+    invitations.invitation_accept(token=issued.token, user=alice.user)
     services.audit_record(org=org_a, action="member.note", principal=principal_for_member(owner_a),
                           target_label=f"{alice.user.get_full_name()} <{alice.user.email}>",
                           metadata={"about": alice.user.email})  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 from django.core import mail
 from django.db import connection
 
-from accounts import services
+from accounts import invitations, services
 from tests.accounts.conftest import issue_key
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,7 @@ def test_secrets_are_stored_only_as_hashes(org, make_member, client, django_capt
     key = issue_key(org, scopes=["read", "admin"])
     admin = make_member(org, role="admin")
     with django_capture_on_commit_callbacks(execute=True):
-        services.invitation_create(
+        invitations.invitation_create(
             principal=services.permissions.principal_for_member(admin),
             email="invitee@example.com",
             role="member",

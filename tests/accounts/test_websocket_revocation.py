@@ -13,7 +13,7 @@ from django.test import Client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from accounts import privacy, services
+from accounts import invitations, privacy, services
 from accounts.models import Membership, User
 from accounts.permissions import principal_for_member
 from agents.models import Conversation, Message
@@ -274,11 +274,11 @@ def test_an_operator_removing_a_membership_in_the_admin_closes_the_members_socke
 def test_accepting_an_invitation_brings_the_open_tab_into_the_team(daphne_server, team):
     owner, _ = team
     newcomer = User.objects.create_user(email="newcomer@example.com", password=PASSWORD)
-    issued = services.invitation_create(principal=principal_for_member(owner), email=newcomer.email, role="member")
+    issued = invitations.invitation_create(principal=principal_for_member(owner), email=newcomer.email, role="member")
     _, cookie = _signed_in(newcomer)
     with _open(daphne_server, "/ws/notifications/", cookie) as notifications:
         assert _recv(notifications)["data"]["orgs"] == []
-        services.invitation_accept(token=issued.token, user=newcomer)
+        invitations.invitation_accept(token=issued.token, user=newcomer)
         # Once the socket has re-checked, the team's events reach it without a reload.
         marker = {"n": 0}
 

@@ -4,7 +4,7 @@ invitation and on acceptance, with a 402 naming the limit and where to upgrade) 
 import pytest
 from rest_framework.test import APIClient
 
-from accounts import services
+from accounts import invitations
 from accounts.models import Invitation, Membership
 from accounts.permissions import ROLE_SCOPES, Principal
 from billing.catalogue import sync_plans
@@ -43,11 +43,11 @@ def test_an_invitation_accepted_after_the_org_filled_up_is_refused():
     org = owner.organization
     principal = Principal(organization=org, scopes=ROLE_SCOPES[Membership.Role.OWNER], user=owner.user,
                           membership=owner)  # fmt: skip
-    issued = services.invitation_create(principal=principal, email="late@example.com", role="member")
+    issued = invitations.invitation_create(principal=principal, email="late@example.com", role="member")
     MembershipFactory(organization=org)
     MembershipFactory(organization=org)  # the org is full (3) while the invitation is still open
     with pytest.raises(ApplicationError) as refused:
-        services.invitation_accept(token=issued.token, user=UserFactory(email="late@example.com"))
+        invitations.invitation_accept(token=issued.token, user=UserFactory(email="late@example.com"))
     assert refused.value.code == "members_limit"
     assert Membership.objects.for_org(org).count() == 3
 
