@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, contextmanager
@@ -60,7 +61,7 @@ _executor: ThreadPoolExecutor | None = None
 def executor() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        size = int(getattr(settings, "LLM_GATEWAY_THREADS", 16))
+        size = int(getattr(settings, "LLM_GATEWAY_THREADS", None) or os.environ.get("LLM_GATEWAY_THREADS", 16))
         _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="crewdesk-gateway")
     return _executor
 
