@@ -38,9 +38,8 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 from django_guid.middleware import process_incoming_request, process_outgoing_request
 
-from saas.llm import api_async, gateway_async
-
 ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/embeddings": "embeddings"}  # views of api_async
+# The gateway's modules are imported on the first request, as Django imports the URLconf: a server starts as fast.
 _abandoned: set[asyncio.Future[Any]] = set()
 
 
@@ -64,10 +63,14 @@ class GatewayHandler(ASGIHandler):
         self._frames = XFrameOptionsMiddleware(nothing)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from saas.llm import gateway_async
+
         with gateway_async.own_threads():
             await self.handle(scope, receive, send)
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        from saas.llm import gateway_async
+
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -115,6 +118,8 @@ class GatewayHandler(ASGIHandler):
             raise
 
     async def _view(self, request: HttpRequest) -> HttpResponseBase:
+        from saas.llm import api_async, gateway_async
+
         process_incoming_request(request)
         try:
             response = await getattr(api_async, ROUTES[request.path_info])(request)
@@ -130,6 +135,8 @@ class GatewayHandler(ASGIHandler):
 
 
 def _close_abandoned(work: asyncio.Future[Any]) -> None:
+    from saas.llm import gateway_async
+
     _abandoned.discard(work)
     if work.cancelled() or work.exception() is not None:
         return

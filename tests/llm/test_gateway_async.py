@@ -13,7 +13,7 @@ from asgiref.sync import async_to_sync
 from billing.catalogue import sync_plans
 from billing.models import Plan, UsageEvent
 from saas.core.redis import get_redis
-from saas.llm import gateway, gateway_async, ledger
+from saas.llm import breaker, gateway, gateway_async, ledger
 from saas.llm.models import LLMCall
 from saas.llm.providers import ChatRequest
 
@@ -136,10 +136,31 @@ def test_with_both_stores_down_the_async_path_answers_503_and_writes_once_they_a
     assert result.text and _rows(caller.org) == (1, 1)
 
 
-def test_a_failing_upstream_falls_back_on_the_async_path_with_the_breaker_on_asyncio_redis(fake, models, caller):
+def test_a_failing_upstream_falls_back_on_the_async_path(fake, models, caller):
     fake.script("fake-large", {"status": 503}, {"status": 503}, {"status": 503})
     result = async_to_sync(gateway_async.achat)(_admit(caller, stream=False, model="test-large"))
     call = LLMCall.all_orgs.get(pk=result.call_id)
-    assert call.status == "ok" and call.model_used == "test-small"
-    assert [a["status"] for a in call.attempts][-1] == "ok" and call.fallbacks_taken == 1
-    assert get_redis().zcard("crewdesk:llm:breaker:openai:failures") >= 1  # counted by the async breaker
+    assert call.status == "ok" and call.model_used == "test-small" and call.fallbacks_taken == 1
+    assert [a["status"] for a in call.attempts] == ["error", "error", "error", "ok"]
+
+
+def test_the_async_breaker_opens_and_lets_one_probe_through_like_the_sync_one(fake, settings):
+    settings.LLM_BREAKER = {**settings.LLM_BREAKER, "failure_threshold": 2, "cooldown": 30}
+
+    async def fail_twice() -> list:
+        await breaker.arecord_failure("async-test")
+        still_closed = await breaker.aallow("async-test")
+        await breaker.arecord_failure("async-test")
+        return [still_closed, await breaker.aallow("async-test")]
+
+    closed, opened = async_to_sync(fail_twice)()
+    assert closed is not None and opened is None and breaker.state("async-test") == "open"
+    get_redis().set("crewdesk:llm:breaker:async-test:open_until", 0)  # the cooldown is over: half-open
+
+    async def probe() -> list:
+        return [await breaker.aallow("async-test"), await breaker.aallow("async-test")]
+
+    first, second = async_to_sync(probe)()
+    assert first is not None and not first.clean and second is None  # exactly one probe
+    async_to_sync(breaker.arecord_success)(first)
+    assert breaker.state("async-test") == "closed"
