@@ -6,6 +6,8 @@ Three sides get the same non-streaming chat request, pointed at the same fake Op
 - **crewdesk**: `/v1/chat/completions` on a real daphne (`python -m saas.core.http_server`, as `make run`), on the
   bench stack's real PostgreSQL and Valkey, DEBUG off: API-key auth, rate limits, routing, PII masking, breaker,
   quota, ledger row. The cache is bypassed (`X-Crewdesk-Cache: bypass`): every call goes upstream;
+- **crewdesk-sync** (with --sync-side): the same, with `/v1` served by Django's synchronous views
+  (LLM_ASYNC_GATEWAY=false) instead of the async path (saas/llm/asgi.py);
 - **litellm**: LiteLLM proxy (`litellm[proxy]` from PyPI, installed on first use into bench/.venv-litellm, never the
   project's venv), one worker, no database, its master key as the only key.
 
@@ -16,7 +18,7 @@ direct at one client, requests/s, server CPU per call (user + system CPU time of
 from /proc before and after each slice, divided by the calls answered in it), and errors by kind. For Crewdesk,
 the LLMCall ledger rows of the bench's API key are counted before and after: every call must have its row.
 
-    python bench/gateway_overhead.py [--rounds 3] [--seconds 3] [--clients 1,8,32,64] [--no-litellm]
+    python bench/gateway_overhead.py [--rounds 3] [--seconds 3] [--clients 1,8,32,64] [--no-litellm] [--sync-side]
                                      [--profile 20]     # then py-spy on Crewdesk at 8 clients for 20 s
 
 The first run installs LiteLLM (a few minutes); BENCH_LITELLM_REQUIREMENT picks another version. Run it at nice 0
@@ -194,6 +196,12 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
             Side("crewdesk", crewdesk, crewdesk.url + "/v1/chat/completions", fixture["model"],
                  {"Authorization": f"Bearer {fixture['key'].secret}", "X-Crewdesk-Cache": "bypass"}),
         ]  # fmt: skip
+        if args.sync_side:  # the same Crewdesk with /v1 on Django's synchronous views (LLM_ASYNC_GATEWAY=false)
+            (workdir / "sync").mkdir()
+            crewdesk_sync = start_crewdesk(workdir / "sync", upstream, LLM_ASYNC_GATEWAY="false")
+            servers.append(crewdesk_sync)
+            sides.append(Side("crewdesk-sync", crewdesk_sync, crewdesk_sync.url + "/v1/chat/completions",
+                              fixture["model"], sides[1].headers))  # fmt: skip
         litellm_note = ""
         if not args.no_litellm:
             try:
@@ -221,7 +229,7 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
 
         crewdesk_side = next(s for s in sides if s.name == "crewdesk")
         await asyncio.to_thread(writer.stop)
-        expected, rows = crewdesk_side.attempts, 0
+        expected, rows = sum(s.attempts for s in sides if s.name.startswith("crewdesk")), 0
         for _ in range(60):  # rows written after the answer (or by a background writer) land within seconds
             rows = await asyncio.to_thread(ledger_rows, fixture["key"].api_key) - rows_before
             if rows >= expected:
@@ -257,6 +265,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per side, concurrency and round")
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64])
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--sync-side",
+        action="store_true",
+        help="also Crewdesk with /v1 on the synchronous views (LLM_ASYNC_GATEWAY=false)",
+    )
     parser.add_argument("--profile", type=float, default=0, help="seconds of py-spy on Crewdesk at 8 clients")
     args = parser.parse_args()
     with bench_stack(), tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:

@@ -2,6 +2,7 @@
 restarted from the working tree for each measurement (so a change is measured in seconds, not minutes).
 
     python bench/quick_cpu.py [--clients 8] [--seconds 5] [--rounds 2] [--kind chat|stream|embed] [--watch]
+                              [--steps] [--paths async,sync]
 
 Prints requests/s, server CPU per call, Redis commands per call and SQL statements per call (from the
 servers' own counters) for Crewdesk. With --watch it stays up and measures again each time the file
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from collections import Counter
@@ -123,6 +125,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--kind", default="chat")
     parser.add_argument("--watch", action="store_true")
+    parser.add_argument("--paths", default="async", help="async, sync or both in turn (async,sync)")
     parser.add_argument("--profile", action="store_true", help="py-spy during each measured slice")
     parser.add_argument("--steps", action="store_true", help="per-step CPU clocks in the server (step_cpu.py)")
     args = parser.parse_args()
@@ -133,13 +136,18 @@ def main() -> None:
         upstream = start_fake_upstream(workdir)
         try:
             while True:
-                server = start_crewdesk(workdir, upstream, **({"BENCH_STEP_FILE": STEPS} if args.steps else {}))
-                try:
-                    before = ledger_rows(fixture["key"].api_key)
-                    asyncio.run(measure(server, headers, fixture["model"], args))
-                    print(f"(ledger rows so far {ledger_rows(fixture['key'].api_key) - before}; log {server.log})")
-                finally:
-                    server.stop()
+                for path in args.paths.split(","):  # the async path (saas/llm/asgi.py) or Django's sync views
+                    env = {"LLM_ASYNC_GATEWAY": "false" if path == "sync" else "true"}
+                    server = start_crewdesk(
+                        workdir, upstream, **env, **({"BENCH_STEP_FILE": STEPS} if args.steps else {})
+                    )
+                    try:
+                        print(f"--- {path} path; load average {os.getloadavg()[0]:.2f}", flush=True)
+                        before = ledger_rows(fixture["key"].api_key)
+                        asyncio.run(measure(server, headers, fixture["model"], args))
+                        print(f"(ledger rows so far {ledger_rows(fixture['key'].api_key) - before}; log {server.log})")
+                    finally:
+                        server.stop()
                 if not args.watch:
                     break
                 while not TRIGGER.exists():

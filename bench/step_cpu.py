@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import os
 import threading
@@ -22,20 +23,25 @@ import time
 from collections import defaultdict
 from typing import Any
 
-# (module, attribute path, label); nested steps follow their parent, indented by two spaces per level.
+# (module, attribute path, label); nested steps follow their parent, indented by two spaces per level. Steps of
+# the sync path (Django's handler, LLM_ASYNC_GATEWAY=false) and of the async path (saas/llm/asgi.py) are both
+# listed; a path's steps show 0 runs/call when the other one served. A coroutine's CPU is what its thread used
+# while it ran (each resumption timed), not the time it waited.
 STEPS = [
-    ("asgiref.sync", "SyncToAsync.thread_handler", "request thread, all hops"),
+    ("asgiref.sync", "SyncToAsync.thread_handler", "worker threads, all hops"),
     ("saas.llm.api", "OpenAICompatibleView.dispatch", "  DRF view (dispatch)"),
     ("rest_framework.views", "APIView.perform_authentication", "    API key authentication"),
     ("saas.core.api", "enforce_rate_limits", "    rate limits"),
     ("saas.llm.openai_compat", "validated_completion", "    request validation (pydantic)"),
-    ("saas.llm.gateway", "chat", "    gateway.chat"),
+    ("saas.llm.gateway", "chat", "    gateway.chat (sync path)"),
+    ("saas.llm.gateway_async", "admit", "    gateway_async.admit (async path)"),
     ("saas.llm.call", "Call.prepare", "      prepare: model, policy, guardrails, PII, standing"),
     ("saas.llm.gateway", "_look_up", "      cache key / lookup"),
     ("saas.llm.call", "Call.reserve", "      quota reservation"),
-    ("saas.llm.routing", "_permit", "      breaker permit"),
-    ("saas.llm.structured", "complete", "      upstream call (openai SDK)"),
-    ("saas.llm.routing", "_breaker_note", "      breaker outcome"),
+    ("saas.llm.routing", "_permit", "      breaker permit (sync)"),
+    ("saas.llm.structured", "complete", "      upstream call (sync)"),
+    ("saas.llm.routing", "_breaker_note", "      breaker outcome (sync)"),
+    ("saas.llm.gateway_async", "_answered", "    end of the call (async path's second hop)"),
     ("saas.llm.call", "Call.finish", "      finish: ledger entry, settle, metrics"),
     ("saas.llm.ledger", "submit", "        ledger stream (XADD)"),
     ("saas.core.crypto", "encrypt", "        Fernet (prompt and answer)"),
@@ -44,6 +50,11 @@ STEPS = [
     ("saas.llm.openai_compat", "completion_body", "    response body"),
     ("rest_framework.renderers", "JSONRenderer.render", "  JSON rendering"),
     ("django.http.response", "HttpResponseBase.close", "  response close (request_finished, after-send)"),
+    ("saas.llm.asgi", "GatewayHandler.handle", "event loop: the async route (request, view, send)"),
+    ("saas.llm.api_async", "chat_completions", "  async view, on the loop (hops not included)"),
+    ("saas.llm.routing", "_apermit", "    breaker permit (asyncio Redis)"),
+    ("saas.llm.structured", "acomplete", "    upstream call (asyncio pool)"),
+    ("saas.llm.routing", "_abreaker_note", "    breaker outcome (asyncio Redis)"),
 ]
 
 _totals: dict[str, float] = defaultdict(float)
@@ -53,7 +64,48 @@ _local = threading.local()
 _extra: list[str] = []
 
 
+def _add(label: str, spent: float) -> None:
+    with _lock:
+        _totals[label] += spent
+
+
+class _TimedCoroutine:
+    """A coroutine whose every resumption is charged to `label` (its thread's CPU while it ran)."""
+
+    def __init__(self, label: str, coroutine: Any) -> None:
+        self.label, self.coroutine = label, coroutine
+
+    def __await__(self) -> Any:
+        value: Any = None
+        error: BaseException | None = None
+        with _lock:
+            _counts[self.label] += 1
+        while True:
+            started = time.thread_time()
+            try:
+                step = self.coroutine.throw(error) if error is not None else self.coroutine.send(value)
+            except StopIteration as stop:
+                _add(self.label, time.thread_time() - started)
+                return stop.value
+            except BaseException:
+                _add(self.label, time.thread_time() - started)
+                raise
+            _add(self.label, time.thread_time() - started)
+            try:
+                value, error = (yield step), None
+            except BaseException as exc:  # handed to the coroutine, as await does
+                value, error = None, exc
+
+
 def _timed(label: str, fn: Any) -> Any:
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:
+            return await _TimedCoroutine(label, fn(*args, **kwargs))
+
+        return timed_coroutine
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         active = getattr(_local, "active", None)
@@ -128,7 +180,7 @@ def table(before: dict[str, Any], after: dict[str, Any], *, calls: int, process_
         runs = after["calls"].get(label, 0) - before["calls"].get(label, 0)
         lines.append(f"{label:<62}{1000 * spent / n:>9.2f}{runs / n:>11.1f}")
     threads = after["cpu"].get(STEPS[0][2], 0.0) - before["cpu"].get(STEPS[0][2], 0.0)
-    lines.append(f"{'event loop, HTTP (Twisted/daphne), ASGI glue (process - threads)':<62}"
+    lines.append(f"{'main thread: event loop, HTTP (Twisted/daphne), ASGI (process - threads)':<62}"
                  f"{1000 * (process_cpu - threads) / n:>9.2f}")  # fmt: skip
     lines.append(f"{'whole process':<62}{1000 * process_cpu / n:>9.2f}")
     return "\n".join(lines)

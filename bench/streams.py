@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 import psutil
 from servers import (
+    LedgerWriter,
     Server,
     crewdesk_fixture,
     ledger_rows,
@@ -234,7 +235,10 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
                 who = {"sse": fixture["key"].api_key, "ws": None}.get(side)
                 before = await asyncio.to_thread(ledger_rows, who, fixture["user"] if side == "ws" else None)
                 print(f"  {mode}: {side} x {n} ...", flush=True)
+                writer = LedgerWriter().start() if side == "sse" else None  # /v1 rows go through the ledger stream
                 await run_phase(phase, server, starts, args.rate)
+                if writer is not None:
+                    await asyncio.to_thread(writer.stop)
                 if side in ("sse", "ws"):
                     rows = 0
                     for _ in range(40):

@@ -11,10 +11,12 @@ django.setup(set_prefix=False)
 from saas.core.asgi import OneHopASGIHandler  # noqa: E402
 from saas.core.client_ip import ClientAddressMiddleware  # noqa: E402
 from saas.core.http_limits import BodyLimitMiddleware  # noqa: E402
+from saas.llm.asgi import GatewayRoute  # noqa: E402
 
 # Body limits are enforced by our daphne entry point (saas.core.http_server) before the body is read; the
 # middleware enforces them under any other ASGI server.
-django_asgi_app = BodyLimitMiddleware(OneHopASGIHandler())
+# The gateway's hot endpoints (POST /v1/chat/completions, /v1/embeddings) run on the event loop (saas/llm/asgi.py).
+django_asgi_app = BodyLimitMiddleware(GatewayRoute(OneHopASGIHandler()))
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

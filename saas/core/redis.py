@@ -1,8 +1,11 @@
 """One Redis client per process for our own keys (circuit breakers, quotas, heartbeats)."""
 
+import asyncio
+import weakref
 from functools import cache
 
 import redis
+import redis.asyncio
 from django.conf import settings
 
 
@@ -27,3 +30,28 @@ def get_redis() -> redis.Redis:
         decode_responses=True,
     )
     return redis.Redis(connection_pool=pool)
+
+
+_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_async_redis() -> "redis.asyncio.Redis":
+    """The same Redis for code running on an event loop (the gateway's async path): one client per loop, since
+    an asyncio connection belongs to the loop that opened it. Its pool is bounded like the blocking one; a
+    coroutine waits for a free connection instead of failing."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_POOL_MAX,
+            timeout=settings.REDIS_POOL_TIMEOUT,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+            health_check_interval=30,
+            decode_responses=True,
+        )
+        client = _async_clients[loop] = redis.asyncio.Redis(connection_pool=pool)
+    return client

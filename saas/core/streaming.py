@@ -1,4 +1,4 @@
-"""Streaming a synchronous iterator to an ASGI client as it is produced.
+"""Streaming an iterator to an ASGI client as it is produced.
 
 Under ASGI, Django's StreamingHttpResponse reads a synchronous iterator to its end before it sends the first
 byte (it warns about it), which turns a token stream into one late burst. This response pulls one item at a
@@ -24,8 +24,15 @@ _END: Any = object()
 class LiveStreamingHttpResponse(StreamingHttpResponse):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self.is_async:
-            async for part in super().__aiter__():
-                yield part
+            # An async iterator (the gateway's async path) is read on the event loop, and closed here when the
+            # sending stops, whatever stopped it (the client going away included): its producer records that.
+            parts = self._iterator
+            try:
+                async for part in parts:
+                    yield self.make_bytes(part)
+            finally:
+                if (close := getattr(parts, "aclose", None)) is not None:
+                    await close()
             return
         content = self.streaming_content
         assert isinstance(content, Iterator)  # not is_async
@@ -46,7 +53,7 @@ def sse(payload: Any) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def sse_response(chunks: Iterator[bytes]) -> LiveStreamingHttpResponse:
+def sse_response(chunks: Iterator[bytes] | AsyncIterator[bytes]) -> LiveStreamingHttpResponse:
     response = LiveStreamingHttpResponse(chunks, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell proxies not to buffer the stream

@@ -193,22 +193,20 @@ class EmbeddingsView(OpenAICompatibleView):
             texts=data["input"],
             dimensions=data["dimensions"],
         )
-        return Response(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "object": "embedding",
-                        "index": i,
-                        "embedding": openai_compat.encode_embedding(v, data["encoding_format"]),
-                    }
-                    for i, v in enumerate(result.vectors)
-                ],
-                "model": result.model,
-                "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens},
-                "crewdesk": {"call_id": result.call_id, "engine": result.engine},
-            }
-        )
+        return Response(embeddings_body(result, data["encoding_format"]))
+
+
+def embeddings_body(result: gateway.GatewayEmbeddings, encoding_format: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": openai_compat.encode_embedding(v, encoding_format)}
+            for i, v in enumerate(result.vectors)
+        ],
+        "model": result.model,
+        "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens},
+        "crewdesk": {"call_id": result.call_id, "engine": result.engine},
+    }
 
 
 # --- Crewdesk's own API ------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ through (half-open); its success closes the circuit, its failure opens it again.
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
-from saas.core.redis import get_redis
+from saas.core.redis import get_async_redis, get_redis
 
 PREFIX = "crewdesk:llm:breaker"
 
@@ -29,19 +30,58 @@ class Permit:
     clean: bool
 
 
-def allow(upstream: str) -> Permit | None:
+# The decisions are here once; `allow` / `record_*` run them on the blocking client, `aallow` / `arecord_*` on
+# the asyncio one (the gateway's async path), with the same commands.
+
+
+def _state_commands(pipe: Any, upstream: str) -> None:
     failures_key, open_key, probe_key = _keys(upstream)
-    redis = get_redis()
-    pipe = redis.pipeline(transaction=False)
     pipe.get(open_key)
     pipe.exists(failures_key, probe_key)
-    open_until, others = pipe.execute()
+
+
+def _decide(upstream: str, open_until: Any, others: int) -> Permit | str | None:
+    """A permit, None (open), or "probe" (half-open: try to become the one probe)."""
     if open_until is None:
         return Permit(upstream, clean=others == 0)
     if time.time() < float(open_until):
         return None
+    return "probe"
+
+
+def _probe_ttl() -> int:
+    return int(settings.LLM_BREAKER["cooldown"]) or 1
+
+
+def _failure_commands(pipe: Any, upstream: str, now: float) -> None:
+    config = settings.LLM_BREAKER
+    failures_key, _, probe_key = _keys(upstream)
+    pipe.zadd(failures_key, {f"{now}:{time.monotonic_ns()}": now})
+    pipe.zremrangebyscore(failures_key, 0, now - config["window"])
+    pipe.zcard(failures_key)
+    pipe.expire(failures_key, int(config["window"]) + 1)
+    pipe.exists(probe_key)
+
+
+def _opens(results: list[Any]) -> bool:
+    _, _, count, _, half_open = results
+    return bool(count >= settings.LLM_BREAKER["failure_threshold"] or half_open)
+
+
+def _open_args(now: float) -> tuple[float, int]:
+    cooldown = settings.LLM_BREAKER["cooldown"]
+    return now + cooldown, int(cooldown) * 10 + 60
+
+
+def allow(upstream: str) -> Permit | None:
+    redis = get_redis()
+    pipe = redis.pipeline(transaction=False)
+    _state_commands(pipe, upstream)
+    decision = _decide(upstream, *pipe.execute())
+    if decision != "probe":
+        return decision  # type: ignore[return-value]
     # Half-open: exactly one caller across all processes gets to probe.
-    if redis.set(probe_key, "1", nx=True, ex=int(settings.LLM_BREAKER["cooldown"]) or 1):
+    if redis.set(_keys(upstream)[2], "1", nx=True, ex=_probe_ttl()):
         return Permit(upstream, clean=False)
     return None
 
@@ -52,20 +92,44 @@ def record_success(permit: Permit) -> None:
 
 
 def record_failure(upstream: str) -> None:
-    config = settings.LLM_BREAKER
-    failures_key, open_key, probe_key = _keys(upstream)
+    _, open_key, probe_key = _keys(upstream)
     redis = get_redis()
     now = time.time()
     pipe = redis.pipeline()
-    pipe.zadd(failures_key, {f"{now}:{time.monotonic_ns()}": now})
-    pipe.zremrangebyscore(failures_key, 0, now - config["window"])
-    pipe.zcard(failures_key)
-    pipe.expire(failures_key, int(config["window"]) + 1)
-    _, _, count, _ = pipe.execute()
-    half_open = redis.exists(probe_key)
-    if count >= config["failure_threshold"] or half_open:
-        redis.set(open_key, now + config["cooldown"], ex=int(config["cooldown"]) * 10 + 60)
+    _failure_commands(pipe, upstream, now)
+    if _opens(pipe.execute()):
+        value, ttl = _open_args(now)
+        redis.set(open_key, value, ex=ttl)
         redis.delete(probe_key)
+
+
+async def aallow(upstream: str) -> Permit | None:
+    redis = get_async_redis()
+    pipe = redis.pipeline(transaction=False)
+    _state_commands(pipe, upstream)
+    decision = _decide(upstream, *(await pipe.execute()))
+    if decision != "probe":
+        return decision  # type: ignore[return-value]
+    if await redis.set(_keys(upstream)[2], "1", nx=True, ex=_probe_ttl()):
+        return Permit(upstream, clean=False)
+    return None
+
+
+async def arecord_success(permit: Permit) -> None:
+    if not permit.clean:
+        await get_async_redis().delete(*_keys(permit.upstream))
+
+
+async def arecord_failure(upstream: str) -> None:
+    _, open_key, probe_key = _keys(upstream)
+    redis = get_async_redis()
+    now = time.time()
+    pipe = redis.pipeline()
+    _failure_commands(pipe, upstream, now)
+    if _opens(await pipe.execute()):
+        value, ttl = _open_args(now)
+        await redis.set(open_key, value, ex=ttl)
+        await redis.delete(probe_key)
 
 
 def state(upstream: str) -> str:

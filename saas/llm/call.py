@@ -15,12 +15,13 @@ or PostgreSQL failing under us (`guard()` records what escapes and turns store f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from types import SimpleNamespace
@@ -175,14 +176,40 @@ class Call:
         except BaseException as exc:
             if self.finished:
                 raise
-            error = as_call_error(exc)
-            status = LLMCall.Status.BLOCKED if isinstance(error, guardrails.GuardrailBlocked) else LLMCall.Status.ERROR
-            if error is None:
-                logger.exception("A gateway call failed unexpectedly")
-            self.finish(status, error=error or StoreUnavailable(f"internal error ({type(exc).__name__})"))
-            if error is None or error is exc:
+            status, error = self._ending(exc)
+            self.finish(status, error=error)
+            self._raise_for(exc, error)
+
+    @asynccontextmanager
+    async def aguard_exit(self, hop: Callable[..., Awaitable[Any]]) -> AsyncIterator[None]:
+        """guard_exit for the async path: the row is written through `hop` (a worker thread), and a task
+        cancelled (the client went away) is recorded as cancelled."""
+        try:
+            yield
+        except (GeneratorExit, asyncio.CancelledError):
+            if not self.finished:
+                await asyncio.shield(hop(self.cancel))
+            raise
+        except BaseException as exc:
+            if self.finished:
                 raise
-            raise error from exc
+            status, error = self._ending(exc)
+            await hop(self.finish, status, error=error)
+            self._raise_for(exc, error)
+
+    def _ending(self, exc: BaseException) -> tuple[str, LLMError]:
+        """The status and error a call ends with when `exc` escapes it."""
+        error = as_call_error(exc)
+        status = LLMCall.Status.BLOCKED if isinstance(error, guardrails.GuardrailBlocked) else LLMCall.Status.ERROR
+        if error is None:
+            logger.exception("A gateway call failed unexpectedly", exc_info=exc)
+        return status, error or StoreUnavailable(f"internal error ({type(exc).__name__})")
+
+    @staticmethod
+    def _raise_for(exc: BaseException, error: LLMError) -> None:
+        if as_call_error(exc) is None or error is exc:
+            raise exc
+        raise error from exc
 
     def cancel(self, output_text: str = "", usage: Usage | None = None) -> None:
         """The client went away or pressed stop."""

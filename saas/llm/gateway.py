@@ -332,21 +332,26 @@ class GatewayEmbeddings:
     engine: str
 
 
+def embed_route(call: Call, *, model: str, texts: list[str]) -> routing.Route:
+    """An embedding call's checks and model, then its route (shared with the async path)."""
+    policy.refuse_unstorable(model=model, input=texts)
+    conf = gateway_config.current()
+    settings_row = conf.policy(call.caller.org)
+    config = policy.named_model(model or DEFAULT_EMBEDDING_MODEL, settings_row, ModelConfig.Kind.EMBEDDING, conf)
+    call.model = config
+    if not texts or len(texts) > MAX_EMBED_INPUTS:
+        raise BadRequest(f"`input` must hold 1 to {MAX_EMBED_INPUTS} texts.")
+    if any(not isinstance(t, str) or not t.strip() or len(t) > MAX_EMBED_CHARS for t in texts):
+        raise BadRequest(f"Every input must be a non-empty string of at most {MAX_EMBED_CHARS} characters.")
+    return call.along(policy.chain(config, settings_row, conf))
+
+
 def embed(*, caller: Caller, model: str, texts: list[str], dimensions: int = 384) -> GatewayEmbeddings:
     """Vectors for texts, through the same registry, policy, retries, breaker and ledger as chat (embeddings
     do not count against the plan's requests)."""
     call = Call(caller, requested=model or DEFAULT_EMBEDDING_MODEL, billed=False)
     with call.guard_exit():
-        policy.refuse_unstorable(model=model, input=texts)
-        conf = gateway_config.current()
-        settings_row = conf.policy(caller.org)
-        config = policy.named_model(model or DEFAULT_EMBEDDING_MODEL, settings_row, ModelConfig.Kind.EMBEDDING, conf)
-        call.model = config
-        if not texts or len(texts) > MAX_EMBED_INPUTS:
-            raise BadRequest(f"`input` must hold 1 to {MAX_EMBED_INPUTS} texts.")
-        if any(not isinstance(t, str) or not t.strip() or len(t) > MAX_EMBED_CHARS for t in texts):
-            raise BadRequest(f"Every input must be a non-empty string of at most {MAX_EMBED_CHARS} characters.")
-        route = call.along(policy.chain(config, settings_row, conf))
+        route = embed_route(call, model=model, texts=texts)
         for candidate, provider in route:
             try:
                 result = provider.embed(candidate.upstream_model, texts, dimensions=dimensions,

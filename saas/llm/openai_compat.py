@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import struct
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, Literal
 
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
@@ -258,6 +258,60 @@ def completion_body(result: gateway.GatewayResult, *, created: int, data: dict[s
     }
 
 
+class Chunks:
+    """The gateway's stream items as OpenAI's chunks (SSE bytes): shared by the sync view and the async path.
+    With tools offered, the answer is sent when it is complete: its text, then each tool call (its id and name,
+    then its arguments), as OpenAI streams them."""
+
+    def __init__(self, *, created: int, include_usage: bool, with_tools: bool) -> None:
+        self.ident = f"chatcmpl-{time.monotonic_ns()}"
+        self.created, self.include_usage, self.with_tools = created, include_usage, with_tools
+        self.model = ""
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse(
+            {
+                "id": self.ident, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+        )  # fmt: skip
+
+    def opening(self, first: Any) -> tuple[bytes, bool]:
+        """The opening chunk; True when it carries the first item too (the first token is here already: one
+        write for both)."""
+        opening = self.chunk({"role": "assistant", "content": ""})
+        if isinstance(first, str) and not self.with_tools:
+            return opening + self.chunk({"content": first}), True
+        return opening, False
+
+    def item(self, item: Any) -> tuple[bytes, bool]:
+        """An item's bytes; True when it was the end."""
+        if not isinstance(item, gateway.GatewayStreamEnd):
+            return (b"" if self.with_tools else self.chunk({"content": item})), False
+        self.model = item.model
+        finish = item.finish_reason
+        out = []
+        if self.with_tools:
+            if item.text:
+                out.append(self.chunk({"content": item.text}))
+            for index, call in enumerate(item.tool_calls):
+                part = {"index": index, "id": call.id, "type": "function",
+                        "function": {"name": call.name, "arguments": ""}}  # fmt: skip
+                out.append(self.chunk({"tool_calls": [part]}))
+                out.append(self.chunk({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]}))
+        if item.tool_calls:
+            finish = "tool_calls"
+        out.append(self.chunk({}, finish))
+        if self.include_usage:
+            out.append(sse(
+                {"id": self.ident, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                 "choices": [], "usage": usage_body(item.usage)}
+            ))  # fmt: skip
+        return b"".join(out), True
+
+    DONE = b"data: [DONE]\n\n"
+
+
 def openai_chunks(
     first: Any,
     stream: Generator[Any, None, None],
@@ -267,55 +321,51 @@ def openai_chunks(
     with_tools: bool,
     on_error: Any,
 ) -> Iterator[bytes]:
-    """The gateway's stream as OpenAI's chunks. With tools offered, the answer is sent when it is complete:
-    its text, then each tool call (its id and name, then its arguments), as OpenAI streams them."""
-    ident = f"chatcmpl-{time.monotonic_ns()}"
-    model = ""
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse(
-            {
-                "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
-        )  # fmt: skip
-
-    opening = chunk({"role": "assistant", "content": ""})
-    if isinstance(first, str) and not with_tools:  # the first token is here already: one write, one hop, for both
-        yield opening + chunk({"content": first})
-        items: Iterator[Any] = stream
-    else:
-        yield opening
-        items = itertools.chain([first], stream)
+    """The gateway's stream as OpenAI's chunks (see Chunks)."""
+    chunks = Chunks(created=created, include_usage=include_usage, with_tools=with_tools)
+    opening, took_first = chunks.opening(first)
+    yield opening
+    items: Iterator[Any] = stream if took_first else itertools.chain([first], stream)
     try:
         for item in items:
-            if isinstance(item, gateway.GatewayStreamEnd):
-                model = item.model
-                finish = item.finish_reason
-                if with_tools:
-                    if item.text:
-                        yield chunk({"content": item.text})
-                    for index, call in enumerate(item.tool_calls):
-                        part = {"index": index, "id": call.id, "type": "function",
-                                "function": {"name": call.name, "arguments": ""}}  # fmt: skip
-                        yield chunk({"tool_calls": [part]})
-                        yield chunk({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]})
-                if item.tool_calls:
-                    finish = "tool_calls"
-                yield chunk({}, finish)
-                if include_usage:
-                    yield sse(
-                        {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                         "choices": [], "usage": usage_body(item.usage)}
-                    )  # fmt: skip
+            data, ended = chunks.item(item)
+            if data:
+                yield data
+            if ended:
                 break
-            if not with_tools:
-                yield chunk({"content": item})
     except LLMError as error:
         yield sse(on_error(error))
     finally:
         stream.close()  # a client that went away cancels the upstream call
-    yield b"data: [DONE]\n\n"
+    yield Chunks.DONE
+
+
+async def aopenai_chunks(
+    first: Any, stream: AsyncIterator[Any], *, created: int, include_usage: bool, with_tools: bool, on_error: Any
+) -> AsyncIterator[bytes]:
+    """openai_chunks for the async path: `stream` is the gateway's async stream (gateway_async.achat_stream)."""
+    chunks = Chunks(created=created, include_usage=include_usage, with_tools=with_tools)
+    opening, took_first = chunks.opening(first)
+    yield opening
+    try:
+        if not took_first:
+            data, ended = chunks.item(first)
+            if data:
+                yield data
+            if ended:
+                yield Chunks.DONE
+                return
+        async for item in stream:
+            data, ended = chunks.item(item)
+            if data:
+                yield data
+            if ended:
+                break
+    except LLMError as error:
+        yield sse(on_error(error))
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]  # a client that went away cancels the upstream call
+    yield Chunks.DONE
 
 
 # --- Embeddings and models ---------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ upstream's Retry-After is honoured up to `max_retry_after`), behind a circuit br
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -86,6 +87,35 @@ def _breaker_note(permit: breaker.Permit | None, upstream: str, *, ok: bool) -> 
         metrics.store_error("redis", "breaker")
 
 
+async def _apermit(upstream: str) -> breaker.Permit | None:
+    try:
+        return await breaker.aallow(upstream)
+    except Exception:
+        logger.warning("Circuit breaker unavailable for %s; calling the upstream anyway", upstream, exc_info=True)
+        metrics.store_error("redis", "breaker")
+        return breaker.Permit(upstream, clean=True)
+
+
+async def _abreaker_note(permit: breaker.Permit | None, upstream: str, *, ok: bool) -> None:
+    try:
+        if ok:
+            if permit is not None:
+                await breaker.arecord_success(permit)
+        else:
+            await breaker.arecord_failure(upstream)
+    except Exception:
+        logger.warning("Circuit breaker unavailable for %s; outcome not recorded", upstream, exc_info=True)
+        metrics.store_error("redis", "breaker")
+
+
+def _next(plan: Generator[tuple[str, Any], Any, None], reply: Any) -> tuple[str, Any] | None:
+    """The plan's next step, sent the reply to its previous one; None when it is over."""
+    try:
+        return plan.send(reply)
+    except StopIteration:
+        return None
+
+
 def backoff(attempt: int, error: LLMError) -> float | None:
     """Seconds to wait before retrying, or None to stop retrying this model (fall back instead)."""
     config = settings.LLM_ROUTER
@@ -123,7 +153,10 @@ class Route:
         )
         self.errors.append(error)
 
-    def __iter__(self) -> Iterator[tuple[ModelConfig, Provider]]:
+    def _plan(self) -> Generator[tuple[str, Any], Any, None]:
+        """The route's decisions, without its waits: yields ("permit", breaker key) and is sent the permit
+        back, ("wait", seconds) before a retry, and ("try", (model, provider)) for each attempt. The sync
+        iteration below and `attempts()` (the async path) carry them out, each its own way."""
         router = settings.LLM_ROUTER
         for model in self.chain:
             provider = provider_for(model, self.org)
@@ -133,21 +166,56 @@ class Route:
                 continue
             for attempt in range(router["max_retries"] + 1):
                 self._started = time.perf_counter()
-                self._permit = _permit(provider_registry.breaker_key(model, self.org))
+                self._permit = yield "permit", provider_registry.breaker_key(model, self.org)
                 if self._permit is None:
                     self._add(model, "circuit_open", CircuitOpen("circuit open"))
                     break
-                release_connections()  # no pooled connection is held while the model works (saas/core/db.py)
-                yield model, provider
+                yield "try", (model, provider)
                 if self.answered is not None:
                     return
                 error = self.errors[-1] if self.errors else None
                 wait = backoff(attempt, error) if error is not None else None
                 if wait is None or attempt == router["max_retries"] or not (error and error.retryable):
                     break
-                time.sleep(wait)
+                yield "wait", wait
             if self.errors and self.errors[-1] is not None and not self.errors[-1].retryable:
                 return  # a request the upstream refused: another model would refuse it too
+
+    def __iter__(self) -> Iterator[tuple[ModelConfig, Provider]]:
+        plan, reply = self._plan(), None
+        while (step := _next(plan, reply)) is not None:
+            kind, value = step
+            reply = None
+            if kind == "permit":
+                reply = _permit(value)
+            elif kind == "wait":
+                time.sleep(value)
+            else:
+                release_connections()  # no pooled connection is held while the model works (saas/core/db.py)
+                yield value
+
+    async def async_attempts(self) -> AsyncIterator[tuple[ModelConfig, Provider]]:
+        """The same route for the async path: the breaker on asyncio Redis, waits that hold no thread."""
+        plan, reply = self._plan(), None
+        while (step := _next(plan, reply)) is not None:
+            kind, value = step
+            reply = None
+            if kind == "permit":
+                reply = await _apermit(value)
+            elif kind == "wait":
+                await asyncio.sleep(value)
+            else:
+                yield value
+
+    async def asucceeded(self, model: ModelConfig) -> None:
+        await _abreaker_note(self._permit, provider_registry.breaker_key(model, self.org), ok=True)
+        self._add(model, "ok", None)
+        self.answered = model
+
+    async def afailed(self, model: ModelConfig, error: LLMError) -> None:
+        if error.retryable:
+            await _abreaker_note(self._permit, provider_registry.breaker_key(model, self.org), ok=False)
+        self._add(model, "error", error)
 
     def succeeded(self, model: ModelConfig) -> None:
         _breaker_note(self._permit, provider_registry.breaker_key(model, self.org), ok=True)

@@ -12,7 +12,7 @@ instead is not JSON to check.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -147,6 +147,54 @@ def _checked_stream(
     text = "".join(parts)
     if (error := problem(request, text, end.tool_calls)) is not None:
         second = provider.complete(model, _retry(request, text, error), timeout=timeout)
+        if (again := problem(request, second.text, second.tool_calls)) is not None:
+            raise InvalidStructuredOutput(
+                f"The model did not produce the requested JSON (asked twice). {again}", details={"first_error": error}
+            )
+        text = second.text
+        end = StreamEnd(_sum(end.usage, second.usage), second.finish_reason, second.tool_calls)
+    if text:
+        yield text
+    yield end
+
+
+# --- The same on the async path (saas/llm/gateway_async.py): `provider` has acomplete / astream -------------
+
+
+async def acomplete(provider: Any, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
+    result = await provider.acomplete(model, request, timeout=timeout)
+    error = problem(request, result.text, result.tool_calls)
+    if error is None:
+        return result
+    second = await provider.acomplete(model, _retry(request, result.text, error), timeout=timeout)
+    if (again := problem(request, second.text, second.tool_calls)) is not None:
+        raise InvalidStructuredOutput(
+            f"The model did not produce the requested JSON (asked twice). {again}", details={"first_error": error}
+        )
+    return replace(second, usage=_sum(result.usage, second.usage))
+
+
+async def astream(provider: Any, model: str, request: ChatRequest, *, timeout: float) -> AsyncIterator[Any]:
+    if _kind(request) is None:
+        async for item in provider.astream(model, request, timeout=timeout):
+            yield item
+        return
+    parts: list[str] = []
+    end: StreamEnd | None = None
+    upstream = provider.astream(model, request, timeout=timeout)
+    try:
+        async for item in upstream:
+            if isinstance(item, StreamEnd):
+                end = item
+            else:
+                parts.append(item)
+    finally:
+        await upstream.aclose()
+    if end is None:
+        return
+    text = "".join(parts)
+    if (error := problem(request, text, end.tool_calls)) is not None:
+        second = await provider.acomplete(model, _retry(request, text, error), timeout=timeout)
         if (again := problem(request, second.text, second.tool_calls)) is not None:
             raise InvalidStructuredOutput(
                 f"The model did not produce the requested JSON (asked twice). {again}", details={"first_error": error}

@@ -3,10 +3,13 @@ versions) and every OpenAI-compatible server (Ollama, vLLM, LM Studio, llama.cpp
 
 from __future__ import annotations
 
+import asyncio
 import http.cookiejar
-from collections.abc import Generator, Iterator
+import weakref
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 import orjson
@@ -96,6 +99,96 @@ def _normalise(exc: Exception) -> LLMError:
     return UpstreamUnavailable(f"Unexpected provider failure: {type(exc).__name__}: {exc}")
 
 
+_JSON = {"Content-Type": "application/json"}
+
+
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    # Per connect and per read, as the SDK's timeout is: a long stream is fine while its tokens keep coming.
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+
+
+def _anormalise(exc: Exception) -> LLMError:
+    """_normalise, for aiohttp's errors too."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return Timeout("The model did not answer in time.")
+    if isinstance(exc, aiohttp.ClientError):  # refused, reset, cut off mid-body
+        return UpstreamUnavailable("Could not reach the model provider: Connection error.")
+    return _normalise(exc)
+
+
+def _chat_result(response: Any, request: ChatRequest) -> ChatResult:
+    """An OpenAI chat completion's JSON as our result."""
+    try:
+        choice = response["choices"][0]
+        message = choice.get("message") or {}
+    except Exception as exc:
+        raise _normalise(exc) from exc
+    text = message.get("content") or ""
+    calls = [
+        ToolCall(call.get("id") or new_call_id(), call["function"]["name"], call["function"].get("arguments") or "")
+        for call in message.get("tool_calls") or []
+        if call.get("type", "function") == "function"
+    ]
+    if (used := response.get("usage")) is not None:
+        usage = Usage(used.get("prompt_tokens") or 0, used.get("completion_tokens") or 0)
+    else:
+        usage = Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True)
+    logprobs = _without_nulls(choice["logprobs"]) if choice.get("logprobs") is not None else None
+    return ChatResult(text, usage, choice.get("finish_reason") or "stop", calls, logprobs)
+
+
+def _embedding_result(response: Any, texts: list[str]) -> EmbeddingResult:
+    try:
+        vectors = [item["embedding"] for item in sorted(response["data"], key=lambda d: d["index"])]
+    except Exception as exc:
+        raise _normalise(exc) from exc
+    used = response.get("usage")
+    tokens = used["prompt_tokens"] if used else sum(estimate_tokens(t) for t in texts)
+    return EmbeddingResult(vectors, Usage(tokens, 0, estimated=not used))
+
+
+class _StreamMerge:
+    """A streamed answer put together from OpenAI's chunks (as JSON): text deltas, tool calls arriving in
+    pieces keyed by their index, the finish reason and the usage of the last chunk."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.usage: Usage | None = None
+        self.finish: str | None = None
+        self.calls: dict[int, dict[str, str]] = {}
+
+    def feed(self, chunk: dict[str, Any]) -> list[str]:
+        deltas = []
+        if (used := chunk.get("usage")) is not None:
+            self.usage = Usage(used.get("prompt_tokens") or 0, used.get("completion_tokens") or 0)
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if content := delta.get("content"):
+                self.parts.append(content)
+                deltas.append(content)
+            for piece in delta.get("tool_calls") or []:
+                call = self.calls.setdefault(piece.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                call["id"] = piece.get("id") or call["id"]
+                if (function := piece.get("function")) is not None:
+                    call["name"] += function.get("name") or ""
+                    call["arguments"] += function.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+        return deltas
+
+    def end(self, request: ChatRequest) -> StreamEnd:
+        if self.finish is None:
+            raise UpstreamUnavailable("The model provider closed the stream before it finished.")
+        text = "".join(self.parts)
+        return StreamEnd(
+            usage=self.usage or Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True),
+            finish_reason=self.finish,
+            tool_calls=[
+                ToolCall(c["id"] or new_call_id(), c["name"], c["arguments"]) for _, c in sorted(self.calls.items())
+            ],
+        )
+
+
 class OpenAIProvider:
     """Any OpenAI-compatible server (OpenAI, vLLM, Ollama, LM Studio, llama.cpp, OpenRouter, ...)."""
 
@@ -167,33 +260,104 @@ class OpenAIProvider:
         try:
             response = self._post("/chat/completions", self._params(model, request),
                                   timeout=self.upstream.timeout_for(timeout))  # fmt: skip
-            choice = response["choices"][0]
-            message = choice.get("message") or {}
         except Exception as exc:
             raise _normalise(exc) from exc
-        text = message.get("content") or ""
-        calls = [
-            ToolCall(call.get("id") or new_call_id(), call["function"]["name"], call["function"].get("arguments") or "")
-            for call in message.get("tool_calls") or []
-            if call.get("type", "function") == "function"
-        ]
-        if (used := response.get("usage")) is not None:
-            usage = Usage(used.get("prompt_tokens") or 0, used.get("completion_tokens") or 0)
-        else:
-            usage = Usage(estimate_prompt_tokens(request.messages), estimate_tokens(text), estimated=True)
-        logprobs = _without_nulls(choice["logprobs"]) if choice.get("logprobs") is not None else None
-        return ChatResult(text, usage, choice.get("finish_reason") or "stop", calls, logprobs)
+        return _chat_result(response, request)
 
     def embed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
         body = {"model": model, "input": texts, "dimensions": dimensions, "encoding_format": "float"}
         try:
             response = self._post("/embeddings", body, timeout=self.upstream.timeout_for(timeout))
-            vectors = [item["embedding"] for item in sorted(response["data"], key=lambda d: d["index"])]
         except Exception as exc:
             raise _normalise(exc) from exc
-        used = response.get("usage")
-        tokens = used["prompt_tokens"] if used else sum(estimate_tokens(t) for t in texts)
-        return EmbeddingResult(vectors, Usage(tokens, 0, estimated=not used))
+        return _embedding_result(response, texts)
+
+    # --- The async path (saas/llm/gateway_async.py): the same requests on an asyncio connection pool -------
+
+    @property
+    def has_async(self) -> bool:
+        """Chat and embeddings can go over asyncio (Azure goes through the SDK's sync client, in a thread)."""
+        return self.base_url is not None
+
+    def _session(self) -> aiohttp.ClientSession:
+        """This provider's keep-alive pool on the running event loop (an asyncio connection belongs to its
+        loop). aiohttp, not the SDK's httpx: about half the CPU per request on the event loop."""
+        loop = asyncio.get_running_loop()
+        sessions = self.__dict__.setdefault("_sessions", weakref.WeakKeyDictionary())
+        session = sessions.get(loop)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=False)
+            session = sessions[loop] = aiohttp.ClientSession(
+                connector=connector, headers=self.headers, cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent",), auto_decompress=True,
+            )  # fmt: skip
+        return session
+
+    def _status_error(self, status: int, headers: Any, body: bytes, url: str) -> Exception:
+        """The SDK's own exception for an error status (what _normalise reads), as the sync path raises it."""
+        response = httpx2.Response(status, headers=list(headers.items()), content=body,
+                                   request=httpx2.Request("POST", url))  # fmt: skip
+        return self.client._make_status_error_from_response(response)
+
+    async def _apost(self, path: str, body: dict[str, Any], *, timeout: float) -> Any:
+        url = self.base_url + path  # type: ignore[operator]
+        async with self._session().post(url, data=orjson.dumps(body), timeout=_timeout(timeout),
+                                        headers=_JSON) as raw:  # fmt: skip
+            content = await raw.read()
+            if raw.status >= 400:
+                raise self._status_error(raw.status, raw.headers, content, url)
+        return orjson.loads(content)
+
+    async def acomplete(self, model: str, request: ChatRequest, *, timeout: float) -> ChatResult:
+        try:
+            response = await self._apost("/chat/completions", self._params(model, request),
+                                         timeout=self.upstream.timeout_for(timeout))  # fmt: skip
+        except Exception as exc:
+            raise _anormalise(exc) from exc
+        return _chat_result(response, request)
+
+    async def aembed(self, model: str, texts: list[str], *, dimensions: int, timeout: float) -> EmbeddingResult:
+        body = {"model": model, "input": texts, "dimensions": dimensions, "encoding_format": "float"}
+        try:
+            response = await self._apost("/embeddings", body, timeout=self.upstream.timeout_for(timeout))
+        except Exception as exc:
+            raise _anormalise(exc) from exc
+        return _embedding_result(response, texts)
+
+    async def astream(self, model: str, request: ChatRequest, *, timeout: float) -> AsyncIterator[str | StreamEnd]:
+        """Text deltas, then one StreamEnd, read from the upstream's server-sent events on the event loop.
+        Closing the iterator (or cancelling its task) closes the upstream connection."""
+        body = self._params(model, request) | {"stream": True, "stream_options": {"include_usage": True}}
+        merged = _StreamMerge()
+        url = self.base_url + "/chat/completions"  # type: ignore[operator]
+        try:
+            async with self._session().post(url, data=orjson.dumps(body), headers=_JSON,
+                                            timeout=_timeout(self.upstream.timeout_for(timeout))) as raw:  # fmt: skip
+                if raw.status >= 400:
+                    raise self._status_error(raw.status, raw.headers, await raw.read(), url)
+                buffer = b""
+                async for data in raw.content.iter_any():
+                    buffer += data
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            break
+                        chunk = orjson.loads(payload)
+                        if isinstance(chunk, dict) and chunk.get("error"):
+                            raise UpstreamUnavailable(f"The model provider failed mid-stream: {chunk['error']}")
+                        for delta in merged.feed(chunk):
+                            yield delta
+                    else:
+                        continue
+                    break  # [DONE]
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise _anormalise(exc) from exc
+        yield merged.end(request)
 
     def stream(self, model: str, request: ChatRequest, *, timeout: float) -> Generator[str | StreamEnd, None, None]:
         """Text deltas, then one StreamEnd. Closing the generator closes the upstream connection."""

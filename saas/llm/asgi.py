@@ -1,0 +1,161 @@
+"""The ASGI route of the gateway's hot endpoints: `POST /v1/chat/completions` and `POST /v1/embeddings` go to
+the async views (saas/llm/api_async.py) on the event loop; every other request goes on to Django.
+
+Why in front of Django: Django's handler (saas/core/asgi.py) runs a request's middleware and view in a worker
+thread of its own for the whole request, which is what an async view needs to avoid (a thread per open stream,
+a hop per chunk). Here a request costs no thread of its own: its synchronous steps hop to the gateway's pool
+(gateway_async.hop) and give the thread back.
+
+What the middleware does for these endpoints is done here: the request id (django_guid: read from
+X-Request-ID or made, sent back, in every log line and ledger row), the security headers of SecurityMiddleware
+and XFrameOptionsMiddleware. Sessions, CSRF, messages, allauth and the org middleware have nothing to do on an
+API-key endpoint (the DRF view enters the org scope itself, as on the sync path); request counts by view are
+not in django_prometheus's HTTP metrics (the gateway's own `crewdesk_llm_*` metrics count every call).
+
+As on the sync path, a client that hangs up before its (non-streaming) answer does not cancel the call: it is
+completed, recorded, and its response closed. A stream whose client goes away is cancelled (the upstream
+connection closed) and recorded as cancelled.
+
+`LLM_ASYNC_GATEWAY=false` sends these endpoints to Django's synchronous views instead (saas/llm/api.py), which
+also serve them under Django's test client and any WSGI server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import response_for_exception
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.urls import set_script_prefix
+from django_guid.middleware import process_incoming_request, process_outgoing_request
+
+ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/embeddings": "embeddings"}  # views of api_async
+# The gateway's modules are imported on the first request, as Django imports the URLconf: a server starts as fast.
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
+def enabled() -> bool:
+    """On unless LLM_ASYNC_GATEWAY (a setting, else the environment variable) says false."""
+    value = getattr(settings, "LLM_ASYNC_GATEWAY", None)
+    if value is None:
+        value = os.environ.get("LLM_ASYNC_GATEWAY", "true").lower() not in ("0", "false", "no", "off")
+    return bool(value)
+
+
+class GatewayHandler(ASGIHandler):
+    """Django's ASGI request handling (body, request object, disconnects, sending, closing) around one of
+    ROUTES, without the middleware chain or a request thread."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        def nothing(request: HttpRequest) -> None:
+            return None
+
+        self._security = SecurityMiddleware(nothing)
+        self._frames = XFrameOptionsMiddleware(nothing)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from saas.llm import gateway_async
+
+        with gateway_async.own_threads():
+            await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        from saas.llm import gateway_async
+
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            await gateway_async.hop(error_response.close)
+            return
+
+        async def process_request() -> HttpResponseBase:
+            response = await self._respond(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client went away while it was being sent
+                await self.send_response(response, send)
+            return response
+
+        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(process_request())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                with contextlib.suppress(RequestAborted):
+                    task.result()
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            pass  # abandoned: its response is closed when the call is done (_close_abandoned)
+        else:
+            await gateway_async.hop(response.close)  # after-send work (the trace), request_finished
+        body_file.close()
+
+    async def _respond(self, request: HttpRequest) -> HttpResponseBase:
+        """The view's response; a client that hangs up meanwhile leaves the view to finish (see the module)."""
+        work = asyncio.ensure_future(self._view(request))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            _abandoned.add(work)
+            work.add_done_callback(_close_abandoned)
+            raise
+
+    async def _view(self, request: HttpRequest) -> HttpResponseBase:
+        from saas.llm import api_async, gateway_async
+
+        process_incoming_request(request)
+        try:
+            response = await getattr(api_async, ROUTES[request.path_info])(request)
+        except Exception as exc:
+            response = await gateway_async.hop(response_for_exception, request, exc)
+        if not response.streaming and not response.has_header("Content-Length"):
+            response["Content-Length"] = str(len(response.content))  # type: ignore[attr-defined]
+        process_outgoing_request(response, request)
+        self._security.process_response(request, response)  # type: ignore[arg-type]
+        self._frames.process_response(request, response)  # type: ignore[arg-type]
+        response._handler_class = type(self)  # type: ignore[attr-defined]
+        return response
+
+
+def _close_abandoned(work: asyncio.Future[Any]) -> None:
+    from saas.llm import gateway_async
+
+    _abandoned.discard(work)
+    if work.cancelled() or work.exception() is not None:
+        return
+    closing = asyncio.ensure_future(gateway_async.hop(work.result().close))
+    _abandoned.add(closing)
+    closing.add_done_callback(_abandoned.discard)
+
+
+class GatewayRoute:
+    """ASGI middleware: ROUTES' POSTs to GatewayHandler, the rest to `app`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.handler: GatewayHandler | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in ROUTES and enabled():
+            if self.handler is None:
+                self.handler = GatewayHandler()
+            await self.handler(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

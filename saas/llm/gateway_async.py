@@ -1,0 +1,345 @@
+"""The gateway on the event loop: the async path of the HTTP endpoints `/v1/chat/completions` and
+`/v1/embeddings` (saas/llm/asgi.py routes them here under daphne).
+
+The same `Call` (saas/llm/call.py), the same steps and modules as `gateway.chat`, `chat_stream` and `embed`;
+what changes is where each step runs:
+
+- `admit` (synchronous, run in one hop to a worker thread with the DRF checks of saas/llm/api.py): resolve
+  and validate, guardrails, PII, the caches, a quota place on a miss. An API-key memo miss does its database
+  step here, and the hop gives its connection back before the model is called (no connection is held across
+  an upstream call).
+- the attempts run on the event loop: the breaker on asyncio Redis (saas/llm/breaker.py), the upstream over
+  the provider's asyncio keep-alive pool (saas/llm/providers/openai.py); providers without one (Anthropic,
+  Gemini, Azure, the local engine) run in a worker thread;
+- a stream's deltas pass on the loop (no thread per open stream, no hop per chunk);
+- the end (ledger row, quota settled, metrics, cache entries) in one more hop, and on every exit: an error, a
+  refusal, the client going away (the task cancelled), a store outage (503 in the one error shape).
+
+Worker threads: `LLM_GATEWAY_THREADS` (16) per process, short steps only (none waits on a model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from saas.core.db import release_connections
+from saas.core.tenancy import enter_org_scope, exit_org_scope
+from saas.llm import gateway, guardrails, routing, structured
+from saas.llm.call import Call, Caller
+from saas.llm.gateway import (
+    DEFAULT_EMBEDDING_MODEL,
+    OUTPUT_WINDOW,
+    GatewayEmbeddings,
+    GatewayResult,
+    GatewayStreamEnd,
+    _Lookup,
+    _so_far,
+)
+from saas.llm.models import LLMCall, ModelConfig
+from saas.llm.pii import StreamUnmasker
+from saas.llm.prompts import ResolvedPrompt
+from saas.llm.providers import ChatRequest, ChatResult, StreamEnd
+from saas.llm.routing import as_llm_error, engine_label
+
+# --- Hops to a worker thread -------------------------------------------------------------------------------
+
+_pool: ContextVar[ThreadPoolExecutor | None] = ContextVar("gateway_pool", default=None)
+_executor: ThreadPoolExecutor | None = None
+
+
+def executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        size = int(getattr(settings, "LLM_GATEWAY_THREADS", None) or os.environ.get("LLM_GATEWAY_THREADS", 16))
+        _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="crewdesk-gateway")
+    return _executor
+
+
+@contextmanager
+def own_threads() -> Iterator[None]:
+    """Hops in this block go to the gateway's pool (the ASGI route); outside it, to the caller's thread as
+    Django's handlers arrange it (thread_sensitive), which is what tests driving the views directly need."""
+    token = _pool.set(executor())
+    try:
+        yield
+    finally:
+        _pool.reset(token)
+
+
+def _releasing(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            release_connections()  # the next hop may be on another thread, seconds later
+
+    return run
+
+
+async def hop(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a synchronous step (the ORM, blocking Redis, billing) in a worker thread, with this context."""
+    pool = _pool.get()
+    if pool is None:
+        return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+    return await sync_to_async(_releasing(function), thread_sensitive=False, executor=pool)(*args, **kwargs)
+
+
+def in_org(org: Any, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` run inside the org's scope (a hop starts outside it)."""
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        token = enter_org_scope(org)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            exit_org_scope(token)
+
+    return run
+
+
+# --- Providers on the loop -----------------------------------------------------------------------------------
+
+
+async def _complete(provider: Any, model: ModelConfig, outbound: ChatRequest) -> ChatResult:
+    request, timeout = routing.for_model(outbound, model), settings.LLM_ROUTER["attempt_timeout"]
+    if getattr(provider, "has_async", False):
+        return await structured.acomplete(provider, model.upstream_model, request, timeout=timeout)
+    return await hop(structured.complete, provider, model.upstream_model, request, timeout=timeout)  # type: ignore[no-any-return]
+
+
+async def _stream(provider: Any, model: ModelConfig, outbound: ChatRequest) -> AsyncIterator[Any]:
+    request, timeout = routing.for_model(outbound, model), settings.LLM_ROUTER["attempt_timeout"]
+    if getattr(provider, "has_async", False):
+        async with aclosing(structured.astream(provider, model.upstream_model, request, timeout=timeout)) as items:
+            async for item in items:
+                yield item
+        return
+    # A provider without an asyncio client: its blocking stream, one hop per item (Anthropic, Gemini, local).
+    items = structured.stream(provider, model.upstream_model, request, timeout=timeout)
+    done = object()
+    try:
+        while (item := await hop(next, items, done)) is not done:
+            yield item
+    finally:
+        await asyncio.shield(hop(items.close))
+
+
+# --- Admission: the synchronous steps before the model, in one hop ----------------------------------------
+
+
+@dataclass
+class Pending:
+    """A call admitted (validated, screened, masked, looked up in the caches, with its quota place), waiting
+    for its attempts; `found.hit` set: answered from a cache already (its row is written)."""
+
+    call: Call
+    config: ModelConfig
+    chain: list[ModelConfig]
+    outbound: ChatRequest
+    found: _Lookup
+
+
+def admit(
+    *, caller: Caller, model: str, request: ChatRequest, bypass_cache: bool = False, complexity: str | None = None,
+    stream: bool = False, prompt: ResolvedPrompt | None = None,
+) -> Pending:  # fmt: skip
+    """gateway.chat's steps up to the attempts (synchronous: run it in a hop)."""
+    call = Call(caller, requested=model or "default", stream=stream, batched=True, prompt=prompt)
+    with call.guard_exit():
+        config, chain, outbound = call.prepare(model=model, request=request, complexity=complexity)
+        found = gateway._look_up(call, config, outbound, bypass=bypass_cache or bool(request.tools), sources=None)
+        if found.hit is None:
+            call.reserve()
+            call.along(chain)
+    return Pending(call, config, chain, outbound, found)
+
+
+# --- Chat ------------------------------------------------------------------------------------------------------
+
+
+def _answered(pending: Pending, candidate: ModelConfig, result: ChatResult) -> GatewayResult:
+    """The end of a successful call (in a hop): output guardrails, the row, the cache entries."""
+    call = pending.call
+    call.model = candidate
+    output = routing.output_text(result.text, result.tool_calls)
+    call.withhold(result.text, usage=result.usage, output_text=output)
+    call.finish(LLMCall.Status.OK, usage=result.usage, output_text=output)
+    gateway._store(pending.found, call, pending.config, candidate, result)
+    text, calls = routing.reply(pending.outbound, candidate, call.masker, result.text, result.tool_calls)
+    return GatewayResult(
+        text, candidate.alias, result.usage, result.finish_reason, str(call.id), engine=engine_label(candidate),
+        tool_calls=calls, cost_usd=call.cost_usd, logprobs=result.logprobs,
+    )  # fmt: skip
+
+
+def cached_result(pending: Pending) -> GatewayResult | None:
+    hit, call, config = pending.found.hit, pending.call, pending.config
+    if hit is None:
+        return None
+    return GatewayResult(call.masker.unmask(hit.text), config.alias, hit.usage, "stop", str(call.id), cached=True,
+                         engine=engine_label(config))  # fmt: skip
+
+
+async def achat(pending: Pending) -> GatewayResult:
+    """The attempts of an admitted call, then its end: gateway.chat from its route on."""
+    if (cached := cached_result(pending)) is not None:
+        return cached
+    call = pending.call
+    run = functools.partial(_hop_in, call.caller.org)
+    async with call.aguard_exit(run):
+        route = call.route
+        assert route is not None
+        async with aclosing(route.async_attempts()) as attempts:
+            async for candidate, provider in attempts:
+                try:
+                    result = await _complete(provider, candidate, pending.outbound)
+                except Exception as exc:  # whatever a provider raises is normalised, recorded and decided on
+                    await route.afailed(candidate, as_llm_error(exc))
+                    continue
+                await route.asucceeded(candidate)
+                return await run(_answered, pending, candidate, result)  # type: ignore[no-any-return]
+        raise route.final_error()
+    raise AssertionError("unreachable")  # pragma: no cover  (aguard_exit re-raises)
+
+
+async def _hop_in(org: Any, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await hop(in_org(org, function), *args, **kwargs)
+
+
+# --- Streams ---------------------------------------------------------------------------------------------------
+
+
+def _stream_ended(
+    pending: Pending, candidate: ModelConfig, unmasker: StreamUnmasker, text: str, end: StreamEnd
+) -> tuple[str, GatewayStreamEnd]:
+    """The end of a stream that finished (in a hop): its row and cache entries; the rest of the text held back
+    for unmasking, and the end item."""
+    call = pending.call
+    call.model = candidate
+    call.finish(LLMCall.Status.OK, usage=end.usage, output_text=routing.output_text(text, end.tool_calls))
+    gateway._store(pending.found, call, pending.config, candidate, ChatResult(text, end.usage, end.finish_reason))
+    rest = unmasker.flush()
+    answer, calls = routing.reply(pending.outbound, candidate, call.masker, text, end.tool_calls)
+    return rest, GatewayStreamEnd(
+        candidate.alias, end.usage, end.finish_reason, str(call.id), engine=engine_label(candidate),
+        tool_calls=calls, cost_usd=call.cost_usd, text=answer,
+    )  # fmt: skip
+
+
+async def achat_stream(pending: Pending) -> AsyncIterator[str | GatewayStreamEnd]:
+    """Deltas of the answer, then one GatewayStreamEnd: gateway.chat_stream from its cache lookup on.
+    Closing the iterator, or cancelling the task reading it (the client went away), closes the upstream
+    connection and records the call as cancelled."""
+    call, config, outbound = pending.call, pending.config, pending.outbound
+    run = functools.partial(_hop_in, call.caller.org)
+    async with call.aguard_exit(run):
+        if (hit := pending.found.hit) is not None:
+            text = call.masker.unmask(hit.text)
+            yield text
+            yield GatewayStreamEnd(config.alias, hit.usage, "stop", str(call.id), cached=True,
+                                   engine=engine_label(config), text=text)  # fmt: skip
+            return
+        unmasker = StreamUnmasker(call.masker)
+        parts: list[str] = []
+        tail = ""  # the answer's latest characters, for the output guardrails
+        route = call.route
+        assert route is not None
+        async with aclosing(route.async_attempts()) as attempts:
+            async for candidate, provider in attempts:
+                yielded = False
+                upstream = _stream(provider, candidate, outbound)
+                try:
+                    async for item in upstream:
+                        if isinstance(item, StreamEnd):
+                            await route.asucceeded(candidate)
+                            rest, end = await run(_stream_ended, pending, candidate, unmasker, "".join(parts), item)
+                            if rest:
+                                yield rest
+                            yield end
+                            return
+                        call.token()
+                        tail = (tail + item)[-OUTPUT_WINDOW:]
+                        if call.guard.active and call.note(guardrails.screen_output(call.guard, tail)):
+                            # Stopped before this delta reaches the client; the upstream was fine, the answer not.
+                            await upstream.aclose()
+                            await route.asucceeded(candidate)
+                            call.model = candidate
+                            await run(call.withhold, tail, output_text="".join(parts),
+                                      usage=_so_far(outbound, candidate, parts))  # fmt: skip
+                        parts.append(item)
+                        visible = unmasker.feed(item)
+                        yielded = True
+                        if visible:
+                            yield visible
+                except (GeneratorExit, asyncio.CancelledError):
+                    # The client went away: close the upstream connection and record the call.
+                    await upstream.aclose()
+                    if not call.finished:
+                        call.model = candidate
+                        await asyncio.shield(run(call.cancel, output_text="".join(parts),
+                                                 usage=_so_far(outbound, candidate, parts)))  # fmt: skip
+                    raise
+                except Exception as exc:
+                    if call.finished:
+                        raise  # recorded already (a guardrail refusal, a ledger outage)
+                    error = as_llm_error(exc)
+                    await route.afailed(candidate, error)
+                    if yielded or not error.retryable:
+                        # Tokens already reached the client: a retry would repeat them. Stop here, honestly.
+                        await run(call.finish, LLMCall.Status.ERROR, error=error, output_text="".join(parts))
+                        raise error from exc
+                    continue
+        raise route.final_error()
+
+
+# --- Embeddings ------------------------------------------------------------------------------------------------
+
+
+def admit_embed(*, caller: Caller, model: str, texts: list[str], dimensions: int) -> Pending:
+    """gateway.embed's steps up to the attempts (synchronous: run it in a hop)."""
+    call = Call(caller, requested=model or DEFAULT_EMBEDDING_MODEL, billed=False)  # written at once, as embed does
+    with call.guard_exit():
+        gateway.embed_route(call, model=model, texts=texts)
+    assert call.model is not None
+    return Pending(call, call.model, [], ChatRequest(messages=[]), _Lookup("", True, None))
+
+
+async def aembed(pending: Pending, *, texts: list[str], dimensions: int) -> GatewayEmbeddings:
+    call = pending.call
+    run = functools.partial(_hop_in, call.caller.org)
+    timeout = settings.LLM_ROUTER["attempt_timeout"]
+    async with call.aguard_exit(run):
+        route = call.route
+        assert route is not None
+        async with aclosing(route.async_attempts()) as attempts:
+            async for candidate, provider in attempts:
+                try:
+                    if getattr(provider, "has_async", False):
+                        result = await provider.aembed(candidate.upstream_model, texts, dimensions=dimensions,
+                                                       timeout=timeout)  # fmt: skip
+                    else:
+                        result = await hop(provider.embed, candidate.upstream_model, texts, dimensions=dimensions,
+                                           timeout=timeout)  # fmt: skip
+                except Exception as exc:
+                    await route.afailed(candidate, as_llm_error(exc))
+                    continue
+                await route.asucceeded(candidate)
+                call.model = candidate
+                await run(call.finish, LLMCall.Status.OK, usage=result.usage)
+                return GatewayEmbeddings(result.vectors, candidate.alias, result.usage, str(call.id),
+                                         engine_label(candidate))  # fmt: skip
+        raise route.final_error()
+    raise AssertionError("unreachable")  # pragma: no cover
