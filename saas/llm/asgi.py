@@ -6,11 +6,12 @@ thread of its own for the whole request, which is what an async view needs to av
 a hop per chunk). Here a request costs no thread of its own: its synchronous steps hop to the gateway's pool
 (gateway_async.hop) and give the thread back.
 
-What the middleware does for these endpoints is done here: the request id (django_guid: read from
-X-Request-ID or made, sent back, in every log line and ledger row), the security headers of SecurityMiddleware
-and XFrameOptionsMiddleware. Sessions, CSRF, messages, allauth and the org middleware have nothing to do on an
-API-key endpoint (the DRF view enters the org scope itself, as on the sync path); request counts by view are
-not in django_prometheus's HTTP metrics (the gateway's own `crewdesk_llm_*` metrics count every call).
+What the middleware does for these endpoints is done here: the request id (django_guid: read from X-Request-ID
+or made, sent back, in every log line and ledger row), the security headers of SecurityMiddleware,
+CSPMiddleware, PermissionsPolicyMiddleware and XFrameOptionsMiddleware (the same headers as every other
+response). Sessions, CSRF, messages, allauth and the org middleware have nothing to do on an API-key endpoint
+(the DRF view enters the org scope itself, as on the sync path); request counts by view are not in
+django_prometheus's HTTP metrics (the gateway's own `crewdesk_llm_*` metrics count every call).
 
 As on the sync path, a client that hangs up before its (non-streaming) answer does not cancel the call: it is
 completed, recorded, and its response closed. A stream whose client goes away is cancelled (the upstream
@@ -27,6 +28,7 @@ import contextlib
 import os
 from typing import Any
 
+from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
@@ -37,6 +39,7 @@ from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 from django_guid.middleware import process_incoming_request, process_outgoing_request
+from django_permissions_policy import PermissionsPolicyMiddleware
 
 ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/embeddings": "embeddings"}  # views of api_async
 # The gateway's modules are imported on the first request, as Django imports the URLconf: a server starts as fast.
@@ -60,6 +63,8 @@ class GatewayHandler(ASGIHandler):
             return None
 
         self._security = SecurityMiddleware(nothing)
+        self._policy = CSPMiddleware(nothing)
+        self._permissions = PermissionsPolicyMiddleware(nothing)
         self._frames = XFrameOptionsMiddleware(nothing)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -121,6 +126,7 @@ class GatewayHandler(ASGIHandler):
         from saas.llm import api_async, gateway_async
 
         process_incoming_request(request)
+        self._policy.process_request(request)
         try:
             response = await getattr(api_async, ROUTES[request.path_info])(request)
         except Exception as exc:
@@ -129,6 +135,8 @@ class GatewayHandler(ASGIHandler):
             response["Content-Length"] = str(len(response.content))  # type: ignore[attr-defined]
         process_outgoing_request(response, request)
         self._security.process_response(request, response)  # type: ignore[arg-type]
+        self._policy.process_response(request, response)  # type: ignore[arg-type]
+        self._permissions._apply_headers(response)
         self._frames.process_response(request, response)  # type: ignore[arg-type]
         response._handler_class = type(self)  # type: ignore[attr-defined]
         return response

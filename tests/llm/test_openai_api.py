@@ -47,6 +47,22 @@ class TestTheOfficialSdk:
         call = _wait_for(lambda: LLMCall.all_orgs.first())
         assert call.status == "ok" and completion.id == f"chatcmpl-{call.pk}"
 
+    def test_the_async_routes_send_the_security_headers_every_other_response_sends(self, daphne_server, org_key):
+        _, key = org_key
+        auth = {"Authorization": f"Bearer {key.secret}", "X-Crewdesk-Cache": "bypass"}
+        through_django = httpx2.get(f"{daphne_server.url}/v1/models", headers=auth, timeout=30)
+        for path, body in [
+            ("/v1/chat/completions", {"model": "test-small", "messages": MESSAGES}),
+            ("/v1/embeddings", {"model": "nope", "input": "x"}),  # an error answer carries them too
+        ]:
+            answer = httpx2.post(f"{daphne_server.url}{path}", headers=auth, json=body, timeout=30)
+            for header in ("Content-Security-Policy", "Permissions-Policy", "X-Frame-Options",
+                           "X-Content-Type-Options", "Referrer-Policy", "Cross-Origin-Opener-Policy",
+                           "X-Request-ID"):  # fmt: skip
+                assert answer.headers.get(header), (path, header)
+                if header != "X-Request-ID":
+                    assert answer.headers[header] == through_django.headers[header], (path, header)
+
     def test_a_client_hanging_up_before_the_answer_still_gets_the_call_recorded(
         self, daphne_server, org_key, fake, models
     ):
