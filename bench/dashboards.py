@@ -1,5 +1,5 @@
-"""The Insights dashboards on a big ledger: the page's queries from the hourly rollups against the same
-figures computed from the raw ledger, side by side, for 24 hours, 7, 30 and 90 days.
+"""The Insights dashboards on a big ledger: the page's queries from the rollups (days + hours) against the same
+figures from hour rows only and from the raw ledger, side by side, for 24 hours, 7, 30 and 90 days.
 
 Loads N synthetic LLMCall rows (default 10 million) and feedback on 2% of the answered ones into the real schema
 of a throwaway database (its own data directory, .devdata/bench-dashboards unless --data-dir says otherwise;
@@ -8,14 +8,18 @@ million rows per statement, the ledger's secondary indexes dropped during the lo
 span 90 days and belong to 4 orgs holding 55%, 25%, 15% and 5% of them; every row carries an encrypted prompt
 (one of 64 questions) as real rows do, so scans read a table as wide as production's.
 
-Then it builds every rollup (the beat task's backfill, timed), and times, for the largest org:
-- rollups: `insights_get` as the page calls it (stored hours + the open hour live from the ledger);
-- raw: `insights_get(source="ledger")`, the very same figures from the ledger alone;
+Then it builds every rollup (the beat task's backfill: hour rows and day rows, timed), and times, for the largest
+org, the page's work (`insights_get` and the charts):
+- days+hours: as the page does it (whole days from day rows, the edges from hour rows, the open hour live);
+- hours only: `source="hours"`, the same from hour rows (the design before the day level);
+- raw: `source="ledger"`, the very same figures from the ledger alone (skipped with --page-only);
 - raw, exact percentiles: p50/p95 latency per model and feature with percentile_cont (what a naive page does);
 - failing: the top failing questions (bounded read of the latest failures through a partial index);
-each repeated --repeat times, alternating, median and max reported.
+each repeated --repeat times, alternating, median and max reported, the figures of every source compared, and
+CPU per page (this process and its PostgreSQL backend, from /proc) with the load average: wall times on a shared
+machine mean little.
 
-    python bench/dashboards.py [--rows 10000000] [--repeat 5] [--data-dir DIR]
+    python bench/dashboards.py [--rows 10000000] [--repeat 5] [--page-only] [--keep-rollups] [--data-dir DIR]
 """
 
 import argparse
