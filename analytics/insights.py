@@ -187,7 +187,10 @@ def figures_read(*, org: Any, plan: Plan, step: str) -> Figures:
     with connection.cursor() as cursor:
         cursor.execute(FIGURES_SQL, params)
         rows = cursor.fetchall()
-    by_step, by_pair, total, read = {}, {}, None, 0
+    by_step: dict[datetime, tuple[Any, ...]] = {}
+    by_pair: dict[tuple[str, str], tuple[Any, ...]] = {}
+    total: tuple[Any, ...] | None = None
+    read = 0
     for grouping, *row in rows:
         figures = tuple(row[:-1])
         if grouping == BY_STEP:
