@@ -2,27 +2,29 @@
 errors by kind, latency and time to first token (p50/p95) per model and feature, tokens and cost, cache hits and
 money saved, feedback, groundedness, and the questions that fail most.
 
-Read from the hourly rollups (analytics/rollups.py) for the hours already rolled up, and from the ledger with
-the same statement for the hours after (the open hour, or more when the beat task fell behind): a 30-day page
-reads a few thousand small rows at most, and the last minutes are on it. Percentiles come from the rollups'
-fixed latency buckets (analytics.models.LATENCY_BOUNDS_MS), interpolated inside a bucket.
+Read from the rollups (analytics/rollups.py): whole days from the day rows when the charts step by day, the
+partial days at the edges from the hour rows, and the hours not rolled up yet (the open hour, or more when the
+beat task fell behind) from the ledger with the very statement that makes the rollups. PostgreSQL adds it all up
+in one statement per chart step, per model and feature, and in all: a 90-day page reads about a row per day,
+feature and model and hands Python about a hundred, and the last minutes are on it. Percentiles come from the
+rollups' fixed latency buckets (analytics.models.LATENCY_BOUNDS_MS), interpolated inside a bucket.
 """
 
 import json
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Feedback
-from analytics.models import GROUNDEDNESS_BUCKETS, LATENCY_BOUNDS_MS, HourlyRollup, RollupState
-from analytics.rollups import COLUMNS, HOUR, aggregate, hour_floor
+from analytics.models import GROUNDEDNESS_BUCKETS, LATENCY_BOUNDS_MS, DailyRollup, HourlyRollup, RollupState
+from analytics.rollups import AGGREGATE_SQL, COLUMNS, HOUR, day_ceil, day_floor, hour_floor, summed
 from saas.core import crypto
 from saas.core.errors import ApplicationError
 from saas.llm.models import LLMCall
@@ -84,67 +86,121 @@ def range_parse(*, key: str = "", start: str = "", end: str = "", now: datetime 
 
 # --- Reading the rows -------------------------------------------------------------------------------------
 
+SOURCES = ("rollups", "hours", "ledger")
 
-def rollup_rows(*, org: Any, start: datetime, end: datetime, step: str = "hour", source: str = "rollups",
-                now: datetime | None = None) -> tuple[list[tuple[Any, ...]], Counter[str]]:  # fmt: skip
-    """Rows in COLUMNS order for the hours of [start, end), and the failed calls per error kind of the stored part:
-    the stored rollups up to the org's mark (never past the open hour), added up by PostgreSQL per `step` (hour
-    or day), feature and model; then the ledger itself, per hour (with its error kinds), after the mark.
-    `source="ledger"` reads everything from the ledger (the benchmark's and the tests' reference)."""
+
+@dataclass(frozen=True)
+class Plan:
+    """Which table answers which part of [start, end): whole days from DailyRollup (when the charts step by day),
+    the edges from HourlyRollup, and from `live_from` on (hours not rolled up yet: the open hour) the ledger."""
+
+    days: tuple[datetime, datetime]
+    hours: tuple[tuple[datetime, datetime], tuple[datetime, datetime]]
+    live: tuple[datetime, datetime]
+
+
+def read_plan(*, org: Any, start: datetime, end: datetime, step: str, source: str = "rollups",
+              now: datetime | None = None) -> Plan:  # fmt: skip
+    """`source`: "rollups" (days, hours at the edges, the ledger after the mark: what the page does), "hours"
+    (hour rows only, then the ledger) or "ledger" (the ledger alone): the tests' and the benchmark's references."""
+    if source not in SOURCES:
+        raise ValueError(source)
+    nothing = (start, start)
+    if source == "ledger":
+        return Plan(nothing, (nothing, nothing), (start, end))
     now = now or timezone.now()
-    live_from = start
-    if source == "rollups":
-        state = RollupState.objects.for_org(org).first()
-        mark = min(state.rolled_until, hour_floor(now)) if state else start
-        live_from = min(max(start, mark), end)
-    stored, kinds = stored_rows(org=org, start=start, end=live_from, step=step)
-    return stored + aggregate(org_id=org.pk, start=live_from, end=end), kinds
+    state = RollupState.objects.for_org(org).first()
+    mark = min(state.rolled_until, hour_floor(now)) if state else start
+    live_from = min(max(start, mark), end)
+    if source == "rollups" and step == "day" and state is not None and state.days_until is not None:
+        first_day, last_day = day_ceil(start), min(day_floor(live_from), state.days_until)
+        if first_day < last_day:
+            return Plan((first_day, last_day), ((start, first_day), (last_day, live_from)), (live_from, end))
+    return Plan(nothing, ((start, live_from), nothing), (live_from, end))
 
 
-def _summed(column: str, size: int) -> str:
-    """A histogram column added up element by element: ARRAY[sum(h[1]), sum(h[2]), ...], native sums only."""
-    return "ARRAY[" + ", ".join(f"sum({column}[{i}])::bigint" for i in range(1, size + 1)) + "]"
+def _columns(prefix: str = "") -> str:
+    return ", ".join(prefix + name for name in COLUMNS[3:])
 
 
-def _stored_sql() -> str:
-    table = HourlyRollup._meta.db_table
+def _figures_sql() -> str:
+    """One statement: the plan's rows (day rows, hour rows, the ledger's live hours, each in COLUMNS order) added
+    up by PostgreSQL per chart step, per feature and model, and in all (GROUPING SETS), with the failed calls
+    per error kind of the whole range on the total row. Python receives a row per step and per pair, never the
+    rows themselves."""
+    daily, hourly = DailyRollup._meta.db_table, HourlyRollup._meta.db_table
+    live = AGGREGATE_SQL.replace("%(start)s", "%(live_start)s").replace("%(end)s", "%(live_end)s")
     latency = len(LATENCY_BOUNDS_MS) + 1
     ints = ("requests", "ok", "errors", "cancelled", "blocked")
-    after = ("prompt_tokens", "completion_tokens")
     return f"""
-SELECT date_trunc(%(step)s, hour, 'UTC') AS at, feature, model,
-       {", ".join(f"sum({name})::bigint" for name in ints)}, '{{}}'::jsonb,
-       sum(cache_hits)::bigint, {", ".join(f"sum({name})::bigint" for name in after)},
-       sum(cost_usd), sum(cost_saved_usd), sum(latency_sum_ms)::bigint,
-       {_summed("latency_hist", latency)}, sum(ttft_count)::bigint, sum(ttft_sum_ms)::bigint,
-       {_summed("ttft_hist", latency)}, sum(grounded_count)::bigint, sum(grounded_sum),
-       {_summed("grounded_hist", GROUNDEDNESS_BUCKETS)}, sum(feedback_up)::bigint, sum(feedback_down)::bigint
-FROM {table} WHERE organization_id = %(org)s AND hour >= %(start)s AND hour < %(end)s
-GROUP BY 1, 2, 3
+WITH base AS MATERIALIZED (
+  SELECT day AS at, feature, model, {_columns()} FROM {daily}
+  WHERE organization_id = %(org)s AND day >= %(days_start)s AND day < %(days_end)s
+  UNION ALL
+  SELECT date_trunc(%(step)s, hour, 'UTC'), feature, model, {_columns()} FROM {hourly}
+  WHERE organization_id = %(org)s AND ((hour >= %(hours_start)s AND hour < %(hours_end)s)
+                                       OR (hour >= %(edge_start)s AND hour < %(edge_end)s))
+  UNION ALL
+  SELECT date_trunc(%(step)s, hour, 'UTC'), feature, model, {_columns("live.")} FROM ({live}) live
+), kinds AS (
+  SELECT jsonb_object_agg(kind, n) AS kinds FROM (
+    SELECT e.key AS kind, sum(e.value::bigint) AS n FROM base, jsonb_each_text(base.error_kinds) e
+    WHERE base.errors > 0 GROUP BY 1
+  ) per_kind
+)
+SELECT GROUPING(at, feature, model), at, feature, model,
+       {", ".join(f"COALESCE(sum({name}), 0)::bigint" for name in ints)},
+       CASE WHEN GROUPING(at, feature, model) = 7 THEN (SELECT kinds FROM kinds) END,
+       COALESCE(sum(cache_hits), 0)::bigint, COALESCE(sum(prompt_tokens), 0)::bigint,
+       COALESCE(sum(completion_tokens), 0)::bigint, COALESCE(sum(cost_usd), 0), COALESCE(sum(cost_saved_usd), 0),
+       COALESCE(sum(latency_sum_ms), 0)::bigint, {summed("latency_hist", latency)},
+       COALESCE(sum(ttft_count), 0)::bigint, COALESCE(sum(ttft_sum_ms), 0)::bigint, {summed("ttft_hist", latency)},
+       COALESCE(sum(grounded_count), 0)::bigint, COALESCE(sum(grounded_sum), 0)::float,
+       {summed("grounded_hist", GROUNDEDNESS_BUCKETS)},
+       COALESCE(sum(feedback_up), 0)::bigint, COALESCE(sum(feedback_down), 0)::bigint, count(*)
+FROM base GROUP BY GROUPING SETS ((at), (feature, model), ())
 """  # noqa: S608
 
 
-STORED_SQL = _stored_sql()
-# Error kinds are shown for the whole range only: added up once, not per step, feature and model.
-KINDS_SQL = f"""
-SELECT e.key, sum(e.value::int)::bigint FROM {HourlyRollup._meta.db_table} r, jsonb_each_text(r.error_kinds) e
-WHERE organization_id = %(org)s AND hour >= %(start)s AND hour < %(end)s AND errors > 0 GROUP BY 1
-"""  # noqa: S608
+FIGURES_SQL = _figures_sql()
+BY_STEP, BY_PAIR, TOTAL = 3, 4, 7  # GROUPING(at, feature, model): the columns added up, as bits
 
 
-def stored_rows(*, org: Any, start: datetime, end: datetime, step: str) -> tuple[list[tuple[Any, ...]], Counter[str]]:
-    """The stored rollups of [start, end) added up per step, feature and model (COLUMNS order, error kinds
-    empty), and their failed calls per error kind."""
-    if start >= end:
-        return [], Counter()
-    params: dict[str, Any] = {"org": str(org.pk), "start": start, "end": end, "step": step}
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL work_mem = '64MB'")  # a month of rows sorts in memory, not on disk
-        cursor.execute(STORED_SQL, params)
+@dataclass
+class Figures:
+    """The range added up: per chart step, per (model, feature), in all; rows read from the tables."""
+
+    by_step: dict[datetime, tuple[Any, ...]]
+    by_pair: dict[tuple[str, str], tuple[Any, ...]]
+    total: tuple[Any, ...]
+    rows_read: int
+
+
+def figures_read(*, org: Any, plan: Plan, step: str) -> Figures:
+    """Rows in COLUMNS order (`hour` the step's start, or None), added up as the plan says."""
+    (hours_start, hours_end), (edge_start, edge_end) = plan.hours
+    params: dict[str, Any] = {
+        "org": str(org.pk), "step": step, "days_start": plan.days[0], "days_end": plan.days[1],
+        "hours_start": hours_start, "hours_end": hours_end, "edge_start": edge_start, "edge_end": edge_end,
+        "live_start": plan.live[0], "live_end": plan.live[1],
+    }  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(FIGURES_SQL, params)
         rows = cursor.fetchall()
-        cursor.execute(KINDS_SQL, params)
-        kinds = Counter({kind: int(count) for kind, count in cursor.fetchall()})
-    return rows, kinds
+    by_step: dict[datetime, tuple[Any, ...]] = {}
+    by_pair: dict[tuple[str, str], tuple[Any, ...]] = {}
+    total: tuple[Any, ...] | None = None
+    read = 0
+    for grouping, *row in rows:
+        figures = tuple(row[:-1])
+        if grouping == BY_STEP:
+            by_step[row[0]] = figures
+        elif grouping == BY_PAIR:
+            by_pair[(row[2], row[1])] = figures
+        else:
+            total, read = figures, row[-1]
+    assert total is not None  # an empty grouping set always answers one row
+    return Figures(by_step, by_pair, total, read)
 
 
 # --- Adding rows up ----------------------------------------------------------------------------------------
@@ -157,7 +213,7 @@ HISTOGRAMS = ("latency_hist", "ttft_hist", "grounded_hist")
 
 
 class Tally:
-    """Sums and histograms of any set of rollup rows."""
+    """Sums and histograms of any set of rollup rows (PostgreSQL adds them up: see figures_read)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, Any] = dict.fromkeys(SUMMED, 0)
@@ -168,6 +224,12 @@ class Tally:
             "grounded_hist": [0] * GROUNDEDNESS_BUCKETS,
         }
         self.error_kinds: Counter[str] = Counter()
+
+    @classmethod
+    def of(cls, row: tuple[Any, ...]) -> "Tally":
+        tally = cls()
+        tally.add(row)
+        return tally
 
     def add(self, row: tuple[Any, ...]) -> None:
         for name in SUMMED:
@@ -246,17 +308,11 @@ def _steps(rng: Range) -> list[datetime]:
 
 def insights_get(*, org: Any, rng: Range, source: str = "rollups", now: datetime | None = None) -> dict[str, Any]:
     """Every figure of the dashboards for the range, as JSON-ready data (the page draws it, the API returns it)."""
-    rows, stored_kinds = rollup_rows(org=org, start=rng.start, end=rng.end, step=rng.step, source=source, now=now)
-    total = Tally()
-    total.error_kinds.update(stored_kinds)
-    by_step: dict[datetime, Tally] = defaultdict(Tally)
-    by_pair: dict[tuple[str, str], Tally] = defaultdict(Tally)
-    hour_at, model_at, feature_at = _I["hour"], _I["model"], _I["feature"]
-    for row in rows:
-        total.add(row)
-        hour = row[hour_at]
-        by_step[hour if rng.step == "hour" else hour.replace(hour=0)].add(row)
-        by_pair[(row[model_at], row[feature_at])].add(row)
+    plan = read_plan(org=org, start=rng.start, end=rng.end, step=rng.step, source=source, now=now)
+    figures = figures_read(org=org, plan=plan, step=rng.step)
+    total = Tally.of(figures.total)
+    by_step = {at: Tally.of(row) for at, row in figures.by_step.items()}
+    by_pair = {pair: Tally.of(row) for pair, row in figures.by_pair.items()}
     series = []
     for step in _steps(rng):
         tally = by_step.get(step) or Tally()
@@ -286,7 +342,7 @@ def insights_get(*, org: Any, rng: Range, source: str = "rollups", now: datetime
             for index, count in enumerate(grounded)
         ],
         "latency_buckets_ms": list(LATENCY_BOUNDS_MS),
-        "rows_read": len(rows),
+        "rows_read": figures.rows_read,
     }  # fmt: skip
 
 

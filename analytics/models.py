@@ -4,8 +4,9 @@ Evals (analytics/evals.py): datasets of cases, runs of a prompt version against 
 case and run. Questions, answers and comments are the team's content: encrypted at rest like the ledger's
 (saas.core.crypto).
 
-Dashboards: per-hour aggregates of the ledger (analytics/rollups.py writes them, analytics/insights.py reads
-them): a page over 30 days reads a few hundred rows, never the raw ledger."""
+Dashboards: per-hour aggregates of the ledger, and per-day sums of those for whole days (analytics/rollups.py
+writes them, analytics/insights.py reads them): a page over 90 days reads a row per day, feature and model,
+never the raw ledger."""
 
 from decimal import Decimal
 from typing import ClassVar
@@ -188,11 +189,10 @@ def _groundedness_zeros() -> list[int]:
     return _zeros(GROUNDEDNESS_BUCKETS)
 
 
-class HourlyRollup(OrgOwnedModel):
-    """One org's ledger for one UTC hour, one feature and one model: counts, sums and histograms, so that any
-    range adds rows up. Feedback counts in the hour it was given (its call's feature and model)."""
+class RollupFigures(OrgOwnedModel):
+    """Counts, sums and histograms of one org's ledger for one feature and one model over some time (an hour, a
+    day): any range adds rows up. Feedback counts when it was given (under its call's feature and model)."""
 
-    hour = models.DateTimeField(help_text="The start of the UTC hour.")
     feature = models.CharField(max_length=16)
     model = models.CharField(max_length=64, help_text="The model that answered (or was asked for, if none did).")
     requests = models.PositiveIntegerField(default=0)
@@ -218,8 +218,30 @@ class HourlyRollup(OrgOwnedModel):
     feedback_down = models.PositiveIntegerField(default=0)
 
     class Meta(OrgOwnedModel.Meta):
+        abstract = True
+
+
+class HourlyRollup(RollupFigures):
+    """One org's ledger for one UTC hour, one feature and one model (analytics/rollups.py writes it from the
+    ledger)."""
+
+    hour = models.DateTimeField(help_text="The start of the UTC hour.")
+
+    class Meta(RollupFigures.Meta):
         constraints: ClassVar = [
             models.UniqueConstraint(fields=["organization", "hour", "feature", "model"], name="analytics_rollup_key"),
+        ]
+
+
+class DailyRollup(RollupFigures):
+    """One org's ledger for one whole UTC day, one feature and one model: the sum of that day's HourlyRollup rows,
+    folded once every hour of the day is rolled up, so that a range of weeks reads a row per day, not 24."""
+
+    day = models.DateTimeField(help_text="The start of the UTC day.")
+
+    class Meta(RollupFigures.Meta):
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["organization", "day", "feature", "model"], name="analytics_daily_key"),
         ]
 
 
@@ -228,6 +250,9 @@ class RollupState(OrgOwnedModel):
     reads the hours from there on (the open hour, or more when the beat was down) from the ledger itself."""
 
     rolled_until = models.DateTimeField()
+    # The days before this one (a UTC midnight, at most the day of `rolled_until`) are also in DailyRollup, each
+    # the sum of its hours; empty: none folded yet (the next beat run folds every whole day rolled up so far).
+    days_until = models.DateTimeField(null=True, blank=True)
 
     class Meta(OrgOwnedModel.Meta):
         constraints: ClassVar = [models.UniqueConstraint(fields=["organization"], name="analytics_rollupstate_one")]

@@ -2,7 +2,7 @@
 
 Evals: a case made from a member's question (their thumbs-down, or their request in the log) holds their words:
 it is exported with their data and erased with them; the team's datasets, cases, runs and results go with the
-team. Dashboards: the hourly rollups hold counts, sums and histograms per org, hour, feature and model: nobody's
+team. Dashboards: the rollups hold counts, sums and histograms per org, hour (or day), feature and model: nobody's
 words and no person (a member's erasure leaves them as they are). Erasing the org deletes them."""
 
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 
-from analytics.models import EvalCase, EvalDataset, EvalResult, EvalRun, HourlyRollup, RollupState
+from analytics.models import DailyRollup, EvalCase, EvalDataset, EvalResult, EvalRun, HourlyRollup, RollupState
 from saas.core.privacy import ExportSink, Store, Subject
 
 
@@ -78,19 +78,21 @@ STORE = Store(
 
 
 def rollups_erase_org(*, org_id: Any, batch_size: int) -> int:
+    """A batch of day rows, then of hour rows, then the mark."""
     with transaction.atomic():
-        batch = list(HourlyRollup.objects.for_org(org_id).values_list("pk", flat=True)[:batch_size])
-        erased = HourlyRollup.objects.for_org(org_id).filter(pk__in=batch).delete()[0]
-        if not erased:
-            erased = RollupState.objects.for_org(org_id).delete()[0]
-        return erased
+        for model in (DailyRollup, HourlyRollup):
+            batch = list(model.objects.for_org(org_id).values_list("pk", flat=True)[:batch_size])
+            erased = model.objects.for_org(org_id).filter(pk__in=batch).delete()[0]
+            if erased:
+                return erased
+        return RollupState.objects.for_org(org_id).delete()[0]
 
 
 ROLLUPS = Store(
     name="insights",
     title="Dashboard figures",
-    what="Per hour, feature and model: how many AI requests, errors, tokens, cost, latency, cache hits, feedback "
-    "and groundedness (numbers only: no prompts, answers or people)",
+    what="Per hour (and per day), feature and model: how many AI requests, errors, tokens, cost, latency, cache "
+    "hits, feedback and groundedness (numbers only: no prompts, answers or people)",
     where="PostgreSQL",
     kept="As long as the team exists",
     erase_org=rollups_erase_org,

@@ -1,5 +1,5 @@
-"""The Insights dashboards on a big ledger: the page's queries from the hourly rollups against the same
-figures computed from the raw ledger, side by side, for 24 hours, 7, 30 and 90 days.
+"""The Insights dashboards on a big ledger: the page's queries from the rollups (days + hours) against the same
+figures from hour rows only and from the raw ledger, side by side, for 24 hours, 7, 30 and 90 days.
 
 Loads N synthetic LLMCall rows (default 10 million) and feedback on 2% of the answered ones into the real schema
 of a throwaway database (its own data directory, .devdata/bench-dashboards unless --data-dir says otherwise;
@@ -8,18 +8,23 @@ million rows per statement, the ledger's secondary indexes dropped during the lo
 span 90 days and belong to 4 orgs holding 55%, 25%, 15% and 5% of them; every row carries an encrypted prompt
 (one of 64 questions) as real rows do, so scans read a table as wide as production's.
 
-Then it builds every rollup (the beat task's backfill, timed), and times, for the largest org:
-- rollups: `insights_get` as the page calls it (stored hours + the open hour live from the ledger);
-- raw: `insights_get(source="ledger")`, the very same figures from the ledger alone;
+Then it builds every rollup (the beat task's backfill: hour rows and day rows, timed), and times, for the largest
+org, the page's work (`insights_get` and the charts):
+- days+hours: as the page does it (whole days from day rows, the edges from hour rows, the open hour live);
+- hours only: `source="hours"`, the same from hour rows (the design before the day level);
+- raw: `source="ledger"`, the very same figures from the ledger alone (skipped with --page-only);
 - raw, exact percentiles: p50/p95 latency per model and feature with percentile_cont (what a naive page does);
 - failing: the top failing questions (bounded read of the latest failures through a partial index);
-each repeated --repeat times, alternating, median and max reported.
+each repeated --repeat times, alternating, median and max reported, the figures of every source compared, and
+CPU per page (this process and its PostgreSQL backend, from /proc) with the load average: wall times on a shared
+machine mean little.
 
-    python bench/dashboards.py [--rows 10000000] [--repeat 5] [--data-dir DIR]
+    python bench/dashboards.py [--rows 10000000] [--repeat 5] [--page-only] [--keep-rollups] [--data-dir DIR]
 """
 
 import argparse
 import json
+import os
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -169,27 +174,42 @@ FROM llm_llmcall WHERE organization_id = %s AND created_at >= %s AND created_at 
 
 
 def breakdown(org, rng, now, repeat: int) -> dict[str, float]:
-    from analytics import insights, rollups
+    from analytics import insights
     from analytics.chart_context import insights_charts
-    from analytics.models import RollupState
 
-    parts: dict[str, list[float]] = {"mark": [], "stored": [], "open hour": [], "python": []}
+    parts: dict[str, list[float]] = {"mark": [], "sql": [], "python": []}
     for _ in range(repeat):
         started = time.perf_counter()
-        state = RollupState.objects.for_org(org).first()
-        mark = min(state.rolled_until, rollups.hour_floor(now))
+        plan = insights.read_plan(org=org, start=rng.start, end=rng.end, step=rng.step, now=now)
         parts["mark"].append(time.perf_counter() - started)
         started = time.perf_counter()
-        insights.stored_rows(org=org, start=rng.start, end=max(rng.start, mark), step=rng.step)
-        parts["stored"].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        rollups.aggregate(org_id=org.pk, start=max(rng.start, mark), end=rng.end)
-        parts["open hour"].append(time.perf_counter() - started)
+        insights.figures_read(org=org, plan=plan, step=rng.step)
+        parts["sql"].append(time.perf_counter() - started)
         started = time.perf_counter()
         insights_charts(insights.insights_get(org=org, rng=rng, now=now))
-        whole = time.perf_counter() - started  # the page's work: the three reads above, then Python
-        parts["python"].append(whole - parts["mark"][-1] - parts["stored"][-1] - parts["open hour"][-1])
+        whole = time.perf_counter() - started  # the page's work: the two reads above, then Python
+        parts["python"].append(whole - parts["mark"][-1] - parts["sql"][-1])
     return {part: 1000 * statistics.median(values) for part, values in parts.items()}
+
+
+def backend_cpu_s() -> float:
+    """CPU seconds used so far by this connection's PostgreSQL backend (utime + stime from /proc)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms(fn, repeat: int) -> float:
+    """CPU per call, this process and its PostgreSQL backend together: holds under load, unlike wall time."""
+    fn()  # warm
+    before, backend = time.process_time(), backend_cpu_s()
+    for _ in range(repeat):
+        fn()
+    return 1000 * (time.process_time() - before + backend_cpu_s() - backend) / repeat
 
 
 def timed(fn, repeat: int) -> tuple[list[float], Any]:
@@ -214,17 +234,18 @@ def main() -> None:
 
         from analytics import insights, rollups
         from analytics.chart_context import insights_charts
-        from analytics.models import HourlyRollup
+        from analytics.models import DailyRollup, HourlyRollup
 
         orgs, now = load(args.rows)
         if not (args.keep_rollups and HourlyRollup.all_orgs.exists()):
             started = time.perf_counter()
             HourlyRollup.all_orgs.all().delete()
+            DailyRollup.all_orgs.all().delete()
             rollups.RollupState.all_orgs.all().delete()
             done = rollups.rollup_hours(now=now)
             build_s = time.perf_counter() - started
-            print(f"Rollups built (backfill of {DAYS} days, {len(done)} orgs): {sum(d.rows for d in done):,} rows "
-                  f"in {build_s:.0f} s")  # fmt: skip
+            print(f"Rollups built (backfill of {DAYS} days, {len(done)} orgs): {sum(d.rows for d in done):,} hour "
+                  f"rows and {sum(d.days for d in done):,} day rows in {build_s:.0f} s")  # fmt: skip
         started = time.perf_counter()
         rollups.rollup_hours(now=now)
         print(f"A beat run (last {rollups.RECOMPUTE_HOURS} closed hours and the open one, every org): "
@@ -240,52 +261,59 @@ def main() -> None:
                   ("30 days", insights.range_parse(key="30d", now=now)),
                   ("90 days", insights.range_parse(start=(today - timedelta(days=89)).isoformat(),
                                                    end=today.isoformat(), now=now))]  # fmt: skip
-        print(f"\n{'range':<9} {'ledger rows':>11} | {'page from rollups':>17} {'rows read':>9} | "
-              f"{'same from raw ledger':>20} | {'exact p50/p95 raw':>17} | {'failing questions':>17}")  # fmt: skip
-        print(f"{'':<9} {'':>11} | {'median / max ms':>17} {'':>9} | {'median / max ms':>20} | "
-              f"{'median / max ms':>17} | {'median / max ms':>17}")  # fmt: skip
+        print(f"\nLoad average before the runs: {load_average()}")
+        print(f"\n{'range':<9} {'ledger rows':>11} | {'page: days+hours':>16} {'rows':>5} {'CPU':>5} | "
+              f"{'hours only':>13} {'rows':>6} {'CPU':>5} | {'raw ledger':>15} | {'exact p50/p95':>15} | "
+              f"{'failing q.':>11}")  # fmt: skip
+        print(f"{'':<9} {'':>11} | {'median/max ms':>16} {'read':>5} {'ms':>5} | {'median/max ms':>13} "
+              f"{'read':>6} {'ms':>5} | {'median/max ms':>15} | {'median/max ms':>15} | {'median/max':>11}")  # fmt: skip
         breakdowns = []
         for name, rng in ranges:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT count(*) FROM llm_llmcall WHERE organization_id = %s AND created_at >= %s "
                                "AND created_at < %s", [str(big.pk), rng.start, rng.end])  # fmt: skip
                 in_range = cursor.fetchone()[0]
-            page, raw, exact, failing = [], [], [], []
-            result: Any = None
-            reference: Any = None
-            for _ in range(args.repeat):  # alternating, so that neither side always finds a warmer cache
+            page, hours, raw, exact, failing = [], [], [], [], []
+            results: dict[str, Any] = {}
 
-                def page_work(rng=rng):
-                    data = insights.insights_get(org=big, rng=rng, now=now)
-                    insights_charts(data)
-                    return data
+            def page_work(rng=rng, source="rollups"):
+                data = insights.insights_get(org=big, rng=rng, now=now, source=source)
+                insights_charts(data)
+                return data
 
-                t, result = timed(page_work, 1)
+            for _ in range(args.repeat):  # alternating, so that no side always finds a warmer cache
+                t, results["rollups"] = timed(page_work, 1)
                 page += t
-                if args.page_only:
-                    reference, raw, exact = dict(result, rows_read=0), [0.0], [0.0]
-                else:
-                    t, reference = timed(lambda rng=rng: insights.insights_get(org=big, rng=rng, now=now,
-                                                                               source="ledger"), 1)  # fmt: skip
+                t, results["hours"] = timed(lambda rng=rng: page_work(rng, "hours"), 1)
+                hours += t
+                if not args.page_only:
+                    t, results["ledger"] = timed(lambda rng=rng: page_work(rng, "ledger"), 1)
                     raw += t
                     t, _ = timed(lambda rng=rng: exact_percentiles(big, rng), 1)
                     exact += t
                 t, _ = timed(lambda rng=rng: insights.failing_questions(org=big, rng=rng), 1)
                 failing += t
-            rows_read = result.pop("rows_read")
-            reference.pop("rows_read")
-            same = "" if args.page_only else ("same figures" if result == reference else "FIGURES DIFFER")
+            read = {source: data.pop("rows_read") for source, data in results.items()}
+            same = all(data == results["rollups"] for data in results.values())
+            page_cpu = cpu_ms(page_work, args.repeat)
+            hours_cpu = cpu_ms(lambda rng=rng: page_work(rng, "hours"), args.repeat)
 
             def fmt(values):
-                return f"{statistics.median(values):,.0f} / {max(values):,.0f}"
+                return f"{statistics.median(values):,.0f} / {max(values):,.0f}" if values else "-"
 
-            print(f"{name:<9} {in_range:>11,} | {fmt(page):>17} {rows_read:>9,} | {fmt(raw):>20} | "
-                  f"{fmt(exact):>17} | {fmt(failing):>17}   {same}", flush=True)  # fmt: skip
+            print(f"{name:<9} {in_range:>11,} | {fmt(page):>16} {read['rollups']:>5,} {page_cpu:>5.0f} | "
+                  f"{fmt(hours):>13} {read['hours']:>6,} {hours_cpu:>5.0f} | {fmt(raw):>15} | {fmt(exact):>15} | "
+                  f"{fmt(failing):>11}   {'same figures' if same else 'FIGURES DIFFER'}", flush=True)  # fmt: skip
             breakdowns.append((name, breakdown(big, rng, now, args.repeat)))
-        print("\nWhere the page's time goes (median ms): stored rollups summed in PostgreSQL, the open hour from "
-              "the ledger, adding up and drawing in Python")  # fmt: skip
+        print(f"Load average after the runs: {load_average()}")
+        print("\nWhere the page's time goes (median ms): the org's mark, the one statement that adds up days, hours "
+              "and the open hour in PostgreSQL, then Python (figures and charts)")  # fmt: skip
         for name, parts in breakdowns:
             print(f"{name:<9} " + ", ".join(f"{part} {ms:,.1f}" for part, ms in parts.items()))
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
 
 
 if __name__ == "__main__":

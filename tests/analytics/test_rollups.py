@@ -1,7 +1,9 @@
-"""The hourly rollups: their numbers equal the ledger's own aggregates, a rerun changes nothing, an hour without
-calls has no row (and loses its row when its calls go), one org's calls never reach another's rollups, and the
-dashboard built on them says what the raw ledger says, the open hour included."""
+"""The rollups: their numbers equal the ledger's own aggregates, a rerun changes nothing, an hour without calls
+has no row (and loses its row when its calls go), one org's calls never reach another's rollups, whole days are
+folded into day rows that are the sums of their hours (late rows and re-rolls included), and the dashboard built
+on them (days + hours, or hours only) says what the raw ledger says, the open hour included."""
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,7 +13,7 @@ from django.db.models import Count, Q, Sum
 
 from agents.models import Feedback
 from analytics import insights, privacy, rollups
-from analytics.models import LATENCY_BOUNDS_MS, HourlyRollup, RollupState
+from analytics.models import LATENCY_BOUNDS_MS, DailyRollup, HourlyRollup, RollupState
 from analytics.tasks import rollup_hours as rollup_task
 from saas.core.tenancy import org_scope
 from saas.llm.models import LLMCall
@@ -211,7 +213,160 @@ def test_a_team_never_rolled_up_is_backfilled_from_its_first_call_and_erasure_de
     call(org, NOW - timedelta(hours=1), feature="ask", model_used="small", latency_ms=100)
     rollups.rollup_hours(now=NOW)
     assert sum(row["requests"] for row in stored(org)) == 2
+    assert [row["requests"] for row in day_rows(org).values()] == [1]  # the day 20 days ago, folded
     while privacy.rollups_erase_org(org_id=org.pk, batch_size=1):
         pass
+    assert not DailyRollup.all_orgs.filter(organization=org).exists()
     assert not HourlyRollup.all_orgs.filter(organization=org).exists()
     assert not RollupState.all_orgs.filter(organization=org).exists()
+
+
+# --- The day level ---------------------------------------------------------------------------------------------
+
+DAY = timedelta(days=1)
+
+
+def days_ledger(org, model: str = "small") -> list[LLMCall]:
+    """Calls on the four days up to NOW's (17 to 20 November), several across midnights, with feedback."""
+    made = []
+    for day, hour, minute in ((17, 0, 0), (17, 23, 59), (18, 0, 30), (18, 12, 0), (19, 23, 10), (20, 0, 5),
+                              (20, 9, 0)):  # fmt: skip
+        at = datetime(2026, 11, day, hour, minute, tzinfo=UTC)
+        made += [
+            call(org, at, feature="ask", model_used=model, latency_ms=130 + 40 * day, ttft_ms=35, prompt_tokens=90,
+                 completion_tokens=15, cost_usd=Decimal("0.00011"), groundedness=0.9),
+            call(org, at, feature="chat", model_used="", model_requested="large", status="error",
+                 error_class="timeout" if hour % 2 else "upstream_error", latency_ms=30000),
+            call(org, at, feature="generate", model_used="large", latency_ms=4200, ttft_ms=800,
+                 cost_usd=Decimal("0.0031"), cache="semantic", cost_saved_usd=Decimal("0.0004")),
+        ]  # fmt: skip
+    feedback(org, datetime(2026, 11, 18, 0, 50, tzinfo=UTC), llm_call=made[0], message=None, rating=-1)
+    feedback(org, datetime(2026, 11, 19, 23, 55, tzinfo=UTC), llm_call=made[12], message=None, rating=1)
+    return made
+
+
+def three_ways(org, rng, now) -> tuple[dict, dict[str, int]]:
+    """The dashboard from days + hours (the page), from hour rows only, and from the raw ledger: every figure
+    equal, p50/p95 from the histograms included."""
+    data = {source: insights.insights_get(org=org, rng=rng, now=now, source=source) for source in insights.SOURCES}
+    read = {source: figures.pop("rows_read") for source, figures in data.items()}
+    assert data["rollups"] == data["ledger"]
+    assert data["hours"] == data["ledger"]
+    return data["rollups"], read
+
+
+def day_rows(org) -> dict[tuple, dict]:
+    with org_scope(org):
+        return {(row["day"], row["feature"], row["model"]): row
+                for row in DailyRollup.objects.values("day", *rollups.COLUMNS[1:])}  # fmt: skip
+
+
+def assert_days_are_sums_of_their_hours(org, days_until: datetime) -> None:
+    expected: dict[tuple, dict] = {}
+    for row in stored(org):
+        if row["hour"] >= days_until:
+            continue
+        key = (rollups.day_floor(row["hour"]), row["feature"], row["model"])
+        into = expected.setdefault(key, {"error_kinds": Counter()})
+        for name in rollups.COLUMNS[3:]:
+            value = row[name]
+            if name == "error_kinds":
+                into[name].update(value)
+            elif isinstance(value, list):
+                into[name] = [a + b for a, b in zip(into.get(name, [0] * len(value)), value, strict=True)]
+            else:
+                into[name] = into.get(name, 0) + value
+    days = day_rows(org)
+    assert set(days) == set(expected)
+    for key, sums in expected.items():
+        row = days[key]
+        for name, value in sums.items():
+            if name == "grounded_sum":
+                assert row[name] == pytest.approx(value), (key, name)
+            else:
+                assert row[name] == (dict(value) if name == "error_kinds" else value), (key, name)
+
+
+def test_whole_days_are_folded_from_their_hours_and_the_page_reads_them_with_the_same_figures():
+    org, theirs = OrganizationFactory(), OrganizationFactory()
+    ledger(org)
+    days_ledger(org)
+    days_ledger(theirs, model="secret-model")  # another team, same days
+    rollups.rollup_hours(now=NOW)
+    midnight = NOW.replace(hour=0, minute=0)
+    with org_scope(org):
+        assert RollupState.objects.get().days_until == midnight
+    # 17 to 19 November are folded; the 20th (the mark's day) is not yet.
+    assert {key[0].day for key in day_rows(org)} == {17, 18, 19}
+    assert_days_are_sums_of_their_hours(org, midnight)
+    assert sum(row["requests"] for row in day_rows(org).values()) == 6 + 6 + 3
+    assert all(key[2] != "secret-model" for key in day_rows(org))
+    ranges = [
+        insights.range_parse(key="7d", now=NOW),  # 13 Nov 15:00 to the open hour: days 17-19, hours of the 20th
+        insights.range_parse(key="30d", now=NOW),
+        insights.range_parse(start="2026-11-17", end="2026-11-20", now=NOW),
+        insights.range_parse(start="2026-11-18", end="2026-11-19", now=NOW),  # per hour: no day rows read
+        insights.range_parse(start="2026-11-18", end="2026-11-18", now=NOW),
+    ]
+    for rng in ranges:
+        data, read = three_ways(org, rng, NOW)
+        assert "secret-model" not in str(data)
+    data, read = three_ways(org, ranges[0], NOW)
+    assert read["rollups"] < read["hours"]  # 3 days x 3 pairs instead of 7 hours x 3 pairs
+    totals = data["totals"]
+    assert totals["requests"] == 36 + 21 and totals["feedback_down"] == 2 and totals["feedback_up"] == 3
+    assert totals["latency_p50_ms"] is not None and totals["latency_p95_ms"] is not None
+    assert {k["kind"]: k["count"] for k in data["errors_by_kind"]} == {
+        "timeout": 6 + 3, "rate_limited": 6, "upstream_error": 4, "blocked": 6}  # fmt: skip
+    by_day = {item["start"][:10]: item["requests"] for item in data["series"]}
+    assert (by_day["2026-11-17"], by_day["2026-11-18"], by_day["2026-11-19"], by_day["2026-11-20"]) == (6, 6, 3, 42)
+    ask = next(p for p in data["by_model_feature"] if (p["model"], p["feature"]) == ("small", "ask"))
+    assert ask["requests"] == 12 + 7 and ask["ttft_p95_ms"] is not None
+
+
+def test_late_rows_and_rerolls_refold_their_day_and_reruns_change_nothing():
+    org = OrganizationFactory()
+    made = days_ledger(org)
+    rollups.rollup_hours(org_ids=[org.pk], now=NOW)
+    after_midnight = datetime(2026, 11, 21, 0, 40, tzinfo=UTC)
+    rollups.rollup_hours(org_ids=[org.pk], now=after_midnight)  # folds the 20th
+    assert {key[0].day for key in day_rows(org)} == {17, 18, 19, 20}
+    first = day_rows(org)
+    rollups.rollup_hours(org_ids=[org.pk], now=after_midnight)
+    assert day_rows(org) == first  # a rerun writes the same rows, and no more
+    # A call of 23:45 on the 20th reaches the ledger late (the stream), after its day was folded.
+    call(org, datetime(2026, 11, 20, 23, 45, tzinfo=UTC), feature="ask", model_used="small", latency_ms=90000)
+    later = datetime(2026, 11, 21, 1, 20, tzinfo=UTC)  # the beat recomputes 22:00 to 00:59 and the open hour
+    rollups.rollup_hours(org_ids=[org.pk], now=later)
+    key = (datetime(2026, 11, 20, tzinfo=UTC), "ask", "small")
+    assert day_rows(org)[key]["requests"] == first[key]["requests"] + 1
+    assert day_rows(org)[key]["latency_hist"][LATENCY_BOUNDS_MS.index(120000)] == 1
+    assert_days_are_sums_of_their_hours(org, datetime(2026, 11, 21, tzinfo=UTC))
+    week = insights.range_parse(key="7d", now=later)
+    three_ways(org, week, later)
+    # The 18th's calls are erased and its hours re-rolled: the day row follows.
+    LLMCall.all_orgs.filter(pk__in=[c.pk for c in made if c.created_at.day == 18]).delete()
+    rollups.rollup_org(org_id=org.pk, start=datetime(2026, 11, 18, tzinfo=UTC),
+                       end=datetime(2026, 11, 19, tzinfo=UTC), now=later)  # fmt: skip
+    assert_days_are_sums_of_their_hours(org, datetime(2026, 11, 21, tzinfo=UTC))
+    on_18th = [row for key, row in day_rows(org).items() if key[0].day == 18]
+    assert [(row["requests"], row["feedback_down"]) for row in on_18th] == [(0, 1)]  # its feedback outlives them
+    data, _ = three_ways(org, week, later)
+    assert {item["start"][:10]: item["requests"] for item in data["series"]}["2026-11-18"] == 0
+
+
+def test_rollups_made_before_the_day_level_are_read_by_hour_until_the_beat_folds_them():
+    org = OrganizationFactory()
+    days_ledger(org)
+    rollups.rollup_hours(org_ids=[org.pk], now=NOW)
+    with org_scope(org):  # as a deployment upgraded from hour rows only finds it
+        DailyRollup.objects.all().delete()
+        RollupState.objects.update(days_until=None)
+    week = insights.range_parse(key="7d", now=NOW)
+    _, read = three_ways(org, week, NOW)
+    assert read["rollups"] == read["hours"]
+    rollups.rollup_hours(org_ids=[org.pk], now=NOW)
+    assert {key[0].day for key in day_rows(org)} == {17, 18, 19}
+    assert_days_are_sums_of_their_hours(org, NOW.replace(hour=0, minute=0))
+    _, read = three_ways(org, week, NOW)
+    assert read["rollups"] < read["hours"]
