@@ -192,7 +192,10 @@ def vector_plan(*, org: Any, limit: int, collection: Scope = None) -> VectorPlan
     rest = sorted((pk for pk in sizes if pk not in with_own), key=str)
     if rest:
         parts.append((tuple(rest), _plan(rows=sum(sizes[pk] for pk in rest), total=total, limit=limit)))
-    return parts[0][1] if len(parts) == 1 else VectorPlan(exact=False, parts=tuple(parts))
+    if isinstance(collection, Collection):  # the scope is that one collection: its own graph alone
+        return own_plan
+    # Else the parts, even one: each runs filtered to its collections (an org-wide query could not use the index).
+    return VectorPlan(exact=False, parts=tuple(parts))
 
 
 def _plan(*, rows: int, total: int, limit: int) -> VectorPlan:
