@@ -62,6 +62,7 @@ def library(settings):
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE documents_chunk")
     yield {"org": org, "other": other, "large": large, "small": small, "theirs": theirs, "second": second,
+           "small_doc": small_doc,
            "query": query, "vectors": vectors, "ids": ids}  # fmt: skip
     with connection.cursor() as cursor:  # a flush empties the tables but keeps their indexes
         for name in _own_indexes():
@@ -125,6 +126,15 @@ def test_a_wider_scope_searches_each_own_index_and_the_rest_then_merges(library)
         assert [pk for pk, _ in found] == _truth(library, ("large", "small"), 10)
         # Org B's twins of the query (distance 0, in a collection with its own index) are never found.
         assert all(distance > 0.1 for _, distance in found)
+
+
+def test_an_org_whose_only_collection_has_its_own_graph_is_searched_through_it(library):
+    indexing.collection_indexes_sync(max_builds=2)
+    services.document_delete(org=library["org"], document_id=library["small_doc"].pk)  # org A: the large one left
+    plan = vector_plan(org=library["org"], limit=10)
+    assert [(ids, part.own_index) for ids, part in plan.parts] == [((library["large"].pk,), True)]
+    found = chunk_nearest(org=library["org"], vector=list(library["query"]), limit=10)
+    assert [pk for pk, _ in found] == _truth(library, ("large",), 10)
 
 
 def test_a_collection_holding_a_large_share_of_all_chunks_is_left_to_the_shared_index(library, settings):
