@@ -4,7 +4,9 @@ Loads N chunks (384 dimensions) into the real schema of a database kept in its o
 (.devdata/bench-retrieval-N unless --data-dir says otherwise), builds the HNSW index with settings derived
 from this machine (`documents.indexing`), and keeps both: a second run with the same N skips the load and the
 build. The chunks belong to 5 orgs and 15 collections of three sizes: one holds 50% of all chunks, four hold
-10% each, ten hold 1% each; each query is filtered to one of them (its org and collection).
+10% each, ten hold 1% each; each query is filtered to one of them (its org and collection). Collections past
+DOCUMENTS_COLLECTION_INDEX_ROWS (and under DOCUMENTS_COLLECTION_INDEX_MAX_SHARE of all chunks) get their own
+HNSW graph through the product's sync (`documents.indexing.collection_indexes_sync`), also kept for reruns.
 
 Vectors: a Gaussian mixture shaped like sentence embeddings, not uniform noise (which makes HNSW look worse
 than it does on real text): a shared direction (embeddings are anisotropic), 2,000 topics of Zipf-like
@@ -17,12 +19,14 @@ For each selectivity: the p50/p95 latency of one client and the recall@10 of `do
 chunk_nearest` (the vector half of hybrid search, with the plan the product picks), against the exact answer
 (the same filter read through the (org, collection) btree, ordered by an expression the HNSW index cannot
 serve, its plan checked), alternating which goes first; then queries per second at 8 clients, both sides in
-alternating windows.
+alternating windows. CPU per query, which holds on a shared machine where wall-clock figures do not: the
+PostgreSQL backend's (from /proc, at 1 and at 8 clients) and the client's (Django, this thread's clock).
 
     python bench/retrieval.py [--chunks 100000] [--queries 100] [--clients 8] [--seconds 5] [--data-dir DIR]
 """
 
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -106,7 +110,7 @@ def load(chunks: int, corpus: Corpus, rng: np.random.Generator) -> list[Scope]:
     from pgvector.psycopg import register_vector
 
     from accounts.models import Organization
-    from documents.indexing import build_settings
+    from documents.indexing import COLLECTION_INDEX_PREFIX, build_settings
     from documents.models import Chunk, Collection, Document
 
     scopes = []
@@ -132,6 +136,13 @@ def load(chunks: int, corpus: Corpus, rng: np.random.Generator) -> list[Scope]:
     register_vector(raw)
     with raw.cursor() as cursor:
         cursor.execute("DROP INDEX IF EXISTS documents_chunk_embedding")
+        cursor.execute(  # the collections' own graphs too: they are built again after the load
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = 'documents_chunk'::regclass AND starts_with(c.relname::text, %s)",
+            [COLLECTION_INDEX_PREFIX],
+        )
+        for (name,) in cursor.fetchall():
+            cursor.execute(f'DROP INDEX "{name}"')
         cursor.execute("TRUNCATE documents_chunk")
         cursor.execute("COMMENT ON TABLE documents_chunk IS NULL")
         # The full-text column is not what this measures: empty, and defaulted for the load only.
@@ -203,7 +214,11 @@ def run(args: argparse.Namespace) -> None:
     scopes = load(args.chunks, corpus, rng)
     with connection.cursor() as cursor:
         cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
-        cursor.execute("SELECT pg_prewarm('documents_chunk_embedding'), pg_prewarm('documents_chunk_scope')")
+        cursor.execute(
+            "SELECT pg_prewarm(c.relname::regclass) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = 'documents_chunk'::regclass AND (c.relname = 'documents_chunk_scope'"
+            " OR starts_with(c.relname::text, 'documents_chunk_emb'))"
+        )  # the shared HNSW index, the collections' own ones, and the scope btree
 
     def ours(scope: Scope, vector: np.ndarray) -> list:
         return chunk_nearest(org=scope.org_id, collection=scope.collection, vector=vector, limit=10)
@@ -214,6 +229,7 @@ def run(args: argparse.Namespace) -> None:
             plan = VectorPlan(exact=True)
             return chunk_nearest(org=scope.org_id, collection=scope.collection, vector=vector, limit=10, plan=plan)
 
+    own_indexes(scopes)
     classes = {share: [s for s in scopes if s.share == share] for share in sorted(set(LAYOUT))}
     check_plans(classes, corpus.sample(1, rng)[0])
     # A server that has just started reads the index from disk on its first queries; one that serves has it in
@@ -226,28 +242,41 @@ def run(args: argparse.Namespace) -> None:
     for share, members in classes.items():
         plan = vector_plan(org=members[0].org_id, collection=members[0].collection, limit=10)
         timings: dict[str, list[float]] = {"ours": [], "exact": []}
+        cpu = {"ours": [0.0, 0.0], "exact": [0.0, 0.0]}  # server (the backend's), client (this thread's) seconds
+        backend = backend_process()
         recalls = []
         for i in range(args.queries):
             scope, vector = members[i % len(members)], corpus.sample(1, rng)[0]
             results = {}
             for side in ("ours", "exact") if i % 2 == 0 else ("exact", "ours"):
+                server, client = cpu_seconds(backend), time.thread_time()
                 started = time.perf_counter()
                 results[side] = [pk for pk, _ in (ours if side == "ours" else exact)(scope, vector)]
                 timings[side].append((time.perf_counter() - started) * 1000)
+                cpu[side][0] += cpu_seconds(backend) - server
+                cpu[side][1] += time.thread_time() - client
             recalls.append(len(set(results["ours"]) & set(results["exact"])) / max(1, len(results["exact"])))
-        qps = throughput({"ours": ours, "exact": exact}, members, corpus, args.clients, args.seconds)
-        rows.append((share, plan, timings, statistics.mean(recalls), qps))
+        per_query = {side: [1000 * x / args.queries for x in pair] for side, pair in cpu.items()}
+        qps, loaded_cpu = throughput({"ours": ours, "exact": exact}, members, corpus, args.clients, args.seconds)
+        rows.append((share, plan, timings, statistics.mean(recalls), qps, per_query, loaded_cpu))
         print(f"  {share:.0%} done", flush=True)
 
     print(f"\nFiltered top-10 vector search: {args.chunks:,} chunks in {len(scopes)} collections of 5 orgs, "
           f"{args.queries} queries per selectivity, {args.clients} clients for throughput\n")  # fmt: skip
-    print(f"{'selectivity':<13}{'side':<44}{'p50 ms':>8}{'p95 ms':>8}{'QPS':>8}{'recall@10':>11}")
-    for share, plan, timings, recall, qps in rows:
-        how = "exact (btree)" if plan.exact else f"HNSW ef_search {plan.ef_search}, {plan.iterative_scan}"
-        for side, label, r in (("ours", f"ours: {how}", recall), ("exact", "baseline: exact scan via btree", 1.0)):
+    print(f"{'selectivity':<13}{'side':<44}{'p50 ms':>8}{'p95 ms':>8}{'QPS':>8}{'recall@10':>11}"
+          f"{'server CPU ms/q':>17}{'client CPU ms/q':>17}")  # fmt: skip
+    for share, plan, timings, recall, qps, per_query, loaded_cpu in rows:
+        for side, label, r in (("ours", f"ours: {plan.describe()}", recall),
+                               ("exact", "baseline: exact scan via btree", 1.0)):  # fmt: skip
             t = timings[side]
+            server = f"{per_query[side][0]:.2f} / {loaded_cpu[side]:.2f}"
             print(f"{share:<13.0%}{label:<44}{statistics.median(t):>8.2f}{percentile(t, 0.95):>8.2f}"
-                  f"{qps[side]:>8.0f}{r:>11.3f}")  # fmt: skip
+                  f"{qps[side]:>8.0f}{r:>11.3f}{server:>17}{per_query[side][1]:>17.2f}")  # fmt: skip
+    print(
+        f"\nserver CPU: the PostgreSQL backend's CPU per query at 1 / {args.clients} clients (/proc; 10 ms ticks,"
+        " averaged); client CPU: Django's, at 1 client"
+    )
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
 
 
 def check_plans(classes: dict[float, list[Scope]], vector: np.ndarray) -> None:
@@ -272,15 +301,19 @@ def check_plans(classes: dict[float, list[Scope]], vector: np.ndarray) -> None:
         print(f"  baseline at {share:.0%}: exact, through {', '.join(used)}", flush=True)
 
 
-def throughput(sides: dict, members: list[Scope], corpus: Corpus, clients: int, seconds: float) -> dict[str, float]:
+def throughput(
+    sides: dict, members: list[Scope], corpus: Corpus, clients: int, seconds: float
+) -> tuple[dict[str, float], dict[str, float]]:
     """Queries per second of each side at `clients` concurrent clients (own connections), in alternating
-    windows: ours, exact, ours, exact."""
+    windows: ours, exact, ours, exact; and the server's CPU milliseconds per query."""
     from django.db import connection
 
     totals = {side: [0, 0.0] for side in sides}
+    server_cpu = dict.fromkeys(sides, 0.0)
     for side in [*sides, *sides]:
         vectors = corpus.sample(256, np.random.default_rng(len(side)))
         done = [0] * clients
+        used = [0.0] * clients
         stop = threading.Event()
 
         def client(
@@ -288,14 +321,18 @@ def throughput(sides: dict, members: list[Scope], corpus: Corpus, clients: int, 
             side: str = side,
             vectors: np.ndarray = vectors,
             done: list = done,
+            used: list = used,
             stop: threading.Event = stop,
         ) -> None:
             i = number
             try:
+                backend = backend_process()
+                before = cpu_seconds(backend)
                 while not stop.is_set():
                     sides[side](members[i % len(members)], vectors[i % len(vectors)])
                     done[number] += 1
                     i += clients
+                used[number] = cpu_seconds(backend) - before
             finally:
                 connection.close()
 
@@ -309,7 +346,37 @@ def throughput(sides: dict, members: list[Scope], corpus: Corpus, clients: int, 
             thread.join()
         totals[side][0] += sum(done)
         totals[side][1] += time.perf_counter() - started
-    return {side: count / elapsed for side, (count, elapsed) in totals.items()}
+        server_cpu[side] += sum(used)
+    qps = {side: count / elapsed for side, (count, elapsed) in totals.items()}
+    return qps, {side: 1000 * server_cpu[side] / max(1, totals[side][0]) for side in sides}
+
+
+def backend_process() -> psutil.Process:
+    """The PostgreSQL backend serving this thread's connection (the server runs on this machine)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return psutil.Process(cursor.fetchone()[0])
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def own_indexes(scopes: list[Scope]) -> None:
+    """Collections past DOCUMENTS_COLLECTION_INDEX_ROWS get their own HNSW graph, as in production: through
+    the product's sync (documents.indexing), kept like the shared index for reruns."""
+    from documents.indexing import collection_indexes_sync
+
+    while True:
+        started = time.perf_counter()
+        result = collection_indexes_sync(max_builds=1)
+        for name in result.built:
+            print(f"  built {name} in {time.perf_counter() - started:.0f} s", flush=True)
+        if not result.pending:
+            return
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Any
 from django.db import transaction
 
 from documents.models import Collection, Document
-from documents.services import _collection_changed
+from documents.services import _collection_changed, enqueue_index_sync
 from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
 
@@ -61,6 +61,8 @@ def _delete_documents(org_id: Any, documents: Any, batch_size: int) -> int:
         Document.objects.for_org(org_id).filter(pk__in=[d.pk for d in batch]).delete()
         for collection in {d.collection_id: d.collection for d in batch}.values():
             _collection_changed(collection)  # cached answers built on them are not served again
+        if batch:
+            transaction.on_commit(enqueue_index_sync, robust=True)  # their collections' own indexes may have to go
     return len(batch)
 
 
@@ -77,7 +79,11 @@ def erase_org(*, org_id: Any, batch_size: int) -> int:
     if deleted:
         return deleted
     collections = list(Collection.objects.for_org(org_id).values_list("pk", flat=True)[:batch_size])
-    return Collection.objects.for_org(org_id).filter(pk__in=collections).delete()[0]
+    with transaction.atomic():
+        deleted = Collection.objects.for_org(org_id).filter(pk__in=collections).delete()[0]
+        if deleted:
+            transaction.on_commit(enqueue_index_sync, robust=True)  # their own HNSW indexes are dropped
+    return deleted
 
 
 STORE = Store(

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet, Sum
 from pgvector.django import CosineDistance
 
+from documents import indexing
 from documents.models import Chunk, Collection, Document
 from saas.core import crypto
 from saas.llm import gateway, tracing
@@ -134,12 +135,13 @@ def _chunk_search(
 
 
 def in_scope(rows: Any, collection: Scope, field: str = "collection") -> Any:
-    """`rows` narrowed to the scope: one collection, any of several, or (None) the whole org."""
+    """`rows` narrowed to the scope: one collection, any of several (collections or their ids), or (None) the
+    whole org."""
     if collection is None:
         return rows
     if isinstance(collection, Collection):
         return rows.filter(**{field: collection.pk})
-    return rows.filter(**{f"{field}__in": [c.pk for c in collection]})
+    return rows.filter(**{f"{field}__in": [getattr(c, "pk", c) for c in collection]})
 
 
 def _searchable(*, org: Any, collection: Scope) -> Any:
@@ -149,21 +151,54 @@ def _searchable(*, org: Any, collection: Scope) -> Any:
 @dataclass(frozen=True)
 class VectorPlan:
     """How one nearest-neighbour query runs: an exact scan of the scope through its (org, collection) btree,
-    or the HNSW index with pgvector's iterative scan (`ef_search` candidates, at most `max_scan_tuples`
-    visited), forced so that the planner cannot swap one for the other on its estimates."""
+    or an HNSW index with pgvector's iterative scan (`ef_search` candidates, at most `max_scan_tuples`
+    visited), forced so that the planner cannot swap one for the other on its estimates. `own_index`: the
+    scope is one collection with its own graph (documents/indexing.py), which the planner picks by its
+    predicate. A scope holding such collections is split into `parts`, one query each (collection ids, plan),
+    whose answers are merged by distance."""
 
     exact: bool
     ef_search: int = 40
     iterative_scan: str = "relaxed_order"
     max_scan_tuples: int = 20_000
+    own_index: bool = False
+    parts: tuple[tuple[tuple[Any, ...], "VectorPlan"], ...] = ()
+
+    def describe(self) -> str:
+        if self.parts:
+            return " + ".join(plan.describe() for _, plan in self.parts)
+        if self.exact:
+            return "exact (btree)"
+        graph = "own HNSW" if self.own_index else "HNSW"
+        return f"{graph} ef_search {self.ef_search}, {self.iterative_scan}"
 
 
 def vector_plan(*, org: Any, limit: int, collection: Scope = None) -> VectorPlan:
-    """Exact below DOCUMENTS_EXACT_SEARCH_ROWS chunks in scope (a small scope is read faster than the index
-    can be filtered down to it, and with perfect recall); above, HNSW with a candidate list that grows as the
-    scope's share of all chunks shrinks: a filter keeping 10% of the rows needs about ten times the candidates
-    to find the same neighbours."""
-    rows, total = _scope_rows(org=org, collection=collection)
+    """A collection of more than DOCUMENTS_EXACT_SEARCH_ROWS chunks with its own graph: that graph, with
+    DOCUMENTS_COLLECTION_EF_SEARCH candidates. Otherwise exact below DOCUMENTS_EXACT_SEARCH_ROWS chunks in
+    scope (a small scope is read faster than the index can be filtered down to it, and with perfect recall);
+    above, the shared HNSW index with a candidate list that grows as the scope's share of all chunks shrinks:
+    a filter keeping 10% of the rows needs about ten times the candidates to find the same neighbours."""
+    sizes, total = _scope_rows(org=org, collection=collection)
+    threshold = settings.DOCUMENTS_EXACT_SEARCH_ROWS
+    large = {pk: rows for pk, rows in sizes.items() if rows > threshold}
+    own = indexing.collection_indexes_valid(indexing.collection_index_name(pk) for pk in large)
+    with_own = sorted((pk for pk in large if indexing.collection_index_name(pk) in own), key=str)
+    if not with_own:
+        return _plan(rows=sum(sizes.values()), total=total, limit=limit)
+    ef_search = int(min(1000, max(settings.DOCUMENTS_COLLECTION_EF_SEARCH, limit)))
+    own_plan = VectorPlan(exact=False, ef_search=ef_search, own_index=True)
+    parts: list[tuple[tuple[Any, ...], VectorPlan]] = [((pk,), own_plan) for pk in with_own]
+    rest = sorted((pk for pk in sizes if pk not in with_own), key=str)
+    if rest:
+        parts.append((tuple(rest), _plan(rows=sum(sizes[pk] for pk in rest), total=total, limit=limit)))
+    if isinstance(collection, Collection):  # the scope is that one collection: its own graph alone
+        return own_plan
+    # Else the parts, even one: each runs filtered to its collections (an org-wide query could not use the index).
+    return VectorPlan(exact=False, parts=tuple(parts))
+
+
+def _plan(*, rows: int, total: int, limit: int) -> VectorPlan:
     if rows <= settings.DOCUMENTS_EXACT_SEARCH_ROWS:
         return VectorPlan(exact=True)
     share = min(1.0, rows / max(total, rows, 1))
@@ -175,14 +210,20 @@ def vector_plan(*, org: Any, limit: int, collection: Scope = None) -> VectorPlan
     )
 
 
-def _scope_rows(*, org: Any, collection: Scope) -> tuple[int, int]:
-    """The ready chunks in scope (from their documents' counts) and the planner's count of all chunks."""
+def _scope_rows(*, org: Any, collection: Scope) -> tuple[dict[Any, int], int]:
+    """The ready chunks in scope per collection (from their documents' counts) and the planner's count of all
+    chunks."""
     documents = in_scope(Document.objects.for_org(org).filter(status=Document.Status.READY), collection)
-    rows = int(documents.aggregate(rows=Sum("chunk_count"))["rows"] or 0)
+    sizes = {
+        pk: int(rows or 0)
+        for pk, rows in documents.values_list("collection_id")
+        .annotate(rows=Sum("chunk_count"))
+        .values_list("collection_id", "rows")
+    }
     with connection.cursor() as cursor:
         cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'documents_chunk'::regclass")
         total = int(cursor.fetchone()[0])  # -1 before the first ANALYZE
-    return rows, total
+    return sizes, total
 
 
 def chunk_nearest(
@@ -190,14 +231,34 @@ def chunk_nearest(
 ) -> list[tuple[Any, float]]:
     """The `limit` chunks of the scope nearest to `vector`: [(id, cosine distance)], nearest first."""
     plan = plan or vector_plan(org=org, collection=collection, limit=limit)
-    chunks = _searchable(org=org, collection=collection).annotate(distance=CosineDistance("embedding", vector))
+    if not plan.parts:
+        return _nearest(org=org, collection=collection, vector=vector, limit=limit, plan=plan)
+    found = []
+    for ids, part in plan.parts:
+        found += _nearest(org=org, collection=list(ids), vector=vector, limit=limit, plan=part)
+    found.sort(key=lambda pair: pair[1])
+    return found[:limit]
+
+
+def _nearest(
+    *, org: Any, collection: Any, vector: list[float], limit: int, plan: VectorPlan
+) -> list[tuple[Any, float]]:
+    if isinstance(collection, list | tuple) and len(collection) == 1:
+        collection = collection[0]
+    if collection is not None and not isinstance(collection, list | tuple):
+        # One collection by `=` (its id is written into the SQL): the planner can prove its own index's predicate.
+        ready = Chunk.objects.for_org(org).filter(document__status=Document.Status.READY)
+        chunks = ready.filter(collection=getattr(collection, "pk", collection))
+    else:
+        chunks = _searchable(org=org, collection=collection)
+    chunks = chunks.annotate(distance=CosineDistance("embedding", vector))
     with transaction.atomic():
         if plan.exact:
             # An ORDER BY the HNSW index cannot serve: the planner reads the scope through its btree.
             ordered = chunks.order_by(F("distance") + 0.0)
         else:
             with connection.cursor() as cursor:
-                # No sort allowed: the only way left to order by distance is the HNSW index.
+                # No sort allowed: the only way left to order by distance is an HNSW index.
                 cursor.execute(
                     "SELECT set_config('hnsw.iterative_scan', %s, true), set_config('hnsw.ef_search', %s, true),"
                     " set_config('hnsw.max_scan_tuples', %s, true), set_config('enable_sort', 'off', true)",

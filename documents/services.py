@@ -150,6 +150,14 @@ def _enqueue_ingestion(document: Document) -> None:
     ingest_document.delay(str(document.organization_id), str(document.pk))
 
 
+def enqueue_index_sync() -> None:
+    """A collection shrank or went: its own HNSW index may have to go (documents.indexing). Queued with
+    `robust=True` on commit: a broker outage is logged, and the beat runs the sync within ten minutes."""
+    from documents.tasks import sync_collection_indexes
+
+    sync_collection_indexes.delay()
+
+
 def document_get(*, org: Any, document_id: Any) -> Document:
     document = Document.objects.for_org(org).select_related("collection").filter(pk=document_id).first()
     if document is None:
@@ -343,6 +351,7 @@ def document_delete(*, org: Any, document_id: Any) -> None:
         document.delete()
         _collection_changed(document.collection)
         transaction.on_commit(lambda: document.file.delete(save=False))
+        transaction.on_commit(enqueue_index_sync, robust=True)
 
 
 # --- Ask ---------------------------------------------------------------------------------------------------

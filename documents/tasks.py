@@ -5,7 +5,7 @@ import logging
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from documents import services
+from documents import indexing, services
 from documents.models import Document
 from saas.core.tenancy import org_scope
 from saas.llm.providers import LLMError
@@ -39,9 +39,27 @@ def ingest_document(self, org_id: str, document_id: str) -> str | None:  # type:
             if document is not None:
                 services.document_fail(document=document, reason="Processing took too long and was stopped.")
             return None
+        if document is not None and document.status == Document.Status.READY:
+            sync_collection_indexes.delay()  # the collection may have passed the size of its own index
         return document.status if document else None
 
 
 @shared_task(name="documents.recover_stalled", ignore_result=True)
 def recover_stalled() -> dict[str, int]:
     return services.documents_recover_stalled()
+
+
+@shared_task(
+    name="documents.sync_collection_indexes",
+    ignore_result=True,
+    soft_time_limit=3 * 3600,  # one HNSW build of a large collection (about 30 min for 1M chunks on 2 cores)
+    time_limit=3 * 3600 + 60,
+)
+def sync_collection_indexes() -> dict[str, object]:
+    """Builds or drops collections' own HNSW indexes (documents.indexing.collection_indexes_sync), one build per
+    run, then queues itself again while builds are pending. A run that finds another one busy does nothing: the
+    busy one, or the beat, comes back."""
+    result = indexing.collection_indexes_sync(max_builds=1)
+    if result.pending:
+        sync_collection_indexes.delay()
+    return {"built": result.built, "dropped": result.dropped, "pending": result.pending, "busy": result.busy}

@@ -190,6 +190,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str(
 CELERY_BEAT_SCHEDULE = {
     "core-beat-heartbeat": {"task": "core.beat_heartbeat", "schedule": 30.0},
     "documents-recover-stalled": {"task": "documents.recover_stalled", "schedule": 60.0},
+    "documents-sync-collection-indexes": {"task": "documents.sync_collection_indexes", "schedule": 600.0},
     "agents-recover-stalled-runs": {"task": "agents.recover_stalled_runs", "schedule": 60.0},
     "agents-start-scheduled-runs": {"task": "agents.start_scheduled_runs", "schedule": 30.0},
     "billing-report-overage": {"task": "billing.report_overage", "schedule": 3600.0},
@@ -453,6 +454,12 @@ DOCUMENTS_SUPPORTED = env.float("DOCUMENTS_SUPPORTED", default=0.5)
 DOCUMENTS_EXACT_SEARCH_ROWS = env.int("DOCUMENTS_EXACT_SEARCH_ROWS", default=20_000)
 DOCUMENTS_HNSW_EF_SEARCH = env.int("DOCUMENTS_HNSW_EF_SEARCH", default=400)
 DOCUMENTS_HNSW_CANDIDATES = env.float("DOCUMENTS_HNSW_CANDIDATES", default=4.0)
+# A collection of more than DOCUMENTS_COLLECTION_INDEX_ROWS ready chunks, and no more than
+# DOCUMENTS_COLLECTION_INDEX_MAX_SHARE of them all, gets its own HNSW graph (a partial index,
+# documents/indexing.py), searched with DOCUMENTS_COLLECTION_EF_SEARCH candidates and no filtering.
+DOCUMENTS_COLLECTION_INDEX_ROWS = env.int("DOCUMENTS_COLLECTION_INDEX_ROWS", default=DOCUMENTS_EXACT_SEARCH_ROWS)
+DOCUMENTS_COLLECTION_EF_SEARCH = env.int("DOCUMENTS_COLLECTION_EF_SEARCH", default=64)
+DOCUMENTS_COLLECTION_INDEX_MAX_SHARE = env.float("DOCUMENTS_COLLECTION_INDEX_MAX_SHARE", default=0.3)  # of all chunks
 # Building the HNSW index (bench/retrieval.py, REINDEX): memory in bytes, 0 = derived from this machine.
 DOCUMENTS_INDEX_BUILD_MEMORY = env.int("DOCUMENTS_INDEX_BUILD_MEMORY", default=0)
 
