@@ -416,4 +416,10 @@ class AccessConsumer(AsyncWebsocketConsumer):
             for event in merge_deltas(batch):
                 await self.send_event(event)
 
-        await threads.stream_to(events, deliver, enter=lambda: org_scope(org))
+        # The answer is over for the client at its last event: the socket may ask again at once, while the
+        # answer's thread finishes what follows it (closing the iterator) on its own.
+        await threads.stream_to(events, deliver, enter=lambda: org_scope(org), last=_is_last)
+
+
+def _is_last(event: dict[str, Any]) -> bool:
+    return event.get("type") in ("done", "stopped", "error")

@@ -153,13 +153,15 @@ def _produce(pump: _Pump, events: Iterator[Any], enter: Callable[[], Any]) -> No
 
 
 async def stream_to(
-    events: Iterator[T], deliver: Callable[[list[T]], Awaitable[None]], *, enter: Callable[[], Any]
-) -> None:
+    events: Iterator[T], deliver: Callable[[list[T]], Awaitable[None]], *, enter: Callable[[], Any],
+    last: Callable[[T], bool] = lambda item: False,
+) -> None:  # fmt: skip
     """Iterate `events` (a synchronous iterator that blocks, such as an answer streamed from the gateway) in
     one thread of the stream pool, inside the context manager `enter()` makes (an org scope), and await
     `deliver(batch)` on the loop for the items that arrived since the last batch, in order. An exception the
     iterator raises is raised here once the items before it were delivered. If delivering fails (or this is
-    cancelled), the iterator is closed in its thread after its next item."""
+    cancelled), the iterator is closed in its thread after its next item. Once an item for which `last` is
+    true was delivered (an answer's "done"), this returns: the iterator runs to its end in its thread."""
     pump = _Pump(asyncio.get_running_loop())
     producer = asyncio.ensure_future(run_in(STREAM, _produce, pump, events, enter))
     try:
@@ -168,6 +170,9 @@ async def stream_to(
             end = batch.pop() if isinstance(batch[-1], _End) else None
             if batch:
                 await deliver(batch)
+                if end is None and any(last(item) for item in batch):
+                    producer.add_done_callback(_retrieve)  # it finishes (records, closes) on its own
+                    return
             if end is not None:
                 if end.error is not None:
                     raise end.error

@@ -137,3 +137,19 @@ def test_deltas_that_arrive_together_leave_as_one():
         {"type": "delta", "text": "a"},
         {"type": "delta", "text": "b", "extra": 1},
     ]
+
+
+def test_it_returns_after_the_last_event_while_the_iterator_finishes_in_its_thread():
+    recorder = Recorder(["a", "done", "after"])
+    received: list[str] = []
+
+    async def deliver(batch: list[str]) -> None:
+        received.extend(batch)
+
+    _run(threads.stream_to(iter(recorder), deliver, enter=nullcontext, last=lambda item: item == "done"))
+    assert received[:2] == ["a", "done"]
+    for _ in range(600):  # what follows the last event still runs, in the stream thread, to its natural end
+        if recorder.produced == 3:
+            break
+        threading.Event().wait(0.05)
+    assert recorder.produced == 3 and recorder.closed_in is None
