@@ -27,8 +27,6 @@ from saas.core.consumers import (
     Frame,
     Stop,
     Text,
-    stream_close,
-    stream_next,
 )
 from saas.core.errors import ApplicationError, PermissionDenied
 from saas.core.events import access_org_group
@@ -99,16 +97,7 @@ class ChatConsumer(AccessConsumer):
             caller=gateway.Caller(org=org, feature="chat", user=principal.user),
             should_stop=self.stop_flag.is_set,
         )
-        try:
-            while True:
-                # Each step runs in the stream pool (the gateway is synchronous); other frames, such as a stop or
-                # a revoked right, are handled meanwhile.
-                event = await stream_next(events, org)
-                if event is None:
-                    break
-                await self.send_event(event)
-        finally:
-            await stream_close(events)
+        await self.relay(events, org)  # in one thread of the stream pool (the gateway is synchronous)
 
 
 def _start(conversation: Conversation, frame: Ask) -> Any:

@@ -18,8 +18,6 @@ from saas.core.consumers import (
     Frame,
     Stop,
     Text,
-    stream_close,
-    stream_next,
 )
 from saas.core.errors import ApplicationError, PermissionDenied
 from saas.core.tenancy import org_scope
@@ -73,22 +71,11 @@ class AskConsumer(AccessConsumer):
     async def _answer(self, principal: Principal, frame: Ask) -> None:
         org = principal.organization
         caller = gateway.Caller(org=org, feature="ask", user=principal.user)
-        events: Any = None
-        try:
-            collection = await self.in_thread(_collection, org, frame.collection)
-            events = services.ask_stream(
-                caller=caller, question=frame.question, collection=collection, should_stop=self.stop_flag.is_set
-            )
-            while True:
-                # Each step runs in the stream pool's threads (retrieval and the gateway are synchronous); a stop frame
-                # or a revoked right is handled meanwhile.
-                event = await stream_next(events, org)
-                if event is None:
-                    break
-                await self.send_event(event)
-        finally:
-            if events is not None:
-                await stream_close(events)
+        collection = await self.in_thread(_collection, org, frame.collection)
+        events = services.ask_stream(
+            caller=caller, question=frame.question, collection=collection, should_stop=self.stop_flag.is_set
+        )
+        await self.relay(events, org)  # in one thread of the stream pool (retrieval and the gateway are synchronous)
 
 
 def _collection(org: Any, collection_id: str | None) -> Any:

@@ -18,10 +18,10 @@ from saas.llm.asgi import GatewayRoute  # noqa: E402
 # The gateway's hot endpoints (POST /v1/chat/completions, /v1/embeddings) run on the event loop (saas/llm/asgi.py).
 django_asgi_app = BodyLimitMiddleware(GatewayRoute(OneHopASGIHandler()))
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from saas.core.consumers import SessionCookieMiddleware  # noqa: E402
 from saas.routing import websocket_urlpatterns  # noqa: E402
 
 # Behind trusted proxies (TRUSTED_PROXIES) the scope's client is the client's address, not the proxy's: REMOTE_ADDR
@@ -30,7 +30,9 @@ application = ClientAddressMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            # The session key only: the consumers check the session, the user and their rights themselves,
+            # off the event loop (saas/core/consumers.py).
+            "websocket": AllowedHostsOriginValidator(SessionCookieMiddleware(URLRouter(websocket_urlpatterns))),
         }
     )
 )

@@ -1,15 +1,17 @@
 """Crewdesk under a realistic mix of users (Locust; `make loadtest` runs it headless, deploy/loadtest/run.py).
 
-- BrowserUser (half the users): opens the overview, documents, ask and chat pages, asks questions over the ask
-  websocket (/ws/ask/<org>/) and chats over the chat websocket (/ws/chat/<conversation>/), reading every streamed
-  event to the end, with a person's pauses between actions.
+- BrowserUser (half the users): a person in the workspace. Their tab keeps the notifications socket
+  (/ws/notifications/) open for the whole visit, as every page does; they open the overview, documents and crews
+  pages (5-15 s between clicks), and on the ask and chat pages keep that page's socket open while they ask one to
+  three questions, reading each answer for 10-30 s before the next. Every streamed event is read to the end.
 - ApiClient (a fifth): a team's integration with an API key: uploads documents and waits for them to be ready,
-  searches and asks over /api/v1, and now and then runs a crew and waits for its result.
+  searches and asks over /api/v1, and now and then runs a crew and waits for its result (2-8 s between calls).
 - OpenAIClient (the rest): an application on the OpenAI surface: /v1/chat/completions (plain and streamed),
-  /v1/embeddings and /v1/models.
+  /v1/embeddings and /v1/models (1-5 s between calls).
 
 The data comes from fixture.py (LOADTEST_FIXTURE: the JSON file run.py wrote). Websocket round trips are reported
-to Locust as requests of type WS, with the time to the first streamed event as its own row ("... first token").
+to Locust as requests of type WS: the handshake of each socket, each answer from question to its last event and
+its first token as rows of their own; a notifications socket that drops is an error.
 """
 
 import itertools
@@ -20,6 +22,7 @@ import time
 import uuid
 from typing import Any
 
+import gevent
 import websocket  # websocket-client (a Locust dependency): plain sockets, which gevent makes cooperative
 from locust import HttpUser, between, events, task
 
@@ -50,7 +53,8 @@ def _fire(name: str, started: float, length: int = 0, exception: Exception | Non
 
 class BrowserUser(HttpUser):
     weight = 5
-    wait_time = between(3, 12)
+    wait_time = between(5, 15)  # between clicks
+    reading = (10.0, 30.0)  # reading an answer before the next question
 
     def on_start(self) -> None:
         self.team, member = next(_members)
@@ -58,6 +62,44 @@ class BrowserUser(HttpUser):
         self.conversation = member["conversation"]
         self.client.headers["Cookie"] = self.cookie
         self.ws_base = (self.host or FIXTURE["url"]).replace("http://", "ws://").replace("https://", "wss://")
+        self.notifications: Any = None
+        self.stopping = False
+        self.listener = gevent.spawn(self._listen)  # the tab's notifications socket, open for the whole visit
+
+    def on_stop(self) -> None:
+        self.stopping = True
+        self.listener.kill(block=True, timeout=5)
+        if self.notifications is not None:
+            self.notifications.close()
+
+    def _connect(self, path: str, name: str) -> Any:
+        """The socket, its handshake reported as "<name> (handshake)"; None if it failed (reported)."""
+        started = time.perf_counter()
+        try:
+            ws = websocket.create_connection(
+                self.ws_base + path, header=[f"Cookie: {self.cookie}"], origin=self.host, timeout=60
+            )
+        except Exception as error:
+            _fire(f"{name} (handshake)", started, exception=error)
+            return None
+        _fire(f"{name} (handshake)", started)
+        return ws
+
+    def _listen(self) -> None:
+        while not self.stopping:
+            self.notifications = self._connect("/ws/notifications/", "WS /ws/notifications/")
+            if self.notifications is None:
+                gevent.sleep(random.uniform(1, 5))  # noqa: S311  # as socket.js: wait, then reconnect
+                continue
+            started = time.perf_counter()
+            self.notifications.settimeout(None)  # a quiet team sends nothing for minutes
+            try:
+                while True:
+                    self.notifications.recv()  # hello, then whatever the team's work pushes
+            except Exception as error:  # not the GreenletExit of on_stop (a BaseException)
+                if self.stopping:
+                    return
+                _fire("WS /ws/notifications/ (dropped)", started, exception=error)
 
     def _page(self, path: str, name: str) -> None:
         with self.client.get(path, name=name, catch_response=True, allow_redirects=False) as response:
@@ -76,15 +118,9 @@ class BrowserUser(HttpUser):
     def crews(self) -> None:
         self._page(f"/o/{self.team['slug']}/crews/", "page: crews")
 
-    def _stream(self, path: str, frame: dict[str, Any], name: str, ends: set[str]) -> None:
+    def _answer(self, ws: Any, frame: dict[str, Any], name: str, ends: set[str]) -> bool:
+        """One question on an open socket, read to its last event; False when the socket is no longer usable."""
         started = time.perf_counter()
-        try:
-            ws = websocket.create_connection(
-                self.ws_base + path, header=[f"Cookie: {self.cookie}"], origin=self.host, timeout=60
-            )
-        except Exception as error:
-            _fire(name, started, exception=error)
-            return
         size, first = 0, None
         try:
             ws.send(json.dumps(frame))
@@ -100,23 +136,40 @@ class BrowserUser(HttpUser):
                     raise RuntimeError(f"error event: {event.get('error') or event}")
                 if kind in ends:
                     break
-            _fire(name, started, size)
         except Exception as error:
             _fire(name, started, size, exception=error)
+            return False
+        _fire(name, started, size)
+        return True
+
+    def _conversation(self, page: str, path: str, name: str, frame: Any, ends: set[str]) -> None:
+        """A page with its socket open while the person asks one to three questions, reading each answer."""
+        self._page(page[0], page[1])
+        ws = self._connect(path, name.split(" (")[0])
+        if ws is None:
+            return
+        try:
+            for turn in range(random.randint(1, 3)):  # noqa: S311
+                if turn:
+                    gevent.sleep(random.uniform(*self.reading))  # noqa: S311
+                if not self._answer(ws, frame(), name, ends):
+                    return
         finally:
             ws.close()
 
     @task(3)
     def ask(self) -> None:
-        self._page(f"/o/{self.team['slug']}/ask/", "page: ask")
-        self._stream(f"/ws/ask/{self.team['org_id']}/", {"type": "ask", "question": _question(self.team)},
-                     "WS /ws/ask/ (answer)", {"done", "stopped"})  # fmt: skip
+        self._conversation(
+            (f"/o/{self.team['slug']}/ask/", "page: ask"), f"/ws/ask/{self.team['org_id']}/", "WS /ws/ask/ (answer)",
+            lambda: {"type": "ask", "question": _question(self.team)}, {"done", "stopped"},
+        )  # fmt: skip
 
     @task(3)
     def chat(self) -> None:
-        self._page(f"/o/{self.team['slug']}/chat/{self.conversation}/", "page: chat")
-        self._stream(f"/ws/chat/{self.conversation}/", {"type": "ask", "content": _question(self.team)},
-                     "WS /ws/chat/ (answer)", {"done"})  # fmt: skip
+        self._conversation(
+            (f"/o/{self.team['slug']}/chat/{self.conversation}/", "page: chat"), f"/ws/chat/{self.conversation}/",
+            "WS /ws/chat/ (answer)", lambda: {"type": "ask", "content": _question(self.team)}, {"done"},
+        )  # fmt: skip
 
 
 class ApiClient(HttpUser):

@@ -202,7 +202,7 @@ def main() -> int:
             subprocess.run(  # noqa: S603
                 [sys.executable, str(HERE / "fixture.py"), "--teams", str(args.teams), "--members", str(members),
                  "--url", url],
-                cwd=BASE_DIR, env=env, stdout=out, check=True, timeout=600,
+                cwd=BASE_DIR, env=env, stdout=out, check=True, timeout=1800,
             )  # fmt: skip
         warm_up(url, json.loads(fixture.read_text()))
         sampler = Sampler(psutil.Process(stack.pid))

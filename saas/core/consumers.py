@@ -34,15 +34,19 @@ import asyncio
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.db import close_old_connections
+from django.http.cookie import parse_cookie
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -141,15 +145,20 @@ def parse_frame(
         ) from None
 
 
-def next_in_org_scope(events: Iterator[dict[str, Any]], org: Any) -> dict[str, Any] | None:
-    """The next event (None at the end), computed in the org's scope; run it with `stream_next`."""
-    with org_scope(org):
-        try:
-            return next(events)
-        except StopIteration:
-            return None
-        finally:
-            close_old_connections()
+def merge_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive "delta" events of the same answer as one (their texts joined): tokens that arrived together
+    go out in one frame."""
+    merged: list[dict[str, Any]] = []
+    for event in events:
+        last = merged[-1] if merged else None
+        if (
+            last is not None and event.get("type") == "delta" and last.get("type") == "delta"
+            and last.keys() == event.keys() and all(last[k] == event[k] for k in event if k != "text")
+        ):  # fmt: skip
+            merged[-1] = {**last, "text": last["text"] + event["text"]}
+        else:
+            merged.append(event)
+    return merged
 
 
 # --- The session behind a socket ---------------------------------------------------------------------------
@@ -162,6 +171,38 @@ def session_user(session_key: str | None) -> Any:
     store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
     user = get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]  # it only reads .session
     return user if user.is_authenticated and user.is_active else None
+
+
+class SessionCookieMiddleware:
+    """Websockets only: the session key from the request's cookie, as scope["session_key"]. Nothing else, and
+    nothing that blocks: no session or user is loaded here. (Channels' AuthMiddlewareStack loaded both through
+    sync_to_async on the process's one thread-sensitive thread, so under load every handshake waited in a
+    single queue.) AccessConsumer resolves the session and the user behind it in its connect step, in the
+    websocket_db pool, together with the socket's rights, and again before every frame."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        header = "; ".join(value.decode("latin-1") for name, value in scope.get("headers", ()) if name == b"cookie")
+        key = parse_cookie(header).get(settings.SESSION_COOKIE_NAME) if header else None
+        return await self.inner({**scope, "session_key": key or None}, receive, send)
+
+
+# channels-redis gives each event loop a pool of at most 100 Redis connections and fails a command at once
+# ("Too many connections") when all are in use: a burst of sockets connecting (three group_adds each) or
+# leaving together would lose some handshakes that way. Group operations wait for one of these slots instead.
+CHANNEL_LAYER_OPS = 48
+_layer_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+
+
+async def _layer_op(operation: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    slots = _layer_slots.get(loop)
+    if slots is None:
+        slots = _layer_slots[loop] = asyncio.Semaphore(CHANNEL_LAYER_OPS)
+    async with slots:
+        return await operation(*args)
 
 
 # Work running outside a closed consumer (an answer draining after its socket closed) is kept referenced here
@@ -210,13 +251,11 @@ class AccessConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.joined: set[str] = set()
         self.stop_flag = threading.Event()
-        user = self.scope.get("user")
-        session = self.scope.get("session")
-        if user is None or not user.is_authenticated or session is None:
+        self.session_key = self.scope.get("session_key")
+        if not self.session_key:
             await self.close(code=CLOSE_SIGNED_OUT)  # before accept: the handshake is refused with HTTP 403
             return
-        self.user, self.session_key = user, session.session_key
-        try:
+        try:  # the session, the user behind it and the socket's rights: one step in the websocket_db pool
             self.access = await threads.db_step(self._check)
         except AccessLost as lost:
             self.closed = True
@@ -234,7 +273,7 @@ class AccessConsumer(AsyncWebsocketConsumer):
     def _check(self) -> Any:
         try:
             user = session_user(self.session_key)
-            if user is None or user.pk != self.user.pk:
+            if user is None or (self.user is not None and user.pk != self.user.pk):
                 raise AccessLost(CLOSE_SIGNED_OUT)
             self.user = user
             return self.authorize(user)
@@ -266,14 +305,33 @@ class AccessConsumer(AsyncWebsocketConsumer):
         wanted = {access_user_group(self.user.pk), access_session_group(self.session_key or ""),
                   *self.access_groups(access)}  # fmt: skip
         await self._leave(self.joined - wanted)
-        for group in wanted - self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.joined.add(group)
+        adding = wanted - self.joined
+        await asyncio.gather(*(_layer_op(self.channel_layer.group_add, group, self.channel_name) for group in adding))
+        self.joined |= adding
 
     async def _leave(self, groups: set[str]) -> None:
-        for group in groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
-            self.joined.discard(group)
+        groups = set(groups)
+        await asyncio.gather(
+            *(_layer_op(self.channel_layer.group_discard, group, self.channel_name) for group in groups)
+        )
+        self.joined -= groups
+
+    # --- Channels' dispatch, without its hop to the process's one sync thread ------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' own dispatch first runs close_old_connections through sync_to_async on the process's single
+        # "thread-sensitive" thread, for every message of every socket (connect, each frame, each channel-layer
+        # event, disconnect). Under load every handshake queued there behind all the other sockets' messages,
+        # and daphne closed it at its connect timeout. Our consumers never touch the database on the event loop:
+        # their steps run in our pools, which give their connections back when each step ends (threads.py).
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.disconnect(message["code"])  # as channels', without its close_old_connections hop
+        raise StopConsumer()
 
     # --- Channel-layer messages (saas/core/events.py) ------------------------------------------------------
 
@@ -348,12 +406,20 @@ class AccessConsumer(AsyncWebsocketConsumer):
         """A short blocking step (the database) in the websocket database pool, its connections closed after."""
         return await threads.db_step(function, *args)
 
+    async def relay(self, events: Iterator[dict[str, Any]], org: Any) -> None:
+        """Send an answer's events as they come. The (synchronous) answer runs in one thread of the stream pool
+        in the org's scope, start to end (saas/core/threads.stream_to); tokens that arrived together go out in
+        one frame. Frames (a stop, a revoked right) are handled meanwhile; the answer checks the stop flag
+        between tokens, and closing it (in its thread) closes the upstream call."""
 
-async def stream_next(events: Iterator[dict[str, Any]], org: Any) -> dict[str, Any] | None:
-    """The next event of an answer (None at the end), computed in the stream pool (saas/core/threads.py)."""
-    return await threads.stream_step(next_in_org_scope, events, org)
+        async def deliver(batch: list[dict[str, Any]]) -> None:
+            for event in merge_deltas(batch):
+                await self.send_event(event)
+
+        # The answer is over for the client at its last event: the socket may ask again at once, while the
+        # answer's thread finishes what follows it (closing the iterator) on its own.
+        await threads.stream_to(events, deliver, enter=lambda: org_scope(org), last=_is_last)
 
 
-async def stream_close(events: Any) -> None:
-    """Close an answer's iterator (its upstream call) in the stream pool."""
-    await threads.stream_step(events.close)
+def _is_last(event: dict[str, Any]) -> bool:
+    return event.get("type") in ("done", "stopped", "error")

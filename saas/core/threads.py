@@ -6,9 +6,12 @@ while its event loop keeps serving every other socket. asyncio's default pool ha
 the first token took seconds. Channels' `database_sync_to_async` is no better here: outside an HTTP request it
 runs every call of the process on one single thread. Instead, two pools of our own:
 
-- `stream`: the steps of an answer being streamed (each waits on the model for its next tokens), at most
-  LLM_STREAM_THREADS at once per process. Past that, answers wait for a thread (their first token comes later);
-  none fails.
+- `stream`: answers being streamed, one thread per answer for as long as it lasts (it waits on the model for
+  its tokens), at most LLM_STREAM_THREADS at once per process. Past that, answers wait for a thread (their
+  first token comes later); none fails. `stream_to` runs an answer's whole (synchronous) iterator in one such
+  thread and hands its events to the event loop in batches: one wake-up of the loop for whatever arrived
+  since the last one, instead of a thread hop per token (at a few thousand tokens a second, those hops were
+  what kept the event loop from accepting new sockets).
 - `websocket_db`: the short database steps of a socket (the access check before every frame, starting a turn,
   reading a run), at most WEBSOCKET_DB_THREADS at once: more would only wait on the connection pool.
 
@@ -17,8 +20,10 @@ connections are closed (given back to the pool) when it ends. /metrics shows the
 (`crewdesk_threads{pool=...}`).
 """
 
+import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -74,6 +79,114 @@ async def stream_step(function: Callable[..., T], *args: Any) -> T:
 
 async def db_step(function: Callable[..., T], *args: Any) -> T:
     return await run_in(WEBSOCKET_DB, function, *args)
+
+
+class _End:
+    """The last item of a pump: the iterator ended, or raised `error`."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class _Pump:
+    """Items from a producer thread to the event loop: appended in the thread, taken in batches on the loop,
+    with at most one wake-up of the loop scheduled at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque[Any] = deque()
+        self.ready = asyncio.Event()
+        self.lock = threading.Lock()
+        self.waking = False
+        self.abandoned = False  # the loop side stopped listening: the producer stops at its next item
+
+    def put(self, item: Any) -> None:  # in the producer's thread
+        self.items.append(item)
+        with self.lock:
+            if self.waking:
+                return  # a wake-up is scheduled and has not run yet: it will find this item too
+            self.waking = True
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is closed (the server is stopping): nobody is listening
+            self.abandoned = True
+
+    def _wake(self) -> None:  # on the loop
+        with self.lock:
+            self.waking = False
+        self.ready.set()
+
+    async def take(self) -> list[Any]:
+        while not self.items:
+            self.ready.clear()
+            if self.items:
+                break
+            await self.ready.wait()
+        batch = []
+        while self.items:
+            batch.append(self.items.popleft())
+        return batch
+
+
+def _produce(pump: _Pump, events: Iterator[Any], enter: Callable[[], Any]) -> None:
+    """The whole iterator in this thread, each item handed to the pump; closed here, where it ran."""
+    from saas.core.db import release_connections
+
+    error: BaseException | None = None
+    try:
+        with enter():
+            try:
+                for item in events:
+                    pump.put(item)
+                    release_connections()  # the next item may be seconds away (a model's tokens)
+                    if pump.abandoned:
+                        break
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()  # an unfinished answer closes its upstream call and records what it has
+    except BaseException as exc:  # handed to the loop side, which raises it there
+        error = exc
+    finally:
+        close_old_connections()
+        pump.put(_End(error))
+
+
+async def stream_to(
+    events: Iterator[T], deliver: Callable[[list[T]], Awaitable[None]], *, enter: Callable[[], Any],
+    last: Callable[[T], bool] = lambda item: False,
+) -> None:  # fmt: skip
+    """Iterate `events` (a synchronous iterator that blocks, such as an answer streamed from the gateway) in
+    one thread of the stream pool, inside the context manager `enter()` makes (an org scope), and await
+    `deliver(batch)` on the loop for the items that arrived since the last batch, in order. An exception the
+    iterator raises is raised here once the items before it were delivered. If delivering fails (or this is
+    cancelled), the iterator is closed in its thread after its next item. Once an item for which `last` is
+    true was delivered (an answer's "done"), this returns: the iterator runs to its end in its thread."""
+    pump = _Pump(asyncio.get_running_loop())
+    producer = asyncio.ensure_future(run_in(STREAM, _produce, pump, events, enter))
+    try:
+        while True:
+            batch = await pump.take()
+            end = batch.pop() if isinstance(batch[-1], _End) else None
+            if batch:
+                await deliver(batch)
+                if end is None and any(last(item) for item in batch):
+                    producer.add_done_callback(_retrieve)  # it finishes (records, closes) on its own
+                    return
+            if end is not None:
+                if end.error is not None:
+                    raise end.error
+                break
+    except BaseException:
+        pump.abandoned = True
+        producer.add_done_callback(_retrieve)
+        raise
+    await producer
+
+
+def _retrieve(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: an abandoned producer's outcome is not worth a warning
 
 
 class ThreadsCollector(Collector):

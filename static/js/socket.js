@@ -1,4 +1,4 @@
-// One websocket, kept open: connect, reconnect with exponential backoff (0.5 s doubling, at most 30 s), JSON
+// One websocket, kept open: connect, reconnect with jittered exponential backoff (0.5 s doubling, at most 30 s), JSON
 // frames in and out, and the one place that knows the server's close codes (saas/core/consumers.py). A socket
 // closed with one of them lost its right and reconnecting will not bring it back; it is tried once anyway (a
 // password change in this browser renews the session's key and closes the old sockets with 4401 too), and when
@@ -63,7 +63,10 @@
         }
         if (handlers.reconnect && !handlers.reconnect()) return;
         attempt += 1;
-        timer = setTimeout(connect, Math.min(maxDelay, 500 * 2 ** attempt));
+        // Jittered (half to all of the doubling delay): after a server restart, thousands of tabs do not all
+        // knock at the same instant.
+        const delay = Math.min(maxDelay, 500 * 2 ** attempt);
+        timer = setTimeout(connect, delay / 2 + Math.random() * delay / 2);
       };
     }
 

@@ -155,7 +155,8 @@ def test_a_chat_mid_stream_is_cut_off_when_the_member_is_removed(daphne_server, 
     assert code == 4404
     assert frames[-1]["error"]["code"] == "access_revoked"
     assert not any(f["type"] == "done" for f in frames)
-    assert sum(f["type"] == "delta" for f in frames) < 8  # the rest of the answer never came
+    # The rest of the answer never came (deltas that arrive together share a frame: count the text).
+    assert len("".join(f["text"] for f in frames if f["type"] == "delta")) < 40
     _eventually(lambda: LLMCall.all_orgs.filter(status="cancelled").exists())  # the upstream call ended with it
     answer = Message.all_orgs.get(conversation=conversation, role="assistant")
     _eventually(lambda: Message.all_orgs.get(pk=answer.pk).status == "cancelled")

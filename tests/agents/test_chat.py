@@ -48,13 +48,14 @@ class TestChatOverWebsocket:
     def member(self, fake, models):
         return MembershipFactory(role="member")
 
-    def test_an_answer_streams_token_by_token_and_is_saved(self, daphne_server, member):
+    def test_an_answer_streams_token_by_token_and_is_saved(self, daphne_server, member, fake):
+        fake.config(token_rate=20)  # tokens apart in time; those that arrive together may share a frame
         conversation = Conversation.all_orgs.create(organization=member.organization, user=member.user)
         with _socket(daphne_server, member.user, conversation.pk) as ws:
             ws.send(json.dumps({"type": "ask", "content": "Tell me a story", "model": "test-small"}))
             events = _until(ws, "done")
         deltas = [e["text"] for e in events if e["type"] == "delta"]
-        assert len(deltas) == 9 and "".join(deltas) == "The quick brown fox jumps over the lazy dog."
+        assert 1 < len(deltas) <= 9 and "".join(deltas) == "The quick brown fox jumps over the lazy dog."
         assert events[-1]["status"] == "complete" and events[-1]["model"] == "test-small"
         answer = Message.all_orgs.get(pk=events[0]["message"])
         assert answer.status == "complete" and services.message_text(answer) == "".join(deltas)
