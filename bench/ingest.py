@@ -132,16 +132,16 @@ def run(documents: int, sections: int, rounds: int) -> None:
     def questions_during_a_batch(texts: list[str]) -> list[float]:
         """Latency (ms) of single-question embeds from 8 threads while another thread embeds 256 passages."""
         latencies: list[float] = []
-        busy = threading.Event()
+        begun, done = threading.Event(), threading.Event()
 
         def batch() -> None:
-            busy.set()
+            begun.set()
             embeddings.embed_local(texts[:256])
-            busy.clear()
+            done.set()
 
         def asker(n: int) -> None:
-            busy.wait()
-            while busy.is_set():
+            begun.wait()
+            while not done.is_set():
                 started = time.perf_counter()
                 embeddings.embed_local([f"How long do refunds take for order {n}?"])
                 latencies.append((time.perf_counter() - started) * 1000)
