@@ -1,15 +1,21 @@
-"""Ingestion throughput against the raw embedding model, side by side in one run.
+"""Ingestion throughput, the embedding model before (sentence-transformers fp32 in PyTorch, behind one lock)
+and now (the same model exported to ONNX Runtime, no lock), side by side and interleaved in one run.
 
-Ingests generated Markdown documents through the real pipeline (`documents.services.document_ingest`: read
-the stored file, extract, chunk with the model's tokenizer, embed in batches through the gateway with its
-ledger rows, encrypt, insert, full-text vectors) and then embeds exactly the same chunk texts with the bare
-model (sentence-transformers at the batch size the gateway's local embedder uses). Prints chunks per second of both and their ratio.
+Each round, in rotating order, each side: ingests generated Markdown documents through the real pipeline
+(`documents.services.document_ingest`: read the stored file, extract, chunk with the model's tokenizer, embed
+in batches through the gateway with its ledger rows, encrypt, insert, full-text vectors), embeds exactly the
+same chunk texts with its bare model, and embeds short questions from 8 threads while a 256-passage batch runs
+(what a web process sees: every question waited on the old lock). Prints chunks per second, this process's CPU
+per chunk (all its threads), question latency, and the load average; medians over the rounds.
 
-    python bench/ingest.py [--documents 8] [--sections 60]
+    python bench/ingest.py [--documents 8] [--sections 60] [--rounds 3]
 """
 
 import argparse
+import os
 import random
+import statistics
+import threading
 import time
 
 from stack import bench_stack
@@ -75,44 +81,122 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--documents", type=int, default=8)
     parser.add_argument("--sections", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     with bench_stack():
-        run(args.documents, args.sections)
+        run(args.documents, args.sections, args.rounds)
 
 
-def run(documents: int, sections: int) -> None:
+SIDES = [("old: fp32 PyTorch, one lock", "torch"), ("new: fp32 ONNX Runtime, no lock", "onnx")]
+
+
+def _load() -> str:
+    return " ".join(os.getloadavg().__repr__().strip("()").split(", ")[:3])
+
+
+def run(documents: int, sections: int, rounds: int) -> None:
     from accounts.models import Organization
     from documents import services
     from documents.models import Chunk, Document
     from saas.core.tenancy import org_scope
-    from saas.llm.embeddings import EMBED_BATCH, _model, embed_local
+    from saas.llm import embeddings
 
     org, _ = Organization.objects.get_or_create(slug="bench-ingest", defaults={"name": "Bench ingest"})
-    Document.all_orgs.filter(organization=org).delete()
-    embed_local(["warm up"])  # load the model before either clock starts
     rng = random.Random(11)  # noqa: S311  (made-up text, not secrets)
-    uploaded = [
-        services.document_upload(org=org, data=document_text(rng, sections).encode(), filename=f"doc{i}.md")
-        for i in range(documents)
-    ]
-    with org_scope(org):
-        started = time.perf_counter()
-        for document in uploaded:
-            services.document_ingest(org_id=org.pk, document_id=document.pk)
-        pipeline_seconds = time.perf_counter() - started
-        chunks = list(Chunk.objects.for_org(org).order_by("document_id", "position"))
-    assert all(d.status == "ready" for d in Document.all_orgs.filter(organization=org)), "an ingestion failed"
-    texts = [services._embedding_input(c.heading, services.chunk_text(c)) for c in chunks]
-    started = time.perf_counter()
-    _model().encode(texts, normalize_embeddings=True, batch_size=EMBED_BATCH, show_progress_bar=False)
-    raw_seconds = time.perf_counter() - started
+    sources = [document_text(rng, sections).encode() for _ in range(documents)]
+    for _, backend in SIDES:  # load both models before any clock starts
+        embeddings.BACKEND = backend
+        embeddings.embed_local(["warm up"])
+    load_before = _load()
 
-    pipeline_rate, raw_rate = len(chunks) / pipeline_seconds, len(chunks) / raw_seconds
-    print(f"\nIngestion, {documents} Markdown documents, {len(chunks)} chunks (chunks/s)\n")
-    print(f"{'ours: the whole pipeline':<44}{pipeline_rate:>10.1f}")
-    print(f"{'baseline: the bare embedding model':<44}{raw_rate:>10.1f}")
-    print(f"{'pipeline / model':<44}{pipeline_rate / raw_rate:>10.0%}")
+    def pipeline() -> tuple[float, float, list[str]]:
+        Document.all_orgs.filter(organization=org).delete()
+        uploaded = [
+            services.document_upload(org=org, data=data, filename=f"doc{i}.md") for i, data in enumerate(sources)
+        ]
+        with org_scope(org):
+            wall, cpu = time.perf_counter(), time.process_time()
+            for document in uploaded:
+                services.document_ingest(org_id=org.pk, document_id=document.pk)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            chunks = list(Chunk.objects.for_org(org).order_by("document_id", "position"))
+        assert all(d.status == "ready" for d in Document.all_orgs.filter(organization=org)), "an ingestion failed"
+        return wall, cpu, [services._embedding_input(c.heading, services.chunk_text(c)) for c in chunks]
+
+    def bare(texts: list[str]) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        embeddings._model().encode(texts)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    def questions_during_a_batch(texts: list[str]) -> list[float]:
+        """Latency (ms) of single-question embeds from 8 threads while another thread embeds 256 passages."""
+        latencies: list[float] = []
+        begun, done = threading.Event(), threading.Event()
+
+        def batch() -> None:
+            begun.set()
+            embeddings.embed_local(texts[:256])
+            done.set()
+
+        def asker(n: int) -> None:
+            begun.wait()
+            while not done.is_set():
+                started = time.perf_counter()
+                embeddings.embed_local([f"How long do refunds take for order {n}?"])
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        threads = [threading.Thread(target=batch)] + [threading.Thread(target=asker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return latencies
+
+    results: dict[str, dict[str, list[float]]] = {name: {} for name, _ in SIDES}
+    count = 0
+    for round_ in range(rounds):
+        order = SIDES[round_ % len(SIDES) :] + SIDES[: round_ % len(SIDES)]
+        for name, backend in order:
+            embeddings.BACKEND = backend
+            wall, cpu, texts = pipeline()
+            count = len(texts)
+            bare_wall, bare_cpu = bare(texts)
+            asked = questions_during_a_batch(texts)
+            side = results[name]
+            for key, value in [("pipeline", count / wall), ("pipeline_cpu", cpu / count * 1000),
+                               ("bare", count / bare_wall), ("bare_cpu", bare_cpu / count * 1000),
+                               ("q50", statistics.median(asked)), ("q95", _p95(asked)), ("qn", len(asked))]:  # fmt: skip
+                side.setdefault(key, []).append(value)
+    embeddings.BACKEND = "onnx"
+    load_after = _load()
+
+    med = {name: {key: statistics.median(values) for key, values in side.items()} for name, side in results.items()}
+    names = [name for name, _ in SIDES]
+    print(f"\nIngestion, {documents} Markdown documents, {count} chunks, {rounds} interleaved rounds (medians)")
+    print(f"load average {load_before} -> {load_after} on {os.cpu_count()} cores\n")
+    print(f"{'':<46}" + "".join(f"{n:>34}" for n in names))
+    rows = [
+        ("pipeline chunks/s", "pipeline", "{:.1f}"),
+        ("pipeline CPU ms per chunk (this process)", "pipeline_cpu", "{:.1f}"),
+        ("bare model chunks/s", "bare", "{:.1f}"),
+        ("bare model CPU ms per chunk", "bare_cpu", "{:.1f}"),
+        ("pipeline / bare model", None, "{:.0%}"),
+        ("question embed during a batch p50 ms", "q50", "{:.0f}"),
+        ("question embed during a batch p95 ms", "q95", "{:.0f}"),
+        ("questions answered during the batch", "qn", "{:.0f}"),
+    ]
+    for label, key, fmt in rows:
+        values = [med[n]["pipeline"] / med[n]["bare"] if key is None else med[n][key] for n in names]
+        print(f"{label:<46}" + "".join(f"{fmt.format(v):>34}" for v in values))
+    old, new = (med[n] for n in names)
+    print(f"\nnew / old: pipeline {new['pipeline'] / old['pipeline']:.2f}x chunks/s, "
+          f"bare model {new['bare'] / old['bare']:.2f}x, CPU per chunk {new['bare_cpu'] / old['bare_cpu']:.2f}x")  # fmt: skip
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else float("nan")
 
 
 if __name__ == "__main__":

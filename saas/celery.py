@@ -24,3 +24,25 @@ def _beat_started(**_: object) -> None:
     from saas.core.tasks import beat_heartbeat
 
     beat_heartbeat.run()
+
+
+@signals.worker_init.connect
+def _load_embedding_model(sender: object = None, **_: object) -> None:
+    # Once per worker, in the parent before the prefork pool forks: the children share the loaded model (copy
+    # on write) instead of each loading its own, and each takes its share of the cores for forward passes.
+    from saas.llm import embeddings
+
+    if os.environ.get("LOCAL_EMBEDDING_PRELOAD", "1") == "1":
+        embeddings.preload()
+    global _pool_processes
+    _pool_processes = int(getattr(sender, "concurrency", 1) or 1)
+
+
+_pool_processes = 1
+
+
+@signals.worker_process_init.connect
+def _share_embedding_cores(**_: object) -> None:
+    from saas.llm import embeddings
+
+    embeddings.share_cores(_pool_processes)
