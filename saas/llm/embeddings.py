@@ -255,7 +255,19 @@ def embed_local(texts: list[str]) -> list[list[float]]:
     """Unit-length vectors, so a dot product is the cosine similarity."""
     if not texts:
         return []
+    # A forward pass may queue for one of the process's few slots behind other requests' passes: the caller's
+    # pooled database connection goes back first (saas/core/db.py), so the wait starves nobody of the pool.
+    _release_connections()
     return _model().encode(list(texts)).tolist()
+
+
+def _release_connections() -> None:
+    from django.conf import settings
+
+    if settings.configured:  # also used outside Django: `make install`'s export, the quality benchmark
+        from saas.core.db import release_connections
+
+        release_connections()
 
 
 async def aembed_local(texts: list[str]) -> list[list[float]]:

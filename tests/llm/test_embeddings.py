@@ -150,3 +150,16 @@ def test_a_prefork_worker_loads_the_model_once_in_its_parent(tmp_path):
         assert answer["parallelism"] == max(1, len(os.sched_getaffinity(0)) // 2)
         expected = embeddings.embed_local([answer["text"]])[0]
         assert np.allclose(answer["vector"], expected, atol=1e-5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_embed_gives_the_callers_pooled_connection_back_before_it_waits_for_a_slot():
+    from django.db import connection
+
+    from accounts.models import Organization
+
+    Organization.objects.exists()  # the request has taken a pooled connection
+    assert connection.connection is not None
+    embeddings.embed_local(["a question"])
+    assert connection.connection is None  # back in the pool while the forward pass queued and ran
+    assert Organization.objects.count() >= 0  # and the next query takes one again
