@@ -163,18 +163,26 @@ def test_a_failed_build_is_dropped_and_built_again(library):
     assert _own_indexes()[own] is True
 
 
-def test_the_index_goes_when_the_collection_is_erased_or_shrinks_under_half(library, settings):
+def test_the_index_goes_when_the_collection_is_erased_or_shrinks_under_half(library, settings, monkeypatch):
+    # The syncs that erasure and deletion queue are counted here and run by the test itself: a live worker of
+    # the session would run them with its own settings, racing the thresholds this test sets.
+    queued = []
+    monkeypatch.setattr("documents.services.enqueue_index_sync", lambda: queued.append("sync"))
+    monkeypatch.setattr("documents.privacy.enqueue_index_sync", lambda: queued.append("sync"))
     indexing.collection_indexes_sync(max_builds=2)
     own = indexing.collection_index_name(library["large"].pk)
     theirs = indexing.collection_index_name(library["theirs"].pk)
     while privacy.erase_org(org_id=library["other"].pk, batch_size=100):  # documents, then collections
         pass
+    assert queued  # erasure asks for a sync
     assert indexing.collection_indexes_sync().dropped == [theirs]
     assert set(_own_indexes()) == {own}
 
     settings.DOCUMENTS_COLLECTION_INDEX_ROWS = 300  # 240 chunks: under the threshold, above half of it: kept
     assert indexing.collection_indexes_sync().dropped == []
+    queued.clear()
     services.document_delete(org=library["org"], document_id=library["second"].pk)  # 180 left, under 150? no
+    assert queued  # a deletion asks for a sync too
     assert indexing.collection_indexes_sync().dropped == []
     settings.DOCUMENTS_COLLECTION_INDEX_ROWS = 400  # 180 under half of it: dropped
     assert indexing.collection_indexes_sync().dropped == [own]

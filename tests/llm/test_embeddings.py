@@ -7,6 +7,7 @@ import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -107,11 +108,15 @@ def test_the_async_variant_runs_on_the_modules_own_threads(monkeypatch):
         seen.append(threading.current_thread().name)
         return real(texts)
 
+    def run_in_own_thread(coroutine):  # a loop of its own: the session may have one running (Playwright's)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
+
     monkeypatch.setattr(embeddings, "embed_local", spy)
-    vectors = asyncio.run(embeddings.aembed_local(["refund policy"]))
+    vectors = run_in_own_thread(embeddings.aembed_local(["refund policy"]))
     assert np.allclose(vectors, real(["refund policy"]), atol=1e-6)
     assert seen and seen[0].startswith("embed-async")
-    assert asyncio.run(embeddings.aembed_local([])) == []
+    assert run_in_own_thread(embeddings.aembed_local([])) == []
 
 
 @pytest.mark.live
