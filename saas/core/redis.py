@@ -16,19 +16,23 @@ def delete_matching(pattern: str, *, limit: int) -> int:
     return int(client.delete(*keys)) if keys else 0
 
 
+def _pool_options() -> dict[str, object]:
+    """One set of pool settings for the blocking and the asyncio clients."""
+    return {
+        "max_connections": settings.REDIS_POOL_MAX,
+        "timeout": settings.REDIS_POOL_TIMEOUT,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 2,
+        "health_check_interval": 30,
+        "decode_responses": True,
+    }
+
+
 @cache
 def get_redis() -> redis.Redis:
     # A blocking pool: with more threads than connections (hundreds of open streams in one process), a thread
     # waits a moment for a free connection instead of failing with "Too many connections".
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.REDIS_URL,
-        max_connections=settings.REDIS_POOL_MAX,
-        timeout=settings.REDIS_POOL_TIMEOUT,
-        socket_connect_timeout=2,
-        socket_timeout=2,
-        health_check_interval=30,
-        decode_responses=True,
-    )
+    pool = redis.BlockingConnectionPool.from_url(settings.REDIS_URL, **_pool_options())
     return redis.Redis(connection_pool=pool)
 
 
