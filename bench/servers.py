@@ -241,6 +241,17 @@ def start_litellm(workdir: Path, upstream: Server, *, install: bool = True) -> S
     return server
 
 
+def _bench_plan(plan_model: Any) -> Any:
+    """The Team plan without its own rate limits: a plan's limits override the server's, and the Team plan's
+    1,500 chat completions a minute per key refused (429) part of a fast run that LiteLLM, without limits, served.
+    """
+    team = plan_model.objects.get(slug="team")
+    fields = {f.name: getattr(team, f.name) for f in team._meta.concrete_fields if f.name not in ("id", "slug")}
+    fields.update(name="Bench", api_rate_limit="", endpoint_rate_limits={}, is_default=False, position=99)
+    plan, _ = plan_model.objects.update_or_create(slug="bench", defaults=fields)
+    return plan
+
+
 def crewdesk_fixture(*, model_alias: str = "bench-small") -> dict[str, Any]:
     """An org on a plan with overage and no spend cap, a model alias routed to the fake upstream, an API key, and a
     member with a session (for websockets). Needs Django set up (bench.stack.bench_stack)."""
@@ -255,7 +266,7 @@ def crewdesk_fixture(*, model_alias: str = "bench-small") -> dict[str, Any]:
 
     org, _ = Organization.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
     OrgBilling.objects.for_org(org).update_or_create(
-        organization=org, defaults={"plan": Plan.objects.get(slug="team"), "status": "active", "spend_cap_usd": None}
+        organization=org, defaults={"plan": _bench_plan(Plan), "status": "active", "spend_cap_usd": None}
     )
     ModelConfig.objects.update_or_create(
         alias=model_alias, defaults={"upstream": "openai", "upstream_model": "fake-small", "context_window": 8192}
