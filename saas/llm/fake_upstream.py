@@ -37,50 +37,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from saas.llm import schema_fill
-
-DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
-
+from saas.llm.fakes import DEFAULT_MAX_REQUESTS, DEFAULT_REPLY, FakeHandler, FakeServer, FakeState, words
 
 MODERATION_WORDS = {"fakeviolence": "violence", "fakeharassment": "harassment"}
 
-# How many received requests are kept for `GET /_requests` (the oldest are dropped first). Tests read the last
-# few; a benchmark's hundreds of thousands of requests would otherwise grow the process without end (841 MB
-# after 100k chat calls, and garbage-collection pauses that showed up in every path's p95).
-DEFAULT_MAX_REQUESTS = 1000
 
-
-def _max_requests_default() -> int:
-    return int(os.environ.get("FAKE_UPSTREAM_MAX_REQUESTS") or DEFAULT_MAX_REQUESTS)
-
-
-class FakeUpstreamState:
+class FakeUpstreamState(FakeState):
     def __init__(self, max_requests: int | None = None) -> None:
-        self.lock = threading.Lock()
-        self.scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
-        limit = _max_requests_default() if max_requests is None else max_requests
-        if limit < 1:
-            raise ValueError("max_requests must be at least 1")
-        self.requests: deque[dict[str, Any]] = deque(maxlen=limit)
-        self.requests_seen = 0  # every request received since the last reset, kept or not
+        super().__init__(max_requests)
         self.latency = 0.0
         self.token_rate = 0.0  # 0: as fast as possible
         self.reply = DEFAULT_REPLY
         self.release = threading.Event()
 
-    def next_step(self, model: str) -> dict[str, Any]:
+    def reset(self) -> None:
+        self.release = threading.Event()
+        super().reset()
         with self.lock:
-            queue = self.scripts.get(model)
-            return queue.popleft() if queue else {}
+            self.latency, self.token_rate, self.reply = 0.0, 0.0, DEFAULT_REPLY
 
 
 def _reply_text(state: FakeUpstreamState, body: dict[str, Any]) -> str:
@@ -140,104 +121,51 @@ def _logprobs(body: dict[str, Any], pieces: list[str]) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
-def _tokens(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w if i == 0 else " " + w for i, w in enumerate(words)]
-
-
 def _count(messages: list[dict[str, Any]]) -> int:
     return sum(max(1, len(str(m.get("content", "")).split())) + 3 for m in messages)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(FakeHandler):
     server: FakeUpstreamServer
-    protocol_version = "HTTP/1.1"
-    # Like a real provider's front end: no Nagle delay between the headers and the body of a response (with
-    # it, the client's delayed ACK adds up to 40 ms to calls at random, and benchmarks measure that instead).
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    # --- plumbing ---------------------------------------------------------------------------------------
-
-    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        try:
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client went away (a killed worker, a timed-out call)
-
-    def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b"{}"
-        return json.loads(raw or b"{}")
 
     def _error(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None) -> None:
         kind = "rate_limit_error" if status == 429 else ("server_error" if status >= 500 else "invalid_request_error")
-        self._json(status, {"error": {"message": message, "type": kind, "param": None, "code": code}}, headers)
+        self.send_json(status, {"error": {"message": message, "type": kind, "param": None, "code": code}}, headers)
 
-    # --- routes -----------------------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
+    def control(self, method: str, path: str, body: dict[str, Any]) -> bool:
         state = self.server.state
-        if self.path == "/v1/models":
-            self._json(200, {"object": "list", "data": [{"id": "fake-small", "object": "model", "owned_by": "fake"}]})
-        elif self.path == "/_requests":
-            with state.lock:
-                kept = list(state.requests)
-            self._json(200, kept)
-        elif self.path == "/_stats":
-            with state.lock:
-                stats = {"requests_seen": state.requests_seen, "requests_kept": len(state.requests),
-                         "max_requests": state.requests.maxlen}  # fmt: skip
-            self._json(200, stats)
-        else:
-            self._error(404, "not found")
-
-    def do_POST(self) -> None:
-        state = self.server.state
-        body = self._body()
-        if self.path == "/_script":
-            with state.lock:
-                state.scripts[body["model"]].extend(body["steps"])
-            return self._json(200, {"ok": True})
-        if self.path == "/_config":
+        if method == "POST" and path == "/_config":
             with state.lock:
                 for key in ("latency", "token_rate", "reply"):
                     if key in body:
                         setattr(state, key, body[key])
-            return self._json(200, {"ok": True})
-        if self.path == "/_release":
+        elif method == "POST" and path == "/_release":
             state.release.set()
-            return self._json(200, {"ok": True})
-        if self.path == "/_reset":
-            state.release = threading.Event()
-            with state.lock:
-                state.scripts.clear()
-                state.requests.clear()
-                state.requests_seen = 0
-                state.latency, state.token_rate, state.reply = 0.0, 0.0, DEFAULT_REPLY
-            return self._json(200, {"ok": True})
+        else:
+            return False
+        self.send_json(200, {"ok": True})
+        return True
+
+    def received(self, method: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        if method != "POST":
+            return None  # model listings (connection tests, health) are not the calls tests look at
         if azure := re.match(r"/openai/deployments/([^/]+)/(chat/completions|embeddings)", self.path):
             body["model"], self.path = azure[1], f"/v1/{azure[2]}"  # Azure OpenAI: the deployment is the model
-        with state.lock:
-            state.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")
-                                   or self.headers.get("api-key")})  # fmt: skip
-            state.requests_seen += 1
-        if self.path == "/v1/chat/completions":
-            return self._chat(body)
-        if self.path == "/v1/embeddings":
-            return self._embeddings(body)
-        if self.path == "/v1/moderations":
-            return self._moderations(body)
-        return self._error(404, "not found")
+        auth = self.headers.get("Authorization") or self.headers.get("api-key")
+        return {"path": self.path, "body": body, "auth": auth}
+
+    def route(self, method: str, path: str, body: dict[str, Any]) -> None:
+        if method == "GET" and path == "/v1/models":
+            models = [{"id": "fake-small", "object": "model", "owned_by": "fake"}]
+            self.send_json(200, {"object": "list", "data": models})
+        elif method == "POST" and path == "/v1/chat/completions":
+            self._chat(body)
+        elif method == "POST" and path == "/v1/embeddings":
+            self._embeddings(body)
+        elif method == "POST" and path == "/v1/moderations":
+            self._moderations(body)
+        else:
+            self._error(404, "not found")
 
     def _chat(self, body: dict[str, Any]) -> None:
         state = self.server.state
@@ -263,7 +191,7 @@ class Handler(BaseHTTPRequestHandler):
         ]  # fmt: skip
         if calls:
             text = ""
-        prompt_tokens, pieces = _count(body.get("messages") or []), (_tokens(text) if text else [])
+        prompt_tokens, pieces = _count(body.get("messages") or []), (words(text) if text else [])
         completion_tokens = sum(len(c["function"]["arguments"].split()) + 2 for c in calls) + len(pieces)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -272,7 +200,7 @@ class Handler(BaseHTTPRequestHandler):
         }
         created, ident = int(time.time()), f"chatcmpl-fake{time.monotonic_ns()}"
         if not body.get("stream"):
-            return self._json(
+            return self.send_json(
                 200,
                 {
                     "id": ident, "object": "chat.completion", "created": created, "model": model,
@@ -285,11 +213,7 @@ class Handler(BaseHTTPRequestHandler):
                     "usage": usage,
                 },
             )  # fmt: skip
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
+        self.start_sse()
 
         def chunk(delta: dict[str, Any], finish: str | None = None, with_usage: bool = False) -> bytes:
             payload: dict[str, Any] = {
@@ -356,7 +280,7 @@ class Handler(BaseHTTPRequestHandler):
             vector = [((seed * (i + 1)) % 97) / 97.0 for i in range(dims)]
             data.append({"object": "embedding", "index": index, "embedding": vector})
         tokens = sum(len(t.split()) for t in texts)
-        self._json(
+        self.send_json(
             200,
             {
                 "object": "list",
@@ -374,25 +298,18 @@ class Handler(BaseHTTPRequestHandler):
             categories = {name: word in str(text).lower() for word, name in MODERATION_WORDS.items()}
             scores = {name: 0.99 if hit else 0.01 for name, hit in categories.items()}
             results.append({"flagged": any(categories.values()), "categories": categories, "category_scores": scores})
-        self._json(200, {"id": f"modr-{uuid.uuid4().hex[:12]}", "model": body.get("model"), "results": results})
+        self.send_json(200, {"id": f"modr-{uuid.uuid4().hex[:12]}", "model": body.get("model"), "results": results})
 
 
-class FakeUpstreamServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # A listen backlog for bursts (socketserver's default is 5): a benchmark opening 1,000 streams at once
-    # would otherwise see SYN retries of 1 s and more, and measure them as the upstream's time to first token.
-    request_queue_size = 1024
+class FakeUpstreamServer(FakeServer):
+    prefix = "/v1"
+    state: FakeUpstreamState
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, max_requests: int | None = None) -> None:
-        super().__init__((host, port), Handler)
-        self.state = FakeUpstreamState(max_requests)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        super().__init__(Handler, host, port, state=FakeUpstreamState(max_requests))
 
     def start_in_thread(self) -> FakeUpstreamServer:
-        threading.Thread(target=self.serve_forever, daemon=True, name="fake-upstream").start()
+        super().start_in_thread()
         return self
 
 

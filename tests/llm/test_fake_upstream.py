@@ -1,4 +1,4 @@
-"""The fake upstream keeps bounded state: a benchmark's hundreds of thousands of requests must not grow it."""
+"""The fakes keep bounded state: a benchmark's hundreds of thousands of requests must not grow them."""
 
 import http.client
 import json
@@ -7,6 +7,8 @@ import pytest
 
 from saas.llm import fake_upstream
 from saas.llm.fake_upstream import FakeUpstreamServer, FakeUpstreamState
+from saas.llm.fakes import FakeState
+from saas.llm.fakes.anthropic import FakeAnthropicServer
 
 
 @pytest.fixture
@@ -49,3 +51,24 @@ def test_the_bound_defaults_to_a_thousand_and_follows_the_environment(monkeypatc
     assert FakeUpstreamState().requests.maxlen == 7
     with pytest.raises(ValueError, match="at least 1"):
         FakeUpstreamState(max_requests=0)
+
+
+def test_the_other_providers_fakes_are_bounded_too(monkeypatch):
+    monkeypatch.setenv("FAKE_UPSTREAM_MAX_REQUESTS", "5")
+    server = FakeAnthropicServer().start_in_thread()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        for n in range(12):
+            body = json.dumps({"model": "claude-fake", "max_tokens": 16,
+                               "messages": [{"role": "user", "content": f"echo: {n}"}]})  # fmt: skip
+            connection.request("POST", "/v1/messages", body, {"Content-Type": "application/json"})
+            assert json.loads(connection.getresponse().read())["content"][0]["text"] == str(n)
+        assert [r["body"]["messages"][0]["content"] for r in _get(connection, "/_requests")] == [
+            f"echo: {n}" for n in range(7, 12)
+        ]
+        assert _get(connection, "/_stats") == {"requests_seen": 12, "requests_kept": 5, "max_requests": 5}
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert FakeState(max_requests=3).requests.maxlen == 3

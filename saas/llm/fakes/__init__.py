@@ -3,11 +3,14 @@ development: anthropic.py (the Messages API) and gemini.py (generateContent). Th
 saas/llm/fake_upstream.py. They share its conventions: `POST /_script {"model": m, "steps": [...]}` queues one
 behaviour per request for a model (`{"status": 429, "retry_after": 1}`, `{"status": 500}`, `{"reply": "text"}`,
 `{"tool_calls": [{"name": ..., "arguments": {...}}]}`, `{"disconnect_after": n}`), a user message starting
-with `echo:` is answered with the rest of it, `GET /_requests` lists what was received, `POST /_reset`."""
+with `echo:` is answered with the rest of it, `GET /_requests` lists the last requests received (at most
+FAKE_UPSTREAM_MAX_REQUESTS, 1,000 by default: bounded memory however long a benchmark runs), `GET /_stats`
+counts them all, `POST /_reset`."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,17 +18,49 @@ from typing import Any
 
 DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
 
+# How many received requests a fake keeps for `GET /_requests` (the oldest are dropped first). Tests read the
+# last few; a benchmark's hundreds of thousands of requests would otherwise grow the process without end (841 MB
+# after 100k chat calls, and garbage-collection pauses that showed up in every path's p95).
+DEFAULT_MAX_REQUESTS = 1000
+
+
+def max_requests_default() -> int:
+    return int(os.environ.get("FAKE_UPSTREAM_MAX_REQUESTS") or DEFAULT_MAX_REQUESTS)
+
 
 class FakeState:
-    def __init__(self) -> None:
+    """What a fake remembers: scripted steps per model and the last `max_requests` requests received."""
+
+    def __init__(self, max_requests: int | None = None) -> None:
         self.lock = threading.Lock()
         self.scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
-        self.requests: list[dict[str, Any]] = []
+        limit = max_requests_default() if max_requests is None else max_requests
+        if limit < 1:
+            raise ValueError("max_requests must be at least 1")
+        self.requests: deque[dict[str, Any]] = deque(maxlen=limit)
+        self.requests_seen = 0  # every request received since the last reset, kept or not
 
     def next_step(self, model: str) -> dict[str, Any]:
         with self.lock:
             queue = self.scripts.get(model)
             return queue.popleft() if queue else {}
+
+    def record(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.requests.append(entry)
+            self.requests_seen += 1
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {"requests_seen": self.requests_seen, "requests_kept": len(self.requests),
+                    "max_requests": self.requests.maxlen}  # fmt: skip
+
+    def reset(self) -> None:
+        """Back to how it started (a subclass resets its own knobs too)."""
+        with self.lock:
+            self.scripts.clear()
+            self.requests.clear()
+            self.requests_seen = 0
 
 
 def words(text: str) -> list[str]:
@@ -76,25 +111,36 @@ class FakeHandler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         state = self.server.state
         body = self._body() if method == "POST" else {}
-        if self.path == "/_script":
+        if self.path == "/_script" and method == "POST":
             with state.lock:
                 state.scripts[body["model"]].extend(body["steps"])
             return self.send_json(200, {"ok": True})
-        if self.path == "/_reset":
-            with state.lock:
-                state.scripts.clear()
-                state.requests.clear()
+        if self.path == "/_reset" and method == "POST":
+            state.reset()
             return self.send_json(200, {"ok": True})
         if self.path == "/_requests":
             with state.lock:
-                return self.send_json(200, list(state.requests))
-        with state.lock:
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            state.requests.append({"method": method, "path": self.path, "body": body, "headers": headers})
+                kept = list(state.requests)
+            return self.send_json(200, kept)
+        if self.path == "/_stats":
+            return self.send_json(200, state.stats())
+        if self.control(method, self.path, body):
+            return None
+        if (entry := self.received(method, body)) is not None:
+            state.record(entry)
         try:
             self.route(method, self.path, body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away (a cancelled stream)
+
+    def received(self, method: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The request as `GET /_requests` lists it (None: not listed)."""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        return {"method": method, "path": self.path, "body": body, "headers": headers}
+
+    def control(self, method: str, path: str, body: dict[str, Any]) -> bool:
+        """A fake's own control routes (not recorded as requests); True when it answered one."""
+        return False
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -110,9 +156,14 @@ class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
     prefix = ""  # what a client's base URL adds after host:port
 
-    def __init__(self, handler: type[FakeHandler], host: str = "127.0.0.1", port: int = 0) -> None:
+    # A listen backlog for bursts (socketserver's default is 5): a benchmark opening 1,000 streams at once
+    # would otherwise see SYN retries of 1 s and more, and measure them as the upstream's time to first token.
+    request_queue_size = 1024
+
+    def __init__(self, handler: type[FakeHandler], host: str = "127.0.0.1", port: int = 0,
+                 state: FakeState | None = None) -> None:  # fmt: skip
         super().__init__((host, port), handler)
-        self.state = FakeState()
+        self.state = state or FakeState()
 
     @property
     def root_url(self) -> str:
