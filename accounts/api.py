@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import invitations, key_guard, privacy, selectors, services
+from accounts import erasure, exports, invitations, key_guard, selectors, services
 from accounts.authentication import request_origin
 from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, MemberContent, Membership, Organization
 from accounts.permissions import ADMIN, OWNER, READ, Principal
@@ -235,7 +235,7 @@ class MeDeleteView(OrgScopedAPIView):
     @extend_schema(request=PasswordIn, responses={202: ErasureOut}, summary="Delete my account (GDPR Art. 17)")
     def post(self, request: OrgRequest) -> Response:
         data = _valid(PasswordIn, request)
-        record = privacy.account_erase_request(user=_person(request), password=data["password"],
+        record = erasure.account_erase_request(user=_person(request), password=data["password"],
                                                origin=_origin(request))  # fmt: skip
         request.session.flush()
         return Response(ErasureOut(record).data, status=status.HTTP_202_ACCEPTED)
@@ -249,7 +249,7 @@ class MeExportView(OrgScopedAPIView):
 
     @extend_schema(request=None, responses={202: DataExportOut}, summary="Export my data (GDPR Art. 15 and 20)")
     def post(self, request: OrgRequest) -> Response:
-        export = privacy.export_request(user=_person(request), origin=_origin(request))
+        export = exports.export_request(user=_person(request), origin=_origin(request))
         response = Response(DataExportOut(export).data, status=status.HTTP_202_ACCEPTED)
         response["Location"] = f"/api/v1/me/exports/{export.pk}"
         return response
@@ -260,7 +260,7 @@ class MeExportsView(OrgScopedAPIView):
 
     @extend_schema(responses=DataExportOut(many=True))
     def get(self, request: OrgRequest) -> Response:
-        return Response(DataExportOut(privacy.export_list(user=_person(request)), many=True).data)
+        return Response(DataExportOut(exports.export_list(user=_person(request)), many=True).data)
 
 
 class MeExportDetailView(OrgScopedAPIView):
@@ -271,7 +271,7 @@ class MeExportDetailView(OrgScopedAPIView):
     def get(self, request: OrgRequest, pk: str) -> Response:
         if request.principal.user is None:
             raise NotFound("No such export.")
-        return Response(DataExportOut(privacy.export_get(user=request.principal.user, export_id=pk)).data)
+        return Response(DataExportOut(exports.export_get(user=request.principal.user, export_id=pk)).data)
 
 
 class MeExportDownloadView(OrgScopedAPIView):
@@ -282,7 +282,7 @@ class MeExportDownloadView(OrgScopedAPIView):
     def get(self, request: OrgRequest, pk: str) -> Any:
         if request.principal.user is None:
             raise NotFound("No such export.")
-        export = privacy.export_download(user=request.principal.user, export_id=pk, origin=_origin(request))
+        export = exports.export_download(user=request.principal.user, export_id=pk, origin=_origin(request))
         return export_file_response(export)
 
 
@@ -291,7 +291,7 @@ class OrgExportView(OrgScopedAPIView):
 
     @extend_schema(request=None, responses={202: DataExportOut}, summary="Export everything of the org")
     def post(self, request: OrgRequest) -> Response:
-        export = privacy.organization_export_request(principal=request.principal, origin=_origin(request))
+        export = exports.organization_export_request(principal=request.principal, origin=_origin(request))
         response = Response(DataExportOut(export).data, status=status.HTTP_202_ACCEPTED)
         response["Location"] = f"/api/v1/me/exports/{export.pk}"
         return response
@@ -303,7 +303,7 @@ class OrgDeleteView(OrgScopedAPIView):
     @extend_schema(request=OrgDeleteIn, responses={202: ErasureOut}, summary="Delete the org and all its data")
     def post(self, request: OrgRequest) -> Response:
         data = _valid(OrgDeleteIn, request)
-        record = privacy.organization_erase_request(principal=request.principal, confirm=data["confirm"],
+        record = erasure.organization_erase_request(principal=request.principal, confirm=data["confirm"],
                                                     password=data["password"], origin=_origin(request))  # fmt: skip
         return Response(ErasureOut(record).data, status=status.HTTP_202_ACCEPTED)
 

@@ -70,7 +70,7 @@ class Organization(BaseModel):
     retain_exports_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Data exports; empty: settings.DATA_EXPORT_KEEP_DAYS."
     )
-    # What happens to a member's documents and crews when they erase their account (accounts/privacy.py).
+    # What happens to a member's documents and crews when they erase their account (accounts/erasure.py).
     member_content_on_erasure = models.CharField(
         max_length=10, choices=MemberContent.choices, default=MemberContent.DELETE
     )

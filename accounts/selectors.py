@@ -9,7 +9,7 @@ from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Notifica
 
 
 def _memberships(user: User) -> QuerySet[Membership]:
-    # An org being deleted is gone for everyone from the moment its owner asked (accounts/privacy.py).
+    # An org being deleted is gone for everyone from the moment its owner asked (accounts/erasure.py).
     return Membership.all_orgs.filter(user=user, organization__deletion_requested_at__isnull=True)
 
 

@@ -202,7 +202,7 @@ def organization_retention_set(
 
 @transaction.atomic
 def organization_member_content_set(*, principal: Principal, policy: str, origin: Origin | None = None) -> Organization:
-    """What happens to a member's documents and crews when they erase their account (accounts/privacy.py)."""
+    """What happens to a member's documents and crews when they erase their account (accounts/erasure.py)."""
     principal.require(ADMIN)
     if policy not in MemberContent.values:
         raise ApplicationError(f"The policy is one of: {', '.join(MemberContent.values)}.", code="invalid",

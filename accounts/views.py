@@ -24,7 +24,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import invitations, key_guard, privacy, selectors, services
+from accounts import erasure, exports, invitations, key_guard, selectors, services
 from accounts.api import export_file_response
 from accounts.authentication import CURRENT_ORG_SESSION_KEY, request_origin
 from accounts.models import ApiKey, MemberContent, Membership, Organization, User
@@ -204,9 +204,9 @@ def org_settings(request: OrgHttpRequest) -> HttpResponse:
             )
             return _back(request, "org-settings")
     others = [m for m in selectors.member_list(org=request.org) if m.user_id != request.user.pk]
-    exports = privacy.org_export_list(principal=principal) if principal.has(OWNER) else []
+    org_exports = exports.org_export_list(principal=principal) if principal.has(OWNER) else []
     return render(request, "accounts/settings.html", {
-        "form": form, "others": others, "exports": exports, "member_content_choices": MemberContent.choices,
+        "form": form, "others": others, "exports": org_exports, "member_content_choices": MemberContent.choices,
         "export_keep_days": settings.DATA_EXPORT_KEEP_DAYS,
     })  # fmt: skip
 
@@ -450,7 +450,7 @@ def invitation_accept(request: OrgHttpRequest, token: str) -> HttpResponse:
 def account_privacy(request: OrgHttpRequest) -> HttpResponse:
     """Your data: ask for a copy, download it, or delete your account (with what happens in each team)."""
     return render(request, "accounts/privacy.html", {
-        "exports": privacy.export_list(user=request.user), "preview": privacy.erasure_preview(user=request.user),
+        "exports": exports.export_list(user=request.user), "preview": erasure.erasure_preview(user=request.user),
         "keep_days": settings.DATA_EXPORT_KEEP_DAYS,
     })  # fmt: skip
 
@@ -458,7 +458,7 @@ def account_privacy(request: OrgHttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def account_export(request: OrgHttpRequest) -> HttpResponse:
-    privacy.export_request(user=request.user, origin=_origin(request))
+    exports.export_request(user=request.user, origin=_origin(request))
     messages.success(request, "Your export is being prepared. We will tell you here and by email when it is ready.")
     return redirect("account-privacy")
 
@@ -466,7 +466,7 @@ def account_export(request: OrgHttpRequest) -> HttpResponse:
 @login_required
 def export_download(request: OrgHttpRequest, export_id: str) -> HttpResponseBase:
     try:
-        export = privacy.export_download(user=request.user, export_id=export_id, origin=_origin(request))
+        export = exports.export_download(user=request.user, export_id=export_id, origin=_origin(request))
         return export_file_response(export)  # opens the stored file: a missing or damaged one is said here
     except NotFound as exc:
         raise Http404(exc.message) from exc
@@ -479,7 +479,7 @@ def export_download(request: OrgHttpRequest, export_id: str) -> HttpResponseBase
 @require_POST
 def account_delete(request: OrgHttpRequest) -> HttpResponse:
     try:
-        privacy.account_erase_request(user=request.user, password=request.POST.get("password", ""),
+        erasure.account_erase_request(user=request.user, password=request.POST.get("password", ""),
                                       origin=_origin(request))  # fmt: skip
     except ApplicationError as exc:
         messages.error(request, exc.message)
@@ -513,7 +513,7 @@ def org_member_content(request: OrgHttpRequest) -> HttpResponse:
 @org_page(OWNER)
 @require_POST
 def org_export(request: OrgHttpRequest) -> HttpResponse:
-    run_service(request, lambda: privacy.organization_export_request(principal=request.principal,
+    run_service(request, lambda: exports.organization_export_request(principal=request.principal,
                                                                      origin=_origin(request)),
                 "The team's export is being prepared; you will be notified when it is ready.")  # fmt: skip
     return _back(request, "org-settings")
@@ -522,7 +522,7 @@ def org_export(request: OrgHttpRequest) -> HttpResponse:
 @org_page(OWNER)
 @require_POST
 def org_delete(request: OrgHttpRequest) -> HttpResponse:
-    done = run_service(request, lambda: privacy.organization_erase_request(
+    done = run_service(request, lambda: erasure.organization_erase_request(
         principal=request.principal, confirm=request.POST.get("confirm", ""),
         password=request.POST.get("password", ""), origin=_origin(request)))  # fmt: skip
     if not done:

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.permissions import ASK, CREWS_RUN, READ
-from agents import definitions, run_events, selectors, services, starters
+from agents import crew_runs, definitions, run_events, selectors, services, starters
 from agents.models import Crew, Feedback, Message, Run
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
 from saas.core.errors import ApplicationError
@@ -236,7 +236,7 @@ class CrewRunsView(OrgScopedAPIView):
             raise ApplicationError("The Idempotency-Key header is at most 255 characters.", code="invalid")
         data = RunIn(data=request.data)
         data.is_valid(raise_exception=True)
-        run, created = services.run_start(crew=crew, inputs=data.validated_data["inputs"], user=principal.user,
+        run, created = crew_runs.run_start(crew=crew, inputs=data.validated_data["inputs"], user=principal.user,
                                           api_key=principal.api_key, idempotency_key=key)  # fmt: skip
         response = Response(selectors.run_json(run), status=status.HTTP_202_ACCEPTED)
         response["Location"] = f"/api/v1/runs/{run.pk}"
@@ -274,7 +274,7 @@ class RunViewSet(OrgScopedViewSet):
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        run = services.run_cancel(org=request.org, run_id=self.get_object().pk)  # type: ignore[attr-defined]
+        run = crew_runs.run_cancel(org=request.org, run_id=self.get_object().pk)  # type: ignore[attr-defined]
         return Response(selectors.run_json(run), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -287,7 +287,7 @@ class RunViewSet(OrgScopedViewSet):
         key = request.headers.get("Idempotency-Key", "").strip()
         if len(key) > 255:
             raise ApplicationError("The Idempotency-Key header is at most 255 characters.", code="invalid")
-        run = services.run_retry(org=principal.organization, run_id=self.get_object().pk, user=principal.user,
+        run = crew_runs.run_retry(org=principal.organization, run_id=self.get_object().pk, user=principal.user,
                                  api_key=principal.api_key, idempotency_key=key)  # fmt: skip
         response = Response(selectors.run_json(run), status=status.HTTP_202_ACCEPTED)
         response["Location"] = f"/api/v1/runs/{run.pk}"

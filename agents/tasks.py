@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from agents import services, titles
+from agents import crew_runs, titles
 from saas.core.tenancy import org_scope
 
 MAX_RETRIES = 2
@@ -25,23 +25,23 @@ MAX_RETRIES = 2
 def run_crew(self, org_id: str, run_id: str) -> str | None:  # type: ignore[no-untyped-def]
     with org_scope(org_id):
         try:
-            return services.run_execute(org_id=org_id, run_id=run_id)
+            return crew_runs.run_execute(org_id=org_id, run_id=run_id)
         except (DatabaseError, RedisError) as exc:  # the database or Redis is unavailable for now
             if self.request.retries >= MAX_RETRIES:
                 raise  # the watchdog fails or resumes the run once the stores are back
             with suppress(DatabaseError):  # still down: the watchdog will find the run without a heartbeat
-                services.run_release(org_id=org_id, run_id=run_id)
+                crew_runs.run_release(org_id=org_id, run_id=run_id)
             raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 2)) from exc
 
 
 @shared_task(name="agents.recover_stalled_runs", ignore_result=True)
 def recover_stalled_runs() -> dict[str, int]:
-    return services.runs_recover_stalled()
+    return crew_runs.runs_recover_stalled()
 
 
 @shared_task(name="agents.start_scheduled_runs", ignore_result=True)
 def start_scheduled_runs() -> int:
-    return services.runs_start_scheduled()
+    return crew_runs.runs_start_scheduled()
 
 
 @shared_task(name="agents.title_conversation", ignore_result=True, soft_time_limit=60, time_limit=90)

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.permissions import ADMIN, CREWS_RUN, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
-from agents import definitions, selectors, services, starters
+from agents import crew_runs, definitions, selectors, services, starters
 from agents.models import Crew, Run
 from agents.tools import TOOLS
 from saas.core.paging import table_page
@@ -69,7 +69,7 @@ def crew_run(request: OrgHttpRequest, crew_id: str) -> HttpResponse:
     needed = definitions.inputs_needed(services.crew_spec(crew))
     inputs = {name: request.POST.get(f"input-{name}", "") for name in needed}
     key = request.POST.get("idempotency_key", "")[:255]
-    started = run_service(request, lambda: services.run_start(crew=crew, inputs=inputs, user=request.user,
+    started = run_service(request, lambda: crew_runs.run_start(crew=crew, inputs=inputs, user=request.user,
                                                               idempotency_key=key))  # fmt: skip
     if not started:  # the reason is a message on the list, where the form was
         return redirect("crews-index", org_slug=request.org.slug)
@@ -122,7 +122,7 @@ def crew_delete(request: OrgHttpRequest, crew_id: str) -> HttpResponse:
 
 @org_page(READ)
 def run_detail(request: OrgHttpRequest, run_id: str) -> HttpResponse:
-    run = services.run_get(org=request.org, run_id=run_id)
+    run = crew_runs.run_get(org=request.org, run_id=run_id)
     body = selectors.run_json(run, with_steps=True)
     previous = selectors.run_list(org=request.org, crew=run.crew).filter(created_at__lt=run.created_at).first()
     return render(request, "agents/run.html", {
@@ -140,9 +140,9 @@ def run_detail(request: OrgHttpRequest, run_id: str) -> HttpResponse:
 @org_page(CREWS_RUN)
 @require_POST
 def run_retry(request: OrgHttpRequest, run_id: str) -> HttpResponse:
-    run = services.run_get(org=request.org, run_id=run_id)  # another org's run: a 404 before anything
+    run = crew_runs.run_get(org=request.org, run_id=run_id)  # another org's run: a 404 before anything
     key = request.POST.get("idempotency_key", "")[:255]
-    retried = run_service(request, lambda: services.run_retry(org=request.org, run_id=run.pk, user=request.user,
+    retried = run_service(request, lambda: crew_runs.run_retry(org=request.org, run_id=run.pk, user=request.user,
                                                               idempotency_key=key))  # fmt: skip
     if not isinstance(retried, Run):
         return redirect("run-detail", org_slug=request.org.slug, run_id=run.pk)
@@ -157,7 +157,7 @@ def runs_compare(request: OrgHttpRequest) -> HttpResponse:
     if len(ids) != 2 or len(set(ids)) != 2:
         return render(request, "agents/run_compare.html", {"problem": "Choose two different runs to compare."},
                       status=400)  # fmt: skip
-    runs = [services.run_get(org=request.org, run_id=_uuid_or_404(value)) for value in ids]
+    runs = [crew_runs.run_get(org=request.org, run_id=_uuid_or_404(value)) for value in ids]
     runs.sort(key=lambda r: r.created_at)
     sides: list[dict[str, Any]] = []
     for run in runs:

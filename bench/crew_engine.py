@@ -1,7 +1,7 @@
 """What the crew engine adds to each model call, side by side in one run.
 
 Runs a sequential crew (one agent with the calculator, `--tasks` tasks, each a tool call and an answer) on the
-fake OpenAI-compatible upstream through the real engine (`agents.services.run_execute`: claiming, a step
+fake OpenAI-compatible upstream through the real engine (`agents.crew_runs.run_execute`: claiming, a step
 row per call and tool result with its lease check, live events on Redis, cancel and budget checks, the
 ledger), then makes exactly the same gateway calls and tool calls in a bare loop (the baseline: what any
 agent loop on our gateway must do). Prints the time per run of both and the engine's overhead per model call.
@@ -39,7 +39,7 @@ def measure(upstream, runs: int, tasks: int) -> None:  # type: ignore[no-untyped
 
     from accounts.permissions import ROLE_SCOPES, Principal
     from accounts.services import organization_create, user_create
-    from agents import services
+    from agents import crew_runs, services
     from agents.models import Run, RunStep
     from agents.tools import TOOLS, call_tool
     from saas.llm import gateway
@@ -59,7 +59,7 @@ def measure(upstream, runs: int, tasks: int) -> None:  # type: ignore[no-untyped
         "tasks": [{"name": f"t{i}", "agent": "mathematician", "description": f"Compute {{a}} times {i + 2}."}
                   for i in range(tasks)],
     })  # fmt: skip
-    services._enqueue_run = lambda run: None  # no worker here: this process runs each run, timed
+    crew_runs._enqueue_run = lambda run: None  # no worker here: this process runs each run, timed
     script = [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]}, {"reply": "It is 42."}]
 
     def queue_replies() -> None:
@@ -68,9 +68,9 @@ def measure(upstream, runs: int, tasks: int) -> None:  # type: ignore[no-untyped
 
     def engine_run() -> float:
         queue_replies()
-        run, _ = services.run_start(crew=crew, inputs={"a": 6})
+        run, _ = crew_runs.run_start(crew=crew, inputs={"a": 6})
         started = time.perf_counter()
-        status = services.run_execute(org_id=org.pk, run_id=run.pk)
+        status = crew_runs.run_execute(org_id=org.pk, run_id=run.pk)
         elapsed = time.perf_counter() - started
         assert status == "succeeded", Run.all_orgs.get(pk=run.pk).error
         return elapsed

@@ -1,7 +1,7 @@
 """Deleting a team: the resumable erasure job against a plain cascade, side by side in one run.
 
 Builds identical orgs (documents with files, chunks with vectors, ledger rows, conversations and messages, audit
-events, usage rows), then erases them alternately with the job (`accounts.privacy.erasure_run`: store by
+events, usage rows), then erases them alternately with the job (`accounts.erasure.erasure_run`: store by
 store, batches of 200, each committing with its count, audit maintenance, Redis keys, files) and with the
 baseline a naive implementation would use (files deleted, then `Organization.delete()`, one transaction
 cascading through every table). Prints seconds per org and rows per second for both.
@@ -72,13 +72,13 @@ def _rows(org_id) -> int:
 
 
 def _job(org, user) -> None:
-    from accounts import privacy
+    from accounts import erasure
     from accounts.models import Membership
     from accounts.permissions import principal_for_member
 
     owner = principal_for_member(Membership.all_orgs.get(organization=org, user=user))
-    record = privacy.organization_erase_request(principal=owner, confirm=org.slug, password="")
-    privacy.erasure_run(record_id=record.pk)
+    record = erasure.organization_erase_request(principal=owner, confirm=org.slug, password="")
+    erasure.erasure_run(record_id=record.pk)
 
 
 def _cascade(org, user) -> None:
@@ -101,9 +101,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000, help="ledger rows per org (the other tables scale)")
     args = parser.parse_args()
     with bench_stack():
-        from accounts import privacy
+        from accounts import erasure
 
-        privacy._check_password = lambda user, password, what: None  # the bench has no passwords to type
+        erasure._check_password = lambda user, password, what: None  # the bench has no passwords to type
         results: dict[str, list[tuple[float, int]]] = {"erasure job": [], "plain cascade": []}
         for _ in range(args.orgs):
             for method, erase in (("erasure job", _job), ("plain cascade", _cascade)):

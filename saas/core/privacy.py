@@ -1,9 +1,9 @@
 """Personal data, store by store: what each app keeps, how to export it and how to erase it.
 
-Each app that keeps customer data registers a `Store` at startup (in its AppConfig.ready), so that exports and
-erasure (accounts/privacy.py) reach every store without accounts importing the layers above it, and the privacy
-page (/privacy/) lists exactly what the code keeps. A store added without registering is caught by the erasure
-tests, which scan every table, the file storage and Redis.
+Each app that keeps customer data registers a `Store` at startup (in its AppConfig.ready), so that exports
+(accounts/exports.py) and erasure (accounts/erasure.py) reach every store without accounts importing the layers
+above it, and the privacy page (/privacy/) lists exactly what the code keeps. A store added without registering
+is caught by the erasure tests, which scan every table, the file storage and Redis.
 
 Erasers work in batches: each call erases at most `batch_size` things in its own transaction and returns how
 many, so the job that calls them until they return 0 can be killed anywhere and rerun: what is gone stays gone,

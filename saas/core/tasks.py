@@ -4,10 +4,18 @@ import time
 from typing import Any
 
 from celery import shared_task
+from django.db import transaction
 from django_guid import get_guid
 
 from saas.core.health import BEAT_HEARTBEAT_KEY
 from saas.core.redis import get_redis
+
+
+def send_task_on_commit(name: str, *args: Any) -> None:
+    """Queue a task by name once the transaction commits: the task's owner may be a layer above the caller."""
+    from saas.celery import app
+
+    transaction.on_commit(lambda: app.send_task(name, args=list(args)))
 
 
 @shared_task(name="core.ping")

@@ -27,7 +27,7 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
-# Days a data export (accounts/privacy.py) can be downloaded before its file is deleted; an org may keep less.
+# Days a data export (accounts/exports.py) can be downloaded before its file is deleted; an org may keep less.
 DATA_EXPORT_KEEP_DAYS = env.int("DATA_EXPORT_KEEP_DAYS", default=7)
 
 INSTALLED_APPS = [

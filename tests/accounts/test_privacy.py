@@ -14,9 +14,10 @@ from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from accounts import invitations, privacy, services
+from accounts import erasure, exports, invitations, services
 from accounts.models import ApiKey, AuditEvent, DataExport, ErasureRecord, Invitation, Membership, Organization, User
 from accounts.permissions import principal_for_member
+from agents import crew_runs
 from agents import services as agents
 from agents.models import Conversation, Crew, Feedback, Run
 from analytics import rollups
@@ -95,7 +96,7 @@ def _content(person: Person, org: Organization) -> None:
     crew = _call(person, org, "post", "/api/v1/crew-starters", {"starter": "research-brief"}, format="json")
     run = _call(person, org, "post", f"/api/v1/crews/{crew['id']}/runs", {"inputs": {"topic": f"the {mark} launch"}},
                 format="json")  # fmt: skip
-    assert agents.run_execute(org_id=org.pk, run_id=run["id"]) in FINISHED  # failed when it found nothing
+    assert crew_runs.run_execute(org_id=org.pk, run_id=run["id"]) in FINISHED  # failed when it found nothing
 
 
 FINISHED = {"succeeded", "failed"}  # a run that found nothing to answer with fails (agents.engine)
@@ -116,7 +117,7 @@ def _other_content(person: Person, org: Organization) -> None:
     crew = _call(person, org, "post", "/api/v1/crews", spec, format="json")
     run = _call(person, org, "post", f"/api/v1/crews/{crew['id']}/runs", {"inputs": {"topic": f"{mark} offsite"}},
                 format="json")  # fmt: skip
-    assert agents.run_execute(org_id=org.pk, run_id=run["id"]) in FINISHED  # failed when it found nothing
+    assert crew_runs.run_execute(org_id=org.pk, run_id=run["id"]) in FINISHED  # failed when it found nothing
 
 
 def build_world(tag: str) -> World:
@@ -171,7 +172,7 @@ def test_a_person_exports_their_data_and_nothing_of_anyone_else():
     asked = alice.client.post("/api/v1/me/export")
     assert asked.status_code == 202, asked.content
     assert alice.client.post("/api/v1/me/export").json()["id"] == asked.json()["id"]  # one at a time
-    privacy.export_build(export_id=asked.json()["id"])
+    exports.export_build(export_id=asked.json()["id"])
     listed = alice.client.get("/api/v1/me/exports").json()
     assert [e["status"] for e in listed] == ["ready"]
     download = alice.client.get(listed[0]["download_url"])
@@ -231,7 +232,7 @@ def test_erasing_a_person_leaves_no_trace_of_them_anywhere():
     # Her words in chats and crews (titles, comments, inputs, outputs) are there only encrypted.
     assert [hit for hit in scan_tables([alice.mark]) if hit.startswith("agents_")] == []
     # Alice also asked for an export, still on the storage when she leaves.
-    privacy.export_build(export_id=alice.client.post("/api/v1/me/export").json()["id"])
+    exports.export_build(export_id=alice.client.post("/api/v1/me/export").json()["id"])
     bob_before = {
         "conversations": Conversation.all_orgs.filter(user=bob.user).count(),
         "documents": Document.all_orgs.filter(uploaded_by=bob.user).count(),
@@ -250,7 +251,7 @@ def test_erasing_a_person_leaves_no_trace_of_them_anywhere():
     assert not user.is_active and not user.has_usable_password()  # access ends before the job runs
     assert ApiKey.all_orgs.filter(created_by=user, revoked_at__isnull=True).count() == 0
 
-    privacy.erasure_run(record_id=record.pk)
+    erasure.erasure_run(record_id=record.pk)
 
     record.refresh_from_db()
     assert record.status == "done" and record.finished_at is not None
@@ -260,7 +261,7 @@ def test_erasing_a_person_leaves_no_trace_of_them_anywhere():
     assert scan_everywhere(alice.needles) == []
 
     # What had to stay stays, without her: ledger rows (the bill), feedback ratings, audit events.
-    pseudonym = privacy.pseudonym(alice.user.pk)
+    pseudonym = erasure.pseudonym(alice.user.pk)
     assert AuditEvent.all_orgs.filter(actor_label=pseudonym, actor_user__isnull=True, ip__isnull=True).exists()
     assert AuditEvent.all_orgs.filter(target_id=str(alice.user.pk), target_label=pseudonym).exists()
     assert Feedback.all_orgs.filter(user__isnull=True, comment_encrypted="", llm_call__isnull=False).count() == 2
@@ -275,7 +276,7 @@ def test_erasing_a_person_leaves_no_trace_of_them_anywhere():
         "feedback": Feedback.all_orgs.filter(user=bob.user).exclude(comment_encrypted="").count(),
     }
     assert scan_everywhere([bob.mark]), "bob's content is still there"
-    assert privacy.erasure_run(record_id=record.pk) is None  # done is done
+    assert erasure.erasure_run(record_id=record.pk) is None  # done is done
 
 
 def test_a_sole_owner_must_hand_the_org_on_first():
@@ -290,8 +291,8 @@ def test_an_org_that_keeps_member_content_gets_it_without_the_member():
     world = build_world("tr")
     Organization.objects.filter(pk=world.org_b.pk).update(member_content_on_erasure="transfer")
     alice = world.alice
-    record = privacy.account_erase_request(user=alice.user, password=PASSWORD)
-    privacy.erasure_run(record_id=record.pk)
+    record = erasure.account_erase_request(user=alice.user, password=PASSWORD)
+    erasure.erasure_run(record_id=record.pk)
     # Kept in B (the team's now), deleted in A; her chats go everywhere (they were private to her).
     assert Document.all_orgs.filter(organization=world.org_b, uploaded_by__isnull=True).count() == 1
     assert Crew.all_orgs.filter(organization=world.org_b, created_by__isnull=True).count() == 1
@@ -309,10 +310,10 @@ def test_deleting_an_org_erases_it_everywhere_and_nothing_else():
     other = build_world("ok")  # another org pair, untouched
     owner = world.bob
     org = world.org_a
-    privacy.export_build(export_id=owner.client.post("/api/v1/org/export", HTTP_X_CREWDESK_ORG=str(org.pk))
+    exports.export_build(export_id=owner.client.post("/api/v1/org/export", HTTP_X_CREWDESK_ORG=str(org.pk))
                          .json()["id"])  # fmt: skip
     # A member's personal export holds a folder of the org too.
-    privacy.export_build(export_id=world.alice.client.post("/api/v1/me/export").json()["id"])
+    exports.export_build(export_id=world.alice.client.post("/api/v1/me/export").json()["id"])
     get_redis().set(f"crewdesk:quota:{org.pk}:202611010000:used", 5)
     assert list(get_redis().scan_iter(match=exact_cache_prefix(org.pk) + "*"))
     assert SemanticCacheEntry.all_orgs.filter(organization=org).exists()
@@ -335,7 +336,7 @@ def test_deleting_an_org_erases_it_everywhere_and_nothing_else():
     assert owner.client.get("/api/v1/org", HTTP_X_CREWDESK_ORG=str(org.pk)).status_code == 404
     assert admin.client.get(f"/o/{org.slug}/").status_code == 404
 
-    privacy.erasure_run(record_id=asked.json()["id"])
+    erasure.erasure_run(record_id=asked.json()["id"])
 
     record = ErasureRecord.objects.get(pk=asked.json()["id"])
     assert record.status == "done" and record.counts["documents"] >= 2 and record.counts["cache"] >= 1
@@ -355,10 +356,10 @@ def test_deleting_an_org_erases_it_everywhere_and_nothing_else():
 def test_a_killed_erasure_rerun_ends_in_the_same_state():
     """Two identical worlds: one erased in one go, the other killed in the middle of a store and rerun."""
     clean, killed = build_world("k1"), build_world("k2")
-    first = privacy.account_erase_request(user=clean.alice.user, password=PASSWORD)
-    privacy.erasure_run(record_id=first.pk, batch_size=1)
+    first = erasure.account_erase_request(user=clean.alice.user, password=PASSWORD)
+    erasure.erasure_run(record_id=first.pk, batch_size=1)
 
-    second = privacy.account_erase_request(user=killed.alice.user, password=PASSWORD)
+    second = erasure.account_erase_request(user=killed.alice.user, password=PASSWORD)
     stores = registry._stores
     (agents_store,) = [s for s in stores if s.name == "agents"]
     position = stores.index(agents_store)
@@ -375,14 +376,14 @@ def test_a_killed_erasure_rerun_ends_in_the_same_state():
     stores[position] = dataclasses.replace(agents_store, erase_user=dies_after_three_batches)
     try:
         with pytest.raises(SystemExit):
-            privacy.erasure_run(record_id=second.pk, batch_size=1)
+            erasure.erasure_run(record_id=second.pk, batch_size=1)
     finally:
         stores[position] = agents_store
     second.refresh_from_db()
     assert second.status == "running" and second.counts == {"agents": 3}
     assert User.objects.filter(pk=killed.alice.user.pk).exists()
 
-    privacy.erasure_run(record_id=second.pk, batch_size=1)  # the rerun (the beat starts it; here by hand)
+    erasure.erasure_run(record_id=second.pk, batch_size=1)  # the rerun (the beat starts it; here by hand)
     first.refresh_from_db()
     second.refresh_from_db()
     assert second.status == "done" and second.runs == 2

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 from django.utils.html import escape
 
-from accounts import privacy
+from accounts import erasure, exports
 from accounts.models import AuditEvent, DataExport, ErasureRecord, Membership, Organization, User
 from saas.core.privacy import stores
 from saas.llm import config
@@ -40,7 +40,7 @@ def test_your_data_page_exports_and_downloads(client):
     assert "Export my data" in page and member.organization.name in page and "Deleted with your account" in page
     client.post("/account/privacy/export/")
     export = DataExport.objects.get(user=member.user)
-    privacy.export_build(export_id=export.pk)
+    exports.export_build(export_id=export.pk)
     page = client.get("/account/privacy/").content.decode()
     assert f"/account/exports/{export.pk}/download/" in page
     download = client.get(f"/account/exports/{export.pk}/download/")
@@ -52,17 +52,17 @@ def test_your_data_page_exports_and_downloads(client):
 
 def test_an_expired_export_loses_its_file_and_says_so(client):
     member = MembershipFactory()
-    built = privacy.export_build(export_id=privacy.export_request(user=member.user).pk)
+    built = exports.export_build(export_id=exports.export_request(user=member.user).pk)
     assert built is not None
     export, path = built, built.file.path
     DataExport.objects.filter(pk=export.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
-    assert privacy.exports_expire() == 1
+    assert exports.exports_expire() == 1
     export.refresh_from_db()
     assert export.status == "expired" and not export.file and not os.path.exists(path)
     client.force_login(member.user)
     response = client.get(f"/api/v1/me/exports/{export.pk}/download")
     assert response.status_code == 410 and response.json()["error"]["code"] == "export_expired"
-    assert privacy.exports_expire() == 0
+    assert exports.exports_expire() == 0
 
 
 def test_deleting_your_account_from_the_page_needs_your_password_and_signs_you_out(client):
@@ -76,7 +76,7 @@ def test_deleting_your_account_from_the_page_needs_your_password_and_signs_you_o
     assert "Your account is deleted" in response.content.decode()
     assert client.get("/account/privacy/").status_code == 302  # signed out
     record = ErasureRecord.objects.get(subject_id=str(member.user.pk))
-    privacy.erasure_run(record_id=record.pk)
+    erasure.erasure_run(record_id=record.pk)
     assert not User.objects.filter(pk=member.user.pk).exists()
 
 
@@ -106,7 +106,7 @@ def test_an_owner_exports_and_deletes_the_team_from_its_settings(client):
     client.force_login(owner.user)
     client.post(f"/o/{org.slug}/settings/export/")
     export = DataExport.objects.get(organization=org)
-    privacy.export_build(export_id=export.pk)
+    exports.export_build(export_id=export.pk)
     assert f"/account/exports/{export.pk}/download/" in client.get(f"/o/{org.slug}/settings/").content.decode()
     refused = client.post(f"/o/{org.slug}/settings/delete/", {"confirm": "nope", "password": PASSWORD}, follow=True)
     assert f"Type the team&#x27;s short name, {org.slug}, to confirm." in refused.content.decode()
@@ -114,17 +114,17 @@ def test_an_owner_exports_and_deletes_the_team_from_its_settings(client):
                            follow=True)  # fmt: skip
     assert "is deleted: its data is being erased" in response.content.decode()
     assert client.get(f"/o/{org.slug}/").status_code == 404
-    privacy.erasure_run(record_id=ErasureRecord.objects.get(subject_id=str(org.pk)).pk)
+    erasure.erasure_run(record_id=ErasureRecord.objects.get(subject_id=str(org.pk)).pk)
     assert not Organization.objects.filter(pk=org.pk).exists() and not DataExport.objects.filter(pk=export.pk).exists()
 
 
 def test_an_erasure_whose_job_died_is_started_again(django_capture_on_commit_callbacks):
     member = MembershipFactory()
-    record = privacy.account_erase_request(user=member.user, password=PASSWORD)
-    assert privacy.erasures_resume() == []  # not stale yet
+    record = erasure.account_erase_request(user=member.user, password=PASSWORD)
+    assert erasure.erasures_resume() == []  # not stale yet
     ErasureRecord.objects.filter(pk=record.pk).update(updated_at=timezone.now() - timedelta(minutes=11))
     with django_capture_on_commit_callbacks() as callbacks:
-        assert privacy.erasures_resume() == [str(record.pk)]
+        assert erasure.erasures_resume() == [str(record.pk)]
     assert len(callbacks) == 1
 
 
@@ -141,8 +141,8 @@ def test_password_guesses_before_deleting_are_limited(client, settings):
 
 def test_operators_read_erasure_records_in_the_admin_and_cannot_change_them(admin_client):
     member: Any = MembershipFactory()
-    record = privacy.account_erase_request(user=member.user, password=PASSWORD)
-    privacy.erasure_run(record_id=record.pk)
+    record = erasure.account_erase_request(user=member.user, password=PASSWORD)
+    erasure.erasure_run(record_id=record.pk)
     listing = admin_client.get("/admin/accounts/erasurerecord/")
     assert listing.status_code == 200 and str(record.subject_id) in listing.content.decode()
     page = admin_client.get(f"/admin/accounts/erasurerecord/{record.pk}/change/").content.decode()

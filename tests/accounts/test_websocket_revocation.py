@@ -13,7 +13,7 @@ from django.test import Client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from accounts import invitations, privacy, services
+from accounts import erasure, invitations, services
 from accounts.models import Membership, User
 from accounts.permissions import principal_for_member
 from agents.models import Conversation, Message
@@ -230,7 +230,7 @@ def test_erasing_the_account_closes_every_socket(daphne_server, team):
     ):
         assert _recv(notifications)["type"] == "hello"
         _answers(ask)
-        privacy.account_erase_request(user=member.user, password=PASSWORD)
+        erasure.account_erase_request(user=member.user, password=PASSWORD)
         assert _until_closed(ask)[1] == 4401
         assert _until_closed(notifications)[1] == 4401
 
@@ -247,7 +247,7 @@ def test_deleting_the_team_closes_its_sockets_and_the_tab_leaves_it(daphne_serve
         assert _recv(notifications)["type"] == "hello"
         _answers(ask)
         assert _recv(follow)["type"] == "run"
-        privacy.organization_erase_request(principal=principal_for_member(owner), confirm=owner.organization.slug,
+        erasure.organization_erase_request(principal=principal_for_member(owner), confirm=owner.organization.slug,
                                            password=PASSWORD)  # fmt: skip
         assert _until_closed(ask)[1] == 4404
         assert _until_closed(follow)[1] == 4404

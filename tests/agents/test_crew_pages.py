@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.permissions import principal_for_member
-from agents import services
+from agents import crew_runs, services
 from agents.models import Crew, Run, RunStep
 from saas.core import crypto
 from tests.accounts.factories import OrganizationFactory
@@ -37,7 +37,7 @@ def _principal(member):
 
 
 def _finished_run(crew: Crew, *, output: str, status: str = "succeeded", inputs=None) -> Run:
-    run, _ = services.run_start(crew=crew, inputs=inputs or {"topic": "refunds", "audience": "customers"})
+    run, _ = crew_runs.run_start(crew=crew, inputs=inputs or {"topic": "refunds", "audience": "customers"})
     run.status, run.output_encrypted = status, crypto.encrypt(output)
     run.started_at = run.created_at
     run.finished_at = run.created_at

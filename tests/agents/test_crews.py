@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from agents import services
+from agents import crew_runs
 from agents.models import Crew, Run, RunStep
 from documents import services as documents
 from saas.core import crypto
@@ -50,7 +50,7 @@ def _run_here(client, crew_id, inputs=None) -> Run:
     assert response.status_code == 202, response.content
     assert response["Location"] == f"/api/v1/runs/{response.json()['id']}"
     run = Run.all_orgs.get(pk=response.json()["id"])
-    services.run_execute(org_id=run.organization_id, run_id=run.pk)
+    crew_runs.run_execute(org_id=run.organization_id, run_id=run.pk)
     run.refresh_from_db()
     return run
 
@@ -117,7 +117,7 @@ def test_a_hierarchical_crew_offline_delegates_each_task_to_the_closest_member(a
     assert [p.split(":")[0] for p in plans if p.startswith("Delegated")] == ["Delegated to researcher",
                                                                             "Delegated to writer"]  # fmt: skip
     assert sum(p == "Accepted." for p in plans) == 2
-    output = services.run_output(run)
+    output = crew_runs.run_output(run)
     assert "refund" in output and "[1]" in output  # quoted from the researcher's findings, citation kept
     _adds_up(run)
 
@@ -140,7 +140,7 @@ def test_a_sequential_crew_calls_tools_through_function_calling(acme, native):
                   {"reply": "6 times 7 is 42."})  # fmt: skip
     run = _run_here(client, crew["id"], {"a": 6})
     assert run.status == "succeeded", run.error
-    assert services.run_output(run) == "6 times 7 is 42."
+    assert crew_runs.run_output(run) == "6 times 7 is 42."
     first, second = [r["body"] for r in native.requests() if r["path"] == "/v1/chat/completions"]
     assert first["tools"][0]["function"]["name"] == "calculator" and "Compute 6 times 7." in json.dumps(first)
     assert second["messages"][-1]["role"] == "tool" and second["messages"][-1]["content"] == "6*7 = 42"
@@ -163,7 +163,7 @@ def test_a_hierarchical_crew_on_the_fake_upstream_delegates_reviews_and_revises_
     )  # fmt: skip
     run = _run_here(client, crew["id"], {"a": 6})
     assert run.status == "succeeded", run.error
-    assert services.run_output(run) == "Exactly 42."
+    assert crew_runs.run_output(run) == "Exactly 42."
     plans = [s.data for s in RunStep.all_orgs.filter(run=run, kind="plan").order_by("seq")][1:]
     assert plans == [{"action": "delegate", "member": "mathematician"}, {"action": "review", "verdict": "revise"}]
     _adds_up(run)
@@ -304,7 +304,7 @@ def test_cancelling_a_queued_run_ends_it_and_a_finished_one_is_a_conflict(acme, 
     run_id = _start(client, crew["id"], {"a": 6}).json()["id"]
     response = client.post(f"/api/v1/runs/{run_id}/cancel")
     assert response.status_code == 202 and response.json()["status"] == "cancelled"
-    assert services.run_execute(org_id=org.pk, run_id=run_id) is None  # a late delivery does nothing
+    assert crew_runs.run_execute(org_id=org.pk, run_id=run_id) is None  # a late delivery does nothing
     again = client.post(f"/api/v1/runs/{run_id}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "run_finished"
 

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from agents import privacy, services
+from agents import crew_runs, privacy, services
 from agents.models import Conversation, Crew, Feedback, Message, Run, RunStep
 from saas.core import crypto
 from saas.core.privacy import Subject
@@ -85,7 +85,7 @@ def test_personal_text_is_ciphertext_in_the_database_and_plaintext_in_the_app(se
                           format="json")  # fmt: skip
     assert started.status_code == 202, started.content
     # it runs to its end (failed when the offline engine found nothing to quote: either way, steps and output kept)
-    assert services.run_execute(org_id=org.pk, run_id=started.json()["id"]) in {"succeeded", "failed"}
+    assert crew_runs.run_execute(org_id=org.pk, run_id=started.json()["id"]) in {"succeeded", "failed"}
     run = Run.all_orgs.get(pk=started.json()["id"])
     run.error_code, run.error = "invalid_output", f"'{mark}' is not of type 'integer'"  # as a schema check says
     run.save(update_fields=["error_code", "error_encrypted"])
@@ -207,7 +207,7 @@ def test_the_migration_encrypts_rows_written_in_clear_and_reverses(monkeypatch):
         migrated = Run.all_orgs.get(pk=run.pk)
         assert (migrated.inputs, migrated.error) == ({"topic": "old run input"}, "Old error")
         assert "schedule" not in migrated.definition
-        assert migrated.request_hash == services.run_request_hash(crew.pk, {"topic": "old run input"})
+        assert migrated.request_hash == crew_runs.run_request_hash(crew.pk, {"topic": "old run input"})
         assert (Run.all_orgs.get(pk=bare.pk).inputs_encrypted, Run.all_orgs.get(pk=bare.pk).request_hash) == ("", "")
         assert RunStep.all_orgs.get(pk=step.pk).data == cited
         assert RunStep.all_orgs.get(pk=empty_step.pk).data_encrypted == ""

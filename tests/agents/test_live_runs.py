@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agents import services
+from agents import crew_runs
 from agents.models import Run, RunStep
 from documents import services as documents
 from documents.models import Document
@@ -125,7 +125,7 @@ def test_crews_run_in_a_worker_on_the_local_engine(worker, acme, process):
                              "tasks": tasks}, {"thing": "refunds"})  # fmt: skip
     run = _wait(run_id, process=worker)
     assert run.status == "succeeded", run.error
-    assert "Refunds take 30 days from the purchase date. [1]" in services.run_output(run)
+    assert "Refunds take 30 days from the purchase date. [1]" in crew_runs.run_output(run)
     plans = RunStep.all_orgs.filter(run=run, kind="plan").order_by("seq")
     delegated = [s.data["member"] for s in plans if s.data.get("action") == "delegate"]
     assert delegated == ([] if process == "sequential" else ["researcher", "writer"])
@@ -150,7 +150,7 @@ def test_crews_run_in_a_worker_with_function_calling(worker, acme, fake, process
                              "tasks": [task]}, {"a": 6})  # fmt: skip
     run = _wait(run_id, process=worker)
     assert run.status == "succeeded", run.error
-    assert services.run_output(run) == "It is 42."
+    assert crew_runs.run_output(run) == "It is 42."
     (result,) = RunStep.all_orgs.filter(run=run, kind="tool_result")
     assert json.loads(json.dumps(result.data))["ok"] is True
     assert run.cost_usd > 0 and run.prompt_tokens > 0
@@ -246,7 +246,7 @@ def _kill_and_resume(client, fake, fake_server, queue, tmp_path, settings):
     assert run.status == "running" and run.attempts == 1
     assert list(RunStep.all_orgs.filter(run=run, kind="output").values_list("task_name", flat=True)) == ["t0"]
     settings.AGENTS_RUN_STALLED_AFTER = 0
-    assert services.runs_recover_stalled()["requeued"] == 1
+    assert crew_runs.runs_recover_stalled()["requeued"] == 1
 
     fake.config(token_rate=0)
     second = _worker("second", queue, fake_server, tmp_path)
@@ -282,9 +282,9 @@ def test_a_long_model_call_keeps_its_run_alive(acme, fake, fake_server, tmp_path
             time.sleep(0.05)
         time.sleep(3.5)  # the call is in flight, longer than the 2 s stall limit
         settings.AGENTS_RUN_STALLED_AFTER = 2
-        assert services.runs_recover_stalled()["requeued"] == 0
+        assert crew_runs.runs_recover_stalled()["requeued"] == 0
         run = _wait(run_id, process=worker)
     finally:
         worker.stop()
         app.conf.task_default_queue = previous
-    assert run.status == "succeeded" and run.attempts == 1 and services.run_output(run) == "Finally."
+    assert run.status == "succeeded" and run.attempts == 1 and crew_runs.run_output(run) == "Finally."

@@ -3,7 +3,7 @@ a schedule's notification all say so), the output kept for the reader."""
 
 import pytest
 
-from agents import services
+from agents import crew_runs
 from agents.models import Run
 from tests.agents.test_crews import _run_here, _with_policy, acme  # noqa: F401  (fixture)
 
@@ -19,7 +19,7 @@ def test_a_run_whose_tasks_found_nothing_fails_with_the_reason(acme):  # noqa: F
     assert "No task produced a usable answer" in run.error
     body = client.get(f"/api/v1/runs/{run.pk}").json()
     assert body["status"] == "failed" and body["error"]["code"] == "no_answer"
-    assert body["output"] == services.run_output(run) and body["output"]  # what it said is kept
+    assert body["output"] == crew_runs.run_output(run) and body["output"]  # what it said is kept
 
 
 def test_a_run_with_a_usable_answer_still_succeeds(acme):  # noqa: F811

@@ -8,7 +8,7 @@ import requests
 from django.apps import apps
 from djstripe.models import Customer, Invoice, WebhookEventTrigger
 
-from accounts import privacy
+from accounts import erasure
 from accounts.models import Membership
 from accounts.permissions import principal_for_member
 from accounts.services import ownership_transfer
@@ -56,8 +56,8 @@ def test_a_former_owner_who_deletes_their_account_is_no_longer_the_teams_stripe_
 
     successor = MembershipFactory(organization=org, role="admin")
     ownership_transfer(principal=principal_for_member(former), membership_id=successor.pk)
-    record = privacy.account_erase_request(user=former.user, password=PASSWORD)
-    privacy.erasure_run(record_id=record.pk)
+    record = erasure.account_erase_request(user=former.user, password=PASSWORD)
+    erasure.erasure_run(record_id=record.pk)
 
     at_stripe = _stripe_customer(local_stripe, customer_id)
     assert at_stripe["email"] == successor.user.email and at_stripe["name"] == org.name
@@ -79,7 +79,7 @@ def test_a_customer_no_team_holds_any_more_loses_the_persons_email(client, local
     OrgBilling.all_orgs.filter(organization=org).update(stripe_customer_id="")  # as if the team had moved on
     successor = MembershipFactory(organization=org, role="admin")
     ownership_transfer(principal=principal_for_member(former), membership_id=successor.pk)
-    record = privacy.account_erase_request(user=former.user, password=PASSWORD)
-    privacy.erasure_run(record_id=record.pk)
+    record = erasure.account_erase_request(user=former.user, password=PASSWORD)
+    erasure.erasure_run(record_id=record.pk)
     assert not _stripe_customer(local_stripe, customer_id).get("email")
     assert _djstripe_rows_holding(former.user.email) == []

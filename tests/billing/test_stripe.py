@@ -12,7 +12,7 @@ import requests
 from django.utils import timezone
 from djstripe.models import Customer, Event, Invoice, WebhookEventTrigger
 
-from accounts import privacy
+from accounts import erasure
 from accounts.models import AuditEvent, Membership
 from accounts.permissions import principal_for_member
 from billing import payments, selectors
@@ -258,9 +258,9 @@ def test_deleting_an_org_cancels_its_subscription_and_keeps_invoices_without_per
     assert email in json.dumps(Customer.objects.get(id=customer_id).stripe_data)  # before: the owner's address
     assert Event.objects.filter(stripe_data__data__object__customer=customer_id).exists()
 
-    record = privacy.organization_erase_request(principal=principal_for_member(owner), confirm=org.slug,
+    record = erasure.organization_erase_request(principal=principal_for_member(owner), confirm=org.slug,
                                                 password="correct horse battery staple")  # fmt: skip
-    privacy.erasure_run(record_id=record.pk)
+    erasure.erasure_run(record_id=record.pk)
 
     stripe_subscription = requests.get(f"{local_stripe.server.base_url}/v1/subscriptions/{session['subscription']}",
                                        auth=(local_stripe_key(), ""), timeout=10).json()  # fmt: skip

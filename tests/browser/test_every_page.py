@@ -27,10 +27,6 @@ AXE = (Path(__file__).parent / "vendor" / "axe-4.10.3.min.js").read_text()
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "shots-shell")
 SIZES = {"laptop": (1366, 900), "phone": (390, 844)}
 
-# Pages another slice of #16 is rewriting, whose remaining problems live in their templates: reported, and the
-# test xfails (not strict) only when every problem found is on one of these pages.
-KNOWN: dict[str, str] = {}
-
 OVERFLOW = "() => document.scrollingElement.scrollWidth - window.innerWidth"
 RUN_AXE = """async () => {
   const result = await axe.run(document, { resultTypes: ["violations"] });
@@ -142,8 +138,6 @@ def test_every_page_fits_works_and_is_accessible(browser, daphne_server, size, s
     found = []
     for who, person in (("admin", admin), ("member", member)):
         found += _walk(browser, daphne_server.url, person.user.email, pages[who], who, size, scheme)
-    if found and all(problem.split(":", 1)[0] in KNOWN for problem in found):
-        pytest.xfail("only pages other slices are rewriting: " + "; ".join(found))
     assert not found, "\n".join(found)
 
 

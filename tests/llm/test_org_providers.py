@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from rest_framework.test import APIClient
 
-from accounts import privacy as account_privacy
+from accounts import erasure, exports
 from accounts.models import AuditEvent, Membership
 from saas.llm import breaker, gateway, provider_registry
 from saas.llm.models import LLMCall, OrgProvider
@@ -220,7 +220,7 @@ def test_the_org_export_leaves_keys_out_and_erasure_removes_the_providers(team, 
     client = APIClient()
     client.force_login(owner.user)
     asked = client.post("/api/v1/org/export", HTTP_X_CREWDESK_ORG=str(org.pk))
-    export = account_privacy.export_build(export_id=asked.json()["id"])
+    export = exports.export_build(export_id=asked.json()["id"])
     with export.file.open("rb") as handle, zipfile.ZipFile(io.BytesIO(handle.read())) as archive:
         names = [n for n in archive.namelist() if n.endswith("ai_providers.json")]
         everything = b"".join(archive.read(n) for n in archive.namelist())
@@ -231,6 +231,6 @@ def test_the_org_export_leaves_keys_out_and_erasure_removes_the_providers(team, 
     )
     erased = client.post("/api/v1/org/delete", {"password": "correct horse battery staple", "confirm": org.slug},
                          format="json", HTTP_X_CREWDESK_ORG=str(org.pk))  # fmt: skip
-    record = account_privacy.erasure_run(record_id=erased.json()["id"])
+    record = erasure.erasure_run(record_id=erased.json()["id"])
     assert record.status == "done" and record.counts["ai_providers"] == 1
     assert not OrgProvider.all_orgs.exists()

@@ -3,7 +3,7 @@ that is missing is said on the page the member came from (it used to be a 500 fo
 
 import pytest
 
-from accounts import privacy
+from accounts import exports
 from documents import services
 from tests.accounts.factories import MembershipFactory
 
@@ -32,7 +32,7 @@ def test_a_member_downloads_an_original_and_a_missing_one_is_said_on_the_documen
 
 def test_an_export_whose_file_is_missing_is_said_on_the_privacy_page(backend, client):
     member = MembershipFactory()
-    export = privacy.export_build(export_id=privacy.export_request(user=member.user).pk)
+    export = exports.export_build(export_id=exports.export_request(user=member.user).pk)
     assert export is not None
     client.force_login(member.user)
     url = f"/account/exports/{export.pk}/download/"

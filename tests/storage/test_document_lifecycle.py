@@ -9,7 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from accounts import privacy
+from accounts import erasure, exports
 from accounts.models import DataExport, ErasureRecord, Organization
 from documents import services
 from documents.models import Document
@@ -66,7 +66,7 @@ def test_upload_ingest_download_export_erase(backend, own_queue, tmp_path, setti
         other = key_client(issue_key(MembershipFactory().organization, scopes=["read"]).secret)
         assert _download(other, document.pk)[0] == 404  # another org's document is not there
 
-        asked = privacy.organization_export_request(principal=_owner_principal(owner))  # built by the worker
+        asked = exports.organization_export_request(principal=_owner_principal(owner))  # built by the worker
 
         def built() -> bool:
             return DataExport.objects.get(pk=asked.pk).status in ("ready", "failed")
@@ -98,11 +98,11 @@ def _owner_principal(owner):
 
 
 def _erase_org(org: Organization) -> None:
-    """What deleting the team starts (accounts.privacy.organization_erase_request), run here by hand."""
+    """What deleting the team starts (accounts.erasure.organization_erase_request), run here by hand."""
     Organization.objects.filter(pk=org.pk).update(deletion_requested_at=timezone.now())
     record = ErasureRecord.objects.create(kind=ErasureRecord.Kind.ORGANIZATION, subject_id=str(org.pk),
                                           plan=[{"org": str(org.pk)}])  # fmt: skip
-    privacy.erasure_run(record_id=record.pk)
+    erasure.erasure_run(record_id=record.pk)
     record.refresh_from_db()
     assert record.status == "done"
 
@@ -139,7 +139,7 @@ def test_an_export_with_a_missing_original_says_so_instead_of_failing(backend, o
     owner = MembershipFactory(organization=org, role="owner")
     document = services.document_upload(org=org, data=b"# Notes\n\n" + SENTENCE.encode(), filename="notes.md")
     backend.remove(document.file.name)
-    export = privacy.export_build(export_id=privacy.organization_export_request(principal=_owner_principal(owner)).pk)
+    export = exports.export_build(export_id=exports.organization_export_request(principal=_owner_principal(owner)).pk)
     assert export is not None and export.status == DataExport.Status.READY
     with export.file.open("rb") as handle, zipfile.ZipFile(io.BytesIO(handle.read())) as archive:
         notes = [n for n in archive.namelist() if n.endswith("notes.md.unavailable.txt")]

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from accounts import privacy
+from accounts import exports
 from accounts.models import DataExport
 from tests.accounts.factories import MembershipFactory
 
@@ -14,9 +14,9 @@ from tests.accounts.factories import MembershipFactory
 @pytest.mark.django_db
 def test_a_second_build_while_one_is_building_writes_nothing(backend):
     member = MembershipFactory()
-    export = privacy.export_request(user=member.user)
+    export = exports.export_request(user=member.user)
     DataExport.objects.filter(pk=export.pk).update(status=DataExport.Status.BUILDING, updated_at=timezone.now())
-    assert privacy.export_build(export_id=export.pk) is None  # the first build is alive: left to it
+    assert exports.export_build(export_id=export.pk) is None  # the first build is alive: left to it
     export.refresh_from_db()
     assert export.status == DataExport.Status.BUILDING and not export.file
 
@@ -24,10 +24,10 @@ def test_a_second_build_while_one_is_building_writes_nothing(backend):
 @pytest.mark.django_db
 def test_a_build_whose_worker_died_is_taken_over(backend):
     member = MembershipFactory()
-    export = privacy.export_request(user=member.user)
-    lost = timezone.now() - timedelta(seconds=privacy.EXPORT_BUILD_STALE_AFTER + 60)
+    export = exports.export_request(user=member.user)
+    lost = timezone.now() - timedelta(seconds=exports.EXPORT_BUILD_STALE_AFTER + 60)
     DataExport.objects.filter(pk=export.pk).update(status=DataExport.Status.BUILDING, updated_at=lost)
-    built = privacy.export_build(export_id=export.pk)
+    built = exports.export_build(export_id=export.pk)
     assert built is not None and built.status == DataExport.Status.READY
     assert backend.exists(built.file.name)
-    assert privacy.export_build(export_id=export.pk) is None  # built is built
+    assert exports.export_build(export_id=export.pk) is None  # built is built
