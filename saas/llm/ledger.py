@@ -14,6 +14,9 @@ Each path falls back on the other: a stream that Redis cannot take is written at
 database refuses goes to the stream (the writer inserts it once the database is back). When both stores are
 down the call ends with LedgerUnavailable (503): no answer leaves without its row.
 
+An API call's trace (saas/llm/tracing.py, `ends_with_call`) travels in its entry and is written in the same
+transaction, in a savepoint of its own: a trace the database refuses is logged and dropped, never the row.
+
 Readers that need a batched row right away (feedback on a response id) call `drain()` on a miss.
 """
 

@@ -13,7 +13,10 @@ is a no-op when no trace is current, and the gateway (saas/llm/call.py) records 
 an `llm` span of the current trace and stamps the trace's id on the ledger row.
 
 Spans are kept in memory and written at the trace's end in two statements (the trace, then its spans in bulk);
-a long job (a crew run) may `flush()` along the way. Tracing never breaks the work it watches: a failure to
+a long job (a crew run) may `flush()` along the way. A trace of one API call (`/v1/chat/completions`, opened with
+`ends_with_call=True`) ends with its model call instead: its rows go into the call's ledger entry (`rows`,
+`ended_by_call`), so they reach PostgreSQL with the call's row, through the ledger writer's stream on the hot
+path, and cost the call no transaction of its own. Tracing never breaks the work it watches: a failure to
 record is logged and dropped. The current trace lives in a context variable; a generator that is stepped from
 a thread pool (the websocket answers) is wrapped in `traced`, which makes the trace current around each step.
 """
