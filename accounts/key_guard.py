@@ -8,6 +8,8 @@
 """
 
 import ipaddress
+import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +24,12 @@ from saas.core.redis import get_redis
 
 MAX_NETWORKS = 50
 WINDOW_SECONDS = 3600
+# A process counts a key's network in Redis at most once a minute: the set already holds it (its count only
+# grows when another network is added, which is counted, and alerted on, by whoever adds it), so a key's
+# steady traffic costs no round trip for it. A network's count may lag its window's start by that minute.
+RECOUNT_SECONDS = 60
+_counted: dict[tuple[Any, str], float] = {}
+_counted_lock = threading.Lock()
 
 
 class IpNotAllowed(PermissionDenied):
@@ -114,12 +122,21 @@ def _count_network(api_key: ApiKey, address: ipaddress.IPv4Address | ipaddress.I
     threshold = int(settings.API_KEY_NETWORKS_ALERT)
     if threshold <= 0:
         return
+    network = _network_of(address)
+    now = time.monotonic()
+    seen = _counted.get((api_key.pk, network))
+    if seen is not None and now - seen < RECOUNT_SECONDS:
+        return
     key = f"{_prefix()}:networks:{api_key.pk}"
     pipe = get_redis().pipeline()
-    pipe.sadd(key, _network_of(address))
+    pipe.sadd(key, network)
     pipe.expire(key, WINDOW_SECONDS, nx=True)  # the window starts with the first network of the hour
     pipe.scard(key)
     _, _, count = pipe.execute()
+    with _counted_lock:
+        if len(_counted) >= 10_000:
+            _counted.clear()
+        _counted[(api_key.pk, network)] = now
     if count <= threshold:
         return
     if not get_redis().set(f"{_prefix()}:alerted:{api_key.pk}", 1, nx=True, ex=WINDOW_SECONDS):

@@ -29,6 +29,7 @@ from typing import Any
 # while it ran (each resumption timed), not the time it waited.
 STEPS = [
     ("asgiref.sync", "SyncToAsync.thread_handler", "worker threads, all hops"),
+    ("saas.llm.gateway_async", "_in_thread", "worker threads, all hops"),  # the async path's hops
     ("saas.llm.api", "OpenAICompatibleView.dispatch", "  DRF view (dispatch)"),
     ("rest_framework.views", "APIView.perform_authentication", "    API key authentication"),
     ("saas.core.api", "enforce_rate_limits", "    rate limits"),
@@ -156,7 +157,8 @@ def install() -> None:
 def _dump(path: str) -> None:
     while True:
         with _lock:
-            data = {"cpu": dict(_totals), "calls": dict(_counts), "labels": [label for _, _, label in STEPS] + _extra}
+            labels = list(dict.fromkeys([label for _, _, label in STEPS] + _extra))  # a label may have two steps
+            data = {"cpu": dict(_totals), "calls": dict(_counts), "labels": labels}
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(data, f)

@@ -1,11 +1,12 @@
-"""Rate limits: fixed-window counters in Redis through `limits`, with one 429 for everything that is limited.
+"""Rate limits: fixed-window counters in Redis, with one 429 for everything that is limited.
 
 A Bucket is one counter: a group ("api:key"), the value it counts per (the key's id) and a rate in limits'
-notation ("600/minute", "10 per hour", "100/15 minutes"). Each hit is one round trip (an atomic INCR and
-EXPIRE script); the window's reset time is read only for a request that is refused.
+notation ("600/minute", "10 per hour", "100/15 minutes"). A request's buckets are counted in one round trip:
+one script counts them in order, exactly as `limits`' fixed window does (the same keys, INCR and EXPIRE), and
+stops at the first one over its rate, so a request the key's bucket refuses is not counted against the org's;
+it also returns the refusing window's time to live, for Retry-After.
 """
 
-import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -14,8 +15,6 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from limits import RateLimitItem, parse
-from limits.storage import RedisStorage
-from limits.strategies import FixedWindowRateLimiter
 
 from saas.core.errors import ApplicationError
 from saas.core.redis import delete_matching, get_redis
@@ -57,27 +56,44 @@ def _prefix() -> str:
     return f"{settings.CACHES['default'].get('KEY_PREFIX', 'crewdesk')}:ratelimit"
 
 
+# KEYS: the buckets' counters; ARGV: each one's window (seconds) and allowance, in turn. Returns {0, 0}, or the
+# (1-based) bucket that is over its rate and the seconds left in its window.
+_HIT = """
+for i, key in ipairs(KEYS) do
+    local current = redis.call('INCRBY', key, 1)
+    if current == 1 then redis.call('EXPIRE', key, ARGV[2 * i - 1]) end
+    if current > tonumber(ARGV[2 * i]) then return {i, redis.call('TTL', key)} end
+end
+return {0, 0}
+"""
+
+
 @cache
-def _limiter() -> FixedWindowRateLimiter:
-    storage = RedisStorage(settings.REDIS_URL, connection_pool=get_redis().connection_pool, key_prefix=_prefix())
-    return FixedWindowRateLimiter(storage)
+def _limiter() -> Any:
+    """The counting script (sent once, then run by its digest), on our Redis client."""
+    return get_redis().register_script(_HIT)
 
 
 def enforce_rate_limits(request: HttpRequest | None, buckets: list[Bucket]) -> None:
-    """Count this request (or attempt) in every bucket; raise RateLimited for the first one over its rate."""
-    limiter = _limiter()
-    for bucket in buckets:
-        item = parse_rate(bucket.rate)
-        if not limiter.hit(item, bucket.group, bucket.value):
-            reset_at, _ = limiter.get_window_stats(item, bucket.group, bucket.value)
-            retry_after = max(1, int(reset_at - time.time()) + 1)
-            raise RateLimited(
-                f"Too many requests ({bucket.group.split(':', 1)[-1]} limit {bucket.rate}); retry in {retry_after}s.",
-                retry_after=retry_after,
-                limit=f"{bucket.group} {bucket.rate}",
-                quota=item.amount,
-                window=item.get_expiry(),
-            )
+    """Count this request (or attempt) in every bucket, in order; raise RateLimited for the first one over its
+    rate (the buckets after it are not counted)."""
+    if not buckets:
+        return
+    items = [parse_rate(bucket.rate) for bucket in buckets]
+    prefix = _prefix()
+    keys = [f"{prefix}:{item.key_for(b.group, b.value)}" for b, item in zip(buckets, items, strict=True)]
+    args = [value for item in items for value in (item.get_expiry(), item.amount)]
+    over, ttl = _limiter()(keys=keys, args=args)
+    if over:
+        bucket, item = buckets[int(over) - 1], items[int(over) - 1]
+        retry_after = max(1, int(ttl))
+        raise RateLimited(
+            f"Too many requests ({bucket.group.split(':', 1)[-1]} limit {bucket.rate}); retry in {retry_after}s.",
+            retry_after=retry_after,
+            limit=f"{bucket.group} {bucket.rate}",
+            quota=item.amount,
+            window=item.get_expiry(),
+        )
 
 
 def counters_forget(value: str) -> int:

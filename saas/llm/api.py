@@ -118,7 +118,7 @@ class ChatCompletionsView(OpenAICompatibleView):
         caller = gateway.Caller.of(principal, "chat")
         created = int(time.time())
         bypass = _bypass_cache(request) or bool(data["logprobs"])  # a cached answer has no logprobs
-        trace = tracing.for_caller(caller, "completion", "Chat completion")
+        trace = tracing.for_caller(caller, "completion", "Chat completion", ends_with_call=True)  # with the row
         if not data["stream"]:
             with tracing.trace(defer=True, **trace) as recorder:
                 result = gateway.chat(caller=caller, model=data["model"], request=chat, bypass_cache=bypass,

@@ -44,7 +44,8 @@ class ChatAdmission(api.ChatCompletionsView):
         chat = openai_compat.chat_request(data, org_id=principal.organization.pk)
         caller = gateway.Caller.of(principal, "chat")
         bypass = api._bypass_cache(request) or bool(data["logprobs"])  # a cached answer has no logprobs
-        with tracing.trace(defer=True, **tracing.for_caller(caller, "completion", "Chat completion")) as recorder:
+        trace = tracing.for_caller(caller, "completion", "Chat completion", ends_with_call=True)  # written with the row
+        with tracing.trace(defer=True, **trace) as recorder:
             pending = gateway_async.admit(caller=caller, model=data["model"], request=chat, bypass_cache=bypass,
                                           stream=data["stream"])  # fmt: skip
         return _Admitted(pending=pending, data=data, chat=chat, recorder=recorder, created=int(time.time()))
@@ -95,6 +96,12 @@ def _finish_trace(recorder: tracing.Recorder | None, exc: BaseException | None =
     recorder.finish()
 
 
+async def _afinish_trace(recorder: tracing.Recorder | None, org: Any, exc: BaseException | None = None) -> None:
+    """A trace the call's end did not write already (it travels with the ledger row): written in a hop."""
+    if recorder is not None and not recorder.finished:
+        await gateway_async.hop(gateway_async.in_org(org, _finish_trace), recorder, exc)
+
+
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     admitted = await gateway_async.hop(_admission, _admit_chat, request)
     if not isinstance(admitted, _Admitted):
@@ -107,13 +114,13 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             with _active(recorder):
                 result = await gateway_async.achat(pending)
         except LLMError as exc:
-            await gateway_async.hop(gateway_async.in_org(org, _finish_trace), recorder, exc)
+            await _afinish_trace(recorder, org, exc)
             return _error(exc)
         except BaseException as exc:
-            await gateway_async.hop(gateway_async.in_org(org, _finish_trace), recorder, exc)
+            await _afinish_trace(recorder, org, exc)
             raise
         response = _json(openai_compat.completion_body(result, created=state["created"], data=data))
-        if recorder is not None:
+        if recorder is not None and not recorder.finished:
             after_send(response, gateway_async.in_org(org, recorder.finish), what=f"trace {recorder.id}")
         return response
     items = _traced(recorder, org, gateway_async.achat_stream(pending))
@@ -178,5 +185,5 @@ async def _traced(recorder: tracing.Recorder | None, org: Any, items: Any) -> An
     finally:
         with _active(recorder):
             await items.aclose()
-        if recorder is not None:
-            await asyncio.shield(gateway_async.hop(gateway_async.in_org(org, _finish_trace), recorder, failure))
+        if recorder is not None and not recorder.finished:
+            await asyncio.shield(_afinish_trace(recorder, org, failure))

@@ -109,7 +109,7 @@ class GatewayHandler(ASGIHandler):
         except asyncio.CancelledError:
             pass  # abandoned: its response is closed when the call is done (_close_abandoned)
         else:
-            await gateway_async.hop(response.close)  # after-send work (the trace), request_finished
+            await _close(response)
         body_file.close()
 
     async def _respond(self, request: HttpRequest) -> HttpResponseBase:
@@ -142,13 +142,23 @@ class GatewayHandler(ASGIHandler):
         return response
 
 
-def _close_abandoned(work: asyncio.Future[Any]) -> None:
+async def _close(response: HttpResponseBase) -> None:
+    """Close a sent response: its after-send work (saas.core.responses) in a hop; without any, on the loop, where
+    request_finished's receivers have nothing of this request's to close (its database connections were given
+    back after each hop; the request id and urlconf are this task's context), so a call costs no hop for it."""
     from saas.llm import gateway_async
 
+    if response._resource_closers:  # type: ignore[attr-defined]
+        await gateway_async.hop(response.close)
+    else:
+        response.close()
+
+
+def _close_abandoned(work: asyncio.Future[Any]) -> None:
     _abandoned.discard(work)
     if work.cancelled() or work.exception() is not None:
         return
-    closing = asyncio.ensure_future(gateway_async.hop(work.result().close))
+    closing = asyncio.ensure_future(_close(work.result()))
     _abandoned.add(closing)
     closing.add_done_callback(_abandoned.discard)
 

@@ -271,8 +271,9 @@ class Call:
         if self.billed and answered and self.period_start is not None:
             kind = "cache_hit" if hit else ("request" if self.reservation is not None else None)
         usage_row = ledger.usage_row(call=row, kind=kind, period_start=self.period_start) if kind else None
+        trace = tracing.ended_by_call(status, error)  # an API call's trace travels with its row
         try:
-            ledger.submit(ledger.Entry(row, usage_row), batched=self.batched)
+            ledger.submit(ledger.Entry(row, usage_row, trace), batched=self.batched)
         except ledger.LedgerUnavailable:
             self._release(billable=False)
             raise

@@ -21,8 +21,10 @@ Worker threads: `LLM_GATEWAY_THREADS` (16) per process, short steps only (none w
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, contextmanager
@@ -30,7 +32,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 
 from saas.core.db import release_connections
@@ -77,23 +79,39 @@ def own_threads() -> Iterator[None]:
         _pool.reset(token)
 
 
-def _releasing(function: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(function)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        finally:
-            release_connections()  # the next hop may be on another thread, seconds later
-
-    return run
+def _in_thread(
+    loop: asyncio.AbstractEventLoop, handling: BaseException | None, function: Callable[..., Any], args: Any,
+    kwargs: Any,
+) -> Any:  # fmt: skip
+    """A hop's step, in a worker thread (run in a copy of the caller's context)."""
+    # As asgiref's SyncToAsync does: async_to_sync in here (pushing an event) runs on the server's loop, and a
+    # step called while an exception is handled (response_for_exception) sees it in sys.exc_info (its log).
+    SyncToAsync.threadlocal.main_event_loop = loop
+    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+    try:
+        if handling is not None:
+            try:
+                raise handling
+            except BaseException:
+                return function(*args, **kwargs)
+        return function(*args, **kwargs)
+    finally:
+        release_connections()  # the next hop may be on another thread, seconds later
 
 
 async def hop(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a synchronous step (the ORM, blocking Redis, billing) in a worker thread, with this context."""
+    """Run a synchronous step (the ORM, blocking Redis, billing) in a worker thread, with this context.
+
+    On the gateway's pool a hop is the executor's own hand-off (a copy of the context, one future), not
+    asgiref's sync_to_async: the steps hand their results back by value and leave no context variable set, so
+    its copying of the context back is not needed, and it cost more CPU than most steps."""
     pool = _pool.get()
     if pool is None:
         return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
-    return await sync_to_async(_releasing(function), thread_sensitive=False, executor=pool)(*args, **kwargs)
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    handling = sys.exc_info()[1]
+    return await loop.run_in_executor(pool, context.run, _in_thread, loop, handling, function, args, kwargs)
 
 
 def in_org(org: Any, function: Callable[..., Any]) -> Callable[..., Any]:

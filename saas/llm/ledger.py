@@ -14,6 +14,9 @@ Each path falls back on the other: a stream that Redis cannot take is written at
 database refuses goes to the stream (the writer inserts it once the database is back). When both stores are
 down the call ends with LedgerUnavailable (503): no answer leaves without its row.
 
+An API call's trace (saas/llm/tracing.py, `ends_with_call`) travels in its entry and is written in the same
+transaction, in a savepoint of its own: a trace the database refuses is logged and dropped, never the row.
+
 Readers that need a batched row right away (feedback on a response id) call `drain()` on a miss.
 """
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models.constants import OnConflict
@@ -62,22 +66,26 @@ def cost(model: ModelConfig | None, usage: Usage) -> Decimal:
 
 @dataclass(frozen=True)
 class Entry:
-    """A call's ledger row and its usage row (None: not billed), as JSON-ready dicts keyed by column."""
+    """A call's ledger row and its usage row (None: not billed), as JSON-ready dicts keyed by column; `trace`:
+    the trace that ended with the call (an API call's, saas/llm/tracing.py `rows`), {"trace": row, "spans": rows}."""
 
     call: dict[str, Any]
     usage: dict[str, Any] | None = None
+    trace: dict[str, Any] | None = None
 
     @property
     def call_id(self) -> str:
         return str(self.call["id"])
 
     def encode(self) -> str:
-        return json.dumps({"call": self.call, "usage": self.usage}, default=str)
+        return orjson.dumps(
+            {"call": self.call, "usage": self.usage, "trace": self.trace}, default=str, option=orjson.OPT_NON_STR_KEYS
+        ).decode()
 
     @classmethod
-    def decode(cls, raw: str) -> Entry:
-        data = json.loads(raw)
-        return cls(data["call"], data.get("usage"))
+    def decode(cls, raw: str | bytes) -> Entry:
+        data = orjson.loads(raw)
+        return cls(data["call"], data.get("usage"), data.get("trace"))
 
 
 def usage_row(*, call: dict[str, Any], kind: str, period_start: Any) -> dict[str, Any]:
@@ -160,8 +168,24 @@ def write(entries: list[Entry], *, checked: bool = False) -> int:
         with transaction.atomic():
             _insert_ignoring_conflicts(LLMCall, _objects(LLMCall, [e.call for e in entries]))
             _insert_ignoring_conflicts(UsageEvent, _objects(UsageEvent, [e.usage for e in entries if e.usage]))
+            _insert_traces([e.trace for e in entries if e.trace])
         return len(entries)
     return _write_checked(entries)
+
+
+def _insert_traces(traces: list[dict[str, Any]]) -> None:
+    """The traces that ended with their calls, and their spans, in a savepoint: tracing never costs a call
+    its ledger row (a failure here is logged and the traces dropped, as tracing.Recorder.flush does)."""
+    from saas.llm.trace_models import Span, Trace
+
+    if not traces:
+        return
+    try:
+        with transaction.atomic():
+            _insert_ignoring_conflicts(Trace, _objects(Trace, [t["trace"] for t in traces]))
+            _insert_ignoring_conflicts(Span, _objects(Span, [s for t in traces for s in t["spans"]]))
+    except DatabaseError:
+        logger.exception("The traces of %s calls could not be recorded", len(traces))
 
 
 def _write_checked(entries: list[Entry]) -> int:
@@ -175,7 +199,7 @@ def _write_checked(entries: list[Entry]) -> int:
              .values_list("pk", flat=True)}  # fmt: skip
     keys = {str(pk) for pk in ApiKey.all_orgs.filter(pk__in={c["api_key_id"] for c in calls if c.get("api_key_id")})
             .values_list("pk", flat=True)}  # fmt: skip
-    kept_calls, kept_usage = [], []
+    kept_calls, kept_usage, kept_traces = [], [], []
     for entry, call in zip(entries, calls, strict=True):
         if str(call["organization_id"]) not in orgs:
             logger.info("Dropping the ledger row of call %s: its org is gone", call["id"])
@@ -188,9 +212,15 @@ def _write_checked(entries: list[Entry]) -> int:
         kept_calls.append(call)
         if entry.usage is not None:
             kept_usage.append(entry.usage)
+        if entry.trace:
+            trace = dict(entry.trace["trace"])  # its member or key gone meanwhile: left out (SET_NULL)
+            trace.update(user_id=trace["user_id"] if trace.get("user_id") in users else None,
+                         api_key_id=trace["api_key_id"] if trace.get("api_key_id") in keys else None)  # fmt: skip
+            kept_traces.append({"trace": trace, "spans": entry.trace["spans"]})
     with transaction.atomic():
         _insert_ignoring_conflicts(LLMCall, _objects(LLMCall, kept_calls))
         _insert_ignoring_conflicts(UsageEvent, _objects(UsageEvent, kept_usage))
+        _insert_traces(kept_traces)
     return len(kept_calls)
 
 

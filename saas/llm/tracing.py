@@ -13,7 +13,10 @@ is a no-op when no trace is current, and the gateway (saas/llm/call.py) records 
 an `llm` span of the current trace and stamps the trace's id on the ledger row.
 
 Spans are kept in memory and written at the trace's end in two statements (the trace, then its spans in bulk);
-a long job (a crew run) may `flush()` along the way. Tracing never breaks the work it watches: a failure to
+a long job (a crew run) may `flush()` along the way. A trace of one API call (`/v1/chat/completions`, opened with
+`ends_with_call=True`) ends with its model call instead: its rows go into the call's ledger entry (`rows`,
+`ended_by_call`), so they reach PostgreSQL with the call's row, through the ledger writer's stream on the hot
+path, and cost the call no transaction of its own. Tracing never breaks the work it watches: a failure to
 record is logged and dropped. The current trace lives in a context variable; a generator that is stepped from
 a thread pool (the websocket answers) is wrapped in `traced`, which makes the trace current around each step.
 """
@@ -66,7 +69,7 @@ class Recorder:
 
     def __init__(
         self, *, org: Any, kind: str, name: str = "", subject_id: str = "", user: Any = None, api_key: Any = None,
-        trace_id: Any = None, resumable: bool = False,
+        trace_id: Any = None, resumable: bool = False, ends_with_call: bool = False,
     ) -> None:  # fmt: skip
         self.id = uuid.UUID(str(trace_id)) if trace_id else uuid.uuid4()
         self.org_id = getattr(org, "pk", org)
@@ -76,6 +79,9 @@ class Recorder:
         self.api_key_id = getattr(api_key, "pk", None)
         self.request_id = get_guid() or ""
         self.resumable = resumable  # a job that may run again under the same id (a crew run after a lost worker)
+        # One API call's trace (/v1/chat/completions): it ends with its model call, and its rows travel with the
+        # call's ledger row (see `ended_by_call`) instead of a transaction of their own.
+        self.ends_with_call = ends_with_call
         self.started = time.perf_counter()
         self.started_at = timezone.now()
         self.status, self.error_class = "ok", ""
@@ -176,6 +182,53 @@ class Recorder:
                 record.end = now
         self.flush()
 
+    def _totals(self, calls: list[SpanRecord]) -> dict[str, Any]:
+        return {
+            "llm_calls": len(calls), "prompt_tokens": sum(r.prompt_tokens for r in calls),
+            "completion_tokens": sum(r.completion_tokens for r in calls),
+            "cost_usd": sum((r.cost_usd for r in calls), Decimal(0)),
+        }  # fmt: skip
+
+    def rows(self) -> dict[str, Any] | None:
+        """End the trace and return its rows (the trace and its spans, JSON-ready, keyed by column) for the
+        ledger to write with the call's row (saas/llm/ledger.py), instead of writing them here. A trace that may
+        exist already (resumable, or flushed before) is written here as usual, and None returned."""
+        if self.finished:
+            return None
+        if self.resumable or self._stored:
+            self.finish()
+            return None
+        self.finished = True
+        now = time.perf_counter()
+        for record in self.spans:
+            if record.end is None:
+                record.end = now
+        stamp = timezone.now().isoformat()
+        trace_id = str(self.id)
+        calls = [r for r in self.spans if r.kind == "llm"]
+        trace = {
+            "id": trace_id, "created_at": stamp, "updated_at": stamp, "organization_id": str(self.org_id),
+            "kind": self.kind, "name": self.name, "subject_id": self.subject_id,
+            "user_id": str(self.user_id) if self.user_id else None,
+            "api_key_id": str(self.api_key_id) if self.api_key_id else None, "request_id": self.request_id,
+            "status": self.status, "error_class": self.error_class, "started_at": self.started_at.isoformat(),
+            "duration_ms": self._offset(now, 0), **self._totals(calls),
+        }  # fmt: skip
+        spans = [
+            {
+                "id": str(uuid.uuid5(self.id, str(r.seq))), "created_at": stamp, "updated_at": stamp,
+                "organization_id": str(self.org_id), "trace_id": trace_id, "seq": r.seq, "parent_seq": r.parent_seq,
+                "kind": r.kind, "name": r.name, "start_ms": self._offset(r.start, 0),
+                "end_ms": self._offset(r.end or now, 0), "status": r.status, "llm_call_id": r.llm_call_id,
+                "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd,
+                "attributes": r.attributes,
+            } for r in self.spans
+        ]  # fmt: skip
+        for record in self.spans:
+            record.written = True
+        self._stored = True
+        return {"trace": trace, "spans": spans}
+
     def _write(self) -> None:
         from saas.llm.trace_models import Span, Trace
 
@@ -192,12 +245,7 @@ class Recorder:
         elif trace is not None:
             base_ms, next_seq = getattr(self, "_base_ms", 0), getattr(self, "_seq_base", 0)
         closed = [r for r in self.spans if r.end is not None and not r.written]
-        calls = [r for r in closed if r.kind == "llm"]
-        totals = {
-            "llm_calls": len(calls), "prompt_tokens": sum(r.prompt_tokens for r in calls),
-            "completion_tokens": sum(r.completion_tokens for r in calls),
-            "cost_usd": sum((r.cost_usd for r in calls), Decimal(0)),
-        }  # fmt: skip
+        totals = self._totals([r for r in closed if r.kind == "llm"])
         duration = self._offset(now, base_ms)
         if trace is None:
             trace = Trace.all_orgs.create(
@@ -335,6 +383,24 @@ def model_call(**kwargs: Any) -> str:
     except Exception:
         logger.exception("A model call could not be added to its trace")
     return str(recorder.id)
+
+
+def ended_by_call(status: str, error: BaseException | None) -> dict[str, Any] | None:
+    """For the gateway, once the current trace's model call is recorded: the trace's rows when it is one that
+    ends with its call (`Recorder(ends_with_call=True)`), to be written with the call's ledger row; None
+    otherwise (no trace, or one that goes on). Never raises."""
+    recorder = _current.get()
+    if recorder is None or not recorder.ends_with_call or recorder.finished:
+        return None
+    try:
+        if status == "cancelled":
+            recorder.status = "cancelled"
+        elif error is not None:
+            recorder.fail(error)
+        return recorder.rows()
+    except Exception:
+        logger.exception("A trace could not be recorded (trace %s)", recorder.id)
+        return None
 
 
 def current_id() -> str:

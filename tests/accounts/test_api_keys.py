@@ -245,3 +245,20 @@ def test_a_key_used_from_many_networks_alerts_the_owners_once(org, make_member, 
     assert key.api_key.prefix in notes[0].title and "4 networks" in notes[0].title
     alert = AuditEvent.all_orgs.get(organization=org, action="api_key.many_networks")
     assert alert.metadata["networks"] == 4 and alert.target_id == str(key.api_key.pk)
+
+
+def test_a_keys_steady_traffic_from_one_network_is_counted_once_a_minute(org, settings):
+    from accounts import key_guard
+    from saas.core.redis import get_redis
+
+    settings.API_KEY_NETWORKS_ALERT = 3
+    key = issue_key(org)
+    client = key_client(key.secret)
+    networks = f"{key_guard._prefix()}:networks:{key.api_key.pk}"
+    assert client.get("/api/v1/me", REMOTE_ADDR="198.51.100.7").status_code == 200
+    assert get_redis().smembers(networks) == {"198.51.100.0/24"}
+    get_redis().delete(networks)
+    assert client.get("/api/v1/me", REMOTE_ADDR="198.51.100.8").status_code == 200  # same /24, within the minute
+    assert not get_redis().exists(networks)  # no round trip for it
+    assert client.get("/api/v1/me", REMOTE_ADDR="203.0.113.9").status_code == 200  # a new network is counted
+    assert get_redis().smembers(networks) == {"203.0.113.0/24"}

@@ -205,3 +205,38 @@ def test_traces_need_the_admin_scope(acme):
     reader = key_client(issue_key(org, scopes=["read", "ask"]).secret)
     assert reader.get("/api/v1/traces").status_code == 403
     assert reader.get(f"/api/v1/traces/{mine.pk}").status_code == 403
+
+
+@pytest.fixture
+def batched(settings):
+    from saas.core.redis import get_redis
+    from saas.llm import ledger
+
+    settings.LLM_LEDGER = {**settings.LLM_LEDGER, "batched": True}
+    get_redis().delete(ledger.STREAM, ledger.DEAD)
+    yield ledger
+    get_redis().delete(ledger.STREAM, ledger.DEAD)
+
+
+def test_a_chat_completions_trace_travels_with_its_ledger_row_through_the_writers_stream(priced, batched):
+    """/v1/chat/completions writes its trace with the call's ledger row (one stream entry, no transaction of its
+    own): answered, streamed and refused, each trace appears with its row when the writer drains the stream."""
+    org = OrganizationFactory()
+    client = key_client(issue_key(org, scopes=SCOPES).secret)
+    ask = {"model": "trace-priced", "messages": [{"role": "user", "content": "Say hi"}]}
+    assert client.post("/v1/chat/completions", ask, format="json").status_code == 200
+    streamed = client.post("/v1/chat/completions", {**ask, "stream": True}, format="json",
+                           HTTP_X_CREWDESK_CACHE="bypass")  # fmt: skip
+    assert b"[DONE]" in b"".join(streamed.streaming_content)
+    refused = client.post("/v1/chat/completions", {**ask, "model": "no-such-model"}, format="json")
+    assert refused.status_code == 400
+    assert batched.pending() == 3 and not Trace.all_orgs.filter(organization=org).exists()
+    assert not LLMCall.all_orgs.filter(organization=org).exists()
+    batched.drain()
+    traces = Trace.all_orgs.filter(organization=org, kind="completion")
+    assert sorted(t.status for t in traces) == ["error", "ok", "ok"]
+    assert traces.get(status="error").error_class == "model_not_found"
+    for trace in traces:
+        (call,) = _agrees_with_the_ledger(trace)
+        assert trace.api_key_id == call.api_key_id and trace.request_id == call.request_id
+    assert Span.all_orgs.filter(organization=org).count() == 3 and batched.pending() == 0

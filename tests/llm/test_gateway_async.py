@@ -164,3 +164,26 @@ def test_the_async_breaker_opens_and_lets_one_probe_through_like_the_sync_one(fa
     assert first is not None and not first.clean and second is None  # exactly one probe
     async_to_sync(breaker.arecord_success)(first)
     assert breaker.state("async-test") == "closed"
+
+
+def test_a_hop_on_the_gateways_pool_runs_in_its_threads_with_the_callers_context_and_exception():
+    import sys
+    import threading
+    from contextvars import ContextVar
+
+    probe: ContextVar[str] = ContextVar("probe", default="")
+
+    async def hops() -> tuple[tuple[str, str], str]:
+        probe.set("the caller's")
+        with gateway_async.own_threads():
+            seen = await gateway_async.hop(lambda: (probe.get(), threading.current_thread().name))
+            try:
+                raise ValueError("being handled")
+            except ValueError:
+                handled = await gateway_async.hop(lambda: repr(sys.exc_info()[1]))  # as response_for_exception
+            with pytest.raises(KeyError):
+                await gateway_async.hop({}.__getitem__, "missing")
+        return seen, handled
+
+    (value, thread), handled = async_to_sync(hops)()
+    assert value == "the caller's" and thread.startswith("crewdesk-gateway") and "being handled" in handled

@@ -1,14 +1,15 @@
 """The durable ledger writer (saas/llm/ledger.py): rows handed to the Redis stream are written in batches, once
 each, whatever happens to the writer: it dies after committing but before acknowledging, it fails in the middle
 of a batch, or its process is killed inside a batch's transaction. Every row is found, none twice, and each
-charge is counted once."""
+charge is counted once. Each row here carries its API call's trace (as /v1/chat/completions hands them over),
+which the writer writes in the row's transaction: every trace is found with its row, none twice."""
 
 import pytest
 
 from billing.models import UsageEvent
 from saas.core.redis import get_redis
-from saas.llm import gateway, ledger
-from saas.llm.models import LLMCall
+from saas.llm import gateway, ledger, tracing
+from saas.llm.models import LLMCall, Span, Trace
 from saas.llm.providers import ChatRequest
 from tests.conftest import run_python, subprocess_env
 
@@ -25,11 +26,20 @@ def batched(settings):
 def _calls(caller, n: int) -> list[str]:
     """n answered API calls whose rows wait in the stream."""
     ids = []
+    trace = tracing.for_caller(caller, "completion", "Chat completion", ends_with_call=True)
     for i in range(n):
         request = ChatRequest(messages=[{"role": "user", "content": f"Question number {i}"}])
-        ids.append(gateway.chat(caller=caller, model="test-small", request=request, defer_records=True).call_id)
-    assert ledger.pending() == n and not LLMCall.all_orgs.exists()
+        with tracing.trace(defer=True, **trace):
+            ids.append(gateway.chat(caller=caller, model="test-small", request=request, defer_records=True).call_id)
+    assert ledger.pending() == n and not LLMCall.all_orgs.exists() and not Trace.all_orgs.exists()
     return ids
+
+
+def _traced(org) -> set[str]:
+    """The calls whose trace was written, each with one span (its model call) pointing at its row."""
+    spans = Span.all_orgs.filter(organization=org, trace__organization=org)
+    assert spans.count() == Trace.all_orgs.filter(organization=org).count()
+    return {str(s.llm_call_id) for s in spans}
 
 
 def _found(org) -> tuple[set[str], int]:
@@ -56,6 +66,7 @@ def test_a_writer_that_dies_before_acknowledging_leaves_its_batch_to_the_next_on
     assert _found(caller.org) == (set(ids), 5)  # committed, but still pending in the stream
     assert ledger.drain(claim_seconds=0) == 5  # taken over and written again: nothing doubles
     assert _found(caller.org) == (set(ids), 5) and ledger.pending() == 0
+    assert _traced(caller.org) == set(ids)
 
 
 @pytest.mark.django_db
@@ -75,8 +86,10 @@ def test_a_writer_failing_in_the_middle_of_a_batch_writes_nothing_of_it_and_the_
         ledger.drain(batch_size=3)
     monkeypatch.undo()
     assert _found(caller.org) == (set(), 0)  # the batch's transaction was rolled back whole
+    assert _traced(caller.org) == set()
     ledger.drain(claim_seconds=0, batch_size=3)
     assert _found(caller.org) == (set(ids), 5) and ledger.pending() == 0
+    assert _traced(caller.org) == set(ids)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -100,8 +113,10 @@ def test_a_writer_process_killed_mid_batch_loses_no_row(fake, models, caller, ba
     assert killed.returncode == 9, killed.stderr
     written, charged = _found(caller.org)
     assert len(written) == 2 and charged == 2  # the first batch; the second died with its transaction
+    assert _traced(caller.org) == written
     ledger.drain(claim_seconds=0, batch_size=2)
     assert _found(caller.org) == (set(ids), 5) and ledger.pending() == 0
+    assert _traced(caller.org) == set(ids)
 
 
 @pytest.mark.django_db
@@ -151,6 +166,7 @@ def test_a_row_of_a_member_erased_meanwhile_keeps_no_prompt_or_answer(fake, mode
     ledger.drain(claim_seconds=0)
     call = LLMCall.all_orgs.get(pk=call_id)
     assert call.user_id is None and call.input_encrypted == "" and call.output_encrypted == ""
+    assert _traced(caller.org) == {call_id} and Trace.all_orgs.get(organization=caller.org).user_id is None
 
 
 @pytest.mark.django_db

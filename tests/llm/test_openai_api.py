@@ -8,7 +8,7 @@ import httpx2
 import openai
 import pytest
 
-from saas.llm.models import LLMCall, OrgLLMSettings
+from saas.llm.models import LLMCall, OrgLLMSettings, Span, Trace
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory
 
@@ -85,6 +85,12 @@ class TestTheOfficialSdk:
         assert text == "The quick brown fox jumps over the lazy dog."
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 9
         assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+        # The trace travels with the ledger row: one completion trace whose one span is the call's.
+        call = _wait_for(lambda: LLMCall.all_orgs.first())
+        trace = Trace.all_orgs.get(kind="completion")
+        (span,) = Span.all_orgs.filter(trace=trace)
+        assert trace.status == "ok" and str(span.llm_call_id) == str(call.pk) and call.trace_id == str(trace.pk)
+        assert trace.completion_tokens == call.completion_tokens == 9 and trace.api_key_id == call.api_key_id
 
     def test_a_policy_change_reaches_the_live_server_at_once(self, sdk, org_key, models, fake):
         sdk.chat.completions.create(model="test-small", messages=MESSAGES)  # the server now holds the settings
@@ -133,6 +139,8 @@ class TestTheOfficialSdk:
         fake.release()
         call = _wait_for(lambda: LLMCall.all_orgs.filter(status="cancelled").first())
         assert call.error_class == "cancelled" and call.attempts[-1]["status"] == "cancelled"
+        trace = Trace.all_orgs.get(pk=call.trace_id)
+        assert trace.status == "cancelled" and Span.all_orgs.get(trace=trace).llm_call_id == call.pk
 
     def test_models_and_errors(self, sdk, daphne_server):
         assert {"test-small", "test-large", "auto"} <= {m.id for m in sdk.models.list()}
