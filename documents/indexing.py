@@ -12,7 +12,6 @@ machine than the process that builds (the free memory measured here is this mach
 
 import os
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,20 +91,6 @@ SYNC_LOCK = 0x646F6373  # pg advisory lock: one sync (and so one build) at a tim
 
 def collection_index_name(collection_id: Any) -> str:
     return COLLECTION_INDEX_PREFIX + uuid.UUID(str(collection_id)).hex
-
-
-def collection_indexes_valid(names: Iterable[str]) -> set[str]:
-    """Which of `names` are built and usable (a CONCURRENTLY build that failed leaves an invalid index)."""
-    names = list(names)
-    if not names:
-        return set()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-            " WHERE i.indrelid = 'documents_chunk'::regclass AND i.indisvalid AND c.relname = ANY(%s)",
-            [names],
-        )
-        return {row[0] for row in cursor.fetchall()}
 
 
 @dataclass(frozen=True)
