@@ -73,8 +73,8 @@ def build_settings(
 # share shrinks (at 1,000,000 chunks a 10% collection needed 400 candidates: p50 37 ms). A collection past
 # DOCUMENTS_COLLECTION_INDEX_ROWS ready chunks therefore gets its own graph, a partial index
 # (`WHERE collection_id = ...`) that the planner picks for a query filtered to that collection (the id is written
-# into the SQL, so the predicate is proven at planning): no filtering, 64 candidates, recall@10 1.000 on a
-# 100,000-chunk collection at 4 ms of CPU (the shared graph filtered to it: 400 candidates, 0.993, 6-9 ms).
+# into the SQL, so the predicate is proven at planning): no filtering, 40 candidates, recall@10 1.000 (@20 0.998)
+# on a 100,000-chunk collection at 2-3 ms of CPU (the shared graph filtered to it: 400 candidates, 0.993, 6-9 ms).
 # `collection_indexes_sync` keeps the set of these indexes in line with the collections: built (CONCURRENTLY,
 # within the memory derived above) when a collection passes the threshold, dropped when it falls under half of
 # it (a collection that hovers at the threshold is not rebuilt again and again) or is deleted. A collection that
