@@ -9,16 +9,18 @@ same passage in two documents) are dropped. Every query is filtered by org first
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import F, Q, QuerySet, Sum
-from pgvector.django import CosineDistance
+from pgvector import Vector
 
 from documents import indexing
 from documents.models import Chunk, Collection, Document
 from saas.core import crypto
+from saas.core.tenancy import org_id_for
 from saas.llm import gateway, tracing
 
 Scope = Collection | Sequence[Collection] | None  # one collection, several (a conversation's), or all
@@ -179,19 +181,17 @@ def vector_plan(*, org: Any, limit: int, collection: Scope = None) -> VectorPlan
     scope (a small scope is read faster than the index can be filtered down to it, and with perfect recall);
     above, the shared HNSW index with a candidate list that grows as the scope's share of all chunks shrinks:
     a filter keeping 10% of the rows needs about ten times the candidates to find the same neighbours."""
-    sizes, total = _scope_rows(org=org, collection=collection)
-    threshold = settings.DOCUMENTS_EXACT_SEARCH_ROWS
-    large = {pk: rows for pk, rows in sizes.items() if rows > threshold}
-    own = indexing.collection_indexes_valid(indexing.collection_index_name(pk) for pk in large)
-    with_own = sorted((pk for pk in large if indexing.collection_index_name(pk) in own), key=str)
+    scope = _scope_rows(org=org, collection=collection)
+    sizes, threshold = scope.sizes, settings.DOCUMENTS_EXACT_SEARCH_ROWS
+    with_own = sorted((pk for pk, rows in sizes.items() if rows > threshold and pk in scope.own_index), key=str)
     if not with_own:
-        return _plan(rows=sum(sizes.values()), total=total, limit=limit)
+        return _plan(rows=sum(sizes.values()), total=scope.total, limit=limit)
     ef_search = int(min(1000, max(settings.DOCUMENTS_COLLECTION_EF_SEARCH, limit)))
     own_plan = VectorPlan(exact=False, ef_search=ef_search, own_index=True)
     parts: list[tuple[tuple[Any, ...], VectorPlan]] = [((pk,), own_plan) for pk in with_own]
     rest = sorted((pk for pk in sizes if pk not in with_own), key=str)
     if rest:
-        parts.append((tuple(rest), _plan(rows=sum(sizes[pk] for pk in rest), total=total, limit=limit)))
+        parts.append((tuple(rest), _plan(rows=sum(sizes[pk] for pk in rest), total=scope.total, limit=limit)))
     if isinstance(collection, Collection):  # the scope is that one collection: its own graph alone
         return own_plan
     # Else the parts, even one: each runs filtered to its collections (an org-wide query could not use the index).
@@ -210,64 +210,160 @@ def _plan(*, rows: int, total: int, limit: int) -> VectorPlan:
     )
 
 
-def _scope_rows(*, org: Any, collection: Scope) -> tuple[dict[Any, int], int]:
-    """The ready chunks in scope per collection (from their documents' counts) and the planner's count of all
-    chunks."""
-    documents = in_scope(Document.objects.for_org(org).filter(status=Document.Status.READY), collection)
-    sizes = {
-        pk: int(rows or 0)
-        for pk, rows in documents.values_list("collection_id")
-        .annotate(rows=Sum("chunk_count"))
-        .values_list("collection_id", "rows")
-    }
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'documents_chunk'::regclass")
-        total = int(cursor.fetchone()[0])  # -1 before the first ANALYZE
-    return sizes, total
+# --- What a plan is made of, read once per search ------------------------------------------------------------
+# The ready chunks of a collection are the sum of its ready documents' counts: a thousand rows to add up for a
+# 100,000-chunk collection, on every search. They are kept here instead, per process, by (collection id,
+# version): the version moves on with every change to the collection's ready documents (ingested, reindexed,
+# deleted, erased: documents.services._collection_changed), so an entry is never stale, it only stops being
+# asked for. What a search reads each time is one statement: the scope's collections with their versions and
+# whether each has a valid graph of its own, and the planner's count of all chunks.
+SCOPE_SIZES_MAX = 10_000  # entries; a full cache is emptied and filled again
+_scope_sizes: dict[tuple[UUID, int], int] = {}
+
+
+@dataclass(frozen=True)
+class ScopeRows:
+    sizes: dict[UUID, int]  # ready chunks per collection in scope (collections without any left out)
+    total: int  # the planner's count of all chunks (-1 before the first ANALYZE)
+    own_index: frozenset[UUID]  # collections in scope with a valid graph of their own
+
+
+def _scope_ids(collection: Scope) -> list[UUID] | None:
+    if collection is None:
+        return None
+    if isinstance(collection, Collection):
+        return [collection.pk]
+    return [UUID(str(getattr(c, "pk", c))) for c in collection]
+
+
+def _scope_rows(*, org: Any, collection: Scope) -> ScopeRows:
+    org_id = org_id_for(org)
+    ids = _scope_ids(collection)
+    in_scope = "" if ids is None else " AND c.id = ANY(%s)"
+    own_index = (
+        "EXISTS (SELECT FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+        " WHERE i.indrelid = %s::regclass AND i.indisvalid AND ic.relname = %s || replace(c.id::text, '-', ''))"
+    )
+    table = Collection._meta.db_table
+    collections_sql = f"SELECT c.id, c.version, {own_index} FROM {table} c WHERE c.organization_id = %s{in_scope}"  # noqa: S608
+    (total,), collections = _run(
+        [
+            ("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [Chunk._meta.db_table]),
+            (
+                collections_sql,
+                [Chunk._meta.db_table, indexing.COLLECTION_INDEX_PREFIX, org_id, *([ids] if ids is not None else [])],
+            ),
+        ]
+    )
+    missing = [pk for pk, version, _ in collections if (pk, version) not in _scope_sizes]
+    if missing:
+        counted = dict(
+            Document.objects.for_org(org_id)
+            .filter(status=Document.Status.READY, collection_id__in=missing)
+            .values_list("collection_id")
+            .annotate(rows=Sum("chunk_count"))
+            .values_list("collection_id", "rows")
+        )
+        if len(_scope_sizes) + len(missing) > SCOPE_SIZES_MAX:
+            _scope_sizes.clear()
+        for pk, version, _ in collections:
+            if pk in missing:
+                _scope_sizes[(pk, version)] = int(counted.get(pk) or 0)
+    sizes = {pk: _scope_sizes.get((pk, version), 0) for pk, version, _ in collections}
+    return ScopeRows(
+        sizes={pk: rows for pk, rows in sizes.items() if rows > 0},
+        total=int(total[0]),
+        own_index=frozenset(pk for pk, _, own in collections if own),
+    )
+
+
+# --- The search itself: one round trip -----------------------------------------------------------------------
 
 
 def chunk_nearest(
-    *, org: Any, vector: list[float], limit: int, collection: Scope = None, plan: VectorPlan | None = None
+    *, org: Any, vector: Any, limit: int, collection: Scope = None, plan: VectorPlan | None = None
 ) -> list[tuple[Any, float]]:
     """The `limit` chunks of the scope nearest to `vector`: [(id, cosine distance)], nearest first."""
     plan = plan or vector_plan(org=org, collection=collection, limit=limit)
-    if not plan.parts:
-        return _nearest(org=org, collection=collection, vector=vector, limit=limit, plan=plan)
-    found = []
-    for ids, part in plan.parts:
-        found += _nearest(org=org, collection=list(ids), vector=vector, limit=limit, plan=part)
-    found.sort(key=lambda pair: pair[1])
+    found = [pair for rows in _run(nearest_statements(org=org, collection=collection, vector=vector, limit=limit,
+                                                      plan=plan)) for pair in rows]  # fmt: skip
+    found.sort(key=lambda pair: pair[1])  # relaxed order: the index may return near-ties out of order
     return found[:limit]
 
 
-def _nearest(
-    *, org: Any, collection: Any, vector: list[float], limit: int, plan: VectorPlan
-) -> list[tuple[Any, float]]:
-    if isinstance(collection, list | tuple) and len(collection) == 1:
-        collection = collection[0]
-    if collection is not None and not isinstance(collection, list | tuple):
-        # One collection by `=` (its id is written into the SQL): the planner can prove its own index's predicate.
-        ready = Chunk.objects.for_org(org).filter(document__status=Document.Status.READY)
-        chunks = ready.filter(collection=getattr(collection, "pk", collection))
+def nearest_statements(
+    *, org: Any, vector: Any, limit: int, plan: VectorPlan, collection: Scope = None
+) -> list[tuple[str, list[Any]]]:
+    """The statements of one search, sent together (`_run`): per part of the plan, the index settings it needs
+    (`SET LOCAL`: they end with the statement's transaction) and its query, filtered by org first.
+
+    Exact: ordered by an expression the HNSW index cannot serve, so the planner reads the scope through its
+    (org, collection) btree. HNSW: sorting is switched off, so the only way left to order by distance is an HNSW
+    index; one collection is named by `=` with its id written into the SQL (client-side binding), so the planner
+    can prove its own index's predicate and walks that graph alone."""
+    org_id = org_id_for(org)
+    text = (vector if isinstance(vector, Vector) else Vector(vector)).to_text()
+    parts = plan.parts or ((None, plan),)
+    statements: list[tuple[str, list[Any]]] = []
+    sort_off = False
+    for ids, part in parts:
+        scope = _scope_ids(collection) if ids is None else [UUID(str(pk)) for pk in ids]
+        if part.exact and sort_off:
+            statements.append(("SET LOCAL enable_sort = on", []))
+            sort_off = False
+        elif not part.exact:
+            if part.iterative_scan not in ("off", "relaxed_order", "strict_order"):
+                raise ValueError(f"unknown iterative scan {part.iterative_scan!r}")
+            statements.append((
+                f"SET LOCAL hnsw.iterative_scan = {part.iterative_scan};"
+                f" SET LOCAL hnsw.ef_search = {int(part.ef_search)};"
+                f" SET LOCAL hnsw.max_scan_tuples = {int(part.max_scan_tuples)}; SET LOCAL enable_sort = off", []
+            ))  # fmt: skip
+            sort_off = True
+        statements.append(_nearest_query(org_id=org_id, scope=scope, vector=text, limit=limit, exact=part.exact))
+    return statements
+
+
+def _nearest_query(
+    *, org_id: UUID, scope: list[UUID] | None, vector: str, limit: int, exact: bool
+) -> tuple[str, list[Any]]:
+    where, params = ["c.organization_id = %s", "d.status = %s"], [org_id, Document.Status.READY.value]
+    if scope is not None and len(scope) == 1:
+        where.append("c.collection_id = %s")
+        params.append(scope[0])
+    elif scope is not None:
+        where.append("c.collection_id = ANY(%s)")
+        params.append(scope)
+    # Table names, the conditions above and integers only: every value is a parameter.
+    query = (
+        f"SELECT c.id, c.embedding <=> %s::vector AS distance FROM {Chunk._meta.db_table} c"  # noqa: S608
+        f" JOIN {Document._meta.db_table} d ON d.id = c.document_id WHERE {' AND '.join(where)}"
+    )
+    if exact:
+        query = f"SELECT id, distance FROM ({query}) AS scope ORDER BY distance + 0.0 LIMIT {int(limit)}"  # noqa: S608
     else:
-        chunks = _searchable(org=org, collection=collection)
-    chunks = chunks.annotate(distance=CosineDistance("embedding", vector))
-    with transaction.atomic():
-        if plan.exact:
-            # An ORDER BY the HNSW index cannot serve: the planner reads the scope through its btree.
-            ordered = chunks.order_by(F("distance") + 0.0)
-        else:
-            with connection.cursor() as cursor:
-                # No sort allowed: the only way left to order by distance is an HNSW index.
-                cursor.execute(
-                    "SELECT set_config('hnsw.iterative_scan', %s, true), set_config('hnsw.ef_search', %s, true),"
-                    " set_config('hnsw.max_scan_tuples', %s, true), set_config('enable_sort', 'off', true)",
-                    [plan.iterative_scan, str(plan.ef_search), str(plan.max_scan_tuples)],
-                )
-            ordered = chunks.order_by("distance")
-        found = list(ordered.values_list("id", "distance")[:limit])
-    found.sort(key=lambda pair: pair[1])  # relaxed order: the index may return near-ties out of order
-    return found
+        query += f" ORDER BY distance LIMIT {int(limit)}"
+    return query, [vector, *params]
+
+
+def _run(statements: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, ...]]]:
+    """Sends the statements in one round trip (the simple query protocol; parameters bound client-side) and
+    returns the rows of each that returns rows. Outside a transaction they run in one implicit transaction, so
+    their `SET LOCAL`s end with them; inside one, in a savepoint that is rolled back after the reads, for the
+    same reason."""
+    sql = "; ".join(statement for statement, _ in statements)
+    params = [param for _, values in statements for param in values]
+    if connection.in_atomic_block:
+        savepoint = "crewdesk_search"
+        sql = f"SAVEPOINT {savepoint}; {sql}; ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}"
+    results: list[list[tuple[Any, ...]]] = []
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        while True:
+            if cursor.description is not None:
+                results.append(cursor.fetchall())
+            if not cursor.nextset():
+                return results
 
 
 def _cosine(a: list[float], b: list[float]) -> float:

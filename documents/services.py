@@ -337,6 +337,7 @@ def document_reindex(*, org: Any, document_id: Any) -> Document:
         Document.objects.for_org(org).filter(pk=document.pk).update(
             status=Document.Status.QUEUED, progress=0, failure_reason="", attempts=0, updated_at=timezone.now()
         )
+        _collection_changed(document.collection)  # a ready document's passages leave the search until ingested
         transaction.on_commit(lambda: _enqueue_ingestion(document))
     document.refresh_from_db()
     return document

@@ -68,6 +68,16 @@ def exit_org_scope(token: Any) -> None:
     _current_org_id.reset(token)
 
 
+def org_id_for(org: "Organization | UUID | str") -> UUID:
+    """The id to filter a hand-written query by, checked as `for_org` checks it: a different org than the one
+    in scope is refused."""
+    org_id = _org_id(org)
+    in_scope = _current_org_id.get()
+    if in_scope is not None and in_scope != org_id:
+        raise OrgScopeMismatch(f"asked for org {org_id} while org {in_scope} is in scope")
+    return org_id
+
+
 class OrgScopedManager(models.Manager[M], Generic[M]):
     def get_queryset(self) -> models.QuerySet[M]:
         org_id = _current_org_id.get()
@@ -79,11 +89,7 @@ class OrgScopedManager(models.Manager[M], Generic[M]):
         return super().get_queryset().filter(organization_id=org_id)
 
     def for_org(self, org: "Organization | UUID | str") -> models.QuerySet[M]:
-        org_id = _org_id(org)
-        in_scope = _current_org_id.get()
-        if in_scope is not None and in_scope != org_id:
-            raise OrgScopeMismatch(f"asked for org {org_id} while org {in_scope} is in scope")
-        return super().get_queryset().filter(organization_id=org_id)
+        return super().get_queryset().filter(organization_id=org_id_for(org))
 
 
 class OrgOwnedModel(BaseModel):

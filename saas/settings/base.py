@@ -456,9 +456,10 @@ DOCUMENTS_HNSW_EF_SEARCH = env.int("DOCUMENTS_HNSW_EF_SEARCH", default=400)
 DOCUMENTS_HNSW_CANDIDATES = env.float("DOCUMENTS_HNSW_CANDIDATES", default=4.0)
 # A collection of more than DOCUMENTS_COLLECTION_INDEX_ROWS ready chunks, and no more than
 # DOCUMENTS_COLLECTION_INDEX_MAX_SHARE of them all, gets its own HNSW graph (a partial index,
-# documents/indexing.py), searched with DOCUMENTS_COLLECTION_EF_SEARCH candidates and no filtering.
+# documents/indexing.py), searched with DOCUMENTS_COLLECTION_EF_SEARCH candidates and no filtering (40: recall@10
+# 1.000 and @20 0.998 on a 100,000-chunk collection, 2-3 ms of CPU; 64 cost 4 ms for the same recall).
 DOCUMENTS_COLLECTION_INDEX_ROWS = env.int("DOCUMENTS_COLLECTION_INDEX_ROWS", default=DOCUMENTS_EXACT_SEARCH_ROWS)
-DOCUMENTS_COLLECTION_EF_SEARCH = env.int("DOCUMENTS_COLLECTION_EF_SEARCH", default=64)
+DOCUMENTS_COLLECTION_EF_SEARCH = env.int("DOCUMENTS_COLLECTION_EF_SEARCH", default=40)
 DOCUMENTS_COLLECTION_INDEX_MAX_SHARE = env.float("DOCUMENTS_COLLECTION_INDEX_MAX_SHARE", default=0.3)  # of all chunks
 # Building the HNSW index (bench/retrieval.py, REINDEX): memory in bytes, 0 = derived from this machine.
 DOCUMENTS_INDEX_BUILD_MEMORY = env.int("DOCUMENTS_INDEX_BUILD_MEMORY", default=0)

@@ -100,7 +100,9 @@ def test_a_collection_past_the_threshold_gets_its_own_index_and_the_planner_uses
         assert _scans(own) == before[own] + 1
         assert _scans("documents_chunk_embedding") == before["documents_chunk_embedding"]
     assert [pk for pk, _ in found] == _truth(library, ("large",), 10)
-    search = next(q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "<=>" in q["sql"])
+    # The search is sent with its index settings in one round trip: its query is the statement that orders by distance.
+    statements = [s for q in queries.captured_queries for s in q["sql"].split("; ")]
+    search = next(s for s in statements if "ORDER BY" in s and "<=>" in s)
     assert library["org"].pk.hex in search  # the org filter stays on the query
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_sort = off")

@@ -1,13 +1,18 @@
 """The vector half of search: which plan a scope gets, that each plan runs as it says, and that both find the
 true nearest chunks of the scope and nothing outside it."""
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
+from documents import privacy, services
 from documents.models import Document
-from documents.selectors import VectorPlan, chunk_nearest, vector_plan
-from tests.accounts.factories import OrganizationFactory
+from documents.selectors import VectorPlan, _run, chunk_nearest, vector_plan
+from saas.core.privacy import Subject
+from saas.core.tenancy import OrgScopeMismatch, org_scope
+from tests.accounts.factories import OrganizationFactory, UserFactory
 from tests.documents.factories import ChunkFactory, CollectionFactory, DocumentFactory
 
 pytestmark = pytest.mark.django_db
@@ -115,3 +120,80 @@ def test_search_picks_the_plan_by_itself(library, settings):
     found = chunk_nearest(org=library["org"], collection=library["large"], vector=vector, limit=10)
     assert _hnsw_scans() == before + 1
     assert [pk for pk, _ in found] == _truth(library, "large", 10)
+
+
+def test_another_orgs_collection_is_searched_as_empty(library):
+    other = OrganizationFactory()
+    vector = list(library["query"])
+    for plan in (None, VectorPlan(exact=True), VectorPlan(exact=False, ef_search=400)):
+        assert chunk_nearest(org=other, collection=library["large"], vector=vector, limit=10, plan=plan) == []
+    assert vector_plan(org=other, collection=[library["large"], library["small"]], limit=10) == VectorPlan(exact=True)
+    with org_scope(other), pytest.raises(OrgScopeMismatch):
+        chunk_nearest(org=library["org"], collection=library["large"], vector=vector, limit=10)
+
+
+def test_a_search_reads_its_plan_and_its_neighbours_in_two_round_trips(library, settings, django_assert_num_queries):
+    settings.DOCUMENTS_EXACT_SEARCH_ROWS = 100
+    vector = list(library["query"])
+    # The first plan of a collection version counts its chunks: one statement more (for the whole org, both
+    # collections are counted by then).
+    for scope, first in ((library["large"], 3), (library["small"], 3), (None, 2)):
+        with django_assert_num_queries(first):
+            chunk_nearest(org=library["org"], collection=scope, vector=vector, limit=10)
+        with django_assert_num_queries(2):  # the scope's versions and index state; the search with its settings
+            found = chunk_nearest(org=library["org"], collection=scope, vector=vector, limit=10)
+        names = ("large", "small") if scope is None else (next(k for k in ("large", "small") if library[k] == scope),)
+        ids = {pk for name in names for pk in library["ids"][name]}
+        assert len(found) == 10 and {pk for pk, _ in found} <= ids
+
+
+def _upload(org, collection, text: str, user=None) -> Document:
+    document = services.document_upload(
+        org=org, data=text.encode(), filename="notes.md", collection=collection, user=user
+    )
+    return services.document_ingest(org_id=org.pk, document_id=document.pk)
+
+
+def test_the_cached_scope_sizes_follow_every_change_to_the_collections_chunks(settings, django_assert_num_queries):
+    """The ready chunks per collection are kept by collection version: each step below moves the collection
+    across the exact / HNSW line, and a plan that counted on a stale size would stay on the wrong side."""
+    settings.DOCUMENTS_EXACT_SEARCH_ROWS = 100
+    org, user = OrganizationFactory(), UserFactory()
+    collection = CollectionFactory(organization=org)
+    DocumentFactory(organization=org, collection=collection, chunk_count=100)
+
+    def exact() -> bool:
+        return vector_plan(org=org, collection=collection, limit=10).exact
+
+    assert exact() is True  # 100 ready chunks: exact up to the threshold
+    with django_assert_num_queries(1):  # counted once per version, then only the versions are read
+        assert exact() is True
+    added = _upload(org, collection, "# Notes\n\nThe office opens at 8 am.")
+    assert added.status == Document.Status.READY and added.chunk_count == 1
+    assert exact() is False  # added: 101
+    services.document_reindex(org=org, document_id=added.pk)
+    assert exact() is True  # reindexing: its chunk is out of the search until ingested again
+    services.document_ingest(org_id=org.pk, document_id=added.pk)
+    assert exact() is False
+    services.document_delete(org=org, document_id=added.pk)
+    assert exact() is True  # removed
+    theirs = _upload(org, collection, "# Parking\n\nParking is free in the north lot.", user=user)
+    assert exact() is False
+    subject = Subject(user_id=user.pk, org_id=org.pk, pseudonym="x", texts=(), transfer_content=False)
+    assert privacy.erase_user(subject=subject, batch_size=10) == 1
+    assert not Document.objects.for_org(org).filter(pk=theirs.pk).exists()
+    assert exact() is True  # erased
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("atomic", [False, True])
+def test_a_searchs_index_settings_hold_for_its_statements_and_end_with_them(atomic):
+    with transaction.atomic() if atomic else nullcontext():
+        rows = _run([("SET LOCAL hnsw.ef_search = 77; SET LOCAL enable_sort = off", []), ("SHOW hnsw.ef_search", []),
+                     ("SHOW enable_sort", [])])  # fmt: skip
+        assert rows == [[("77",)], [("off",)]]
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW enable_sort")
+            assert cursor.fetchone()[0] == "on"
+            cursor.execute("SHOW hnsw.ef_search")
+            assert cursor.fetchone()[0] != "77"
