@@ -99,7 +99,7 @@ SIDES = {  # name: (label, LOCAL_EMBEDDING_BACKEND, LOCAL_EMBEDDING_PASSAGES)
 
 
 def _load() -> str:
-    return " ".join(os.getloadavg().__repr__().strip("()").split(", ")[:3])
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def run(documents: int, sections: int, rounds: int, sides: list[tuple[str, str, str]]) -> None:
