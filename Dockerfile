@@ -29,7 +29,8 @@ RUN SECRET_KEY=collectstatic-only-build-time-key-000000000000000000000000 \
     DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
     LLM_ENCRYPTION_KEYS=build-time-only-not-a-real-key \
     python manage.py collectstatic --noinput
-# The local embedding model as ONNX (saas/llm/embeddings.py), made at build time: the root is read-only at run time.
+# The local embedding model as ONNX, fp32 and the int8 passage build (saas/llm/embeddings.py), made at build time:
+# the root is read-only at run time.
 RUN python -m saas.llm.embeddings
 # Numeric, so Kubernetes' runAsNonRoot can verify it (deploy/k8s runs as 10001:10001 with a read-only root).
 USER 10001:10001

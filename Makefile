@@ -13,7 +13,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt ".[embedded,dev]"
-	$(PY) -m saas.llm.embeddings  # the local embedding model as ONNX, exported once into .devdata/models
+	$(PY) -m saas.llm.embeddings  # the local embedding model as ONNX: fp32, and int8 for passages
 	touch $(INSTALLED)
 
 install: $(INSTALLED)

@@ -1,14 +1,16 @@
-"""Ingestion throughput, the embedding model before (sentence-transformers fp32 in PyTorch, behind one lock)
-and now (the same model exported to ONNX Runtime, no lock), side by side and interleaved in one run.
+"""Ingestion throughput with each way of embedding passages, side by side and interleaved in one run: before
+(the fp32 ONNX file, as questions are embedded), now (its int8 build, `LOCAL_EMBEDDING_PASSAGES=int8`), and with
+`--sides torch,fp32,int8` also the first path (sentence-transformers fp32 in PyTorch, behind one lock).
 
 Each round, in rotating order, each side: ingests generated Markdown documents through the real pipeline
 (`documents.services.document_ingest`: read the stored file, extract, chunk with the model's tokenizer, embed
 in batches through the gateway with its ledger rows, encrypt, insert, full-text vectors), embeds exactly the
 same chunk texts with its bare model, and embeds short questions from 8 threads while a 256-passage batch runs
 (what a web process sees: every question waited on the old lock). Prints chunks per second, this process's CPU
-per chunk (all its threads), question latency, and the load average; medians over the rounds.
+per chunk (all its threads; it holds better than wall-clock on a shared machine), question latency, and the load
+average; medians over the rounds.
 
-    python bench/ingest.py [--documents 8] [--sections 60] [--rounds 3]
+    python bench/ingest.py [--documents 8] [--sections 60] [--rounds 3] [--sides fp32,int8]
 """
 
 import argparse
@@ -82,20 +84,25 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=8)
     parser.add_argument("--sections", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sides", default="fp32,int8", help=f"of {','.join(SIDES)}")
     args = parser.parse_args()
 
     with bench_stack():
-        run(args.documents, args.sections, args.rounds)
+        run(args.documents, args.sections, args.rounds, [SIDES[side] for side in args.sides.split(",")])
 
 
-SIDES = [("old: fp32 PyTorch, one lock", "torch"), ("new: fp32 ONNX Runtime, no lock", "onnx")]
+SIDES = {  # name: (label, LOCAL_EMBEDDING_BACKEND, LOCAL_EMBEDDING_PASSAGES)
+    "torch": ("first: fp32 PyTorch, one lock", "torch", "fp32"),
+    "fp32": ("before: fp32 ONNX passages", "onnx", "fp32"),
+    "int8": ("now: int8 ONNX passages", "onnx", "int8"),
+}
 
 
 def _load() -> str:
-    return " ".join(os.getloadavg().__repr__().strip("()").split(", ")[:3])
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run(documents: int, sections: int, rounds: int) -> None:
+def run(documents: int, sections: int, rounds: int, sides: list[tuple[str, str, str]]) -> None:
     from accounts.models import Organization
     from documents import services
     from documents.models import Chunk, Document
@@ -105,9 +112,10 @@ def run(documents: int, sections: int, rounds: int) -> None:
     org, _ = Organization.objects.get_or_create(slug="bench-ingest", defaults={"name": "Bench ingest"})
     rng = random.Random(11)  # noqa: S311  (made-up text, not secrets)
     sources = [document_text(rng, sections).encode() for _ in range(documents)]
-    for _, backend in SIDES:  # load both models before any clock starts
-        embeddings.BACKEND = backend
+    for _, backend, passages in sides:  # load every model before any clock starts
+        embeddings.BACKEND, embeddings.PASSAGES = backend, passages
         embeddings.embed_local(["warm up"])
+        embeddings.embed_local(["warm up"], passages=True)
     load_before = _load()
 
     def pipeline() -> tuple[float, float, list[str]]:
@@ -126,7 +134,7 @@ def run(documents: int, sections: int, rounds: int) -> None:
 
     def bare(texts: list[str]) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
-        embeddings._model().encode(texts)
+        embeddings._model(passages=True).encode(texts)
         return time.perf_counter() - wall, time.process_time() - cpu
 
     def questions_during_a_batch(texts: list[str]) -> list[float]:
@@ -136,7 +144,7 @@ def run(documents: int, sections: int, rounds: int) -> None:
 
         def batch() -> None:
             begun.set()
-            embeddings.embed_local(texts[:256])
+            embeddings.embed_local(texts[:256], passages=True)
             done.set()
 
         def asker(n: int) -> None:
@@ -153,12 +161,12 @@ def run(documents: int, sections: int, rounds: int) -> None:
             thread.join()
         return latencies
 
-    results: dict[str, dict[str, list[float]]] = {name: {} for name, _ in SIDES}
+    results: dict[str, dict[str, list[float]]] = {name: {} for name, _, _ in sides}
     count = 0
     for round_ in range(rounds):
-        order = SIDES[round_ % len(SIDES) :] + SIDES[: round_ % len(SIDES)]
-        for name, backend in order:
-            embeddings.BACKEND = backend
+        order = sides[round_ % len(sides) :] + sides[: round_ % len(sides)]
+        for name, backend, passages in order:
+            embeddings.BACKEND, embeddings.PASSAGES = backend, passages
             wall, cpu, texts = pipeline()
             count = len(texts)
             bare_wall, bare_cpu = bare(texts)
@@ -168,11 +176,11 @@ def run(documents: int, sections: int, rounds: int) -> None:
                                ("bare", count / bare_wall), ("bare_cpu", bare_cpu / count * 1000),
                                ("q50", statistics.median(asked)), ("q95", _p95(asked)), ("qn", len(asked))]:  # fmt: skip
                 side.setdefault(key, []).append(value)
-    embeddings.BACKEND = "onnx"
+    embeddings.BACKEND, embeddings.PASSAGES = "onnx", "int8"
     load_after = _load()
 
     med = {name: {key: statistics.median(values) for key, values in side.items()} for name, side in results.items()}
-    names = [name for name, _ in SIDES]
+    names = [name for name, _, _ in sides]
     print(f"\nIngestion, {documents} Markdown documents, {count} chunks, {rounds} interleaved rounds (medians)")
     print(f"load average {load_before} -> {load_after} on {os.cpu_count()} cores\n")
     print(f"{'':<46}" + "".join(f"{n:>34}" for n in names))
@@ -189,8 +197,8 @@ def run(documents: int, sections: int, rounds: int) -> None:
     for label, key, fmt in rows:
         values = [med[n]["pipeline"] / med[n]["bare"] if key is None else med[n][key] for n in names]
         print(f"{label:<46}" + "".join(f"{fmt.format(v):>34}" for v in values))
-    old, new = (med[n] for n in names)
-    print(f"\nnew / old: pipeline {new['pipeline'] / old['pipeline']:.2f}x chunks/s, "
+    old, new = med[names[-2]], med[names[-1]]
+    print(f"\n{names[-1].split(':')[0]} / {names[-2].split(':')[0]}: pipeline {new['pipeline'] / old['pipeline']:.2f}x chunks/s, "
           f"bare model {new['bare'] / old['bare']:.2f}x, CPU per chunk {new['bare_cpu'] / old['bare_cpu']:.2f}x")  # fmt: skip
 
 

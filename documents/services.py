@@ -22,7 +22,7 @@ from documents.extraction import ExtractionRefused, chunk_sections, detect_kind,
 from documents.models import Chunk, Collection, Document
 from saas.core import crypto, events, storage
 from saas.core.errors import ApplicationError, Conflict, NotFound
-from saas.llm import gateway, guardrails, ledger, tracing
+from saas.llm import embeddings, gateway, guardrails, ledger, tracing
 from saas.llm.models import SemanticCacheEntry
 from saas.llm.prompt_defaults import BUILTINS
 from saas.llm.providers import ChatRequest
@@ -242,7 +242,8 @@ def document_ingest(*, org_id: Any, document_id: Any) -> Document | None:
     batch = settings.DOCUMENTS_EMBED_BATCH
     for start in range(0, len(pieces), batch):
         texts = [_embedding_input(piece.heading, piece.text) for piece in pieces[start : start + batch]]
-        result = gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=texts)
+        with embeddings.for_passages():  # the local model's int8 passage build (saas/llm/embeddings.py)
+            result = gateway.embed(caller=caller, model=settings.DOCUMENTS_EMBEDDING_MODEL, texts=texts)
         vectors.extend(result.vectors)
         _progress(document, Document.Status.PROCESSING, 20 + int(75 * len(vectors) / len(pieces)))
 

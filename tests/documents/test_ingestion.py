@@ -5,7 +5,7 @@ import os
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from documents import services
+from documents import selectors, services
 from documents.models import Chunk, Collection, Document
 from saas.llm.models import LLMCall, ModelConfig
 from saas.llm.registry import sync_registry
@@ -47,6 +47,29 @@ def test_upload_returns_202_and_ingestion_makes_chunks_with_pages(org, writer):
     status = writer.get(f"/api/v1/documents/{document.pk}").json()
     assert status["status"] == "ready" and status["chunk_count"] == len(chunks)
     assert Collection.objects.for_org(org).get(pk=default.pk).version == default.version + 1
+
+
+def test_chunks_are_embedded_with_the_int8_passage_build_and_found_by_fp32_questions(org, writer):
+    """Ingestion embeds with the local model's int8 build (saas/llm/embeddings.py); search embeds the question
+    with fp32, and finds the chunk."""
+    import numpy as np
+
+    from saas.core.tenancy import org_scope
+    from saas.llm import embeddings
+
+    markdown = b"# Refunds\n\nRefunds take 30 days from the purchase."
+    document = _ingest(org, _upload(writer, markdown, "refunds.md").json()["id"])
+    chunk = Chunk.objects.for_org(org).get(document=document)
+    text = services._embedding_input(chunk.heading, services.chunk_text(chunk))
+    stored = np.array(chunk.embedding)
+    assert np.allclose(stored, embeddings._model(passages=True).encode([text])[0], atol=1e-5)
+    assert not np.allclose(stored, embeddings._model().encode([text])[0], atol=1e-5)  # not the fp32 vector
+    question = "How long do refunds take?"
+    with org_scope(org):
+        found = selectors.chunk_search(org=org, query=question, top_k=3)
+    assert [hit.chunk_id for hit in found] == [str(chunk.pk)]
+    fp32_similarity = float(np.dot(embeddings._model().encode([question])[0], embeddings._model().encode([text])[0]))
+    assert abs(found[0].similarity - fp32_similarity) < 0.02  # by meaning, as with fp32 passages
 
 
 def test_a_word_document_gets_heading_paths(org, writer):

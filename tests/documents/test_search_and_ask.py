@@ -171,7 +171,7 @@ def test_the_question_is_embedded_once_per_ask(acme, monkeypatch):
     _, client = acme
     question = "How long do refunds take?"
     alone: list[list[str]] = []
-    model = embeddings._model()  # every local embedding goes through this one encoder
+    model = embeddings._model()  # every question goes through the fp32 encoder (passages through int8)
     encode = model.encode
 
     def counting(texts, *args, **kwargs):

@@ -1,6 +1,10 @@
 """Real text for the embedding quality check: the repository's own documentation, chunked by the real chunker
 (with the heading path prepended, as ingestion embeds it), a question derived from each chunk (a sentence from
-its middle) and a few written ones. Shared by tests/llm/test_embeddings.py and bench/embedding_quality.py."""
+its middle) and a few written ones. Shared by tests/llm/test_embeddings.py and bench/embedding_quality.py.
+
+`labelled_questions` is the retrieval task itself: sentences from the part of each chunk the model reads, each
+with the chunks that contain it (its answer), so a build is judged by whether it finds the right chunk, not only
+by whether it finds what fp32 finds."""
 
 import re
 from pathlib import Path
@@ -41,6 +45,36 @@ def corpus() -> tuple[list[str], list[str]]:
         if sentences:
             questions.append(sentences[len(sentences) // 2])
     return passages, questions
+
+
+def labelled_questions(passages: list[str], per_passage: int = 3) -> list[tuple[str, set[int]]]:
+    """(question, indices of the passages that contain it): up to `per_passage` sentences from the first
+    MAX_TOKENS tokens of each passage (the model never sees the rest, full-text search finds that), spread
+    across them; a sentence found in several chunks (the chunker's overlap) is answered by any of them."""
+    from tokenizers import Tokenizer
+
+    from saas.llm.embeddings import MAX_TOKENS, model_dir
+
+    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tokenizer.enable_truncation(MAX_TOKENS)
+    labelled: dict[str, set[int]] = {}
+    for passage in passages:
+        read = passage[: max(end for _, end in tokenizer.encode(passage).offsets)]
+        body = read.split("\n", 1)[-1]
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", body) if 30 < len(s.strip()) < 300]
+        sentences = [s for s in sentences if s in read and s[-1] in ".!?"]  # whole sentences only
+        step = max(1, len(sentences) // per_passage)
+        for sentence in sentences[::step][:per_passage]:
+            labelled.setdefault(sentence, set())
+    for sentence, sources in labelled.items():
+        sources.update(i for i, passage in enumerate(passages) if sentence in passage)
+    return list(labelled.items())
+
+
+def task_recall(questions: np.ndarray, passages: np.ndarray, answers: list[set[int]], k: int) -> float:
+    """The share of questions whose answer (any chunk that holds it) is among their top k passages."""
+    found = top_k(questions, passages, k)
+    return float(np.mean([bool(answer & set(row)) for answer, row in zip(answers, found, strict=True)]))
 
 
 def top_k(questions: np.ndarray, passages: np.ndarray, k: int = 10) -> np.ndarray:

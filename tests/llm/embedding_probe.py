@@ -11,11 +11,14 @@ def embedding_probe(text: str) -> dict:
     from saas.llm import embeddings
 
     vector = embeddings.embed_local([text])[0]
+    passage_vector = embeddings.embed_local([text], passages=True)[0]
     return {
         "text": text,
         "pid": os.getpid(),
         "origin_pid": embeddings._model().origin[0],
+        "passages_origin_pid": embeddings._model(passages=True).origin[0],
         "loads": [list(load) for load in embeddings.loads],
         "parallelism": embeddings.parallelism(),
         "vector": vector,
+        "passage_vector": passage_vector,
     }
