@@ -343,10 +343,7 @@ class Supervisor:
                     break
                 self._spawn(slot)
         self._stop_children()
-        if code == 0 and self.stopping in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(self.stopping, signal.SIG_DFL)  # exit as a stopped process does (128 + signal)
-            os.kill(os.getpid(), self.stopping)
-        return code
+        return code  # 0 after SIGTERM or SIGINT, as a single daphne exits
 
     def _stop_children(self) -> None:
         live = [process for process, _ in self.children.values() if process.poll() is None]
