@@ -25,7 +25,6 @@ memo versions, breakers, rate limits). A process that dies is started again (its
 connection waits on a dead one); SIGTERM or SIGINT stops them all, each finishing as a single daphne does.
 """
 
-import logging
 import math
 import os
 import re
@@ -44,8 +43,6 @@ from daphne.server import Server
 from twisted.web import http
 
 from saas.core import http_limits
-
-logger = logging.getLogger("crewdesk.http_server")
 
 DRAIN_SECONDS = 5.0  # how long a refused client's remaining bytes are read and dropped before closing
 DRAIN_MAX_BYTES = 1024 * 1024  # ... or how many
