@@ -206,6 +206,8 @@ def reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:
 
 
 class LimitedServer(Server):
+    endpoints: list[str]  # Twisted endpoint strings (daphne sets them in __init__)
+
     def run(self) -> None:
         # daphne builds its HTTP factory inside run(); it makes ours instead.
         import daphne.server
