@@ -37,4 +37,5 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
+# daphne in WEB_PROCESSES processes on the one port (default: the cores the container may use, its CPU limit included).
 CMD ["python", "-m", "saas.core.http_server", "-b", "0.0.0.0", "-p", "8000", "saas.asgi:application"]

@@ -147,6 +147,9 @@ def start_crewdesk(workdir: Path, upstream: Server, **env: str) -> Server:
     process_env = {
         **os.environ,
         "DEBUG": "false",
+        # One daphne process, as each side of a benchmark is one process (its CPU and threads are read from the
+        # pid); `make run` starts WEB_PROCESSES of them (saas/core/http_server.py).
+        "WEB_PROCESSES": "1",
         "LLM_OPENAI_BASE_URL": upstream.url + "/v1",
         "LLM_OPENAI_API_KEY": "sk-bench",
         "RATE_LIMIT_API_KEY": "100000000/minute",

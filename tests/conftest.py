@@ -37,6 +37,7 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "saas.settings.test",
         "DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
+        "WEB_PROCESSES": "1",  # one daphne process per live server unless a test asks for more
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the browser tests' workaround is for this process only
     env.update(overrides)

@@ -142,6 +142,26 @@ class BrowserUser(HttpUser):
         _fire(name, started, size)
         return True
 
+    def _read_for(self, ws: Any, seconds: float, name: str) -> bool:
+        """The person reads the answer for `seconds` while the tab keeps reading its socket, as a browser does:
+        daphne pings an open socket every 20 s and drops one whose pong has not come within 30 s, and
+        websocket-client answers a ping only inside recv(). False (reported) if the socket dropped meanwhile."""
+        started = time.perf_counter()
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                ws.settimeout(left)
+                try:
+                    ws.recv()  # nothing is expected between answers; a ping is answered inside
+                except websocket.WebSocketTimeoutException:
+                    break
+        except Exception as error:
+            _fire(f"{name} (dropped while reading)", started, exception=error)
+            return False
+        finally:
+            ws.settimeout(60)
+        return True
+
     def _conversation(self, page: str, path: str, name: str, frame: Any, ends: set[str]) -> None:
         """A page with its socket open while the person asks one to three questions, reading each answer."""
         self._page(page[0], page[1])
@@ -150,8 +170,8 @@ class BrowserUser(HttpUser):
             return
         try:
             for turn in range(random.randint(1, 3)):  # noqa: S311
-                if turn:
-                    gevent.sleep(random.uniform(*self.reading))  # noqa: S311
+                if turn and not self._read_for(ws, random.uniform(*self.reading), name):  # noqa: S311
+                    return
                 if not self._answer(ws, frame(), name, ends):
                     return
         finally:

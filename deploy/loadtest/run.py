@@ -1,5 +1,6 @@
-"""`make loadtest`: the whole stack as `make run` starts it (daphne, one Celery worker on every queue, beat, the
-embedded PostgreSQL and Valkey; data in .devdata/loadtest, apart from your own `make run`), model calls answered by
+"""`make loadtest`: the whole stack as `make run` starts it (daphne in WEB_PROCESSES processes, one per core by
+default; one Celery worker on every queue, beat, the embedded PostgreSQL and Valkey; data in .devdata/loadtest,
+apart from your own `make run`), model calls answered by
 the fake OpenAI-compatible upstream (saas/llm/fake_upstream.py) with a provider-like latency, Locust headless with
 the mix of locustfile.py, then the SLO table: p50/p95/p99 per endpoint, errors, throughput, and the peak memory
 and CPU of each process of the stack.
@@ -58,6 +59,7 @@ class Sampler(threading.Thread):
         self.stop = threading.Event()
         self.peak_rss: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.servers = 0  # daphne processes serving (a supervisor of several is not one)
         self.started = time.monotonic()
 
     @staticmethod
@@ -78,15 +80,20 @@ class Sampler(threading.Thread):
     def sample(self) -> dict[str, float]:
         rss: dict[str, float] = {}
         cpu: dict[str, float] = {}
+        web: list[psutil.Process] = []
         for process in [self.root, *self.root.children(recursive=True)]:
             try:
                 role = self.role(process)
+                if role == "web (daphne)":
+                    web.append(process)
                 if role:
                     rss[role] = rss.get(role, 0) + process.memory_info().rss / 2**20
                     times = process.cpu_times()
                     cpu[role] = cpu.get(role, 0) + times.user + times.system
             except psutil.Error:
                 continue
+        parents = {process.ppid() for process in web if process.is_running()}
+        self.servers = max(self.servers, sum(1 for process in web if process.pid not in parents))
         return {**{f"rss:{k}": v for k, v in rss.items()}, **{f"cpu:{k}": v for k, v in cpu.items()}}
 
     def run(self) -> None:
@@ -147,7 +154,8 @@ def print_table(stats_csv: Path, failures_csv: Path, seconds: float, users: int,
     print(f"\n{'process':<24}{'peak RSS MiB':>14}{'CPU cores (avg)':>17}")
     for role in sorted(sampler.peak_rss):
         used = sampler.cpu.get(role, 0) - sampler.cpu_start.get(role, 0)
-        print(f"{role:<24}{sampler.peak_rss[role]:>14.0f}{used / elapsed:>17.2f}")
+        label = f"web (daphne x{sampler.servers})" if role == "web (daphne)" else role
+        print(f"{label:<24}{sampler.peak_rss[role]:>14.0f}{used / elapsed:>17.2f}")
     load = os.getloadavg()
     print(f"machine: {psutil.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     print(f"\nerrors: {total_errors}" + ("  (SLO: 0)" if total_errors else "  -- SLO met: 0 errors"))

@@ -14,8 +14,26 @@ After such an answer the connection stops reading requests: what the client stil
 a few seconds (so that it sees the answer instead of a reset), then the connection is closed.
 
     python -m saas.core.http_server -b 0.0.0.0 -p 8000 saas.asgi:application   (any of daphne's arguments)
+
+Several processes (WEB_PROCESSES, default: the cores this process may use, cgroup CPU limit included): one
+daphne runs one event loop under one GIL, so it serves at most one core, and on a busy core websocket handshakes
+queue past daphne's connect timeout while the machine's other cores idle. With WEB_PROCESSES above 1 this
+process only supervises: it starts that many daphne processes (this module again, WEB_PROCESSES=1), each with a
+listening socket of its own on the same address (SO_REUSEPORT), and the kernel spreads new connections over
+them. Everything they share goes through PostgreSQL and Redis already (sessions, the channel layer, caches,
+memo versions, breakers, rate limits). A process that dies is started again (its socket goes with it, so no
+connection waits on a dead one); SIGTERM or SIGINT stops them all, each finishing as a single daphne does.
 """
 
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -161,19 +179,200 @@ def with_backlog(endpoint: str, backlog: int) -> str:
     return endpoint
 
 
+def tcp_address(endpoint: str) -> tuple[str, int] | None:
+    """(interface, port) of a Twisted TCP endpoint string as daphne writes it ("tcp:port=8000:interface=::1",
+    colons in the address escaped), None for any other kind of endpoint."""
+    kind, *parts = re.split(r"(?<!\\):", endpoint)
+    if kind not in ("tcp", "tcp6"):
+        return None
+    options = dict(part.split("=", 1) for part in parts if "=" in part)
+    return options.get("interface", "0.0.0.0").replace("\\:", ":"), int(options["port"])  # noqa: S104
+
+
+def reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening IPv4 socket on (host, port) that other processes of this server listen on too
+    (SO_REUSEPORT): the kernel hands each new connection to one of them."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted: restart past TIME_WAIT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class LimitedServer(Server):
+    endpoints: list[str]  # Twisted endpoint strings (daphne sets them in __init__)
+
     def run(self) -> None:
         # daphne builds its HTTP factory inside run(); it makes ours instead.
         import daphne.server
 
         daphne.server.HTTPFactory = LimitedHTTPFactory  # type: ignore[misc]
-        self.endpoints = [with_backlog(endpoint, http_limits.listen_backlog()) for endpoint in self.endpoints]
+        backlog = http_limits.listen_backlog()
+        self.endpoints = [with_backlog(endpoint, backlog) for endpoint in self.endpoints]
+        if os.environ.get(REUSE_PORT_ENV):  # one of a supervisor's processes: a socket of its own on the port
+            self.endpoints = [self._shared(endpoint, backlog) for endpoint in self.endpoints]
         super().run()
+
+    @staticmethod
+    def _shared(endpoint: str, backlog: int) -> str:
+        address = tcp_address(endpoint)
+        if address is None:
+            return endpoint
+        # Twisted adopts a copy of the descriptor and closes this one (its fd endpoint takes IPv4 sockets only).
+        return f"fd:fileno={reuse_port_socket(*address, backlog).detach()}"
 
 
 class LimitedCommandLineInterface(CommandLineInterface):
     server_class = LimitedServer
 
 
+# --- Several processes ----------------------------------------------------------------------------------------
+
+PROCESSES_ENV = "WEB_PROCESSES"
+REUSE_PORT_ENV = "CREWDESK_WEB_REUSE_PORT"  # set by the supervisor for its processes
+QUICK_EXIT_SECONDS = 10.0  # a process that exits sooner than this after its start failed to start
+QUICK_EXITS_ALLOWED = 3  # ... so many times in a row, and the supervisor gives up (a port taken, a broken config)
+STOP_SECONDS = 30.0  # how long the processes have to finish after SIGTERM before they are killed
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU limit (a container's)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, math.ceil(limit)) if limit else cores)
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU limit of this process's cgroup in cores (cgroup v2 cpu.max, else v1's CFS quota), None if none."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def web_processes() -> int:
+    """WEB_PROCESSES, else the cores available."""
+    configured = os.environ.get(PROCESSES_ENV, "").strip()
+    if configured:
+        try:
+            value = int(configured)
+        except ValueError:
+            sys.exit(f"{PROCESSES_ENV} must be a whole number of processes, not {configured!r}")
+        if value < 1:
+            sys.exit(f"{PROCESSES_ENV} must be at least 1, not {value}")
+        return value
+    return available_cores()
+
+
+def _die_with_parent() -> None:  # in the child, before exec: a supervisor killed outright takes its processes
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: S110  (not Linux: the processes outlive a killed supervisor)
+        pass
+
+
+class Supervisor:
+    """Starts `processes` daphne processes serving the same address, restarts one that dies, stops them all."""
+
+    def __init__(self, argv: list[str], processes: int, host: str, port: int) -> None:
+        self.argv = argv
+        self.processes = processes
+        self.host, self.port = host, port
+        self.children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # slot -> (process, started)
+        self.stopping: int | None = None  # the signal that asked us to stop
+        self.quick_exits = 0
+
+    def _spawn(self, slot: int) -> None:
+        env = {**os.environ, PROCESSES_ENV: "1", REUSE_PORT_ENV: "1", "CREWDESK_WEB_PROCESS": str(slot)}
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "saas.core.http_server", *self.argv], env=env, preexec_fn=_die_with_parent
+        )  # fmt: skip
+        self.children[slot] = (process, time.monotonic())
+
+    def _check_port(self) -> None:
+        """Refuse to start beside another server on the port: processes with SO_REUSEPORT would share it."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                sys.exit(f"Cannot listen on {self.host}:{self.port}: {exc.strerror}")
+            if self.port == 0:  # any free port: the same one for every process
+                self.port = probe.getsockname()[1]
+                self.argv = [*self.argv, "-p", str(self.port)]
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        self.stopping = signum
+
+    def run(self) -> int:
+        self._check_port()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        print(f"daphne: {self.processes} processes on {self.host}:{self.port} (WEB_PROCESSES)", flush=True)
+        for slot in range(self.processes):
+            self._spawn(slot)
+        code = 0
+        while self.stopping is None:
+            time.sleep(0.2)
+            for slot, (process, started) in list(self.children.items()):
+                if process.poll() is None or self.stopping is not None:
+                    continue
+                quick = time.monotonic() - started < QUICK_EXIT_SECONDS
+                self.quick_exits = self.quick_exits + 1 if quick else 0
+                print(f"daphne process {process.pid} exited ({process.returncode})", file=sys.stderr, flush=True)
+                if self.quick_exits >= QUICK_EXITS_ALLOWED:
+                    print("daphne: processes exit as they start; stopping", file=sys.stderr, flush=True)
+                    code = process.returncode or 1
+                    self.stopping = signal.SIGTERM
+                    break
+                self._spawn(slot)
+        self._stop_children()
+        return code  # 0 after SIGTERM or SIGINT, as a single daphne exits
+
+    def _stop_children(self) -> None:
+        live = [process for process, _ in self.children.values() if process.poll() is None]
+        for process in live:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        for process in live:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    processes = web_processes()
+    if processes > 1:
+        from daphne.cli import DEFAULT_HOST, DEFAULT_PORT
+
+        args = LimitedCommandLineInterface().parser.parse_args(argv)
+        host = args.host or DEFAULT_HOST
+        port = DEFAULT_PORT if args.port is None else args.port
+        if args.unix_socket or args.file_descriptor is not None or args.socket_strings or ":" in host:
+            print("daphne: one process (WEB_PROCESSES > 1 needs an IPv4 address and port)", file=sys.stderr)
+        else:
+            return Supervisor(argv, processes, host, port).run()
+    LimitedCommandLineInterface().run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    LimitedCommandLineInterface.entrypoint()
+    sys.exit(main())

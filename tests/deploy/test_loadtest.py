@@ -50,6 +50,7 @@ def test_the_slo_table_prints_percentiles_and_fails_on_errors(tmp_path, capsys):
     run = _run_module()
     sampler = run.Sampler.__new__(run.Sampler)
     sampler.peak_rss, sampler.cpu, sampler.cpu_start, sampler.elapsed = {"web (daphne)": 640.0}, {}, {}, 60.0
+    sampler.servers = 2
     ok = _csv(tmp_path / "ok.csv", [
         "POST,/v1/chat/completions,1200,0,210,230,190,900,300,20.0,0,210,220,230,240,260,310,400,520,800,900,900",
         ",Aggregated,1200,0,210,230,190,900,300,20.0,0,210,220,230,240,260,310,400,520,800,900,900",
@@ -59,6 +60,7 @@ def test_the_slo_table_prints_percentiles_and_fails_on_errors(tmp_path, capsys):
     assert "p50 ms" in out and "p95 ms" in out and "p99 ms" in out
     assert "POST /v1/chat/completions" in out and "310" in out and "520" in out
     assert "SLO met: 0 errors" in out
+    assert "web (daphne x2)" in out  # the daphne processes that served (WEB_PROCESSES)
     failing = _csv(tmp_path / "bad.csv", [
         "WS,WS /ws/ask/ (answer),10,2,210,230,190,900,300,1.0,0,210,220,230,240,260,310,400,520,800,900,900",
         ",Aggregated,10,2,210,230,190,900,300,1.0,0,210,220,230,240,260,310,400,520,800,900,900",
