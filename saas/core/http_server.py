@@ -296,9 +296,13 @@ class Supervisor:
         self.children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # slot -> (process, started)
         self.stopping: int | None = None  # the signal that asked us to stop
         self.quick_exits = 0
+        # The processes record their metrics in prometheus_client's multiprocess files, so that a scrape of
+        # /metrics, which reaches one of them, reports the counts of all (saas/core/views.py).
+        self.metrics_dir = ""
 
     def _spawn(self, slot: int) -> None:
-        env = {**os.environ, PROCESSES_ENV: "1", REUSE_PORT_ENV: "1", "CREWDESK_WEB_PROCESS": str(slot)}
+        env = {**os.environ, PROCESSES_ENV: "1", REUSE_PORT_ENV: "1", "CREWDESK_WEB_PROCESS": str(slot),
+               "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}  # fmt: skip
         process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "saas.core.http_server", *self.argv], env=env, preexec_fn=_die_with_parent
         )  # fmt: skip
@@ -316,6 +320,11 @@ class Supervisor:
                 self.port = probe.getsockname()[1]
                 self.argv = [*self.argv, "-p", str(self.port)]
 
+    def _metrics_process_dead(self, pid: int) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, self.metrics_dir)  # its live gauges go; its counters stay in the sum
+
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = signum
 
@@ -323,6 +332,9 @@ class Supervisor:
         self._check_port()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
+        from saas.core.worker_metrics import fresh_multiprocess_dir
+
+        self.metrics_dir = fresh_multiprocess_dir("web")
         print(f"daphne: {self.processes} processes on {self.host}:{self.port} (WEB_PROCESSES)", flush=True)
         for slot in range(self.processes):
             self._spawn(slot)
@@ -335,6 +347,7 @@ class Supervisor:
                 quick = time.monotonic() - started < QUICK_EXIT_SECONDS
                 self.quick_exits = self.quick_exits + 1 if quick else 0
                 print(f"daphne process {process.pid} exited ({process.returncode})", file=sys.stderr, flush=True)
+                self._metrics_process_dead(process.pid)
                 if self.quick_exits >= QUICK_EXITS_ALLOWED:
                     print("daphne: processes exit as they start; stopping", file=sys.stderr, flush=True)
                     code = process.returncode or 1

@@ -1,5 +1,6 @@
 import hmac
 import logging
+import os
 from typing import Any
 
 from django.conf import settings
@@ -7,7 +8,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django_prometheus.exports import ExportToDjangoView
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from saas.core import worker_metrics
 from saas.core.errors import error_body, error_response
 from saas.core.health import readiness
 
@@ -55,4 +58,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
             response = error_response("not_authenticated", "A valid metrics bearer token is required.", 401)
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # one of several web processes: the counts of all of them
+        registry = worker_metrics.exporter_registry()
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
     return ExportToDjangoView(request)

@@ -48,12 +48,19 @@ def prepare(argv: list[str] | None = None) -> None:
     kind = serving_process(sys.argv if argv is None else argv)
     if kind is None or not int(os.environ.get("WORKER_METRICS_PORT") or 0):
         return
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = fresh_multiprocess_dir(kind)
+
+
+def fresh_multiprocess_dir(kind: str) -> str:
+    """PROMETHEUS_MULTIPROC_DIR emptied (left-over files of an earlier run would add their counts), or a private
+    directory when it is unset: where a group of processes (a worker's prefork children, the web processes of
+    saas/core/http_server.py) record, for one exporter to add up."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        os.makedirs(directory, exist_ok=True)
-    else:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"crewdesk-{kind}-metrics-")
+    if not directory:
+        return tempfile.mkdtemp(prefix=f"crewdesk-{kind}-metrics-")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+    return directory
 
 
 # --- Task metrics --------------------------------------------------------------------------------------------

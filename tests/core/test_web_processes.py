@@ -9,8 +9,10 @@ import sys
 import time
 from collections.abc import Iterator
 
+import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from saas.core import http_server
 from tests.conftest import BASE_DIR, LiveServer, running_daphne, subprocess_env
@@ -159,3 +161,20 @@ def test_one_process_is_a_plain_daphne(daphne_server):
     process = psutil.Process(daphne_server.process.process.pid)
     assert any(c.laddr.port == daphne_server.port for c in process.net_connections())
     assert not process.children()
+
+
+def test_a_scrape_reaching_either_process_counts_the_requests_of_both(two):
+    listeners = _wait_for_listeners(two, 2)
+    served = {_serving_pid(two, listeners)[0] for _ in range(40)}
+    assert served == set(listeners)
+
+    def requests_counted() -> float:
+        response = httpx.get(two.url + "/metrics", timeout=WAIT)
+        assert response.status_code == 200
+        return sum(sample.value for family in text_string_to_metric_families(response.text)
+                   if family.name == "crewdesk_django_http_requests_total_by_method" for sample in family.samples
+                   if sample.name.endswith("_total") and sample.labels.get("method") == "GET")  # fmt: skip
+
+    # Each process alone has served only part of the 40; a scrape sees all of them, whichever process answers.
+    for _ in range(6):
+        assert requests_counted() >= 40
