@@ -213,6 +213,7 @@ class LimitedServer(Server):
         import daphne.server
 
         daphne.server.HTTPFactory = LimitedHTTPFactory  # type: ignore[misc]
+        http_limits.enforced_by_server()
         backlog = http_limits.listen_backlog()
         self.endpoints = [with_backlog(endpoint, backlog) for endpoint in self.endpoints]
         if os.environ.get(REUSE_PORT_ENV):  # one of a supervisor's processes: a socket of its own on the port
