@@ -290,40 +290,57 @@ def crewdesk_fixture(*, model_alias: str = "bench-small") -> dict[str, Any]:
 
 class LedgerWriter:
     """The ledger stream's background writer, as the `llm.drain_ledger` task runs it in a Celery worker (every
-    LLM_LEDGER_DRAIN_SECONDS), in a thread of the bench process: the API's rows reach PostgreSQL while the bench
-    runs, and the writer's CPU is counted apart from the web server's (a worker's, on any machine)."""
+    LLM_LEDGER_DRAIN_SECONDS), in a process of its own in the bench stack's environment: the API's rows reach
+    PostgreSQL while the bench runs, and the writer's CPU is counted apart from the web server's (a worker's, on
+    any machine). Not a thread of the bench: its bursts under the bench's GIL stalled the bench's own clients,
+    and only while Crewdesk's side (the one side with a ledger) was measured."""
 
     def __init__(self, every: float = 0.5) -> None:
         self.every = every
         self.rows = 0
-        self.cpu = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self.cpu = 0.0  # in its drains, as a worker's task would use it (its Django start-up left out)
+        self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> LedgerWriter:
-        self._thread.start()
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, "--drain-ledger", str(self.every)], cwd=BASE_DIR, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self._process.stdout is not None
+        if self._process.stdout.readline().strip() != "ready":  # Django set up: its start-up is not in the run
+            raise RuntimeError("the ledger writer did not start")
         return self
 
-    def _drain(self) -> None:
-        from saas.llm import ledger
-
-        started = time.thread_time()
-        self.rows += ledger.drain(batches=1000)
-        self.cpu += time.thread_time() - started
-
-    def _run(self) -> None:
-        from django.db import connection
-
-        try:
-            while not self._stop.wait(self.every):
-                self._drain()
-            self._drain()
-        finally:
-            connection.close()
-
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
+        assert self._process is not None
+        self._process.terminate()  # it finishes the drain it is in and drains once more
+        out, _ = self._process.communicate(timeout=120)
+        totals = out.strip().splitlines()[-1].split()
+        self.rows, self.cpu = int(totals[0]), float(totals[1])
+
+
+def _drain_ledger_until_terminated(every: float) -> None:
+    """`python bench/servers.py --drain-ledger SECONDS`: LedgerWriter's process."""
+    import signal
+
+    import django
+
+    sys.path.insert(0, str(BASE_DIR))
+    django.setup()
+    from saas.llm import ledger
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    rows, cpu = 0, 0.0
+    print("ready", flush=True)
+    while True:
+        stopped = stopping.wait(every)
+        started = time.thread_time()
+        rows += ledger.drain(batches=1000)
+        cpu += time.thread_time() - started
+        if stopped:
+            break
+    print(rows, cpu, flush=True)
 
 
 def ledger_rows(api_key: Any = None, user: Any = None) -> int:
@@ -335,3 +352,7 @@ def ledger_rows(api_key: Any = None, user: Any = None) -> int:
     if user is not None:
         rows = rows.filter(user=user)
     return rows.count()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--drain-ledger"]:
+    _drain_ledger_until_terminated(float(sys.argv[2]))
