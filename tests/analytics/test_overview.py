@@ -14,7 +14,7 @@ from accounts.models import AuditEvent, Membership
 from accounts.permissions import Principal
 from agents.models import Run
 from analytics import overview, samples
-from documents import services as documents
+from documents import ingestion
 from documents.models import Collection, Document
 from saas.llm.models import LLMCall, ModelConfig
 from saas.llm.provider_models import OrgProvider
@@ -107,7 +107,7 @@ def test_samples_are_uploaded_through_the_document_service_and_ingested_for_real
     assert Document.objects.for_org(org).count() == 2
 
     for document in loaded:
-        documents.document_ingest(org_id=org.pk, document_id=document.pk)
+        ingestion.document_ingest(org_id=org.pk, document_id=document.pk)
     handbook = Document.objects.for_org(org).get(filename="handbook.md")
     assert handbook.status == "ready" and handbook.chunk_count > 1
     page = client.get(f"/o/{org.slug}/").content.decode()

@@ -84,14 +84,14 @@ def library(db):
     """An org with one document, asked through the API (the offline engine answers)."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from documents import services as documents
+    from documents import ingestion
     from tests.accounts.conftest import issue_key, key_client
 
     org = OrganizationFactory()
     client = key_client(issue_key(org, scopes=["read", "ask", "documents:write"]).secret)
     notes = b"# Refunds\n\nRefunds take 30 days from the purchase date.\n\n## Travel\n\nTrips are booked by Ann.\n"
     response = client.post("/api/v1/documents", {"file": SimpleUploadedFile("policy.md", notes)}, format="multipart")
-    documents.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
     return org, client
 
 
