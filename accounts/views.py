@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import erasure, exports, invitations, key_guard, selectors, services
-from accounts.api import export_file_response
+from accounts.privacy_api import export_file_response
 from accounts.authentication import CURRENT_ORG_SESSION_KEY, request_origin
 from accounts.models import ApiKey, MemberContent, Membership, Organization, User
 from accounts.permissions import ADMIN, OWNER, READ, Principal
