@@ -3,7 +3,7 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from saas.llm import prompts
+from saas.llm import prompt_experiments, prompts
 from saas.llm.models import ExperimentVariant, Prompt, PromptVersion
 from saas.llm.prompt_defaults import BUILTINS
 from saas.llm.prompt_models import VersionImmutable
@@ -134,7 +134,7 @@ def test_experiment_arms_keep_their_own_cache_entries_and_ledger_rows(library):
     org, _ = library
     default = Prompt.all_orgs.get(organization__isnull=True, key="ask.system").production
     mine = prompts.prompt_version_create(org=org, key="ask.system", text="Answer from the sources. Cite [n].")
-    experiment = prompts.experiment_start(org=org, key="ask.system", name="Rules", versions=[default, mine])
+    experiment = prompt_experiments.experiment_start(org=org, key="ask.system", name="Rules", versions=[default, mine])
     arms = {}
     for _ in range(40):  # members until both arms have one
         user = UserFactory()
