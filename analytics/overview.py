@@ -58,7 +58,10 @@ def team_facts(*, org: Any) -> TeamFacts:
         )
         .get()
     )
-    return TeamFacts(**{**row, "member_count": row["member_count"] or 0})
+    return TeamFacts(
+        uploaded=bool(row["uploaded"]), asked=bool(row["asked"]), connected=bool(row["connected"]),
+        invited=bool(row["invited"]), keyed=bool(row["keyed"]), member_count=int(row["member_count"] or 0),
+    )  # fmt: skip
 
 
 def onboarding_steps(*, org: Any, principal: Principal, facts: TeamFacts | None = None) -> list[Step]:
