@@ -1,25 +1,20 @@
 """API v1 for the org itself: who am I, members, invitations, API keys, the audit log. Thin: parse, call a
-service or selector, render."""
+service or selector, render. Exports, erasure and the org's privacy settings are accounts/privacy_api.py."""
 
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
-from django.http import FileResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import erasure, exports, invitations, key_guard, selectors, services
+from accounts import invitations, key_guard, selectors, services
 from accounts.authentication import request_origin
-from accounts.models import ApiKey, AuditEvent, DataExport, Invitation, MemberContent, Membership, Organization
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization
 from accounts.permissions import ADMIN, OWNER, READ, Principal
-from saas.core import storage
 from saas.core.api import OrgScopedAPIView, OrgScopedViewSet, StrictSerializer
-from saas.core.errors import ApplicationError, NotFound, PermissionDenied
 from saas.core.schema import PLAN_LIMIT
 from saas.core.validators import validate_single_line
 
@@ -114,38 +109,6 @@ class TransferIn(StrictSerializer):
     member_id = serializers.UUIDField()
 
 
-class PasswordIn(StrictSerializer):
-    password = serializers.CharField(
-        max_length=4096, trim_whitespace=False, help_text="Your password again: deleting needs a fresh proof of you."
-    )
-
-
-class OrgDeleteIn(PasswordIn):
-    confirm = serializers.CharField(max_length=100, help_text="The org's slug, typed to confirm.")
-
-
-class DataExportOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    kind = serializers.CharField()
-    org = serializers.CharField(source="organization.slug", allow_null=True, default=None)
-    status = serializers.CharField()
-    size_bytes = serializers.IntegerField()
-    created_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField(allow_null=True)
-    expires_at = serializers.DateTimeField(allow_null=True)
-    download_url = serializers.SerializerMethodField()
-
-    def get_download_url(self, export: DataExport) -> str | None:
-        ready = export.status == DataExport.Status.READY
-        return f"/api/v1/me/exports/{export.pk}/download" if ready else None
-
-
-class ErasureOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    kind = serializers.CharField()
-    status = serializers.CharField()
-
-
 class RoleIn(StrictSerializer):
     role = serializers.ChoiceField(choices=Membership.Role.choices)
 
@@ -173,7 +136,7 @@ class RotateIn(StrictSerializer):
     grace_hours = serializers.IntegerField(min_value=0, max_value=168, default=24)
 
 
-def _valid(serializer_class: type[serializers.Serializer], request: OrgRequest) -> dict[str, Any]:
+def valid_data(serializer_class: type[serializers.Serializer], request: OrgRequest) -> dict[str, Any]:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -213,101 +176,6 @@ class MeView(OrgScopedAPIView):
         )
 
 
-def export_file_response(export: DataExport) -> FileResponse:
-    """The zip, as an attachment named after what it holds and when it was made (browser page and API)."""
-    subject = export.organization.slug if export.organization else "personal"
-    name = f"crewdesk-{subject}-export-{export.created_at:%Y-%m-%d}.zip"
-    handle = export.file.storage.open(export.file.name or "", "rb")  # decrypted as it streams (saas/core/storage.py)
-    return storage.download_response(handle, filename=name, size=export.size_bytes, content_type="application/zip")
-
-
-def _person(request: OrgRequest) -> Any:
-    """The signed-in person behind a request: personal data is theirs, never an API key's (keys are the org's)."""
-    if request.principal.user is None:
-        raise PermissionDenied("Personal data is reached signed in as yourself, not with an org's API key.",
-                               code="user_required")  # fmt: skip
-    return request.principal.user
-
-
-class MeDeleteView(OrgScopedAPIView):
-    required_scopes = {"post": READ}
-
-    @extend_schema(request=PasswordIn, responses={202: ErasureOut}, summary="Delete my account (GDPR Art. 17)")
-    def post(self, request: OrgRequest) -> Response:
-        data = _valid(PasswordIn, request)
-        record = erasure.account_erase_request(user=_person(request), password=data["password"],
-                                               origin=_origin(request))  # fmt: skip
-        request.session.flush()
-        return Response(ErasureOut(record).data, status=status.HTTP_202_ACCEPTED)
-
-
-class MeExportView(OrgScopedAPIView):
-    """Ask for an export of your personal data (every org of yours): built in the background, announced in the
-    app and by email; `GET /api/v1/me/exports` lists yours."""
-
-    required_scopes = {"post": READ}
-
-    @extend_schema(request=None, responses={202: DataExportOut}, summary="Export my data (GDPR Art. 15 and 20)")
-    def post(self, request: OrgRequest) -> Response:
-        export = exports.export_request(user=_person(request), origin=_origin(request))
-        response = Response(DataExportOut(export).data, status=status.HTTP_202_ACCEPTED)
-        response["Location"] = f"/api/v1/me/exports/{export.pk}"
-        return response
-
-
-class MeExportsView(OrgScopedAPIView):
-    required_scopes = {"get": READ}
-
-    @extend_schema(responses=DataExportOut(many=True))
-    def get(self, request: OrgRequest) -> Response:
-        return Response(DataExportOut(exports.export_list(user=_person(request)), many=True).data)
-
-
-class MeExportDetailView(OrgScopedAPIView):
-    model = DataExport  # not org-owned: it is the person's; anyone else's is a 404
-    required_scopes = {"get": READ}
-
-    @extend_schema(responses=DataExportOut)
-    def get(self, request: OrgRequest, pk: str) -> Response:
-        if request.principal.user is None:
-            raise NotFound("No such export.")
-        return Response(DataExportOut(exports.export_get(user=request.principal.user, export_id=pk)).data)
-
-
-class MeExportDownloadView(OrgScopedAPIView):
-    model = DataExport
-    required_scopes = {"get": READ}
-
-    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
-    def get(self, request: OrgRequest, pk: str) -> Any:
-        if request.principal.user is None:
-            raise NotFound("No such export.")
-        export = exports.export_download(user=request.principal.user, export_id=pk, origin=_origin(request))
-        return export_file_response(export)
-
-
-class OrgExportView(OrgScopedAPIView):
-    required_scopes = {"post": OWNER}
-
-    @extend_schema(request=None, responses={202: DataExportOut}, summary="Export everything of the org")
-    def post(self, request: OrgRequest) -> Response:
-        export = exports.organization_export_request(principal=request.principal, origin=_origin(request))
-        response = Response(DataExportOut(export).data, status=status.HTTP_202_ACCEPTED)
-        response["Location"] = f"/api/v1/me/exports/{export.pk}"
-        return response
-
-
-class OrgDeleteView(OrgScopedAPIView):
-    required_scopes = {"post": OWNER}
-
-    @extend_schema(request=OrgDeleteIn, responses={202: ErasureOut}, summary="Delete the org and all its data")
-    def post(self, request: OrgRequest) -> Response:
-        data = _valid(OrgDeleteIn, request)
-        record = erasure.organization_erase_request(principal=request.principal, confirm=data["confirm"],
-                                                    password=data["password"], origin=_origin(request))  # fmt: skip
-        return Response(ErasureOut(record).data, status=status.HTTP_202_ACCEPTED)
-
-
 class OrgView(OrgScopedAPIView):
     required_scopes = {"get": READ, "patch": ADMIN}
 
@@ -317,63 +185,9 @@ class OrgView(OrgScopedAPIView):
 
     @extend_schema(request=OrgUpdateIn, responses=OrganizationOut)
     def patch(self, request: OrgRequest) -> Response:
-        data = _valid(OrgUpdateIn, request)
+        data = valid_data(OrgUpdateIn, request)
         org = services.organization_update(principal=request.principal, name=data["name"], origin=_origin(request))
         return Response(OrganizationOut(org).data)
-
-
-class RetentionDays(serializers.Serializer):
-    conversations = serializers.IntegerField(allow_null=True, source="retain_conversations_days")
-    ledger_content = serializers.IntegerField(allow_null=True, source="retain_ledger_content_days")
-    exports = serializers.IntegerField(allow_null=True, source="retain_exports_days")
-
-
-class OrgPrivacyOut(serializers.Serializer):
-    member_content_on_erasure = serializers.CharField()
-    retention_days = RetentionDays(source="*")
-
-
-class OrgPrivacyIn(StrictSerializer):
-    member_content_on_erasure = serializers.ChoiceField(choices=MemberContent.values, required=False)
-    retention_days = serializers.DictField(
-        child=serializers.IntegerField(allow_null=True),
-        required=False,
-        help_text="Any of conversations, ledger_content, exports: days to keep, or null to keep until deleted.",
-    )
-
-
-class OrgPrivacyView(OrgScopedAPIView):
-    """What the team keeps and for how long, and what happens to a member's content when they erase their
-    account. Admins change it; every change is audited."""
-
-    required_scopes = {"get": READ, "patch": ADMIN}
-
-    @extend_schema(responses=OrgPrivacyOut)
-    def get(self, request: OrgRequest) -> Response:
-        return Response(OrgPrivacyOut(request.org).data)
-
-    @extend_schema(request=OrgPrivacyIn, responses=OrgPrivacyOut)
-    def patch(self, request: OrgRequest) -> Response:
-        data = _valid(OrgPrivacyIn, request)
-        with transaction.atomic():  # both changes or neither
-            org = self._apply(request, data)
-        return Response(OrgPrivacyOut(org).data)
-
-    def _apply(self, request: OrgRequest, data: dict[str, Any]) -> Organization:
-        org = request.org
-        if "retention_days" in data:
-            unknown = set(data["retention_days"]) - set(services.RETENTION_FIELDS)
-            if unknown:
-                raise ApplicationError(f"Unknown retention: {', '.join(sorted(unknown))}.", code="invalid")
-            current = {name: getattr(org, field) for name, field in services.RETENTION_FIELDS.items()}
-            days = {name: "" if value is None else str(value)
-                    for name, value in {**current, **data["retention_days"]}.items()}  # fmt: skip
-            org = services.organization_retention_set(principal=request.principal, days=days, origin=_origin(request))
-        if "member_content_on_erasure" in data:
-            org = services.organization_member_content_set(principal=request.principal,
-                                                           policy=data["member_content_on_erasure"],
-                                                           origin=_origin(request))  # fmt: skip
-        return org
 
 
 class TransferOwnershipView(OrgScopedAPIView):
@@ -381,7 +195,7 @@ class TransferOwnershipView(OrgScopedAPIView):
 
     @extend_schema(request=TransferIn, responses=MemberOut)
     def post(self, request: OrgRequest) -> Response:
-        data = _valid(TransferIn, request)
+        data = valid_data(TransferIn, request)
         membership = services.ownership_transfer(
             principal=request.principal,
             membership_id=data["member_id"],
@@ -403,7 +217,7 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
     @extend_schema(request=RoleIn, responses=MemberOut)
     def partial_update(self, request: OrgRequest, pk: str) -> Response:
         membership = self.get_object()
-        data = _valid(RoleIn, request)
+        data = valid_data(RoleIn, request)
         membership = services.membership_change_role(
             principal=request.principal,
             membership_id=membership.pk,
@@ -429,7 +243,7 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
 
     @extend_schema(request=InvitationIn, responses={201: InvitationOut, 402: PLAN_LIMIT})
     def create(self, request: OrgRequest) -> Response:
-        data = _valid(InvitationIn, request)
+        data = valid_data(InvitationIn, request)
         issued = invitations.invitation_create(
             principal=request.principal,
             email=data["email"],
@@ -456,7 +270,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
 
     @extend_schema(request=ApiKeyIn, responses={201: IssuedKeyOut})
     def create(self, request: OrgRequest) -> Response:
-        data = _valid(ApiKeyIn, request)
+        data = valid_data(ApiKeyIn, request)
         issued = services.api_key_create(
             principal=request.principal,
             name=data["name"],
@@ -470,7 +284,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
     @action(detail=True, methods=["post"])
     def rotate(self, request: OrgRequest, pk: str) -> Response:
         api_key = self.get_object()
-        data = _valid(RotateIn, request)
+        data = valid_data(RotateIn, request)
         issued = services.api_key_rotate(
             principal=request.principal,
             key_id=api_key.pk,
@@ -491,7 +305,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
     @action(detail=True, methods=["post"])
     def networks(self, request: OrgRequest, pk: str) -> Response:
         key_id = self.get_object().pk  # another org's key is a 404 before its body is read
-        data = _valid(NetworksIn, request)
+        data = valid_data(NetworksIn, request)
         api_key = key_guard.api_key_networks_set(
             principal=request.principal, key_id=key_id, networks=data["allowed_networks"],
             origin=_origin(request),

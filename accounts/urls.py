@@ -1,15 +1,15 @@
 from django.urls import include, path
 
-from accounts import audit_views, bell_views, views
+from accounts import audit_views, bell_views, privacy_views, views
 
 org_patterns = [
     path("settings/", views.org_settings, name="org-settings"),
     path("settings/transfer/", views.transfer_ownership, name="org-transfer"),
-    path("settings/retention/", views.org_retention, name="org-retention"),
+    path("settings/retention/", privacy_views.org_retention, name="org-retention"),
     path("settings/leave/", views.leave_org, name="org-leave"),
-    path("settings/member-content/", views.org_member_content, name="org-member-content"),
-    path("settings/export/", views.org_export, name="org-export"),
-    path("settings/delete/", views.org_delete, name="org-delete"),
+    path("settings/member-content/", privacy_views.org_member_content, name="org-member-content"),
+    path("settings/export/", privacy_views.org_export, name="org-export"),
+    path("settings/delete/", privacy_views.org_delete, name="org-delete"),
     path("members/", views.members, name="org-members"),
     path("members/invite/", views.invite, name="org-invite"),
     path("members/<uuid:member_id>/role/", views.member_role, name="org-member-role"),
@@ -31,12 +31,12 @@ org_patterns = [
 urlpatterns = [
     path("", views.home, name="home"),
     path("orgs/new/", views.org_new, name="org-new"),
-    path("privacy/", views.privacy_notice, name="privacy"),
-    path("account/privacy/", views.account_privacy, name="account-privacy"),
-    path("account/privacy/export/", views.account_export, name="account-export"),
-    path("account/exports/<uuid:export_id>/download/", views.export_download, name="account-export-download"),
-    path("account/delete/", views.account_delete, name="account-delete"),
-    path("account/deleted/", views.account_deleted, name="account-deleted"),
+    path("privacy/", privacy_views.privacy_notice, name="privacy"),
+    path("account/privacy/", privacy_views.account_privacy, name="account-privacy"),
+    path("account/privacy/export/", privacy_views.account_export, name="account-export"),
+    path("account/exports/<uuid:export_id>/download/", privacy_views.export_download, name="account-export-download"),
+    path("account/delete/", privacy_views.account_delete, name="account-delete"),
+    path("account/deleted/", privacy_views.account_deleted, name="account-deleted"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
     path("o/<slug:org_slug>/", include(org_patterns)),
 ]

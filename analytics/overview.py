@@ -5,10 +5,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Count, Exists, Subquery
 from django.urls import reverse
 
 from accounts.audit import action_label
-from accounts.models import ApiKey, AuditEvent, Invitation, Membership
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization
 from accounts.permissions import ADMIN, ASK, DOCUMENTS_WRITE, Principal
 from agents.models import Run
 from documents.models import Document
@@ -19,6 +20,7 @@ from saas.llm.provider_models import OrgProvider
 ACTIVITY_ACTIONS = ("invitation.accepted", "invitation.created", "api_key.created", "api_key.revoked",
                     "api_key.rotated", "member.removed", "member.left", "llm.provider_created", "crew.create",
                     "billing.subscription_changed")  # fmt: skip
+ACTIVITY_LIMIT = 12  # lines in the activity list
 
 
 @dataclass(frozen=True)
@@ -30,37 +32,67 @@ class Step:
     hint: str
 
 
-def onboarding_steps(*, org: Any, principal: Principal) -> list[Step]:
+@dataclass(frozen=True)
+class TeamFacts:
+    """What the checklist ticks and the Overview's header counts, read in one query."""
+
+    uploaded: bool
+    asked: bool
+    connected: bool
+    invited: bool
+    keyed: bool
+    member_count: int
+
+
+def team_facts(*, org: Any) -> TeamFacts:
+    members = Membership.objects.for_org(org).order_by().values("organization_id").annotate(n=Count("pk"))
+    row = (
+        Organization.objects.filter(pk=org.pk)
+        .values(
+            uploaded=Exists(Document.objects.for_org(org)),
+            asked=Exists(LLMCall.objects.for_org(org).filter(feature="ask")),
+            connected=Exists(OrgProvider.objects.for_org(org)),
+            invited=Exists(Invitation.objects.for_org(org)),
+            keyed=Exists(ApiKey.objects.for_org(org)),
+            member_count=Subquery(members.values("n")),
+        )
+        .get()
+    )
+    return TeamFacts(
+        uploaded=bool(row["uploaded"]), asked=bool(row["asked"]), connected=bool(row["connected"]),
+        invited=bool(row["invited"]), keyed=bool(row["keyed"]), member_count=int(row["member_count"] or 0),
+    )  # fmt: skip
+
+
+def onboarding_steps(*, org: Any, principal: Principal, facts: TeamFacts | None = None) -> list[Step]:
     """The five first steps, each ticked from what exists in the team (not from a stored flag)."""
     slug = org.slug
+    facts = facts or team_facts(org=org)
 
     def link(name: str, scope: str) -> str:
         return reverse(name, kwargs={"org_slug": slug}) if principal.has(scope) else ""
 
-    uploaded = Document.objects.for_org(org).exists()
-    asked = LLMCall.objects.for_org(org).filter(feature="ask").exists()
-    connected = OrgProvider.objects.for_org(org).exists()
-    invited = Invitation.objects.for_org(org).exists() or Membership.objects.for_org(org).count() > 1
-    keyed = ApiKey.objects.for_org(org).exists()
     return [
-        Step("upload", "Upload a document", uploaded, link("documents-index", DOCUMENTS_WRITE),
+        Step("upload", "Upload a document", facts.uploaded, link("documents-index", DOCUMENTS_WRITE),
              "PDF, Word, Markdown, HTML or text. Or load the samples."),
-        Step("ask", "Ask it a question", asked, link("ask", ASK),
+        Step("ask", "Ask it a question", facts.asked, link("ask", ASK),
              "Answers cite the passages they come from."),
-        Step("model", "Connect a model", connected, link("org-providers", ADMIN),
+        Step("model", "Connect a model", facts.connected, link("org-providers", ADMIN),
              "Bring your own OpenAI, Anthropic, Azure or compatible key; the built-in engine works offline."),
-        Step("invite", "Invite a teammate", invited, link("org-members", ADMIN),
+        Step("invite", "Invite a teammate", facts.invited or facts.member_count > 1, link("org-members", ADMIN),
              "Members, admins or viewers; an invitation is valid for a week."),
-        Step("api_key", "Create an API key", keyed, link("org-api-keys", ADMIN),
+        Step("api_key", "Create an API key", facts.keyed, link("org-api-keys", ADMIN),
              "For scripts and integrations: the API speaks OpenAI's protocol too."),
     ]  # fmt: skip
 
 
-def onboarding(*, org: Any, principal: Principal, membership: Membership) -> dict[str, Any] | None:
+def onboarding(
+    *, org: Any, principal: Principal, membership: Membership, facts: TeamFacts | None = None
+) -> dict[str, Any] | None:
     """The checklist to show, or None: dismissed by this member, or every step done."""
     if membership.onboarding_dismissed_at is not None:
         return None
-    steps = onboarding_steps(org=org, principal=principal)
+    steps = onboarding_steps(org=org, principal=principal, facts=facts)
     done = sum(step.done for step in steps)
     if done == len(steps):
         return None
@@ -123,11 +155,16 @@ def audit_sentence(event: AuditEvent) -> str:
     return f"{action_label(event.action)}{target}, by {event.actor_label or 'the system'}"
 
 
-def activity_list(*, org: Any, limit: int = 12) -> list[Activity]:
-    """The team's latest documents, crew runs and membership/key changes, newest first, in words."""
+def latest_runs(*, org: Any, limit: int) -> list[Run]:
+    return list(Run.objects.for_org(org).select_related("crew").order_by("-created_at")[:limit])
+
+
+def activity_list(*, org: Any, limit: int = ACTIVITY_LIMIT, runs: list[Run] | None = None) -> list[Activity]:
+    """The team's latest documents, crew runs and membership/key changes, newest first, in words. `runs`: the
+    org's latest runs when the caller has them already (latest_runs, at least `limit` of them)."""
     slug = {"org_slug": org.slug}
     documents = Document.objects.for_org(org).order_by("-updated_at")[:limit]
-    runs = Run.objects.for_org(org).select_related("crew").order_by("-created_at")[:limit]
+    runs = (runs if runs is not None else latest_runs(org=org, limit=limit))[:limit]
     events = AuditEvent.objects.for_org(org).filter(action__in=ACTIVITY_ACTIONS).order_by("-created_at")[:limit]
     items = [
         *(Activity(d.processed_at or d.updated_at, "document", document_sentence(d),
@@ -139,8 +176,9 @@ def activity_list(*, org: Any, limit: int = 12) -> list[Activity]:
     return sorted(items, key=lambda item: item.when, reverse=True)[:limit]
 
 
-def recent_runs(*, org: Any, limit: int = 5) -> list[dict[str, Any]]:
-    runs = Run.objects.for_org(org).select_related("crew").order_by("-created_at")[:limit]
+def recent_runs(*, org: Any, limit: int = 5, runs: list[Run] | None = None) -> list[dict[str, Any]]:
+    """The latest `limit` crew runs with their sentence and duration; `runs` as for activity_list."""
+    runs = (runs if runs is not None else latest_runs(org=org, limit=limit))[:limit]
     return [{
         "run": run, "sentence": run_sentence(run),
         "duration": _duration((run.finished_at - run.started_at).total_seconds())

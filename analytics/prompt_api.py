@@ -15,7 +15,7 @@ from accounts.permissions import ADMIN, READ
 from analytics import experiments
 from analytics.prompt_diff import version_diff
 from saas.core.api import OrgScopedAPIView, StrictSerializer
-from saas.llm import prompts
+from saas.llm import prompt_experiments, prompts
 from saas.llm.models import Experiment, Prompt, PromptVersion
 
 
@@ -72,9 +72,11 @@ class LabelIn(StrictSerializer):
 class ExperimentIn(StrictSerializer):
     key = serializers.CharField(max_length=100)
     name = serializers.CharField(max_length=120)
-    versions = serializers.ListField(child=serializers.UUIDField(), min_length=2, max_length=prompts.MAX_VARIANTS)
+    versions = serializers.ListField(
+        child=serializers.UUIDField(), min_length=2, max_length=prompt_experiments.MAX_VARIANTS
+    )
     weights = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=1000), required=False,
-                                    max_length=prompts.MAX_VARIANTS)  # fmt: skip
+                                    max_length=prompt_experiments.MAX_VARIANTS)  # fmt: skip
     min_samples = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False, default=100)
 
 
@@ -188,7 +190,7 @@ class ExperimentListView(OrgScopedAPIView):
         org = request.org  # type: ignore[attr-defined]
         data = _valid(ExperimentIn, request)
         versions = [prompts.prompt_version_get(org=org, version_id=v) for v in data["versions"]]
-        experiment = prompts.experiment_start(
+        experiment = prompt_experiments.experiment_start(
             org=org, key=data["key"], name=data["name"], versions=versions, weights=data.get("weights"),
             min_samples=data["min_samples"], principal=request.principal, origin=request_origin(request),  # type: ignore[attr-defined]
         )  # fmt: skip
@@ -221,6 +223,6 @@ class ExperimentEndView(OrgScopedAPIView):
             winner = experiment.variants.filter(pk=winner_id).select_related("version__prompt").first()
             if winner is None:
                 raise prompts.NotFound("No such variant in this experiment.")
-        ended = prompts.experiment_end(experiment=experiment, winner=winner, principal=request.principal,  # type: ignore[attr-defined]
+        ended = prompt_experiments.experiment_end(experiment=experiment, winner=winner, principal=request.principal,  # type: ignore[attr-defined]
                                        origin=request_origin(request))  # fmt: skip
         return Response(experiments.experiment_report(experiment=ended).as_json())

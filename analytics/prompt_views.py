@@ -16,7 +16,7 @@ from analytics import experiments, gate
 from analytics.prompt_api import _labels
 from analytics.prompt_diff import draft_diff, previous_of, version_diff
 from saas.core.errors import ApplicationError
-from saas.llm import config, prompts
+from saas.llm import config, prompt_experiments, prompts
 from saas.llm.models import PromptVersion
 
 
@@ -150,7 +150,7 @@ def experiment_new(request: OrgHttpRequest) -> HttpResponse:
                 minimum = int(form["min_samples"])
             except ValueError:
                 raise ApplicationError("The minimum sample is a whole number.", code="invalid") from None
-            return prompts.experiment_start(org=org, key=key, name=form["name"], versions=chosen,
+            return prompt_experiments.experiment_start(org=org, key=key, name=form["name"], versions=chosen,
                                             min_samples=minimum, principal=request.principal,
                                             origin=request_origin(request))  # fmt: skip
 
@@ -182,7 +182,7 @@ def experiment_end(request: OrgHttpRequest, experiment_id: str) -> HttpResponse:
         messages.error(request, "Choose one of this experiment's variants.")
     else:
         done = "Experiment ended." + (f" Variant {winner.name} is in production now." if winner else "")
-        run_service(request, lambda: prompts.experiment_end(
+        run_service(request, lambda: prompt_experiments.experiment_end(
             experiment=experiment, winner=winner, principal=request.principal, origin=request_origin(request)
         ), done)  # fmt: skip
     return redirect("experiment-detail", org_slug=request.org.slug, experiment_id=experiment.pk)

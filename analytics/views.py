@@ -9,7 +9,6 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts import services as account_services
-from accounts.models import Membership
 from accounts.permissions import ADMIN, DOCUMENTS_WRITE, READ
 from accounts.views import OrgHttpRequest, org_page, run_service
 from analytics import insights, overview, samples
@@ -23,16 +22,18 @@ from saas.llm.selectors import prompt_visible
 @org_page(READ)
 def overview_page(request: OrgHttpRequest) -> HttpResponse:
     org, principal = request.org, request.principal
-    usage = billing_selectors.usage_summary(org=org)
+    usage = billing_selectors.usage_totals(org=org)
     requests = usage["ai_requests"]
+    facts = overview.team_facts(org=org)  # the checklist's ticks and the member count, in one query
+    runs = overview.latest_runs(org=org, limit=overview.ACTIVITY_LIMIT)  # the activity's runs and the recent ones
     return render(request, "accounts/dashboard.html", {
-        "onboarding": overview.onboarding(org=org, principal=principal, membership=request.membership),
-        "activity": overview.activity_list(org=org),
-        "runs": overview.recent_runs(org=org),
+        "onboarding": overview.onboarding(org=org, principal=principal, membership=request.membership, facts=facts),
+        "activity": overview.activity_list(org=org, runs=runs),
+        "runs": overview.recent_runs(org=org, runs=runs),
         "usage": usage,
         "percent": min(100, round(100 * requests["used"] / requests["included"])) if requests["included"] else 100,
         "usage_charts": usage_charts(org=org, breakdowns=("feature",)),
-        "member_count": Membership.objects.for_org(org).count(),
+        "member_count": facts.member_count,
         "can_load_samples": principal.has(DOCUMENTS_WRITE), "sees_billing": principal.has(ADMIN),
         "sample_names": [path.name for path in samples.sample_files()],
     })  # fmt: skip

@@ -3,7 +3,7 @@
 `--sides torch,fp32,int8` also the first path (sentence-transformers fp32 in PyTorch, behind one lock).
 
 Each round, in rotating order, each side: ingests generated Markdown documents through the real pipeline
-(`documents.services.document_ingest`: read the stored file, extract, chunk with the model's tokenizer, embed
+(`documents.ingestion.document_ingest`: read the stored file, extract, chunk with the model's tokenizer, embed
 in batches through the gateway with its ledger rows, encrypt, insert, full-text vectors), embeds exactly the
 same chunk texts with its bare model, and embeds short questions from 8 threads while a 256-passage batch runs
 (what a web process sees: every question waited on the old lock). Prints chunks per second, this process's CPU
@@ -104,7 +104,7 @@ def _load() -> str:
 
 def run(documents: int, sections: int, rounds: int, sides: list[tuple[str, str, str]]) -> None:
     from accounts.models import Organization
-    from documents import services
+    from documents import ingestion, services
     from documents.models import Chunk, Document
     from saas.core.tenancy import org_scope
     from saas.llm import embeddings
@@ -126,11 +126,11 @@ def run(documents: int, sections: int, rounds: int, sides: list[tuple[str, str, 
         with org_scope(org):
             wall, cpu = time.perf_counter(), time.process_time()
             for document in uploaded:
-                services.document_ingest(org_id=org.pk, document_id=document.pk)
+                ingestion.document_ingest(org_id=org.pk, document_id=document.pk)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             chunks = list(Chunk.objects.for_org(org).order_by("document_id", "position"))
         assert all(d.status == "ready" for d in Document.all_orgs.filter(organization=org)), "an ingestion failed"
-        return wall, cpu, [services._embedding_input(c.heading, services.chunk_text(c)) for c in chunks]
+        return wall, cpu, [ingestion._embedding_input(c.heading, services.chunk_text(c)) for c in chunks]
 
     def bare(texts: list[str]) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()

@@ -136,28 +136,29 @@ def billing_state(*, org: Any, now: datetime | None = None) -> BillingState:
     return BillingState(plan, billing, start, end, restricted)
 
 
-def usage_summary(*, org: Any) -> dict[str, Any]:
-    """This period's usage against the plan: what `GET /api/v1/usage` and the billing page show."""
-    from django.db.models import Count, Sum
+def usage_totals(*, org: Any) -> dict[str, Any]:
+    """This period's requests, cache hits and model cost against the plan, counted in one query: what the
+    Overview shows (usage_summary adds the breakdowns and storage)."""
+    from django.db.models import Count, Q, Sum
 
     from billing.models import UsageEvent
 
     state = billing_state(org=org)
     plan = state.plan
-    events = UsageEvent.objects.for_org(org).filter(period_start=state.period_start)
-    requests = events.filter(kind=UsageEvent.Kind.REQUEST)
-    used = requests.count()
-    cache_hits = events.filter(kind=UsageEvent.Kind.CACHE_HIT).count()
-    model_cost = events.aggregate(total=Sum("cost_usd"))["total"] or Decimal(0)
+    totals = (
+        UsageEvent.objects.for_org(org)
+        .filter(period_start=state.period_start)
+        .aggregate(
+            used=Count("id", filter=Q(kind=UsageEvent.Kind.REQUEST)),
+            cache_hits=Count("id", filter=Q(kind=UsageEvent.Kind.CACHE_HIT)),
+            cost=Sum("cost_usd"),
+        )
+    )
+    used, cache_hits, model_cost = totals["used"], totals["cache_hits"], totals["cost"] or Decimal(0)
     overage = 0 if plan.hard_cap else max(0, used - plan.included_requests)
     projected = (plan.monthly_price_usd + overage * plan.price_per_extra_request
                  + cache_hits * plan.price_per_cache_hit)  # fmt: skip
     limit = state.request_limit
-
-    def breakdown(field: str) -> list[dict[str, Any]]:
-        rows = requests.values(field).annotate(count=Count("id"), cost=Sum("cost_usd")).order_by("-count", field)
-        return [{field: row[field], "ai_requests": row["count"], "cost_usd": f"{row['cost'] or 0:f}"} for row in rows]
-
     return {
         "period": {"start": state.period_start.isoformat(), "end": state.period_end.isoformat()},
         "plan": {"slug": plan.slug, "name": plan.name, "hard_cap": plan.hard_cap}, "status": state.status,
@@ -167,6 +168,24 @@ def usage_summary(*, org: Any) -> dict[str, Any]:
         "spend_cap_usd": None if state.billing is None or state.billing.spend_cap_usd is None
         else f"{state.billing.spend_cap_usd:.2f}",
         "projected_bill_usd": f"{projected:.2f}",
+    }  # fmt: skip
+
+
+def usage_summary(*, org: Any) -> dict[str, Any]:
+    """This period's usage against the plan: what `GET /api/v1/usage` and the billing page show."""
+    from django.db.models import Count, Sum
+
+    from billing.models import UsageEvent
+
+    state = billing_state(org=org)
+    requests = UsageEvent.objects.for_org(org).filter(period_start=state.period_start, kind=UsageEvent.Kind.REQUEST)
+
+    def breakdown(field: str) -> list[dict[str, Any]]:
+        rows = requests.values(field).annotate(count=Count("id"), cost=Sum("cost_usd")).order_by("-count", field)
+        return [{field: row[field], "ai_requests": row["count"], "cost_usd": f"{row['cost'] or 0:f}"} for row in rows]
+
+    return {
+        **usage_totals(org=org),
         "by_feature": breakdown("feature"), "by_model": breakdown("model"),
         "storage": {"used_bytes": storage_used(org=org), "limit_bytes": storage_limit_bytes(org=org)},
     }  # fmt: skip

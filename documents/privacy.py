@@ -6,7 +6,7 @@ from typing import Any
 from django.db import transaction
 
 from documents.models import Collection, Document
-from documents.services import _collection_changed, enqueue_index_sync
+from documents.services import collection_changed, enqueue_index_sync
 from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
 
@@ -60,7 +60,7 @@ def _delete_documents(org_id: Any, documents: Any, batch_size: int) -> int:
                 document.file.storage.delete(document.file.name)
         Document.objects.for_org(org_id).filter(pk__in=[d.pk for d in batch]).delete()
         for collection in {d.collection_id: d.collection for d in batch}.values():
-            _collection_changed(collection)  # cached answers built on them are not served again
+            collection_changed(collection)  # cached answers built on them are not served again
         if batch:
             transaction.on_commit(enqueue_index_sync, robust=True)  # their collections' own indexes may have to go
     return len(batch)

@@ -214,7 +214,7 @@ def _plan(*, rows: int, total: int, limit: int) -> VectorPlan:
 # The ready chunks of a collection are the sum of its ready documents' counts: a thousand rows to add up for a
 # 100,000-chunk collection, on every search. They are kept here instead, per process, by (collection id,
 # version): the version moves on with every change to the collection's ready documents (ingested, reindexed,
-# deleted, erased: documents.services._collection_changed), so an entry is never stale, it only stops being
+# deleted, erased: documents.services.collection_changed), so an entry is never stale, it only stops being
 # asked for. What a search reads each time is one statement: the scope's collections with their versions and
 # whether each has a valid graph of its own, and the planner's count of all chunks.
 SCOPE_SIZES_MAX = 10_000  # entries; a full cache is emptied and filled again

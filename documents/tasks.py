@@ -1,11 +1,11 @@
-"""Ingestion in Celery: thin, idempotent (documents.services.document_ingest), redelivered if the worker dies."""
+"""Ingestion in Celery: thin, idempotent (documents.ingestion.document_ingest), redelivered if the worker dies."""
 
 import logging
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from documents import indexing, services
+from documents import indexing, ingestion
 from documents.models import Document
 from saas.core.tenancy import org_scope
 from saas.llm.providers import LLMError
@@ -26,18 +26,18 @@ MAX_RETRIES = 3
 def ingest_document(self, org_id: str, document_id: str) -> str | None:  # type: ignore[no-untyped-def]
     with org_scope(org_id):
         try:
-            document = services.document_ingest(org_id=org_id, document_id=document_id)
+            document = ingestion.document_ingest(org_id=org_id, document_id=document_id)
         except (LLMError, OSError) as exc:  # the embedding model or storage is unavailable for now
             document = Document.objects.for_org(org_id).filter(pk=document_id).first()
             if self.request.retries >= MAX_RETRIES or document is None:
                 if document is not None:
-                    services.document_fail(document=document, reason=f"Processing failed after retries: {exc}")
+                    ingestion.document_fail(document=document, reason=f"Processing failed after retries: {exc}")
                 return None
             raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
         except SoftTimeLimitExceeded:
             document = Document.objects.for_org(org_id).filter(pk=document_id).first()
             if document is not None:
-                services.document_fail(document=document, reason="Processing took too long and was stopped.")
+                ingestion.document_fail(document=document, reason="Processing took too long and was stopped.")
             return None
         if document is not None and document.status == Document.Status.READY:
             sync_collection_indexes.delay()  # the collection may have passed the size of its own index
@@ -46,7 +46,7 @@ def ingest_document(self, org_id: str, document_id: str) -> str | None:  # type:
 
 @shared_task(name="documents.recover_stalled", ignore_result=True)
 def recover_stalled() -> dict[str, int]:
-    return services.documents_recover_stalled()
+    return ingestion.documents_recover_stalled()
 
 
 @shared_task(

@@ -11,8 +11,8 @@ Reads (every ask, chat turn and crew agent call):
 Writes (each in one transaction, each an audit event when an org is concerned):
     prompt_version_create(*, org, key, text, ...) -> PromptVersion     (org None: the operator's default)
     prompt_label_set(*, org, version, label="production", ...) -> Prompt
-    experiment_start(*, org, key, name, versions, weights=None, ...) -> Experiment
-    experiment_end(*, experiment, winner=None, ...) -> Experiment   (the winner is promoted through the gate)
+    Experiments start and end in saas/llm/prompt_experiments.py (experiment_start, experiment_end: the winner is
+    promoted through the gate); which variant a member or key gets is decided here, by prompt_resolve (assign).
 
 The gate: `register_promotion_check(check)` (the one registry here, used by analytics' regression gate).
 Before a version becomes `production`, each check is called with the org, the version and the acting principal,
@@ -37,7 +37,6 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
-from django.utils import timezone
 
 from saas.core.errors import ApplicationError, Conflict, NotFound
 from saas.core.memo import Memo, register
@@ -50,7 +49,6 @@ LABELS = (Prompt.Label.PRODUCTION, Prompt.Label.STAGING)
 KEY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_-]+)+$")
 MAX_TEXT_CHARS = 20_000
 PARAMETERS = {"temperature": (float, 0.0, 2.0), "max_tokens": (int, 1, 32_000), "top_p": (float, 0.0, 1.0)}
-MAX_VARIANTS = 4
 
 
 class PromotionRefused(Conflict):
@@ -293,7 +291,9 @@ def promotion_checks() -> list[PromotionCheck]:
     return list(_promotion_checks)
 
 
-def _audit(org: Any, action: str, principal: Any, target: Any, metadata: dict[str, Any], origin: Any = None) -> None:
+def prompt_audit(
+    org: Any, action: str, principal: Any, target: Any, metadata: dict[str, Any], origin: Any = None
+) -> None:
     if org is None:
         return
     from accounts.services import audit_record  # accounts is below saas/llm: a plain import would do, kept lazy
@@ -361,7 +361,7 @@ def prompt_version_create(
     number = (PromptVersion.all_orgs.filter(prompt=prompt).aggregate(n=Max("number"))["n"] or 0) + 1
     author = author if author is not None else (principal.user if principal is not None else None)
     version = PromptVersion.all_orgs.create(prompt=prompt, organization=org, number=number, author=author, **fields)
-    _audit(org, "prompt.version_created", principal, version,
+    prompt_audit(org, "prompt.version_created", principal, version,
            {"key": key, "number": number, "note": fields["note"]}, origin)  # fmt: skip
     return version
 
@@ -385,7 +385,7 @@ def prompt_label_set(
                 check(org=org, version=version, principal=principal)
             except PromotionRefused as refused:
                 with transaction.atomic():
-                    _audit(org, "prompt.promotion_refused", principal, version,
+                    prompt_audit(org, "prompt.promotion_refused", principal, version,
                            {"key": version.prompt.key, "number": version.number, "reason": refused.message,
                             "details": refused.details or {}}, origin)  # fmt: skip
                 raise
@@ -394,7 +394,7 @@ def prompt_label_set(
         previous = getattr(prompt, f"{label}_id")
         setattr(prompt, label, version)
         prompt.save(update_fields=[label, "updated_at"])
-        _audit(org, "prompt.label_set", principal, version,
+        prompt_audit(org, "prompt.label_set", principal, version,
                {"key": prompt.key, "label": label, "number": version.number,
                 "default": version.organization_id is None,
                 "previous": str(previous) if previous else None}, origin)  # fmt: skip
@@ -410,7 +410,7 @@ def prompt_label_clear(*, org: Any, key: str, label: str = Prompt.Label.PRODUCTI
         return
     setattr(prompt, label, None)
     prompt.save(update_fields=[label, "updated_at"])
-    _audit(org, "prompt.label_cleared", principal, prompt, {"key": key, "label": label}, origin)
+    prompt_audit(org, "prompt.label_cleared", principal, prompt, {"key": key, "label": label}, origin)
 
 
 def prompt_defaults_sync() -> int:
@@ -431,79 +431,3 @@ def prompt_defaults_sync() -> int:
         except IntegrityError:
             continue  # made by another process meanwhile
     return made
-
-
-# --- Experiments -------------------------------------------------------------------------------------------
-
-
-def experiment_start(
-    *, org: Any, key: str, name: str, versions: Sequence[PromptVersion], weights: Sequence[int] | None = None,
-    min_samples: int = 100, principal: Any = None, origin: Any = None,
-) -> Experiment:  # fmt: skip
-    """Split the org's traffic on `key` between versions (2 to 4, each the org's own or the operator
-    default's, all of `key`), by weight (equal by default). The version in production now is the control
-    (variant A), whatever its place in `versions`."""
-    name = " ".join(name.split())
-    if not name or len(name) > 120:
-        raise ApplicationError("An experiment's name is 1 to 120 characters.", code="invalid")
-    if not 2 <= len(versions) <= MAX_VARIANTS:
-        raise ApplicationError(f"An experiment compares 2 to {MAX_VARIANTS} versions.", code="invalid")
-    if len({v.pk for v in versions}) != len(versions):
-        raise ApplicationError("Each version may appear once.", code="invalid")
-    org_id = getattr(org, "pk", org)
-    for version in versions:
-        if version.organization_id not in (None, org_id):
-            raise NotFound("No such prompt version.")
-        if version.prompt.key != key:
-            raise ApplicationError(f"Every version must be a version of {key}.", code="invalid")
-    weights = list(weights) if weights else [100 // len(versions)] * len(versions)
-    if len(weights) != len(versions) or any(not isinstance(w, int) or w < 1 or w > 1000 for w in weights):
-        raise ApplicationError("Give one weight (1 to 1000) per version.", code="invalid")
-    if not 1 <= min_samples <= 1_000_000:
-        raise ApplicationError("The minimum sample is 1 to 1,000,000 rated answers.", code="invalid")
-    # The control (variant A) is what is in production now; the others follow in the order given.
-    current = prompt_resolve(org=org, key=key).version_id
-    pairs = sorted(zip(versions, weights, strict=True), key=lambda pair: pair[0].pk != current)
-    versions, weights = [v for v, _ in pairs], [w for _, w in pairs]
-    user = principal.user if principal is not None else None
-    try:
-        with transaction.atomic():
-            experiment = Experiment.objects.for_org(org).create(organization_id=org_id, key=key, name=name,
-                                                                  min_samples=min_samples, created_by=user)  # fmt: skip
-            for position, (version, weight) in enumerate(zip(versions, weights, strict=True)):
-                ExperimentVariant.objects.for_org(org).create(
-                    organization_id=org_id, experiment=experiment, position=position, name=chr(ord("A") + position),
-                    version=version, weight=weight,
-                )  # fmt: skip
-            _audit(org, "experiment.started", principal, experiment,
-                   {"key": key, "variants": [f"{chr(ord('A') + i)}: v{v.number}" for i, v in enumerate(versions)],
-                    "weights": weights}, origin)  # fmt: skip
-    except IntegrityError:
-        raise Conflict(f"An experiment on {key} is already running; end it first.", code="experiment_running") from None
-    return experiment
-
-
-def experiment_end(
-    *, experiment: Experiment, winner: ExperimentVariant | None = None, principal: Any = None, origin: Any = None
-) -> Experiment:
-    """End a running experiment; with a winner, promote its version to production first, through the gate (a
-    refusal leaves the experiment running and says why)."""
-    org = experiment.organization
-    if experiment.status != Experiment.Status.RUNNING:
-        raise Conflict("This experiment has ended already.", code="experiment_ended")
-    if winner is not None:
-        if winner.experiment_id != experiment.pk:
-            raise NotFound("No such variant.")
-        prompt_label_set(org=org, version=winner.version, principal=principal, origin=origin)
-    with transaction.atomic():
-        locked = Experiment.objects.for_org(org).select_for_update().get(pk=experiment.pk)
-        if locked.status != Experiment.Status.RUNNING:
-            raise Conflict("This experiment has ended already.", code="experiment_ended")
-        locked.status = Experiment.Status.ENDED
-        locked.ended_at = timezone.now()
-        locked.winner = winner
-        locked.save(update_fields=["status", "ended_at", "winner", "updated_at"])
-        _audit(org, "experiment.ended", principal, locked,
-               {"key": locked.key, "winner": winner.name if winner else None,
-                "version": winner.version.number if winner else None}, origin)  # fmt: skip
-    return locked

@@ -23,7 +23,7 @@ from agents.models import Conversation, Crew, Feedback, Run
 from analytics import rollups
 from analytics.models import HourlyRollup
 from billing.models import UsageEvent
-from documents import services as documents
+from documents import ingestion
 from documents.models import Chunk, Document
 from saas.core import privacy as registry
 from saas.core.redis import get_redis
@@ -80,7 +80,7 @@ def _content(person: Person, org: Organization) -> None:
     note = f"# Launch notes {mark}\n\nThe {mark} launch of {org.slug} happens in May, after the review.\n".encode()
     upload = _call(person, org, "post", "/api/v1/documents",
                    {"file": SimpleUploadedFile(f"launch-{mark}.md", note)}, format="multipart")  # fmt: skip
-    documents.document_ingest(org_id=org.pk, document_id=upload["id"])
+    ingestion.document_ingest(org_id=org.pk, document_id=upload["id"])
     answer = _call(person, org, "post", "/api/v1/ask", {"question": f"When is the {mark} launch?"}, format="json")
     assert mark in answer["answer"], answer
     _call(person, org, "post", f"/api/v1/responses/{answer['id']}/feedback",

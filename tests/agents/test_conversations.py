@@ -10,6 +10,7 @@ from django.test import Client
 
 from agents import conversations, services
 from agents.models import Conversation, Feedback, Message
+from documents import ingestion
 from documents import services as documents
 from documents.models import Collection
 from saas.core import crypto
@@ -39,7 +40,7 @@ def _upload(org, name: str, data: bytes, collection: Collection | None = None) -
         body["collection"] = str(collection.pk)
     response = client.post("/api/v1/documents", body, format="multipart")
     assert response.status_code == 202, response.content
-    documents.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from agents import crew_runs
 from agents.models import Crew, Run, RunStep
-from documents import services as documents
+from documents import ingestion
 from saas.core import crypto
 from saas.llm.models import LLMCall
 from tests.accounts.conftest import issue_key, key_client
@@ -36,7 +36,7 @@ def _with_policy(org, client):
     response = client.post("/api/v1/documents", {"file": SimpleUploadedFile("policy.pdf", files.pdf(POLICY))},
                            format="multipart")  # fmt: skip
     assert response.status_code == 202, response.content
-    documents.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
 
 
 def _start(client, crew_id, inputs=None, key=None, captured=None):

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from accounts import permissions
 from accounts.models import Membership
 from agents.models import Feedback
-from documents import services as documents
+from documents import ingestion
 from documents.models import Document
 from tests.accounts.conftest import issue_key, key_client, make_member, session_client  # noqa: F401  (fixtures)
 from tests.accounts.factories import MembershipFactory, OrganizationFactory
@@ -50,7 +50,7 @@ def upload(org, name: str, data: bytes) -> Document:
     client = key_client(issue_key(org, scopes=["read", "documents:write"]).secret)
     response = client.post("/api/v1/documents", {"file": SimpleUploadedFile(name, data)}, format="multipart")
     assert response.status_code == 202, response.content
-    return documents.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    return ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from scipy import stats
 
 from agents.models import Feedback
 from analytics import experiments
-from saas.llm import prompts
+from saas.llm import prompt_experiments, prompts
 from saas.llm.models import Experiment, ExperimentVariant, LLMCall, Prompt
 from tests.accounts.factories import OrganizationFactory, UserFactory
 
@@ -24,8 +24,8 @@ def _default(key="ask.system"):
 def experiment(db):
     org = OrganizationFactory()
     mine = prompts.prompt_version_create(org=org, key="ask.system", text="Shorter rules. Cite [n].")
-    return prompts.experiment_start(org=org, key="ask.system", name="Shorter rules", versions=[_default(), mine],
-                                    min_samples=50)  # fmt: skip
+    return prompt_experiments.experiment_start(org=org, key="ask.system", name="Shorter rules",
+                                               versions=[_default(), mine], min_samples=50)  # fmt: skip
 
 
 def test_members_are_assigned_stickily_and_split_close_to_even(experiment):
@@ -41,7 +41,9 @@ def test_members_are_assigned_stickily_and_split_close_to_even(experiment):
     # Another experiment assigns independently (not the same halves).
     other_org = OrganizationFactory()
     mine = prompts.prompt_version_create(org=other_org, key="ask.system", text="Other. Cite [n].")
-    other = prompts.experiment_start(org=other_org, key="ask.system", name="Other", versions=[_default(), mine])
+    other = prompt_experiments.experiment_start(
+        org=other_org, key="ask.system", name="Other", versions=[_default(), mine]
+    )
     second = [prompts.assign(other.pk, s, [50, 50]) for s in members]
     agree = sum((a == "A") == (b == 0) for a, b in zip(first, second, strict=True)) / len(members)
     assert 0.4 < agree < 0.6, agree
@@ -55,7 +57,7 @@ def test_weights_shape_the_split():
 def test_without_a_subject_or_after_the_end_production_applies(experiment):
     org = experiment.organization
     assert prompts.prompt_resolve(org=org, key="ask.system").source == "default"
-    prompts.experiment_end(experiment=experiment)
+    prompt_experiments.experiment_end(experiment=experiment)
     assert prompts.prompt_resolve(org=org, key="ask.system", subject="user:1").variant_id is None
 
 
@@ -140,13 +142,13 @@ def test_ending_with_a_winner_promotes_it_through_the_gate(experiment):
     prompts.register_promotion_check(gate)
     try:
         with pytest.raises(prompts.PromotionRefused):
-            prompts.experiment_end(experiment=experiment, winner=winner)
+            prompt_experiments.experiment_end(experiment=experiment, winner=winner)
         experiment.refresh_from_db()
         assert experiment.status == Experiment.Status.RUNNING  # a refusal leaves it running
         assert prompts.prompt_resolve(org=org, key="ask.system").source == "default"
     finally:
         prompts._promotion_checks.remove(gate)
-    ended = prompts.experiment_end(experiment=experiment, winner=winner)
+    ended = prompt_experiments.experiment_end(experiment=experiment, winner=winner)
     assert ended.status == Experiment.Status.ENDED and ended.winner == winner
     resolved = prompts.prompt_resolve(org=org, key="ask.system", subject="user:anyone")
     assert resolved.version_id == winner.version_id and resolved.variant_id is None
@@ -163,22 +165,23 @@ def test_one_running_experiment_per_key(experiment):
     org = experiment.organization
     mine = prompts.prompt_version_create(org=org, key="ask.system", text="Third. Cite [n].")
     with pytest.raises(Conflict):
-        prompts.experiment_start(org=org, key="ask.system", name="Again", versions=[_default(), mine])
+        prompt_experiments.experiment_start(org=org, key="ask.system", name="Again", versions=[_default(), mine])
 
 
 def test_an_experiment_only_takes_versions_the_org_may_use(experiment):
     stranger = OrganizationFactory()
     theirs = prompts.prompt_version_create(org=stranger, key="ask.system", text="Theirs.")
     with pytest.raises(prompts.NotFound):
-        prompts.experiment_start(org=experiment.organization, key="chat.system", name="X",
+        prompt_experiments.experiment_start(org=experiment.organization, key="chat.system", name="X",
                                  versions=[_default("chat.system"), theirs])  # fmt: skip
 
 
 def test_the_version_in_production_is_the_control_whatever_the_order():
     org = OrganizationFactory()
     mine = prompts.prompt_version_create(org=org, key="crew.agent", text="You are {role}.")
-    started = prompts.experiment_start(org=org, key="crew.agent", name="Terse", versions=[mine, _default("crew.agent")],
-                                       weights=[30, 70])  # fmt: skip
+    started = prompt_experiments.experiment_start(
+        org=org, key="crew.agent", name="Terse", versions=[mine, _default("crew.agent")], weights=[30, 70]
+    )
     arms = list(ExperimentVariant.all_orgs.filter(experiment=started).order_by("position"))
     assert [(a.name, a.version_id, a.weight) for a in arms] == [("A", _default("crew.agent").pk, 70),
                                                                 ("B", mine.pk, 30)]  # fmt: skip

@@ -5,6 +5,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import permissions
@@ -12,7 +14,7 @@ from accounts.models import AuditEvent, Membership
 from accounts.permissions import Principal
 from agents.models import Run
 from analytics import overview, samples
-from documents import services as documents
+from documents import ingestion
 from documents.models import Collection, Document
 from saas.llm.models import LLMCall, ModelConfig
 from saas.llm.provider_models import OrgProvider
@@ -105,7 +107,7 @@ def test_samples_are_uploaded_through_the_document_service_and_ingested_for_real
     assert Document.objects.for_org(org).count() == 2
 
     for document in loaded:
-        documents.document_ingest(org_id=org.pk, document_id=document.pk)
+        ingestion.document_ingest(org_id=org.pk, document_id=document.pk)
     handbook = Document.objects.for_org(org).get(filename="handbook.md")
     assert handbook.status == "ready" and handbook.chunk_count > 1
     page = client.get(f"/o/{org.slug}/").content.decode()
@@ -156,3 +158,29 @@ def test_the_activity_fragment_is_org_scoped(client):
     body = client.get(f"/o/{member.organization.slug}/activity/").content.decode()
     assert "ours.md is ready" in body and "theirs.md" not in body
     assert client.get(f"/o/{stranger.organization.slug}/activity/").status_code == 404
+
+
+# The Overview's queries, counted on a warm process: the session's user and membership (2), this period's usage
+# totals (1), the team's facts for the checklist and header (1), the activity's documents, runs and events (3),
+# the usage charts' days and features (2), the org switcher (1), the notification bell (2).
+OVERVIEW_QUERIES = 12
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_the_overview_reads_in_a_fixed_number_of_queries_whatever_the_data(client, rows):
+    owner: Any = MembershipFactory(role="owner")
+    org = owner.organization
+    for n in range(rows):
+        DocumentFactory(organization=org, title=f"doc{n}.md")
+        RunFactory(organization=org, crew__name=f"Crew {n}", status=Run.Status.SUCCEEDED)
+        AuditEvent.all_orgs.create(organization=org, action="api_key.rotated", actor_label="a", target_label=f"k{n}")
+        MembershipFactory(organization=org)
+        InvitationFactory(organization=org)
+    client.force_login(owner.user)
+    client.get(f"/o/{org.slug}/")  # the first request fills the process's caches (plans, config)
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(f"/o/{org.slug}/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert f"{rows + 1} members" in body and f"Crew {rows - 1} finished" in body
+    assert len(queries) == OVERVIEW_QUERIES, "\n".join(q["sql"][:200] for q in queries.captured_queries)

@@ -3,7 +3,7 @@ key's org (another org's objects are 404) and to its scopes (reading needs `read
 
 import pytest
 
-from saas.llm import prompts
+from saas.llm import prompt_experiments, prompts
 from saas.llm.models import Prompt
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory
@@ -83,7 +83,7 @@ def test_another_orgs_versions_and_experiments_are_404(org, admin):
     stranger = OrganizationFactory()
     theirs = prompts.prompt_version_create(org=stranger, key="ask.system", text="Their secret rules.")
     prompts.prompt_label_set(org=stranger, version=theirs)
-    experiment = prompts.experiment_start(
+    experiment = prompt_experiments.experiment_start(
         org=stranger, key="ask.system", name="Their test",
         versions=[Prompt.all_orgs.get(organization__isnull=True, key="ask.system").production, theirs],
     )  # fmt: skip

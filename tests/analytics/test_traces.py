@@ -8,7 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from agents.models import Run
-from documents import services as documents
+from documents import ingestion
 from saas.llm.models import LLMCall, ModelConfig, Span, Trace
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory
@@ -34,7 +34,7 @@ def acme(db):
     response = client.post("/api/v1/documents", {"file": SimpleUploadedFile("handbook.pdf", files.pdf(HANDBOOK))},
                            format="multipart")  # fmt: skip
     assert response.status_code == 202, response.content
-    documents.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
     return org, client
 
 

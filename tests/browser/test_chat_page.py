@@ -58,6 +58,7 @@ def _library(member):
     """A ready document in a collection named Policies (ingested here: no worker needed)."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
+    from documents import ingestion
     from documents import services as documents
     from saas.core.tenancy import org_scope
     from tests.accounts.conftest import issue_key, key_client
@@ -71,7 +72,7 @@ def _library(member):
     pdf = files.pdf(["Welcome to the Acme handbook.", "Refunds take 30 days from the purchase date."])
     response = client.post("/api/v1/documents", {"file": SimpleUploadedFile("handbook.pdf", pdf),
                                                  "collection": str(policies.pk)}, format="multipart")  # fmt: skip
-    documents.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
     return policies
 
 

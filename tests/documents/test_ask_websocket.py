@@ -8,7 +8,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from documents import services
+from documents import ingestion, services
 from saas.llm.models import LLMCall, ModelConfig, OrgLLMSettings
 from saas.llm.registry import sync_registry
 from tests.accounts.factories import MembershipFactory, OrganizationFactory
@@ -32,7 +32,7 @@ def member(db):
     member = MembershipFactory(role="member")
     org = member.organization
     document = services.document_upload(org=org, data=files.pdf(HANDBOOK), filename="handbook.pdf")
-    services.document_ingest(org_id=org.pk, document_id=document.pk)
+    ingestion.document_ingest(org_id=org.pk, document_id=document.pk)
     return member
 
 

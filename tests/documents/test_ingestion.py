@@ -5,7 +5,7 @@ import os
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from documents import selectors, services
+from documents import ingestion, selectors, services
 from documents.models import Chunk, Collection, Document
 from saas.llm.models import LLMCall, ModelConfig
 from saas.llm.registry import sync_registry
@@ -21,7 +21,7 @@ def _upload(client, data: bytes, name: str = "file.bin", **fields):
 
 
 def _ingest(org, document_id) -> Document:
-    services.document_ingest(org_id=org.pk, document_id=document_id)
+    ingestion.document_ingest(org_id=org.pk, document_id=document_id)
     return Document.objects.for_org(org).get(pk=document_id)
 
 
@@ -60,7 +60,7 @@ def test_chunks_are_embedded_with_the_int8_passage_build_and_found_by_fp32_quest
     markdown = b"# Refunds\n\nRefunds take 30 days from the purchase."
     document = _ingest(org, _upload(writer, markdown, "refunds.md").json()["id"])
     chunk = Chunk.objects.for_org(org).get(document=document)
-    text = services._embedding_input(chunk.heading, services.chunk_text(chunk))
+    text = ingestion._embedding_input(chunk.heading, services.chunk_text(chunk))
     stored = np.array(chunk.embedding)
     assert np.allclose(stored, embeddings._model(passages=True).encode([text])[0], atol=1e-5)
     assert not np.allclose(stored, embeddings._model().encode([text])[0], atol=1e-5)  # not the fp32 vector
@@ -169,7 +169,7 @@ def test_the_watchdog_requeues_lost_ingestions_and_gives_up_after_its_attempts(
     documents.filter(pk=ids[1]).update(status="processing", attempts=2, updated_at=long_ago)  # lost it twice
     documents.filter(pk=ids[2]).update(status="processing", attempts=1)  # working right now
     with django_capture_on_commit_callbacks() as queued:
-        assert services.documents_recover_stalled() == {"requeued": 1, "failed": 1}
+        assert ingestion.documents_recover_stalled() == {"requeued": 1, "failed": 1}
     assert len(queued) == 1
     assert documents.get(pk=ids[0]).status == "queued"
     gave_up = documents.get(pk=ids[1])
@@ -186,14 +186,14 @@ def test_two_deliveries_ingesting_at_once_leave_one_set_of_chunks(monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
     both_embedded = threading.Barrier(2, timeout=30)
-    progress = services._progress
+    progress = ingestion._progress
 
     def in_step(document, status, percent, reason=""):
         progress(document, status, percent, reason)
         if percent == 95:  # both have their vectors: now they store them at the same moment
             both_embedded.wait()
 
-    monkeypatch.setattr(services, "_progress", in_step)
+    monkeypatch.setattr(ingestion, "_progress", in_step)
 
     from django.db import connection
 
@@ -204,7 +204,7 @@ def test_two_deliveries_ingesting_at_once_leave_one_set_of_chunks(monkeypatch):
 
     def ingest() -> str:
         try:
-            return services.document_ingest(org_id=org.pk, document_id=document.pk).status
+            return ingestion.document_ingest(org_id=org.pk, document_id=document.pk).status
         finally:
             connection.close()
 

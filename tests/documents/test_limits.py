@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from documents import extraction, services
+from documents import extraction, ingestion, services
 from documents.extraction import ExtractionRefused, detect_kind, extract_sections, max_unpacked_bytes
 from documents.models import Chunk, Document
 from tests.documents import files
@@ -112,12 +112,12 @@ def test_ingestion_fails_the_document_with_the_reason_and_does_not_retry(setting
     org = OrganizationFactory()
     document = services.document_upload(org=org, data=files.word_with_xml(3 * MiB), filename="big.docx")
     settings.DOCUMENTS_EXTRACTION_MEMORY_BYTES = 40 * MiB  # lowered after the upload: 2 MiB
-    services.document_ingest(org_id=org.pk, document_id=document.pk)
+    ingestion.document_ingest(org_id=org.pk, document_id=document.pk)
     document.refresh_from_db()
     assert document.status == Document.Status.FAILED and document.attempts == 1
     assert "has a part (word/document.xml) of 3.0 MiB when unpacked; the limit is 2.0 MiB" in document.failure_reason
     assert not Chunk.objects.for_org(org).filter(document=document).exists()
-    services.document_ingest(org_id=org.pk, document_id=document.pk)  # a redelivery does nothing
+    ingestion.document_ingest(org_id=org.pk, document_id=document.pk)  # a redelivery does nothing
     document.refresh_from_db()
     assert document.attempts == 1
 

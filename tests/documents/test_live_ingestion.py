@@ -7,7 +7,7 @@ import uuid
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from documents import services
+from documents import ingestion, services
 from documents.models import Chunk, Document
 from saas.llm.models import ModelConfig
 from saas.llm.registry import sync_registry
@@ -96,7 +96,7 @@ def test_a_worker_killed_mid_ingestion_leaves_no_half_document(tmp_path, fake_se
     document.refresh_from_db()
     assert document.status == "processing" and not Chunk.all_orgs.filter(document=document).exists()
     settings.DOCUMENTS_STALLED_AFTER = 0
-    assert services.documents_recover_stalled()["requeued"] == 1
+    assert ingestion.documents_recover_stalled()["requeued"] == 1
 
     second = worker("second")
     try:

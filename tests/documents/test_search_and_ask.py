@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from agents.models import Feedback
-from documents import services
+from documents import ingestion, services
 from saas.llm import gateway
 from saas.llm.models import LLMCall, SemanticCacheEntry
 from tests.accounts.conftest import issue_key, key_client
@@ -27,7 +27,7 @@ def _library(org, documents: dict[str, bytes]):
     for name, data in documents.items():
         response = client.post("/api/v1/documents", {"file": SimpleUploadedFile(name, data)}, format="multipart")
         assert response.status_code == 202, response.content
-        services.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+        ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
     return client
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.db import connection, transaction
 
-from documents import privacy, services
+from documents import ingestion, privacy, services
 from documents.models import Document
 from documents.selectors import VectorPlan, _run, chunk_nearest, vector_plan
 from saas.core.privacy import Subject
@@ -151,7 +151,7 @@ def _upload(org, collection, text: str, user=None) -> Document:
     document = services.document_upload(
         org=org, data=text.encode(), filename="notes.md", collection=collection, user=user
     )
-    return services.document_ingest(org_id=org.pk, document_id=document.pk)
+    return ingestion.document_ingest(org_id=org.pk, document_id=document.pk)
 
 
 def test_the_cached_scope_sizes_follow_every_change_to_the_collections_chunks(settings, django_assert_num_queries):
@@ -173,7 +173,7 @@ def test_the_cached_scope_sizes_follow_every_change_to_the_collections_chunks(se
     assert exact() is False  # added: 101
     services.document_reindex(org=org, document_id=added.pk)
     assert exact() is True  # reindexing: its chunk is out of the search until ingested again
-    services.document_ingest(org_id=org.pk, document_id=added.pk)
+    ingestion.document_ingest(org_id=org.pk, document_id=added.pk)
     assert exact() is False
     services.document_delete(org=org, document_id=added.pk)
     assert exact() is True  # removed

@@ -36,7 +36,7 @@ WRITTEN_QUESTIONS = [
 def corpus() -> tuple[list[str], list[str]]:
     """(passages, questions)."""
     from documents.extraction import chunk_sections, extract_sections
-    from documents.services import _embedding_input
+    from documents.ingestion import _embedding_input
 
     passages = []
     for name in DOCUMENTS:

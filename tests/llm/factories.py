@@ -52,7 +52,7 @@ class PromptVersionFactory(OrgOwnedFactory):
 
 class ExperimentFactory(OrgOwnedFactory):
     """An ended experiment of an org on ask.system, between the default and one version of the org's (tests of
-    running ones start them with prompts.experiment_start: one may run per key)."""
+    running ones start them with prompt_experiments.experiment_start: one may run per key)."""
 
     class Meta:
         model = Experiment

@@ -6,7 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts import permissions
 from accounts.models import AuditEvent, Membership
-from documents import services as documents
+from documents import ingestion
 from saas.llm import gateway, guardrails
 from saas.llm.models import LLMCall, OrgLLMSettings
 from saas.llm.providers import ChatRequest
@@ -177,7 +177,7 @@ def test_a_planted_passage_is_quoted_as_data_shown_flagged_and_recorded(db):
     )
     uploaded = client.post("/api/v1/documents", {"file": SimpleUploadedFile("refunds.md", planted)},
                            format="multipart")  # fmt: skip
-    documents.document_ingest(org_id=org.pk, document_id=uploaded.json()["id"])
+    ingestion.document_ingest(org_id=org.pk, document_id=uploaded.json()["id"])
     answer = client.post("/api/v1/ask", {"question": "How long do refunds take?"}, format="json").json()
     assert answer["citations"] and all(c["flagged"] for c in answer["citations"])
     call = LLMCall.all_orgs.get(pk=answer["id"])

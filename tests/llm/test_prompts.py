@@ -3,7 +3,7 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from saas.llm import prompts
+from saas.llm import prompt_experiments, prompts
 from saas.llm.models import ExperimentVariant, Prompt, PromptVersion
 from saas.llm.prompt_defaults import BUILTINS
 from saas.llm.prompt_models import VersionImmutable
@@ -84,14 +84,14 @@ def library(db):
     """An org with one document, asked through the API (the offline engine answers)."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from documents import services as documents
+    from documents import ingestion
     from tests.accounts.conftest import issue_key, key_client
 
     org = OrganizationFactory()
     client = key_client(issue_key(org, scopes=["read", "ask", "documents:write"]).secret)
     notes = b"# Refunds\n\nRefunds take 30 days from the purchase date.\n\n## Travel\n\nTrips are booked by Ann.\n"
     response = client.post("/api/v1/documents", {"file": SimpleUploadedFile("policy.md", notes)}, format="multipart")
-    documents.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
     return org, client
 
 
@@ -134,7 +134,7 @@ def test_experiment_arms_keep_their_own_cache_entries_and_ledger_rows(library):
     org, _ = library
     default = Prompt.all_orgs.get(organization__isnull=True, key="ask.system").production
     mine = prompts.prompt_version_create(org=org, key="ask.system", text="Answer from the sources. Cite [n].")
-    experiment = prompts.experiment_start(org=org, key="ask.system", name="Rules", versions=[default, mine])
+    experiment = prompt_experiments.experiment_start(org=org, key="ask.system", name="Rules", versions=[default, mine])
     arms = {}
     for _ in range(40):  # members until both arms have one
         user = UserFactory()

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts import erasure, exports
 from accounts.models import DataExport, ErasureRecord, Organization
-from documents import services
+from documents import ingestion, services
 from documents.models import Document
 from saas.llm.models import ModelConfig
 from saas.llm.registry import sync_registry
@@ -129,7 +129,7 @@ def test_a_damaged_or_missing_original_is_a_clear_error_on_download(backend, org
 def test_an_ingestion_of_a_missing_original_fails_the_document_with_the_reason(backend, org):
     document = services.document_upload(org=org, data=b"# Notes\n\n" + SENTENCE.encode(), filename="notes.md")
     backend.remove(document.file.name)
-    result = services.document_ingest(org_id=org.pk, document_id=document.pk)
+    result = ingestion.document_ingest(org_id=org.pk, document_id=document.pk)
     assert result is not None and result.status == "failed"
     assert "cannot be read from the file storage (file_missing)" in result.failure_reason
 
