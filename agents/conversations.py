@@ -279,8 +279,9 @@ def _answer_end(
         services._finish(answer, text, Message.Status.CANCELLED)
         event = {"type": "done", "message": answer_id, "status": "cancelled", "model": answer.model}
     try:
-        answer.refresh_from_db()
-        event["html"] = turn_html(answer, user=caller.user)
+        # `answer` is the row just saved, and nobody has rated it yet: its turn renders without reading it again.
+        turn = turn_context(answer, slug=conversation.organization.slug)
+        event["html"] = render_to_string("agents/chat_turn.html", {"turn": turn})
         titles.title_summarise_later(conversation=conversation, answer=answer)
     finally:
         if recorder is not None:
