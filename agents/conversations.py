@@ -242,8 +242,8 @@ async def answer_relay(
         try:
             async for item in stream:
                 if isinstance(item, gateway.GatewayStreamEnd):
-                    end = item
-                    break
+                    end = item  # the last item: the stream ends after it
+                    continue
                 parts.append(item)
                 await send({"type": "delta", "message": answer_id, "text": item})
                 if should_stop():
