@@ -1,6 +1,7 @@
 """Reads for accounts. Cross-org reads (a user's own memberships) use `all_orgs` here and nowhere else."""
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from django.db.models import Q, QuerySet
@@ -34,6 +35,20 @@ def membership_get_for_user(
         except ValueError:
             return None
     return queryset.order_by("created_at").first()
+
+
+def membership_get_for_user_id(*, user_id: Any, org_id: UUID | str) -> Membership | None:
+    """As membership_get_for_user(org_id=...), for a user known by id only: the user comes in the same query
+    (a websocket's access check reads the session's user with the rights; the caller verifies the session)."""
+    try:
+        org_id = UUID(str(org_id))
+    except ValueError:
+        return None
+    return (
+        Membership.all_orgs.select_related("organization", "user")
+        .filter(user_id=user_id, organization_id=org_id, organization__deletion_requested_at__isnull=True)
+        .first()
+    )
 
 
 def member_list(*, org: Organization, search: str = "", role: str = "") -> QuerySet[Membership]:

@@ -22,9 +22,11 @@ from agents.models import Conversation, Run
 from saas.core.consumers import (
     CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
+    CLOSE_SIGNED_OUT,
     AccessConsumer,
     AccessLost,
     Frame,
+    SessionAuth,
     Stop,
     Text,
 )
@@ -53,16 +55,30 @@ class ChatConsumer(AccessConsumer):
     max_frame_bytes = 64 * 1024
     access: tuple[Conversation, Principal]
 
+    def authorize_session(self, auth: SessionAuth) -> tuple[Any, tuple[Conversation, Principal]]:
+        """The conversation, its org, its owner and their membership in one query (the check runs on connect
+        and before every frame)."""
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        conversation = selectors.conversation_with_member(conversation_id=conversation_id, user_id=auth.user_id)
+        if conversation is None:
+            return super().authorize_session(auth)  # signed out (4401) or not theirs (4404): the slow path says
+        user = auth.verify(conversation.user)
+        if user is None:
+            raise AccessLost(CLOSE_SIGNED_OUT)
+        return user, self._access(conversation, conversation.member)
+
     def authorize(self, user: Any) -> tuple[Conversation, Principal]:
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        conversation = (
-            Conversation.all_orgs.select_related("organization").filter(pk=conversation_id, user=user).first()
-        )
+        conversation = selectors.conversation_with_member(conversation_id=conversation_id, user_id=user.pk)
         if conversation is None:
             raise AccessLost(CLOSE_NOT_FOUND)  # another org's or another person's conversation is not here
-        membership = account_selectors.membership_get_for_user(user=user, org_id=conversation.organization_id)
+        return self._access(conversation, conversation.member)
+
+    @staticmethod
+    def _access(conversation: Conversation, membership: Any) -> tuple[Conversation, Principal]:
         if membership is None:
             raise AccessLost(CLOSE_NOT_FOUND)  # they left the org: its conversations went with it
+        membership.organization, membership.user = conversation.organization, conversation.user  # read already
         return conversation, principal_for_member(membership)
 
     def access_groups(self, access: tuple[Conversation, Principal]) -> list[str]:
@@ -87,27 +103,32 @@ class ChatConsumer(AccessConsumer):
 
     async def _answer(self, conversation: Conversation, principal: Principal, frame: Ask) -> None:
         org = principal.organization
-        asked, answer = await self.in_thread(_start, conversation, frame)  # a refusal is sent as an "error"
+        caller = gateway.Caller(org=org, feature="chat", user=principal.user)
+        # The turn's rows and the call's admission in one hop; a refusal is sent as an "error"
+        asked, answer, admitted = await self.in_thread(_start, conversation, frame, caller)
         await self.send_event({"type": "started", "question": str(asked.pk), "message": str(answer.pk),
                                "replaced": str(frame.replace) if frame.replace else None,
                                "title": str(conversation)})  # fmt: skip
+        if isinstance(admitted, conversations.Admitted):  # on the event loop: no thread while it streams
+            await conversations.answer_relay(admitted, should_stop=self.stop_flag.is_set, send=self.send_event)
+            return
+        if admitted is not None:  # refused before the model was asked (its outcome saved)
+            await self.send_event(admitted)
+            return
         events = conversations.answer_stream(
-            conversation=conversation,
-            answer=answer,
-            caller=gateway.Caller(org=org, feature="chat", user=principal.user),
-            should_stop=self.stop_flag.is_set,
+            conversation=conversation, answer=answer, caller=caller, should_stop=self.stop_flag.is_set
         )
-        await self.relay(events, org)  # in one thread of the stream pool (the gateway is synchronous)
+        await self.relay(events, org)  # grounded in documents: retrieval is synchronous, in the stream pool
 
 
-def _start(conversation: Conversation, frame: Ask) -> Any:
+def _start(conversation: Conversation, frame: Ask, caller: gateway.Caller) -> Any:
     with org_scope(conversation.organization):
         if frame.replace is not None:
             conversations.turn_replace(conversation=conversation, message_id=frame.replace)
         model = frame.model or "auto"
-        started = services.chat_turn_start(conversation=conversation, question=frame.content, model=model)
+        asked, answer = services.chat_turn_start(conversation=conversation, question=frame.content, model=model)
         conversation.refresh_from_db(fields=["title_encrypted"])  # "started" shows the title: renamed or summarised
-        return started
+        return asked, answer, conversations.answer_admit(conversation=conversation, answer=answer, caller=caller)
 
 
 class RunConsumer(AccessConsumer):

@@ -7,10 +7,12 @@ workspace needs on top of them. Everything takes the org and the person, and ano
 person's conversation or collection is a NotFound (a 404).
 """
 
+import asyncio
 import re
 import uuid
-from collections.abc import Callable, Generator, Iterable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import transaction
@@ -25,8 +27,8 @@ from documents import services as documents
 from documents.models import Collection, Document
 from saas.core.errors import ApplicationError, NotFound
 from saas.core.markdown import render_markdown
-from saas.llm import gateway, tracing
-from saas.llm.providers import ChatRequest
+from saas.llm import gateway, gateway_async, tracing
+from saas.llm.providers import ChatRequest, LLMError
 
 MAX_COLLECTIONS = 20
 LOCAL_UPSTREAM = "local"
@@ -177,6 +179,114 @@ def answer_stream(
             yield event
     finally:
         events.close()
+
+
+# --- The answer on the event loop --------------------------------------------------------------------------
+
+
+@dataclass
+class Admitted:
+    """An ungrounded answer whose call was admitted (saas/llm/gateway_async.admit): it streams on the event
+    loop (`answer_relay`), holding no thread while it waits on the model."""
+
+    conversation: Conversation
+    answer: Message
+    caller: gateway.Caller
+    pending: gateway_async.Pending
+    recorder: tracing.Recorder | None
+
+
+def answer_admit(
+    *, conversation: Conversation, answer: Message, caller: gateway.Caller
+) -> Admitted | dict[str, Any] | None:
+    """The synchronous steps before the model (in a worker thread, in the org's scope): the request, then the
+    gateway's admission (policy, guardrails, PII, caches, a quota place). None: the answer draws on documents
+    (retrieval is synchronous: `answer_stream` in a thread of the stream pool). A dict: the "error" event of
+    a call refused before it started, its outcome saved as `answer_stream` saves it."""
+    collections, _ = grounding(conversation)
+    if collections is not None:
+        return None
+    recorder = tracing.start(**tracing.for_caller(caller, "chat", "Chat turn", subject_id=str(answer.pk)))
+    try:
+        with recorder.active() if recorder is not None else nullcontext():
+            model, request, prompt = services.chat_request(conversation=conversation, answer=answer, caller=caller)
+            pending = gateway_async.admit(
+                caller=caller, model=model, request=request, stream=True, prompt=prompt, batched=False
+            )  # fmt: skip  (the message links to the row at once)
+    except LLMError as error:
+        return _answer_end(conversation, answer, caller, recorder, "", Message.Status.ERROR, error=error)
+    return Admitted(conversation, answer, caller, pending, recorder)
+
+
+async def answer_relay(
+    admitted: Admitted, *, should_stop: Callable[[], bool], send: Callable[[dict[str, Any]], Awaitable[None]]
+) -> None:
+    """Stream an admitted answer on the event loop: "delta" events as the model writes, then one "done" (or
+    "error") carrying the turn's HTML, as `answer_stream` makes them. The deltas pass on the loop (no thread
+    per open answer, no hop per token); the call's end and the message's outcome take one hop each to the
+    gateway's pool. `should_stop` is checked between tokens: a stop closes the upstream call, which the
+    gateway records as cancelled, and keeps what had arrived; so does the task being cancelled."""
+    a = admitted
+    answer_id = str(a.answer.pk)
+    org = a.conversation.organization
+    parts: list[str] = []
+    end: gateway.GatewayStreamEnd | None = None
+    error: LLMError | None = None
+
+    def ending(status: str, **outcome: Any) -> Awaitable[dict[str, Any]]:  # in one hop to the gateway's pool
+        return gateway_async.hop(gateway_async.in_org(org, _answer_end), a.conversation, a.answer, a.caller,
+                                 a.recorder, "".join(parts), status, **outcome)  # fmt: skip
+
+    with gateway_async.own_threads(), a.recorder.active() if a.recorder is not None else nullcontext():
+        stream = gateway_async.achat_stream(a.pending)
+        try:
+            async for item in stream:
+                if isinstance(item, gateway.GatewayStreamEnd):
+                    end = item  # the last item: the stream ends after it
+                    continue
+                parts.append(item)
+                await send({"type": "delta", "message": answer_id, "text": item})
+                if should_stop():
+                    break
+        except LLMError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            await asyncio.shield(stream.aclose())  # the call recorded as cancelled
+            await asyncio.shield(ending(Message.Status.CANCELLED))
+            raise
+        finally:
+            await stream.aclose()  # a stop (or a failure) closes the upstream call: recorded as cancelled
+        status = Message.Status.ERROR if error else Message.Status.COMPLETE if end else Message.Status.CANCELLED
+        event = await ending(status, end=end, error=error)
+    await send(event)
+
+
+def _answer_end(
+    conversation: Conversation, answer: Message, caller: gateway.Caller, recorder: tracing.Recorder | None, text: str,
+    status: str, *, end: gateway.GatewayStreamEnd | None = None, error: LLMError | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The answer's outcome saved (as services.chat_answer_stream saves it), its last event with the turn's
+    HTML, the title summarised later, the turn's trace written."""
+    answer_id = str(answer.pk)
+    event: dict[str, Any]
+    if error is not None:
+        services._finish(answer, text, Message.Status.ERROR, error=error.message)
+        event = {"type": "error", "message": answer_id, "error": {"code": error.kind, "message": error.message}}
+    elif end is not None and status == Message.Status.COMPLETE:
+        services._finish(answer, text, status, model=end.model, engine=end.engine, call_id=end.call_id)
+        event = {"type": "done", "message": answer_id, "status": "complete", "model": end.model, "engine": end.engine}
+    else:
+        services._finish(answer, text, Message.Status.CANCELLED)
+        event = {"type": "done", "message": answer_id, "status": "cancelled", "model": answer.model}
+    try:
+        # `answer` is the row just saved, and nobody has rated it yet: its turn renders without reading it again.
+        turn = turn_context(answer, slug=conversation.organization.slug)
+        event["html"] = render_to_string("agents/chat_turn.html", {"turn": turn})
+        titles.title_summarise_later(conversation=conversation, answer=answer)
+    finally:
+        if recorder is not None:
+            recorder.finish()
+    return event
 
 
 def _grounded(

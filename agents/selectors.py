@@ -1,15 +1,17 @@
 """Reads for crews and runs."""
 
 import json
+import uuid
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, FilteredRelation, Q, QuerySet, Sum
 from django.urls import reverse
 
 from agents import definitions
 from agents.engine import step_json
 from agents.models import Crew, Message, Run, RunStep, Task
 from saas.core import crypto
+from saas.core.db import CompiledQuery
 from saas.core.validators import is_uuid
 from saas.llm.local_engine import ENGINE_LABEL
 from saas.llm.models import LLMCall
@@ -176,3 +178,35 @@ def feedback_trace(*, feedback: Any) -> str | None:
     trace = LLMCall.objects.for_org(feedback.organization_id).filter(pk=call_id).values_list("trace_id", flat=True)
     found = trace.first() or ""
     return found if traces_recorded(org=feedback.organization_id, ids=[found]) else None
+
+
+def _conversation_with_member(conversation_id: Any, user_id: Any) -> QuerySet[Any]:
+    from agents.models import Conversation
+
+    member = FilteredRelation("organization__memberships", condition=Q(organization__memberships__user_id=F("user_id")))
+    return (
+        Conversation.all_orgs.annotate(member=member)
+        .select_related("organization", "user", "member")
+        .filter(pk=conversation_id, user_id=user_id)
+    )
+
+
+_CONVERSATION_WITH_MEMBER = CompiledQuery(
+    _conversation_with_member, conversation_id=uuid.UUID(int=0x5E771E), user_id=-0x5E771F
+)
+
+
+def conversation_with_member(*, conversation_id: Any, user_id: Any) -> Any:
+    """The person's conversation with its org, its owner and their membership in the org (`.member`, None
+    when they are no longer a member or the org is being deleted), in one query compiled once per process;
+    None if the conversation is not theirs (or not anywhere). The websocket chat's access check, on connect
+    and before every frame (agents/consumers.py)."""
+    if not is_uuid(str(conversation_id)):
+        return None
+    conversation = _CONVERSATION_WITH_MEMBER.first(conversation_id=uuid.UUID(str(conversation_id)), user_id=user_id)
+    if conversation is not None:
+        # No membership row: select_related leaves the attribute unset. An org being deleted is gone for
+        # everyone (accounts/selectors._memberships).
+        gone = conversation.organization.deletion_requested_at is not None
+        conversation.member = None if gone else getattr(conversation, "member", None)
+    return conversation

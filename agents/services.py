@@ -16,6 +16,7 @@ from agents.models import Agent, Conversation, Crew, Feedback, Message, Run, Tas
 from saas.core import crypto
 from saas.core.errors import ApplicationError, Conflict, NotFound
 from saas.llm import gateway, ledger
+from saas.llm.prompts import ResolvedPrompt
 from saas.llm.providers import ChatRequest, LLMError
 
 MAX_QUESTION_CHARS = 20_000
@@ -77,21 +78,29 @@ def chat_history(*, conversation: Conversation, before: Message) -> list[dict[st
     return [{"role": m.role, "content": message_text(m)} for m in reversed(list(messages)) if message_text(m)]
 
 
+def chat_request(
+    *, conversation: Conversation, answer: Message, caller: gateway.Caller
+) -> tuple[str, ChatRequest, ResolvedPrompt]:
+    """What the gateway is asked for `answer`: the model, the conversation's system prompt and its earlier
+    turns, and the prompt (for the ledger)."""
+    history = chat_history(conversation=conversation, before=answer)
+    prompt = gateway.resolve_prompt(caller=caller, key="chat.system")  # its text empty: no system message
+    system = [{"role": "system", "content": text}] if (text := prompt.render().strip()) else []
+    request = ChatRequest([*system, *history], **prompt.request_options())
+    return prompt.model_for(answer.model or "auto"), request, prompt
+
+
 def chat_answer_stream(
     *, conversation: Conversation, answer: Message, caller: gateway.Caller, should_stop: Callable[[], bool]
 ) -> Generator[dict[str, Any], None, None]:
     """Runs the gateway stream for `answer` and yields events for the browser; saves the outcome, whatever
     it is. `should_stop` is checked between tokens: a stop closes the upstream stream (the gateway records
     the call as cancelled) and keeps what had arrived."""
-    history = chat_history(conversation=conversation, before=answer)
     parts: list[str] = []
     stream = None
     try:
-        prompt = gateway.resolve_prompt(caller=caller, key="chat.system")  # its text empty: no system message
-        system = [{"role": "system", "content": text}] if (text := prompt.render().strip()) else []
-        stream = gateway.chat_stream(caller=caller, model=prompt.model_for(answer.model or "auto"),
-                                     request=ChatRequest([*system, *history], **prompt.request_options()),
-                                     prompt=prompt)  # fmt: skip
+        model, request, prompt = chat_request(conversation=conversation, answer=answer, caller=caller)
+        stream = gateway.chat_stream(caller=caller, model=model, request=request, prompt=prompt)
         for item in stream:
             if isinstance(item, gateway.GatewayStreamEnd):
                 _finish(answer, "".join(parts), Message.Status.COMPLETE, model=item.model, engine=item.engine,

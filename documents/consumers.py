@@ -13,9 +13,11 @@ from accounts.permissions import ASK, Principal, principal_for_member
 from documents import services
 from saas.core.consumers import (
     CLOSE_NOT_FOUND,
+    CLOSE_SIGNED_OUT,
     AccessConsumer,
     AccessLost,
     Frame,
+    SessionAuth,
     Stop,
     Text,
 )
@@ -39,6 +41,17 @@ class AskConsumer(AccessConsumer):
     frame_schema = FRAMES
     frame_types = '{"type": "ask", "question": ...} or {"type": "stop"}'
     access: Principal
+
+    def authorize_session(self, auth: SessionAuth) -> tuple[Any, Principal]:
+        """The membership and its user in one query (the check runs on connect and before every frame)."""
+        org_id = self.scope["url_route"]["kwargs"]["org_id"]
+        membership = account_selectors.membership_get_for_user_id(user_id=auth.user_id, org_id=org_id)
+        if membership is None:
+            return super().authorize_session(auth)  # signed out (4401) or not a member (4404): the slow path says
+        user = auth.verify(membership.user)
+        if user is None:
+            raise AccessLost(CLOSE_SIGNED_OUT)
+        return user, principal_for_member(membership)
 
     def authorize(self, user: Any) -> Principal:
         org_id = self.scope["url_route"]["kwargs"]["org_id"]

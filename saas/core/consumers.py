@@ -34,19 +34,23 @@ import asyncio
 import json
 import logging
 import threading
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from dataclasses import dataclass
 from importlib import import_module
-from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels_redis.core import RedisChannelLayer
 from django.conf import settings
-from django.contrib.auth import get_user
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.core.exceptions import ValidationError
 from django.db import close_old_connections
 from django.http.cookie import parse_cookie
+from django.utils.crypto import constant_time_compare
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -164,13 +168,50 @@ def merge_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- The session behind a socket ---------------------------------------------------------------------------
 
 
-def session_user(session_key: str | None) -> Any:
-    """The active user the session still signs in (None if it ended, or their password changed since)."""
+@dataclass(frozen=True)
+class SessionAuth:
+    """Who a session says is signed in, read from the session alone (no query for the user yet): a consumer
+    may read the user in the same query as the socket's rights and then `verify` them (`user()` reads them
+    alone). The rules are django.contrib.auth.get_user's: a backend still configured, an active user, and the
+    session's hash of their password (or a fallback secret's)."""
+
+    user_id: Any
+    session_hash: str
+
+    def verify(self, user: Any) -> Any:
+        """`user` (the one this session names, read by the caller) if the session still signs them in, else None."""
+        if user is None or user.pk != self.user_id or not user.is_active or not self.session_hash:
+            return None
+        if constant_time_compare(self.session_hash, user.get_session_auth_hash()):
+            return user
+        if any(constant_time_compare(self.session_hash, h) for h in user.get_session_auth_fallback_hash()):
+            return user  # signed with a rotated secret (get_user would also re-sign the session: HTTP does that)
+        return None  # their password changed since (get_user flushes such a session; refusing is enough here)
+
+    def user(self) -> Any:
+        return self.verify(get_user_model()._default_manager.filter(pk=self.user_id).first())
+
+
+def session_auth(session_key: str | None) -> SessionAuth | None:
+    """The session's signed-in user id and hash, or None (no such session, nobody signed in to it, a backend
+    no longer configured). One cache read for a cached_db session; no query."""
     if not session_key:
         return None
     store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]  # it only reads .session
-    return user if user.is_authenticated and user.is_active else None
+    try:
+        user_id = get_user_model()._meta.pk.to_python(store[SESSION_KEY])
+        backend = store[BACKEND_SESSION_KEY]
+    except (KeyError, ValidationError):
+        return None
+    if backend not in settings.AUTHENTICATION_BACKENDS:
+        return None
+    return SessionAuth(user_id, str(store.get(HASH_SESSION_KEY) or ""))
+
+
+def session_user(session_key: str | None) -> Any:
+    """The active user the session still signs in (None if it ended, or their password changed since)."""
+    auth = session_auth(session_key)
+    return auth.user() if auth is not None else None
 
 
 class SessionCookieMiddleware:
@@ -190,8 +231,8 @@ class SessionCookieMiddleware:
 
 
 # channels-redis gives each event loop a pool of at most 100 Redis connections and fails a command at once
-# ("Too many connections") when all are in use: a burst of sockets connecting (three group_adds each) or
-# leaving together would lose some handshakes that way. Group operations wait for one of these slots instead.
+# ("Too many connections") when all are in use: a burst of sockets connecting or leaving together would lose
+# some handshakes that way. Group operations wait for one of these slots instead.
 CHANNEL_LAYER_OPS = 48
 _layer_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
 
@@ -205,6 +246,38 @@ async def _layer_op(operation: Callable[..., Awaitable[Any]], *args: Any) -> Any
         return await operation(*args)
 
 
+async def groups_change(layer: Any, channel: str, *, add: Collection[str] = (), discard: Collection[str] = ()) -> None:
+    """Join and leave channel-layer groups. On channels-redis, all of a socket's group changes go in one
+    pipelined round trip per shard (what its group_add does per group: ZADD with the time, EXPIRE; group_discard:
+    ZREM), instead of two round trips per group joined: a handshake joins three groups (its user's, its
+    session's, its team's). Other layers (the in-memory one) get their own group_add and group_discard."""
+    if not add and not discard:
+        return
+    if not isinstance(layer, RedisChannelLayer):
+        await asyncio.gather(*(_layer_op(layer.group_add, g, channel) for g in add),
+                             *(_layer_op(layer.group_discard, g, channel) for g in discard))  # fmt: skip
+        return
+    assert layer.require_valid_channel_name(channel), "Channel name not valid"
+    shards: dict[int, list[tuple[str, str]]] = {}
+    for op, groups in (("add", add), ("discard", discard)):
+        for group in groups:
+            assert layer.require_valid_group_name(group), "Group name not valid"
+            shards.setdefault(layer.consistent_hash(group), []).append((op, layer._group_key(group)))
+
+    async def shard(index: int, changes: list[tuple[str, str]]) -> None:
+        pipe = layer.connection(index).pipeline(transaction=False)
+        now = time.time()
+        for op, key in changes:
+            if op == "add":
+                pipe.zadd(key, {channel: now})
+                pipe.expire(key, layer.group_expiry)
+            else:
+                pipe.zrem(key, channel)
+        await pipe.execute()
+
+    await asyncio.gather(*(_layer_op(shard, index, changes) for index, changes in shards.items()))
+
+
 # Work running outside a closed consumer (an answer draining after its socket closed) is kept referenced here
 # until it ends, so the event loop does not drop it half-way.
 _draining: set[asyncio.Task[None]] = set()
@@ -213,7 +286,8 @@ _draining: set[asyncio.Task[None]] = set()
 class AccessConsumer(AsyncWebsocketConsumer):
     """The base of every consumer. Subclasses declare:
 
-    - `authorize(user)` (synchronous, in a worker thread): the socket's rights, or AccessLost;
+    - `authorize(user)` (synchronous, in a worker thread): the socket's rights, or AccessLost (or
+      `authorize_session(auth)`, which reads the session's user together with the rights);
     - `access_groups(access)`: the channel-layer groups the socket belongs to while it holds them;
     - `frame_schema` and `frame_types`: the frames the client may send (None: the socket only sends);
     - `handle(frame)`: what a valid frame does; `opened()` and `access_updated(access)` where needed.
@@ -233,6 +307,15 @@ class AccessConsumer(AsyncWebsocketConsumer):
 
     def authorize(self, user: Any) -> Any:
         raise NotImplementedError
+
+    def authorize_session(self, auth: SessionAuth) -> tuple[Any, Any]:
+        """The session's user and the socket's rights, or AccessLost. By default the user is read, then
+        `authorize(user)` asked; a consumer whose rights come from one query may read the user in it too (and
+        must then `auth.verify` them): one query per check instead of two or three."""
+        user = auth.user()
+        if user is None:
+            raise AccessLost(CLOSE_SIGNED_OUT)
+        return user, self.authorize(user)
 
     def access_groups(self, access: Any) -> list[str]:
         return []
@@ -272,11 +355,12 @@ class AccessConsumer(AsyncWebsocketConsumer):
 
     def _check(self) -> Any:
         try:
-            user = session_user(self.session_key)
-            if user is None or (self.user is not None and user.pk != self.user.pk):
+            auth = session_auth(self.session_key)
+            if auth is None or (self.user is not None and auth.user_id != self.user.pk):
                 raise AccessLost(CLOSE_SIGNED_OUT)
+            user, access = self.authorize_session(auth)
             self.user = user
-            return self.authorize(user)
+            return access
         finally:
             close_old_connections()
 
@@ -304,16 +388,13 @@ class AccessConsumer(AsyncWebsocketConsumer):
     async def _join(self, access: Any) -> None:
         wanted = {access_user_group(self.user.pk), access_session_group(self.session_key or ""),
                   *self.access_groups(access)}  # fmt: skip
-        await self._leave(self.joined - wanted)
-        adding = wanted - self.joined
-        await asyncio.gather(*(_layer_op(self.channel_layer.group_add, group, self.channel_name) for group in adding))
-        self.joined |= adding
+        adding, leaving = wanted - self.joined, self.joined - wanted
+        await groups_change(self.channel_layer, self.channel_name, add=adding, discard=leaving)
+        self.joined = (self.joined - leaving) | adding
 
     async def _leave(self, groups: set[str]) -> None:
         groups = set(groups)
-        await asyncio.gather(
-            *(_layer_op(self.channel_layer.group_discard, group, self.channel_name) for group in groups)
-        )
+        await groups_change(self.channel_layer, self.channel_name, discard=groups)
         self.joined -= groups
 
     # --- Channels' dispatch, without its hop to the process's one sync thread ------------------------------

@@ -6,12 +6,15 @@ while its event loop keeps serving every other socket. asyncio's default pool ha
 the first token took seconds. Channels' `database_sync_to_async` is no better here: outside an HTTP request it
 runs every call of the process on one single thread. Instead, two pools of our own:
 
-- `stream`: answers being streamed, one thread per answer for as long as it lasts (it waits on the model for
+- `stream`: answers that are synchronous end to end (an answer grounded in documents, and the ask page's: the
+  retrieval runs in the same thread), one thread per answer for as long as it lasts (it waits on the model for
   its tokens), at most LLM_STREAM_THREADS at once per process. Past that, answers wait for a thread (their
-  first token comes later); none fails. `stream_to` runs an answer's whole (synchronous) iterator in one such
-  thread and hands its events to the event loop in batches: one wake-up of the loop for whatever arrived
-  since the last one, instead of a thread hop per token (at a few thousand tokens a second, those hops were
-  what kept the event loop from accepting new sockets).
+  first token comes later); none fails. (A chat answer without documents holds no thread: it streams on the
+  event loop through saas/llm/gateway_async, agents/conversations.answer_relay.)
+  `stream_to` runs an answer's whole (synchronous) iterator in one such thread and hands its events to the
+  event loop in batches: one wake-up of the loop for whatever arrived since the last one, instead of a thread
+  hop per token (at a few thousand tokens a second, those hops were what kept the event loop from accepting
+  new sockets).
 - `websocket_db`: the short database steps of a socket (the access check before every frame, starting a turn,
   reading a run), at most WEBSOCKET_DB_THREADS at once: more would only wait on the connection pool.
 
@@ -21,6 +24,8 @@ connections are closed (given back to the pool) when it ends. /metrics shows the
 """
 
 import asyncio
+import contextvars
+import os
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import close_old_connections
 from prometheus_client.core import GaugeMetricFamily
@@ -58,19 +63,24 @@ def executor(pool: str) -> ThreadPoolExecutor:
         return _executors[pool]
 
 
-def _closing(function: Callable[..., T]) -> Callable[..., T]:
-    def run(*args: Any) -> T:
-        try:
-            return function(*args)
-        finally:
-            close_old_connections()  # CONN_MAX_AGE 0: the connection goes back to the pool
-
-    return run
+def _step(loop: asyncio.AbstractEventLoop, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+    # As asgiref's SyncToAsync does: async_to_sync in here (pushing an event to a group) runs on this loop.
+    SyncToAsync.threadlocal.main_event_loop = loop
+    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+    try:
+        return function(*args)
+    finally:
+        close_old_connections()  # CONN_MAX_AGE 0: the connection goes back to the pool
 
 
 async def run_in(pool: str, function: Callable[..., T], *args: Any) -> T:
-    """`function(*args)` in a thread of that pool, with the caller's context; connections closed after."""
-    return await sync_to_async(_closing(function), thread_sensitive=False, executor=executor(pool))(*args)
+    """`function(*args)` in a thread of that pool, with (a copy of) the caller's context; connections closed
+    after. The executor's own hand-off, not asgiref's sync_to_async: a step hands its result back by value and
+    leaves no context variable set, so sync_to_async's copying of the context back is not needed (as
+    saas/llm/gateway_async.hop does)."""
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    return await loop.run_in_executor(executor(pool), context.run, _step, loop, function, args)
 
 
 async def stream_step(function: Callable[..., T], *args: Any) -> T:

@@ -172,10 +172,11 @@ class Pending:
 
 def admit(
     *, caller: Caller, model: str, request: ChatRequest, bypass_cache: bool = False, complexity: str | None = None,
-    stream: bool = False, prompt: ResolvedPrompt | None = None,
+    stream: bool = False, prompt: ResolvedPrompt | None = None, batched: bool = True,
 ) -> Pending:  # fmt: skip
-    """gateway.chat's steps up to the attempts (synchronous: run it in a hop)."""
-    call = Call(caller, requested=model or "default", stream=stream, batched=True, prompt=prompt)
+    """gateway.chat's steps up to the attempts (synchronous: run it in a hop). `batched=False`: the row is
+    written when the call ends, not through the ledger stream (a caller that links to it at once)."""
+    call = Call(caller, requested=model or "default", stream=stream, batched=batched, prompt=prompt)
     with call.guard_exit():
         config, chain, outbound = call.prepare(model=model, request=request, complexity=complexity)
         found = gateway._look_up(call, config, outbound, bypass=bypass_cache or bool(request.tools), sources=None)

@@ -78,6 +78,20 @@ class TestChatOverWebsocket:
         call = LLMCall.all_orgs.get()
         assert call.status == "cancelled"
 
+    def test_closing_the_socket_mid_answer_records_it_cancelled(self, daphne_server, member, fake):
+        fake.config(token_rate=4)  # 9 tokens would take over 2 seconds
+        conversation = Conversation.all_orgs.create(organization=member.organization, user=member.user)
+        with _socket(daphne_server, member.user, conversation.pk) as ws:
+            ws.send(json.dumps({"type": "ask", "content": "Go slowly", "model": "test-small"}))
+            first = _until(ws, "delta")
+        answer = Message.all_orgs.get(pk=first[0]["message"])
+        deadline = time.monotonic() + 20
+        while answer.status == "streaming" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            answer.refresh_from_db()
+        assert answer.status == "cancelled" and 0 < len(services.message_text(answer)) < 44
+        assert LLMCall.all_orgs.get().status == "cancelled"  # one row, the call's
+
     def test_someone_elses_conversation_is_refused(self, daphne_server, member):
         other = MembershipFactory(organization=member.organization)
         conversation = Conversation.all_orgs.create(organization=member.organization, user=other.user)
