@@ -18,6 +18,7 @@ open at once, and the server's peak threads and RSS (sampled from /proc every 0.
 are counted against the streams sent. Phases run in turn (direct, crewdesk SSE, websocket; burst, then ramp).
 
     python bench/streams.py [--streams 1000] [--rate 50] [--sides direct,sse,ws] [--modes burst,ramp]
+                            [--web-processes 1]
 
 The bench raises its open-file limit (inherited by the servers it starts) to what the streams need.
 """
@@ -204,7 +205,7 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
     servers = [upstream]
     phases: list[Phase] = []
     try:
-        crewdesk = start_crewdesk(workdir, upstream)
+        crewdesk = start_crewdesk(workdir, upstream, WEB_PROCESSES=str(args.web_processes))
         servers.append(crewdesk)
         _post(upstream.url + "/_config", {"latency": args.first_byte, "token_rate": REPLY_WORDS / args.stream_seconds,
                                           "reply": " ".join(["word"] * REPLY_WORDS)})  # fmt: skip
@@ -262,7 +263,8 @@ def print_table(phases: list[Phase], args: argparse.Namespace) -> None:
     width = 18
     print(f"\nStreams: {args.streams} per side and phase; upstream first byte after {args.first_byte:g} s, then "
           f"{REPLY_WORDS} tokens over {args.stream_seconds:g} s; burst = all at once, ramp = {args.rate:g}/s")  # fmt: skip
-    print(f"machine: {psutil.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at the end")
+    print(f"machine: {psutil.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at the end; Crewdesk on "
+          f"{args.web_processes} daphne process{'es' if args.web_processes > 1 else ''}")  # fmt: skip
     for mode in args.modes:
         row_phases = [p for p in phases if p.mode == mode]
         direct = next((p for p in row_phases if p.side == "direct"), None)
@@ -292,6 +294,9 @@ def print_table(phases: list[Phase], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--web-processes", type=int, default=1,
+                        help="Crewdesk's daphne processes (1: one process per side, as every bench; `make run` starts "
+                             "one per core); threads, RSS and CPU are summed over them")  # fmt: skip
     parser.add_argument("--rate", type=float, default=50.0, help="streams started per second when ramped")
     parser.add_argument("--first-byte", type=float, default=1.0)
     parser.add_argument("--stream-seconds", type=float, default=25.0)
