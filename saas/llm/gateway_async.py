@@ -37,7 +37,7 @@ from django.conf import settings
 
 from saas.core.db import release_connections
 from saas.core.tenancy import enter_org_scope, exit_org_scope
-from saas.llm import gateway, guardrails, routing, structured
+from saas.llm import caches, gateway, guardrails, routing, structured
 from saas.llm.call import Call, Caller
 from saas.llm.gateway import (
     DEFAULT_EMBEDDING_MODEL,
@@ -203,6 +203,35 @@ def _answered(pending: Pending, candidate: ModelConfig, result: ChatResult) -> G
     )  # fmt: skip
 
 
+def _ends_on_loop(pending: Pending) -> bool:
+    """Whether the call's end can run on the loop (Call.afinish): its row goes through the ledger stream and
+    nothing but the exact cache is to be kept (the semantic cache writes to the database)."""
+    found = pending.found
+    return pending.call.batched and settings.LLM_LEDGER["batched"] and (found.bypass or found.vector is None)
+
+
+def _cache_entry(pending: Pending, result: ChatResult) -> tuple[str, str] | None:
+    """gateway._store's exact entry (key, payload); None when the cache was bypassed."""
+    return None if pending.found.bypass else (pending.found.key, caches.exact_payload(result))
+
+
+async def _aanswered(pending: Pending, candidate: ModelConfig, result: ChatResult, run: Any) -> GatewayResult:
+    """`_answered` on the loop (when _ends_on_loop): no hop, unless Redis fails under the ledger's script."""
+    call = pending.call
+    call.model = candidate
+    output = routing.output_text(result.text, result.tool_calls)
+    if call.guard.active and (blocked := call.note(guardrails.screen_output(call.guard, result.text))):
+        await call.afinish(LLMCall.Status.BLOCKED, hop=run, usage=result.usage, output_text=output)
+        raise guardrails.refusal(blocked)
+    await call.afinish(LLMCall.Status.OK, hop=run, usage=result.usage, output_text=output,
+                       cache=_cache_entry(pending, result))  # fmt: skip
+    text, calls = routing.reply(pending.outbound, candidate, call.masker, result.text, result.tool_calls)
+    return GatewayResult(
+        text, candidate.alias, result.usage, result.finish_reason, str(call.id), engine=engine_label(candidate),
+        tool_calls=calls, cost_usd=call.cost_usd, logprobs=result.logprobs,
+    )  # fmt: skip
+
+
 def cached_result(pending: Pending) -> GatewayResult | None:
     hit, call, config = pending.found.hit, pending.call, pending.config
     if hit is None:
@@ -228,6 +257,8 @@ async def achat(pending: Pending) -> GatewayResult:
                     await route.afailed(candidate, as_llm_error(exc))
                     continue
                 await route.asucceeded(candidate)
+                if _ends_on_loop(pending):
+                    return await _aanswered(pending, candidate, result, run)
                 return await run(_answered, pending, candidate, result)  # type: ignore[no-any-return]
         raise route.final_error()
     raise AssertionError("unreachable")  # pragma: no cover  (aguard_exit re-raises)
