@@ -257,7 +257,8 @@ def test_with_both_stores_down_a_batched_call_answers_503_and_charges_nothing(
             "BEGIN RAISE EXCEPTION 'ledger insert refused for the test'; END $$"
         )
         cursor.execute(
-            "CREATE TRIGGER refuse_llm_call BEFORE INSERT ON llm_llmcall FOR EACH ROW EXECUTE FUNCTION refuse_llm_call()"
+            "CREATE TRIGGER refuse_llm_call BEFORE INSERT ON llm_llmcall "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_llm_call()"
         )
     try:
         with pytest.raises(ledger.LedgerUnavailable):
