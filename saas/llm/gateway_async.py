@@ -288,6 +288,24 @@ def _stream_ended(
     )  # fmt: skip
 
 
+async def _astream_ended(
+    pending: Pending, candidate: ModelConfig, unmasker: StreamUnmasker, text: str, end: StreamEnd, run: Any
+) -> tuple[str, GatewayStreamEnd]:
+    """`_stream_ended` on the loop (when _ends_on_loop): no hop, unless Redis fails under the ledger's script."""
+    call = pending.call
+    call.model = candidate
+    result = ChatResult(text, end.usage, end.finish_reason)
+    output = routing.output_text(text, end.tool_calls)
+    await call.afinish(LLMCall.Status.OK, hop=run, usage=end.usage, output_text=output,
+                       cache=_cache_entry(pending, result))  # fmt: skip
+    rest = unmasker.flush()
+    answer, calls = routing.reply(pending.outbound, candidate, call.masker, text, end.tool_calls)
+    return rest, GatewayStreamEnd(
+        candidate.alias, end.usage, end.finish_reason, str(call.id), engine=engine_label(candidate),
+        tool_calls=calls, cost_usd=call.cost_usd, text=answer,
+    )  # fmt: skip
+
+
 async def achat_stream(pending: Pending) -> AsyncIterator[str | GatewayStreamEnd]:
     """Deltas of the answer, then one GatewayStreamEnd: gateway.chat_stream from its cache lookup on.
     Closing the iterator, or cancelling the task reading it (the client went away), closes the upstream
@@ -314,7 +332,11 @@ async def achat_stream(pending: Pending) -> AsyncIterator[str | GatewayStreamEnd
                     async for item in upstream:
                         if isinstance(item, StreamEnd):
                             await route.asucceeded(candidate)
-                            rest, end = await run(_stream_ended, pending, candidate, unmasker, "".join(parts), item)
+                            text = "".join(parts)
+                            if _ends_on_loop(pending):
+                                rest, end = await _astream_ended(pending, candidate, unmasker, text, item, run)
+                            else:
+                                rest, end = await run(_stream_ended, pending, candidate, unmasker, text, item)
                             if rest:
                                 yield rest
                             yield end

@@ -282,3 +282,23 @@ def test_a_failed_batched_call_ends_on_the_loop_with_its_row_and_its_place_given
     assert ledger.drain() == 1
     (call,) = LLMCall.all_orgs.filter(organization=caller.org)
     assert call.status == "error" and _rows(caller.org) == (1, 0)
+
+
+def test_a_batched_stream_ends_on_the_loop_with_one_entry_and_one_charge(
+    fake, models, caller, allowance, batched, monkeypatch
+):
+    pending = _admit(caller, stream=True)
+    hops: list = []
+    real_hop_in = gateway_async._hop_in
+    monkeypatch.setattr(gateway_async, "_hop_in", lambda *a, **k: hops.append(a) or real_hop_in(*a, **k))
+
+    async def read() -> list:
+        return [item async for item in gateway_async.achat_stream(pending)]
+
+    got = async_to_sync(read)()
+    end = got[-1]
+    assert isinstance(end, gateway.GatewayStreamEnd) and "".join(got[:-1]) == end.text and hops == []
+    assert ledger.pending() == 1 and _used(caller.org) == (1, 0)
+    assert ledger.drain() == 1
+    (call,) = LLMCall.all_orgs.filter(organization=caller.org)
+    assert str(call.pk) == end.call_id and call.status == "ok" and call.stream and _rows(caller.org) == (1, 1)
