@@ -12,8 +12,11 @@ what changes is where each step runs:
   the provider's asyncio keep-alive pool (saas/llm/providers/openai.py); providers without one (Anthropic,
   Gemini, Azure, the local engine) run in a worker thread;
 - a stream's deltas pass on the loop (no thread per open stream, no hop per chunk);
-- the end (ledger row, quota settled, metrics, cache entries) in one more hop, and on every exit: an error, a
-  refusal, the client going away (the task cancelled), a store outage (503 in the one error shape).
+- the end (ledger row, quota settled, metrics, cache entries) on every exit: an error, a refusal, the client
+  going away (the task cancelled), a store outage (503 in the one error shape). When the row goes through the
+  ledger stream (LLM_LEDGER batched, the default) it runs on the loop (Call.afinish): the entry, the quota
+  settle and the exact cache entry are one script on asyncio Redis, so a call makes one hop in all; when Redis
+  fails there, or the row is written at once, or the semantic cache is to be written, it takes a hop.
 
 Worker threads: `LLM_GATEWAY_THREADS` (16) per process, short steps only (none waits on a model).
 """
