@@ -302,3 +302,18 @@ def test_a_batched_stream_ends_on_the_loop_with_one_entry_and_one_charge(
     assert ledger.drain() == 1
     (call,) = LLMCall.all_orgs.filter(organization=caller.org)
     assert str(call.pk) == end.call_id and call.status == "ok" and call.stream and _rows(caller.org) == (1, 1)
+
+
+def test_a_batched_call_ending_on_the_loop_carries_its_trace_to_the_writer(fake, models, caller, allowance, batched):
+    from saas.llm import tracing
+    from saas.llm.models import Span, Trace
+
+    pending = _admit(caller, stream=False)
+    trace = tracing.for_caller(caller, "completion", "Chat completion", ends_with_call=True)  # as api_async does
+    with tracing.trace(defer=True, **trace) as recorder:
+        result = async_to_sync(gateway_async.achat)(pending)
+    assert recorder.finished and not Trace.all_orgs.exists()  # it travels in the ledger entry
+    assert ledger.drain() == 1
+    (span,) = Span.all_orgs.filter(organization=caller.org)
+    assert str(span.llm_call_id) == result.call_id and str(span.trace_id) == str(recorder.id)
+    assert LLMCall.all_orgs.get(pk=result.call_id).trace_id == str(recorder.id)
