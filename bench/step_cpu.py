@@ -56,6 +56,8 @@ STEPS = [
     ("saas.llm.routing", "_apermit", "    breaker permit (asyncio Redis)"),
     ("saas.llm.structured", "acomplete", "    upstream call (asyncio pool)"),
     ("saas.llm.routing", "_abreaker_note", "    breaker outcome (asyncio Redis)"),
+    ("saas.llm.gateway_async", "_aanswered", "    end of the call on the loop (batched ledger, no hop)"),
+    ("saas.llm.ledger", "aenqueue", "      ledger script: XADD, settle, cache entry (asyncio Redis)"),
 ]
 
 _totals: dict[str, float] = defaultdict(float)
@@ -134,7 +136,9 @@ def install() -> None:
         owner: Any = module
         *parents, name = path.split(".")
         for parent in parents:
-            owner = getattr(owner, parent)
+            owner = getattr(owner, parent, None)
+        if owner is None or not hasattr(owner, name):
+            continue  # a step this version of the code does not have (a before/after comparison)
         setattr(owner, name, _timed(label, getattr(owner, name)))
     # Each middleware's own hooks (not what it calls next), listed after the steps.
     from django.conf import settings

@@ -51,11 +51,18 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 return {1, taken + 1}
 """
-_SETTLE = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
-return -1
-"""
+
+
+def settle_lua(*, used: str, held: str, place: str, billable: str) -> str:
+    """Settling a reservation, in Lua: its place given back and, for a billable call, counted as used (when the
+    counter exists); evaluates to the new count, or -1. The arguments name where the script finds each value
+    (KEYS[i] or ARGV[i]), so that another script can settle as part of its own work (saas/llm/ledger.py)."""
+    return (f"redis.call('ZREM', {held}, {place})\n"
+            f"if {billable} == '1' and redis.call('EXISTS', {used}) == 1 then return redis.call('INCR', {used}) end\n"
+            "return -1\n")  # fmt: skip
+
+
+_SETTLE = settle_lua(used="KEYS[1]", held="KEYS[2]", place="ARGV[1]", billable="ARGV[2]")
 
 
 @cache
@@ -184,6 +191,17 @@ def release(reservation: Reservation, *, billable: bool) -> None:
     except Exception:
         logger.warning("Could not settle a quota reservation of org %s", reservation.org.pk)
         return
+    settled(reservation, used)
+
+
+def thresholds_crossed(reservation: Reservation, used: int) -> bool:
+    """Whether settling a reservation at `used` crossed a usage warning's threshold (no I/O)."""
+    return bool(usage_thresholds_crossed(included=reservation.included, before=used - 1, after=used))
+
+
+def settled(reservation: Reservation, used: int) -> None:
+    """After a settle that counted the period's `used`-th request: the usage warnings whose threshold it
+    crossed are queued."""
     for threshold in usage_thresholds_crossed(included=reservation.included, before=used - 1, after=used):
         transaction.on_commit(partial(_warn_later, str(reservation.org.pk), threshold))
 

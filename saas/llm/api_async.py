@@ -4,8 +4,8 @@ Each request makes one hop to a worker thread for everything synchronous before 
 classes as the sync path (saas/llm/api.py: API-key auth and scopes, the org scope, per-endpoint rate limits,
 body checks, the OpenAI error shape) with a `post` that validates and admits the call
 (gateway_async.admit: policy, guardrails, PII, caches, quota place). The model is then called on the event
-loop (gateway_async), and the end of the call (its ledger row) takes one more hop. Streams are sent from the
-loop, chunk by chunk, with no thread behind them.
+loop (gateway_async), and so is the end of the call when its row goes through the ledger stream (otherwise
+it takes one more hop). Streams are sent from the loop, chunk by chunk, with no thread behind them.
 """
 
 from __future__ import annotations

@@ -28,12 +28,13 @@ import contextlib
 import os
 from typing import Any
 
-from csp.middleware import CSPMiddleware
+from csp.constants import HEADER, HEADER_REPORT_ONLY
+from csp.middleware import CheckableLazyObject, CSPMiddleware
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import response_for_exception
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
@@ -54,6 +55,43 @@ def enabled() -> bool:
     return bool(value)
 
 
+# What a view may set on a response to change its policy (django-csp's decorators): such a response is left to
+# CSPMiddleware itself.
+_CSP_OVERRIDES = ("_csp_config", "_csp_update", "_csp_replace", "_csp_exempt", "_csp_config_ro", "_csp_update_ro",
+                  "_csp_replace_ro", "_csp_exempt_ro")  # fmt: skip
+
+
+class _SettledCSP(CSPMiddleware):
+    """CSPMiddleware for the gateway's responses, whose policy follows from the settings alone (no view sets its
+    own and none uses a nonce: an API response holds no HTML), so its headers are built once per settings, path
+    and kind of status (django-csp leaves 404 and 500 alone under DEBUG) and then copied."""
+
+    def __init__(self, get_response: Any) -> None:
+        super().__init__(get_response)
+        self._built: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        if getattr(request, "_csp_nonce", None) is not None or any(hasattr(response, a) for a in _CSP_OVERRIDES):
+            return super().process_response(request, response)  # type: ignore[no-any-return]
+        key = (id(getattr(settings, "CONTENT_SECURITY_POLICY", None)),
+               id(getattr(settings, "CONTENT_SECURITY_POLICY_REPORT_ONLY", None)), settings.DEBUG,
+               response.status_code in (404, 500), request.path_info)  # fmt: skip
+        headers = self._built.get(key)
+        if headers is None:
+            blank = super().process_response(request, HttpResponse(status=response.status_code))
+            headers = self._built[key] = [(h, blank[h]) for h in (HEADER, HEADER_REPORT_ONLY) if blank.has_header(h)]
+        for header, value in headers:
+            if not response.has_header(header):
+                response[header] = value
+        self._after(request)
+        return response
+
+    def _after(self, request: HttpRequest) -> None:
+        # As process_response ends: a nonce asked for after the header was written is an error, not a silent miss.
+        if getattr(request, "_csp_nonce", None) is None:
+            request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)  # type: ignore[attr-defined]
+
+
 class GatewayHandler(ASGIHandler):
     """Django's ASGI request handling (body, request object, disconnects, sending, closing) around one of
     ROUTES, without the middleware chain or a request thread."""
@@ -63,7 +101,7 @@ class GatewayHandler(ASGIHandler):
             return None
 
         self._security = SecurityMiddleware(nothing)
-        self._policy = CSPMiddleware(nothing)
+        self._policy = _SettledCSP(nothing)
         self._permissions = PermissionsPolicyMiddleware(nothing)
         self._frames = XFrameOptionsMiddleware(nothing)
 

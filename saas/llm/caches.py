@@ -103,10 +103,18 @@ def exact_get(key: str) -> Hit | None:
     return Hit(found["text"], Usage(*found["usage"]))
 
 
+def exact_payload(result: ChatResult) -> str:
+    """What the exact cache keeps of an answer (exact_get reads it)."""
+    return json.dumps({"text": result.text, "usage": [result.usage.prompt_tokens, result.usage.completion_tokens]})
+
+
 def exact_set(key: str, result: ChatResult) -> None:
-    payload = {"text": result.text, "usage": [result.usage.prompt_tokens, result.usage.completion_tokens]}
+    exact_put(key, exact_payload(result))
+
+
+def exact_put(key: str, payload: str) -> None:
     with suppress(Exception):  # a cache outage must not fail an answer we already have
-        get_redis().set(key, json.dumps(payload), ex=settings.LLM_CACHE_TTL)
+        get_redis().set(key, payload, ex=settings.LLM_CACHE_TTL)
 
 
 # --- Semantic ------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import redis
+from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 from django_guid import get_guid
@@ -35,8 +36,8 @@ from django_guid import get_guid
 from billing import quota
 from saas.core import crypto
 from saas.core.text import storable
+from saas.llm import caches, guardrails, ledger, metrics, policy, routing, tracing
 from saas.llm import config as gateway_config
-from saas.llm import guardrails, ledger, metrics, policy, routing, tracing
 from saas.llm.models import LLMCall, ModelConfig
 from saas.llm.pii import Masker
 from saas.llm.prompts import ResolvedPrompt
@@ -75,6 +76,15 @@ def as_call_error(exc: BaseException) -> LLMError | None:
     if isinstance(exc, redis.RedisError | DatabaseError):
         return StoreUnavailable("A service the gateway needs is unavailable for a moment. Try again shortly.")
     return None
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """A finished call's ledger entry, and what settling and the metrics need of it."""
+
+    entry: ledger.Entry
+    billable: bool
+    model_label: str
 
 
 class Call:
@@ -194,7 +204,7 @@ class Call:
             if self.finished:
                 raise
             status, error = self._ending(exc)
-            await hop(self.finish, status, error=error)
+            await self.afinish(status, hop=hop, error=error)
             self._raise_for(exc, error)
 
     def _ending(self, exc: BaseException) -> tuple[str, LLMError]:
@@ -226,6 +236,36 @@ class Call:
         once: a second call is a no-op."""
         if self.finished:
             return str(self.id)
+        ending = self._ending_entry(status, usage=usage, error=error, output_text=output_text, cost_saved=cost_saved)
+        self._submit(ending)
+        return str(self.id)
+
+    async def afinish(
+        self, status: str, *, hop: Callable[..., Awaitable[Any]], usage: Usage | None = None,
+        error: LLMError | None = None, output_text: str = "", cache: tuple[str, str] | None = None,
+    ) -> str:  # fmt: skip
+        """`finish` on the event loop (the gateway's async path): when the row goes through the ledger stream,
+        the row, the quota settled and the exact cache entry (`cache`: key and payload) take one round trip on
+        asyncio Redis (saas/llm/ledger.py `aenqueue`) instead of a hop to a worker thread. Redis failing there
+        falls back, in a hop, on the database as `finish` does (exactly one row, whatever happens). Rows written
+        at once (LLM_LEDGER batched off, or a call that is not `batched`) are written in a hop."""
+        if self.finished:
+            return str(self.id)
+        if not (self.batched and settings.LLM_LEDGER["batched"]):
+            await hop(self.finish, status, usage=usage, error=error, output_text=output_text)
+            if cache is not None:
+                await hop(caches.exact_put, *cache)
+            return str(self.id)
+        ending = self._ending_entry(status, usage=usage, error=error, output_text=output_text)
+        # Shielded: a task cancelled meanwhile (a stream's client going away) still leaves the row behind it.
+        await asyncio.shield(self._asubmit(ending, hop, cache))
+        return str(self.id)
+
+    def _ending_entry(
+        self, status: str, *, usage: Usage | None, error: LLMError | None, output_text: str,
+        cost_saved: Decimal = Decimal(0),
+    ) -> _Ending:  # fmt: skip
+        """The call's rows as its ledger entry (marks the call finished)."""
         self.finished = True
         usage = usage or Usage()
         model = self.model
@@ -272,15 +312,44 @@ class Call:
             kind = "cache_hit" if hit else ("request" if self.reservation is not None else None)
         usage_row = ledger.usage_row(call=row, kind=kind, period_start=self.period_start) if kind else None
         trace = tracing.ended_by_call(status, error)  # an API call's trace travels with its row
+        label = used[-1]["model"] if used else (model.alias if model else "none")
+        return _Ending(ledger.Entry(row, usage_row, trace), billable=kind == "request", model_label=label)
+
+    def _submit(self, ending: _Ending) -> None:
+        """The entry handed to the ledger (either path), the quota settled, the metrics."""
         try:
-            ledger.submit(ledger.Entry(row, usage_row, trace), batched=self.batched)
+            ledger.submit(ending.entry, batched=self.batched)
         except ledger.LedgerUnavailable:
             self._release(billable=False)
             raise
-        self._release(billable=kind == "request")
-        label = used[-1]["model"] if used else (model.alias if model else "none")
-        metrics.observe(SimpleNamespace(**{**row, "cost_usd": self.cost_usd}), model_label=label)
-        return str(self.id)
+        self._release(billable=ending.billable)
+        self._observe(ending)
+
+    async def _asubmit(self, ending: _Ending, hop: Callable[..., Awaitable[Any]], cache: Any) -> None:
+        reservation = self.reservation if self.reservation is not None and self.reservation.in_redis else None
+        try:
+            used = await ledger.aenqueue(ending.entry, settle=reservation, billable=ending.billable, cache=cache)
+        except Exception:
+            logger.warning("Ledger stream unavailable; writing call %s at once", self.id, exc_info=True)
+            metrics.store_error("redis", "ledger")
+            # Whether the quota script ran is unknown (a connection lost after it ran): the place is not settled
+            # again (it expires on its own), so a call is never counted twice.
+            self.reservation = None
+            await hop(self._submit_at_once, ending)
+            return
+        self.reservation = None
+        if reservation is not None and quota.thresholds_crossed(reservation, used):
+            await hop(quota.settled, reservation, used)  # the usage warnings (rare: a threshold crossed)
+        self._observe(ending)
+
+    def _submit_at_once(self, ending: _Ending) -> None:
+        """After the stream refused the entry: the database, else the stream once more, else LedgerUnavailable."""
+        ledger.submit(ending.entry, batched=False)
+        self._observe(ending)
+
+    def _observe(self, ending: _Ending) -> None:
+        row = ending.entry.call
+        metrics.observe(SimpleNamespace(**{**row, "cost_usd": self.cost_usd}), model_label=ending.model_label)
 
     def _release(self, *, billable: bool) -> None:
         if self.reservation is not None:

@@ -12,8 +12,11 @@ what changes is where each step runs:
   the provider's asyncio keep-alive pool (saas/llm/providers/openai.py); providers without one (Anthropic,
   Gemini, Azure, the local engine) run in a worker thread;
 - a stream's deltas pass on the loop (no thread per open stream, no hop per chunk);
-- the end (ledger row, quota settled, metrics, cache entries) in one more hop, and on every exit: an error, a
-  refusal, the client going away (the task cancelled), a store outage (503 in the one error shape).
+- the end (ledger row, quota settled, metrics, cache entries) on every exit: an error, a refusal, the client
+  going away (the task cancelled), a store outage (503 in the one error shape). When the row goes through the
+  ledger stream (LLM_LEDGER batched, the default) it runs on the loop (Call.afinish): the entry, the quota
+  settle and the exact cache entry are one script on asyncio Redis, so a call makes one hop in all; when Redis
+  fails there, or the row is written at once, or the semantic cache is to be written, it takes a hop.
 
 Worker threads: `LLM_GATEWAY_THREADS` (16) per process, short steps only (none waits on a model).
 """
@@ -37,7 +40,7 @@ from django.conf import settings
 
 from saas.core.db import release_connections
 from saas.core.tenancy import enter_org_scope, exit_org_scope
-from saas.llm import gateway, guardrails, routing, structured
+from saas.llm import caches, gateway, guardrails, routing, structured
 from saas.llm.call import Call, Caller
 from saas.llm.gateway import (
     DEFAULT_EMBEDDING_MODEL,
@@ -204,6 +207,35 @@ def _answered(pending: Pending, candidate: ModelConfig, result: ChatResult) -> G
     )  # fmt: skip
 
 
+def _ends_on_loop(pending: Pending) -> bool:
+    """Whether the call's end can run on the loop (Call.afinish): its row goes through the ledger stream and
+    nothing but the exact cache is to be kept (the semantic cache writes to the database)."""
+    found = pending.found
+    return pending.call.batched and settings.LLM_LEDGER["batched"] and (found.bypass or found.vector is None)
+
+
+def _cache_entry(pending: Pending, result: ChatResult) -> tuple[str, str] | None:
+    """gateway._store's exact entry (key, payload); None when the cache was bypassed."""
+    return None if pending.found.bypass else (pending.found.key, caches.exact_payload(result))
+
+
+async def _aanswered(pending: Pending, candidate: ModelConfig, result: ChatResult, run: Any) -> GatewayResult:
+    """`_answered` on the loop (when _ends_on_loop): no hop, unless Redis fails under the ledger's script."""
+    call = pending.call
+    call.model = candidate
+    output = routing.output_text(result.text, result.tool_calls)
+    if call.guard.active and (blocked := call.note(guardrails.screen_output(call.guard, result.text))):
+        await call.afinish(LLMCall.Status.BLOCKED, hop=run, usage=result.usage, output_text=output)
+        raise guardrails.refusal(blocked)
+    await call.afinish(LLMCall.Status.OK, hop=run, usage=result.usage, output_text=output,
+                       cache=_cache_entry(pending, result))  # fmt: skip
+    text, calls = routing.reply(pending.outbound, candidate, call.masker, result.text, result.tool_calls)
+    return GatewayResult(
+        text, candidate.alias, result.usage, result.finish_reason, str(call.id), engine=engine_label(candidate),
+        tool_calls=calls, cost_usd=call.cost_usd, logprobs=result.logprobs,
+    )  # fmt: skip
+
+
 def cached_result(pending: Pending) -> GatewayResult | None:
     hit, call, config = pending.found.hit, pending.call, pending.config
     if hit is None:
@@ -229,6 +261,8 @@ async def achat(pending: Pending) -> GatewayResult:
                     await route.afailed(candidate, as_llm_error(exc))
                     continue
                 await route.asucceeded(candidate)
+                if _ends_on_loop(pending):
+                    return await _aanswered(pending, candidate, result, run)
                 return await run(_answered, pending, candidate, result)  # type: ignore[no-any-return]
         raise route.final_error()
     raise AssertionError("unreachable")  # pragma: no cover  (aguard_exit re-raises)
@@ -250,6 +284,24 @@ def _stream_ended(
     call.model = candidate
     call.finish(LLMCall.Status.OK, usage=end.usage, output_text=routing.output_text(text, end.tool_calls))
     gateway._store(pending.found, call, pending.config, candidate, ChatResult(text, end.usage, end.finish_reason))
+    rest = unmasker.flush()
+    answer, calls = routing.reply(pending.outbound, candidate, call.masker, text, end.tool_calls)
+    return rest, GatewayStreamEnd(
+        candidate.alias, end.usage, end.finish_reason, str(call.id), engine=engine_label(candidate),
+        tool_calls=calls, cost_usd=call.cost_usd, text=answer,
+    )  # fmt: skip
+
+
+async def _astream_ended(
+    pending: Pending, candidate: ModelConfig, unmasker: StreamUnmasker, text: str, end: StreamEnd, run: Any
+) -> tuple[str, GatewayStreamEnd]:
+    """`_stream_ended` on the loop (when _ends_on_loop): no hop, unless Redis fails under the ledger's script."""
+    call = pending.call
+    call.model = candidate
+    result = ChatResult(text, end.usage, end.finish_reason)
+    output = routing.output_text(text, end.tool_calls)
+    await call.afinish(LLMCall.Status.OK, hop=run, usage=end.usage, output_text=output,
+                       cache=_cache_entry(pending, result))  # fmt: skip
     rest = unmasker.flush()
     answer, calls = routing.reply(pending.outbound, candidate, call.masker, text, end.tool_calls)
     return rest, GatewayStreamEnd(
@@ -284,7 +336,11 @@ async def achat_stream(pending: Pending) -> AsyncIterator[str | GatewayStreamEnd
                     async for item in upstream:
                         if isinstance(item, StreamEnd):
                             await route.asucceeded(candidate)
-                            rest, end = await run(_stream_ended, pending, candidate, unmasker, "".join(parts), item)
+                            text = "".join(parts)
+                            if _ends_on_loop(pending):
+                                rest, end = await _astream_ended(pending, candidate, unmasker, text, item, run)
+                            else:
+                                rest, end = await run(_stream_ended, pending, candidate, unmasker, text, item)
                             if rest:
                                 yield rest
                             yield end

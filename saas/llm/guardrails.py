@@ -86,15 +86,21 @@ _SPACED = re.compile(r"\b(?:\w[ .\-_*]){3,}\w\b")  # "i g n o r e" / "i.g.n.o.r.
 def normalise(text: str) -> str:
     """Fold what attackers use to slip past word rules: compatibility forms (fullwidth, ligatures), accents,
     invisible format characters, case, letters spelled apart, runs of whitespace."""
-    text = unicodedata.normalize("NFKD", text[:MAX_SCREENED_CHARS] + text[-2000:] if len(text) > MAX_SCREENED_CHARS
-                                 else text)  # fmt: skip
-    text = "".join(c for c in text if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
+    text = text[:MAX_SCREENED_CHARS] + text[-2000:] if len(text) > MAX_SCREENED_CHARS else text
+    if not text.isascii():  # ASCII has no compatibility forms, accents or format characters to fold
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in text if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
     text = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), text.casefold())
     # Runs of spaces fold to one; line breaks stay (a line that opens with "System:" is a signal).
     return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
 
 
+_LEETABLE = re.compile(r"[013457@$!]")
+
+
 def _deleet(text: str) -> str:
+    if not _LEETABLE.search(text):
+        return text  # nothing _LEET would change
     return re.sub(r"[a-z0-9@$!]+", lambda m: m.group(0).translate(_LEET) if re.search(r"[a-z]", m.group(0))
                   else m.group(0), text)  # fmt: skip
 

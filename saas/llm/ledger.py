@@ -22,6 +22,7 @@ Readers that need a batched row right away (feedback on a response id) call `dra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -36,8 +37,10 @@ import orjson
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models.constants import OnConflict
+from redis.exceptions import NoScriptError
 
-from saas.core.redis import get_redis
+from billing import quota
+from saas.core.redis import get_async_redis, get_redis
 from saas.llm import metrics
 from saas.llm.models import LLMCall, ModelConfig
 from saas.llm.providers import LLMError, Usage
@@ -137,6 +140,38 @@ def submit(entry: Entry, *, batched: bool) -> str:
 def _enqueue(entry: Entry) -> None:
     get_redis().xadd(STREAM, {"entry": entry.encode()})
     metrics.LEDGER_WRITTEN.labels("stream").inc()
+
+
+# On the event loop (the gateway's async path): the entry to the stream, the call's quota place settled
+# (billing.quota) and its answer kept in the exact cache, in one round trip. The XADD comes first: if Redis
+# refuses it, the script stops before settling. KEYS: the stream, the quota's used and held counters, the cache
+# key (the stream's name where one is not needed); ARGV: the entry, "" (no place to settle), "0" or "1"
+# (billable), the place's token, the cached payload ("" for none) and its time to live.
+_ENQUEUE = (
+    "redis.call('XADD', KEYS[1], '*', 'entry', ARGV[1])\n"
+    "if ARGV[4] ~= '' then redis.pcall('SET', KEYS[4], ARGV[4], 'EX', ARGV[5]) end\n"  # never fails the row
+    "if ARGV[2] == '' then return -1 end\n"
+    + quota.settle_lua(used="KEYS[2]", held="KEYS[3]", place="ARGV[3]", billable="ARGV[2]")
+)
+_enqueue_sha = hashlib.sha1(_ENQUEUE.encode()).hexdigest()  # noqa: S324  (Redis names scripts so)
+
+
+async def aenqueue(
+    entry: Entry, *, settle: quota.Reservation | None, billable: bool, cache: tuple[str, str] | None = None
+) -> int:
+    """`_enqueue` on asyncio Redis, settling the call's quota place (`settle`, kept in Redis) and keeping its
+    answer in the exact cache (`cache`: key and payload) in the same script. Returns the period's count of
+    used requests after a billable settle, else -1. Raises what Redis raises (the caller falls back)."""
+    redis = get_async_redis()
+    keys = [STREAM, *(settle.keys if settle is not None else (STREAM, STREAM)), cache[0] if cache else STREAM]
+    args = [entry.encode(), "" if settle is None else ("1" if billable else "0"), settle.token if settle else "",
+            cache[1] if cache else "", settings.LLM_CACHE_TTL]  # fmt: skip
+    try:
+        used = await redis.evalsha(_enqueue_sha, len(keys), *keys, *args)
+    except NoScriptError:
+        used = await redis.eval(_ENQUEUE, len(keys), *keys, *args)  # loads it for the next call
+    metrics.LEDGER_WRITTEN.labels("stream").inc()
+    return int(used)
 
 
 # --- Writing rows --------------------------------------------------------------------------------------------

@@ -187,3 +187,133 @@ def test_a_hop_on_the_gateways_pool_runs_in_its_threads_with_the_callers_context
 
     (value, thread), handled = async_to_sync(hops)()
     assert value == "the caller's" and thread.startswith("crewdesk-gateway") and "being handled" in handled
+
+
+# --- The end of the call on the loop (LLM_LEDGER batched: the row, the settle and the cache in one script) -------
+
+
+@pytest.fixture
+def batched(settings):
+    settings.LLM_LEDGER = {**settings.LLM_LEDGER, "batched": True}
+    get_redis().delete(ledger.STREAM)
+    yield
+    get_redis().delete(ledger.STREAM)
+
+
+def _used(org) -> tuple[int, int]:
+    """The org's quota counters in Redis: settled requests, places held."""
+    redis = get_redis()
+    (used,) = redis.scan_iter(f"crewdesk:quota:{org.pk}:*:used")
+    return int(redis.get(used)), redis.zcard(used.removesuffix(":used") + ":held")
+
+
+def test_a_batched_answer_on_the_loop_sends_one_entry_settles_once_and_keeps_the_exact_cache_entry(
+    fake, models, caller, allowance, batched, monkeypatch
+):
+    request = ChatRequest(messages=[{"role": "user", "content": "Cache me"}])
+    pending = gateway_async.admit(caller=caller, model="test-small", request=request)
+    assert _used(caller.org) == (0, 1)
+    hops: list = []
+    real_hop_in = gateway_async._hop_in
+    monkeypatch.setattr(gateway_async, "_hop_in", lambda *a, **k: hops.append(a) or real_hop_in(*a, **k))
+    result = async_to_sync(gateway_async.achat)(pending)
+    assert hops == []  # the end of the call took no hop to a worker thread
+    assert ledger.pending() == 1 and _rows(caller.org) == (0, 0)  # in the stream, not yet in PostgreSQL
+    assert _used(caller.org) == (1, 0)  # counted once, its place given back
+    assert ledger.drain() == 1
+    (call,) = LLMCall.all_orgs.filter(organization=caller.org)
+    assert str(call.pk) == result.call_id and call.status == "ok" and call.cost_usd == result.cost_usd
+    assert _rows(caller.org) == (1, 1)
+    # The answer went into the exact cache with the row: the same question is a cache hit, with no place taken.
+    again = gateway_async.admit(caller=caller, model="test-small", request=request)
+    cached = async_to_sync(gateway_async.achat)(again)
+    assert cached.cached and cached.text == result.text and _used(caller.org) == (1, 0)
+    ledger.drain()
+    assert LLMCall.all_orgs.get(pk=cached.call_id).cache == "exact" and _rows(caller.org) == (2, 1)
+
+
+def test_a_batched_call_whose_script_redis_refuses_is_written_at_once_and_not_counted_twice(
+    fake, models, caller, allowance, restartable_redis, batched
+):
+    pending = _admit(caller, stream=False)
+    restartable_redis.stop()
+    result = async_to_sync(gateway_async.achat)(pending)
+    (call,) = LLMCall.all_orgs.filter(organization=caller.org)  # written at once, in a hop
+    assert str(call.pk) == result.call_id and call.status == "ok" and _rows(caller.org) == (1, 1)
+    restartable_redis.start()
+    assert ledger.pending() == 0 and _used(caller.org)[0] == 0  # the script never ran: nothing to settle twice
+
+
+def test_with_both_stores_down_a_batched_call_answers_503_and_charges_nothing(
+    fake, models, caller, allowance, restartable_redis, batched
+):
+    from django.db import connection
+
+    pending = _admit(caller, stream=False)
+    restartable_redis.stop()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION refuse_llm_call() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN RAISE EXCEPTION 'ledger insert refused for the test'; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse_llm_call BEFORE INSERT ON llm_llmcall "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_llm_call()"
+        )
+    try:
+        with pytest.raises(ledger.LedgerUnavailable):
+            async_to_sync(gateway_async.achat)(pending)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS refuse_llm_call ON llm_llmcall")
+    assert _rows(caller.org) == (0, 0)
+    restartable_redis.start()
+    assert ledger.pending() == 0
+
+
+def test_a_failed_batched_call_ends_on_the_loop_with_its_row_and_its_place_given_back(
+    fake, models, caller, allowance, batched
+):
+    fake.script("fake-small", {"status": 400})  # not retryable: the call ends with the upstream's error
+    pending = _admit(caller, stream=False)
+    with pytest.raises(Exception) as failed:
+        async_to_sync(gateway_async.achat)(pending)
+    assert getattr(failed.value, "status", None) and _used(caller.org) == (0, 0)
+    assert ledger.drain() == 1
+    (call,) = LLMCall.all_orgs.filter(organization=caller.org)
+    assert call.status == "error" and _rows(caller.org) == (1, 0)
+
+
+def test_a_batched_stream_ends_on_the_loop_with_one_entry_and_one_charge(
+    fake, models, caller, allowance, batched, monkeypatch
+):
+    pending = _admit(caller, stream=True)
+    hops: list = []
+    real_hop_in = gateway_async._hop_in
+    monkeypatch.setattr(gateway_async, "_hop_in", lambda *a, **k: hops.append(a) or real_hop_in(*a, **k))
+
+    async def read() -> list:
+        return [item async for item in gateway_async.achat_stream(pending)]
+
+    got = async_to_sync(read)()
+    end = got[-1]
+    assert isinstance(end, gateway.GatewayStreamEnd) and "".join(got[:-1]) == end.text and hops == []
+    assert ledger.pending() == 1 and _used(caller.org) == (1, 0)
+    assert ledger.drain() == 1
+    (call,) = LLMCall.all_orgs.filter(organization=caller.org)
+    assert str(call.pk) == end.call_id and call.status == "ok" and call.stream and _rows(caller.org) == (1, 1)
+
+
+def test_a_batched_call_ending_on_the_loop_carries_its_trace_to_the_writer(fake, models, caller, allowance, batched):
+    from saas.llm import tracing
+    from saas.llm.models import Span, Trace
+
+    pending = _admit(caller, stream=False)
+    trace = tracing.for_caller(caller, "completion", "Chat completion", ends_with_call=True)  # as api_async does
+    with tracing.trace(defer=True, **trace) as recorder:
+        result = async_to_sync(gateway_async.achat)(pending)
+    assert recorder.finished and not Trace.all_orgs.exists()  # it travels in the ledger entry
+    assert ledger.drain() == 1
+    (span,) = Span.all_orgs.filter(organization=caller.org)
+    assert str(span.llm_call_id) == result.call_id and str(span.trace_id) == str(recorder.id)
+    assert LLMCall.all_orgs.get(pk=result.call_id).trace_id == str(recorder.id)
