@@ -251,5 +251,5 @@ def eval_run_diff(*, org: Any, base: EvalRun, other: EvalRun) -> RunDiff:
         changes = {n: ((b.scores if b else {}).get(n), (a.scores if a else {}).get(n)) for n in sorted(names)}
         changes = {n: pair for n, pair in changes.items() if pair[0] != pair[1]}
         cases.append(CaseDiff((b or a).case, b, a, changes))  # type: ignore[union-attr]
-    names = [n for n in scorers.SCORERS if n in base.scores or n in other.scores]
-    return RunDiff(base, other, {n: (base.scores.get(n), other.scores.get(n)) for n in names}, cases)
+    scored = [n for n in scorers.SCORERS if n in base.scores or n in other.scores]
+    return RunDiff(base, other, {n: (base.scores.get(n), other.scores.get(n)) for n in scored}, cases)

@@ -268,8 +268,8 @@ def case_from_call(request: OrgHttpRequest, call_id: Any) -> HttpResponse:
 
 def _made(request: OrgHttpRequest, made: Any) -> HttpResponse:
     if not isinstance(made, tuple):
-        return redirect(request.POST.get("back") if str(request.POST.get("back", "")).startswith("/o/")
-                        else reverse("evals", kwargs={"org_slug": request.org.slug}))  # fmt: skip
+        back = request.POST.get("back", "")
+        return redirect(back if back.startswith("/o/") else reverse("evals", kwargs={"org_slug": request.org.slug}))
     case, created = made
     if created:
         messages.success(request, f"Case added to {case.dataset.name}: give it an expected answer or document.")

@@ -255,11 +255,12 @@ def _room(dataset: EvalDataset, adding: int) -> None:
 
 
 def _new_case(dataset: EvalDataset, fields: CaseFields, **extra: Any) -> EvalCase:
-    return EvalCase(
-        organization_id=dataset.organization_id, dataset=dataset, input=fields.input, collection=fields.collection,
-        expected_answer=fields.expected_answer, match=fields.match, expected_document=fields.expected_document,
-        json_schema=fields.json_schema, rubric=fields.rubric, note=fields.note, **extra,
+    case = EvalCase(
+        organization_id=dataset.organization_id, dataset=dataset, collection=fields.collection, match=fields.match,
+        expected_document=fields.expected_document, json_schema=fields.json_schema, rubric=fields.rubric, **extra,
     )  # fmt: skip
+    case.input, case.expected_answer, case.note = fields.input, fields.expected_answer, fields.note
+    return case
 
 
 @transaction.atomic
@@ -361,12 +362,12 @@ def case_from_feedback(*, principal: Principal, feedback_id: Any, dataset_id: An
     collection = _single_collection(feedback.message) if feedback.message else None
     _room(dataset, 1)
     case = EvalCase(
-        organization=org, dataset=dataset, input=question[:MAX_INPUT], collection=collection,
-        note=feedback.comment[:MAX_NOTE], source=EvalCase.Source.FEEDBACK, feedback=feedback,
+        organization=org, dataset=dataset, collection=collection, source=EvalCase.Source.FEEDBACK, feedback=feedback,
         llm_call=call if call is not None and not EvalCase.objects.for_org(org).filter(
             dataset=dataset, llm_call=call).exists() else None,
         created_by=principal.user,
     )  # fmt: skip
+    case.input, case.note = question[:MAX_INPUT], feedback.comment[:MAX_NOTE]
     case.save()
     return case, True
 
@@ -396,10 +397,10 @@ def case_from_call(*, principal: Principal, call_id: Any, dataset_id: Any = None
     comment = next((f.comment for f in down if f.comment), "")
     _room(dataset, 1)
     case = EvalCase(
-        organization=org, dataset=dataset, input=question[:MAX_INPUT],
-        collection=_single_collection(message) if message else None, note=comment[:MAX_NOTE],
+        organization=org, dataset=dataset, collection=_single_collection(message) if message else None,
         source=EvalCase.Source.REQUEST, llm_call=call, created_by=principal.user,
     )  # fmt: skip
+    case.input, case.note = question[:MAX_INPUT], comment[:MAX_NOTE]
     case.save()
     return case, True
 

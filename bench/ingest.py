@@ -184,7 +184,7 @@ def run(documents: int, sections: int, rounds: int, sides: list[tuple[str, str, 
     print(f"\nIngestion, {documents} Markdown documents, {count} chunks, {rounds} interleaved rounds (medians)")
     print(f"load average {load_before} -> {load_after} on {os.cpu_count()} cores\n")
     print(f"{'':<46}" + "".join(f"{n:>34}" for n in names))
-    rows = [
+    rows: list[tuple[str, str | None, str]] = [
         ("pipeline chunks/s", "pipeline", "{:.1f}"),
         ("pipeline CPU ms per chunk (this process)", "pipeline_cpu", "{:.1f}"),
         ("bare model chunks/s", "bare", "{:.1f}"),
@@ -194,8 +194,8 @@ def run(documents: int, sections: int, rounds: int, sides: list[tuple[str, str, 
         ("question embed during a batch p95 ms", "q95", "{:.0f}"),
         ("questions answered during the batch", "qn", "{:.0f}"),
     ]
-    for label, key, fmt in rows:
-        values = [med[n]["pipeline"] / med[n]["bare"] if key is None else med[n][key] for n in names]
+    for label, row_key, fmt in rows:
+        values = [med[n]["pipeline"] / med[n]["bare"] if row_key is None else med[n][row_key] for n in names]
         print(f"{label:<46}" + "".join(f"{fmt.format(v):>34}" for v in values))
     old, new = med[names[-2]], med[names[-1]]
     print(f"\n{names[-1].split(':')[0]} / {names[-2].split(':')[0]}: pipeline {new['pipeline'] / old['pipeline']:.2f}x chunks/s, "

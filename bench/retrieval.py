@@ -33,10 +33,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
 from stack import BASE_DIR, bench_stack
+
+if TYPE_CHECKING:  # Django is set up in main(), by bench_stack
+    from documents.models import Collection
 
 DIMENSIONS, TOPICS, SUBTOPICS, SUBSPACE = 384, 2000, 16, 16
 LAYOUT = [0.5] + [0.1] * 4 + [0.01] * 10  # each collection's share of all chunks
@@ -79,7 +83,7 @@ class Corpus:
 @dataclass(frozen=True)
 class Scope:
     org_id: uuid.UUID
-    collection: object  # documents.models.Collection
+    collection: "Collection"
     share: float
 
 
@@ -270,9 +274,9 @@ def run(args: argparse.Namespace) -> None:
         for side, label, r in (("ours", f"ours: {plan.describe()}", recall),
                                ("exact", "baseline: exact scan via btree", 1.0)):  # fmt: skip
             t = timings[side]
-            server = f"{per_query[side][0]:.2f} / {loaded_cpu[side]:.2f}"
+            server_cpu = f"{per_query[side][0]:.2f} / {loaded_cpu[side]:.2f}"
             print(f"{share:<13.0%}{label:<44}{statistics.median(t):>8.2f}{percentile(t, 0.95):>8.2f}"
-                  f"{qps[side]:>8.0f}{r:>11.3f}{server:>17}{per_query[side][1]:>17.2f}")  # fmt: skip
+                  f"{qps[side]:>8.0f}{r:>11.3f}{server_cpu:>17}{per_query[side][1]:>17.2f}")  # fmt: skip
     print(
         f"\nserver CPU: the PostgreSQL backend's CPU per query at 1 / {args.clients} clients (/proc; 10 ms ticks,"
         " averaged); client CPU: Django's, at 1 client"

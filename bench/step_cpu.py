@@ -153,9 +153,9 @@ def install() -> None:
                 label = f"  middleware {middleware.__name__}.{hook}"
                 setattr(middleware, hook, _timed(label, getattr(middleware, hook)))
                 _extra.append(label)
-    path = os.environ.get("BENCH_STEP_FILE")
-    if path:
-        threading.Thread(target=_dump, args=(path,), daemon=True).start()
+    dump_to = os.environ.get("BENCH_STEP_FILE")
+    if dump_to:
+        threading.Thread(target=_dump, args=(dump_to,), daemon=True).start()
 
 
 def _dump(path: str) -> None:

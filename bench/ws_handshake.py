@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
 import urllib.request
@@ -177,4 +176,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

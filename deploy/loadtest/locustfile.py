@@ -162,7 +162,7 @@ class BrowserUser(HttpUser):
             ws.settimeout(60)
         return True
 
-    def _conversation(self, page: str, path: str, name: str, frame: Any, ends: set[str]) -> None:
+    def _conversation(self, page: tuple[str, str], path: str, name: str, frame: Any, ends: set[str]) -> None:
         """A page with its socket open while the person asks one to three questions, reading each answer."""
         self._page(page[0], page[1])
         ws = self._connect(path, name.split(" (")[0])

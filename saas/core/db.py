@@ -65,7 +65,8 @@ class CompiledQuery:
                 start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
                 init_list = [f[0].target.attname for f in select[start:end]]
                 converters = compiler.get_converters([s[0] for s in select[: compiler.col_count]])
-                populators = get_related_populators(klass_info, select, queryset.db)
+                # django-stubs 6 types Django 6.0's signature (fetch_mode); the installed Django 5.2 has none.
+                populators = get_related_populators(klass_info, select, queryset.db)  # type: ignore[call-arg]
                 self._compiled = (queryset.db, sql, slots, klass_info["model"], start, end, init_list, converters,
                                   populators)  # fmt: skip
             return self._compiled

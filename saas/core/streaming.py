@@ -26,7 +26,7 @@ class LiveStreamingHttpResponse(StreamingHttpResponse):
         if self.is_async:
             # An async iterator (the gateway's async path) is read on the event loop, and closed here when the
             # sending stops, whatever stopped it (the client going away included): its producer records that.
-            parts = self._iterator
+            parts = self._iterator  # type: ignore[attr-defined]  # set by StreamingHttpResponse, absent from its stubs
             try:
                 async for part in parts:
                     yield self.make_bytes(part)

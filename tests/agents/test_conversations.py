@@ -3,6 +3,7 @@ answers rendered as sanitised Markdown, a reloaded conversation intact, and the 
 scoped to the member and their org. Through the offline engine (no upstream) and real ingestion."""
 
 import re
+from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -35,7 +36,7 @@ HOSTILE = "<script>alert(1)</script> [click](javascript:alert(2)) <img src=x one
 
 def _upload(org, name: str, data: bytes, collection: Collection | None = None) -> None:
     client = key_client(issue_key(org, scopes=["read", "ask", "documents:write"]).secret)
-    body = {"file": SimpleUploadedFile(name, data)}
+    body: dict[str, Any] = {"file": SimpleUploadedFile(name, data)}
     if collection is not None:
         body["collection"] = str(collection.pk)
     response = client.post("/api/v1/documents", body, format="multipart")

@@ -85,7 +85,8 @@ def test_personal_text_is_ciphertext_in_the_database_and_plaintext_in_the_app(se
                           format="json")  # fmt: skip
     assert started.status_code == 202, started.content
     # it runs to its end (failed when the offline engine found nothing to quote: either way, steps and output kept)
-    assert crew_runs.run_execute(org_id=org.pk, run_id=started.json()["id"]) in {"succeeded", "failed"}
+    outcome = crew_runs.run_execute(org_id=org.pk, run_id=started.json()["id"])
+    assert outcome in {"succeeded", "failed"}
     run = Run.all_orgs.get(pk=started.json()["id"])
     run.error_code, run.error = "invalid_output", f"'{mark}' is not of type 'integer'"  # as a schema check says
     run.save(update_fields=["error_code", "error_encrypted"])

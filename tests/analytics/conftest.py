@@ -50,7 +50,9 @@ def upload(org, name: str, data: bytes) -> Document:
     client = key_client(issue_key(org, scopes=["read", "documents:write"]).secret)
     response = client.post("/api/v1/documents", {"file": SimpleUploadedFile(name, data)}, format="multipart")
     assert response.status_code == 202, response.content
-    return ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    ingested = ingestion.document_ingest(org_id=org.pk, document_id=response.json()["id"])
+    assert ingested is not None
+    return ingested
 
 
 @pytest.fixture

@@ -13,10 +13,16 @@ from tests.llm.conftest import fake, models  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.django_db
 
 
+def _case(org, question: str, rubric: str = "") -> EvalCase:
+    case = EvalCase(organization=org, rubric=rubric)
+    case.input = question  # the plaintext property (the model's constructor takes it too, but mypy knows fields)
+    return case
+
+
 def test_the_judge_grades_by_the_rubric_and_a_failing_judge_fails_the_score(fake, models):  # noqa: F811
-    org = OrganizationFactory()
+    org = OrganizationFactory.create()
     caller = gateway.Caller(org=org, feature="eval")
-    case = EvalCase(organization=org, input="How long do refunds take?", rubric="Says 30 days and cites it.")
+    case = _case(org, "How long do refunds take?", rubric="Says 30 days and cites it.")
     fake.script("fake-small", {"reply": "PASS: it says 30 days [1]"}, {"reply": "FAIL: it says 90 days"},
                 {"reply": "Looks fine to me"}, {"status": 400})  # fmt: skip
     assert eval_runs._judge(caller, "test-small", case, "Refunds take 30 days. [1]").value == 1.0
@@ -31,4 +37,4 @@ def test_the_judge_grades_by_the_rubric_and_a_failing_judge_fails_the_score(fake
     assert failed.value == 0.0 and failed.reason.startswith("The judge could not answer")
     # No judge model, or no rubric: the scorer does not apply.
     assert not eval_runs._judge(caller, "", case, "x").applies
-    assert not eval_runs._judge(caller, "test-small", EvalCase(organization=org, input="Q"), "x").applies
+    assert not eval_runs._judge(caller, "test-small", _case(org, "Q"), "x").applies

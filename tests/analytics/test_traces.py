@@ -143,10 +143,10 @@ def test_a_crew_run_is_one_trace_with_a_step_per_task_and_its_tool_and_model_cal
     assert [s.name for s in steps] == ["Task research", "Task draft", "Task edit"]
     by_seq = {s.seq: s for s in spans}
     tools = [s for s in spans if s.kind == Span.Kind.TOOL]
-    assert tools and all(by_seq[t.parent_seq].kind == Span.Kind.STEP for t in tools)
+    assert tools and all(t.parent_seq is not None and by_seq[t.parent_seq].kind == Span.Kind.STEP for t in tools)
     assert {t.attributes["tool"] for t in tools} >= {"search_documents"}
     searched = [s for s in spans if s.kind == Span.Kind.RETRIEVAL]
-    assert searched and all(by_seq[s.parent_seq].kind == Span.Kind.TOOL for s in searched)
+    assert searched and all(s.parent_seq is not None and by_seq[s.parent_seq].kind == Span.Kind.TOOL for s in searched)
     assert all(s.parent_seq is not None for s in spans if s.kind == Span.Kind.LLM)  # inside a task
     _agrees_with_the_ledger(trace)
     assert (trace.prompt_tokens, trace.completion_tokens, trace.cost_usd) == (

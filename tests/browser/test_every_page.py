@@ -35,7 +35,7 @@ RUN_AXE = """async () => {
 }"""
 
 
-def _workspace() -> tuple[Any, Any, dict[str, str]]:
+def _workspace() -> tuple[Any, Any, dict[str, dict[str, str]]]:
     sync_registry(ModelConfig)
     admin: Any = MembershipFactory(role="admin", organization__name="Northwind")
     org = admin.organization
@@ -103,7 +103,7 @@ def _workspace() -> tuple[Any, Any, dict[str, str]]:
         "trace": f"{o}/traces/{trace.id}/",
     }
     member_pages = {"chat": f"{o}/chat/{conversation.id}/"}  # a conversation is its owner's alone
-    return admin, member, {"admin": {**pages, **admin_pages}, "member": {**pages, **member_pages}}  # type: ignore[dict-item]
+    return admin, member, {"admin": {**pages, **admin_pages}, "member": {**pages, **member_pages}}
 
 
 def _walk(browser, base: str, email: str, pages: dict[str, str], who: str, size: str, scheme: str) -> list[str]:
@@ -112,9 +112,18 @@ def _walk(browser, base: str, email: str, pages: dict[str, str], who: str, size:
     page = context.new_page()
     found: list[str] = []
     here = {"name": "sign-in"}
-    page.on("console", lambda m: m.type == "error" and found.append(f"{here['name']}: console error: {m.text}"))
+
+    def console(m: Any) -> None:
+        if m.type == "error":
+            found.append(f"{here['name']}: console error: {m.text}")
+
+    def response(r: Any) -> None:
+        if r.status >= 400:
+            found.append(f"{here['name']}: {r.status} {r.url}")
+
+    page.on("console", console)
     page.on("pageerror", lambda e: found.append(f"{here['name']}: script error: {e}"))
-    page.on("response", lambda r: r.status >= 400 and found.append(f"{here['name']}: {r.status} {r.url}"))
+    page.on("response", response)
     sign_in(page, base, email)
     SHOTS.mkdir(parents=True, exist_ok=True)
     for name, path in pages.items():

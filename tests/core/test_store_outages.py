@@ -34,7 +34,7 @@ def unreachable_redis(settings):
 )
 def test_store_outages_are_a_503_in_the_one_shape(exc):
     response = api_exception_handler(exc, {})
-    assert response.status_code == 503
+    assert response is not None and response.status_code == 503
     assert response.data["error"]["code"] == "unavailable"
     assert response["Retry-After"] == "1"
 

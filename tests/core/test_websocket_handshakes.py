@@ -93,7 +93,9 @@ def test_sockets_connect_while_the_one_sync_thread_is_busy():
     members = [MembershipFactory(role="member") for _ in range(SOCKETS)]
     conversations = [Conversation.all_orgs.create(organization=m.organization, user=m.user) for m in members]
     cookies = [_cookie(m.user) for m in members]
-    sockets = [(_communicator("/ws/notifications/", cookie), "hello") for cookie in cookies]
+    sockets: list[tuple[Any, str | None]] = [
+        (_communicator("/ws/notifications/", cookie), "hello") for cookie in cookies
+    ]
     sockets += [
         (_communicator(f"/ws/chat/{c.pk}/", cookie), None) for c, cookie in zip(conversations, cookies, strict=True)
     ]

@@ -151,7 +151,9 @@ def _upload(org, collection, text: str, user=None) -> Document:
     document = services.document_upload(
         org=org, data=text.encode(), filename="notes.md", collection=collection, user=user
     )
-    return ingestion.document_ingest(org_id=org.pk, document_id=document.pk)
+    ingested = ingestion.document_ingest(org_id=org.pk, document_id=document.pk)
+    assert ingested is not None
+    return ingested
 
 
 def test_the_cached_scope_sizes_follow_every_change_to_the_collections_chunks(settings, django_assert_num_queries):

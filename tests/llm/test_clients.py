@@ -11,6 +11,7 @@ import json
 import struct
 from decimal import Decimal
 from types import SimpleNamespace
+from typing import Any
 
 import jsonschema
 import openai
@@ -30,7 +31,7 @@ FACTS = (
     "[1] Ann Berg is 31 years old. She lives in Oslo and works as a nurse.\n[2] The hospital cafeteria opens at 7 am."
 )
 QUESTION = "Who is the nurse and how old is she?"
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",

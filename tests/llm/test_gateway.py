@@ -342,6 +342,7 @@ def test_deferred_calls_hand_their_row_over_before_returning_and_cache_when_told
     assert call.cost_usd == result.cost_usd
     missed = gateway.chat(caller=caller, model="test-small", request=HELLO, defer_records=True)
     assert not missed.cached  # the answer was not cached yet: record() had not run
+    assert missed.record is not None
     missed.record()
     again = gateway.chat(caller=caller, model="test-small", request=HELLO, defer_records=True)
     assert again.cached and again.record is None

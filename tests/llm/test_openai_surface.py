@@ -8,6 +8,7 @@ import base64
 import json
 import struct
 from decimal import Decimal
+from typing import Any
 
 import jsonschema
 import pytest
@@ -19,7 +20,7 @@ from tests.accounts.factories import OrganizationFactory
 pytestmark = pytest.mark.django_db
 
 MESSAGES = [{"role": "user", "content": "Say something"}]
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -308,7 +309,7 @@ def test_the_local_engine_fills_a_json_schema_from_the_passages_and_says_so(clie
 def test_the_local_engine_calls_the_tool_tool_choice_asks_for(client, local_models):
     parameters = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
     function = {"name": "lookup_staff", "description": "Find a staff member's record", "parameters": parameters}
-    lookup = {"type": "function", "function": function}
+    lookup: dict[str, Any] = {"type": "function", "function": function}
     for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
         response = _post(client, model="local", messages=FACTS, tools=[lookup, WEATHER], tool_choice=choice)
         assert response.status_code == 200, response.content

@@ -4,6 +4,7 @@ generateContent; fallbacks that cross providers on 429/5xx, and a circuit breake
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from saas.llm.providers.base import Upstream
 
 KEY = "sk-provider-secret-0042"
 ECHO = ChatRequest(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "echo: hi there"}])
-TOOLS = [{"type": "function", "function": {"name": "calculator", "description": "Arithmetic",
+TOOLS: list[dict[str, Any]] = [{"type": "function", "function": {"name": "calculator", "description": "Arithmetic",
           "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}]  # fmt: skip
 
 
