@@ -11,6 +11,7 @@ it takes one more hop). Streams are sent from the loop, chunk by chunk, with no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -156,12 +157,13 @@ class _active:
     """The trace current while the block runs (for the call's span), on the loop."""
 
     def __init__(self, recorder: tracing.Recorder | None) -> None:
-        self.recorder, self.context = recorder, None
+        self.recorder = recorder
+        self.context: contextlib.AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> None:
         if self.recorder is not None:
             self.context = self.recorder.active()
-            self.context.__enter__()  # type: ignore[union-attr]
+            self.context.__enter__()
 
     def __exit__(self, *exc: Any) -> None:
         if self.context is not None:

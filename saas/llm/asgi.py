@@ -97,8 +97,8 @@ class GatewayHandler(ASGIHandler):
     ROUTES, without the middleware chain or a request thread."""
 
     def load_middleware(self, is_async: bool = False) -> None:
-        def nothing(request: HttpRequest) -> None:
-            return None
+        def nothing(request: HttpRequest) -> HttpResponseBase:
+            raise AssertionError("only the middleware's request and response hooks are used here")
 
         self._security = SecurityMiddleware(nothing)
         self._policy = _SettledCSP(nothing)
@@ -121,6 +121,7 @@ class GatewayHandler(ASGIHandler):
         set_script_prefix(get_script_prefix(scope))
         request, error_response = self.create_request(scope, body_file)
         if request is None:
+            assert error_response is not None  # Django's create_request gives one or the other
             body_file.close()
             await self.send_response(error_response, send)
             await gateway_async.hop(error_response.close)
@@ -132,7 +133,11 @@ class GatewayHandler(ASGIHandler):
                 await self.send_response(response, send)
             return response
 
-        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(process_request())]
+        listening, processing = (
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request()),
+        )
+        tasks: list[asyncio.Task[Any]] = [listening, processing]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done():
@@ -143,7 +148,7 @@ class GatewayHandler(ASGIHandler):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         try:
-            response = tasks[1].result()
+            response = processing.result()
         except asyncio.CancelledError:
             pass  # abandoned: its response is closed when the call is done (_close_abandoned)
         else:

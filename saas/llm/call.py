@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -191,7 +191,7 @@ class Call:
             self._raise_for(exc, error)
 
     @asynccontextmanager
-    async def aguard_exit(self, hop: Callable[..., Awaitable[Any]]) -> AsyncIterator[None]:
+    async def aguard_exit(self, hop: Callable[..., Awaitable[Any]]) -> AsyncGenerator[None, None]:
         """guard_exit for the async path: the row is written through `hop` (a worker thread), and a task
         cancelled (the client went away) is recorded as cancelled."""
         try:

@@ -28,7 +28,7 @@ import contextvars
 import functools
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, contextmanager
 from contextvars import ContextVar
@@ -66,7 +66,7 @@ _executor: ThreadPoolExecutor | None = None
 def executor() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        size = int(getattr(settings, "LLM_GATEWAY_THREADS", None) or os.environ.get("LLM_GATEWAY_THREADS", 16))
+        size = int(getattr(settings, "LLM_GATEWAY_THREADS", None) or os.environ.get("LLM_GATEWAY_THREADS") or 16)
         _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="crewdesk-gateway")
     return _executor
 
@@ -141,7 +141,7 @@ async def _complete(provider: Any, model: ModelConfig, outbound: ChatRequest) ->
     return await hop(structured.complete, provider, model.upstream_model, request, timeout=timeout)  # type: ignore[no-any-return]
 
 
-async def _stream(provider: Any, model: ModelConfig, outbound: ChatRequest) -> AsyncIterator[Any]:
+async def _stream(provider: Any, model: ModelConfig, outbound: ChatRequest) -> AsyncGenerator[Any, None]:
     request, timeout = routing.for_model(outbound, model), settings.LLM_ROUTER["attempt_timeout"]
     if getattr(provider, "has_async", False):
         async with aclosing(structured.astream(provider, model.upstream_model, request, timeout=timeout)) as items:
@@ -149,13 +149,13 @@ async def _stream(provider: Any, model: ModelConfig, outbound: ChatRequest) -> A
                 yield item
         return
     # A provider without an asyncio client: its blocking stream, one hop per item (Anthropic, Gemini, local).
-    items = structured.stream(provider, model.upstream_model, request, timeout=timeout)
+    blocking = structured.stream(provider, model.upstream_model, request, timeout=timeout)
     done = object()
     try:
-        while (item := await hop(next, items, done)) is not done:
+        while (item := await hop(next, blocking, done)) is not done:
             yield item
     finally:
-        await asyncio.shield(hop(items.close))
+        await asyncio.shield(hop(blocking.close))
 
 
 # --- Admission: the synchronous steps before the model, in one hop ----------------------------------------
@@ -310,7 +310,7 @@ async def _astream_ended(
     )  # fmt: skip
 
 
-async def achat_stream(pending: Pending) -> AsyncIterator[str | GatewayStreamEnd]:
+async def achat_stream(pending: Pending) -> AsyncGenerator[str | GatewayStreamEnd, None]:
     """Deltas of the answer, then one GatewayStreamEnd: gateway.chat_stream from its cache lookup on.
     Closing the iterator, or cancelling the task reading it (the client went away), closes the upstream
     connection and records the call as cancelled."""
@@ -403,8 +403,10 @@ async def aembed(pending: Pending, *, texts: list[str], dimensions: int) -> Gate
             async for candidate, provider in attempts:
                 try:
                     if getattr(provider, "has_async", False):
-                        result = await provider.aembed(candidate.upstream_model, texts, dimensions=dimensions,
-                                                       timeout=timeout)  # fmt: skip
+                        # a provider with has_async has aembed (saas/llm/providers/openai.py)
+                        async_provider: Any = provider
+                        result = await async_provider.aembed(candidate.upstream_model, texts, dimensions=dimensions,
+                                                             timeout=timeout)  # fmt: skip
                     else:
                         result = await hop(provider.embed, candidate.upstream_model, texts, dimensions=dimensions,
                                            timeout=timeout)  # fmt: skip

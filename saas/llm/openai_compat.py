@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import struct
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any, Literal
 
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
@@ -342,7 +342,7 @@ def openai_chunks(
 
 async def aopenai_chunks(
     first: Any, stream: AsyncIterator[Any], *, created: int, include_usage: bool, with_tools: bool, on_error: Any
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """openai_chunks for the async path: `stream` is the gateway's async stream (gateway_async.achat_stream)."""
     chunks = Chunks(created=created, include_usage=include_usage, with_tools=with_tools)
     opening, took_first = chunks.opening(first)

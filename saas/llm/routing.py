@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -194,7 +194,7 @@ class Route:
                 release_connections()  # no pooled connection is held while the model works (saas/core/db.py)
                 yield value
 
-    async def async_attempts(self) -> AsyncIterator[tuple[ModelConfig, Provider]]:
+    async def async_attempts(self) -> AsyncGenerator[tuple[ModelConfig, Provider], None]:
         """The same route for the async path: the breaker on asyncio Redis, waits that hold no thread."""
         plan, reply = self._plan(), None
         while (step := _next(plan, reply)) is not None:

@@ -12,7 +12,7 @@ instead is not JSON to check.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncGenerator, Generator
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -174,7 +174,7 @@ async def acomplete(provider: Any, model: str, request: ChatRequest, *, timeout:
     return replace(second, usage=_sum(result.usage, second.usage))
 
 
-async def astream(provider: Any, model: str, request: ChatRequest, *, timeout: float) -> AsyncIterator[Any]:
+async def astream(provider: Any, model: str, request: ChatRequest, *, timeout: float) -> AsyncGenerator[Any, None]:
     if _kind(request) is None:
         async for item in provider.astream(model, request, timeout=timeout):
             yield item

@@ -17,7 +17,7 @@ def test_the_settings_line_is_formatted_only_when_written(monkeypatch):
 
     deferred = protocol.pformat(settings)
     assert not isinstance(deferred, str)  # nothing formatted yet
-    assert "{attrs}".format(attrs=deferred) == pformat(settings)  # what the logger writes, when it writes
+    assert "{attrs}".format(attrs=deferred) == pformat(settings)  # noqa: UP032  (as the logger formats it)
     timings = protocol.Timings()
     timings.track("opened")
     assert isinstance(str(timings), str) and "opened" in str(timings)

@@ -215,7 +215,12 @@ def test_a_batched_answer_on_the_loop_sends_one_entry_settles_once_and_keeps_the
     assert _used(caller.org) == (0, 1)
     hops: list = []
     real_hop_in = gateway_async._hop_in
-    monkeypatch.setattr(gateway_async, "_hop_in", lambda *a, **k: hops.append(a) or real_hop_in(*a, **k))
+
+    def counted_hop_in(*args, **kwargs):
+        hops.append(args)
+        return real_hop_in(*args, **kwargs)
+
+    monkeypatch.setattr(gateway_async, "_hop_in", counted_hop_in)
     result = async_to_sync(gateway_async.achat)(pending)
     assert hops == []  # the end of the call took no hop to a worker thread
     assert ledger.pending() == 1 and _rows(caller.org) == (0, 0)  # in the stream, not yet in PostgreSQL
@@ -290,7 +295,12 @@ def test_a_batched_stream_ends_on_the_loop_with_one_entry_and_one_charge(
     pending = _admit(caller, stream=True)
     hops: list = []
     real_hop_in = gateway_async._hop_in
-    monkeypatch.setattr(gateway_async, "_hop_in", lambda *a, **k: hops.append(a) or real_hop_in(*a, **k))
+
+    def counted_hop_in(*args, **kwargs):
+        hops.append(args)
+        return real_hop_in(*args, **kwargs)
+
+    monkeypatch.setattr(gateway_async, "_hop_in", counted_hop_in)
 
     async def read() -> list:
         return [item async for item in gateway_async.achat_stream(pending)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.cookiejar
 import weakref
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from typing import Any
 
 import aiohttp
@@ -324,7 +324,9 @@ class OpenAIProvider:
             raise _anormalise(exc) from exc
         return _embedding_result(response, texts)
 
-    async def astream(self, model: str, request: ChatRequest, *, timeout: float) -> AsyncIterator[str | StreamEnd]:
+    async def astream(
+        self, model: str, request: ChatRequest, *, timeout: float
+    ) -> AsyncGenerator[str | StreamEnd, None]:
         """Text deltas, then one StreamEnd, read from the upstream's server-sent events on the event loop.
         Closing the iterator (or cancelling its task) closes the upstream connection."""
         body = self._params(model, request) | {"stream": True, "stream_options": {"include_usage": True}}
