@@ -12,6 +12,7 @@ from /proc through psutil, so a benchmark can divide CPU by calls.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
@@ -341,6 +342,22 @@ def _drain_ledger_until_terminated(every: float) -> None:
         if stopped:
             break
     print(rows, cpu, flush=True)
+
+
+def post_json(url: str, payload: dict[str, Any]) -> None:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).read()
+
+
+def chat_conversations(fixture: dict[str, Any], count: int) -> list[str]:
+    """`count` new conversations of the fixture's user, for browser-chat websockets."""
+    from agents.models import Conversation
+
+    org, user = fixture["org"], fixture["user"]
+    made = Conversation.objects.for_org(org).bulk_create(
+        [Conversation(organization=org, user=user, model=fixture["model"]) for _ in range(count)]
+    )
+    return [str(c.pk) for c in made]
 
 
 def ledger_rows(api_key: Any = None, user: Any = None) -> int:

@@ -32,7 +32,6 @@ import json
 import os
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -45,9 +44,11 @@ import psutil
 from servers import (
     LedgerWriter,
     Server,
+    chat_conversations,
     crewdesk_fixture,
     ledger_rows,
     percentile,
+    post_json,
     raise_fd_limit,
     start_crewdesk,
     start_fake_upstream,
@@ -185,21 +186,6 @@ async def run_phase(
     await sampler
 
 
-def _post(url: str, payload: dict[str, Any]) -> None:
-    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=10).read()
-
-
-def _conversations(fixture: dict[str, Any], count: int) -> list[str]:
-    from agents.models import Conversation
-
-    org, user = fixture["org"], fixture["user"]
-    made = Conversation.objects.for_org(org).bulk_create(
-        [Conversation(organization=org, user=user, model=fixture["model"]) for _ in range(count)]
-    )
-    return [str(c.pk) for c in made]
-
-
 async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str, Any]) -> list[Phase]:
     upstream = start_fake_upstream(workdir)
     servers = [upstream]
@@ -207,7 +193,7 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
     try:
         crewdesk = start_crewdesk(workdir, upstream, WEB_PROCESSES=str(args.web_processes))
         servers.append(crewdesk)
-        _post(upstream.url + "/_config", {"latency": args.first_byte, "token_rate": REPLY_WORDS / args.stream_seconds,
+        post_json(upstream.url + "/_config", {"latency": args.first_byte, "token_rate": REPLY_WORDS / args.stream_seconds,
                                           "reply": " ".join(["word"] * REPLY_WORDS)})  # fmt: skip
         limits = httpx.Limits(max_connections=args.streams + 16, max_keepalive_connections=args.streams + 16)
         timeout = httpx.Timeout(args.timeout, connect=args.timeout)
@@ -229,7 +215,7 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
                     starts = [partial(sse_stream, gateway, url, fixture["model"], phase, args.timeout)] * n
                     server = crewdesk
                 else:
-                    ids = await asyncio.to_thread(_conversations, fixture, n)
+                    ids = await asyncio.to_thread(chat_conversations, fixture, n)
                     starts = [partial(ws_chat, f"{ws_base}{cid}/", crewdesk.url, fixture["cookie"], fixture["model"],
                                       phase, args.timeout) for cid in ids]  # fmt: skip
                     server = crewdesk

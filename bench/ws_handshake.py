@@ -21,27 +21,11 @@ import json
 import os
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from servers import crewdesk_fixture, raise_fd_limit, start_crewdesk, start_fake_upstream
+from servers import chat_conversations, crewdesk_fixture, post_json, raise_fd_limit, start_crewdesk, start_fake_upstream
 from stack import bench_stack
-
-
-def _post(url: str, payload: dict[str, Any]) -> None:
-    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=10).read()
-
-
-def _conversations(fixture: dict[str, Any], count: int) -> list[str]:
-    from agents.models import Conversation
-
-    org, user = fixture["org"], fixture["user"]
-    made = Conversation.objects.for_org(org).bulk_create(
-        [Conversation(organization=org, user=user, model=fixture["model"]) for _ in range(count)]
-    )
-    return [str(c.pk) for c in made]
 
 
 async def _open_all(urls: list[str], origin: str, cookie: str, concurrency: int) -> tuple[list[Any], int]:
@@ -107,15 +91,15 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
     crewdesk = start_crewdesk(workdir, upstream)
     try:
         ws_base = crewdesk.url.replace("http://", "ws://") + "/ws/chat/"
-        warm = await asyncio.to_thread(_conversations, fixture, 32)
+        warm = await asyncio.to_thread(chat_conversations, fixture, 32)
         sockets, _ = await _open_all([f"{ws_base}{c}/" for c in warm], crewdesk.url, fixture["cookie"], 8)
         await asyncio.gather(*(s.close() for s in sockets))
         await asyncio.sleep(1)
         if args.ask:
-            _post(upstream.url + "/_config", {"latency": 0, "token_rate": 0, "reply": " ".join(["word"] * 40)})
+            post_json(upstream.url + "/_config", {"latency": 0, "token_rate": 0, "reply": " ".join(["word"] * 40)})
         raw = workdir / "ws.pyspy.raw"
         for round_ in range(args.rounds):
-            ids = await asyncio.to_thread(_conversations, fixture, args.sockets)
+            ids = await asyncio.to_thread(chat_conversations, fixture, args.sockets)
             urls = [f"{ws_base}{c}/" for c in ids]
             last = round_ == args.rounds - 1
             spy = await _spy(args, crewdesk.process.pid, raw) if args.profile and last and not args.ask else None

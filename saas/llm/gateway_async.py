@@ -284,6 +284,14 @@ def _stream_ended(
     call.model = candidate
     call.finish(LLMCall.Status.OK, usage=end.usage, output_text=routing.output_text(text, end.tool_calls))
     gateway._store(pending.found, call, pending.config, candidate, ChatResult(text, end.usage, end.finish_reason))
+    return _end_item(pending, candidate, unmasker, text, end)
+
+
+def _end_item(
+    pending: Pending, candidate: ModelConfig, unmasker: StreamUnmasker, text: str, end: StreamEnd
+) -> tuple[str, GatewayStreamEnd]:
+    """After a stream's row: the rest of the text held back for unmasking, and the end item."""
+    call = pending.call
     rest = unmasker.flush()
     answer, calls = routing.reply(pending.outbound, candidate, call.masker, text, end.tool_calls)
     return rest, GatewayStreamEnd(
@@ -302,12 +310,7 @@ async def _astream_ended(
     output = routing.output_text(text, end.tool_calls)
     await call.afinish(LLMCall.Status.OK, hop=run, usage=end.usage, output_text=output,
                        cache=_cache_entry(pending, result))  # fmt: skip
-    rest = unmasker.flush()
-    answer, calls = routing.reply(pending.outbound, candidate, call.masker, text, end.tool_calls)
-    return rest, GatewayStreamEnd(
-        candidate.alias, end.usage, end.finish_reason, str(call.id), engine=engine_label(candidate),
-        tool_calls=calls, cost_usd=call.cost_usd, text=answer,
-    )  # fmt: skip
+    return _end_item(pending, candidate, unmasker, text, end)
 
 
 async def achat_stream(pending: Pending) -> AsyncGenerator[str | GatewayStreamEnd, None]:
