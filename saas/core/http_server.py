@@ -394,8 +394,30 @@ class Supervisor:
                 process.wait()
 
 
+WEBSOCKET_CONNECT_TIMEOUT_ENV = "WEBSOCKET_CONNECT_TIMEOUT"
+WEBSOCKET_CONNECT_TIMEOUT = 30  # seconds, unless the environment or the command line says otherwise
+
+
+def with_websocket_connect_timeout(argv: list[str]) -> list[str]:
+    """daphne's arguments with a websocket connect timeout of WEBSOCKET_CONNECT_TIMEOUT seconds (30) unless they
+    name one. Daphne's own default, 5 s, is both how long a socket may take to be accepted and autobahn's open
+    handshake timer: when many tabs connect at once (every open tab reconnects after a deploy), the sockets at the
+    back of the queue were dropped after the process had already spent CPU on them, and their reconnects queued
+    again. A socket that waits is served; an HTTP request already has HTTP_REQUEST_TIMEOUT (120 s) to arrive."""
+    if any(arg == "--websocket_connect_timeout" or arg.startswith("--websocket_connect_timeout=") for arg in argv):
+        return argv
+    configured = os.environ.get(WEBSOCKET_CONNECT_TIMEOUT_ENV, "").strip() or str(WEBSOCKET_CONNECT_TIMEOUT)
+    try:
+        seconds = int(configured)
+    except ValueError:
+        sys.exit(f"{WEBSOCKET_CONNECT_TIMEOUT_ENV} must be a whole number of seconds, not {configured!r}")
+    if seconds < 1:
+        sys.exit(f"{WEBSOCKET_CONNECT_TIMEOUT_ENV} must be at least 1 second, not {seconds}")
+    return ["--websocket_connect_timeout", str(seconds), *argv]
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = with_websocket_connect_timeout(sys.argv[1:] if argv is None else argv)
     processes = web_processes()
     if processes > 1:
         from daphne.cli import DEFAULT_HOST, DEFAULT_PORT

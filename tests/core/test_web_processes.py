@@ -55,6 +55,28 @@ def test_web_processes_defaults_to_the_cores_and_is_checked(monkeypatch):
             http_server.web_processes()
 
 
+def test_websockets_have_30_seconds_to_connect_unless_told_otherwise(monkeypatch):
+    """daphne's 5 s dropped the sockets at the back of a burst of connections (tabs reconnecting after a deploy)
+    after their CPU was spent: the server gives them 30 s, the environment or the command line may say otherwise,
+    and the daphne server gets it both as its connect timeout and as autobahn's open-handshake timer."""
+    built = []
+    monkeypatch.setattr(http_server.LimitedServer, "run", lambda self: built.append(self))
+    monkeypatch.setattr(http_server, "web_processes", lambda: 1)
+    monkeypatch.delenv("WEBSOCKET_CONNECT_TIMEOUT", raising=False)
+    app = ["-b", "127.0.0.1", "-p", "0", "saas.asgi:application"]
+    http_server.main(app)
+    assert (built[-1].websocket_connect_timeout, built[-1].websocket_handshake_timeout) == (30, 30)
+    monkeypatch.setenv("WEBSOCKET_CONNECT_TIMEOUT", "12")
+    http_server.main(app)
+    assert (built[-1].websocket_connect_timeout, built[-1].websocket_handshake_timeout) == (12, 12)
+    http_server.main(["--websocket_connect_timeout", "7", *app])
+    assert built[-1].websocket_connect_timeout == 7
+    for wrong in ("0", "soon"):
+        monkeypatch.setenv("WEBSOCKET_CONNECT_TIMEOUT", wrong)
+        with pytest.raises(SystemExit, match="WEBSOCKET_CONNECT_TIMEOUT"):
+            http_server.main(app)
+
+
 def test_tcp_endpoints_are_read_as_daphne_writes_them():
     assert http_server.tcp_address("tcp:port=8000:interface=10.0.0.5:backlog=1024") == ("10.0.0.5", 8000)
     assert http_server.tcp_address(r"tcp:port=8000:interface=\:\:1") == ("::1", 8000)
