@@ -86,10 +86,13 @@ def fresh_memos():
     signals (rollback, flush), so every test starts with no copy here and a new version for the live
     processes, as Django's test framework does with its ContentType cache."""
     from saas.core import memo
+    from saas.llm import breaker
 
     memo.forget_all_local()
+    breaker.forget_local()
     yield
     memo.forget_all_local()
+    breaker.forget_local()
 
 
 @pytest.fixture(autouse=True)

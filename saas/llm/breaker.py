@@ -4,6 +4,12 @@ closed: calls go through; each retryable failure counts in a sliding window. At 
 within `window` seconds the circuit opens for `cooldown` seconds: calls fail fast (CircuitOpen, which the
 router treats as retryable, so the fallback chain moves on). After the cooldown one probe call is let
 through (half-open); its success closes the circuit, its failure opens it again.
+
+A process that found an upstream's circuit closed with no failure on record trusts that reading for
+LLM_BREAKER["clean_read_seconds"] (1 s) instead of asking Redis before every call (a round trip per call, about a
+twentieth of the gateway's CPU). Its own failures drop the reading at once; a circuit another process opened is
+seen here within that second, so each process sends at most that second's calls to an upstream that just failed
+(each one recorded, and a failure here ends the trust).
 """
 
 import time
@@ -19,6 +25,25 @@ PREFIX = "crewdesk:llm:breaker"
 
 def _keys(upstream: str) -> tuple[str, str, str]:
     return f"{PREFIX}:{upstream}:failures", f"{PREFIX}:{upstream}:open_until", f"{PREFIX}:{upstream}:probe"
+
+
+# upstream -> time.monotonic() until which a clean reading of its circuit is trusted in this process
+_clean_until: dict[str, float] = {}
+
+
+def _trusted(upstream: str) -> "Permit | None":
+    until = _clean_until.get(upstream)
+    return Permit(upstream, clean=True) if until is not None and time.monotonic() < until else None
+
+
+def _remember(decision: "Permit | str | None") -> None:
+    if isinstance(decision, Permit) and decision.clean:
+        _clean_until[decision.upstream] = time.monotonic() + float(settings.LLM_BREAKER.get("clean_read_seconds", 1))
+
+
+def forget_local() -> None:
+    """Drop every reading this process trusts (tests, between cases)."""
+    _clean_until.clear()
 
 
 @dataclass(frozen=True)
@@ -74,10 +99,13 @@ def _open_args(now: float) -> tuple[float, int]:
 
 
 def allow(upstream: str) -> Permit | None:
+    if (trusted := _trusted(upstream)) is not None:
+        return trusted
     redis = get_redis()
     pipe = redis.pipeline(transaction=False)
     _state_commands(pipe, upstream)
     decision = _decide(upstream, *pipe.execute())
+    _remember(decision)
     if decision != "probe":
         return decision  # type: ignore[return-value]
     # Half-open: exactly one caller across all processes gets to probe.
@@ -92,6 +120,7 @@ def record_success(permit: Permit) -> None:
 
 
 def record_failure(upstream: str) -> None:
+    _clean_until.pop(upstream, None)
     _, open_key, probe_key = _keys(upstream)
     redis = get_redis()
     now = time.time()
@@ -104,10 +133,13 @@ def record_failure(upstream: str) -> None:
 
 
 async def aallow(upstream: str) -> Permit | None:
+    if (trusted := _trusted(upstream)) is not None:
+        return trusted
     redis = get_async_redis()
     pipe = redis.pipeline(transaction=False)
     _state_commands(pipe, upstream)
     decision = _decide(upstream, *(await pipe.execute()))
+    _remember(decision)
     if decision != "probe":
         return decision  # type: ignore[return-value]
     if await redis.set(_keys(upstream)[2], "1", nx=True, ex=_probe_ttl()):
@@ -121,6 +153,7 @@ async def arecord_success(permit: Permit) -> None:
 
 
 async def arecord_failure(upstream: str) -> None:
+    _clean_until.pop(upstream, None)
     _, open_key, probe_key = _keys(upstream)
     redis = get_async_redis()
     now = time.time()

@@ -361,6 +361,8 @@ LLM_BREAKER = {
     "failure_threshold": env.int("LLM_BREAKER_FAILURES", default=5),
     "window": env.int("LLM_BREAKER_WINDOW", default=60),
     "cooldown": env.int("LLM_BREAKER_COOLDOWN", default=30),
+    # How long a process trusts its reading of a closed circuit with no failure on record (saas/llm/breaker.py).
+    "clean_read_seconds": env.float("LLM_BREAKER_CLEAN_READ_SECONDS", default=1.0),
 }
 # `auto` picks the large tier when any rule says so, the small tier otherwise.
 LLM_AUTO_RULES = {

@@ -1,6 +1,7 @@
 """The gateway against the fake upstream, through every fault it can produce. Every request leaves exactly
 one ledger row, with each attempt and its status."""
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -324,6 +325,32 @@ def test_a_success_forgives_earlier_failures_and_a_half_open_circuit_lets_one_pr
     breaker.record_success(probe)
     clean = breaker.allow("probe-test")
     assert breaker.state("probe-test") == "closed" and clean is not None and clean.clean
+
+
+def test_a_clean_circuit_is_trusted_for_a_second_and_a_failure_here_ends_the_trust(settings, monkeypatch):
+    """A process that read a closed circuit with no failure trusts that reading for clean_read_seconds (no
+    Redis round trip per call); a circuit another process opened is seen once it has passed, and this
+    process's own failure is seen at once."""
+    settings.LLM_BREAKER = {"failure_threshold": 2, "window": 60, "cooldown": 30, "clean_read_seconds": 1}
+    get_redis().delete(*breaker._keys("trust-test"))
+    clock = [1000.0]
+    monkeypatch.setattr(breaker.time, "monotonic", lambda: clock[0])
+    first = breaker.allow("trust-test")
+    assert first is not None and first.clean
+    # Another process opens the circuit: this one still trusts its reading, without asking Redis...
+    get_redis().set("crewdesk:llm:breaker:trust-test:open_until", time.time() + 30)
+    with monkeypatch.context() as unreachable:
+        unreachable.setattr(breaker, "get_redis", lambda: (_ for _ in ()).throw(AssertionError("asked Redis")))
+        assert breaker.allow("trust-test") == breaker.Permit("trust-test", clean=True)
+    # ... until the second has passed.
+    clock[0] += 1.01
+    assert breaker.allow("trust-test") is None
+
+    get_redis().delete(*breaker._keys("trust-test"))
+    assert breaker.allow("trust-test") is not None  # clean again, trusted again
+    breaker.record_failure("trust-test")
+    breaker.record_failure("trust-test")  # opens it: this process knows at once, within the second
+    assert breaker.allow("trust-test") is None
 
 
 def test_deferred_calls_hand_their_row_over_before_returning_and_cache_when_told(fake, models, caller, settings):
