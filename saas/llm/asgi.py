@@ -127,33 +127,40 @@ class GatewayHandler(ASGIHandler):
             await gateway_async.hop(error_response.close)
             return
 
-        async def process_request() -> HttpResponseBase:
+        try:
             response = await self._respond(request)
-            with contextlib.suppress(asyncio.CancelledError):  # the client went away while it was being sent
+        except asyncio.CancelledError:
+            body_file.close()  # daphne gave up on a client gone for long: the view finishes on its own
+            raise
+        try:
+            if response.streaming:
+                await self._send_streaming(response, receive, send)
+            else:
+                # Sent to a client that went away meanwhile, the answer is dropped by the server: the call was
+                # completed and recorded either way, so a non-streaming request needs no disconnect listener.
                 await self.send_response(response, send)
-            return response
+        except asyncio.CancelledError:
+            _keep(asyncio.ensure_future(_close(response)))  # its after-send work (the trace) still runs
+            body_file.close()
+            raise
+        await _close(response)
+        body_file.close()
 
-        listening, processing = (
-            asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(process_request()),
-        )
-        tasks: list[asyncio.Task[Any]] = [listening, processing]
+    async def _send_streaming(self, response: HttpResponseBase, receive: Any, send: Any) -> None:
+        """A stream is sent while listening for the client going away, which cancels the sending (and so
+        closes the upstream stream, recorded as cancelled)."""
+        listening = asyncio.create_task(self.listen_for_disconnect(receive))
+        sending = asyncio.create_task(self.send_response(response, send))
+        tasks: list[asyncio.Task[Any]] = [listening, sending]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done():
-                with contextlib.suppress(RequestAborted):
+                with contextlib.suppress(RequestAborted, asyncio.CancelledError):
                     task.result()
             else:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        try:
-            response = processing.result()
-        except asyncio.CancelledError:
-            pass  # abandoned: its response is closed when the call is done (_close_abandoned)
-        else:
-            await _close(response)
-        body_file.close()
 
     async def _respond(self, request: HttpRequest) -> HttpResponseBase:
         """The view's response; a client that hangs up meanwhile leaves the view to finish (see the module)."""
@@ -201,7 +208,11 @@ def _close_abandoned(work: asyncio.Future[Any]) -> None:
     _abandoned.discard(work)
     if work.cancelled() or work.exception() is not None:
         return
-    closing = asyncio.ensure_future(_close(work.result()))
+    _keep(asyncio.ensure_future(_close(work.result())))
+
+
+def _keep(closing: asyncio.Future[Any]) -> None:
+    """A closing that outlives its request, held until done (the loop keeps only weak references)."""
     _abandoned.add(closing)
     closing.add_done_callback(_abandoned.discard)
 
