@@ -134,7 +134,7 @@ class TestTheOfficialSdk:
             client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response,
         ):
             for line in response.iter_lines():
-                if '"content": " quick"' in line:
+                if line.startswith("data: {") and " quick" in json.dumps(json.loads(line[6:])["choices"]):
                     break  # leave with the upstream mid-stream
         fake.release()
         call = _wait_for(lambda: LLMCall.all_orgs.filter(status="cancelled").first())
