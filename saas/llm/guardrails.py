@@ -23,7 +23,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -559,6 +559,7 @@ _CUT = re.compile(r"(?<=[A-Za-z0-9]{2}) (?=[A-Za-z0-9])|(?<=[!-~])\n(?=[!-~])")
 _MIN_SEGMENT = 16  # raw characters between the cuts kept (fewer, longer segments: less work as the window slides)
 
 
+@cache
 def _reach(pattern: re.Pattern[str]) -> int | None:
     """The longest text a match can cover (a `\\w+` counted as one character: a word never crosses a cut, and a
     word cut short at a search's end still matches), or None when unbounded (then the whole window is searched)."""
@@ -566,6 +567,20 @@ def _reach(pattern: re.Pattern[str]) -> int | None:
 
     width = sre_parse.parse(pattern.pattern.replace(r"\w+", r"\w")).getwidth()[1]
     return None if width >= sre_parse.MAXREPEAT else int(width)
+
+
+@cache
+def _moderation_rules(mode: str) -> list[tuple[Finding, re.Pattern[str], int | None]]:
+    return [(Finding("moderation", OUTPUT, mode, f"local:{c}"), p, _reach(p)) for c, p in MODERATION_RULES]
+
+
+@lru_cache(maxsize=4096)
+def _keyword_rule(keyword: str) -> tuple[Finding, re.Pattern[str], int | None] | None:
+    needle = normalise(keyword)
+    if not needle:
+        return None
+    pattern = re.compile(rf"(?<!\w){re.escape(needle)}(?!\w)")
+    return Finding("denied_keyword", OUTPUT, "blocked", keyword), pattern, len(needle)
 
 
 class OutputScreen:
@@ -589,13 +604,10 @@ class OutputScreen:
         self.left = 0  # the length of its first segment's part
         self.rules: list[tuple[Finding, re.Pattern[str], int | None]] = []
         if policy.active and policy.moderation != OFF:
-            mode = _act(policy.moderation)
-            for category, pattern in MODERATION_RULES:
-                self.rules.append((Finding("moderation", OUTPUT, mode, f"local:{category}"), pattern, _reach(pattern)))
+            self.rules += _moderation_rules(_act(policy.moderation))
         for keyword in policy.denied_keywords if policy.active else ():
-            if needle := normalise(keyword):
-                pattern = re.compile(rf"(?<!\w){re.escape(needle)}(?!\w)")
-                self.rules.append((Finding("denied_keyword", OUTPUT, "blocked", keyword), pattern, len(needle)))
+            if rule := _keyword_rule(keyword):
+                self.rules.append(rule)
 
     def feed(self, delta: str) -> list[Finding]:
         """The findings the window gains with this delta: those `screen_output` finds on the window now, less the

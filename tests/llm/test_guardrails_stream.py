@@ -156,7 +156,7 @@ def test_every_window_start_across_every_phrase_glued_to_a_word():
     them all" to "kill them all"); the screen finds the same there, at every alignment (one-character deltas)."""
     policy = Policy(moderation=guardrails.FLAG, denied_keywords=KEYWORDS)
     for phrase in PHRASES:
-        for prefix in ["s", "x", "7", "é", "_", "s k", "p q ", "\u200b"]:
+        for prefix in ["s", "x", "7", "é", "_", "s k", "p q r ", "\u200b"]:
             text = "we said so " * 8 + prefix + phrase + " and so on" * 8
             for window in (len(phrase) + 1, 40, 64):
                 for size in (1, 2):
