@@ -511,8 +511,8 @@ def screen_untrusted(policy: Policy, texts: list[str], *, target: str) -> list[F
 
 
 def screen_output(policy: Policy, text: str) -> list[Finding]:
-    """The answer (or the answer so far, while streaming): moderation and the keyword deny list. Cheap enough
-    to run on every streamed delta (rules only)."""
+    """The answer (or a streamed answer's latest characters): moderation (local rules) and the keyword deny list.
+    A stream is screened per delta by OutputScreen, which finds the same in CPU proportional to the delta."""
     findings: list[Finding] = []
     if not text.strip() or not policy.active:
         return findings
