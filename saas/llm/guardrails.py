@@ -594,6 +594,8 @@ class OutputScreen:
     was returned once (the caller keeps it), and a blocking one ends the stream."""
 
     def __init__(self, policy: Policy, *, window: int = OUTPUT_WINDOW) -> None:
+        if window > MAX_SCREENED_CHARS:
+            raise ValueError("normalise screens the head and tail of longer texts: the segments would not join")
         self.window = window
         self.raw = ""  # the answer's latest `window` characters (call.withhold records them)
         self.base = 0  # the stream offset of raw[0]
