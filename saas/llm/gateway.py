@@ -45,7 +45,7 @@ __all__ = [
     "org_settings", "reset_providers", "resolve_prompt", "screen_passages",
 ]  # fmt: skip
 _allowed = policy.allowed  # the name agents/views.py and saas/llm/api.py use
-OUTPUT_WINDOW = 600  # characters of a streamed answer the output guardrails look at after each delta
+OUTPUT_WINDOW = guardrails.OUTPUT_WINDOW  # characters of a streamed answer the output guardrails look at
 
 
 @dataclass
@@ -252,7 +252,7 @@ def _stream(
         call.reserve()
         unmasker = StreamUnmasker(call.masker)
         parts: list[str] = []
-        tail = ""  # the answer's latest characters, for the output guardrails
+        screen = guardrails.OutputScreen(call.guard) if call.guard.active else None  # per delta, cost ~ the delta
         route = call.along(chain)
         for candidate, provider in route:
             yielded = False
@@ -278,13 +278,12 @@ def _stream(
                         )  # fmt: skip
                         return
                     call.token()
-                    tail = (tail + item)[-OUTPUT_WINDOW:]
-                    if call.guard.active and call.note(guardrails.screen_output(call.guard, tail)):
+                    if screen is not None and call.note(screen.feed(item)):
                         # Stopped before this delta reaches the client; the upstream was fine, the answer was not.
                         upstream.close()
                         route.succeeded(candidate)
                         call.model = candidate
-                        call.withhold(tail, output_text="".join(parts), usage=_so_far(outbound, candidate, parts))
+                        call.withhold(screen.raw, output_text="".join(parts), usage=_so_far(outbound, candidate, parts))
                     parts.append(item)
                     visible = unmasker.feed(item)
                     yielded = True

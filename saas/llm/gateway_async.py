@@ -44,7 +44,6 @@ from saas.llm import caches, gateway, guardrails, routing, structured
 from saas.llm.call import Call, Caller
 from saas.llm.gateway import (
     DEFAULT_EMBEDDING_MODEL,
-    OUTPUT_WINDOW,
     GatewayEmbeddings,
     GatewayResult,
     GatewayStreamEnd,
@@ -328,7 +327,7 @@ async def achat_stream(pending: Pending) -> AsyncGenerator[str | GatewayStreamEn
             return
         unmasker = StreamUnmasker(call.masker)
         parts: list[str] = []
-        tail = ""  # the answer's latest characters, for the output guardrails
+        screen = guardrails.OutputScreen(call.guard) if call.guard.active else None  # per delta, cost ~ the delta
         route = call.route
         assert route is not None
         async with aclosing(route.async_attempts()) as attempts:
@@ -349,13 +348,12 @@ async def achat_stream(pending: Pending) -> AsyncGenerator[str | GatewayStreamEn
                             yield end
                             return
                         call.token()
-                        tail = (tail + item)[-OUTPUT_WINDOW:]
-                        if call.guard.active and call.note(guardrails.screen_output(call.guard, tail)):
+                        if screen is not None and call.note(screen.feed(item)):
                             # Stopped before this delta reaches the client; the upstream was fine, the answer not.
                             await upstream.aclose()
                             await route.asucceeded(candidate)
                             call.model = candidate
-                            await run(call.withhold, tail, output_text="".join(parts),
+                            await run(call.withhold, screen.raw, output_text="".join(parts),
                                       usage=_so_far(outbound, candidate, parts))  # fmt: skip
                         parts.append(item)
                         visible = unmasker.feed(item)

@@ -230,3 +230,28 @@ def test_the_settings_page_and_the_request_log(org, fake, models):
     browser.force_login(member.user)
     assert browser.get(f"/o/{org.slug}/requests/").status_code in (403, 404)
     assert row.denied_topics == []
+
+
+def test_a_streamed_answer_on_the_async_path_stops_before_the_denied_word_too(fake, models, caller):
+    from asgiref.sync import async_to_sync
+
+    from saas.llm import gateway_async
+
+    _guard(caller.org, denied_keywords=["falcon"], moderation_guard="flag")
+    fake.config(reply="The project codename is Falcon and more words")
+    pending = gateway_async.admit(caller=caller, model="test-small", request=_ask("What is the codename?"),
+                                  bypass_cache=True, stream=True)  # fmt: skip
+    received: list = []
+
+    async def read() -> None:
+        async for item in gateway_async.achat_stream(pending):
+            received.append(item)
+
+    with pytest.raises(guardrails.GuardrailBlocked):
+        async_to_sync(read)()
+    assert "falcon" not in "".join(received).lower()
+    assert "".join(received).startswith("The project codename")
+    call = LLMCall.all_orgs.get()
+    assert call.status == "blocked"
+    assert call.guardrails == [{"check": "denied_keyword", "target": "output", "action": "blocked",
+                                "detail": "falcon", "score": 1.0}]  # fmt: skip
