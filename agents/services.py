@@ -87,20 +87,32 @@ def chat_turn_begin(*, conversation: Conversation, question: str, model: str) ->
     else:
         title = None
     conversation.title_encrypted, conversation.title_source, picks = _conversation_touch(conversation, title)
-    history = [{"role": m.role, "content": text} for m in earlier if m.status != Message.Status.ERROR
-               and (text := message_text(m))]  # fmt: skip
+    history = [{"role": role, "content": text} for role, status, content in earlier
+               if status != Message.Status.ERROR and (text := crypto.decrypt(content))]  # fmt: skip
     history.append({"role": Message.Role.USER, "content": question})
     titles_from_question = first and conversation.title_source == Conversation.TitleSource.QUESTION
     return Turn(asked, answer, history, titles_from_question, picks)
 
 
-def _earlier_turns(conversation: Conversation) -> list[Message]:
+def _earlier_turns(conversation: Conversation) -> list[tuple[str, str, str]]:
     """The conversation's last HISTORY_MESSAGES messages that did not fail, oldest first, and one failed message
-    if any: one query that gives the model's context and says whether the conversation is empty."""
-    rows = Message.objects.for_org(conversation.organization_id).filter(conversation=conversation)
-    recent = rows.exclude(status=Message.Status.ERROR).order_by("-created_at")[:HISTORY_MESSAGES]
-    failed = rows.filter(status=Message.Status.ERROR).order_by()[:1]
-    return sorted(recent.union(failed, all=True), key=lambda m: m.created_at)
+    if any, as (role, status, content_encrypted): one query that gives the model's context and says whether
+    the conversation is empty. (SQL of its own: Django's compiler cost more CPU than the database here, 2.5 ms
+    of a chat answer's 24 under py-spy.)"""
+    table = Message._meta.db_table
+    org_id = org_id_for(conversation.organization_id)
+    error = Message.Status.ERROR
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"(SELECT role, status, content_encrypted, created_at FROM {table}"  # noqa: S608  (the model's name)
+            f"  WHERE organization_id = %s AND conversation_id = %s AND status <> %s"
+            f"  ORDER BY created_at DESC LIMIT %s)"
+            f" UNION ALL (SELECT role, status, '', created_at FROM {table}"
+            f"  WHERE organization_id = %s AND conversation_id = %s AND status = %s LIMIT 1)",
+            [org_id, conversation.pk, error, HISTORY_MESSAGES, org_id, conversation.pk, error],
+        )  # fmt: skip
+        rows = cursor.fetchall()
+    return [(role, status, content) for role, status, content, _ in sorted(rows, key=lambda row: row[3])]
 
 
 def _conversation_touch(conversation: Conversation, title: str | None) -> tuple[str, str, bool]:
