@@ -19,6 +19,7 @@ from accounts import selectors as account_selectors
 from accounts.permissions import ASK, READ, Principal, principal_for_member
 from agents import conversations, run_events, selectors, services
 from agents.models import Conversation, Run
+from saas.core import memo
 from saas.core.consumers import (
     CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
@@ -105,7 +106,8 @@ class ChatConsumer(AccessConsumer):
         org = principal.organization
         caller = gateway.Caller(org=org, feature="chat", user=principal.user)
         # The turn's rows and the call's admission in one hop; a refusal is sent as an "error"
-        asked, answer, admitted = await self.in_thread(_start, conversation, frame, caller)
+        turn, admitted = await self.in_thread(_start, conversation, frame, caller)
+        asked, answer = turn.asked, turn.answer
         await self.send_event({"type": "started", "question": str(asked.pk), "message": str(answer.pk),
                                "replaced": str(frame.replace) if frame.replace else None,
                                "title": str(conversation)})  # fmt: skip
@@ -116,19 +118,22 @@ class ChatConsumer(AccessConsumer):
             await self.send_event(admitted)
             return
         events = conversations.answer_stream(
-            conversation=conversation, answer=answer, caller=caller, should_stop=self.stop_flag.is_set
-        )
+            conversation=conversation, answer=answer, caller=caller, should_stop=self.stop_flag.is_set,
+            titles_from_question=turn.titles_from_question,
+        )  # fmt: skip
         await self.relay(events, org)  # grounded in documents: retrieval is synchronous, in the stream pool
 
 
 def _start(conversation: Conversation, frame: Ask, caller: gateway.Caller) -> Any:
-    with org_scope(conversation.organization):
+    # Every memo's version (the model registry, the org's settings, billing, prompts) read in one MGET.
+    with org_scope(conversation.organization), memo.versions_read_once():
         if frame.replace is not None:
             conversations.turn_replace(conversation=conversation, message_id=frame.replace)
         model = frame.model or "auto"
-        asked, answer = services.chat_turn_start(conversation=conversation, question=frame.content, model=model)
-        conversation.refresh_from_db(fields=["title_encrypted"])  # "started" shows the title: renamed or summarised
-        return asked, answer, conversations.answer_admit(conversation=conversation, answer=answer, caller=caller)
+        # The turn's start brings the conversation's title up to date ("started" shows it).
+        turn = services.chat_turn_begin(conversation=conversation, question=frame.content, model=model)
+        admitted = conversations.answer_admit(conversation=conversation, answer=turn.answer, caller=caller, turn=turn)
+        return turn, admitted
 
 
 class RunConsumer(AccessConsumer):

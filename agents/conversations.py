@@ -143,13 +143,13 @@ def answers_locally(*, org: Any, model: str) -> bool:
     return bool(config.upstream == LOCAL_UPSTREAM)
 
 
-def grounding(conversation: Conversation) -> tuple[list[Collection] | None, bool]:
+def grounding(conversation: Conversation, *, picks: bool = True) -> tuple[list[Collection] | None, bool]:
     """What the answers draw on: the picked collections; with none picked, all the team's documents when the
     offline engine answers (quoting nothing would be a dead end), else the model alone (None). And whether
-    the offline engine answers."""
+    the offline engine answers. `picks` False: known to have none picked (services.Turn), not read."""
     org = conversation.organization
     local = answers_locally(org=org, model=conversation.model)
-    picked = list(conversation.collections.all())
+    picked = list(conversation.collections.all()) if picks else []
     if picked:
         return picked, local
     if local and Document.objects.for_org(org).filter(status=Document.Status.READY).exists():
@@ -159,10 +159,12 @@ def grounding(conversation: Conversation) -> tuple[list[Collection] | None, bool
 
 @tracing.traces("chat", "Chat turn", subject=lambda kwargs: kwargs["answer"].pk)
 def answer_stream(
-    *, conversation: Conversation, answer: Message, caller: gateway.Caller, should_stop: Callable[[], bool]
-) -> Generator[dict[str, Any], None, None]:
+    *, conversation: Conversation, answer: Message, caller: gateway.Caller, should_stop: Callable[[], bool],
+    titles_from_question: bool | None = None,
+) -> Generator[dict[str, Any], None, None]:  # fmt: skip
     """The answer's events for the browser: "delta" {text} as it is written, then one "done" carrying the
-    server-rendered, sanitised HTML of the whole turn (or "error"). The outcome is saved whatever it is."""
+    server-rendered, sanitised HTML of the whole turn (or "error"). The outcome is saved whatever it is.
+    `titles_from_question`: services.Turn's (None: titles.title_summarise_later reads it)."""
     collections, local = grounding(conversation)
     if collections is None:
         events = services.chat_answer_stream(conversation=conversation, answer=answer, caller=caller,
@@ -175,7 +177,8 @@ def answer_stream(
             if event["type"] in ("done", "error"):
                 answer.refresh_from_db()
                 event = {**event, "html": turn_html(answer, user=caller.user)}
-                titles.title_summarise_later(conversation=conversation, answer=answer)
+                titles.title_summarise_later(conversation=conversation, answer=answer,
+                                             titles_from_question=titles_from_question)  # fmt: skip
             yield event
     finally:
         events.close()
@@ -194,28 +197,39 @@ class Admitted:
     caller: gateway.Caller
     pending: gateway_async.Pending
     recorder: tracing.Recorder | None
+    titles_from_question: bool | None = None
 
 
 def answer_admit(
-    *, conversation: Conversation, answer: Message, caller: gateway.Caller
-) -> Admitted | dict[str, Any] | None:
+    *, conversation: Conversation, answer: Message, caller: gateway.Caller,
+    turn: services.Turn | None = None,
+) -> Admitted | dict[str, Any] | None:  # fmt: skip
     """The synchronous steps before the model (in a worker thread, in the org's scope): the request, then the
     gateway's admission (policy, guardrails, PII, caches, a quota place). None: the answer draws on documents
     (retrieval is synchronous: `answer_stream` in a thread of the stream pool). A dict: the "error" event of
-    a call refused before it started, its outcome saved as `answer_stream` saves it."""
-    collections, _ = grounding(conversation)
+    a call refused before it started, its outcome saved as `answer_stream` saves it. `turn`: what the turn's
+    start read (the earlier turns, the title decision), not read again.
+
+    The turn's trace ends with its model call (`ends_with_call`): its rows are written with the call's ledger
+    row, in the same transaction, instead of a transaction of their own after the answer."""
+    collections, _ = grounding(conversation, picks=turn.picks_collections if turn is not None else True)
     if collections is not None:
         return None
-    recorder = tracing.start(**tracing.for_caller(caller, "chat", "Chat turn", subject_id=str(answer.pk)))
+    titles_from_question = turn.titles_from_question if turn is not None else None
+    history = turn.history if turn is not None else None
+    recorder = tracing.start(**tracing.for_caller(caller, "chat", "Chat turn", subject_id=str(answer.pk),
+                                                  ends_with_call=True))  # fmt: skip
     try:
         with recorder.active() if recorder is not None else nullcontext():
-            model, request, prompt = services.chat_request(conversation=conversation, answer=answer, caller=caller)
+            model, request, prompt = services.chat_request(conversation=conversation, answer=answer, caller=caller,
+                                                           history=history)  # fmt: skip
             pending = gateway_async.admit(
                 caller=caller, model=model, request=request, stream=True, prompt=prompt, batched=False
             )  # fmt: skip  (the message links to the row at once)
     except LLMError as error:
-        return _answer_end(conversation, answer, caller, recorder, "", Message.Status.ERROR, error=error)
-    return Admitted(conversation, answer, caller, pending, recorder)
+        return _answer_end(conversation, answer, caller, recorder, "", Message.Status.ERROR, error=error,
+                           titles_from_question=titles_from_question)  # fmt: skip
+    return Admitted(conversation, answer, caller, pending, recorder, titles_from_question)
 
 
 async def answer_relay(
@@ -225,7 +239,8 @@ async def answer_relay(
     "error") carrying the turn's HTML, as `answer_stream` makes them. The deltas pass on the loop (no thread
     per open answer, no hop per token); the call's end and the message's outcome take one hop each to the
     gateway's pool. `should_stop` is checked between tokens: a stop closes the upstream call, which the
-    gateway records as cancelled, and keeps what had arrived; so does the task being cancelled."""
+    gateway records as cancelled, and keeps what had arrived; so does the task being cancelled. Tokens that
+    arrived together (read from the model's buffered reply without waiting) go out in one "delta" frame."""
     a = admitted
     answer_id = str(a.answer.pk)
     org = a.conversation.organization
@@ -235,35 +250,75 @@ async def answer_relay(
 
     def ending(status: str, **outcome: Any) -> Awaitable[dict[str, Any]]:  # in one hop to the gateway's pool
         return gateway_async.hop(gateway_async.in_org(org, _answer_end), a.conversation, a.answer, a.caller,
-                                 a.recorder, "".join(parts), status, **outcome)  # fmt: skip
+                                 a.recorder, "".join(parts), status, titles_from_question=a.titles_from_question,
+                                 **outcome)  # fmt: skip
 
     with gateway_async.own_threads(), a.recorder.active() if a.recorder is not None else nullcontext():
         stream = gateway_async.achat_stream(a.pending)
+        deltas = _Deltas(send, answer_id)
         try:
             async for item in stream:
                 if isinstance(item, gateway.GatewayStreamEnd):
                     end = item  # the last item: the stream ends after it
                     continue
                 parts.append(item)
-                await send({"type": "delta", "message": answer_id, "text": item})
+                deltas.add(item)
                 if should_stop():
                     break
         except LLMError as exc:
             error = exc
         except asyncio.CancelledError:
+            deltas.cancel()
             await asyncio.shield(stream.aclose())  # the call recorded as cancelled
             await asyncio.shield(ending(Message.Status.CANCELLED))
             raise
         finally:
             await stream.aclose()  # a stop (or a failure) closes the upstream call: recorded as cancelled
         status = Message.Status.ERROR if error else Message.Status.COMPLETE if end else Message.Status.CANCELLED
-        event = await ending(status, end=end, error=error)
+        event = await ending(status, end=end, error=error)  # the last deltas go out meanwhile
+    await deltas.sent()
     await send(event)
+
+
+class _Deltas:
+    """An answer's deltas on their way to the socket: the first token goes out as soon as the relay waits on
+    the model again, with every token that arrived meanwhile in the same frame. (Reading a reply the model's
+    connection has buffered does not wait, so a burst of tokens is read before anything is sent: one frame
+    instead of one per token, each of which cost a JSON encoding and a websocket write.)"""
+
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], answer_id: str) -> None:
+        self.send, self.answer_id = send, answer_id
+        self.parts: list[str] = []
+        self.sending: asyncio.Task[None] | None = None
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        if self.sending is None:
+            self.sending = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self.parts:  # tokens that arrived while the last frame was sent go in the next
+                text = "".join(self.parts)
+                self.parts.clear()
+                await self.send({"type": "delta", "message": self.answer_id, "text": text})
+        finally:
+            self.sending = None
+
+    async def sent(self) -> None:
+        """Once every delta added so far has been sent."""
+        while self.sending is not None:
+            await self.sending
+
+    def cancel(self) -> None:
+        if self.sending is not None:
+            self.sending.cancel()
 
 
 def _answer_end(
     conversation: Conversation, answer: Message, caller: gateway.Caller, recorder: tracing.Recorder | None, text: str,
     status: str, *, end: gateway.GatewayStreamEnd | None = None, error: LLMError | None = None,
+    titles_from_question: bool | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The answer's outcome saved (as services.chat_answer_stream saves it), its last event with the turn's
     HTML, the title summarised later, the turn's trace written."""
@@ -282,7 +337,8 @@ def _answer_end(
         # `answer` is the row just saved, and nobody has rated it yet: its turn renders without reading it again.
         turn = turn_context(answer, slug=conversation.organization.slug)
         event["html"] = render_to_string("agents/chat_turn.html", {"turn": turn})
-        titles.title_summarise_later(conversation=conversation, answer=answer)
+        titles.title_summarise_later(conversation=conversation, answer=answer,
+                                     titles_from_question=titles_from_question)  # fmt: skip
     finally:
         if recorder is not None:
             recorder.finish()

@@ -66,22 +66,39 @@ def title_clean(reply: str) -> str:
     return _short(line)
 
 
-def title_summarise_later(*, conversation: Conversation, answer: Message) -> bool:
+def title_summarise_later(
+    *, conversation: Conversation, answer: Message, titles_from_question: bool | None = None
+) -> bool:
     """After an answer: when it completed the first exchange of a conversation still titled from its question,
-    the title task is queued (after the commit). Returns whether it was."""
+    the title task is queued (after the commit). Returns whether it was. `titles_from_question`: what the
+    turn's start knew (services.Turn: the conversation was empty and took its title from this question), so
+    nothing is read here; None (an answer started elsewhere): read. The task checks again before it titles
+    (still titled from the question, exactly one question): a rename or a second tab's question meanwhile
+    keeps it from titling."""
     org_id = conversation.organization_id
     if answer.status != Message.Status.COMPLETE:
         return False
-    titled = Conversation.objects.for_org(org_id).filter(pk=conversation.pk)
-    if not titled.filter(title_source=Conversation.TitleSource.QUESTION).exists():
-        return False
-    asked = Message.objects.for_org(org_id).filter(conversation_id=conversation.pk, role=Message.Role.USER)
-    if asked.count() != 1:
+    if titles_from_question is None:
+        titles_from_question = _first_exchange(org_id, conversation.pk)
+    if not titles_from_question:
         return False
     from agents.tasks import title_conversation  # (tasks build on the services)
 
     transaction.on_commit(lambda: title_conversation.delay(str(org_id), str(conversation.pk), str(answer.pk)))
     return True
+
+
+def _first_exchange(org_id: Any, conversation_id: Any) -> bool:
+    """Whether the conversation is still titled from its question and has exactly one question."""
+    titled = Conversation.objects.for_org(org_id).filter(pk=conversation_id)
+    if not titled.filter(title_source=Conversation.TitleSource.QUESTION).exists():
+        return False
+    return _one_question(org_id, conversation_id)
+
+
+def _one_question(org_id: Any, conversation_id: Any) -> bool:
+    asked = Message.objects.for_org(org_id).filter(conversation_id=conversation_id, role=Message.Role.USER)
+    return len(asked.values_list("pk", flat=True)[:2]) == 1
 
 
 def _request(question: str, answer: Message) -> ChatRequest:
@@ -125,6 +142,8 @@ def conversation_title_summarise(*, org_id: Any, conversation_id: Any, answer_id
         )
         if conversation is None or answer is None or question is None:
             return None
+        if not _one_question(org_id, conversation_id):
+            return None  # a second question (another tab) before the first was answered: no single first exchange
         request = _request(services.message_text(question), answer)
         caller = gateway.Caller(org=conversation.organization, feature="title", user=conversation.user)
         try:
@@ -140,6 +159,8 @@ def conversation_title_summarise(*, org_id: Any, conversation_id: Any, answer_id
                 return None  # renamed (or deleted) while the model was writing
             if not Message.objects.for_org(org_id).filter(pk=answer_id).exists():
                 return None  # the first exchange was replaced: its own answer will title it
+            if not _one_question(org_id, conversation_id):
+                return None  # a second question arrived while the model was writing
             current.title = title
             current.title_source = Conversation.TitleSource.SUMMARY
             current.save(update_fields=["title_encrypted", "title_source"])  # not updated_at: the list keeps its order

@@ -5,7 +5,7 @@ from unittest import mock
 
 import pytest
 
-from agents import conversations, titles
+from agents import conversations, services, titles
 from agents.models import Conversation, Message
 from saas.core.tenancy import org_scope
 from saas.llm.models import LLMCall
@@ -112,3 +112,44 @@ def test_the_task_does_nothing_for_a_replaced_answer_or_another_org(member, poli
         conversations.turn_replace(conversation=conversation, message_id=question.pk)
     assert titles.conversation_title_summarise(org_id=queued[0], conversation_id=queued[1], answer_id=queued[2]) is None
     assert not LLMCall.all_orgs.filter(feature="title").exists()
+
+
+def test_a_second_tab_asking_before_the_first_answer_keeps_the_question_title(fake, models, member):  # noqa: F811
+    """The title decision is what the turn's start knew (the conversation was empty): no query at the answer's
+    end. Two tabs asking at once each start on an empty conversation; the task checks again and titles only a
+    conversation with exactly one question, so a race never titles twice nor over a chosen title."""
+    with org_scope(member.organization):
+        conversation = conversations.conversation_start(org=member.organization, user=member.user, model="test-small")
+        first = services.chat_turn_begin(conversation=conversation, question="How long do refunds take?",
+                                         model="test-small")  # fmt: skip
+        # The other tab's conversation object was read before the first question: it sees no title yet.
+        other_tab = Conversation.all_orgs.get(pk=conversation.pk)
+        second = services.chat_turn_begin(conversation=other_tab, question="And travel?", model="test-small")
+        services._finish(first.answer, "Refunds take 30 days.", Message.Status.COMPLETE, model="test-small",
+                         engine="openai")  # fmt: skip
+        assert first.titles_from_question and not second.titles_from_question
+        with mock.patch("agents.tasks.title_conversation.delay") as delay:
+            queued = titles.title_summarise_later(conversation=conversation, answer=first.answer,
+                                                  titles_from_question=first.titles_from_question)  # fmt: skip
+        assert queued and delay.call_args.args == (str(member.organization_id), str(conversation.pk),
+                                                   str(first.answer.pk))  # fmt: skip
+    fake.script("fake-small", {"reply": "Refund timelines"})  # what a summary would have been
+    assert titles.conversation_title_summarise(org_id=member.organization_id, conversation_id=conversation.pk,
+                                               answer_id=first.answer.pk) is None  # fmt: skip
+    conversation.refresh_from_db()
+    assert conversation.title == "How long do refunds take?" and conversation.title_source == "question"
+    assert not LLMCall.all_orgs.filter(feature="title").exists()  # the model was not asked
+    # The turn's start kept the first question's title ("started" shows it to both tabs).
+    assert other_tab.title == "How long do refunds take?"
+
+
+def test_a_turn_start_never_overwrites_a_title_chosen_in_another_tab(member):  # noqa: F811
+    with org_scope(member.organization):
+        conversation = conversations.conversation_start(org=member.organization, user=member.user)
+        stale = Conversation.all_orgs.get(pk=conversation.pk)  # the socket's copy, read before the rename
+        conversations.conversation_update(conversation=conversation, title="Mine")
+        turn = services.chat_turn_begin(conversation=stale, question="How long do refunds take?", model="auto")
+    assert not turn.titles_from_question
+    assert stale.title == "Mine" and stale.title_source == "user"  # brought up to date by the turn's start
+    conversation.refresh_from_db()
+    assert conversation.title == "Mine" and conversation.title_source == "user"
