@@ -164,9 +164,9 @@ def stream_main(rounds: int = 7) -> None:
                     run(policy, deltas)
                 times[name].append(time.thread_time() - started)
         count = sum(len(d) for d in answers)
-        old, new = statistics.median(times["old"]), statistics.median(times["new"])
-        print(f"{label:26} {count // len(answers):7d} {old / count * 1e6:13.1f} {new / count * 1e6:13.1f} "
-              f"{old / len(answers) * 1e6:14.0f} {new / len(answers) * 1e6:14.0f} {old / new:5.1f}x")  # fmt: skip
+        old_s, new_s = statistics.median(times["old"]), statistics.median(times["new"])
+        print(f"{label:26} {count // len(answers):7d} {old_s / count * 1e6:13.1f} {new_s / count * 1e6:13.1f} "
+              f"{old_s / len(answers) * 1e6:14.0f} {new_s / len(answers) * 1e6:14.0f} {old_s / new_s:5.1f}x")  # fmt: skip
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
