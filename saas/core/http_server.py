@@ -287,18 +287,24 @@ def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
+def whole_number_from_env(name: str, unit: str) -> int | None:
+    """A positive whole number of `unit` from the environment variable `name` (None when it is not set); a
+    wrong value stops the server with a message naming the variable."""
+    configured = os.environ.get(name, "").strip()
+    if not configured:
+        return None
+    try:
+        value = int(configured)
+    except ValueError:
+        sys.exit(f"{name} must be a whole number of {unit}, not {configured!r}")
+    if value < 1:
+        sys.exit(f"{name} must be at least 1, not {value}")
+    return value
+
+
 def web_processes() -> int:
     """WEB_PROCESSES, else the cores available."""
-    configured = os.environ.get(PROCESSES_ENV, "").strip()
-    if configured:
-        try:
-            value = int(configured)
-        except ValueError:
-            sys.exit(f"{PROCESSES_ENV} must be a whole number of processes, not {configured!r}")
-        if value < 1:
-            sys.exit(f"{PROCESSES_ENV} must be at least 1, not {value}")
-        return value
-    return available_cores()
+    return whole_number_from_env(PROCESSES_ENV, "processes") or available_cores()
 
 
 def _die_with_parent() -> None:  # in the child, before exec: a supervisor killed outright takes its processes
@@ -406,13 +412,7 @@ def with_websocket_connect_timeout(argv: list[str]) -> list[str]:
     again. A socket that waits is served; an HTTP request already has HTTP_REQUEST_TIMEOUT (120 s) to arrive."""
     if any(arg == "--websocket_connect_timeout" or arg.startswith("--websocket_connect_timeout=") for arg in argv):
         return argv
-    configured = os.environ.get(WEBSOCKET_CONNECT_TIMEOUT_ENV, "").strip() or str(WEBSOCKET_CONNECT_TIMEOUT)
-    try:
-        seconds = int(configured)
-    except ValueError:
-        sys.exit(f"{WEBSOCKET_CONNECT_TIMEOUT_ENV} must be a whole number of seconds, not {configured!r}")
-    if seconds < 1:
-        sys.exit(f"{WEBSOCKET_CONNECT_TIMEOUT_ENV} must be at least 1 second, not {seconds}")
+    seconds = whole_number_from_env(WEBSOCKET_CONNECT_TIMEOUT_ENV, "seconds") or WEBSOCKET_CONNECT_TIMEOUT
     return ["--websocket_connect_timeout", str(seconds), *argv]
 
 
