@@ -31,7 +31,7 @@ import django
 
 django.setup()
 
-from saas.llm import guardrails  # noqa: E402
+from saas.llm import guardrails, output_screen  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 NAIVE = re.compile(r"ignore (?:all )?(?:previous|prior|above) instructions", re.IGNORECASE)
@@ -131,13 +131,13 @@ def _answers() -> dict[str, list[list[str]]]:
 def _old_stream(policy: guardrails.Policy, deltas: list[str]) -> list:
     tail, found = "", []
     for delta in deltas:
-        tail = (tail + delta)[-guardrails.OUTPUT_WINDOW :]
+        tail = (tail + delta)[-output_screen.OUTPUT_WINDOW :]
         found.append(guardrails.screen_output(policy, tail))
     return found
 
 
 def _new_stream(policy: guardrails.Policy, deltas: list[str]) -> list:
-    screen = guardrails.OutputScreen(policy)
+    screen = output_screen.OutputScreen(policy)
     return [screen.feed(delta) for delta in deltas]
 
 

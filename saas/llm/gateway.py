@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
-from saas.llm import caches, guardrails, policy, prompts, routing, structured, tokens
+from saas.llm import caches, guardrails, output_screen, policy, prompts, routing, structured, tokens
 from saas.llm import config as gateway_config
 from saas.llm.caches import Sources, exact_cache_prefix
 from saas.llm.call import Call, Caller, CallStream, StoreUnavailable
@@ -45,7 +45,7 @@ __all__ = [
     "org_settings", "reset_providers", "resolve_prompt", "screen_passages",
 ]  # fmt: skip
 _allowed = policy.allowed  # the name agents/views.py and saas/llm/api.py use
-OUTPUT_WINDOW = guardrails.OUTPUT_WINDOW  # characters of a streamed answer the output guardrails look at
+OUTPUT_WINDOW = output_screen.OUTPUT_WINDOW  # characters of a streamed answer the output guardrails look at
 
 
 @dataclass
@@ -252,7 +252,7 @@ def _stream(
         call.reserve()
         unmasker = StreamUnmasker(call.masker)
         parts: list[str] = []
-        screen = guardrails.OutputScreen(call.guard) if call.guard.active else None  # per delta, cost ~ the delta
+        screen = output_screen.OutputScreen(call.guard) if call.guard.active else None  # per delta, cost ~ the delta
         route = call.along(chain)
         for candidate, provider in route:
             yielded = False

@@ -40,7 +40,7 @@ from django.conf import settings
 
 from saas.core.db import release_connections
 from saas.core.tenancy import enter_org_scope, exit_org_scope
-from saas.llm import caches, gateway, guardrails, routing, structured
+from saas.llm import caches, gateway, guardrails, output_screen, routing, structured
 from saas.llm.call import Call, Caller
 from saas.llm.gateway import (
     DEFAULT_EMBEDDING_MODEL,
@@ -327,7 +327,7 @@ async def achat_stream(pending: Pending) -> AsyncGenerator[str | GatewayStreamEn
             return
         unmasker = StreamUnmasker(call.masker)
         parts: list[str] = []
-        screen = guardrails.OutputScreen(call.guard) if call.guard.active else None  # per delta, cost ~ the delta
+        screen = output_screen.OutputScreen(call.guard) if call.guard.active else None  # per delta, cost ~ the delta
         route = call.route
         assert route is not None
         async with aclosing(route.async_attempts()) as attempts:

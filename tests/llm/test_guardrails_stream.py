@@ -1,4 +1,4 @@
-"""The output screen a streamed answer goes through (guardrails.OutputScreen, fed one delta at a time) against the
+"""The output screen a streamed answer goes through (output_screen.OutputScreen, fed one delta at a time) against the
 old way, re-screening the answer's latest characters with screen_output after every delta: the same findings at
 the same delta, for random streams cut at random points, with moderated phrases, denied keywords, spaced-out and
 look-alike letters, combining marks, invisible characters and line breaks in them. No database."""
@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from saas.llm import guardrails
+from saas.llm import guardrails, output_screen
 from saas.llm.guardrails import Policy
 
 KEYWORDS = ("acme", "Cörp", "project x", "kill you", "ﬁnance", "x")
@@ -75,7 +75,7 @@ def streams(draw):
         moderation=draw(st.sampled_from([guardrails.OFF, guardrails.FLAG, guardrails.BLOCK])),
         denied_keywords=tuple(draw(st.lists(st.sampled_from(KEYWORDS), max_size=3))),
     )
-    window = draw(st.sampled_from([16, 24, 40, 60, 150, guardrails.OUTPUT_WINDOW]))
+    window = draw(st.sampled_from([16, 24, 40, 60, 150, output_screen.OUTPUT_WINDOW]))
     return policy, window, deltas
 
 
@@ -110,7 +110,7 @@ def _old(policy: Policy, window: int):
 @given(streams())
 def test_the_incremental_screen_stops_at_the_same_delta_with_the_same_findings(stream):
     policy, window, deltas = stream
-    screen = guardrails.OutputScreen(policy, window=window)
+    screen = output_screen.OutputScreen(policy, window=window)
     assert _run(policy, deltas, screen.feed) == _run(policy, deltas, _old(policy, window))
 
 
@@ -119,7 +119,7 @@ def test_the_incremental_screen_stops_at_the_same_delta_with_the_same_findings(s
 def test_the_window_it_keeps_is_the_window_normalised(stream):
     """The lemma under the test above: the segments joined are exactly normalise(the window), after every delta."""
     policy, window, deltas = stream
-    screen = guardrails.OutputScreen(policy, window=window)
+    screen = output_screen.OutputScreen(policy, window=window)
     tail = ""
     for delta in deltas:
         screen.feed(delta)
@@ -133,18 +133,18 @@ def test_a_denied_word_split_over_deltas_is_stopped_at_the_delta_that_completes_
     prose = "Here is a long and perfectly ordinary answer about quarterly budgets and team plans. " * 12
     chunks = [prose[i : i + 5] for i in range(0, len(prose), 5)]
     for split in range(1, 4):
-        screen = guardrails.OutputScreen(policy)
+        screen = output_screen.OutputScreen(policy)
         deltas = [*chunks, "ACME"[:split], "ACME"[split:], " ok"]
         stopped, noted, sent = _run(policy, deltas, screen.feed)
         assert (stopped, sent) == (len(chunks) + 1, [*chunks, "ACME"[:split]])
         assert noted == [{"check": "denied_keyword", "target": "output", "action": "blocked", "detail": "Acme",
                           "score": 1.0}]  # fmt: skip
-        assert len(screen.raw) == guardrails.OUTPUT_WINDOW
+        assert len(screen.raw) == output_screen.OUTPUT_WINDOW
 
 
 def test_a_flagged_category_is_reported_once_and_the_answer_goes_on():
     policy = Policy(moderation=guardrails.FLAG)
-    screen = guardrails.OutputScreen(policy)
+    screen = output_screen.OutputScreen(policy)
     deltas = ["He said: i will ", "kill you", " (a quote from the film). " * 40, "i will kill you again"]
     assert _run(policy, deltas, screen.feed) == (None, [{"check": "moderation", "target": "output",
                                                           "action": "flagged", "detail": "local:violence/threat",
@@ -161,7 +161,7 @@ def test_every_window_start_across_every_phrase_glued_to_a_word():
             for window in (len(phrase) + 1, 40, 64):
                 for size in (1, 2):
                     deltas = [text[i : i + size] for i in range(0, len(text), size)]
-                    screen = guardrails.OutputScreen(policy, window=window)
+                    screen = output_screen.OutputScreen(policy, window=window)
                     assert _run(policy, deltas, screen.feed) == _run(policy, deltas, _old(policy, window)), (
                         phrase, prefix, window, size,
                     )  # fmt: skip
