@@ -2,7 +2,7 @@
 restarted from the working tree for each measurement (so a change is measured in seconds, not minutes).
 
     python bench/quick_cpu.py [--clients 8] [--seconds 5] [--rounds 2] [--kind chat|stream|embed] [--watch]
-                              [--steps] [--paths async,sync]
+                              [--steps] [--paths async,sync] [--latency 300] [--env NAME=VALUE ...]
 
 Prints requests/s, server CPU per call, Redis commands per call and SQL statements per call (from the
 servers' own counters) for Crewdesk. With --watch it stays up and measures again each time the file
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 from collections import Counter
@@ -61,6 +62,31 @@ async def _call(client: httpx.AsyncClient, url: str, kind: str, model: str) -> s
     except httpx.HTTPError as error:
         return type(error).__name__
     return None if response.status_code == 200 else f"HTTP {response.status_code} {response.text[:200]}"
+
+
+async def latency(server: Any, upstream: Any, headers: dict[str, str], model: str, calls: int) -> None:
+    """One client, calls alternated between the bare upstream and Crewdesk: what Crewdesk adds to a call's wall
+    time when nothing else runs (#15's "added p50 at one client"), beside the CPU it spends on one."""
+    async with httpx.AsyncClient(headers=headers, timeout=60) as client:
+        times: dict[str, list[float]] = {"direct": [], "crewdesk": []}
+        cpu0 = server.cpu_seconds()
+        for index in range(calls + 20):
+            for side, url in (("direct", upstream.url), ("crewdesk", server.url)):
+                t0 = time.perf_counter()
+                error = await _call(client, url, "chat", model)
+                if error:
+                    raise SystemExit(f"{side}: {error}")
+                if index >= 20:  # warm-up left out
+                    times[side].append(1000 * (time.perf_counter() - t0))
+        cpu = server.cpu_seconds() - cpu0
+    p50 = {side: statistics.median(values) for side, values in times.items()}
+    p95 = {side: statistics.quantiles(values, n=20)[-1] for side, values in times.items()}
+    print(
+        f"1 client, {calls} calls each: direct p50 {p50['direct']:.2f} ms p95 {p95['direct']:.2f}; crewdesk p50 "
+        f"{p50['crewdesk']:.2f} p95 {p95['crewdesk']:.2f}; added p50 +{p50['crewdesk'] - p50['direct']:.2f} ms; "
+        f"server CPU {1000 * cpu / (calls + 20):.2f} ms/call",
+        flush=True,
+    )
 
 
 async def measure(server: Any, headers: dict[str, str], model: str, args: argparse.Namespace) -> None:
@@ -128,6 +154,8 @@ def main() -> None:
     parser.add_argument("--paths", default="async", help="async, sync or both in turn (async,sync)")
     parser.add_argument("--profile", action="store_true", help="py-spy during each measured slice")
     parser.add_argument("--steps", action="store_true", help="per-step CPU clocks in the server (step_cpu.py)")
+    parser.add_argument("--latency", type=int, default=0, help="N calls at one client, alternated with direct")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server (repeatable)")
     args = parser.parse_args()
     with bench_stack(), tempfile.TemporaryDirectory(prefix="quick-cpu-") as tmp:
         workdir = Path(tmp)
@@ -138,13 +166,17 @@ def main() -> None:
             while True:
                 for path in args.paths.split(","):  # the async path (saas/llm/asgi.py) or Django's sync views
                     env = {"LLM_ASYNC_GATEWAY": "false" if path == "sync" else "true"}
+                    env.update(item.split("=", 1) for item in args.env)
                     server = start_crewdesk(
                         workdir, upstream, **env, **({"BENCH_STEP_FILE": STEPS} if args.steps else {})
                     )
                     try:
                         print(f"--- {path} path; load average {os.getloadavg()[0]:.2f}", flush=True)
                         before = ledger_rows(fixture["key"].api_key)
-                        asyncio.run(measure(server, headers, fixture["model"], args))
+                        if args.latency:
+                            asyncio.run(latency(server, upstream, headers, fixture["model"], args.latency))
+                        else:
+                            asyncio.run(measure(server, headers, fixture["model"], args))
                         print(f"(ledger rows so far {ledger_rows(fixture['key'].api_key) - before}; log {server.log})")
                     finally:
                         server.stop()

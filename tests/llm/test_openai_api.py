@@ -136,8 +136,12 @@ class TestTheOfficialSdk:
             for line in response.iter_lines():
                 if line.startswith("data: {") and " quick" in json.dumps(json.loads(line[6:])["choices"]):
                     break  # leave with the upstream mid-stream
-        fake.release()
-        call = _wait_for(lambda: LLMCall.all_orgs.filter(status="cancelled").first())
+        try:
+            # The upstream holds the rest until the server has noticed: released first, the answer could end
+            # before a loaded server saw the hang-up (and rightly record it as answered).
+            call = _wait_for(lambda: LLMCall.all_orgs.filter(status="cancelled").first())
+        finally:
+            fake.release()
         assert call.error_class == "cancelled" and call.attempts[-1]["status"] == "cancelled"
         trace = Trace.all_orgs.get(pk=call.trace_id)
         assert trace.status == "cancelled" and Span.all_orgs.get(trace=trace).llm_call_id == call.pk
