@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import step_cpu
 from profile_crewdesk import print_summary, py_spy
 from servers import crewdesk_fixture, ledger_rows, start_crewdesk, start_fake_upstream
@@ -123,9 +124,14 @@ async def measure(server: Any, headers: dict[str, str], model: str, args: argpar
                 await asyncio.sleep(0.3)
             await asyncio.sleep(0.7)
             steps0 = step_cpu.read(STEPS)
-            cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+            cpu0, t0, machine0 = server.cpu_seconds(), time.perf_counter(), psutil.cpu_times()
+            client0 = time.process_time()
             calls = await slice_(args.seconds)
             wall, cpu = time.perf_counter() - t0, server.cpu_seconds() - cpu0
+            client = time.process_time() - client0
+            machine1 = psutil.cpu_times()
+            idle = (machine1.idle - machine0.idle) / wall
+            steal = (getattr(machine1, "steal", 0.0) - getattr(machine0, "steal", 0.0)) / wall
             await asyncio.sleep(0.7)
             steps1 = step_cpu.read(STEPS)
             by_command, sql = _redis_calls() - redis0, await asyncio.to_thread(_sql_statements) - sql0
@@ -137,6 +143,8 @@ async def measure(server: Any, headers: dict[str, str], model: str, args: argpar
                 flush=True,
             )
             print("  redis per call: " + ", ".join(f"{k} {v / n:.1f}" for k, v in by_command.most_common(12)))
+            print(f"  server busy {cpu / wall:.2f} of a core; machine idle {idle:.2f} of {psutil.cpu_count()} cores, "
+                  f"steal {steal:.2f}; this client {client / wall:.2f} of a core")
             if args.steps:
                 print(step_cpu.table(steps0, steps1, calls=calls, process_cpu=cpu))
             if spy is not None:

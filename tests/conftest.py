@@ -80,6 +80,30 @@ def wait_until(predicate, *, timeout: float, what: str, process: LiveProcess) ->
     raise RuntimeError(f"{what} not ready after {timeout}s:\n{process.log()[-4000:]}")
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Before the test database is made: dj-stripe's migration, written from its models (saas/settings/test.py),
+    as `makemigrations djstripe` writes it but without touching a database (a connection opened here would keep
+    its pool on the dev database once the test database is made)."""
+    from django.apps import apps
+    from django.conf import settings
+    from django.db.migrations.autodetector import MigrationAutodetector
+    from django.db.migrations.loader import MigrationLoader
+    from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
+    from django.db.migrations.state import ProjectState
+    from django.db.migrations.writer import MigrationWriter
+
+    if "djstripe" not in getattr(settings, "MIGRATION_MODULES", {}):
+        return
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    detector = MigrationAutodetector(loader.project_state(), ProjectState.from_apps(apps),
+                                     NonInteractiveMigrationQuestioner(specified_apps={"djstripe"}))  # fmt: skip
+    changes = detector.changes(graph=loader.graph, trim_to_apps={"djstripe"}, convert_apps={"djstripe"})
+    for migration in changes.get("djstripe", []):
+        writer = MigrationWriter(migration)
+        Path(writer.path).write_text(writer.as_string())
+
+
 @pytest.fixture(autouse=True)
 def fresh_memos():
     """Rows read on every request are kept in memory (saas/core/memo.py). A test's rows vanish without

@@ -26,3 +26,10 @@ MEDIA_ROOT = os.environ.get("TEST_MEDIA_ROOT") or str(DEVDATA_DIR / "test" / "me
 STORAGES = {**STORAGES, "default": storage_settings.storage_from_url(STORAGE_URL, media_root=MEDIA_ROOT)}  # noqa: F405
 # Ledger rows are written at once (tests read them right after a call); tests of the batched writer turn it on.
 LLM_LEDGER = {**LLM_LEDGER, "batched": False}  # noqa: F405
+# dj-stripe's 2.10 migration removes 514 fields one at a time, and Django re-renders the related models after
+# each: about 90 s of CPU before every test session. The test database gets dj-stripe's schema from one migration
+# written from its installed models at the session's start (tests/conftest.py; `makemigrations djstripe --check`
+# finds its own migrations end in the same schema). `make run` and deployments apply dj-stripe's real
+# migrations, and tests/core/test_devstack.py runs them on a fresh database.
+if os.environ.get("CREWDESK_GENERATED_MIGRATIONS"):
+    MIGRATION_MODULES = {"djstripe": "crewdesk_test_migrations.djstripe"}

@@ -5,6 +5,7 @@ nothing is started. Data of the embedded servers lives in .devdata/test (or $CRE
 """
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -25,7 +26,25 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     root = Path(os.environ.get("CREWDESK_TEST_DATA_DIR") or BASE_DIR / ".devdata" / "test")
     _services = EmbeddedServices(root)
     os.environ.update(_services.start())
+    _prepare_generated_migrations(root / "generated")
     return (yield)
+
+
+GENERATED_MIGRATIONS = "crewdesk_test_migrations"  # saas/settings/test.py's MIGRATION_MODULES name it
+
+
+def _prepare_generated_migrations(path: Path) -> None:
+    """An empty package for the migrations tests/conftest.py writes from dj-stripe's models at the start of the
+    session (why: saas/settings/test.py), importable here and in the live processes tests start."""
+    package = path / GENERATED_MIGRATIONS / "djstripe"
+    package.mkdir(parents=True, exist_ok=True)
+    for stale in package.glob("*.py"):
+        stale.unlink()  # the dj-stripe installed now is what they are written from
+    (path / GENERATED_MIGRATIONS / "__init__.py").touch()
+    (package / "__init__.py").touch()
+    sys.path.insert(0, str(path))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(path), os.environ.get("PYTHONPATH")) if p)
+    os.environ["CREWDESK_GENERATED_MIGRATIONS"] = "1"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
