@@ -34,10 +34,21 @@ def _failure(exc: BaseException) -> str:
 
 
 def check_database() -> ComponentStatus:
+    """A connection within the connect timeout (DATABASE_CONNECT_TIMEOUT): from the pool, a probe does not wait
+    the pool's DATABASE_POOL_TIMEOUT, which is for requests queueing for a connection, not for a server that
+    is down."""
+    connection = connections[DEFAULT_DB_ALIAS]
     try:
-        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-            cursor.execute("SELECT current_setting('server_version')")
-            (version,) = cursor.fetchone()
+        pool = connection.pool if connection.settings_dict["OPTIONS"].get("pool") else None
+        if pool is not None:
+            timeout = float(connection.settings_dict["OPTIONS"].get("connect_timeout") or 3)
+            pool.open()  # as Django opens it on a first connection (a no-op once open)
+            with pool.connection(timeout=timeout) as raw:
+                (version,) = raw.execute("SELECT current_setting('server_version')").fetchone()
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT current_setting('server_version')")
+                (version,) = cursor.fetchone()
         return ComponentStatus(True, f"PostgreSQL {version}")
     except Exception as exc:
         return ComponentStatus(False, _failure(exc))
@@ -132,6 +143,9 @@ def readiness() -> dict[str, ComponentStatus]:
         results["celery"] = ComponentStatus(False, "skipped: the broker (redis) is unreachable")
         results["beat"] = ComponentStatus(False, "skipped: redis is unreachable", required=False)
     for name, check in _informational.items():
+        if not results["database"].ok:  # they read their configuration from it: each would wait in vain
+            results[name] = ComponentStatus(False, "skipped: the database is unreachable", required=False)
+            continue
         try:
             status = check()
         except Exception as exc:

@@ -46,6 +46,11 @@ def test_readyz_names_an_unreachable_database():
     assert body["components"]["database"]["ok"] is False
     assert "Not ready: database" in body["error"]["message"]
     assert body["components"]["redis"]["ok"] is True  # only what is broken is named
+    # A probe answers within seconds: the connection is waited for as long as the connect timeout (2 s here),
+    # not the pool's queueing timeout (10 s), and the checks that read the database are not run at all.
+    assert "after 2.00 sec" in body["components"]["database"]["detail"]
+    assert body["components"]["llm_providers"] == {"ok": False, "detail": "skipped: the database is unreachable",
+                                                   "required": False}  # fmt: skip
 
 
 @pytest.mark.django_db
