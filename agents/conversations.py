@@ -223,9 +223,9 @@ def answer_admit(
         with recorder.active() if recorder is not None else nullcontext():
             model, request, prompt = services.chat_request(conversation=conversation, answer=answer, caller=caller,
                                                            history=history)  # fmt: skip
-            pending = gateway_async.admit(
-                caller=caller, model=model, request=request, stream=True, prompt=prompt, batched=False
-            )  # fmt: skip  (the message links to the row at once)
+            # Its ledger row (and the turn's trace) through the ledger stream, written by the ledger writer in
+            # batches: the message links to the row's id (Message.llm_call has no database constraint).
+            pending = gateway_async.admit(caller=caller, model=model, request=request, stream=True, prompt=prompt)
     except LLMError as error:
         return _answer_end(conversation, answer, caller, recorder, "", Message.Status.ERROR, error=error,
                            titles_from_question=titles_from_question)  # fmt: skip
@@ -237,10 +237,11 @@ async def answer_relay(
 ) -> None:
     """Stream an admitted answer on the event loop: "delta" events as the model writes, then one "done" (or
     "error") carrying the turn's HTML, as `answer_stream` makes them. The deltas pass on the loop (no thread
-    per open answer, no hop per token); the call's end and the message's outcome take one hop each to the
-    gateway's pool. `should_stop` is checked between tokens: a stop closes the upstream call, which the
-    gateway records as cancelled, and keeps what had arrived; so does the task being cancelled. Tokens that
-    arrived together (read from the model's buffered reply without waiting) go out in one "delta" frame."""
+    per open answer, no hop per token); so does the call's end (its row handed to the ledger stream), and
+    the message's outcome takes one hop to the gateway's pool. `should_stop` is checked between tokens: a
+    stop closes the upstream call, which the gateway records as cancelled, and keeps what had arrived; so
+    does the task being cancelled. Tokens that arrived together (read from the model's buffered reply
+    without waiting) go out in one "delta" frame."""
     a = admitted
     answer_id = str(a.answer.pk)
     org = a.conversation.organization

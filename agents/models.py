@@ -58,7 +58,10 @@ class Message(OrgOwnedModel):
     error_encrypted = models.TextField(blank=True)  # at most 500 characters of plaintext
     # The passages a grounded answer cites (quotes of the team's documents: encrypted like them).
     citations_encrypted = models.TextField(blank=True)
-    llm_call = models.ForeignKey("llm.LLMCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The answer's ledger row. Its id is known when the answer ends, the row itself lands moments later from the
+    # ledger stream (saas/llm/ledger.py): no database constraint (deleting a row still sets this to NULL).
+    llm_call = models.ForeignKey("llm.LLMCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 db_constraint=False)  # fmt: skip
 
     class Meta(OrgOwnedModel.Meta):
         ordering: ClassVar = ["created_at"]

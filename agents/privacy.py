@@ -17,6 +17,7 @@ from agents.services import crew_spec
 from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
 from saas.core.redis import get_redis
+from saas.llm import ledger
 from saas.llm.models import LLMCall
 
 
@@ -90,6 +91,7 @@ def _delete_runs(org_id: Any, runs: Any, batch_size: int) -> int:
 
 
 def _delete_conversations(org_id: Any, conversations: Any, batch_size: int) -> int:
+    ledger.catch_up()  # an answer's row still in the ledger stream is written first, and then blanked below
     with transaction.atomic():
         ids = list(conversations.values_list("pk", flat=True)[:batch_size])
         calls = Message.objects.for_org(org_id).filter(conversation_id__in=ids, llm_call__isnull=False)

@@ -125,10 +125,10 @@ async def measure(server: Any, headers: dict[str, str], model: str, args: argpar
             await asyncio.sleep(0.7)
             steps0 = step_cpu.read(STEPS)
             cpu0, t0, machine0 = server.cpu_seconds(), time.perf_counter(), psutil.cpu_times()
-            client0 = time.process_time()
+            own0 = time.process_time()
             calls = await slice_(args.seconds)
             wall, cpu = time.perf_counter() - t0, server.cpu_seconds() - cpu0
-            client = time.process_time() - client0
+            own_cpu = time.process_time() - own0
             machine1 = psutil.cpu_times()
             idle = (machine1.idle - machine0.idle) / wall
             steal = (getattr(machine1, "steal", 0.0) - getattr(machine0, "steal", 0.0)) / wall
@@ -143,8 +143,10 @@ async def measure(server: Any, headers: dict[str, str], model: str, args: argpar
                 flush=True,
             )
             print("  redis per call: " + ", ".join(f"{k} {v / n:.1f}" for k, v in by_command.most_common(12)))
-            print(f"  server busy {cpu / wall:.2f} of a core; machine idle {idle:.2f} of {psutil.cpu_count()} cores, "
-                  f"steal {steal:.2f}; this client {client / wall:.2f} of a core")
+            print(
+                f"  server busy {cpu / wall:.2f} of a core; machine idle {idle:.2f} of {psutil.cpu_count()} cores, "
+                f"steal {steal:.2f}; this client {own_cpu / wall:.2f} of a core"
+            )
             if args.steps:
                 print(step_cpu.table(steps0, steps1, calls=calls, process_cpu=cpu))
             if spy is not None:

@@ -39,7 +39,7 @@ def check_database() -> ComponentStatus:
     is down."""
     connection = connections[DEFAULT_DB_ALIAS]
     try:
-        pool = connection.pool if connection.settings_dict["OPTIONS"].get("pool") else None
+        pool = getattr(connection, "pool", None)  # psycopg's pool when DATABASE_POOL is on (the PostgreSQL backend)
         if pool is not None:
             timeout = float(connection.settings_dict["OPTIONS"].get("connect_timeout") or 3)
             pool.open()  # as Django opens it on a first connection (a no-op once open)

@@ -14,6 +14,7 @@ from django.db import transaction
 from saas.core import crypto
 from saas.core.privacy import ExportSink, Store, Subject
 from saas.core.redis import delete_matching
+from saas.llm import ledger
 from saas.llm.gateway import exact_cache_prefix
 from saas.llm.models import LLMCall, OrgLLMSettings, OrgProvider, SemanticCacheEntry, Span, Trace
 
@@ -49,6 +50,7 @@ def export_org(*, sink: ExportSink, org_id: Any, folder: str) -> None:
 
 
 def ledger_erase_user(*, subject: Subject, batch_size: int) -> int:
+    ledger.catch_up()  # their calls' rows still in the ledger stream are written first, then pseudonymised
     with transaction.atomic():
         theirs = LLMCall.objects.for_org(subject.org_id).filter(user_id=subject.user_id)
         batch = list(theirs.values_list("pk", flat=True)[:batch_size])

@@ -170,6 +170,25 @@ def test_a_row_of_a_member_erased_meanwhile_keeps_no_prompt_or_answer(fake, mode
 
 
 @pytest.mark.django_db
+def test_erasing_a_member_from_a_team_pseudonymises_their_rows_still_in_the_stream(fake, models, batched):
+    """The person stays (a member of another team), so the writer would keep their name on the row: the
+    erasure writes what the stream holds before it pseudonymises."""
+    from saas.core.privacy import Subject
+    from saas.llm import privacy
+    from tests.accounts.factories import OrganizationFactory, UserFactory
+
+    member = UserFactory()
+    caller = gateway.Caller(org=OrganizationFactory(), feature="chat", user=member)
+    (call_id,) = _calls(caller, 1)
+    subject = Subject(user_id=member.pk, org_id=caller.org.pk, pseudonym="someone", texts=(), transfer_content=False)
+    while privacy.ledger_erase_user(subject=subject, batch_size=10):
+        pass
+    ledger.drain(claim_seconds=0)
+    call = LLMCall.all_orgs.get(pk=call_id)
+    assert (call.user_id, call.input_encrypted, call.output_encrypted) == (None, "", "")
+
+
+@pytest.mark.django_db
 def test_a_batched_stream_hands_its_row_to_the_stream(fake, models, caller, batched):
     items = list(gateway.chat_stream(caller=caller, model="test-small", request=ChatRequest(
         [{"role": "user", "content": "Stream it"}]), defer_records=True))  # fmt: skip
