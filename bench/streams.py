@@ -222,7 +222,9 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
                 who = {"sse": fixture["key"].api_key, "ws": None}.get(side)
                 before = await asyncio.to_thread(ledger_rows, who, fixture["user"] if side == "ws" else None)
                 print(f"  {mode}: {side} x {n} ...", flush=True)
-                writer = LedgerWriter().start() if side == "sse" else None  # /v1 rows go through the ledger stream
+                # Crewdesk's rows (/v1 calls and chat answers) go through the ledger stream, as under `make run`,
+                # where the worker's drain task writes them.
+                writer = LedgerWriter().start() if side in ("sse", "ws") else None
                 await run_phase(phase, server, starts, args.rate)
                 if writer is not None:
                     await asyncio.to_thread(writer.stop)
