@@ -2,7 +2,7 @@
 restarted from the working tree for each measurement (so a change is measured in seconds, not minutes).
 
     python bench/quick_cpu.py [--clients 8] [--seconds 5] [--rounds 2] [--kind chat|stream|embed] [--watch]
-                              [--steps] [--paths async,sync] [--latency 300] [--env NAME=VALUE ...]
+                              [--steps] [--paths async,sync] [--servers api,daphne] [--latency 300] [--env NAME=VALUE ...]
 
 Prints requests/s, server CPU per call, Redis commands per call and SQL statements per call (from the
 servers' own counters) for Crewdesk. With --watch it stays up and measures again each time the file
@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--kind", default="chat")
     parser.add_argument("--watch", action="store_true")
     parser.add_argument("--paths", default="async", help="async, sync or both in turn (async,sync)")
+    parser.add_argument("--servers", default="api", help="api (uvicorn), daphne, or both in turn (api,daphne)")
     parser.add_argument("--profile", action="store_true", help="py-spy during each measured slice")
     parser.add_argument("--steps", action="store_true", help="per-step CPU clocks in the server (step_cpu.py)")
     parser.add_argument("--latency", type=int, default=0, help="N calls at one client, alternated with direct")
@@ -174,14 +175,15 @@ def main() -> None:
         upstream = start_fake_upstream(workdir)
         try:
             while True:
-                for path in args.paths.split(","):  # the async path (saas/llm/asgi.py) or Django's sync views
+                sides = [(path, kind) for path in args.paths.split(",") for kind in args.servers.split(",")]
+                for path, kind in sides:  # the async path (saas/llm/asgi.py) or Django's sync views; the server
                     env = {"LLM_ASYNC_GATEWAY": "false" if path == "sync" else "true"}
                     env.update(item.split("=", 1) for item in args.env)
                     server = start_crewdesk(
-                        workdir, upstream, **env, **({"BENCH_STEP_FILE": STEPS} if args.steps else {})
+                        workdir, upstream, kind, **env, **({"BENCH_STEP_FILE": STEPS} if args.steps else {})
                     )
                     try:
-                        print(f"--- {path} path; load average {os.getloadavg()[0]:.2f}", flush=True)
+                        print(f"--- {path} path on {kind}; load average {os.getloadavg()[0]:.2f}", flush=True)
                         before = ledger_rows(fixture["key"].api_key)
                         if args.latency:
                             asyncio.run(latency(server, upstream, headers, fixture["model"], args.latency))

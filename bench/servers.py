@@ -141,16 +141,18 @@ def start_fake_upstream(workdir: Path, *, max_requests: int = 1000) -> Server:
     return server
 
 
-def start_crewdesk(workdir: Path, upstream: Server, **env: str) -> Server:
-    """daphne through our entry point (as `make run`), in the bench stack's environment, DEBUG off."""
+def start_crewdesk(workdir: Path, upstream: Server, server: str = "api", **env: str) -> Server:
+    """Crewdesk's API server (uvicorn, saas.core.api_server) or, with server="daphne", daphne through its entry
+    point (both as `make run` starts them), in the bench stack's environment, DEBUG off."""
     port = free_port()
     log = workdir / "crewdesk.log"
     process_env = {
         **os.environ,
         "DEBUG": "false",
-        # One daphne process, as each side of a benchmark is one process (its CPU and threads are read from the
-        # pid); `make run` starts WEB_PROCESSES of them (saas/core/http_server.py).
+        # One process, as each side of a benchmark is one process (its CPU and threads are read from the pid);
+        # `make run` starts WEB_PROCESSES daphne and API_PROCESSES uvicorn processes.
         "WEB_PROCESSES": "1",
+        "API_PROCESSES": "1",
         "LLM_OPENAI_BASE_URL": upstream.url + "/v1",
         "LLM_OPENAI_API_KEY": "sk-bench",
         "RATE_LIMIT_API_KEY": "100000000/minute",
@@ -165,15 +167,14 @@ def start_crewdesk(workdir: Path, upstream: Server, **env: str) -> Server:
         **env,
     }
     # BENCH_STEP_FILE: the server with bench/step_cpu.py's per-step CPU clocks (quick_cpu.py --steps).
-    entry = (
-        [str(Path(__file__).resolve().parent / "step_server.py")]
-        if env.get("BENCH_STEP_FILE")
-        else ["-m", "saas.core.http_server"]
-    )
+    if env.get("BENCH_STEP_FILE"):
+        entry = [str(Path(__file__).resolve().parent / "step_server.py"), *(["--daphne"] if server == "daphne" else [])]
+    else:
+        entry = ["-m", "saas.core.http_server" if server == "daphne" else "saas.core.api_server"]
     cmd = [sys.executable, *entry, "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"]
-    server = Server("crewdesk", f"http://127.0.0.1:{port}", _start(cmd, log, process_env), log)
-    wait_http(server.url + "/healthz")
-    return server
+    crewdesk = Server("crewdesk", f"http://127.0.0.1:{port}", _start(cmd, log, process_env), log)
+    wait_http(crewdesk.url + "/healthz")
+    return crewdesk
 
 
 class LiteLLMUnavailable(Exception):

@@ -1,5 +1,6 @@
-"""Crewdesk's HTTP server (saas.core.http_server, as `make run`) with bench/step_cpu.py's per-step CPU clocks
-installed: for quick_cpu.py --steps only, never for serving."""
+"""Crewdesk's API server (saas.core.api_server; with --daphne as its first argument, daphne through
+saas.core.http_server), as `make run` starts it, with bench/step_cpu.py's per-step CPU clocks installed: for
+quick_cpu.py --steps only, never for serving."""
 
 import os
 import sys
@@ -11,9 +12,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings.local")
 import step_cpu
 
 import saas.asgi  # noqa: F401  (sets Django up)
-from saas.core.http_server import LimitedCommandLineInterface
+from saas.core import api_server, http_server
 
 step_cpu.install()
 
 if __name__ == "__main__":
-    LimitedCommandLineInterface.entrypoint()
+    if sys.argv[1:2] == ["--daphne"]:
+        sys.exit(http_server.main(sys.argv[2:]))
+    sys.exit(api_server.main(sys.argv[1:]))

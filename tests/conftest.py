@@ -38,6 +38,7 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
         "WEB_PROCESSES": "1",  # one daphne process per live server unless a test asks for more
+        "API_PROCESSES": "1",  # ... and one API server (uvicorn) process
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the browser tests' workaround is for this process only
     env.update(overrides)
@@ -179,6 +180,7 @@ class LiveServer:
     port: int
     process: LiveProcess
     mail_dir: Path
+    kind: str = "daphne"  # or "api": saas.core.api_server (uvicorn)
 
     def sent_mail(self) -> list[str]:
         """The emails this server sent (file backend), oldest first."""
@@ -196,14 +198,18 @@ def fake_server():
 
 
 @contextmanager
-def running_daphne(work_dir: Path, fake_server: Any, **env: str) -> Iterator[LiveServer]:
-    """A real daphne serving saas.asgi (HTTP and websockets) on a free loopback port, with extra settings."""
+def running_daphne(
+    work_dir: Path, fake_server: Any, *, server_kind: str = "daphne", **env: str
+) -> Iterator[LiveServer]:
+    """A real daphne serving saas.asgi (HTTP and websockets) on a free loopback port, with extra settings; with
+    server_kind="api", the API server instead (uvicorn, saas.core.api_server: HTTP only)."""
     port = free_port()
     mail_dir = work_dir / "mail"
     mail_dir.mkdir()
+    module = "saas.core.api_server" if server_kind == "api" else "saas.core.http_server"
     server = start_process(
-        [sys.executable, "-m", "saas.core.http_server", "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"],
-        work_dir / "daphne.log",
+        [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"],
+        work_dir / f"{server_kind}.log",
         subprocess_env(
             EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
             EMAIL_FILE_PATH=str(mail_dir),
@@ -222,8 +228,8 @@ def running_daphne(work_dir: Path, fake_server: Any, **env: str) -> Iterator[Liv
             return bool(response.status == 200)
 
     try:
-        wait_until(healthy, timeout=60, what="daphne", process=server)
-        yield LiveServer(url=url, host="127.0.0.1", port=port, process=server, mail_dir=mail_dir)
+        wait_until(healthy, timeout=60, what=server_kind, process=server)
+        yield LiveServer(url=url, host="127.0.0.1", port=port, process=server, mail_dir=mail_dir, kind=server_kind)
     finally:
         server.stop()
 
@@ -231,6 +237,13 @@ def running_daphne(work_dir: Path, fake_server: Any, **env: str) -> Iterator[Liv
 @pytest.fixture(scope="session")
 def daphne_server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
     with running_daphne(tmp_path_factory.mktemp("daphne"), fake_server) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def api_server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
+    """The API server (uvicorn, saas.core.api_server) as `make run` starts it, one process."""
+    with running_daphne(tmp_path_factory.mktemp("api"), fake_server, server_kind="api") as server:
         yield server
 
 

@@ -317,12 +317,15 @@ def _die_with_parent() -> None:  # in the child, before exec: a supervisor kille
 
 
 class Supervisor:
-    """Starts `processes` daphne processes serving the same address, restarts one that dies, stops them all."""
+    """Starts `processes` processes of a server (`module`: daphne here, uvicorn in saas.core.api_server) on the
+    same address, restarts one that dies, stops them all."""
 
-    def __init__(self, argv: list[str], processes: int, host: str, port: int) -> None:
+    def __init__(self, argv: list[str], processes: int, host: str, port: int, *, module: str = "saas.core.http_server",
+                 name: str = "daphne", processes_env: str = PROCESSES_ENV) -> None:  # fmt: skip
         self.argv = argv
         self.processes = processes
         self.host, self.port = host, port
+        self.module, self.name, self.processes_env = module, name, processes_env  # which server, in which variable
         self.children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # slot -> (process, started)
         self.stopping: int | None = None  # the signal that asked us to stop
         self.quick_exits = 0
@@ -331,10 +334,10 @@ class Supervisor:
         self.metrics_dir = ""
 
     def _spawn(self, slot: int) -> None:
-        env = {**os.environ, PROCESSES_ENV: "1", REUSE_PORT_ENV: "1", "CREWDESK_WEB_PROCESS": str(slot),
+        env = {**os.environ, self.processes_env: "1", REUSE_PORT_ENV: "1", "CREWDESK_WEB_PROCESS": str(slot),
                "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}  # fmt: skip
         process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "saas.core.http_server", *self.argv], env=env, preexec_fn=_die_with_parent
+            [sys.executable, "-m", self.module, *self.argv], env=env, preexec_fn=_die_with_parent
         )  # fmt: skip
         self.children[slot] = (process, time.monotonic())
 
@@ -364,8 +367,8 @@ class Supervisor:
             signal.signal(sig, self._stop)
         from saas.core.worker_metrics import fresh_multiprocess_dir
 
-        self.metrics_dir = fresh_multiprocess_dir("web")
-        print(f"daphne: {self.processes} processes on {self.host}:{self.port} (WEB_PROCESSES)", flush=True)
+        self.metrics_dir = fresh_multiprocess_dir("web" if self.name == "daphne" else self.name)
+        print(f"{self.name}: {self.processes} processes on {self.host}:{self.port} ({self.processes_env})", flush=True)
         for slot in range(self.processes):
             self._spawn(slot)
         code = 0
@@ -376,10 +379,10 @@ class Supervisor:
                     continue
                 quick = time.monotonic() - started < QUICK_EXIT_SECONDS
                 self.quick_exits = self.quick_exits + 1 if quick else 0
-                print(f"daphne process {process.pid} exited ({process.returncode})", file=sys.stderr, flush=True)
+                print(f"{self.name} process {process.pid} exited ({process.returncode})", file=sys.stderr, flush=True)
                 self._metrics_process_dead(process.pid)
                 if self.quick_exits >= QUICK_EXITS_ALLOWED:
-                    print("daphne: processes exit as they start; stopping", file=sys.stderr, flush=True)
+                    print(f"{self.name}: processes exit as they start; stopping", file=sys.stderr, flush=True)
                     code = process.returncode or 1
                     self.stopping = signal.SIGTERM
                     break

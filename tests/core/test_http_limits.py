@@ -1,5 +1,6 @@
-"""Request bodies are limited where their bytes arrive: a real daphne (our entry point), spoken to over raw
-sockets, refuses an oversized body before reading it and drops a request that does not arrive in time."""
+"""Request bodies are limited where their bytes arrive: each real server (daphne through our entry point, and the
+API server, uvicorn), spoken to over raw sockets, refuses an oversized body before reading it and drops a request
+that does not arrive in time."""
 
 import json
 import select
@@ -21,11 +22,12 @@ REQUEST_TIMEOUT = 2  # seconds, for this server only: the time a client has to s
 WAIT = 30  # how long the tests wait for an answer before calling it a hang
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=["daphne", "api"])
+def server(request, django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
     with running_daphne(
-        tmp_path_factory.mktemp("limits"), fake_server, HTTP_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT)
-    ) as live:
+        tmp_path_factory.mktemp("limits"), fake_server, server_kind=request.param,
+        HTTP_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),
+    ) as live:  # fmt: skip
         yield live
 
 
@@ -161,3 +163,41 @@ def test_daphne_listens_with_a_queue_for_bursts_of_clients(settings):
     assert with_backlog("tcp:port=8000:interface=127.0.0.1", 1024) == "tcp:port=8000:interface=127.0.0.1:backlog=1024"
     assert with_backlog("tcp:port=8000:backlog=64", 1024) == "tcp:port=8000:backlog=64"  # an explicit one stays
     assert with_backlog("unix:/run/crewdesk.sock", 1024) == "unix:/run/crewdesk.sock"
+
+
+def test_request_headers_over_the_limit_are_refused(server):
+    """Twisted's limit under daphne (16 KiB of request line and headers); the API server keeps the same one."""
+    with _connect(server) as sock:
+        sock.sendall(_head("GET", "/healthz", *(f"X-Big-{i}: {'y' * 1000}" for i in range(40))))
+        raw = _read_all(sock)
+    status = int(raw.split(b" ", 2)[1])
+    assert status in (400, 431)
+    if status == 431:  # the API server answers in the error shape; Twisted with its own plain 400
+        assert _parse(raw)[2]["error"]["code"] == "headers_too_large"
+
+
+def test_a_request_that_is_not_http_gets_400_and_the_connection_closes(server):
+    with _connect(server) as sock:
+        sock.sendall(b"HELLO THERE\r\n\r\n")
+        raw = _read_all(sock)
+    assert raw.startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_second_request_on_the_connection_after_a_refused_one_is_not_read(server):
+    """After the 413 the connection reads no request: the next one in the same packet is dropped."""
+    with _connect(server) as sock:
+        refused = _head("POST", "/api/v1/ask", "Content-Type: application/json", f"Content-Length: {10**9}")
+        sock.sendall(refused + _head("GET", "/healthz"))
+        raw = _read_all(sock)
+    assert raw.startswith(b"HTTP/1.1 413 ") and raw.count(b"HTTP/1.1 ") == 1
+
+
+def test_websockets_are_upgraded_by_daphne_only(server):
+    """Websockets are daphne's (Channels): the API server answers an upgrade as a plain request (Django's 404);
+    daphne hands it to Channels (whose consumer refuses a socket without a session: daphne's 403 "Access denied")."""
+    with _connect(server) as sock:
+        upgrade = ("Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Origin: http://127.0.0.1")  # fmt: skip
+        sock.sendall(_head("GET", "/ws/notifications/", *upgrade))
+        first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 404 " if server.kind == "api" else b"HTTP/1.1 403 Access denied")

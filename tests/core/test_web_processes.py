@@ -101,9 +101,11 @@ def test_a_port_another_server_holds_is_refused_not_shared():
 # --- Two processes serving ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def two(django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
-    with running_daphne(tmp_path_factory.mktemp("two"), fake_server, WEB_PROCESSES="2") as live:
+@pytest.fixture(scope="module", params=["daphne", "api"])
+def two(request, django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
+    """Two processes of daphne (WEB_PROCESSES) or of the API server (API_PROCESSES), under the one supervisor."""
+    with running_daphne(tmp_path_factory.mktemp("two"), fake_server, server_kind=request.param, WEB_PROCESSES="2",
+                        API_PROCESSES="2") as live:  # fmt: skip
         yield live
 
 
@@ -167,8 +169,9 @@ def test_a_process_that_dies_is_replaced_and_the_port_keeps_serving(two):
         assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
 
-def test_stopping_the_supervisor_stops_every_process(django_db_setup, tmp_path, fake_server):
-    with running_daphne(tmp_path, fake_server, WEB_PROCESSES="2") as live:
+@pytest.mark.parametrize("kind", ["daphne", "api"])
+def test_stopping_the_supervisor_stops_every_process(django_db_setup, tmp_path, fake_server, kind):
+    with running_daphne(tmp_path, fake_server, server_kind=kind, WEB_PROCESSES="2", API_PROCESSES="2") as live:
         listeners = _wait_for_listeners(live, 2)
         live.process.process.send_signal(signal.SIGTERM)
         assert live.process.process.wait(WAIT) == 0  # stopped cleanly, as a single daphne exits

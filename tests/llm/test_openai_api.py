@@ -1,5 +1,5 @@
-"""The OpenAI-compatible API: the official `openai` SDK against a live daphne of ours, and OpenAI-style
-errors for bad input."""
+"""The OpenAI-compatible API: the official `openai` SDK against our live servers (daphne and the API server),
+and OpenAI-style errors for bad input."""
 
 import json
 import time
@@ -34,10 +34,15 @@ def org_key(db):
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 class TestTheOfficialSdk:
+    @pytest.fixture(params=["daphne", "api"])
+    def server(self, request):
+        """Each test against daphne and against the API server (uvicorn), which developers' clients use."""
+        return request.getfixturevalue(f"{request.param}_server")
+
     @pytest.fixture
-    def sdk(self, daphne_server, fake, models, org_key):
+    def sdk(self, server, fake, models, org_key):
         _, key = org_key
-        return openai.OpenAI(base_url=f"{daphne_server.url}/v1", api_key=key.secret, max_retries=0)
+        return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key.secret, max_retries=0)
 
     def test_non_streaming(self, sdk, fake):
         completion = sdk.chat.completions.create(model="test-small", messages=MESSAGES)
@@ -47,15 +52,15 @@ class TestTheOfficialSdk:
         call = _wait_for(lambda: LLMCall.all_orgs.first())
         assert call.status == "ok" and completion.id == f"chatcmpl-{call.pk}"
 
-    def test_the_async_routes_send_the_security_headers_every_other_response_sends(self, daphne_server, org_key):
+    def test_the_async_routes_send_the_security_headers_every_other_response_sends(self, server, org_key):
         _, key = org_key
         auth = {"Authorization": f"Bearer {key.secret}", "X-Crewdesk-Cache": "bypass"}
-        through_django = httpx2.get(f"{daphne_server.url}/v1/models", headers=auth, timeout=30)
+        through_django = httpx2.get(f"{server.url}/v1/models", headers=auth, timeout=30)
         for path, body in [
             ("/v1/chat/completions", {"model": "test-small", "messages": MESSAGES}),
             ("/v1/embeddings", {"model": "nope", "input": "x"}),  # an error answer carries them too
         ]:
-            answer = httpx2.post(f"{daphne_server.url}{path}", headers=auth, json=body, timeout=30)
+            answer = httpx2.post(f"{server.url}{path}", headers=auth, json=body, timeout=30)
             for header in ("Content-Security-Policy", "Permissions-Policy", "X-Frame-Options",
                            "X-Content-Type-Options", "Referrer-Policy", "Cross-Origin-Opener-Policy",
                            "X-Request-ID"):  # fmt: skip
@@ -63,14 +68,12 @@ class TestTheOfficialSdk:
                 if header != "X-Request-ID":
                     assert answer.headers[header] == through_django.headers[header], (path, header)
 
-    def test_a_client_hanging_up_before_the_answer_still_gets_the_call_recorded(
-        self, daphne_server, org_key, fake, models
-    ):
+    def test_a_client_hanging_up_before_the_answer_still_gets_the_call_recorded(self, server, org_key, fake, models):
         _, key = org_key
         fake.script("fake-small", {"delay": 1.0})
         headers = {"Authorization": f"Bearer {key.secret}", "X-Crewdesk-Cache": "bypass"}
         with pytest.raises(httpx2.ReadTimeout):
-            httpx2.post(f"{daphne_server.url}/v1/chat/completions", headers=headers, timeout=0.3,
+            httpx2.post(f"{server.url}/v1/chat/completions", headers=headers, timeout=0.3,
                         json={"model": "test-small", "messages": MESSAGES})  # fmt: skip
         call = _wait_for(lambda: LLMCall.all_orgs.first())  # the upstream answered and was paid for
         assert call.status == "ok" and call.completion_tokens == 9
@@ -124,13 +127,13 @@ class TestTheOfficialSdk:
         assert received + rest == "The quick brown fox jumps over the lazy dog."
         assert LLMCall.all_orgs.get().status == "ok"
 
-    def test_a_client_hanging_up_mid_stream_cancels_the_upstream_call(self, daphne_server, org_key, fake, models):
+    def test_a_client_hanging_up_mid_stream_cancels_the_upstream_call(self, server, org_key, fake, models):
         _, key = org_key
         fake.script("fake-small", {"hold_after": 2})
         body = {"model": "test-small", "messages": MESSAGES, "stream": True}
         headers = {"Authorization": f"Bearer {key.secret}", "X-Crewdesk-Cache": "bypass"}
         with (
-            httpx2.Client(base_url=daphne_server.url, timeout=10) as client,
+            httpx2.Client(base_url=server.url, timeout=10) as client,
             client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response,
         ):
             for line in response.iter_lines():
@@ -146,12 +149,12 @@ class TestTheOfficialSdk:
         trace = Trace.all_orgs.get(pk=call.trace_id)
         assert trace.status == "cancelled" and Span.all_orgs.get(trace=trace).llm_call_id == call.pk
 
-    def test_models_and_errors(self, sdk, daphne_server):
+    def test_models_and_errors(self, sdk, server):
         assert {"test-small", "test-large", "auto"} <= {m.id for m in sdk.models.list()}
         with pytest.raises(openai.BadRequestError) as excinfo:
             sdk.chat.completions.create(model="no-such-model", messages=MESSAGES)
         assert excinfo.value.code == "model_not_found"
-        bad = openai.OpenAI(base_url=f"{daphne_server.url}/v1", api_key="cdk_live_AAAAAAAA_" + "x" * 43, max_retries=0)
+        bad = openai.OpenAI(base_url=f"{server.url}/v1", api_key="cdk_live_AAAAAAAA_" + "x" * 43, max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             bad.models.list()
 
