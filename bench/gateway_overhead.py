@@ -3,9 +3,12 @@
 Three sides get the same non-streaming chat request, pointed at the same fake OpenAI-compatible upstream:
 
 - **direct**: the fake upstream itself (saas.llm.fake_upstream, bounded state);
-- **crewdesk**: `/v1/chat/completions` on a real daphne (`python -m saas.core.http_server`, as `make run`), on the
-  bench stack's real PostgreSQL and Valkey, DEBUG off: API-key auth, rate limits, routing, PII masking, breaker,
-  quota, ledger row. The cache is bypassed (`X-Crewdesk-Cache: bypass`): every call goes upstream;
+- **crewdesk**: `/v1/chat/completions` on Crewdesk's API server (`python -m saas.core.api_server`: uvicorn, as
+  `make run` starts it for developers' clients), on the bench stack's real PostgreSQL and Valkey, DEBUG off:
+  API-key auth, rate limits, routing, PII masking, breaker, quota, ledger row. The cache is bypassed
+  (`X-Crewdesk-Cache: bypass`): every call goes upstream;
+- **crewdesk-daphne** (with --daphne-side): the same application on daphne (`python -m saas.core.http_server`),
+  which serves the browser and websockets;
 - **crewdesk-sync** (with --sync-side): the same, with `/v1` served by Django's synchronous views
   (LLM_ASYNC_GATEWAY=false) instead of the async path (saas/llm/asgi.py);
 - **litellm**: LiteLLM proxy (`litellm[proxy]` from PyPI, installed on first use into bench/.venv-litellm, never the
@@ -19,6 +22,7 @@ from /proc before and after each slice, divided by the calls answered in it), an
 the LLMCall ledger rows of the bench's API key are counted before and after: every call must have its row.
 
     python bench/gateway_overhead.py [--rounds 3] [--seconds 3] [--clients 1,8,32,64] [--no-litellm] [--sync-side]
+                                     [--daphne-side]
                                      [--profile 20]     # then py-spy on Crewdesk at 8 clients for 20 s
 
 The first run installs LiteLLM (a few minutes); BENCH_LITELLM_REQUIREMENT picks another version. Run it at nice 0
@@ -196,6 +200,12 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
             Side("crewdesk", crewdesk, crewdesk.url + "/v1/chat/completions", fixture["model"],
                  {"Authorization": f"Bearer {fixture['key'].secret}", "X-Crewdesk-Cache": "bypass"}),
         ]  # fmt: skip
+        if args.daphne_side:  # the same application on daphne
+            (workdir / "daphne").mkdir()
+            crewdesk_daphne = start_crewdesk(workdir / "daphne", upstream, "daphne")
+            servers.append(crewdesk_daphne)
+            sides.append(Side("crewdesk-daphne", crewdesk_daphne, crewdesk_daphne.url + "/v1/chat/completions",
+                              fixture["model"], sides[1].headers))  # fmt: skip
         if args.sync_side:  # the same Crewdesk with /v1 on Django's synchronous views (LLM_ASYNC_GATEWAY=false)
             (workdir / "sync").mkdir()
             crewdesk_sync = start_crewdesk(workdir / "sync", upstream, LLM_ASYNC_GATEWAY="false")
@@ -265,6 +275,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per side, concurrency and round")
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64])
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--daphne-side", action="store_true", help="also Crewdesk on daphne instead of uvicorn")
     parser.add_argument(
         "--sync-side",
         action="store_true",

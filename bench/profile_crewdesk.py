@@ -1,4 +1,4 @@
-"""Where Crewdesk's CPU per gateway call goes: py-spy samples of the daphne process under load, per step.
+"""Where Crewdesk's CPU per gateway call goes: py-spy samples of the server process under load, per step.
 
 py-spy (installed on first use into bench/.venv-tools, never the project's venv) samples the server's Python
 stacks from outside, without changing the server, only while a thread holds the GIL (`--gil`: CPU, not waiting).
@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 TOOLS_VENV = Path(__file__).resolve().parent / ".venv-tools"
-OUR_CODE = re.compile(r"(?:^|/)(saas|accounts|billing|agents|documents|analytics)/(?!core/http_server)[\w/]+\.py")
+OUR_CODE = re.compile(
+    r"(?:^|/)(saas|accounts|billing|agents|documents|analytics)/(?!core/(?:http|api)_server)[\w/]+\.py"
+)
 
 
 def _under(*packages: str) -> re.Pattern[str]:
@@ -36,6 +38,7 @@ def _under(*packages: str) -> re.Pattern[str]:
 
 COMPONENTS = [  # first match on the innermost frame's file wins
     ("Twisted / daphne (HTTP server)", _under("twisted", "daphne", "autobahn", "txaio", "zope")),
+    ("uvicorn / httptools (API server)", _under("uvicorn", "httptools")),
     ("asyncio event loop", _under("asyncio", "selectors", "concurrent/futures", "uvloop")),
     ("threads (asgiref sync_to_async, locks)", _under("asgiref", "threading", "queue")),
     ("Channels", _under("channels")),

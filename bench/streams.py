@@ -4,11 +4,13 @@ Three sides, each with `--streams` (default 1,000) concurrent streams, first ope
 ramped in at `--rate` per second (default 50/s):
 
 - **direct SSE**: `POST /v1/chat/completions` with `stream: true` straight to the fake upstream;
-- **crewdesk SSE**: the same request on Crewdesk's `/v1/chat/completions` (API key, real daphne as `make run`,
-  real PostgreSQL and Valkey, DEBUG off), one alias routed to the same fake upstream, cache bypassed;
-- **crewdesk websocket chat**: the browser chat, `/ws/chat/<conversation>/`, signed in with a session cookie and
-  the page's Origin like a browser, one conversation per socket, the frame `{"type": "ask", "content": ...}`;
-  the first token is the first `delta` event.
+- **crewdesk SSE**: the same request on Crewdesk's `/v1/chat/completions` (API key, on the API server, uvicorn, as
+  `make run` starts it; real PostgreSQL and Valkey, DEBUG off), one alias routed to the same fake upstream, cache
+  bypassed;
+- **SSE on daphne** (`--sides ...,sse-daphne`): the same request on daphne, which serves the browser;
+- **crewdesk websocket chat**: the browser chat on daphne, `/ws/chat/<conversation>/`, signed in with a session
+  cookie and the page's Origin like a browser, one conversation per socket, the frame
+  `{"type": "ask", "content": ...}`; the first token is the first `delta` event.
 
 The fake upstream answers after `--first-byte` seconds (default 1.0: the floor of every time to first token) and
 then streams its reply slowly enough that every stream of a phase is still open when the last one starts
@@ -17,7 +19,7 @@ connect. Printed per side and phase: errors by kind, TTFT p50/p95 (and p95 again
 open at once, and the server's peak threads and RSS (sampled from /proc every 0.25 s); Crewdesk's LLMCall rows
 are counted against the streams sent. Phases run in turn (direct, crewdesk SSE, websocket; burst, then ramp).
 
-    python bench/streams.py [--streams 1000] [--rate 50] [--sides direct,sse,ws] [--modes burst,ramp]
+    python bench/streams.py [--streams 1000] [--rate 50] [--sides direct,sse,ws,sse-daphne] [--modes burst,ramp]
                             [--web-processes 1]
 
 The bench raises its open-file limit (inherited by the servers it starts) to what the streams need.
@@ -191,8 +193,13 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
     servers = [upstream]
     phases: list[Phase] = []
     try:
-        crewdesk = start_crewdesk(workdir, upstream, WEB_PROCESSES=str(args.web_processes))
-        servers.append(crewdesk)
+        # SSE on the API server (uvicorn), websockets on daphne: as `make run` serves them.
+        processes = str(args.web_processes)
+        (workdir / "api").mkdir()
+        (workdir / "web").mkdir()
+        crewdesk = start_crewdesk(workdir / "api", upstream, "api", API_PROCESSES=processes)
+        web = start_crewdesk(workdir / "web", upstream, "daphne", WEB_PROCESSES=processes)
+        servers += [crewdesk, web]
         post_json(upstream.url + "/_config", {"latency": args.first_byte, "token_rate": REPLY_WORDS / args.stream_seconds,
                                           "reply": " ".join(["word"] * REPLY_WORDS)})  # fmt: skip
         limits = httpx.Limits(max_connections=args.streams + 16, max_keepalive_connections=args.streams + 16)
@@ -200,7 +207,7 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
         direct = httpx.AsyncClient(limits=limits, timeout=timeout, headers={"Authorization": "Bearer sk-bench"})
         gateway = httpx.AsyncClient(limits=limits, timeout=timeout, headers={
             "Authorization": f"Bearer {fixture['key'].secret}", "X-Crewdesk-Cache": "bypass"})  # fmt: skip
-        ws_base = crewdesk.url.replace("http://", "ws://") + "/ws/chat/"
+        ws_base = web.url.replace("http://", "ws://") + "/ws/chat/"
         for mode in args.modes:
             for side in args.sides:
                 phase = Phase(side, mode)
@@ -210,25 +217,25 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
                     url = upstream.url + "/v1/chat/completions"
                     starts = [partial(sse_stream, direct, url, "fake-small", phase, args.timeout)] * n
                     server = upstream
-                elif side == "sse":
-                    url = crewdesk.url + "/v1/chat/completions"
+                elif side in ("sse", "sse-daphne"):
+                    server = crewdesk if side == "sse" else web
+                    url = server.url + "/v1/chat/completions"
                     starts = [partial(sse_stream, gateway, url, fixture["model"], phase, args.timeout)] * n
-                    server = crewdesk
                 else:
                     ids = await asyncio.to_thread(chat_conversations, fixture, n)
-                    starts = [partial(ws_chat, f"{ws_base}{cid}/", crewdesk.url, fixture["cookie"], fixture["model"],
+                    starts = [partial(ws_chat, f"{ws_base}{cid}/", web.url, fixture["cookie"], fixture["model"],
                                       phase, args.timeout) for cid in ids]  # fmt: skip
-                    server = crewdesk
-                who = {"sse": fixture["key"].api_key, "ws": None}.get(side)
+                    server = web
+                who = None if side == "ws" else fixture["key"].api_key
                 before = await asyncio.to_thread(ledger_rows, who, fixture["user"] if side == "ws" else None)
                 print(f"  {mode}: {side} x {n} ...", flush=True)
                 # Crewdesk's rows (/v1 calls and chat answers) go through the ledger stream, as under `make run`,
                 # where the worker's drain task writes them.
-                writer = LedgerWriter().start() if side in ("sse", "ws") else None
+                writer = LedgerWriter().start() if side != "direct" else None
                 await run_phase(phase, server, starts, args.rate)
                 if writer is not None:
                     await asyncio.to_thread(writer.stop)
-                if side in ("sse", "ws"):
+                if side != "direct":
                     rows = 0
                     for _ in range(40):
                         rows = await asyncio.to_thread(ledger_rows, who, fixture["user"] if side == "ws" else None)
@@ -247,12 +254,14 @@ async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str,
 
 
 def print_table(phases: list[Phase], args: argparse.Namespace) -> None:
-    label = {"direct": "direct SSE", "sse": "crewdesk SSE", "ws": "crewdesk ws chat"}
+    label = {"direct": "direct SSE", "sse": "crewdesk SSE", "sse-daphne": "SSE on daphne", "ws": "crewdesk ws chat"}
     width = 18
     print(f"\nStreams: {args.streams} per side and phase; upstream first byte after {args.first_byte:g} s, then "
           f"{REPLY_WORDS} tokens over {args.stream_seconds:g} s; burst = all at once, ramp = {args.rate:g}/s")  # fmt: skip
-    print(f"machine: {psutil.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at the end; Crewdesk on "
-          f"{args.web_processes} daphne process{'es' if args.web_processes > 1 else ''}")  # fmt: skip
+    plural = "es" if args.web_processes > 1 else ""
+    print(f"machine: {psutil.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at the end; Crewdesk's SSE on "
+          f"{args.web_processes} API server (uvicorn) process{plural}, websockets on {args.web_processes} daphne "
+          f"process{plural}")  # fmt: skip
     for mode in args.modes:
         row_phases = [p for p in phases if p.mode == mode]
         direct = next((p for p in row_phases if p.side == "direct"), None)
@@ -283,8 +292,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--web-processes", type=int, default=1,
-                        help="Crewdesk's daphne processes (1: one process per side, as every bench; `make run` starts "
-                             "one per core); threads, RSS and CPU are summed over them")  # fmt: skip
+                        help="Crewdesk's processes of each server, API (uvicorn) and daphne (1: one process per side, "
+                             "as every bench; `make run` starts one per core); threads, RSS and CPU are summed over "
+                             "them")  # fmt: skip
     parser.add_argument("--rate", type=float, default=50.0, help="streams started per second when ramped")
     parser.add_argument("--first-byte", type=float, default=1.0)
     parser.add_argument("--stream-seconds", type=float, default=25.0)

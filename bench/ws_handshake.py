@@ -88,7 +88,7 @@ def _summary(raw: Path, cpu_ms: float) -> None:
 
 async def main_async(args: argparse.Namespace, workdir: Path, fixture: dict[str, Any]) -> None:
     upstream = start_fake_upstream(workdir)
-    crewdesk = start_crewdesk(workdir, upstream)
+    crewdesk = start_crewdesk(workdir, upstream, "daphne")  # websockets are daphne's
     try:
         ws_base = crewdesk.url.replace("http://", "ws://") + "/ws/chat/"
         warm = await asyncio.to_thread(chat_conversations, fixture, 32)

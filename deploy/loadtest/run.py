@@ -67,6 +67,8 @@ class Sampler(threading.Thread):
         line = " ".join(process.cmdline())
         if "saas.core.http_server" in line:
             return "web (daphne)"
+        if "saas.core.api_server" in line:
+            return "api (uvicorn)"
         if " worker" in line and "celery" in line:
             return "worker (all queues)"
         if " beat" in line and "celery" in line:

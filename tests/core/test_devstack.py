@@ -1,4 +1,5 @@
-"""`make run` end to end: a fresh data dir, the embedded servers, migrate, demo login, daphne + worker + beat,
+"""`make run` end to end: a fresh data dir, the embedded servers, migrate, demo login, daphne + the API server +
+worker + beat,
 /readyz at 200, then SIGINT (what Ctrl-C sends) leaves no process behind, and a second run reuses the data."""
 
 import json
@@ -18,9 +19,9 @@ from tests.conftest import BASE_DIR, free_port
 pytestmark = pytest.mark.live
 
 
-def _start(data_dir, port):
+def _start(data_dir, port, api_port):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-    env.update(CREWDESK_DATA_DIR=str(data_dir), PORT=str(port), PYTHONUNBUFFERED="1")
+    env.update(CREWDESK_DATA_DIR=str(data_dir), PORT=str(port), API_PORT=str(api_port), PYTHONUNBUFFERED="1")
     log = (data_dir.parent / f"run-{port}.log").open("w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "saas.devstack", "run"],
@@ -75,26 +76,29 @@ def _interrupt_and_wait(process, log):
 
 def test_make_run_serves_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path):
     data_dir = tmp_path / "devdata"
-    port = free_port()
+    port, api_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
 
-    process, log = _start(data_dir, port)
+    process, log = _start(data_dir, port, api_port)
     try:
         body = _wait_ready(url, process, log)
         assert body["status"] == "ok", body
         assert all(body["components"][c]["ok"] for c in ("database", "pgvector", "migrations", "redis", "celery"))
+        # The API server answers for developers' clients, on its own port.
+        assert _wait_ready(f"http://127.0.0.1:{api_port}", process, log)["status"] == "ok"
     finally:
         _interrupt_and_wait(process, log)
     first_output = _output(log)
     assert "Demo login (shown once): demo@crewdesk.local / " in first_output
-    for prefix in ("web ", "worker ", "beat "):
+    assert f"API for your clients: http://127.0.0.1:{api_port}/v1" in first_output
+    for prefix in ("web ", "api ", "worker ", "beat "):
         assert any(line[9:].startswith(prefix) for line in first_output.splitlines()), prefix
     time.sleep(1)
     assert _processes_using(data_dir) == []
     assert not (data_dir / "services.env").exists()
 
     # A second run finds the same database: the demo user exists, so no new password is printed.
-    process, log = _start(data_dir, port)
+    process, log = _start(data_dir, port, api_port)
     try:
         assert _wait_ready(url, process, log)["status"] == "ok"
     finally:
