@@ -34,7 +34,7 @@ RUN SECRET_KEY=collectstatic-only-build-time-key-000000000000000000000000 \
 RUN python -m saas.llm.embeddings
 # Numeric, so Kubernetes' runAsNonRoot can verify it (deploy/k8s runs as 10001:10001 with a read-only root).
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
 # daphne in WEB_PROCESSES processes on the one port (default: the cores the container may use, its CPU limit included).

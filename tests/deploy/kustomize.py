@@ -4,6 +4,7 @@ namespace, labels without selectors, images, JSON 6902 patches with a target, `$
 two to the same output wherever a binary is there, so the fallback cannot drift from kustomize's meaning."""
 
 import copy
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,8 +40,10 @@ def _kustomization(directory: Path) -> Resource:
 
 
 def _matches(resource: Resource, target: Resource) -> bool:
+    """kustomize reads a target's name as a regular expression matching the whole name."""
     meta = resource["metadata"]
-    return (target.get("kind") in (None, resource["kind"])) and (target.get("name") in (None, meta["name"]))
+    name = target.get("name")
+    return (target.get("kind") in (None, resource["kind"])) and (name is None or bool(re.fullmatch(name, meta["name"])))
 
 
 def _pointer(path: str) -> list[str]:

@@ -84,10 +84,11 @@ def test_the_dockerfile_user_is_the_manifests_user():
     assert "useradd --system --uid 10001" in dockerfile
 
 
-def test_web_has_probes_on_readyz_and_healthz_a_pdb_and_a_cpu_hpa(rendered):
+@pytest.mark.parametrize("tier", ["web", "api"])
+def test_web_and_api_have_probes_on_readyz_and_healthz_a_pdb_and_a_cpu_hpa(rendered, tier):
     for target in TARGETS:
         resources = rendered[target]
-        web = _by_kind(resources, "Deployment")["crewdesk-web"]
+        web = _by_kind(resources, "Deployment")[f"crewdesk-{tier}"]
         container = web["spec"]["template"]["spec"]["containers"][0]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -96,12 +97,12 @@ def test_web_has_probes_on_readyz_and_healthz_a_pdb_and_a_cpu_hpa(rendered):
         assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
         assert "$(POD_IP)" in env["ALLOWED_HOSTS"]["value"]
         assert list(env).index("POD_IP") < list(env).index("ALLOWED_HOSTS")  # $(VAR) needs it defined first
-        pdb = _by_kind(resources, "PodDisruptionBudget")["crewdesk-web"]
+        pdb = _by_kind(resources, "PodDisruptionBudget")[f"crewdesk-{tier}"]
         assert pdb["spec"]["selector"]["matchLabels"] == web["spec"]["selector"]["matchLabels"]
-        hpa = _by_kind(resources, "HorizontalPodAutoscaler")["crewdesk-web"]
+        hpa = _by_kind(resources, "HorizontalPodAutoscaler")[f"crewdesk-{tier}"]
         assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-        assert hpa["spec"]["scaleTargetRef"]["name"] == "crewdesk-web"
-        service = _by_kind(resources, "Service")["crewdesk-web"]
+        assert hpa["spec"]["scaleTargetRef"]["name"] == f"crewdesk-{tier}"
+        service = _by_kind(resources, "Service")[f"crewdesk-{tier}"]
         assert service["spec"]["selector"] == web["spec"]["selector"]["matchLabels"]
         assert service["spec"]["sessionAffinity"] == "None"  # sticky-free
 
@@ -111,8 +112,9 @@ def test_the_ingress_carries_websockets_to_the_web_service(rendered):
     annotations = ingress["metadata"]["annotations"]
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600  # quiet sockets stay open
     assert not annotations.get("nginx.ingress.kubernetes.io/affinity")
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == "crewdesk-web"
+    backends = {p["path"]: p["backend"]["service"]["name"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+    # Pages and websockets to daphne; the API to the API server (the longest prefix wins).
+    assert backends == {"/": "crewdesk-web", "/v1": "crewdesk-api", "/api": "crewdesk-api"}
 
 
 def _worker_queues(resources: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -213,13 +215,16 @@ def test_the_same_image_runs_everywhere(rendered):
         assert images == {expected}
 
 
-def test_network_policies_deny_by_default_and_open_the_web_port_only(rendered):
+def test_network_policies_deny_by_default_and_open_the_web_and_api_ports_only(rendered):
     policies = _by_kind(rendered["production"], "NetworkPolicy")
     deny = policies["crewdesk-default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
     ingress_rules = [p for p in policies.values() if "ingress" in p["spec"]]
-    assert [p["metadata"]["name"] for p in ingress_rules] == ["crewdesk-web-ingress"]
-    assert ingress_rules[0]["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+    ports = {p["metadata"]["name"]: p["spec"]["ingress"][0]["ports"] for p in ingress_rules}
+    assert ports == {"crewdesk-web-ingress": [{"protocol": "TCP", "port": 8000}],
+                     "crewdesk-api-ingress": [{"protocol": "TCP", "port": 8001}]}  # fmt: skip
+    deployments = _by_kind(rendered["production"], "Deployment")
+    assert deployments["crewdesk-api"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 8001
 
 
 def test_configmap_values_are_strings_and_name_no_secret(rendered):
