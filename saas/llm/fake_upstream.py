@@ -14,6 +14,7 @@ behaviour per request for that model; when the queue is empty, requests succeed.
     {"disconnect_after": 2}                 close the stream after N content chunks, without [DONE]
     {"hold_after": 1}                       pause the stream after N content chunks until `POST /_release`
                                             (at most 30 s): lets a test look at a stream in mid-flight
+    {"end_after": 0.2}                      end a stream's body this long after its [DONE] (kept alive)
     {"reply": "text"}                       answer this text
     {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}
                                             call tools (function calling; `arguments` may be a raw string)
@@ -213,7 +214,7 @@ class Handler(FakeHandler):
                     "usage": usage,
                 },
             )  # fmt: skip
-        self.start_sse()
+        self.start_sse(chunked=True)
 
         def chunk(delta: dict[str, Any], finish: str | None = None, with_usage: bool = False) -> bytes:
             payload: dict[str, Any] = {
@@ -264,10 +265,12 @@ class Handler(FakeHandler):
             if (body.get("stream_options") or {}).get("include_usage"):
                 self.wfile.write(chunk({}, with_usage=True))
             self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
+            if step.get("end_after"):
+                self.wfile.flush()
+                time.sleep(float(step["end_after"]))
+            self.finish_sse()  # the connection stays for the client's next request, as OpenAI's does
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client went away (a cancelled stream)
-        self.close_connection = True
+            self.close_connection = True  # the client went away (a cancelled stream)
 
     def _embeddings(self, body: dict[str, Any]) -> None:
         time.sleep(self.server.state.latency)

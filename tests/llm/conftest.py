@@ -39,6 +39,11 @@ class FakeControl:
         with urllib.request.urlopen(self.root + "/_requests", timeout=5) as response:  # noqa: S310
             return json.load(response)
 
+    def stats(self) -> dict:
+        """The fake's counters (each call here opens a connection of its own, counted in connections_made)."""
+        with urllib.request.urlopen(self.root + "/_stats", timeout=5) as response:  # noqa: S310
+            return json.load(response)
+
 
 @pytest.fixture
 def fake(fake_server, settings):

@@ -127,6 +127,20 @@ class TestTheOfficialSdk:
         assert received + rest == "The quick brown fox jumps over the lazy dog."
         assert LLMCall.all_orgs.get().status == "ok"
 
+    def test_streams_give_their_upstream_connection_back_for_the_next_call(self, sdk, fake):
+        """The fake streams as OpenAI's API does (chunked, kept alive): each stream is read to its end (here the
+        body's end comes 0.2 s after [DONE]), so the next call reuses the connection instead of opening one (TCP,
+        and TLS to a real provider) per stream."""
+        sdk.chat.completions.create(model="test-small", messages=MESSAGES)  # the server's pool holds a connection
+        fake.script("fake-small", *[{"end_after": 0.2}] * 3)  # the body's last chunk lags the [DONE]
+        before = fake.stats()["connections_made"]
+        for _ in range(3):
+            stream = sdk.chat.completions.create(model="test-small", messages=MESSAGES, stream=True,
+                                                 extra_headers={"X-Crewdesk-Cache": "bypass"})  # fmt: skip
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).endswith("lazy dog.")
+        opened = fake.stats()["connections_made"] - before - 1  # this stats request's own connection left out
+        assert opened == 0
+
     def test_a_client_hanging_up_mid_stream_cancels_the_upstream_call(self, server, org_key, fake, models):
         _, key = org_key
         fake.script("fake-small", {"hold_after": 2})

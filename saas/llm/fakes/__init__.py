@@ -39,6 +39,7 @@ class FakeState:
             raise ValueError("max_requests must be at least 1")
         self.requests: deque[dict[str, Any]] = deque(maxlen=limit)
         self.requests_seen = 0  # every request received since the last reset, kept or not
+        self.connections_made = 0  # TCP connections clients opened since the last reset (keep-alive shows here)
 
     def next_step(self, model: str) -> dict[str, Any]:
         with self.lock:
@@ -53,7 +54,7 @@ class FakeState:
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {"requests_seen": self.requests_seen, "requests_kept": len(self.requests),
-                    "max_requests": self.requests.maxlen}  # fmt: skip
+                    "max_requests": self.requests.maxlen, "connections_made": self.connections_made}  # fmt: skip
 
     def reset(self) -> None:
         """Back to how it started (a subclass resets its own knobs too)."""
@@ -61,6 +62,7 @@ class FakeState:
             self.scripts.clear()
             self.requests.clear()
             self.requests_seen = 0
+            self.connections_made = 0
 
 
 def words(text: str) -> list[str]:
@@ -72,6 +74,25 @@ def echo(text: Any) -> str:
     return text[len("echo:") :].strip() if isinstance(text, str) and text.startswith("echo:") else DEFAULT_REPLY
 
 
+class _ChunkedWriter:
+    """A response body in chunked transfer encoding: each write one chunk."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.raw.write(b"%x\r\n%s\r\n" % (len(data), data))
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def finish(self) -> None:
+        self.raw.write(b"0\r\n\r\n")
+        self.raw.flush()
+
+
 class FakeHandler(BaseHTTPRequestHandler):
     """JSON and SSE plumbing and the scripting routes; subclasses answer `route(method, path, body)`."""
 
@@ -81,6 +102,12 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        state = self.server.state
+        with state.lock:
+            state.connections_made += 1
 
     def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -95,13 +122,26 @@ class FakeHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def start_sse(self) -> None:
+    def start_sse(self, *, chunked: bool = False) -> None:
+        """An event stream's head. Without `chunked` the body ends when the connection closes; with it, the
+        events go out in chunked transfer encoding and the connection stays open for the client's next request
+        once finish_sse() ended the body (as OpenAI's API streams); a stream cut short closes it instead."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
+        self.send_header("Transfer-Encoding" if chunked else "Connection", "chunked" if chunked else "close")
         self.end_headers()
         self.close_connection = True
+        if chunked:
+            self.wfile = _ChunkedWriter(self.wfile)  # type: ignore[assignment]
+
+    def finish_sse(self) -> None:
+        """The end of a chunked event stream: the last chunk, and the connection kept for the next request."""
+        writer = self.wfile
+        if isinstance(writer, _ChunkedWriter):
+            writer.finish()
+            self.wfile = writer.raw
+            self.close_connection = False
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)

@@ -4,6 +4,7 @@ versions) and every OpenAI-compatible server (Ollama, vLLM, LM Studio, llama.cpp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.cookiejar
 import weakref
 from collections.abc import AsyncGenerator, Generator, Iterator
@@ -355,6 +356,7 @@ class OpenAIProvider:
                     else:
                         continue
                     break  # [DONE]
+                await _read_to_the_end(raw)
         except (GeneratorExit, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -408,3 +410,18 @@ class OpenAIProvider:
                 ToolCall(c["id"] or new_call_id(), c["name"], c["arguments"]) for _, c in sorted(calls.items())
             ],
         )
+
+
+STREAM_END_SECONDS = 0.5  # how long the end of a body may lag its [DONE] (the answer waits for it)
+
+
+async def _read_to_the_end(raw: Any) -> None:
+    """The rest of a stream's body after its [DONE] (the last chunk of its chunked encoding, usually already
+    here): a response read to its end gives its keep-alive connection back to the pool, where one released
+    unread would be closed, and the next call would pay for a new connection (TCP, and TLS to a real provider).
+    An upstream that keeps the body open after [DONE] costs its connection, not the call."""
+    if raw.content.at_eof():
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(STREAM_END_SECONDS):
+            await raw.content.read()
