@@ -25,7 +25,7 @@ import httpx
 import psutil
 import step_cpu
 from profile_crewdesk import print_summary, py_spy
-from servers import crewdesk_fixture, ledger_rows, start_crewdesk, start_fake_upstream
+from servers import crewdesk_fixture, ledger_rows, post_json, start_crewdesk, start_fake_upstream
 from stack import bench_stack
 
 MESSAGES = [{"role": "user", "content": "Summarise the quarterly report for the team, please."}]
@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--kind", default="chat")
+    parser.add_argument("--reply-words", type=int, default=0, help="the fake's answer in N words (default: its own)")
     parser.add_argument("--watch", action="store_true")
     parser.add_argument("--paths", default="async", help="async, sync or both in turn (async,sync)")
     parser.add_argument("--servers", default="api", help="api (uvicorn), daphne, or both in turn (api,daphne)")
@@ -173,6 +174,8 @@ def main() -> None:
         fixture = crewdesk_fixture()
         headers = {"Authorization": f"Bearer {fixture['key'].secret}", "X-Crewdesk-Cache": "bypass"}
         upstream = start_fake_upstream(workdir)
+        if args.reply_words:  # longer answers: a stream's per-chunk cost shows
+            post_json(upstream.url + "/_config", {"reply": " ".join(["word"] * args.reply_words)})
         try:
             while True:
                 sides = [(path, kind) for path in args.paths.split(",") for kind in args.servers.split(",")]

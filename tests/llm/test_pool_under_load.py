@@ -1,11 +1,11 @@
 """Under load (#19): no request holds a database connection while it waits on a model.
 
-A real daphne (the project's server, `python -m saas.core.http_server`) with the connection pool at its
-default size, the real PostgreSQL, and the fake upstream answering slowly: 100 concurrent 5-second calls and
-100 concurrent streams, every one on a fresh API key (the key is not in the server's memory: it is read from the
-database, and its first use is written back), must all be answered. Before the fix, each of them kept its pooled
-connection for the whole upstream call, and everything past the pool's ten waited DATABASE_POOL_TIMEOUT and
-got a 500.
+A real API server (`python -m saas.core.api_server`, uvicorn: where developers' clients send /v1 calls) with the
+connection pool at its default size, the real PostgreSQL, and the fake upstream answering slowly: 100 concurrent
+5-second calls and 100 concurrent streams, every one on a fresh API key (the key is not in the server's memory:
+it is read from the database, and its first use is written back), must all be answered. Before the fix, each of
+them kept its pooled connection for the whole upstream call, and everything past the pool's ten waited
+DATABASE_POOL_TIMEOUT and got a 500.
 """
 
 import asyncio
@@ -118,7 +118,7 @@ def test_slow_model_calls_and_streams_on_fresh_keys_never_wait_for_a_database_co
     fake.config(token_rate=2)
     # Its own server process: nothing else shares its pool, and no key is in its memory yet. The pool is at
     # its default size (DATABASE_POOL_MAX is not set for it).
-    with running_daphne(tmp_path, fake_server, LLM_MAX_RETRIES="0") as server:
+    with running_daphne(tmp_path, fake_server, server_kind="api", LLM_MAX_RETRIES="0") as server:
         # A thread of its own: in the full suite the browser tests' event loop may be running in this one.
         with ThreadPoolExecutor(1) as pool:
             calls, streams = pool.submit(asyncio.run, _load(server.url, secrets[:CALLS], secrets[CALLS:])).result()
