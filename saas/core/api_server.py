@@ -19,8 +19,8 @@ The limits are daphne's (saas.core.http_server), enforced where the bytes arrive
 - request line and headers over HEAD_MAX_BYTES (Twisted's limit under daphne) get 431; a request httptools
   cannot parse gets 400.
 After such an answer the connection reads no further request: what the client still sends is read and dropped for
-a few seconds (so that it sees the answer instead of a reset), then the connection is closed. An idle
-keep-alive connection is closed after KEEP_ALIVE_SECONDS.
+a few seconds (so that it sees the answer instead of a reset), then the connection is closed. A connection
+that waits for its next request, or has not sent its first, is closed after HTTP_KEEP_ALIVE_TIMEOUT seconds.
 
 Several processes (API_PROCESSES, default: the cores this process may use) share the port as daphne's do
 (SO_REUSEPORT, the same supervisor: saas.core.http_server.Supervisor).
@@ -54,7 +54,6 @@ from saas.core.http_server import (
 PROCESSES_ENV = "API_PROCESSES"
 DEFAULT_PORT = 8001
 HEAD_MAX_BYTES = 16 * 1024  # request line and headers: Twisted's totalHeadersSize, so both servers take the same
-KEEP_ALIVE_SECONDS = 75  # longer than the usual client pools' idle time and load balancers' (60 s)
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
             431: b"Request Header Fields Too Large"}  # fmt: skip
 
@@ -71,6 +70,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     _body_received = 0
     _receiving: RequestResponseCycle | None = None  # the cycle of the request being received, once it has one
     _before: RequestResponseCycle | None = None  # the connection's previous request, perhaps still being answered
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that never sends a request is closed as an idle kept-alive one is (uvicorn arms that
+        # timer only after a response); the first byte disarms it, and the request deadline takes over.
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -214,7 +219,7 @@ def serve(app: str, host: str, port: int, *, shared_port: bool) -> None:
         app, host=host, port=port, http=LimitedHttpToolsProtocol, loop="uvloop", ws="none", lifespan="off",
         # Client addresses behind proxies are saas.core.client_ip's (TRUSTED_PROXIES), as under daphne.
         proxy_headers=False, server_header=False, access_log=False, log_config=None, backlog=backlog,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=int(STOP_SECONDS),
+        timeout_keep_alive=http_limits.keep_alive_timeout(), timeout_graceful_shutdown=int(STOP_SECONDS),
     )  # fmt: skip
     server = uvicorn.Server(config)
     server.run(sockets=[reuse_port_socket(host, port, backlog)] if shared_port else None)

@@ -44,6 +44,10 @@ def request_timeout() -> float:
     return float(settings.HTTP_REQUEST_TIMEOUT)
 
 
+def keep_alive_timeout() -> int:
+    return int(settings.HTTP_KEEP_ALIVE_TIMEOUT)
+
+
 def listen_backlog() -> int:
     return int(settings.HTTP_LISTEN_BACKLOG)
 

@@ -334,6 +334,9 @@ HTTP_REQUEST_TIMEOUT = env.float("HTTP_REQUEST_TIMEOUT", default=120.0)
 # Connections waiting for daphne to accept them (saas/core/http_server.py; the kernel caps it at somaxconn):
 # Twisted's 50 overflows under a burst of clients while the event loop is busy, and the kernel resets them.
 HTTP_LISTEN_BACKLOG = env.int("HTTP_LISTEN_BACKLOG", default=1024)
+# Seconds the API server (saas/core/api_server.py) keeps a connection that waits for its next request, or for its
+# first: longer than clients' pools (and load balancers, 60 s) keep one idle, so they close it first.
+HTTP_KEEP_ALIVE_TIMEOUT = env.int("HTTP_KEEP_ALIVE_TIMEOUT", default=75)
 
 # --- LLM gateway -------------------------------------------------------------------------------------------
 # Upstreams are OpenAI-compatible servers (OpenAI, vLLM, Ollama, LM Studio, llama.cpp, OpenRouter, ...); the

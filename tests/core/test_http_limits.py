@@ -19,6 +19,7 @@ from tests.conftest import LiveServer, running_daphne
 pytestmark = [pytest.mark.live]
 
 REQUEST_TIMEOUT = 2  # seconds, for this server only: the time a client has to send a whole request
+KEEP_ALIVE = REQUEST_TIMEOUT + 3  # seconds the API server keeps a connection waiting for a request
 WAIT = 30  # how long the tests wait for an answer before calling it a hang
 
 
@@ -26,7 +27,7 @@ WAIT = 30  # how long the tests wait for an answer before calling it a hang
 def server(request, django_db_setup, tmp_path_factory, fake_server) -> Iterator[LiveServer]:
     with running_daphne(
         tmp_path_factory.mktemp("limits"), fake_server, server_kind=request.param,
-        HTTP_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),
+        HTTP_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT), HTTP_KEEP_ALIVE_TIMEOUT=str(KEEP_ALIVE),
     ) as live:  # fmt: skip
         yield live
 
@@ -201,3 +202,12 @@ def test_websockets_are_upgraded_by_daphne_only(server):
         sock.sendall(_head("GET", "/ws/notifications/", *upgrade))
         first = sock.recv(65536)
     assert first.startswith(b"HTTP/1.1 404 " if server.kind == "api" else b"HTTP/1.1 403 Access denied")
+
+
+def test_a_connection_that_never_sends_a_request_is_closed(server):
+    """On the API server, a connection idle for HTTP_KEEP_ALIVE_TIMEOUT (here 5 s) before its first request is
+    closed, as one idle between requests is."""
+    if server.kind != "api":
+        pytest.skip("the API server's keep-alive timer")
+    with _connect(server) as sock:
+        assert _read_all(sock) == b""  # closed by the server (the socket's timeout would fail a hang)
