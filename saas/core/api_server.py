@@ -54,8 +54,6 @@ from saas.core.http_server import (
 PROCESSES_ENV = "API_PROCESSES"
 DEFAULT_PORT = 8001
 HEAD_MAX_BYTES = 16 * 1024  # request line and headers: Twisted's totalHeadersSize, so both servers take the same
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
-            431: b"Request Header Fields Too Large"}  # fmt: skip
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -173,15 +171,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if answered or previous_unfinished:
             self.transport.close()  # an answer is on the wire already: ours cannot follow it
             return
-        body, request_id = http_limits.error_json(code, message, details)
-        head = [
-            b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
-            b"Content-Type: application/json",
-            b"Content-Length: %d" % len(body),
-            b"X-Request-ID: " + request_id.encode(),
-            b"Connection: close",
-        ]
-        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.write(http_limits.refusal(status, code, message, details))
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the answer, then end of stream; the client closes, or the drain timer does
         else:

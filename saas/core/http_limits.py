@@ -69,6 +69,24 @@ def error_json(code: str, message: str, details: dict[str, Any] | None = None) -
     return json.dumps(body).encode(), request_id
 
 
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
+            431: b"Request Header Fields Too Large"}  # fmt: skip
+
+
+def refusal(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+    """A whole HTTP/1.1 response refusing a request before the application saw it (the servers' own answer):
+    the error shape, its request id, and the connection closing."""
+    body, request_id = error_json(code, message, details)
+    head = [
+        b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
+        b"Content-Type: application/json",
+        b"Content-Length: %d" % len(body),
+        b"X-Request-ID: " + request_id.encode(),
+        b"Connection: close",
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
 _server_enforces_limits = False
 
 

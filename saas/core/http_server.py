@@ -47,7 +47,6 @@ from saas.core import http_limits
 
 DRAIN_SECONDS = 5.0  # how long a refused client's remaining bytes are read and dropped before closing
 DRAIN_MAX_BYTES = 1024 * 1024  # ... or how many
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
 
 
 class LimitedHTTPChannel(http.HTTPChannel):
@@ -96,15 +95,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
         self.refused = True
         self._cancel_deadline()
         self.setTimeout(None)
-        body, request_id = http_limits.error_json(code, message, details)
-        head = [
-            b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
-            b"Content-Type: application/json",
-            b"Content-Length: %d" % len(body),
-            b"X-Request-ID: " + request_id.encode(),
-            b"Connection: close",
-        ]
-        transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        transport.write(http_limits.refusal(status, code, message, details))
         self.dataReceived = self._discard  # type: ignore[method-assign]
         lose_write = getattr(transport, "loseWriteConnection", None)
         if lose_write is not None:
