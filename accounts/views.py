@@ -356,7 +356,7 @@ def _keys_page(request: OrgHttpRequest, form: ApiKeyForm, issued: Any) -> HttpRe
     q = search.cleaned_data.get("q", "") if search.is_valid() else ""
     page, query = paginate(request, selectors.api_key_list(org=request.org, search=q), KEYS_PER_PAGE)
     context = {"form": form, "page": page, "query": query, "q": q, "issued": issued, "rotate_form": RotateForm(),
-               "has_keys": bool(q) or page.paginator.count > 0}  # fmt: skip
+               "has_keys": bool(q) or page.paginator.count > 0, "api_url": settings.API_URL}  # fmt: skip
     return render(request, "accounts/api_keys.html", context)
 
 

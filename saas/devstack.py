@@ -203,6 +203,7 @@ def run() -> int:
     root.mkdir(parents=True, exist_ok=True)
     with services_process() as urls:
         env = {**os.environ, **urls, "PYTHONUNBUFFERED": "1"}
+        env.setdefault("API_URL", f"http://{host}:{api_port}")  # what the API keys page shows clients
         env.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings.local")
         env.setdefault("CELERY_BEAT_SCHEDULE_FILENAME", str(root / "celerybeat-schedule"))
         _manage(env, "migrate", "--noinput")

@@ -27,6 +27,9 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Where API clients reach the API (shown beside keys): the API server's address (`make run`: port 8001); behind
+# an Ingress that sends /v1 and /api to it on the site's host (deploy/k8s), the site's URL.
+API_URL = env.str("API_URL", default=SITE_URL).rstrip("/")
 # Days a data export (accounts/exports.py) can be downloaded before its file is deleted; an org may keep less.
 DATA_EXPORT_KEEP_DAYS = env.int("DATA_EXPORT_KEEP_DAYS", default=7)
 

@@ -1,5 +1,6 @@
 import hashlib
 import io
+import secrets
 from datetime import timedelta
 
 import httpx2
@@ -262,3 +263,13 @@ def test_a_keys_steady_traffic_from_one_network_is_counted_once_a_minute(org, se
     assert not get_redis().exists(networks)  # no round trip for it
     assert client.get("/api/v1/me", REMOTE_ADDR="203.0.113.9").status_code == 200  # a new network is counted
     assert get_redis().smembers(networks) == {"203.0.113.0/24"}
+
+
+def test_the_keys_page_says_where_clients_reach_the_api(client, org, make_member, settings):
+    """API_URL: the API server's address (make run: port 8001), on the page and with a new key."""
+    settings.API_URL = "https://api.crewdesk.example"
+    client.force_login(make_member(org, role="owner").user)
+    page = client.get(f"/o/{org.slug}/keys/").content.decode()
+    assert "https://api.crewdesk.example/api/v1/" in page and "https://api.crewdesk.example/v1" in page
+    created = client.post(f"/o/{org.slug}/keys/", {"name": "ci", "scopes": ["read"], "nonce": secrets.token_hex(8)})
+    assert 'data-testid="api-url">https://api.crewdesk.example/api/v1/<' in created.content.decode()

@@ -102,13 +102,15 @@ def test_sign_up_invite_accept_create_key_and_call_the_api(browser, daphne_serve
     page.click("text=Create key")
     key = page.inner_text("[data-testid=new-key]").strip()
     assert key.startswith("cdk_live_")
+    api = page.inner_text("[data-testid=api-url]").strip()  # where the page says the API is
+    assert api == f"{server.url}/api/v1/"
     screenshot(page, "05-key-created")
     page.reload()  # re-posts the form: must neither create a second key nor show the secret again
     assert key not in page.content()
     assert "already created" in page.inner_text(".messages")
     assert page.locator("tbody tr").count() == 1
 
-    request = urllib.request.Request(f"{server.url}/api/v1/me", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
+    request = urllib.request.Request(f"{api}me", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         me = json.load(response)
     assert me["org"]["slug"] == org_slug
