@@ -33,7 +33,7 @@ from accounts.models import (
     User,
 )
 from accounts.permissions import ADMIN, OWNER, Principal
-from saas.core import events
+from saas.core import events, on_loop
 from saas.core.errors import ApplicationError, Conflict, NotFound, PermissionDenied
 from saas.core.memo import Memo
 from saas.core.memo import register as register_memo
@@ -501,7 +501,7 @@ def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey:
     kept = key_memo.current()
     api_key = kept.get(hashed)
     if api_key is None:
-        api_key = ApiKey.all_orgs.select_related("organization").filter(secret_hash=hashed).first()
+        api_key = on_loop.blocking(ApiKey.all_orgs.select_related("organization").filter(secret_hash=hashed).first)
         if api_key is not None and len(kept) < MAX_KEYS_KEPT:
             kept[hashed] = api_key
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, hashed):
@@ -513,7 +513,7 @@ def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey:
         raise KeyRejected("This API key has expired.", code="key_expired")
     stale = api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_PRECISION
     if stale or api_key.last_used_ip != ip:
-        ApiKey.all_orgs.filter(pk=api_key.pk).update(last_used_at=now, last_used_ip=ip)
+        on_loop.blocking(ApiKey.all_orgs.filter(pk=api_key.pk).update, last_used_at=now, last_used_ip=ip)
         api_key.last_used_at, api_key.last_used_ip = now, ip  # on the kept copy too: no update next minute
     # The kept objects are shared between requests: each request gets its own.
     own = copy.copy(api_key)

@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--steps", action="store_true", help="per-step CPU clocks in the server (step_cpu.py)")
     parser.add_argument("--latency", type=int, default=0, help="N calls at one client, alternated with direct")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server (repeatable)")
+    parser.add_argument("--ab", default="", help="NAME=VALUE: every side also without, then with, this variable")
+    parser.add_argument("--repeat", type=int, default=1, help="the sides N times in turn (alternated)")
     args = parser.parse_args()
     with bench_stack(), tempfile.TemporaryDirectory(prefix="quick-cpu-") as tmp:
         workdir = Path(tmp)
@@ -178,15 +180,17 @@ def main() -> None:
             post_json(upstream.url + "/_config", {"reply": " ".join(["word"] * args.reply_words)})
         try:
             while True:
-                sides = [(path, kind) for path in args.paths.split(",") for kind in args.servers.split(",")]
-                for path, kind in sides:  # the async path (saas/llm/asgi.py) or Django's sync views; the server
+                variants = [""] + ([args.ab] if args.ab else [])
+                sides = [(path, kind, variant) for path in args.paths.split(",") for kind in args.servers.split(",")
+                         for variant in variants] * args.repeat  # fmt: skip
+                for path, kind, variant in sides:  # the async path (asgi.py) or Django's sync views; the server
                     env = {"LLM_ASYNC_GATEWAY": "false" if path == "sync" else "true"}
-                    env.update(item.split("=", 1) for item in args.env)
+                    env.update(item.split("=", 1) for item in [*args.env, *([variant] if variant else [])])
                     server = start_crewdesk(
                         workdir, upstream, kind, **env, **({"BENCH_STEP_FILE": STEPS} if args.steps else {})
                     )
                     try:
-                        print(f"--- {path} path on {kind}; load average {os.getloadavg()[0]:.2f}", flush=True)
+                        print(f"--- {path} path on {kind} {variant}; load average {os.getloadavg()[0]:.2f}", flush=True)
                         before = ledger_rows(fixture["key"].api_key)
                         if args.latency:
                             asyncio.run(latency(server, upstream, headers, fixture["model"], args.latency))

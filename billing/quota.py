@@ -32,6 +32,7 @@ from billing import selectors
 from billing.models import UsageEvent
 from billing.services import usage_thresholds_crossed
 from billing.tasks import warn_usage
+from saas.core import on_loop
 from saas.core.redis import get_redis
 
 redis_errors = (redis_lib.RedisError, OSError)
@@ -139,14 +140,15 @@ def reserve(*, org: Any) -> Reservation:
             allowed, taken = _script("reserve")(keys=reservation.keys, args=[
                 limit, now, now + RESERVATION_SECONDS, reservation.token, RESERVATION_SECONDS])  # fmt: skip
             if allowed == -1:  # not in Redis (a new period, a restarted Redis): count the ledger
-                redis.set(reservation.keys[0], _settled(org, period_start), nx=True, ex=PERIOD_KEY_SECONDS)
+                used = on_loop.blocking(_settled, org, period_start)
+                redis.set(reservation.keys[0], used, nx=True, ex=PERIOD_KEY_SECONDS)
                 continue
             if allowed == 0:
                 raise QuotaExceeded(plan=state.plan, used=int(taken), limit=limit, org=org)
             return reservation
     except redis_errors as exc:
         logger.warning("Quota counter unavailable (%s); counting org %s's usage in PostgreSQL", exc, org.pk)
-        return _reserve_from_database(reservation, limit=limit, plan=state.plan)
+        return on_loop.blocking(_reserve_from_database, reservation, limit=limit, plan=state.plan)
     raise RuntimeError("the quota counter could not be seeded")  # pragma: no cover (SET NX then GET)
 
 
@@ -203,7 +205,7 @@ def settled(reservation: Reservation, used: int) -> None:
     """After a settle that counted the period's `used`-th request: the usage warnings whose threshold it
     crossed are queued."""
     for threshold in usage_thresholds_crossed(included=reservation.included, before=used - 1, after=used):
-        transaction.on_commit(partial(_warn_later, str(reservation.org.pk), threshold))
+        on_loop.blocking(transaction.on_commit, partial(_warn_later, str(reservation.org.pk), threshold))
 
 
 def _warn_later(org_id: str, threshold: int) -> None:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from billing.catalogue import sync_plans
 from billing.models import OrgBilling, Plan
+from saas.core import on_loop
 from saas.core.memo import Memo, register
 
 MAX_ORGS = 10_000
@@ -66,7 +67,7 @@ class Catalogue:
     def org_billing(self, org_id: Any) -> OrgBilling | None:
         if org_id in self._orgs:
             return self._orgs[org_id]
-        billing = OrgBilling.objects.for_org(org_id).select_related("plan").first()
+        billing = on_loop.blocking(OrgBilling.objects.for_org(org_id).select_related("plan").first)
         if len(self._orgs) < MAX_ORGS:
             self._orgs[org_id] = billing
         return billing

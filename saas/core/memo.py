@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save
 
+from saas.core import on_loop
 from saas.core.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Memo(Generic[T]):
             and time.monotonic() - held[1] < max_age
         ):
             return held[2]
-        value = self._load()
+        value = on_loop.blocking(self._load)  # the ORM: in a hop when on the loop
         if max_age > 0 and version is not _UNAVAILABLE:
             with self._lock:
                 self._copy = (version, time.monotonic(), value)

@@ -3,10 +3,13 @@
 import asyncio
 import weakref
 from functools import cache
+from typing import Any
 
 import redis
 import redis.asyncio
 from django.conf import settings
+
+from saas.core import on_loop
 
 
 def delete_matching(pattern: str, *, limit: int) -> int:
@@ -28,12 +31,53 @@ def _pool_options() -> dict[str, object]:
     }
 
 
+class _Redis(redis.Redis):
+    """The blocking client, except inside saas.core.on_loop.run: there a command (or a pipeline) is awaited on
+    the loop's asyncio client, with the same replies."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if on_loop.active():
+            return on_loop.await_(get_async_redis().execute_command(*args, **options))
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        if on_loop.active():
+            return _LoopPipeline(get_async_redis().pipeline(transaction=transaction, shard_hint=shard_hint))
+        return super().pipeline(transaction, shard_hint)
+
+
+class _LoopPipeline:
+    """A pipeline of queued commands (no WATCH), executed by awaiting the asyncio client's."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self._pipeline = pipeline
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._pipeline, name)
+        if name in ("execute", "reset"):
+            return lambda *args, **kwargs: on_loop.await_(attribute(*args, **kwargs))
+        if not callable(attribute):
+            return attribute
+
+        def queue(*args: Any, **kwargs: Any) -> Any:
+            queued = attribute(*args, **kwargs)
+            return self if queued is self._pipeline else queued  # chained commands stay on this wrapper
+
+        return queue
+
+    def __enter__(self) -> "_LoopPipeline":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        on_loop.await_(self._pipeline.reset())
+
+
 @cache
 def get_redis() -> redis.Redis:
     # A blocking pool: with more threads than connections (hundreds of open streams in one process), a thread
     # waits a moment for a free connection instead of failing with "Too many connections".
     pool = redis.BlockingConnectionPool.from_url(settings.REDIS_URL, **_pool_options())
-    return redis.Redis(connection_pool=pool)
+    return _Redis(connection_pool=pool)
 
 
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]" = (

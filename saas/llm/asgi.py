@@ -3,8 +3,8 @@ the async views (saas/llm/api_async.py) on the event loop; every other request g
 
 Why in front of Django: Django's handler (saas/core/asgi.py) runs a request's middleware and view in a worker
 thread of its own for the whole request, which is what an async view needs to avoid (a thread per open stream,
-a hop per chunk). Here a request costs no thread of its own: its synchronous steps hop to the gateway's pool
-(gateway_async.hop) and give the thread back.
+a hop per chunk). Here a request costs no thread of its own: its admission runs on the loop (saas.core.on_loop)
+and its few steps on the database hop to the gateway's pool (gateway_async.hop) and give the thread back.
 
 What the middleware does for these endpoints is done here: the request id (django_guid: read from X-Request-ID
 or made, sent back, in every log line and ledger row), the security headers of SecurityMiddleware,
@@ -223,9 +223,12 @@ class GatewayRoute:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.handler: GatewayHandler | None = None
+        self.enabled: bool | None = None  # read at the first request (the settings are ready then)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in ROUTES and enabled():
+        if self.enabled is None:
+            self.enabled = enabled()
+        if self.enabled and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in ROUTES:
             if self.handler is None:
                 self.handler = GatewayHandler()
             await self.handler(scope, receive, send)

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 
+from saas.core import on_loop
 from saas.core.memo import Memo, register
 from saas.llm.models import ModelConfig, OrgLLMSettings, OrgProvider, Provider
 
@@ -27,7 +28,7 @@ class Snapshot:
         """The org's own enabled providers (bring your own key), by slug."""
         found = self._org_providers.get(org_id)
         if found is None:
-            found = list(OrgProvider.objects.for_org(org_id).filter(enabled=True).order_by("slug"))
+            found = on_loop.blocking(list, OrgProvider.objects.for_org(org_id).filter(enabled=True).order_by("slug"))
             if len(self._org_providers) < MAX_ORGS:
                 self._org_providers[org_id] = found
         return found
@@ -44,7 +45,7 @@ class Snapshot:
     def policy(self, org: Any) -> OrgLLMSettings:
         policy = self._policies.get(org.pk)
         if policy is None:
-            policy = OrgLLMSettings.objects.for_org(org).first() or OrgLLMSettings(organization=org)
+            policy = on_loop.blocking(OrgLLMSettings.objects.for_org(org).first) or OrgLLMSettings(organization=org)
             if len(self._policies) < MAX_ORGS:
                 self._policies[org.pk] = policy
         return policy

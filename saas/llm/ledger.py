@@ -40,6 +40,7 @@ from django.db.models.constants import OnConflict
 from redis.exceptions import NoScriptError
 
 from billing import quota
+from saas.core import on_loop
 from saas.core.redis import get_async_redis, get_redis
 from saas.llm import metrics
 from saas.llm.models import LLMCall, ModelConfig
@@ -121,7 +122,7 @@ def submit(entry: Entry, *, batched: bool) -> str:
             logger.warning("Ledger stream unavailable; writing call %s at once", entry.call_id, exc_info=True)
             metrics.store_error("redis", "ledger")
     try:
-        write([entry], checked=True)
+        on_loop.blocking(write, [entry], checked=True)
         return "database"
     except DatabaseError:
         logger.warning("Ledger insert failed; queueing call %s for the writer", entry.call_id, exc_info=True)
