@@ -19,6 +19,7 @@ from django.urls import reverse
 from accounts import services
 from accounts.models import ApiKey, Membership
 from accounts.permissions import ADMIN, Principal, principal_for_key
+from saas.core import on_loop
 from saas.core.errors import ApplicationError, NotFound, PermissionDenied
 from saas.core.redis import get_redis
 
@@ -107,7 +108,8 @@ def _prefix() -> str:
 def _audit_denied(api_key: ApiKey, ip: str | None) -> None:
     if not get_redis().set(f"{_prefix()}:denied:{api_key.pk}:{ip}", 1, nx=True, ex=WINDOW_SECONDS):
         return  # already recorded this hour
-    services.audit_record(
+    on_loop.blocking(
+        services.audit_record,
         org=api_key.organization, action="api_key.ip_denied", principal=principal_for_key(api_key),
         target=api_key, origin=services.Origin(ip=ip), metadata={"allowed_networks": api_key.allowed_networks},
     )  # fmt: skip
@@ -141,16 +143,21 @@ def _count_network(api_key: ApiKey, address: ipaddress.IPv4Address | ipaddress.I
         return
     if not get_redis().set(f"{_prefix()}:alerted:{api_key.pk}", 1, nx=True, ex=WINDOW_SECONDS):
         return  # one alert per key and window
-    with transaction.atomic():
-        services.audit_record(
-            org=api_key.organization, action="api_key.many_networks", principal=principal_for_key(api_key),
-            target=api_key, origin=services.Origin(ip=str(address)),
-            metadata={"networks": count, "threshold": threshold, "window_seconds": WINDOW_SECONDS},
-        )  # fmt: skip
-        services.notify_members(
-            org=api_key.organization,
-            roles=[Membership.Role.OWNER],
-            title=f"API key {api_key.name} ({api_key.prefix}…) was used from {count} networks in the last hour. "
-            "If that is not expected, rotate or revoke it.",
-            url=reverse("org-api-keys", kwargs={"org_slug": api_key.organization.slug}),
-        )
+    on_loop.blocking(_alert_many_networks, api_key, address, count, threshold)
+
+
+@transaction.atomic
+def _alert_many_networks(api_key: ApiKey, address: Any, count: int, threshold: int) -> None:
+    """The owners told once per window that a key is used from many networks, with an audit row."""
+    services.audit_record(
+        org=api_key.organization, action="api_key.many_networks", principal=principal_for_key(api_key),
+        target=api_key, origin=services.Origin(ip=str(address)),
+        metadata={"networks": count, "threshold": threshold, "window_seconds": WINDOW_SECONDS},
+    )  # fmt: skip
+    services.notify_members(
+        org=api_key.organization,
+        roles=[Membership.Role.OWNER],
+        title=f"API key {api_key.name} ({api_key.prefix}…) was used from {count} networks in the last hour. "
+        "If that is not expected, rotate or revoke it.",
+        url=reverse("org-api-keys", kwargs={"org_slug": api_key.organization.slug}),
+    )

@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from saas.core import on_loop
 from saas.core.errors import ApplicationError, Conflict, NotFound
 from saas.core.memo import Memo, register
 from saas.llm.prompt_defaults import BUILTINS, builtin_for
@@ -170,21 +171,25 @@ class Snapshot:
     def org(self, org_id: Any) -> _OrgPrompts:
         found = self._orgs.get(org_id)
         if found is None:
-            prompts = Prompt.all_orgs.filter(organization_id=org_id).select_related("production", "staging")
-            running: dict[str, _Running] = {}
-            variants = (
-                ExperimentVariant.all_orgs.filter(organization_id=org_id, experiment__status=Experiment.Status.RUNNING)
-                .select_related("experiment", "version")
-                .order_by("experiment_id", "position")
-            )
-            for variant in variants:
-                running.setdefault(variant.experiment.key, _Running(variant.experiment_id, [])).arms.append(
-                    _Arm(variant.pk, variant.name, variant.weight, variant.version)
-                )
-            found = _OrgPrompts({p.key: p for p in prompts}, running)
+            found = on_loop.blocking(_org_prompts, org_id)
             if len(self._orgs) < 10_000:
                 self._orgs[org_id] = found
         return found
+
+
+def _org_prompts(org_id: Any) -> _OrgPrompts:
+    prompts = Prompt.all_orgs.filter(organization_id=org_id).select_related("production", "staging")
+    running: dict[str, _Running] = {}
+    variants = (
+        ExperimentVariant.all_orgs.filter(organization_id=org_id, experiment__status=Experiment.Status.RUNNING)
+        .select_related("experiment", "version")
+        .order_by("experiment_id", "position")
+    )
+    for variant in variants:
+        running.setdefault(variant.experiment.key, _Running(variant.experiment_id, [])).arms.append(
+            _Arm(variant.pk, variant.name, variant.weight, variant.version)
+        )
+    return _OrgPrompts({p.key: p for p in prompts}, running)
 
 
 def _load() -> Snapshot:

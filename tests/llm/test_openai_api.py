@@ -8,6 +8,7 @@ import httpx2
 import openai
 import pytest
 
+from accounts.models import ApiKey, AuditEvent
 from saas.llm.models import LLMCall, OrgLLMSettings, Span, Trace
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory
@@ -67,6 +68,25 @@ class TestTheOfficialSdk:
                 assert answer.headers.get(header), (path, header)
                 if header != "X-Request-ID":
                     assert answer.headers[header] == through_django.headers[header], (path, header)
+
+    def test_the_admissions_rare_steps_on_the_database_answer_as_before(self, server, sdk, org_key):
+        """The admission runs on the server's loop (saas.core.on_loop); what it does on the database now and then
+        (a cached answer's row, an audit row for an address a key may not call from) goes through hops."""
+        org, key = org_key
+        first = sdk.chat.completions.create(model="test-small", messages=MESSAGES)
+        again = sdk.chat.completions.create(model="test-small", messages=MESSAGES)
+        assert again.choices[0].message.content == first.choices[0].message.content
+        assert _wait_for(lambda: LLMCall.all_orgs.filter(organization=org, cache="exact").count() == 1)
+
+        pinned = ApiKey.all_orgs.get(pk=key.api_key.pk)
+        pinned.allowed_networks = ["198.51.100.0/24"]
+        pinned.save()  # its memo's version moves: every server process reloads the key
+        for _ in range(2):
+            with pytest.raises(openai.PermissionDeniedError) as denied:
+                sdk.chat.completions.create(model="test-small", messages=MESSAGES)
+            assert denied.value.body["code"] == "ip_not_allowed"
+        audited = AuditEvent.all_orgs.filter(organization=org, action="api_key.ip_denied")
+        assert [(e.ip, e.target_id) for e in audited] == [("127.0.0.1", str(pinned.pk))]  # once an hour
 
     def test_a_client_hanging_up_before_the_answer_still_gets_the_call_recorded(self, server, org_key, fake, models):
         _, key = org_key
