@@ -84,7 +84,7 @@ class TestTheOfficialSdk:
         for _ in range(2):
             with pytest.raises(openai.PermissionDeniedError) as denied:
                 sdk.chat.completions.create(model="test-small", messages=MESSAGES)
-            assert denied.value.body["code"] == "ip_not_allowed"
+            assert denied.value.code == "ip_not_allowed"
         audited = AuditEvent.all_orgs.filter(organization=org, action="api_key.ip_denied")
         assert [(e.ip, e.target_id) for e in audited] == [("127.0.0.1", str(pinned.pk))]  # once an hour
 
