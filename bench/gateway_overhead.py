@@ -160,7 +160,7 @@ async def measure_all(
 
 def print_tables(sides: list[Side], results: dict[str, dict[int, Measure]], levels: list[int]) -> None:
     names = [s.name for s in sides]
-    width = 14
+    width = max(14, *(len(n) + 2 for n in names))  # a column per side, its name never run into the next
     head = f"{'':<34}" + "".join(f"{n:>{width}}" for n in names)
 
     def row(label: str, values: list[str]) -> None:

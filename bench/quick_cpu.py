@@ -3,6 +3,10 @@ restarted from the working tree for each measurement (so a change is measured in
 
     python bench/quick_cpu.py [--clients 8] [--seconds 5] [--rounds 2] [--kind chat|stream|embed] [--watch]
                               [--steps] [--paths async,sync] [--servers api,daphne] [--latency 300] [--env NAME=VALUE ...]
+                              [--ab NAME=VALUE --repeat 3]
+
+--ab alternates every side without and with one environment variable (a switch an experiment reads), --repeat
+runs the sides that many times in turn: on this shared machine only alternated figures compare.
 
 Prints requests/s, server CPU per call, Redis commands per call and SQL statements per call (from the
 servers' own counters) for Crewdesk. With --watch it stays up and measures again each time the file
