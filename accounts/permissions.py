@@ -66,6 +66,12 @@ class Principal:
             )
 
 
+def require_ask(principal: Principal) -> None:
+    """A live channel's ask (chat, the ask page): a member whose role cannot ask hears it in these words."""
+    if not principal.has(ASK):
+        raise PermissionDenied("Your role in this team cannot ask questions.", code="insufficient_role")
+
+
 def principal_for_member(membership: Membership) -> Principal:
     return Principal(
         organization=membership.organization,

@@ -16,7 +16,7 @@ from uuid import UUID
 from pydantic import Field, TypeAdapter
 
 from accounts import selectors as account_selectors
-from accounts.permissions import ASK, READ, Principal, principal_for_member
+from accounts.permissions import ASK, READ, Principal, principal_for_member, require_ask
 from agents import conversations, run_events, selectors, services
 from agents.models import Conversation, Run
 from saas.core import memo
@@ -91,22 +91,23 @@ class ChatConsumer(AccessConsumer):
             await self.send_error(PermissionDenied("Your role in this team no longer allows asking questions.",
                                                    code="insufficient_role"))  # fmt: skip
 
+    def checks_in_step(self, frame: Ask | Stop) -> bool:
+        # An ask that the last check allows: its access check rides in the turn's start (one hop, not two).
+        return isinstance(frame, Ask) and self.access[1].has(ASK) and not self.busy
+
     async def handle(self, frame: Ask | Stop) -> None:
         if isinstance(frame, Stop):
             await self.stop_work()
             return
-        conversation, principal = self.access
-        if not principal.has(ASK):  # the right first: a refused asker hears why, whatever is still running
-            raise PermissionDenied("Your role in this team cannot ask questions.", code="insufficient_role")
+        require_ask(self.access[1])  # the right first: a refused asker hears why, whatever is still running
         if self.busy:
             raise ApplicationError("Wait for the current answer, or stop it first.", code="busy")
-        self.start_work(lambda: self._answer(conversation, principal, frame))
+        self.start_work(lambda: self._answer(frame))
 
-    async def _answer(self, conversation: Conversation, principal: Principal, frame: Ask) -> None:
-        org = principal.organization
-        caller = gateway.Caller(org=org, feature="chat", user=principal.user)
-        # The turn's rows and the call's admission in one hop; a refusal is sent as an "error"
-        turn, admitted = await self.in_thread(_start, conversation, frame, caller)
+    async def _answer(self, frame: Ask) -> None:
+        # The access check, the turn's rows and the call's admission in one hop; a refusal is sent as an "error"
+        conversation, caller, turn, admitted = await self.checked_step(_start, frame)
+        org = caller.org
         asked, answer = turn.asked, turn.answer
         await self.send_event({"type": "started", "question": str(asked.pk), "message": str(answer.pk),
                                "replaced": str(frame.replace) if frame.replace else None,
@@ -124,7 +125,10 @@ class ChatConsumer(AccessConsumer):
         await self.relay(events, org)  # grounded in documents: retrieval is synchronous, in the stream pool
 
 
-def _start(conversation: Conversation, frame: Ask, caller: gateway.Caller) -> Any:
+def _start(access: tuple[Conversation, Principal], frame: Ask) -> Any:
+    conversation, principal = access  # as just checked, in this step
+    require_ask(principal)
+    caller = gateway.Caller(org=principal.organization, feature="chat", user=principal.user)
     # Every memo's version (the model registry, the org's settings, billing, prompts) read in one MGET.
     with org_scope(conversation.organization), memo.versions_read_once():
         if frame.replace is not None:
@@ -133,7 +137,7 @@ def _start(conversation: Conversation, frame: Ask, caller: gateway.Caller) -> An
         # The turn's start brings the conversation's title up to date ("started" shows it).
         turn = services.chat_turn_begin(conversation=conversation, question=frame.content, model=model)
         admitted = conversations.answer_admit(conversation=conversation, answer=turn.answer, caller=caller, turn=turn)
-        return turn, admitted
+        return conversation, caller, turn, admitted
 
 
 class RunConsumer(AccessConsumer):

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import Field, TypeAdapter
 
 from accounts import selectors as account_selectors
-from accounts.permissions import ASK, Principal, principal_for_member
+from accounts.permissions import ASK, Principal, principal_for_member, require_ask
 from documents import services
 from saas.core.consumers import (
     CLOSE_NOT_FOUND,
@@ -70,33 +70,38 @@ class AskConsumer(AccessConsumer):
             await self.stop_work()
             await self.send_error(PermissionDenied(ROLE_LOWERED, code="insufficient_role"))
 
+    def checks_in_step(self, frame: Ask | Stop) -> bool:
+        # An ask that the last check allows: its access check rides in the collection's lookup (one hop).
+        return isinstance(frame, Ask) and self.access.has(ASK) and not self.busy
+
     async def handle(self, frame: Ask | Stop) -> None:
         if isinstance(frame, Stop):
             await self.stop_work()
             return
-        if not self.access.has(ASK):  # the right first: a refused asker hears why, whatever is still running
-            raise PermissionDenied("Your role in this team cannot ask questions.", code="insufficient_role")
+        require_ask(self.access)  # the right first: a refused asker hears why, whatever is still running
         if self.busy:
             raise ApplicationError("Wait for the current answer, or stop it first.", code="busy")
-        principal = self.access
-        self.start_work(lambda: self._answer(principal, frame))
+        self.start_work(lambda: self._answer(frame))
 
-    async def _answer(self, principal: Principal, frame: Ask) -> None:
+    async def _answer(self, frame: Ask) -> None:
+        principal, collection = await self.checked_step(_collection, frame.collection)
         org = principal.organization
         caller = gateway.Caller(org=org, feature="ask", user=principal.user)
-        collection = await self.in_thread(_collection, org, frame.collection)
         events = services.ask_stream(
             caller=caller, question=frame.question, collection=collection, should_stop=self.stop_flag.is_set
         )
         await self.relay(events, org)  # in one thread of the stream pool (retrieval and the gateway are synchronous)
 
 
-def _collection(org: Any, collection_id: str | None) -> Any:
+def _collection(principal: Principal, collection_id: str | None) -> tuple[Principal, Any]:
+    """The principal as just checked (in this step) and the collection asked about, if any."""
+    require_ask(principal)
     if collection_id is None or collection_id == "":
-        return None
+        return principal, None
     try:
         UUID(collection_id)
     except ValueError:
         raise ApplicationError("No such collection.", code="collection_not_found") from None
+    org = principal.organization
     with org_scope(org):
-        return services.collection_get(org=org, collection_id=collection_id)
+        return principal, services.collection_get(org=org, collection_id=collection_id)

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -48,7 +48,6 @@ from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.core.exceptions import ValidationError
-from django.db import close_old_connections
 from django.http.cookie import parse_cookie
 from django.utils.crypto import constant_time_compare
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr, TypeAdapter
@@ -60,6 +59,7 @@ from saas.core.events import access_session_group, access_user_group
 from saas.core.tenancy import org_scope
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CLOSE_SIGNED_OUT = 4401
 CLOSE_FORBIDDEN = 4403
@@ -354,15 +354,13 @@ class AccessConsumer(AsyncWebsocketConsumer):
         await self.stop_work()
 
     def _check(self) -> Any:
-        try:
-            auth = session_auth(self.session_key)
-            if auth is None or (self.user is not None and auth.user_id != self.user.pk):
-                raise AccessLost(CLOSE_SIGNED_OUT)
-            user, access = self.authorize_session(auth)
-            self.user = user
-            return access
-        finally:
-            close_old_connections()
+        """In a websocket_db step (which gives its connection back when it ends)."""
+        auth = session_auth(self.session_key)
+        if auth is None or (self.user is not None and auth.user_id != self.user.pk):
+            raise AccessLost(CLOSE_SIGNED_OUT)
+        user, access = self.authorize_session(auth)
+        self.user = user
+        return access
 
     async def recheck(self) -> bool:
         """Re-run the connect check; a socket that lost its right is closed (False)."""
@@ -375,6 +373,20 @@ class AccessConsumer(AsyncWebsocketConsumer):
         await self._join(access)
         await self.access_updated(access)
         return True
+
+    async def checked_step(self, function: Callable[..., T], *args: Any) -> T:
+        """The access check and `function(access, *args)` in one websocket_db step: one hop and one pooled
+        connection for a frame whose work starts on the database (`checks_in_step`). A lost right raises
+        AccessLost, which closes the socket as `recheck` does (start_work's task handles it)."""
+
+        def step() -> tuple[Any, T]:
+            access = self._check()
+            return access, function(access, *args)
+
+        access, result = await threads.db_step(step)
+        self.access = access
+        await self._join(access)
+        return result
 
     async def revoke(self, code: int) -> None:
         if self.closed:
@@ -425,14 +437,28 @@ class AccessConsumer(AsyncWebsocketConsumer):
 
     # --- Frames -------------------------------------------------------------------------------------------
 
+    def checks_in_step(self, frame: Any) -> bool:
+        """Whether handling `frame` starts with `checked_step`, which re-checks the access in the same hop as
+        the frame's first database work (so `receive` does not check it first in a hop of its own)."""
+        return False
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         try:
-            if self.closed or not await self.recheck():
+            if self.closed:
                 return
-            if self.frame_schema is None:
+            frame = None
+            if self.frame_schema is not None:
+                try:
+                    frame = parse_frame(text_data, bytes_data, schema=self.frame_schema, types=self.frame_types,
+                                        max_bytes=self.max_frame_bytes)  # fmt: skip
+                except ApplicationError:
+                    if await self.recheck():  # the access first: a socket that lost it is closed, not answered
+                        raise
+                    return
+            if (frame is None or not self.checks_in_step(frame)) and not await self.recheck():
+                return
+            if frame is None:
                 raise ApplicationError("This channel only sends.", code="read_only")
-            frame = parse_frame(text_data, bytes_data, schema=self.frame_schema, types=self.frame_types,
-                                max_bytes=self.max_frame_bytes)  # fmt: skip
             await self.handle(frame)
         except ApplicationError as exc:
             await self.send_error(exc)
@@ -472,6 +498,8 @@ class AccessConsumer(AsyncWebsocketConsumer):
             await work()
         except asyncio.CancelledError:
             raise
+        except AccessLost as lost:  # checked_step found the right gone
+            await self.revoke(lost.code)
         except ApplicationError as exc:
             await self.send_error(exc)
         except Exception:  # never a silent dead task: the client hears that it failed

@@ -130,6 +130,20 @@ def test_every_frame_rechecks_the_membership_even_without_an_event(daphne_server
     assert code == 4404 and frames[0]["error"]["code"] == "access_revoked"
 
 
+def test_a_chat_ask_rechecks_the_membership_in_the_turns_own_step(daphne_server, team):
+    """The chat's ask carries its access check in the turn's start (one hop): a right removed behind the
+    services' back still closes the socket, and no turn is started."""
+    _, member = team
+    conversation = Conversation.all_orgs.create(organization=member.organization, user=member.user)
+    _, cookie = _signed_in(member.user)
+    with _open(daphne_server, f"/ws/chat/{conversation.pk}/", cookie) as ws:
+        Membership.all_orgs.filter(pk=member.pk).delete()
+        ws.send(json.dumps({"type": "ask", "content": "Tell me a story"}))
+        frames, code = _until_closed(ws)
+    assert code == 4404 and frames[0]["error"]["code"] == "access_revoked"
+    assert not Message.all_orgs.filter(conversation=conversation).exists()
+
+
 def test_a_disabled_user_is_signed_out_on_their_next_frame(daphne_server, team):
     _, member = team
     _, cookie = _signed_in(member.user)

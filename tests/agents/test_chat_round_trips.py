@@ -35,8 +35,9 @@ from django.test import Client
 
 from agents import privacy
 from agents.models import Conversation, Message
+from saas.core import threads
 from saas.core.privacy import Subject
-from saas.llm import ledger
+from saas.llm import gateway_async, ledger
 from saas.llm.models import LLMCall
 from saas.llm.trace_models import Trace
 from tests.accounts.factories import MembershipFactory
@@ -89,10 +90,12 @@ def _redis_kind(args: tuple[Any, ...]) -> str:
 
 
 @contextmanager
-def counted() -> Iterator[tuple[list[str], Counter[str]]]:
-    """Every statement Django sends (and every commit) and every Redis command, in any thread."""
+def counted() -> Iterator[tuple[list[str], Counter[str], Counter[str]]]:
+    """Every statement Django sends (and every commit) and every Redis command, in any thread, and the hops to
+    a worker thread (by pool)."""
     statements: list[str] = []
     commands: Counter[str] = Counter()
+    hops: Counter[str] = Counter()
     lock = threading.Lock()
     patches: list[tuple[Any, str, Any]] = []
 
@@ -149,6 +152,22 @@ def counted() -> Iterator[tuple[list[str], Counter[str]]]:
 
         return run
 
+    def pool_hop(original: Any) -> Any:
+        async def run(pool: str, *args: Any, **kwargs: Any) -> Any:
+            hops[pool] += 1
+            return await original(pool, *args, **kwargs)
+
+        return run
+
+    def gateway_hop(original: Any) -> Any:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            hops["gateway"] += 1
+            return await original(*args, **kwargs)
+
+        return run
+
+    patch(threads, "run_in", pool_hop)
+    patch(gateway_async, "hop", gateway_hop)
     patch(db_utils.CursorWrapper, "execute", statement)
     patch(db_utils.CursorWrapper, "executemany", statement)
     patch(BaseDatabaseWrapper, "_commit", commit)
@@ -157,7 +176,7 @@ def counted() -> Iterator[tuple[list[str], Counter[str]]]:
     patch(async_redis.Redis, "execute_command", acommand)
     patch(async_redis.Pipeline, "execute", apipeline)
     try:
-        yield statements, commands
+        yield statements, commands, hops
     finally:
         for owner, name, original in reversed(patches):
             setattr(owner, name, original)
@@ -214,7 +233,7 @@ def test_an_answer_takes_six_statements_and_six_redis_commands(fake, models, set
         _in_a_loop_thread(_answer(warm, cookie, count=False))  # the memos loaded, the scripts known
     conversation = Conversation.all_orgs.create(organization=member.organization, user=member.user)
 
-    event, (statements, commands) = _in_a_loop_thread(_answer(conversation, cookie, count=True))
+    event, (statements, commands, hops) = _in_a_loop_thread(_answer(conversation, cookie, count=True))
 
     assert event["type"] == "done" and event["status"] == "complete", event
     answer = Message.all_orgs.get(pk=event["message"])
@@ -226,6 +245,8 @@ def test_an_answer_takes_six_statements_and_six_redis_commands(fake, models, set
     assert statements == STATEMENTS
     # (a PING is redis-py's health check of a connection idle for 30 s: upkeep, not the answer's work)
     assert {kind: n for kind, n in commands.items() if kind != "PING"} == REDIS_COMMANDS
+    # The frame's access check rides in the turn's start: one hop before the model is asked, one at the end.
+    assert hops == {"websocket_db": 1, "gateway": 1}
 
 
 def test_erasing_a_conversation_blanks_its_answers_row_even_while_it_waits_in_the_ledger_stream(fake, models, settings):
