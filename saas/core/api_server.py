@@ -37,9 +37,10 @@ from urllib.parse import unquote
 
 import httptools
 import uvicorn
+from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from saas.core import http_limits
+from saas.core import heap, http_limits
 from saas.core.http_server import (
     DRAIN_MAX_BYTES,
     DRAIN_SECONDS,
@@ -205,8 +206,10 @@ def serve(app: str, host: str, port: int, *, shared_port: bool) -> None:
     """One uvicorn process; with `shared_port`, on a socket of its own beside its supervisor's other processes."""
     http_limits.enforced_by_server()  # BodyLimitMiddleware steps aside: the protocol has checked every request
     backlog = http_limits.listen_backlog()
+    application = import_from_string(app)  # loaded here, so the heap settles before the first request
+    heap.settle()
     config = uvicorn.Config(
-        app, host=host, port=port, http=LimitedHttpToolsProtocol, loop="uvloop", ws="none", lifespan="off",
+        application, host=host, port=port, http=LimitedHttpToolsProtocol, loop="uvloop", ws="none", lifespan="off",
         # Client addresses behind proxies are saas.core.client_ip's (TRUSTED_PROXIES), as under daphne.
         proxy_headers=False, server_header=False, access_log=False, log_config=None, backlog=backlog,
         timeout_keep_alive=http_limits.keep_alive_timeout(), timeout_graceful_shutdown=int(STOP_SECONDS),

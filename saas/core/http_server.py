@@ -43,7 +43,7 @@ from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from twisted.web import http
 
-from saas.core import http_limits
+from saas.core import heap, http_limits
 
 DRAIN_SECONDS = 5.0  # how long a refused client's remaining bytes are read and dropped before closing
 DRAIN_MAX_BYTES = 1024 * 1024  # ... or how many
@@ -232,6 +232,7 @@ class LimitedServer(Server):
         self.endpoints = [with_backlog(endpoint, backlog) for endpoint in self.endpoints]
         if os.environ.get(REUSE_PORT_ENV):  # one of a supervisor's processes: a socket of its own on the port
             self.endpoints = [self._shared(endpoint, backlog) for endpoint in self.endpoints]
+        heap.settle()  # the application, and with it Django, is loaded by now
         super().run()
 
     @staticmethod
