@@ -134,9 +134,10 @@ WEBSOCKET_DB_THREADS = env.int("WEBSOCKET_DB_THREADS", default=DATABASE_POOL_MAX
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The web servers' garbage collector (saas/core/heap.py): what is alive once the application is loaded is frozen
-# out of full collections, and young collections run every GC_GEN0_THRESHOLD allocations (CPython's: 700).
+# out of full collections, and young collections run every GC_GEN0_THRESHOLD allocations (CPython's: 700), so
+# full collections (a pause of the event loop) come that much more rarely.
 GC_FREEZE = env.bool("GC_FREEZE", default=True)
-GC_GEN0_THRESHOLD = env.int("GC_GEN0_THRESHOLD", default=700)
+GC_GEN0_THRESHOLD = env.int("GC_GEN0_THRESHOLD", default=50_000)
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Per process, for our own keys and for the cache, each: a Redis command takes a connection for a millisecond,
