@@ -106,8 +106,8 @@ class ChatConsumer(AccessConsumer):
 
     async def _answer(self, frame: Ask) -> None:
         # The access check, the turn's rows and the call's admission in one hop; a refusal is sent as an "error"
-        conversation, caller, turn, admitted = await self.checked_step(_start, frame)
-        org = caller.org
+        caller, turn, admitted = await self.checked_step(_start, frame)
+        conversation, org = self.access[0], caller.org
         asked, answer = turn.asked, turn.answer
         await self.send_event({"type": "started", "question": str(asked.pk), "message": str(answer.pk),
                                "replaced": str(frame.replace) if frame.replace else None,
@@ -137,7 +137,7 @@ def _start(access: tuple[Conversation, Principal], frame: Ask) -> Any:
         # The turn's start brings the conversation's title up to date ("started" shows it).
         turn = services.chat_turn_begin(conversation=conversation, question=frame.content, model=model)
         admitted = conversations.answer_admit(conversation=conversation, answer=turn.answer, caller=caller, turn=turn)
-        return conversation, caller, turn, admitted
+        return caller, turn, admitted
 
 
 class RunConsumer(AccessConsumer):

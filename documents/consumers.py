@@ -84,7 +84,8 @@ class AskConsumer(AccessConsumer):
         self.start_work(lambda: self._answer(frame))
 
     async def _answer(self, frame: Ask) -> None:
-        principal, collection = await self.checked_step(_collection, frame.collection)
+        collection = await self.checked_step(_collection, frame.collection)
+        principal = self.access
         org = principal.organization
         caller = gateway.Caller(org=org, feature="ask", user=principal.user)
         events = services.ask_stream(
@@ -93,15 +94,15 @@ class AskConsumer(AccessConsumer):
         await self.relay(events, org)  # in one thread of the stream pool (retrieval and the gateway are synchronous)
 
 
-def _collection(principal: Principal, collection_id: str | None) -> tuple[Principal, Any]:
-    """The principal as just checked (in this step) and the collection asked about, if any."""
+def _collection(principal: Principal, collection_id: str | None) -> Any:
+    """The collection asked about, if any, for the principal as just checked (in this step)."""
     require_ask(principal)
     if collection_id is None or collection_id == "":
-        return principal, None
+        return None
     try:
         UUID(collection_id)
     except ValueError:
         raise ApplicationError("No such collection.", code="collection_not_found") from None
     org = principal.organization
     with org_scope(org):
-        return principal, services.collection_get(org=org, collection_id=collection_id)
+        return services.collection_get(org=org, collection_id=collection_id)

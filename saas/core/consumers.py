@@ -376,8 +376,9 @@ class AccessConsumer(AsyncWebsocketConsumer):
 
     async def checked_step(self, function: Callable[..., T], *args: Any) -> T:
         """The access check and `function(access, *args)` in one websocket_db step: one hop and one pooled
-        connection for a frame whose work starts on the database (`checks_in_step`). A lost right raises
-        AccessLost, which closes the socket as `recheck` does (start_work's task handles it)."""
+        connection for a frame whose work starts on the database (`checks_in_step`). `self.access` is the
+        access just checked when it returns. A lost right raises AccessLost, which closes the socket as
+        `recheck` does (start_work's task handles it)."""
 
         def step() -> tuple[Any, T]:
             access = self._check()
@@ -446,19 +447,17 @@ class AccessConsumer(AsyncWebsocketConsumer):
         try:
             if self.closed:
                 return
-            frame = None
-            if self.frame_schema is not None:
-                try:
-                    frame = parse_frame(text_data, bytes_data, schema=self.frame_schema, types=self.frame_types,
-                                        max_bytes=self.max_frame_bytes)  # fmt: skip
-                except ApplicationError:
-                    if await self.recheck():  # the access first: a socket that lost it is closed, not answered
-                        raise
-                    return
-            if (frame is None or not self.checks_in_step(frame)) and not await self.recheck():
+            try:
+                if self.frame_schema is None:
+                    raise ApplicationError("This channel only sends.", code="read_only")
+                frame = parse_frame(text_data, bytes_data, schema=self.frame_schema, types=self.frame_types,
+                                    max_bytes=self.max_frame_bytes)  # fmt: skip
+            except ApplicationError:
+                if await self.recheck():  # the access first: a socket that lost it is closed, not answered
+                    raise
                 return
-            if frame is None:
-                raise ApplicationError("This channel only sends.", code="read_only")
+            if not self.checks_in_step(frame) and not await self.recheck():
+                return
             await self.handle(frame)
         except ApplicationError as exc:
             await self.send_error(exc)
