@@ -6,7 +6,8 @@ restarted from the working tree for each measurement (so a change is measured in
                               [--ab NAME=VALUE --repeat 3]
 
 --ab alternates every side without and with one environment variable (a switch an experiment reads), --repeat
-runs the sides that many times in turn: on this shared machine only alternated figures compare.
+runs the sides that many times in turn: on this shared machine only alternated figures compare. With --latency,
+--ab runs both servers at once and interleaves their calls (paired: the machine's drift hits both alike).
 
 Prints requests/s, server CPU per call, Redis commands per call and SQL statements per call (from the
 servers' own counters) for Crewdesk. With --watch it stays up and measures again each time the file
@@ -92,6 +93,36 @@ async def latency(server: Any, upstream: Any, headers: dict[str, str], model: st
         f"server CPU {1000 * cpu / (calls + 20):.2f} ms/call",
         flush=True,
     )
+
+
+async def paired_latency(
+    servers: dict[str, Any], upstream: Any, headers: dict[str, str], model: str, calls: int
+) -> None:
+    """`latency` for two servers at once (without and with --ab's variable), both up during the whole run, their
+    calls interleaved with direct ones, the order of the two swapped every round: the machine's drift over
+    minutes, larger here than most changes, hits both alike. Prints each one's added p50 and the median of the
+    per-round differences."""
+    async with httpx.AsyncClient(headers=headers, timeout=60) as client:
+        sides = {"direct": upstream, **servers}
+        times: dict[str, list[float]] = {side: [] for side in sides}
+        names = list(servers)
+        for index in range(calls + 20):
+            order = ["direct", *(names if index % 2 == 0 else names[::-1])]
+            for side in order:
+                t0 = time.perf_counter()
+                error = await _call(client, sides[side].url, "chat", model)
+                if error:
+                    raise SystemExit(f"{side}: {error}")
+                if index >= 20:
+                    times[side].append(1000 * (time.perf_counter() - t0))
+    direct = statistics.median(times["direct"])
+    for side in names:
+        print(f"  {side or 'as is'}: p50 {statistics.median(times[side]):.2f} ms, added p50 "
+              f"+{statistics.median(times[side]) - direct:.2f} ms", flush=True)  # fmt: skip
+    first, second = (times[name] for name in names)
+    print(f"  median of the paired differences ({names[1]} minus as is): "
+          f"{statistics.median(b - a for a, b in zip(first, second, strict=True)):+.3f} ms (direct p50 {direct:.2f})",
+          flush=True)  # fmt: skip
 
 
 async def measure(server: Any, headers: dict[str, str], model: str, args: argparse.Namespace) -> None:
@@ -183,6 +214,19 @@ def main() -> None:
         if args.reply_words:  # longer answers: a stream's per-chunk cost shows
             post_json(upstream.url + "/_config", {"reply": " ".join(["word"] * args.reply_words)})
         try:
+            if args.latency and args.ab:  # both servers up at once, their calls interleaved
+                for _ in range(args.repeat):
+                    env = {"LLM_ASYNC_GATEWAY": "true", **dict(item.split("=", 1) for item in args.env)}
+                    name, value = args.ab.split("=", 1)
+                    servers = {"": start_crewdesk(workdir, upstream, "api", **env),
+                               args.ab: start_crewdesk(workdir, upstream, "api", **env, **{name: value})}  # fmt: skip
+                    try:
+                        print(f"--- paired, load average {os.getloadavg()[0]:.2f}", flush=True)
+                        asyncio.run(paired_latency(servers, upstream, headers, fixture["model"], args.latency))
+                    finally:
+                        for server in servers.values():
+                            server.stop()
+                return
             while True:
                 variants = [""] + ([args.ab] if args.ab else [])
                 sides = [(path, kind, variant) for path in args.paths.split(",") for kind in args.servers.split(",")

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
+from saas.core import memo
 from saas.core.ratelimit import Bucket, enforce_rate_limits
 from saas.core.tenancy import enter_org_scope, exit_org_scope
 from saas.core.text import unstorable
@@ -128,6 +129,30 @@ class OrgScopedMixin:
     _org_scope_token: Any = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """The checks, on copies of keys and plans that may be assumed current (an API-key view's memo block,
+        saas.core.memo): before any outcome stands, what was assumed is confirmed, by the rate-limit script or
+        else by a read of its own. A copy found stale (memo.Stale) has the checks run again on fresh copies."""
+        try:
+            self._checks(request, *args, **kwargs)
+            memo.confirm()
+        except memo.Stale:
+            pass
+        except Exception:
+            try:
+                memo.confirm()  # an error decided on an assumed copy is only given if the copy was current
+            except memo.Stale:
+                pass
+            else:
+                raise
+        else:
+            return
+        memo.stop_assuming()
+        self._leave_org_scope()
+        for decided in ("_user", "_auth", "_authenticator"):  # DRF authenticates again on the next read
+            request.__dict__.pop(decided, None)
+        self._checks(request, *args, **kwargs)
+
+    def _checks(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]  # authentication happens here
         if _resolve_principal is None:
             raise ImproperlyConfigured("No principal resolver registered (is the accounts app installed?)")

@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from limits import RateLimitItem, parse
 
+from saas.core import memo
 from saas.core.errors import ApplicationError
 from saas.core.redis import delete_matching, get_redis
 
@@ -56,15 +57,28 @@ def _prefix() -> str:
     return f"{settings.CACHES['default'].get('KEY_PREFIX', 'crewdesk')}:ratelimit"
 
 
-# KEYS: the buckets' counters; ARGV: each one's window (seconds) and allowance, in turn. Returns {0, 0}, or the
-# (1-based) bucket that is over its rate and the seconds left in its window.
+# KEYS: the buckets' counters, then the memo version keys of the request (saas.core.memo.check_versions); ARGV:
+# each bucket's window (seconds) and allowance in turn, then each version key's expected value ('*': any), then
+# the number of buckets. Returns {0, 0, versions...}, or the (1-based) bucket that is over its rate and the
+# seconds left in its window, or {-1, 0, versions...} when a version differs from the one expected: then nothing
+# was counted. A version never written reads as ''.
 _HIT = """
-for i, key in ipairs(KEYS) do
+local buckets = tonumber(ARGV[#ARGV])
+local versions, stale = {}, false
+for j = buckets + 1, #KEYS do
+    local version = redis.call('GET', KEYS[j]) or ''
+    local expected = ARGV[buckets + j]
+    versions[#versions + 1] = version
+    if expected ~= '*' and expected ~= version then stale = true end
+end
+if stale then return {-1, 0, unpack(versions)} end
+for i = 1, buckets do
+    local key = KEYS[i]
     local current = redis.call('INCRBY', key, 1)
     if current == 1 then redis.call('EXPIRE', key, ARGV[2 * i - 1]) end
-    if current > tonumber(ARGV[2 * i]) then return {i, redis.call('TTL', key)} end
+    if current > tonumber(ARGV[2 * i]) then return {i, redis.call('TTL', key), unpack(versions)} end
 end
-return {0, 0}
+return {0, 0, unpack(versions)}
 """
 
 
@@ -76,14 +90,22 @@ def _limiter() -> Any:
 
 def enforce_rate_limits(request: HttpRequest | None, buckets: list[Bucket]) -> None:
     """Count this request (or attempt) in every bucket, in order; raise RateLimited for the first one over its
-    rate (the buckets after it are not counted)."""
+    rate (the buckets after it are not counted). Inside a memo block, the same round trip reads the memos'
+    versions and checks the ones assumed: memo.Stale, and nothing counted, when one was out of date."""
     if not buckets:
         return
     items = [parse_rate(bucket.rate) for bucket in buckets]
     prefix = _prefix()
     keys = [f"{prefix}:{item.key_for(b.group, b.value)}" for b, item in zip(buckets, items, strict=True)]
     args = [value for item in items for value in (item.get_expiry(), item.amount)]
-    over, ttl = _limiter()(keys=keys, args=args)
+    version_keys, expected = memo.check_versions()
+    reply = _limiter()(keys=[*keys, *version_keys], args=[*args, *("" if v is None else v for v in expected),
+                                                          len(keys)])  # fmt: skip
+    over, ttl, versions = reply[0], reply[1], reply[2:]
+    if version_keys:
+        memo.versions_read(version_keys, [v if v != "" else None for v in versions])  # may raise Stale
+    if over < 0:
+        raise memo.Stale("the rate-limit script found a memo version changed")
     if over:
         bucket, item = buckets[int(over) - 1], items[int(over) - 1]
         retry_after = max(1, int(ttl))

@@ -95,8 +95,9 @@ class OpenAICompatibleView(OrgScopedAPIView):
     check_body_text = False  # the gateway refuses NUL and unpaired surrogates, with a ledger row
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        # The key, plan and model registry memos check their versions in Redis once per request, in one MGET.
-        with memo.versions_read_once():
+        # The key, plan and model registry memos check their versions in Redis once per request: in the rate-limit
+        # script, which confirms the copies the authentication used before it counts (saas.core.memo).
+        with memo.versions_read_once(optimistic=True):
             return super().dispatch(request, *args, **kwargs)
 
     def get_exception_handler(self) -> Any:
