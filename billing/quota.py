@@ -8,9 +8,10 @@ reservation and, for a billable call, writes the usage row first and then counts
 between the two leaves a reservation that expires and a row that the next seeding counts.
 
 The gateway calls `reserve` once the request is valid and missed the caches (a cached answer needs no place),
-and `release` when the call ends: a call answered by a model counts as a billable request, anything else only
-gives its place back. The usage row itself is written with the call's ledger row, in the same transaction
-(saas/llm/ledger.py), so a call is charged exactly when its row exists.
+or takes the place its request took ahead in the rate-limit round trip (below), and `release` when the call
+ends: a call answered by a model counts as a billable request, anything else only gives its place back. The
+usage row itself is written with the call's ledger row, in the same transaction (saas/llm/ledger.py), so a call
+is charged exactly when its row exists.
 
 When Redis is down, `reserve` falls back to PostgreSQL: the settled usage rows of the period are counted
 under a per-org advisory lock. Requests in flight are not counted then, so during an outage an org at the
@@ -20,6 +21,9 @@ edge of its allowance can go past it by the requests it has in flight at that mo
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, partial
@@ -126,11 +130,95 @@ def standing(*, org: Any) -> selectors.BillingState:
     return state
 
 
+# --- A place taken ahead, in the request's rate-limit round trip -------------------------------------------
+#
+# An endpoint whose requests mostly become model calls (POST /v1/chat/completions) takes its quota place in the
+# script that counts its rate limits (saas.core.ratelimit.Companion): one round trip less per call. The place
+# waits for the call in `_places`; `reserve` takes it instead of asking Redis again, when the call misses the
+# caches. A request that ends without using it (a cached answer, an invalid body, a refusal) gives it back as
+# it ends (`places_taken_ahead`). Refused ahead (the org at its limit) is not an answer yet: a cached answer
+# needs no place, and on a miss `reserve` asks again, as it does without a place taken ahead.
+
+
+@dataclass
+class _Ahead:
+    reservation: Reservation
+    outcome: list[Any] | None = None  # the script's {allowed, taken}; None: it has not run
+    used: bool = False
+
+    @property
+    def held(self) -> bool:
+        """A place taken and not used by a call (yet)."""
+        return self.outcome is not None and int(self.outcome[0]) == 1 and not self.used
+
+
+class _Places:
+    """The place-ahead state of one request (inside places_taken_ahead)."""
+
+    ahead: _Ahead | None = None
+
+
+_places: ContextVar[_Places | None] = ContextVar("quota_places_ahead", default=None)
+
+
+@contextmanager
+def places_taken_ahead() -> Iterator[None]:
+    """The block of one request that may take its place ahead (`companion_for`): a place it did not use is
+    given back when the block ends."""
+    places = _Places()
+    token = _places.set(places)
+    try:
+        yield
+    finally:
+        _places.reset(token)
+        if places.ahead is not None and places.ahead.held:
+            release(places.ahead.reservation, billable=False)
+
+
+def companion_for(*, org: Any) -> Any:
+    """The quota place to take in this request's rate-limit round trip (a saas.core.ratelimit.Companion), or
+    None outside places_taken_ahead, once the request has its place, or for an org whose requests are paused
+    (the call refuses it anyway)."""
+    from saas.core.ratelimit import Companion  # the core layer's; billing only fills it in
+
+    places = _places.get()
+    if places is None or (places.ahead is not None and places.ahead.outcome is not None):
+        return None  # one place per request (checks run again after a stale copy take it then)
+    state = selectors.billing_state(org=org)
+    if state.restricted and state.billing and state.billing.past_due_since:
+        return None
+    reservation = Reservation(org, state.period_start, uuid.uuid4().hex, state.plan.included_requests)
+    ahead = places.ahead = _Ahead(reservation)
+    now = time.time()
+
+    def done(outcome: list[Any]) -> None:
+        ahead.outcome = outcome
+
+    return Companion(_RESERVE, reservation.keys,
+                     [state.request_limit, now, now + RESERVATION_SECONDS, reservation.token, RESERVATION_SECONDS],
+                     done)  # fmt: skip
+
+
+def _taken_ahead(org: Any, period_start: datetime) -> Reservation | None:
+    """The place this request took ahead for this org and period, now used; None when there is none to use."""
+    places = _places.get()
+    ahead = places.ahead if places is not None else None
+    if ahead is None or not ahead.held:
+        return None
+    reservation = ahead.reservation
+    if reservation.org.pk != org.pk or reservation.period_start != period_start:
+        return None  # another org's call (none here), or the period turned meanwhile: the block gives it back
+    ahead.used = True
+    return reservation
+
+
 def reserve(*, org: Any) -> Reservation:
     """A place for one AI request in this period, or QuotaExceeded naming the limit."""
     state = standing(org=org)
     period_start = state.period_start
     limit = state.request_limit
+    if (ahead := _taken_ahead(org, period_start)) is not None:
+        return ahead
     reservation = Reservation(org, period_start, uuid.uuid4().hex, state.plan.included_requests)
     try:
         redis = get_redis()

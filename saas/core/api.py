@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
 from saas.core import memo
-from saas.core.ratelimit import Bucket, enforce_rate_limits
+from saas.core.ratelimit import Bucket, Companion, enforce_rate_limits
 from saas.core.tenancy import enter_org_scope, exit_org_scope
 from saas.core.text import unstorable
 
@@ -160,7 +160,8 @@ class OrgScopedMixin:
         request.principal = principal  # type: ignore[attr-defined]
         request.org = principal.organization  # type: ignore[attr-defined]
         self._org_scope_token = enter_org_scope(principal.organization)
-        enforce_rate_limits(request, self.rate_limit_buckets(principal, self.rate_limit_endpoint(request)))
+        enforce_rate_limits(request, self.rate_limit_buckets(principal, self.rate_limit_endpoint(request)),
+                            self.rate_limit_companion(request, principal))  # fmt: skip
         principal.require(self.required_scope(request))
         where = unstorable(dict(request.query_params.lists()), "query") or unstorable(
             {name: value for name, value in request.headers.items()}, "header"
@@ -204,6 +205,10 @@ class OrgScopedMixin:
         elif principal.user is not None:
             buckets.append(Bucket("api:user", str(principal.user.pk), limits["user"]))
         return [*buckets, Bucket("api:org", str(org.pk), plan.get("org", limits["org"]))]
+
+    def rate_limit_companion(self, request: Request, principal: PrincipalLike) -> Companion | None:
+        """Work for the rate-limit round trip to carry when the request is allowed (saas.core.ratelimit)."""
+        return None
 
     def _leave_org_scope(self) -> None:
         if self._org_scope_token is not None:

@@ -21,6 +21,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.authentication import ApiKeyAuthentication, CsrfSessionAuthentication, request_origin
 from accounts.permissions import ADMIN, ASK, READ
+from billing import quota
 from saas.core import memo
 from saas.core.api import OrgScopedAPIView, StrictSerializer
 from saas.core.errors import ApplicationError, application_error_response
@@ -107,6 +108,15 @@ class OpenAICompatibleView(OrgScopedAPIView):
 class ChatCompletionsView(OpenAICompatibleView):
     required_scopes = {"post": ASK}
     rate_limit_endpoints = {"post": "chat_completions"}
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # Most requests here become a model call: the quota place is taken in the rate-limit round trip, and
+        # given back when the request ends without using it (a cached answer, a refusal, an invalid body).
+        with quota.places_taken_ahead():
+            return super().dispatch(request, *args, **kwargs)
+
+    def rate_limit_companion(self, request: Any, principal: Any) -> Any:
+        return quota.companion_for(org=principal.organization) if request.method == "POST" else None
 
     @extend_schema(
         request=openai_compat.ChatCompletionIn, responses=OpenApiTypes.OBJECT, summary="OpenAI-compatible chat"

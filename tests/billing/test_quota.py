@@ -153,3 +153,98 @@ def test_thresholds_are_crossed_once():
     assert usage_thresholds_crossed(included=1000, before=800, after=801) == []
     assert usage_thresholds_crossed(included=1, before=0, after=1) == [80, 100]
     assert usage_thresholds_crossed(included=0, before=0, after=1) == []
+
+
+# --- A chat completion's place, taken in its rate-limit round trip (quota.places_taken_ahead) ---------------
+
+ASK_BODY = {"model": "local", "messages": [{"role": "user", "content": "Hello"}]}
+
+
+def _held(org) -> int:
+    """Places in flight for the org, in Redis."""
+    return sum(int(get_redis().zcard(key)) for key in get_redis().scan_iter(f"{quota.key_prefix(org.pk)}*:held"))
+
+
+def _bypassing(client, body=ASK_BODY):
+    return client.post("/v1/chat/completions", body, format="json", HTTP_X_CREWDESK_CACHE="bypass")
+
+
+def _requests(org) -> int:
+    return UsageEvent.all_orgs.filter(organization=org, kind="request").count()
+
+
+@pytest.fixture
+def reserves_asked(monkeypatch):
+    """The names of the quota scripts run on their own (a place taken ahead runs none)."""
+    sent: list[str] = []
+    script = quota._script
+
+    def counting(name: str):
+        sent.append(name)
+        return script(name)
+
+    monkeypatch.setattr(quota, "_script", counting)
+    return sent
+
+
+def test_a_chat_completion_takes_its_place_with_its_rate_limits(free, reserves_asked):
+    client = key_client(issue_key(free, scopes=["read", "ask"]).secret)
+    assert _bypassing(client).status_code == 200
+    assert "reserve" in reserves_asked  # the period's counter was not in Redis yet: seeded from the ledger
+    reserves_asked.clear()
+    assert _bypassing(client).status_code == 200
+    assert "reserve" not in reserves_asked  # the place came with the rate limits
+    assert _requests(free) == 2 and _held(free) == 0
+
+
+def test_a_request_that_needs_no_place_gives_back_the_one_taken_ahead(free, reserves_asked):
+    client = key_client(issue_key(free, scopes=["read", "ask"]).secret)
+    assert client.post("/v1/chat/completions", ASK_BODY, format="json").status_code == 200  # seeds the counter
+    cached = client.post("/v1/chat/completions", ASK_BODY, format="json")
+    assert cached.status_code == 200 and cached.json()["crewdesk"]["cached"] is True
+    invalid = client.post("/v1/chat/completions", {"model": "local", "messages": "Hello"}, format="json")
+    assert invalid.status_code == 400
+    unknown = client.post("/v1/chat/completions", {**ASK_BODY, "model": "no-such-model"}, format="json")
+    assert unknown.status_code in (400, 404)
+    assert _held(free) == 0 and _requests(free) == 1  # each place taken ahead was given back, none counted
+    assert reserves_asked.count("reserve") == 2  # the first call's, seeding the counter; none after it
+
+
+def test_an_org_at_its_limit_still_gets_cached_answers_and_a_miss_is_refused(free):
+    client = key_client(issue_key(free, scopes=["read", "ask"]).secret)
+    for n in range(3):
+        body = {**ASK_BODY, "messages": [{"role": "user", "content": f"Hello {n}"}]}
+        assert client.post("/v1/chat/completions", body, format="json").status_code == 200
+    again = client.post("/v1/chat/completions", {**ASK_BODY, "messages": [{"role": "user", "content": "Hello 1"}]},
+                        format="json")  # fmt: skip
+    assert again.status_code == 200 and again.json()["crewdesk"]["cached"] is True  # refused ahead, served anyway
+    refused = client.post("/v1/chat/completions", ASK_BODY, format="json")
+    assert refused.status_code == 402 and refused.json()["error"]["code"] == "quota_exceeded"
+    assert _requests(free) == 3 and _held(free) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_chat_completions_one_below_the_allowance_get_exactly_one_answer(free):
+    from saas.llm.models import ModelConfig
+    from saas.llm.registry import sync_registry
+
+    sync_registry(ModelConfig)  # a flushed test database has lost the seeded registry
+    Plan.objects.filter(slug="free").update(included_requests=4)
+    secret = issue_key(free, scopes=["read", "ask"]).secret
+    client = key_client(secret)
+    for n in range(3):
+        body = {**ASK_BODY, "messages": [{"role": "user", "content": f"Hello {n}"}]}
+        assert _bypassing(client, body).status_code == 200
+    start = threading.Barrier(20)
+
+    def one(_: int) -> int:
+        try:
+            start.wait()
+            return _bypassing(key_client(secret)).status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(one, range(20)))
+    assert statuses.count(200) == 1 and statuses.count(402) == 19
+    assert _requests(free) == 4 and _held(free) == 0
