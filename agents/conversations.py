@@ -25,6 +25,7 @@ from agents import selectors, services, titles
 from agents.models import Conversation, Feedback, Message
 from documents import services as documents
 from documents.models import Collection, Document
+from saas.core import threads
 from saas.core.errors import ApplicationError, NotFound
 from saas.core.markdown import render_markdown
 from saas.llm import gateway, gateway_async, tracing
@@ -250,11 +251,11 @@ async def answer_relay(
     error: LLMError | None = None
 
     def ending(status: str, **outcome: Any) -> Awaitable[dict[str, Any]]:  # in one hop to the gateway's pool
-        return gateway_async.hop(gateway_async.in_org(org, _answer_end), a.conversation, a.answer, a.caller,
+        return threads.hop(gateway_async.in_org(org, _answer_end), a.conversation, a.answer, a.caller,
                                  a.recorder, "".join(parts), status, titles_from_question=a.titles_from_question,
                                  **outcome)  # fmt: skip
 
-    with gateway_async.own_threads(), a.recorder.active() if a.recorder is not None else nullcontext():
+    with threads.own_threads(), a.recorder.active() if a.recorder is not None else nullcontext():
         stream = gateway_async.achat_stream(a.pending)
         deltas = _Deltas(send, answer_id)
         try:

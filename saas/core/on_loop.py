@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import greenback
 
+from saas.core import threads
+
 T = TypeVar("T")
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar("on_loop", default=False)
 
@@ -55,6 +57,4 @@ def blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """A step that blocks (the ORM): called as it is, or from `run`'s portal in a hop to a worker thread."""
     if not _active.get():
         return function(*args, **kwargs)
-    from saas.llm.gateway_async import hop
-
-    return await_(hop(_off_loop, function, *args, **kwargs))
+    return await_(threads.hop(_off_loop, function, *args, **kwargs))

@@ -17,6 +17,9 @@ runs every call of the process on one single thread. Instead, two pools of our o
   new sockets).
 - `websocket_db`: the short database steps of a socket (the access check before every frame, starting a turn,
   reading a run), at most WEBSOCKET_DB_THREADS at once: more would only wait on the connection pool.
+- `gateway`: the short synchronous steps of the event loop's own requests (`hop`: the ORM, billing, a response's
+  closing) on the gateway's ASGI route and a chat answer's end, LLM_GATEWAY_THREADS per process; none waits on
+  a model.
 
 Both are created on first use; each step runs with the caller's context (the request id) and its database
 connections are closed (given back to the pool) when it ends. /metrics shows the threads of each pool
@@ -26,26 +29,31 @@ connections are closed (given back to the pool) when it ends. /metrics shows the
 import asyncio
 import contextvars
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
-from asgiref.sync import SyncToAsync
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from saas.core.db import release_connections
+
 T = TypeVar("T")
 
 STREAM = "stream"
 WEBSOCKET_DB = "websocket_db"
+GATEWAY = "gateway"
 # Thread name prefixes: ours, and those of the pools we keep clear of (to see it in /metrics).
-_PREFIXES = {STREAM: "crewdesk-stream", WEBSOCKET_DB: "crewdesk-ws-db", "asyncio_default": "asyncio_"}
-_SIZES = {STREAM: "LLM_STREAM_THREADS", WEBSOCKET_DB: "WEBSOCKET_DB_THREADS"}
+_PREFIXES = {STREAM: "crewdesk-stream", WEBSOCKET_DB: "crewdesk-ws-db", GATEWAY: "crewdesk-gateway",
+             "asyncio_default": "asyncio_"}  # fmt: skip
+_SIZES = {STREAM: "LLM_STREAM_THREADS", WEBSOCKET_DB: "WEBSOCKET_DB_THREADS", GATEWAY: "LLM_GATEWAY_THREADS"}
 
 _lock = threading.Lock()
 _executors: dict[str, ThreadPoolExecutor] = {}
@@ -76,11 +84,63 @@ def _step(loop: asyncio.AbstractEventLoop, function: Callable[..., T], args: tup
 async def run_in(pool: str, function: Callable[..., T], *args: Any) -> T:
     """`function(*args)` in a thread of that pool, with (a copy of) the caller's context; connections closed
     after. The executor's own hand-off, not asgiref's sync_to_async: a step hands its result back by value and
-    leaves no context variable set, so sync_to_async's copying of the context back is not needed (as
-    saas/llm/gateway_async.hop does)."""
+    leaves no context variable set, so sync_to_async's copying of the context back is not needed (as `hop`
+    does)."""
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
     return await loop.run_in_executor(executor(pool), context.run, _step, loop, function, args)
+
+
+# --- Hops: a synchronous step of a request served on the event loop ----------------------------------------
+
+_hops_to: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar("hops_to", default=None)
+
+
+@contextmanager
+def own_threads() -> Iterator[None]:
+    """Hops in this block go to the `gateway` pool (the gateway's ASGI route, a chat answer's end); outside it,
+    to the caller's thread as Django's handlers arrange it (thread_sensitive), which is what tests driving the
+    views directly need."""
+    token = _hops_to.set(executor(GATEWAY))
+    try:
+        yield
+    finally:
+        _hops_to.reset(token)
+
+
+def _hop_step(
+    loop: asyncio.AbstractEventLoop, handling: BaseException | None, function: Callable[..., Any], args: Any,
+    kwargs: Any,
+) -> Any:  # fmt: skip
+    """A hop's step, in a worker thread (run in a copy of the caller's context)."""
+    # As asgiref's SyncToAsync does: async_to_sync in here (pushing an event) runs on the server's loop, and a
+    # step called while an exception is handled (response_for_exception) sees it in sys.exc_info (its log).
+    SyncToAsync.threadlocal.main_event_loop = loop
+    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+    try:
+        if handling is not None:
+            try:
+                raise handling
+            except BaseException:
+                return function(*args, **kwargs)
+        return function(*args, **kwargs)
+    finally:
+        release_connections()  # the next hop may be on another thread, seconds later
+
+
+async def hop(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a synchronous step (the ORM, blocking Redis, billing) in a worker thread, with this context.
+
+    Inside `own_threads` a hop is the executor's own hand-off (a copy of the context, one future), not asgiref's
+    sync_to_async: the steps hand their results back by value and leave no context variable set, so its
+    copying of the context back is not needed, and it cost more CPU than most steps."""
+    pool = _hops_to.get()
+    if pool is None:
+        return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    handling = sys.exc_info()[1]
+    return await loop.run_in_executor(pool, context.run, _hop_step, loop, handling, function, args, kwargs)
 
 
 async def stream_step(function: Callable[..., T], *args: Any) -> T:

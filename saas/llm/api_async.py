@@ -24,7 +24,7 @@ from django.http.response import HttpResponseBase
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from saas.core import on_loop
+from saas.core import on_loop, threads
 from saas.core.responses import after_send
 from saas.core.streaming import sse_response
 from saas.llm import api, gateway, gateway_async, openai_compat, structured, tracing
@@ -104,7 +104,7 @@ def _finish_trace(recorder: tracing.Recorder | None, exc: BaseException | None =
 async def _afinish_trace(recorder: tracing.Recorder | None, org: Any, exc: BaseException | None = None) -> None:
     """A trace the call's end did not write already (it travels with the ledger row): written in a hop."""
     if recorder is not None and not recorder.finished:
-        await gateway_async.hop(gateway_async.in_org(org, _finish_trace), recorder, exc)
+        await threads.hop(gateway_async.in_org(org, _finish_trace), recorder, exc)
 
 
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:

@@ -4,7 +4,7 @@ the async views (saas/llm/api_async.py) on the event loop; every other request g
 Why in front of Django: Django's handler (saas/core/asgi.py) runs a request's middleware and view in a worker
 thread of its own for the whole request, which is what an async view needs to avoid (a thread per open stream,
 a hop per chunk). Here a request costs no thread of its own: its admission runs on the loop (saas.core.on_loop)
-and its few steps on the database hop to the gateway's pool (gateway_async.hop) and give the thread back.
+and its few steps on the database hop to the gateway's pool (saas.core.threads.hop) and give the thread back.
 
 What the middleware does for these endpoints is done here: the request id (django_guid: read from X-Request-ID
 or made, sent back, in every log line and ledger row), the security headers of SecurityMiddleware,
@@ -41,6 +41,8 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 from django_guid.middleware import process_incoming_request, process_outgoing_request
 from django_permissions_policy import PermissionsPolicyMiddleware
+
+from saas.core import threads
 
 ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/embeddings": "embeddings"}  # views of api_async
 # The gateway's modules are imported on the first request, as Django imports the URLconf: a server starts as fast.
@@ -106,14 +108,10 @@ class GatewayHandler(ASGIHandler):
         self._frames = XFrameOptionsMiddleware(nothing)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from saas.llm import gateway_async
-
-        with gateway_async.own_threads():
+        with threads.own_threads():
             await self.handle(scope, receive, send)
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        from saas.llm import gateway_async
-
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -124,7 +122,7 @@ class GatewayHandler(ASGIHandler):
             assert error_response is not None  # Django's create_request gives one or the other
             body_file.close()
             await self.send_response(error_response, send)
-            await gateway_async.hop(error_response.close)
+            await threads.hop(error_response.close)
             return
 
         try:
@@ -173,14 +171,14 @@ class GatewayHandler(ASGIHandler):
             raise
 
     async def _view(self, request: HttpRequest) -> HttpResponseBase:
-        from saas.llm import api_async, gateway_async
+        from saas.llm import api_async
 
         process_incoming_request(request)
         self._policy.process_request(request)
         try:
             response = await getattr(api_async, ROUTES[request.path_info])(request)
         except Exception as exc:
-            response = await gateway_async.hop(response_for_exception, request, exc)
+            response = await threads.hop(response_for_exception, request, exc)
         if not response.streaming and not response.has_header("Content-Length"):
             response["Content-Length"] = str(len(response.content))  # type: ignore[attr-defined]
         process_outgoing_request(response, request)
@@ -196,10 +194,8 @@ async def _close(response: HttpResponseBase) -> None:
     """Close a sent response: its after-send work (saas.core.responses) in a hop; without any, on the loop, where
     request_finished's receivers have nothing of this request's to close (its database connections were given
     back after each hop; the request id and urlconf are this task's context), so a call costs no hop for it."""
-    from saas.llm import gateway_async
-
     if response._resource_closers:  # type: ignore[attr-defined]
-        await gateway_async.hop(response.close)
+        await threads.hop(response.close)
     else:
         response.close()
 

@@ -18,27 +18,22 @@ what changes is where each step runs:
   settle and the exact cache entry are one script on asyncio Redis, so a call makes one hop in all; when Redis
   fails there, or the row is written at once, or the semantic cache is to be written, it takes a hop.
 
-Worker threads: `LLM_GATEWAY_THREADS` (16) per process, short steps only (none waits on a model).
+Worker threads: the `gateway` pool of saas.core.threads (`LLM_GATEWAY_THREADS`, 16 per process), short steps
+only (none waits on a model).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
-import os
-import sys
-from collections.abc import AsyncGenerator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing, contextmanager
-from contextvars import ContextVar
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 
-from saas.core.db import release_connections
+from saas.core import threads
 from saas.core.tenancy import enter_org_scope, exit_org_scope
 from saas.llm import caches, gateway, guardrails, output_screen, routing, structured
 from saas.llm.call import Call, Caller
@@ -56,64 +51,7 @@ from saas.llm.prompts import ResolvedPrompt
 from saas.llm.providers import ChatRequest, ChatResult, StreamEnd
 from saas.llm.routing import as_llm_error, engine_label
 
-# --- Hops to a worker thread -------------------------------------------------------------------------------
-
-_pool: ContextVar[ThreadPoolExecutor | None] = ContextVar("gateway_pool", default=None)
-_executor: ThreadPoolExecutor | None = None
-
-
-def executor() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        size = int(getattr(settings, "LLM_GATEWAY_THREADS", None) or os.environ.get("LLM_GATEWAY_THREADS") or 16)
-        _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="crewdesk-gateway")
-    return _executor
-
-
-@contextmanager
-def own_threads() -> Iterator[None]:
-    """Hops in this block go to the gateway's pool (the ASGI route); outside it, to the caller's thread as
-    Django's handlers arrange it (thread_sensitive), which is what tests driving the views directly need."""
-    token = _pool.set(executor())
-    try:
-        yield
-    finally:
-        _pool.reset(token)
-
-
-def _in_thread(
-    loop: asyncio.AbstractEventLoop, handling: BaseException | None, function: Callable[..., Any], args: Any,
-    kwargs: Any,
-) -> Any:  # fmt: skip
-    """A hop's step, in a worker thread (run in a copy of the caller's context)."""
-    # As asgiref's SyncToAsync does: async_to_sync in here (pushing an event) runs on the server's loop, and a
-    # step called while an exception is handled (response_for_exception) sees it in sys.exc_info (its log).
-    SyncToAsync.threadlocal.main_event_loop = loop
-    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
-    try:
-        if handling is not None:
-            try:
-                raise handling
-            except BaseException:
-                return function(*args, **kwargs)
-        return function(*args, **kwargs)
-    finally:
-        release_connections()  # the next hop may be on another thread, seconds later
-
-
-async def hop(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a synchronous step (the ORM, blocking Redis, billing) in a worker thread, with this context.
-
-    On the gateway's pool a hop is the executor's own hand-off (a copy of the context, one future), not
-    asgiref's sync_to_async: the steps hand their results back by value and leave no context variable set, so
-    its copying of the context back is not needed, and it cost more CPU than most steps."""
-    pool = _pool.get()
-    if pool is None:
-        return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
-    loop = asyncio.get_running_loop()
-    context = contextvars.copy_context()
-    handling = sys.exc_info()[1]
-    return await loop.run_in_executor(pool, context.run, _in_thread, loop, handling, function, args, kwargs)
+# --- Hops to a worker thread (saas.core.threads.hop) ---------------------------------------------------
 
 
 def in_org(org: Any, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -137,7 +75,7 @@ async def _complete(provider: Any, model: ModelConfig, outbound: ChatRequest) ->
     request, timeout = routing.for_model(outbound, model), settings.LLM_ROUTER["attempt_timeout"]
     if getattr(provider, "has_async", False):
         return await structured.acomplete(provider, model.upstream_model, request, timeout=timeout)
-    return await hop(structured.complete, provider, model.upstream_model, request, timeout=timeout)  # type: ignore[no-any-return]
+    return await threads.hop(structured.complete, provider, model.upstream_model, request, timeout=timeout)  # type: ignore[no-any-return]
 
 
 async def _stream(provider: Any, model: ModelConfig, outbound: ChatRequest) -> AsyncGenerator[Any, None]:
@@ -151,10 +89,10 @@ async def _stream(provider: Any, model: ModelConfig, outbound: ChatRequest) -> A
     blocking = structured.stream(provider, model.upstream_model, request, timeout=timeout)
     done = object()
     try:
-        while (item := await hop(next, blocking, done)) is not done:
+        while (item := await threads.hop(next, blocking, done)) is not done:
             yield item
     finally:
-        await asyncio.shield(hop(blocking.close))
+        await asyncio.shield(threads.hop(blocking.close))
 
 
 # --- Admission: the synchronous steps before the model, in one hop ----------------------------------------
@@ -268,7 +206,7 @@ async def achat(pending: Pending) -> GatewayResult:
 
 
 async def _hop_in(org: Any, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return await hop(in_org(org, function), *args, **kwargs)
+    return await threads.hop(in_org(org, function), *args, **kwargs)
 
 
 # --- Streams ---------------------------------------------------------------------------------------------------
@@ -409,8 +347,8 @@ async def aembed(pending: Pending, *, texts: list[str], dimensions: int) -> Gate
                         result = await async_provider.aembed(candidate.upstream_model, texts, dimensions=dimensions,
                                                              timeout=timeout)  # fmt: skip
                     else:
-                        result = await hop(provider.embed, candidate.upstream_model, texts, dimensions=dimensions,
-                                           timeout=timeout)  # fmt: skip
+                        result = await threads.hop(provider.embed, candidate.upstream_model, texts,
+                                                   dimensions=dimensions, timeout=timeout)  # fmt: skip
                 except Exception as exc:
                     await route.afailed(candidate, as_llm_error(exc))
                     continue

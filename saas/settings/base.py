@@ -131,6 +131,8 @@ if env.bool("DATABASE_POOL", default=True):
 # (more wait for a thread, none fails); WEBSOCKET_DB_THREADS: their short database steps (access checks).
 LLM_STREAM_THREADS = env.int("LLM_STREAM_THREADS", default=256)
 WEBSOCKET_DB_THREADS = env.int("WEBSOCKET_DB_THREADS", default=DATABASE_POOL_MAX)
+# The gateway's short synchronous steps on the event loop's behalf (saas.core.threads.hop): none waits on a model.
+LLM_GATEWAY_THREADS = env.int("LLM_GATEWAY_THREADS", default=16)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The web servers' garbage collector (saas/core/heap.py): what is alive once the application is loaded is frozen

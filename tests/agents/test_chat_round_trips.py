@@ -37,7 +37,7 @@ from agents import privacy
 from agents.models import Conversation, Message
 from saas.core import threads
 from saas.core.privacy import Subject
-from saas.llm import gateway_async, ledger
+from saas.llm import ledger
 from saas.llm.models import LLMCall
 from saas.llm.trace_models import Trace
 from tests.accounts.factories import MembershipFactory
@@ -167,7 +167,7 @@ def counted() -> Iterator[tuple[list[str], Counter[str], Counter[str]]]:
         return run
 
     patch(threads, "run_in", pool_hop)
-    patch(gateway_async, "hop", gateway_hop)
+    patch(threads, "hop", gateway_hop)
     patch(db_utils.CursorWrapper, "execute", statement)
     patch(db_utils.CursorWrapper, "executemany", statement)
     patch(BaseDatabaseWrapper, "_commit", commit)

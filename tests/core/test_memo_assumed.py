@@ -16,6 +16,7 @@ from saas.core.redis import get_redis
 from saas.llm import config
 from tests.accounts.conftest import issue_key, key_client
 from tests.accounts.factories import OrganizationFactory
+from tests.core.memo_reads import CountingRedis
 
 
 @pytest.fixture
@@ -29,25 +30,11 @@ def _counted(key_id: Any) -> int:
     return sum(int(redis.get(name) or 0) for name in redis.scan_iter(match=f"*LIMITER/api:key/{key_id}/*"))
 
 
-class _CountingRedis:
-    def __init__(self) -> None:
-        self.client = get_redis()
-        self.sent: list[str] = []
-
-    def get(self, key: str) -> Any:
-        self.sent.append("GET")
-        return self.client.get(key)
-
-    def mget(self, keys: list[str]) -> Any:
-        self.sent.append("MGET")
-        return self.client.mget(keys)
-
-
 def test_a_request_with_its_copies_held_reads_no_version_on_its_own(org, monkeypatch):
     issued = issue_key(org)
     client = key_client(issued.secret)
     assert client.get("/v1/models").status_code == 200  # the key, plan and registry copies are held now
-    counting = _CountingRedis()
+    counting = CountingRedis()
     monkeypatch.setattr(memo, "get_redis", lambda: counting)
     assert client.get("/v1/models").status_code == 200
     assert counting.sent == []  # the rate-limit script read them, and checked the ones assumed

@@ -10,6 +10,7 @@ from saas.llm import config, gateway
 from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.providers import ChatRequest
 from tests.accounts.factories import OrganizationFactory
+from tests.core.memo_reads import CountingRedis
 
 pytestmark = pytest.mark.django_db
 HELLO = ChatRequest(messages=[{"role": "user", "content": "Hello"}])
@@ -73,29 +74,13 @@ def test_the_gateway_resolves_from_the_copy(fake, models, django_assert_num_quer
         gateway.chat(caller=caller, model="test-large", request=HELLO, bypass_cache=True)
 
 
-class _CountingRedis:
-    """The real client, counting the version reads the memos send."""
-
-    def __init__(self) -> None:
-        self.client = get_redis()
-        self.sent: list[str] = []
-
-    def get(self, key: str) -> Any:
-        self.sent.append("GET")
-        return self.client.get(key)
-
-    def mget(self, keys: list[str]) -> Any:
-        self.sent.append("MGET")
-        return self.client.mget(keys)
-
-
 def test_within_a_request_every_memo_version_is_read_in_one_round_trip(models, monkeypatch):
     from accounts.services import key_memo
     from billing import selectors as billing_selectors
 
     org = OrganizationFactory()
     config.current(), key_memo.current(), billing_selectors.memo.current()  # the copies are in memory
-    counting = _CountingRedis()
+    counting = CountingRedis()
     monkeypatch.setattr(memo, "get_redis", lambda: counting)
     with memo.versions_read_once():
         for _ in range(3):  # a gateway call takes the configuration several times

@@ -12,6 +12,7 @@ from asgiref.sync import async_to_sync
 
 from billing.catalogue import sync_plans
 from billing.models import Plan, UsageEvent
+from saas.core import threads
 from saas.core.redis import get_redis
 from saas.llm import breaker, gateway, gateway_async, ledger
 from saas.llm.models import LLMCall
@@ -175,14 +176,14 @@ def test_a_hop_on_the_gateways_pool_runs_in_its_threads_with_the_callers_context
 
     async def hops() -> tuple[tuple[str, str], str]:
         probe.set("the caller's")
-        with gateway_async.own_threads():
-            seen = await gateway_async.hop(lambda: (probe.get(), threading.current_thread().name))
+        with threads.own_threads():
+            seen = await threads.hop(lambda: (probe.get(), threading.current_thread().name))
             try:
                 raise ValueError("being handled")
             except ValueError:
-                handled = await gateway_async.hop(lambda: repr(sys.exc_info()[1]))  # as response_for_exception
+                handled = await threads.hop(lambda: repr(sys.exc_info()[1]))  # as response_for_exception
             with pytest.raises(KeyError):
-                await gateway_async.hop({}.__getitem__, "missing")
+                await threads.hop({}.__getitem__, "missing")
         return seen, handled
 
     (value, thread), handled = async_to_sync(hops)()
