@@ -252,8 +252,8 @@ async def answer_relay(
 
     def ending(status: str, **outcome: Any) -> Awaitable[dict[str, Any]]:  # in one hop to the gateway's pool
         return threads.hop(gateway_async.in_org(org, _answer_end), a.conversation, a.answer, a.caller,
-                                 a.recorder, "".join(parts), status, titles_from_question=a.titles_from_question,
-                                 **outcome)  # fmt: skip
+                           a.recorder, "".join(parts), status, titles_from_question=a.titles_from_question,
+                           **outcome)  # fmt: skip
 
     with threads.own_threads(), a.recorder.active() if a.recorder is not None else nullcontext():
         stream = gateway_async.achat_stream(a.pending)

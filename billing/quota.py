@@ -184,8 +184,9 @@ def companion_for(*, org: Any) -> Any:
     places = _places.get()
     if places is None or (places.ahead is not None and places.ahead.outcome is not None):
         return None  # one place per request (checks run again after a stale copy take it then)
-    state = selectors.billing_state(org=org)
-    if state.restricted and state.billing and state.billing.past_due_since:
+    try:
+        state = standing(org=org)
+    except PaymentOverdue:
         return None
     reservation = Reservation(org, state.period_start, uuid.uuid4().hex, state.plan.included_requests)
     ahead = places.ahead = _Ahead(reservation)

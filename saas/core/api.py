@@ -134,18 +134,13 @@ class OrgScopedMixin:
         else by a read of its own. A copy found stale (memo.Stale) has the checks run again on fresh copies."""
         try:
             self._checks(request, *args, **kwargs)
-            memo.confirm()
+            if memo.assumptions_hold():
+                return
         except memo.Stale:
             pass
         except Exception:
-            try:
-                memo.confirm()  # an error decided on an assumed copy is only given if the copy was current
-            except memo.Stale:
-                pass
-            else:
+            if memo.assumptions_hold():  # an error decided on an assumed copy is given only if the copy was current
                 raise
-        else:
-            return
         memo.stop_assuming()
         self._leave_org_scope()
         for decided in ("_user", "_auth", "_authenticator"):  # DRF authenticates again on the next read

@@ -184,11 +184,19 @@ def confirm() -> None:
     try:
         values = get_redis().mget(keys) if keys else []
     except Exception:
-        read.optimistic = False
-        read.assumed.clear()
+        stop_assuming()
         raise Stale("the versions could not be read") from None
     read.update(zip(keys, values, strict=True))
     _settle(read)
+
+
+def assumptions_hold() -> bool:
+    """`confirm`, as a yes or no."""
+    try:
+        confirm()
+    except Stale:
+        return False
+    return True
 
 
 def stop_assuming() -> None:
@@ -200,11 +208,11 @@ def stop_assuming() -> None:
 
 
 def _settle(read: _Read) -> None:
+    """Assumptions whose version has been read are settled: kept out of `assumed`, or Stale when one was wrong."""
     wrong = [key for key, value in read.assumed.items() if key in read and read[key] != value]
-    for key in [key for key in read.assumed if key in read]:
-        del read.assumed[key]
+    read.assumed = {key: value for key, value in read.assumed.items() if key not in read}
     if wrong:
-        read.optimistic = False
+        stop_assuming()
         raise Stale(", ".join(wrong))
 
 

@@ -71,10 +71,15 @@ def executor(pool: str) -> ThreadPoolExecutor:
         return _executors[pool]
 
 
-def _step(loop: asyncio.AbstractEventLoop, function: Callable[..., T], args: tuple[Any, ...]) -> T:
-    # As asgiref's SyncToAsync does: async_to_sync in here (pushing an event to a group) runs on this loop.
+def _serve_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """As asgiref's SyncToAsync does: async_to_sync in this worker thread (pushing an event to a group) runs on
+    the loop that handed the step over."""
     SyncToAsync.threadlocal.main_event_loop = loop
     SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+
+
+def _step(loop: asyncio.AbstractEventLoop, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+    _serve_loop(loop)
     try:
         return function(*args)
     finally:
@@ -112,11 +117,9 @@ def _hop_step(
     loop: asyncio.AbstractEventLoop, handling: BaseException | None, function: Callable[..., Any], args: Any,
     kwargs: Any,
 ) -> Any:  # fmt: skip
-    """A hop's step, in a worker thread (run in a copy of the caller's context)."""
-    # As asgiref's SyncToAsync does: async_to_sync in here (pushing an event) runs on the server's loop, and a
-    # step called while an exception is handled (response_for_exception) sees it in sys.exc_info (its log).
-    SyncToAsync.threadlocal.main_event_loop = loop
-    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+    """A hop's step, in a worker thread (run in a copy of the caller's context). A step called while an
+    exception is handled (response_for_exception) sees it in sys.exc_info (its log), as under sync_to_async."""
+    _serve_loop(loop)
     try:
         if handling is not None:
             try:
