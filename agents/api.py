@@ -1,4 +1,3 @@
-import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from functools import partial
@@ -8,7 +7,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -245,16 +243,6 @@ class CrewRunsView(OrgScopedAPIView):
         return response
 
 
-class EventStreamRenderer(BaseRenderer):
-    """Lets a client ask for `Accept: text/event-stream` (the events endpoint answers with a stream)."""
-
-    media_type = "text/event-stream"
-    format = "sse"
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        return json.dumps(data).encode()
-
-
 class RunViewSet(OrgScopedViewSet):
     """Runs: status, output, steps, tokens and cost; their live events; cancellation."""
 
@@ -294,7 +282,7 @@ class RunViewSet(OrgScopedViewSet):
         return response
 
     @extend_schema(responses={(200, "text/event-stream"): OpenApiTypes.STR}, summary="The run's events (SSE)")
-    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, EventStreamRenderer])
+    @action(detail=True, methods=["get"])
     def events(self, request: Request, pk: str) -> Any:
         return sse_response(run_event_stream(self.get_object()))
 

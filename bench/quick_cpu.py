@@ -3,7 +3,7 @@ restarted from the working tree for each measurement (so a change is measured in
 
     python bench/quick_cpu.py [--clients 8] [--seconds 5] [--rounds 2] [--kind chat|stream|embed] [--watch]
                               [--steps] [--paths async,sync] [--servers api,daphne] [--latency 300] [--env NAME=VALUE ...]
-                              [--ab NAME=VALUE --repeat 3]
+                              [--ab NAME=VALUE --repeat 3] [--latency 1000 --against REV]
 
 --ab alternates every side without and with one environment variable (a switch an experiment reads), --repeat
 runs the sides that many times in turn: on this shared machine only alternated figures compare. With --latency,
@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -30,7 +31,7 @@ import httpx
 import psutil
 import step_cpu
 from profile_crewdesk import print_summary, py_spy
-from servers import crewdesk_fixture, ledger_rows, post_json, start_crewdesk, start_fake_upstream
+from servers import BASE_DIR, crewdesk_fixture, ledger_rows, post_json, start_crewdesk, start_fake_upstream
 from stack import bench_stack
 
 MESSAGES = [{"role": "user", "content": "Summarise the quarterly report for the team, please."}]
@@ -98,9 +99,9 @@ async def latency(server: Any, upstream: Any, headers: dict[str, str], model: st
 async def paired_latency(
     servers: dict[str, Any], upstream: Any, headers: dict[str, str], model: str, calls: int
 ) -> None:
-    """`latency` for two servers at once (without and with --ab's variable), both up during the whole run, their
-    calls interleaved with direct ones, the order of the two swapped every round: the machine's drift over
-    minutes, larger here than most changes, hits both alike. Prints each one's added p50 and the median of the
+    """`latency` for two servers at once (without and with --ab's variable, or --against's commit and this
+    tree), both up during the whole run, their calls interleaved with direct ones, the order of the two swapped
+    every round: the machine's drift over minutes, larger here than most changes, hits both alike. Prints each one's added p50 and the median of the
     per-round differences."""
     async with httpx.AsyncClient(headers=headers, timeout=60) as client:
         sides = {"direct": upstream, **servers}
@@ -120,7 +121,7 @@ async def paired_latency(
         print(f"  {side or 'as is'}: p50 {statistics.median(times[side]):.2f} ms, added p50 "
               f"+{statistics.median(times[side]) - direct:.2f} ms", flush=True)  # fmt: skip
     first, second = (times[name] for name in names)
-    print(f"  median of the paired differences ({names[1]} minus as is): "
+    print(f"  median of the paired differences ({names[1]} minus {names[0] or 'as is'}): "
           f"{statistics.median(b - a for a, b in zip(first, second, strict=True)):+.3f} ms (direct p50 {direct:.2f})",
           flush=True)  # fmt: skip
 
@@ -189,6 +190,15 @@ async def measure(server: Any, headers: dict[str, str], model: str, args: argpar
                 print_summary(Path(RAW).read_text(), 1000 * cpu / n, top=25)
 
 
+def _checkout(rev: str, workdir: Path) -> Path:
+    """A commit's files in a directory of their own (git archive: no worktree to clean up), for --against."""
+    tree = workdir / "against"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=BASE_DIR, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=8)
@@ -204,6 +214,9 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=0, help="N calls at one client, alternated with direct")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server (repeatable)")
     parser.add_argument("--ab", default="", help="NAME=VALUE: every side also without, then with, this variable")
+    parser.add_argument(
+        "--against", default="", help="REV: with --latency, that commit's server paired with this tree's"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="the sides N times in turn (alternated)")
     args = parser.parse_args()
     with bench_stack(), tempfile.TemporaryDirectory(prefix="quick-cpu-") as tmp:
@@ -214,12 +227,17 @@ def main() -> None:
         if args.reply_words:  # longer answers: a stream's per-chunk cost shows
             post_json(upstream.url + "/_config", {"reply": " ".join(["word"] * args.reply_words)})
         try:
-            if args.latency and args.ab:  # both servers up at once, their calls interleaved
+            if args.latency and (args.ab or args.against):  # both servers up at once, their calls interleaved
+                other = _checkout(args.against, workdir) if args.against else None
                 for _ in range(args.repeat):
                     env = {"LLM_ASYNC_GATEWAY": "true", **dict(item.split("=", 1) for item in args.env)}
-                    name, value = args.ab.split("=", 1)
-                    servers = {"": start_crewdesk(workdir, upstream, "api", **env),
-                               args.ab: start_crewdesk(workdir, upstream, "api", **env, **{name: value})}  # fmt: skip
+                    if other is not None:
+                        servers = {args.against: start_crewdesk(workdir, upstream, "api", tree=other, **env),
+                                   "this tree": start_crewdesk(workdir, upstream, "api", **env)}  # fmt: skip
+                    else:
+                        name, value = args.ab.split("=", 1)
+                        servers = {"": start_crewdesk(workdir, upstream, "api", **env),
+                                   args.ab: start_crewdesk(workdir, upstream, "api", **env, **{name: value})}  # fmt: skip
                     try:
                         print(f"--- paired, load average {os.getloadavg()[0]:.2f}", flush=True)
                         asyncio.run(paired_latency(servers, upstream, headers, fixture["model"], args.latency))

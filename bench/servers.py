@@ -141,9 +141,12 @@ def start_fake_upstream(workdir: Path, *, max_requests: int = 1000) -> Server:
     return server
 
 
-def start_crewdesk(workdir: Path, upstream: Server, server: str = "api", **env: str) -> Server:
+def start_crewdesk(
+    workdir: Path, upstream: Server, server: str = "api", *, tree: Path | str = BASE_DIR, **env: str
+) -> Server:
     """Crewdesk's API server (uvicorn, saas.core.api_server) or, with server="daphne", daphne through its entry
-    point (both as `make run` starts them), in the bench stack's environment, DEBUG off."""
+    point (both as `make run` starts them), in the bench stack's environment, DEBUG off. `tree`: the checkout
+    whose code it runs (another commit's, to compare against)."""
     port = free_port()
     log = workdir / "crewdesk.log"
     process_env = {
@@ -172,7 +175,7 @@ def start_crewdesk(workdir: Path, upstream: Server, server: str = "api", **env: 
     else:
         entry = ["-m", "saas.core.http_server" if server == "daphne" else "saas.core.api_server"]
     cmd = [sys.executable, *entry, "-b", "127.0.0.1", "-p", str(port), "saas.asgi:application"]
-    crewdesk = Server("crewdesk", f"http://127.0.0.1:{port}", _start(cmd, log, process_env), log)
+    crewdesk = Server("crewdesk", f"http://127.0.0.1:{port}", _start(cmd, log, process_env, cwd=Path(tree)), log)
     wait_http(crewdesk.url + "/healthz")
     return crewdesk
 

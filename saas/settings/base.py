@@ -270,6 +270,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "saas.core.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "saas.core.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "saas.core.negotiation.JsonAnswers",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Crewdesk API",

@@ -269,3 +269,30 @@ def test_generate_in_our_api_json_and_sse(fake, models, org_key):
     assert error.status_code == 400 and error.json()["error"]["code"] == "model_not_found"
     both = client.post("/api/v1/generate", {"prompt": "Hi", "messages": MESSAGES}, format="json")
     assert both.status_code == 400 and both.json()["error"]["code"] == "invalid"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("accept", ["text/event-stream", "text/html", "application/xml"])
+def test_what_the_client_accepts_does_not_stop_an_answer(fake, models, org_key, accept):
+    """The API answers JSON (or SSE for a stream) whatever Accept says, as OpenAI's does; curl, EventSource and
+    some SDKs send `Accept: text/event-stream` for a stream. No 406, on /v1 or on our own API."""
+    _, key = org_key
+    client = key_client(key.secret)
+    answer = client.post("/v1/chat/completions", {"model": "test-small", "messages": MESSAGES}, format="json",
+                         HTTP_ACCEPT=accept, HTTP_X_CREWDESK_CACHE="bypass")  # fmt: skip
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
+    stream = client.post("/v1/chat/completions", {"model": "test-small", "messages": MESSAGES, "stream": True},
+                         format="json", HTTP_ACCEPT=accept, HTTP_X_CREWDESK_CACHE="bypass")  # fmt: skip
+    assert stream.status_code == 200 and stream["Content-Type"] == "text/event-stream"
+    assert b"[DONE]" in b"".join(stream.streaming_content)
+    models_list = client.get("/v1/models", HTTP_ACCEPT=accept)
+    assert models_list.status_code == 200 and models_list.json()["object"] == "list"
+    refused = client.post("/v1/chat/completions", {"model": "nope", "messages": MESSAGES}, format="json",
+                          HTTP_ACCEPT=accept)  # fmt: skip
+    assert refused.status_code in (400, 404) and refused.json()["error"]["code"] == "model_not_found"
+    generated = client.post("/api/v1/generate", {"model": "test-small", "prompt": "Hi", "stream": True},
+                            format="json", HTTP_ACCEPT=accept, HTTP_X_CREWDESK_CACHE="bypass")  # fmt: skip
+    assert generated.status_code == 200 and generated["Content-Type"] == "text/event-stream"
+    assert b'"type": "done"' in b"".join(generated.streaming_content).replace(b'"type":"done"', b'"type": "done"')
+    missing = client.get("/api/v1/runs/00000000-0000-0000-0000-000000000000/events", HTTP_ACCEPT=accept)
+    assert missing.status_code == 404 and missing["Content-Type"] == "application/json"
