@@ -108,7 +108,6 @@ class Call:
         self.guard = guardrails.Policy()
         self.findings: list[dict[str, Any]] = []
         self.input_text = ""
-        self._sealed_input: tuple[str, str] | None = None  # (input_text, its ciphertext): see seal_input
         self.period_start: Any = None
         self.reservation: quota.Reservation | None = None
         self.cost_usd = Decimal(0)
@@ -141,13 +140,6 @@ class Call:
         self.input_text = json.dumps(outbound.messages)
         self.check_standing()
         return config, policy.chain(config, settings_row, conf), outbound
-
-    def seal_input(self) -> str:
-        """The masked input encrypted for the row, once. The async path has it done while the model is called
-        (gateway_async.achat), when the event loop would otherwise wait, rather than after the answer."""
-        if self._sealed_input is None or self._sealed_input[0] is not self.input_text:
-            self._sealed_input = (self.input_text, crypto.encrypt(self.input_text))
-        return self._sealed_input[1]
 
     def check_standing(self) -> None:
         try:
@@ -310,7 +302,7 @@ class Call:
             "ttft_ms": round((self.first_token_at - self.started) * 1000) if self.first_token_at else None,
             "cache": self.cache, "status": status, "error_class": error.kind if error else "",
             "pii_masked": self.masker.found, "guardrails": self.findings,
-            "input_encrypted": self.seal_input(), "output_encrypted": crypto.encrypt(output_text),
+            "input_encrypted": crypto.encrypt(self.input_text), "output_encrypted": crypto.encrypt(output_text),
             "prompt_version_id": str(p.version_id) if (p := self.prompt) and p.version_id else None,
             "experiment_variant_id": str(p.variant_id) if (p := self.prompt) and p.variant_id else None,
         }  # fmt: skip

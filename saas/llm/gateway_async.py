@@ -190,8 +190,6 @@ async def achat(pending: Pending) -> GatewayResult:
     async with call.aguard_exit(run):
         route = call.route
         assert route is not None
-        # Runs once this task waits on the upstream (an idle loop at low load), not after the answer.
-        asyncio.get_running_loop().call_soon(call.seal_input)
         async with aclosing(route.async_attempts()) as attempts:
             async for candidate, provider in attempts:
                 try:
@@ -270,7 +268,6 @@ async def achat_stream(pending: Pending) -> AsyncGenerator[str | GatewayStreamEn
         screen = output_screen.OutputScreen(call.guard) if call.guard.active else None  # per delta, cost ~ the delta
         route = call.route
         assert route is not None
-        asyncio.get_running_loop().call_soon(call.seal_input)  # while the first token is awaited
         async with aclosing(route.async_attempts()) as attempts:
             async for candidate, provider in attempts:
                 yielded = False
