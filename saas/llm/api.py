@@ -24,9 +24,10 @@ from accounts.permissions import ADMIN, ASK, READ
 from billing import quota
 from saas.core import memo
 from saas.core.api import OrgScopedAPIView, StrictSerializer
-from saas.core.errors import ApplicationError, application_error_response
+from saas.core.errors import ApplicationError, NotFound, application_error_response
 from saas.core.responses import after_send
 from saas.core.streaming import sse, sse_response
+from saas.core.text import storable
 from saas.llm import config, gateway, openai_compat, provider_registry, services, structured, tracing
 from saas.llm.models import ModelConfig, OrgLLMSettings
 from saas.llm.providers import ChatRequest, LLMError
@@ -149,17 +150,36 @@ class ChatCompletionsView(OpenAICompatibleView):
         )  # fmt: skip
 
 
+def _model_entries(org: Any) -> list[dict[str, Any]]:
+    """/v1/models' entries: what this org may use (its own providers' models too), and `auto`."""
+    reachable = (m for kind in ModelConfig.Kind.values for m in provider_registry.reachable_models(org, kind=kind))
+    data = [openai_compat.model_entry(m) for m in sorted(reachable, key=lambda m: m.alias)]
+    data.append({"id": "auto", "object": "model", "created": 0, "owned_by": "crewdesk"})
+    return data
+
+
 class ModelsView(OpenAICompatibleView):
     required_scopes = {"get": READ}
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Models this org may use, with their capabilities")
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Models this org may use, with their capabilities",
+                   operation_id="v1_models_list")  # fmt: skip
     def get(self, request: Request) -> Response:
-        org = request.principal.organization  # type: ignore[attr-defined]
-        reachable = (m for kind in ModelConfig.Kind.values for m in provider_registry.reachable_models(org, kind=kind))
-        models = sorted(reachable, key=lambda m: m.alias)  # the org's own providers' models too
-        data = [openai_compat.model_entry(m) for m in models]
-        data.append({"id": "auto", "object": "model", "created": 0, "owned_by": "crewdesk"})
-        return Response({"object": "list", "data": data})
+        return Response({"object": "list", "data": _model_entries(request.principal.organization)})  # type: ignore[attr-defined]
+
+
+class ModelView(OpenAICompatibleView):
+    """GET /v1/models/<id> (the SDKs' `models.retrieve`): one entry of the list; a model this org cannot use is
+    a 404, as OpenAI answers for a model that does not exist."""
+
+    required_scopes = {"get": READ}
+
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="One model this org may use, with its capabilities")
+    def get(self, request: Request, model_id: str) -> Response:
+        for entry in _model_entries(request.principal.organization):  # type: ignore[attr-defined]
+            if entry["id"] == model_id:
+                return Response(entry)
+        raise NotFound(f"The model '{storable(model_id)[:200]}' does not exist or this org cannot use it.",
+                       code="model_not_found", details={"param": "model"})  # fmt: skip
 
 
 @extend_schema_field(

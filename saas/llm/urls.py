@@ -10,6 +10,7 @@ router.register("requests", api_requests.RequestLogViewSet, basename="llm-reques
 openai_urlpatterns = [
     path("chat/completions", api.ChatCompletionsView.as_view(), name="openai-chat-completions"),
     path("models", api.ModelsView.as_view(), name="openai-models"),
+    path("models/<path:model_id>", api.ModelView.as_view(), name="openai-model"),  # org aliases hold slashes
     path("embeddings", api.EmbeddingsView.as_view(), name="openai-embeddings"),
 ]
 

@@ -53,6 +53,15 @@ class TestTheOfficialSdk:
         call = _wait_for(lambda: LLMCall.all_orgs.first())
         assert call.status == "ok" and completion.id == f"chatcmpl-{call.pk}"
 
+    def test_models_list_and_retrieve(self, sdk):
+        listed = {model.id: model for model in sdk.models.list()}
+        small = sdk.models.retrieve("test-small")
+        assert small == listed["test-small"] and small.model_extra["crewdesk"]["capabilities"]["tools"] is True
+        assert sdk.models.retrieve("auto").id == "auto"
+        with pytest.raises(openai.NotFoundError) as refused:
+            sdk.models.retrieve("no-such-model")
+        assert refused.value.code == "model_not_found" and "no-such-model" in refused.value.message
+
     def test_the_async_routes_send_the_security_headers_every_other_response_sends(self, server, org_key):
         _, key = org_key
         auth = {"Authorization": f"Bearer {key.secret}", "X-Crewdesk-Cache": "bypass"}

@@ -110,6 +110,10 @@ def test_another_orgs_provider_is_a_404_and_its_models_do_not_exist_for_others(t
     with pytest.raises(gateway.ModelNotFound):
         gateway.chat(caller=gateway.Caller(org=other), model="our-vllm/fake-small", request=ECHO)
     assert OrgProvider.all_orgs.get().name == "Our vLLM"
+    # GET /v1/models/<id> (models.retrieve): the team's own alias, slash and all, for the team only.
+    assert admin.get("/v1/models/our-vllm/fake-small").json()["id"] == "our-vllm/fake-small"
+    hidden = intruder.get("/v1/models/our-vllm/fake-small")
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "model_not_found"
 
 
 def test_only_admins_manage_providers(team, fake):
