@@ -118,8 +118,9 @@ async def paired_latency(
                     times[side].append(1000 * (time.perf_counter() - t0))
     direct = statistics.median(times["direct"])
     for side in names:
+        p95 = statistics.quantiles(times[side], n=20)[-1]
         print(f"  {side or 'as is'}: p50 {statistics.median(times[side]):.2f} ms, added p50 "
-              f"+{statistics.median(times[side]) - direct:.2f} ms", flush=True)  # fmt: skip
+              f"+{statistics.median(times[side]) - direct:.2f} ms, p95 {p95:.2f} ms", flush=True)  # fmt: skip
     first, second = (times[name] for name in names)
     print(f"  median of the paired differences ({names[1]} minus {names[0] or 'as is'}): "
           f"{statistics.median(b - a for a, b in zip(first, second, strict=True)):+.3f} ms (direct p50 {direct:.2f})",

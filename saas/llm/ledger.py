@@ -28,15 +28,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError, transaction
-from django.db.models.constants import OnConflict
+from django.db import DatabaseError, connection, transaction
 from redis.exceptions import NoScriptError
 
 from billing import quota
@@ -178,17 +176,30 @@ async def aenqueue(
 # --- Writing rows --------------------------------------------------------------------------------------------
 
 
-def _objects(model: Any, rows: Iterable[dict[str, Any]]) -> list[Any]:
-    fields = {f.attname: f for f in model._meta.concrete_fields}
-    return [model(**{name: fields[name].to_python(value) for name, value in row.items()}) for row in rows]
+def _insert_ignoring_conflicts(model: Any, rows: list[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING of rows as their entries carry them (JSON values keyed by column): every
+    column as given (created_at is the call's, not now), the model's default for a column not given, each value
+    read by PostgreSQL as its column's type. One statement run for every row: Django's bulk insert built a model
+    object per row, prepared each value field by field and sent the batch as arrays composed in Python, about
+    two thirds of the writer's CPU per row."""
+    if not rows:
+        return
+    fields = model._meta.concrete_fields
+    json_columns = {field.attname for field in fields if field.get_internal_type() == "JSONField"}
+    defaults = {field.attname: field for field in fields if field.has_default()}
 
+    def value(row: dict[str, Any], name: str) -> Any:
+        given = row[name] if name in row else (defaults[name].get_default() if name in defaults else None)
+        return orjson.dumps(given).decode() if name in json_columns else given
 
-def _insert_ignoring_conflicts(model: Any, objects: list[Any]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING, with every column as given (created_at is the call's, not now)."""
-    if objects:
-        model.all_orgs._insert(  # the one insert Django has that keeps given timestamps (raw) and ignores conflicts
-            objects, fields=model._meta.concrete_fields, raw=True, on_conflict=OnConflict.IGNORE
-        )
+    names = [field.attname for field in fields]
+    statement = (
+        f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} "  # noqa: S608  (our own names)
+        f"({', '.join(connection.ops.quote_name(field.column) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(statement, [[value(row, name) for name in names] for row in rows])
 
 
 def write(entries: list[Entry], *, checked: bool = False) -> int:
@@ -202,8 +213,8 @@ def write(entries: list[Entry], *, checked: bool = False) -> int:
         return 0
     if checked:
         with transaction.atomic():
-            _insert_ignoring_conflicts(LLMCall, _objects(LLMCall, [e.call for e in entries]))
-            _insert_ignoring_conflicts(UsageEvent, _objects(UsageEvent, [e.usage for e in entries if e.usage]))
+            _insert_ignoring_conflicts(LLMCall, [e.call for e in entries])
+            _insert_ignoring_conflicts(UsageEvent, [e.usage for e in entries if e.usage])
             _insert_traces([e.trace for e in entries if e.trace])
         return len(entries)
     return _write_checked(entries)
@@ -218,8 +229,8 @@ def _insert_traces(traces: list[dict[str, Any]]) -> None:
         return
     try:
         with transaction.atomic():
-            _insert_ignoring_conflicts(Trace, _objects(Trace, [t["trace"] for t in traces]))
-            _insert_ignoring_conflicts(Span, _objects(Span, [s for t in traces for s in t["spans"]]))
+            _insert_ignoring_conflicts(Trace, [t["trace"] for t in traces])
+            _insert_ignoring_conflicts(Span, [s for t in traces for s in t["spans"]])
     except DatabaseError:
         logger.exception("The traces of %s calls could not be recorded", len(traces))
 
@@ -254,8 +265,8 @@ def _write_checked(entries: list[Entry]) -> int:
                          api_key_id=trace["api_key_id"] if trace.get("api_key_id") in keys else None)  # fmt: skip
             kept_traces.append({"trace": trace, "spans": entry.trace["spans"]})
     with transaction.atomic():
-        _insert_ignoring_conflicts(LLMCall, _objects(LLMCall, kept_calls))
-        _insert_ignoring_conflicts(UsageEvent, _objects(UsageEvent, kept_usage))
+        _insert_ignoring_conflicts(LLMCall, kept_calls)
+        _insert_ignoring_conflicts(UsageEvent, kept_usage)
         _insert_traces(kept_traces)
     return len(kept_calls)
 

@@ -196,3 +196,27 @@ def test_a_batched_stream_hands_its_row_to_the_stream(fake, models, caller, batc
     assert isinstance(end, gateway.GatewayStreamEnd) and ledger.pending() == 1 and not LLMCall.all_orgs.exists()
     ledger.drain(claim_seconds=0)
     assert _found(caller.org) == ({end.call_id}, 1)
+
+
+@pytest.mark.django_db
+def test_every_column_an_entry_carries_reaches_its_rows_as_given(fake, models, caller, batched):
+    """The writer inserts the entries' JSON values straight (PostgreSQL reads each as its column's type): each
+    column of the call, its charge, its trace and its span is what the entry said, a column not given is the
+    model's default, and the timestamps are the call's own."""
+    (call_id,) = _calls(caller, 1)
+    (message,) = get_redis().xrange(ledger.STREAM)
+    entry = ledger.Entry.decode(message[1]["entry"])
+    ledger.drain(claim_seconds=0)
+    written = [
+        (LLMCall.all_orgs.get(pk=call_id), entry.call),
+        (UsageEvent.all_orgs.get(llm_call_id=call_id), entry.usage),
+        (Trace.all_orgs.get(pk=entry.trace["trace"]["id"]), entry.trace["trace"]),
+        (Span.all_orgs.get(pk=entry.trace["spans"][0]["id"]), entry.trace["spans"][0]),
+    ]
+    for row, given in written:
+        for field in type(row)._meta.concrete_fields:
+            expected = field.to_python(given[field.attname]) if field.attname in given else field.get_default()
+            assert getattr(row, field.attname) == expected, f"{type(row).__name__}.{field.attname}"
+    call = written[0][0]
+    assert call.attempts and call.attempts == entry.call["attempts"] and call.input_encrypted  # JSON and text kept
+    assert call.created_at.isoformat() == entry.call["created_at"]
