@@ -101,8 +101,8 @@ async def paired_latency(
 ) -> None:
     """`latency` for two servers at once (without and with --ab's variable, or --against's commit and this
     tree), both up during the whole run, their calls interleaved with direct ones, the order of the two swapped
-    every round: the machine's drift over minutes, larger here than most changes, hits both alike. Prints each one's added p50 and the median of the
-    per-round differences."""
+    every round: the machine's drift over minutes, larger here than most changes, hits both alike. Prints each
+    one's added p50 and p95 and the median of the per-round differences."""
     async with httpx.AsyncClient(headers=headers, timeout=60) as client:
         sides = {"direct": upstream, **servers}
         times: dict[str, list[float]] = {side: [] for side in sides}
@@ -233,12 +233,15 @@ def main() -> None:
                 for _ in range(args.repeat):
                     env = {"LLM_ASYNC_GATEWAY": "true", **dict(item.split("=", 1) for item in args.env)}
                     if other is not None:
-                        servers = {args.against: start_crewdesk(workdir, upstream, "api", tree=other, **env),
-                                   "this tree": start_crewdesk(workdir, upstream, "api", **env)}  # fmt: skip
+                        older = start_crewdesk(workdir, upstream, "api", tree=other, **env)
+                        servers = {args.against: older, "this tree": start_crewdesk(workdir, upstream, "api", **env)}
                     else:
                         name, value = args.ab.split("=", 1)
-                        servers = {"": start_crewdesk(workdir, upstream, "api", **env),
-                                   args.ab: start_crewdesk(workdir, upstream, "api", **env, **{name: value})}  # fmt: skip
+                        without = start_crewdesk(workdir, upstream, "api", **env)
+                        servers = {
+                            "": without,
+                            args.ab: start_crewdesk(workdir, upstream, "api", **env, **{name: value}),
+                        }
                     try:
                         print(f"--- paired, load average {os.getloadavg()[0]:.2f}", flush=True)
                         asyncio.run(paired_latency(servers, upstream, headers, fixture["model"], args.latency))

@@ -164,7 +164,8 @@ class ModelsView(OpenAICompatibleView):
     @extend_schema(responses=OpenApiTypes.OBJECT, summary="Models this org may use, with their capabilities",
                    operation_id="v1_models_list")  # fmt: skip
     def get(self, request: Request) -> Response:
-        return Response({"object": "list", "data": _model_entries(request.principal.organization)})  # type: ignore[attr-defined]
+        org = request.principal.organization  # type: ignore[attr-defined]
+        return Response({"object": "list", "data": _model_entries(org)})
 
 
 class ModelView(OpenAICompatibleView):
